@@ -1,0 +1,1 @@
+"""The checkers: history model and formats, linearizability, reports."""

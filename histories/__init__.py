@@ -1,0 +1,1 @@
+"""Pinned histories with expected verdicts: the regression corpus, plus small examples."""

@@ -1,0 +1,5 @@
+"""``python -m kvcheck`` runs the command line."""
+
+from kvcheck.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The system under test: an etcd-like key-value store on Raft."""

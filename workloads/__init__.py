@@ -1,0 +1,1 @@
+"""The harness: generators, faults, targets and the recorder."""
