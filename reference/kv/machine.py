@@ -265,10 +265,18 @@ class KVStateMachine:
         session.outcomes[seq] = outcome
         if seq > session.max_seq:
             session.max_seq = seq
-        if len(session.outcomes) > self.session_window:
+        outcomes = session.outcomes
+        if len(outcomes) > self.session_window:
+            # forget outcomes below the window; they arrive mostly in order, so oldest first
             floor = session.max_seq - self.session_window
-            for old in [s for s in session.outcomes if s <= floor]:
-                del session.outcomes[old]
+            while outcomes:
+                oldest = next(iter(outcomes))
+                if oldest > floor:
+                    break
+                del outcomes[oldest]
+            if len(outcomes) > 2 * self.session_window:  # far out of order: sweep them all
+                for old in [s for s in outcomes if s <= floor]:
+                    del outcomes[old]
 
     def _has_alarm(self, alarm: AlarmType) -> bool:
         """Whether any member raised ``alarm`` (one member's alarm holds for the cluster)."""

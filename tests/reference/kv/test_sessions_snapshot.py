@@ -118,10 +118,13 @@ def test_an_empty_entry_only_advances_the_applied_index(kv: Any) -> None:
 def test_a_malformed_entry_is_err_bad_request_and_still_applied(kv: Any) -> None:
     with pytest.raises(ErrBadRequest, match="msgpack"):
         kv.m.apply(1, b"\xc1garbage")
-    with pytest.raises(ErrBadRequest, match="kind"):
-        kv.m.apply(2, msgpack.packb({"client_id": 1, "seq": 1,
-                                     "request": {"kind": "watch_create", "body": {"key": b"a"}}}))
-    assert kv.m.applied_index == 2
+    with pytest.raises(ErrBadRequest, match="'watch_create' is not a log request kind"):
+        kv.m.apply(2, msgpack.packb([1, 1, "watch_create", {"key": b"a"}]))
+    with pytest.raises(ErrBadRequest, match="client_id and seq"):
+        kv.m.apply(3, msgpack.packb([-1, 1, "put", {"key": b"a"}]))
+    with pytest.raises(ErrBadRequest, match=r"PutRequest.value: must be bytes"):
+        kv.m.apply(4, msgpack.packb([1, 1, "put", {"key": b"a", "value": 5}]))
+    assert kv.m.applied_index == 4 and kv.rev == 1
 
 
 def test_a_request_over_max_request_bytes_is_err_request_too_large(make_kv: Any) -> None:
