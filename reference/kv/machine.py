@@ -183,7 +183,7 @@ class KVStateMachine:
         self.lease_revoke_retry = lease_revoke_retry
         self.bugs = bugs
         self.store = MVCCStore()
-        self.hub = WatchHub(self.store, max_watch_events)
+        self.hub = WatchHub(self.store, max_watch_events, bugs)
         self._applied = 0
         self._leases: dict[int, Lease] = {}
         self._next_lease_id = 1
@@ -239,7 +239,7 @@ class KVStateMachine:
                 outcome = session.outcomes.get(seq)
                 if outcome is not None:
                     if isinstance(outcome, KVError):
-                        raise outcome
+                        raise type(outcome)(outcome.message)  # a fresh raise: no traceback pile-up
                     return outcome
                 if seq <= session.max_seq - self.session_window:
                     raise ErrStaleSequence()
@@ -678,7 +678,14 @@ class KVStateMachine:
             if named is None or now >= named + self.lease_revoke_retry:
                 self._revoke_proposed[lease.id] = now
                 out.append(lease.id)
+        if self.bugs.lease_expiry_local:
+            self._revoke_locally(out)
         return out
+
+    def _revoke_locally(self, lease_ids: list[int]) -> None:
+        """Only under the lease_expiry_local bug: delete on this member's timer, outside the log."""
+        for lease_id in lease_ids:
+            self._revoke(self._leases[lease_id])
 
     def lease_time_to_live(self, lease_id: int, keys: bool, now: float) -> LeaseTimeToLiveResponse:
         """Remaining whole seconds (-1 for an unknown lease, as etcd), granted TTL and
@@ -739,6 +746,7 @@ class KVStateMachine:
         """A state machine from a snapshot (constructor options as keyword arguments)."""
         machine = cls(**options)
         machine._load(data)
+        machine.hub.store = machine.store
         return machine
 
     def install_snapshot(self, data: bytes) -> None:
@@ -772,7 +780,6 @@ class KVStateMachine:
         except (ValueError, KeyError, TypeError, KVError, msgpack.UnpackException) as exc:
             raise ValueError(f"kv snapshot is malformed: {type(exc).__name__}: {exc}") from None
         self.store = store
-        self.hub.store = store
         self._leases = leases
         self._sessions = sessions
         self._alarms = alarms

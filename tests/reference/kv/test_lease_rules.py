@@ -190,3 +190,15 @@ def test_lease_leases_lists_every_lease_by_id(kv: Any) -> None:
     kv.apply(LeaseGrantRequest(60, id=9))
     kv.apply(LeaseGrantRequest(60, id=3))
     assert kv.m.lease_leases().leases == [LeaseStatus(3), LeaseStatus(9)]
+
+
+def test_bug_lease_expiry_local_deletes_keys_outside_the_log(make_kv: Any) -> None:
+    from kvcheck.reference.bugs import Bugs
+
+    kv = make_kv(bugs=Bugs(lease_expiry_local=True))
+    kv.m.promote(0.0)
+    lease = kv.apply(LeaseGrantRequest(10), now=0.0).id
+    kv.apply(PutRequest(b"a", b"v", lease=lease))
+    applied = kv.m.applied_index
+    assert kv.m.expired_leases(100.0) == [lease]
+    assert kv.keys() == [] and kv.m.applied_index == applied  # deleted with no entry applied

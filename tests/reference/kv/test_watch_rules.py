@@ -180,3 +180,25 @@ def test_install_snapshot_resyncs_watches_or_cancels_them_as_compacted(make_kv: 
     taken = follower.m.take_watch_responses()
     assert all(r.canceled and r.compact_revision == 7 for _, r in taken)
     assert sorted(w for w, _ in taken) == [1, lagging]
+
+
+def test_bug_watch_resume_gap_skips_the_resumed_revision(make_kv: Any) -> None:
+    from kvcheck.reference.bugs import Bugs
+
+    kv = make_kv(bugs=Bugs(watch_resume_gap=True))
+    for i in range(3):
+        kv.apply(PutRequest(b"a", b"%d" % i))  # 2..4
+    _, now = kv.m.create_watch(WatchCreateRequest(b"a", start_revision=3))
+    assert events(now[1:]) == [("PUT", b"a", 4)]  # revision 3 is missing
+
+
+def test_install_snapshot_hands_out_queued_events_before_the_new_state(make_kv: Any) -> None:
+    leader, follower = make_kv(), make_kv()
+    follower.m.create_watch(WatchCreateRequest(b"a", b"\0"))
+    for kv in (leader, follower):
+        kv.apply(PutRequest(b"a", b"1"))  # 2, applied on both
+    leader.apply(PutRequest(b"b", b"1"))  # 3, only in the snapshot
+    follower.m.install_snapshot(leader.m.snapshot())
+    taken = [r for _, r in follower.m.take_watch_responses()]
+    assert [(r.header.revision, [ev.kv.mod_revision for ev in r.events]) for r in taken] == [
+        (2, [2]), (3, [3])]
