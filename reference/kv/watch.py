@@ -201,12 +201,12 @@ class WatchHub:
     def take(self) -> list[tuple[int, WatchResponse]]:
         """Every response produced since the last take, in order per watch."""
         out: list[tuple[int, WatchResponse]] = []
+        if self._outbox:  # set aside by resync: older than anything queued since
+            out.extend(self._outbox)
+            self._outbox = []
         for w in self._watchers.values():
             if w.queued:
                 out.extend((w.id, r) for r in self._drain(w))
-        if self._outbox:
-            out.extend(self._outbox)
-            self._outbox = []
         return out
 
     def progress(self, watch_id: int | None = None) -> list[tuple[int, WatchResponse]]:
