@@ -454,8 +454,10 @@ class KVStateMachine:
                 self._check_txn_shape(op)
             else:
                 raise ErrBadRequest(f"TxnRequest: {type(op).__name__} is not a request op")
-        _check_intervals(txn.success)
-        _check_intervals(txn.failure)
+        if len(txn.success) > 1 or (txn.success and isinstance(txn.success[0], TxnRequest)):
+            _check_intervals(txn.success)
+        if len(txn.failure) > 1 or (txn.failure and isinstance(txn.failure[0], TxnRequest)):
+            _check_intervals(txn.failure)
 
     def _txn_cost(self, txn: TxnRequest) -> int:
         """Bytes the txn may write: the larger branch's puts (nested txns included)."""
@@ -470,7 +472,11 @@ class KVStateMachine:
         return max(branch(txn.success), branch(txn.failure))
 
     def _compare(self, c: Compare) -> bool:
-        kvs = self.store.range(c.key, c.range_end)
+        if c.range_end:
+            kvs = self.store.range(c.key, c.range_end)
+        else:
+            one = self.store.get(c.key)
+            kvs = [one] if one is not None else []
         if not kvs:
             if c.target == CompareTarget.VALUE:
                 return False  # as etcd: a value compare on a missing key (or empty range) fails

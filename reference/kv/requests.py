@@ -687,10 +687,13 @@ class Compare(Message):
     }
 
     def _check(self, where: str) -> None:
-        own = self._TARGET_FIELD[self.target]
-        for name in ("version", "create_revision", "mod_revision", "value", "lease"):
-            if name != own and getattr(self, name):
-                raise _bad(where, f"target is {CompareTarget(self.target).name} but {name} is set")
+        set_ = [name for name, v in (("version", self.version), ("create_revision", self.create_revision),
+                                     ("mod_revision", self.mod_revision), ("value", self.value),
+                                     ("lease", self.lease)) if v]
+        if set_ and (len(set_) > 1 or set_[0] != self._TARGET_FIELD[self.target]):
+            own = self._TARGET_FIELD[self.target]
+            other = next(name for name in set_ if name != own)
+            raise _bad(where, f"target is {CompareTarget(self.target).name} but {other} is set")
 
 
 RequestOp = Union["RangeRequest", "PutRequest", "DeleteRangeRequest", "TxnRequest"]
