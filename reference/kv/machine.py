@@ -362,7 +362,7 @@ class KVStateMachine:
         """Refuse a write of ``cost`` bytes under the NOSPACE alarm, or raise the alarm."""
         if self._alarms and self._has_alarm(AlarmType.NOSPACE):
             raise ErrNoSpace()
-        if self.store.size + LEASE_OVERHEAD * len(self._leases) + cost > self.quota_bytes:
+        if self.db_size + cost > self.quota_bytes:
             self._alarms[(0, AlarmType.NOSPACE)] = None
             raise ErrNoSpace()
 
@@ -557,6 +557,11 @@ class KVStateMachine:
     def compact_revision(self) -> int:
         return self.store.compact_revision
 
+    @property
+    def db_size(self) -> int:
+        """Bytes the quota counts: stored versions (key + value + overhead) and leases."""
+        return self.store.size + LEASE_OVERHEAD * len(self._leases)
+
     def hash_kv(self, revision: int = 0) -> HashKVResponse:
         """Hash of every stored key version with mod_revision <= revision (0: current); equal on
         members with the same applied log. Raises ErrCompacted, ErrFutureRev."""
@@ -726,6 +731,10 @@ class KVStateMachine:
     def progress(self, watch_id: int | None = None) -> list[tuple[int, WatchResponse]]:
         """Progress notifications (one watch, or all); never ahead of the events taken."""
         return self.hub.progress(watch_id)
+
+    def progress_notify_ids(self) -> list[int]:
+        """Watches created with progress_notify: the server sends them progress periodically."""
+        return self.hub.progress_notify_ids()
 
     # -- snapshots ---------------------------------------------------------------------------
 

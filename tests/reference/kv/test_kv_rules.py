@@ -478,6 +478,7 @@ def test_hash_kv_at_a_revision_ignores_later_writes(kv: Any) -> None:
 def test_quota_exceeded_raises_the_nospace_alarm_and_refuses_the_put(make_kv: Any) -> None:
     kv = make_kv(quota_bytes=2000)
     kv.apply(put(b"a", b"x" * 500))
+    assert kv.m.db_size == 1 + 500 + 256  # key + value + per-version overhead, as etcd counts
     with pytest.raises(ErrNoSpace):
         kv.apply(put(b"b", b"x" * 1500))
     assert kv.m.alarms() == [AlarmMember(0, AlarmType.NOSPACE)]

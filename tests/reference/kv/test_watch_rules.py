@@ -134,6 +134,8 @@ def test_progress_notification_never_leads_the_events_taken(kv: Any) -> None:
     kv.m.take_watch_responses()
     assert kv.m.progress()[0][1].header.revision == 4
     assert kv.m.progress(999) == []
+    notified, _ = kv.m.create_watch(WatchCreateRequest(b"a", progress_notify=True))
+    assert kv.m.progress_notify_ids() == [notified]
 
 
 def test_watch_cancel_stops_events(kv: Any) -> None:
