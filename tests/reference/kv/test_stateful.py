@@ -11,6 +11,7 @@ created in the past, retried requests and snapshot/restore onto a new leader.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -41,6 +42,8 @@ from kvcheck.reference.kv.requests import (
     Message,
     PutRequest,
     RangeRequest,
+    SortOrder,
+    SortTarget,
     TxnRequest,
     WatchCreateRequest,
     encode_entry,
@@ -236,6 +239,40 @@ class KVModel(RuleBasedStateMachine):
         no_prev_rev = self.compact if start == self.compact else -1
         self.watches[wid] = (start, prev_kv, no_prev_rev, self.events(now[1:], prev_kv))
 
+    @rule(data=st.data(), key=keys, end=range_ends, limit=st.sampled_from([0, 1, 2, 3]),
+          order=st.sampled_from(list(SortOrder)), by=st.sampled_from(list(SortTarget)),
+          keys_only=st.booleans(), count_only=st.booleans(),
+          min_mod=st.sampled_from([0, 3, 6]), max_create=st.sampled_from([0, 4, 8]))
+    def range_query(self, data: st.DataObject, key: bytes, end: bytes, limit: int,
+                    order: SortOrder, by: SortTarget, keys_only: bool, count_only: bool,
+                    min_mod: int, max_create: int) -> None:
+        rev = data.draw(st.sampled_from([0, *range(max(self.compact, 1), self.rev + 1)]))
+        resp = self.m.range(RangeRequest(key, end, limit=limit, revision=rev, sort_order=order,
+                                         sort_target=by, keys_only=keys_only,
+                                         count_only=count_only, min_mod_revision=min_mod,
+                                         max_create_revision=max_create))
+        kvs = self.kvs(self.states[rev or self.rev], key, end)
+        count = len(kvs)
+        kvs = [kv for kv in kvs if kv.mod_revision >= min_mod
+               and (not max_create or kv.create_revision <= max_create)]
+        if by != SortTarget.KEY or order != SortOrder.NONE:
+            field = {SortTarget.KEY: "key", SortTarget.VERSION: "version",
+                     SortTarget.CREATE: "create_revision", SortTarget.MOD: "mod_revision",
+                     SortTarget.VALUE: "value"}[by]
+            sign = -1 if order == SortOrder.DESCEND else 1
+
+            def cmp(x: KeyValue, y: KeyValue) -> int:  # by target, ties in key order
+                a, b = getattr(x, field), getattr(y, field)
+                return sign * ((a > b) - (a < b)) or (x.key > y.key) - (x.key < y.key)
+
+            kvs.sort(key=functools.cmp_to_key(cmp))
+        more = bool(limit) and len(kvs) > limit and not count_only
+        kvs = [] if count_only else kvs[:limit] if limit else kvs
+        if keys_only:
+            kvs = [KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease)
+                   for kv in kvs]
+        assert (resp.kvs, resp.more, resp.count) == (kvs, more, count)
+
     @rule()
     def retry_last_request(self) -> None:
         if self.last is None:
@@ -315,7 +352,7 @@ class KVModel(RuleBasedStateMachine):
 
 
 TestKVModel = KVModel.TestCase
-TestKVModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None,
+TestKVModel.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
                                 suppress_health_check=[HealthCheck.too_slow])
 
 
