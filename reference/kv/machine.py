@@ -200,14 +200,6 @@ class KVStateMachine:
         }
         assert set(self._handlers) == set(LOG_REQUESTS)
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "min_lease_ttl": self.min_lease_ttl, "quota_bytes": self.quota_bytes,
-            "max_txn_ops": self.max_txn_ops, "max_request_bytes": self.max_request_bytes,
-            "session_window": self.session_window, "lease_revoke_retry": self.lease_revoke_retry,
-            "max_watch_events": self.hub.max_events, "bugs": self.bugs,
-        }
-
     # -- applying the log --------------------------------------------------------------------
 
     @property
@@ -329,6 +321,7 @@ class KVStateMachine:
         if order == SortOrder.NONE and target != SortTarget.KEY:
             order = SortOrder.ASCEND  # as etcd: a sort target without an order sorts ascending
         if order != SortOrder.NONE and not (order == SortOrder.ASCEND and target == SortTarget.KEY):
+            # stable: ties keep key order, either way (etcd leaves the order of ties open)
             kvs = sorted(kvs, key=_SORT_KEY[target], reverse=order == SortOrder.DESCEND)
         more = False
         if req.count_only:
