@@ -135,7 +135,12 @@ def _json_text(value: Any) -> str:
 
 def short_value(value: Any, limit: int = VALUE_CHARS) -> str:
     """A value as display text, cut to ``limit`` characters ("nil" for None)."""
-    text = "nil" if value is None else _json_text(value)
+    if value is None:
+        return "nil"
+    if type(value) is int:  # the common case, without json.dumps
+        text = str(value)
+    else:
+        text = _json_text(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -213,6 +218,7 @@ def build_timeline(ops: Sequence[Op]) -> dict[str, Any]:
     errors: dict[str, str] = {}
     call_of_op: dict[int, int] = {}
     prev_s = 0
+    f_index: dict[Any, int] = {}
     for n, call in enumerate(calls):
         inv_pos = by_obj[id(call.invoke)]
         s = x_of(inv_pos)
@@ -231,7 +237,13 @@ def build_timeline(ops: Sequence[Op]) -> dict[str, Any]:
             col_d.append(None)
             col_c.append(None)
         outcomes.append(OUTCOME_CODE[call.outcome])
-        col_f.append(f_names(short_value(call.f, 40)))
+        f = call.f
+        fi = f_index.get(f) if isinstance(f, str) else None
+        if fi is None:
+            fi = f_names(short_value(f, 40))
+            if isinstance(f, str):
+                f_index[f] = fi
+        col_f.append(fi)
         col_k.append(key_names(short_value(call.key, 40)) if has_keys and call.key is not None else -1)
         shown = short_value(call.value)
         col_v.append(shown)
@@ -315,7 +327,9 @@ def _faults(ops: Sequence[Op], ids: Sequence[int], x_of: Any, x_max: int) -> tup
 # Anomalies
 
 
-ROLE_MINIMAL, ROLE_FAILING, ROLE_PREVIOUS = 1, 2, 3
+# Bits of a call's role in the anomaly (several may hold: the last ok op is usually also in
+# the minimal history).
+ROLE_MINIMAL, ROLE_FAILING, ROLE_PREVIOUS = 1, 2, 4
 
 
 @dataclass
@@ -359,7 +373,7 @@ def _op_dict_id(d: Any) -> Any:
 
 
 def highlights(failures: Sequence[KeyFailure], call_of_op: Mapping[int, int]) -> tuple[dict[str, int], list[Any]]:
-    """({call index: role}, op ids named by the results but absent from the history)."""
+    """({call index: role bits}, op ids named by the results but absent from the history)."""
     roles: dict[str, int] = {}
     missing: list[Any] = []
 
@@ -372,8 +386,7 @@ def highlights(failures: Sequence[KeyFailure], call_of_op: Mapping[int, int]) ->
             if oid not in missing:
                 missing.append(oid)
             return
-        if roles.get(str(n), 0) != ROLE_FAILING:
-            roles[str(n)] = role
+        roles[str(n)] = roles.get(str(n), 0) | role
     for f in failures:
         for d in f.result.get("minimal_history") or []:
             mark(d, ROLE_MINIMAL)

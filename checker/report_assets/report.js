@@ -8,6 +8,7 @@
  */
 (function () {
   "use strict";
+  var T0 = window.performance.now();
   var DATA = JSON.parse(document.getElementById("kvcheck-data").textContent);
   var T = DATA.timeline;
   var C = T.calls;
@@ -18,7 +19,15 @@
   var EDGE = { o: "#4f9a4f", f: "#c06060", i: "#c0962b", p: "#9a9a9a" };
   var OUTCOME = { o: "ok", f: "fail", i: "info", p: "pending" };
   var LANE_COLORS = ["255,140,0", "30,144,255", "199,21,133", "34,139,34", "138,43,226", "0,139,139", "205,92,92"];
-  var ROLE_TEXT = { 1: "in the minimal failing sub-history", 2: "cannot be linearized", 3: "last ok op before the failing op" };
+  // Role bits from report.highlights: 1 in the minimal history, 2 cannot be linearized,
+  // 4 the last ok op before the failing one.
+  function roleText(bits) {
+    var out = [];
+    if (bits & 2) out.push("cannot be linearized");
+    if (bits & 1) out.push("in the minimal failing sub-history");
+    if (bits & 4) out.push("last ok op before the failing op");
+    return out.join("; ");
+  }
 
   // ---- decode the columns ----------------------------------------------------------------
   var start = new Float64Array(N), end = new Float64Array(N), row = new Int32Array(N);
@@ -67,7 +76,7 @@
   var inner = document.createElement("div");
   inner.id = "labels-inner";
   var anomalyRows = {};
-  hlCalls.forEach(function (c) { if (HL[c] === 2) anomalyRows[row[c]] = true; });
+  hlCalls.forEach(function (c) { if (HL[c] & 2) anomalyRows[row[c]] = true; });
   var frag = document.createDocumentFragment();
   for (r = 0; r < NROWS; r++) {
     var lab = document.createElement("div");
@@ -121,13 +130,14 @@
   }
 
   // ---- formatting ------------------------------------------------------------------------
+  // An axis label: the unit follows the size of the times in view, the decimals the step.
   function fmtX(x, step) {
     if (T.axis !== "time") return "#" + Math.round(x);
-    var a = Math.abs(step === undefined ? x : step);
-    if (a >= 1e9) return (x / 1e9).toFixed(a >= 1e10 ? 0 : (a >= 1e9 ? 1 : 3)).replace(/\.0$/, "") + " s";
-    if (a >= 1e6) return (x / 1e6).toFixed(a >= 1e7 ? 0 : 1).replace(/\.0$/, "") + " ms";
-    if (a >= 1e3) return (x / 1e3).toFixed(a >= 1e4 ? 0 : 1).replace(/\.0$/, "") + " µs";
-    return Math.round(x) + " ns";
+    var m = Math.max(Math.abs(view.x0), Math.abs(view.x1));
+    var unit = m >= 1e9 ? 1e9 : m >= 1e6 ? 1e6 : m >= 1e3 ? 1e3 : 1;
+    var name = { 1e9: " s", 1e6: " ms", 1e3: " µs", 1: " ns" }[unit];
+    var decimals = Math.min(9, Math.max(0, Math.ceil(Math.log10(unit / step) - 1e-9)));
+    return (x / unit).toFixed(decimals) + name;
   }
   function fmtTime(x) {
     if (T.axis !== "time") return "event #" + x;
@@ -174,7 +184,7 @@
       octx.fillRect(b, oh - h, 1, h);
     }
     hlCalls.forEach(function (c) {
-      if (HL[c] !== 2) return;
+      if (!(HL[c] & 2)) return;
       octx.fillStyle = "#d00000";
       octx.fillRect(ox(start[c]) - 1, 0, 3, oh);
     });
@@ -195,6 +205,7 @@
   }
 
   function draw() {
+    var tDraw = window.performance.now();
     pending = false;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, W, H);
@@ -263,13 +274,18 @@
     }
     // highlights (the minimal failing sub-history, the failing op, the focused op)
     hlCalls.forEach(function (c) { outline(c, HL[c], r0, r1); });
-    if (focused >= 0) outline(focused, 9, r0, r1);
+    if (focused >= 0) outline(focused, 8, r0, r1);
     ctx.restore();
     drawHead();
     drawOverview();
     canvas.dataset.drawnCalls = String(drawn);
     inner.style.transform = "translateY(" + (-view.y) + "px)";
-    document.body.dataset.ready = "1";
+    if (!document.body.dataset.ready) {
+      // script start to the first frame (parse, decode, index, draw), for benchmarks
+      document.body.dataset.firstDrawMs = (window.performance.now() - T0).toFixed(1);
+      document.body.dataset.ready = "1";
+    }
+    canvas.dataset.drawMs = (window.performance.now() - tDraw).toFixed(1);
   }
 
   function outline(c, role, r0, r1) {
@@ -279,13 +295,18 @@
     if (b < -4 || a > W + 4) return;
     var y = HEAD_H + r * ROW_H - view.y;
     var w = Math.max(3, b - a);
-    if (role === 2) { ctx.strokeStyle = "#d00000"; ctx.lineWidth = 3; }
-    else if (role === 1) { ctx.strokeStyle = "#7a1fd1"; ctx.lineWidth = 2; }
-    else if (role === 3) { ctx.strokeStyle = "#1f5fbf"; ctx.lineWidth = 2; ctx.setLineDash([4, 2]); }
+    if (role & 2) { ctx.strokeStyle = "#d00000"; ctx.lineWidth = 3; }
+    else if (role & 1) { ctx.strokeStyle = "#7a1fd1"; ctx.lineWidth = 2; }
+    else if (role & 4) { ctx.strokeStyle = "#1f5fbf"; ctx.lineWidth = 2; ctx.setLineDash([4, 2]); }
     else { ctx.strokeStyle = "#0060ff"; ctx.lineWidth = 3; }
     ctx.strokeRect(a - 1, y + 1, w + 2, ROW_H - 2);
     ctx.setLineDash([]);
-    if (role === 2) {
+    if ((role & 4) && (role & 3)) {  // also the last ok op: a dashed inner line
+      ctx.strokeStyle = "#1f5fbf"; ctx.lineWidth = 1; ctx.setLineDash([4, 2]);
+      ctx.strokeRect(a + 2, y + 4, Math.max(1, w - 4), ROW_H - 8);
+      ctx.setLineDash([]);
+    }
+    if (role & 2) {
       ctx.fillStyle = "#d00000";
       ctx.beginPath(); ctx.moveTo(a - 6, y + 1); ctx.lineTo(a, y + ROW_H / 2); ctx.lineTo(a - 6, y + ROW_H - 1); ctx.fill();
     }
@@ -431,7 +452,7 @@
   canvas.addEventListener("mousemove", function (ev) {
     if (drag && drag.moved) { tooltip.hidden = true; return; }
     var c = callAt(ev.offsetX, ev.offsetY);
-    if (c >= 0) { showTip(describe(c), ROLE_TEXT[HL[c]] || "", ev); return; }
+    if (c >= 0) { showTip(describe(c), roleText(HL[c] || 0), ev); return; }
     var f = faultAt(ev.offsetX, ev.offsetY);
     if (f) { showTip(f, "", ev); return; }
     tooltip.hidden = true;
@@ -459,7 +480,7 @@
   });
 
   // Focus: zoom to a span of calls and bring the row of the first one into view.
-  function focusCalls(list, primary) {
+  function focusCalls(list, primary, mark) {
     if (!list.length) return;
     var a = Infinity, b = -Infinity;
     list.forEach(function (c) { a = Math.min(a, start[c]); b = Math.max(b, isNaN(end[c]) ? start[c] : end[c]); });
@@ -468,20 +489,19 @@
     var rr = row[primary];
     var top = rr * ROW_H, bottom = top + ROW_H;
     if (top < view.y || bottom > view.y + rowsH()) view.y = top - rowsH() / 2;
-    focused = primary;
+    focused = mark ? primary : -1;
     clampView(); schedule();
   }
   Array.prototype.forEach.call(document.querySelectorAll("a.op-ref"), function (a) {
     a.addEventListener("click", function () {
       var c = callOfOp.get(Number(a.dataset.op));
-      if (c !== undefined) focusCalls([c], c);
+      if (c !== undefined) focusCalls([c], c, !(HL[c] & 2));
     });
   });
   var showBtn = document.getElementById("show-anomaly");
   function showAnomaly() {
-    var failing = hlCalls.filter(function (c) { return HL[c] === 2; });
-    var involved = hlCalls.filter(function (c) { return HL[c] === 1 || HL[c] === 2; });
-    if (involved.length) focusCalls(involved, failing.length ? failing[0] : involved[0]);
+    var failing = hlCalls.filter(function (c) { return HL[c] & 2; });
+    if (hlCalls.length) focusCalls(hlCalls, failing.length ? failing[0] : hlCalls[0], false);
   }
   if (showBtn) showBtn.addEventListener("click", function () {
     showAnomaly();
