@@ -660,6 +660,8 @@ def write_report(ops: Sequence[Op], results: Mapping[str, Any], out_path: Path, 
     """Write report.html to ``out_path`` and, when the results hold a minimal failing
     sub-history, its DOT graph beside it (``dot_path_for(out_path)``). Returns out_path.
 
+    Raises ``HistoryError`` for a history whose calls do not pair (see ``pair_calls``) and
+    ``ReportError`` for results the report cannot read; the message names what was wrong.
     A DOT file left beside the report by an earlier kvcheck report whose results were
     invalid is removed when the new results have no minimal history, so the directory
     never shows a graph that the report does not explain.

@@ -93,6 +93,24 @@
   timeline.dataset.rows = String(NROWS);
   timeline.dataset.calls = String(N);
 
+  // ---- key filter (keyed workloads): other keys' calls are drawn faded ----------------------
+  var keyFilter = -1, keySelect = null;
+  if (T.keyNames.length > 1) {
+    keySelect = document.createElement("select");
+    keySelect.id = "key-filter";
+    var all = document.createElement("option"); all.value = "-1"; all.textContent = "all keys";
+    keySelect.appendChild(all);
+    T.keyNames.forEach(function (name, k) {
+      var opt = document.createElement("option"); opt.value = String(k); opt.textContent = "key " + name;
+      keySelect.appendChild(opt);
+    });
+    keySelect.addEventListener("change", function () { keyFilter = Number(keySelect.value); schedule(); });
+    var lab2 = document.createElement("label"); lab2.textContent = "highlight ";
+    lab2.appendChild(keySelect);
+    document.querySelector("#timeline-section .toolbar").appendChild(lab2);
+  }
+  function setKeyFilter(k) { keyFilter = k; if (keySelect) keySelect.value = String(k); }
+
   // ---- view state ------------------------------------------------------------------------
   var view = { x0: X_MIN, x1: X_MAX, y: 0 };
   var W = 0, H = 0, dpr = 1, focused = -1;
@@ -249,6 +267,13 @@
         if (e < x0) continue;
         var a = toPx(s), b = toPx(e);
         var w = b - a;
+        var faded = keyFilter >= 0 && C.k[c] !== keyFilter;
+        if (faded) {
+          ctx.globalAlpha = 0.15; ctx.fillStyle = COLORS[o];
+          ctx.fillRect(a, y + 2, Math.max(1, w), ROW_H - 4);
+          ctx.globalAlpha = 1; drawn++;
+          continue;
+        }
         if (w < 1) {
           // Sub-pixel calls: one mark per pixel column; fail/info win over ok.
           var px = Math.floor(a);
@@ -501,7 +526,10 @@
   var showBtn = document.getElementById("show-anomaly");
   function showAnomaly() {
     var failing = hlCalls.filter(function (c) { return HL[c] & 2; });
-    if (hlCalls.length) focusCalls(hlCalls, failing.length ? failing[0] : hlCalls[0], false);
+    if (!hlCalls.length) return;
+    var primary = failing.length ? failing[0] : hlCalls[0];
+    if (keySelect) setKeyFilter(C.k[primary]);
+    focusCalls(hlCalls, primary, false);
   }
   if (showBtn) showBtn.addEventListener("click", function () {
     showAnomaly();
@@ -520,7 +548,7 @@
     rowY: function (r) { return HEAD_H + r * ROW_H - view.y + ROW_H / 2; },
     callOfOp: function (id) { var c = callOfOp.get(id); return c === undefined ? -1 : c; },
     rowOf: function (c) { return row[c]; }, start: function (c) { return start[c]; },
-    redraw: draw
+    redraw: draw, setKeyFilter: setKeyFilter
   };
   window.addEventListener("resize", resize);
   fit();

@@ -11,6 +11,8 @@ Skipped when chromium is absent, unless CI=true (then it fails).
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -265,3 +267,78 @@ def test_large_history_renders_and_stays_linear(tmp_path: Path) -> None:
     # zoomed out, sub-pixel calls merge per pixel column: bounded by rows x canvas width
     calls = sum(1 for op in ops if op.type == "invoke")
     assert 0 < int(drawn.group(1)) < calls
+
+
+def test_scroll_and_zoom_with_many_processes(tmp_path: Path) -> None:
+    """60 processes overflow the viewport: the wheel scrolls rows, ctrl+wheel zooms in
+    around the pointer, the fit button restores the whole history; labels follow."""
+    ops, res = history(60, 3, stale_read=False)
+    page = write_report(ops, res, tmp_path / "report.html", title="many")
+    probe = """<script>
+(function () {
+  var R = window.kvcheckReport, canvas = document.getElementById("timeline-canvas");
+  var rect = canvas.getBoundingClientRect(), out = {};
+  function wheel(opts) {
+    canvas.dispatchEvent(new WheelEvent("wheel", Object.assign({clientX: rect.left + rect.width / 2,
+      clientY: rect.top + rect.height / 2, bubbles: true, cancelable: true}, opts)));
+  }
+  out.span0 = R.view.x1 - R.view.x0;
+  wheel({deltaY: 200}); out.y1 = R.view.y;
+  wheel({deltaY: -100, ctrlKey: true}); out.span1 = R.view.x1 - R.view.x0;
+  wheel({deltaY: 100, shiftKey: true}); out.shifted = R.view.x0;
+  R.redraw();
+  out.labelShift = document.getElementById("labels-inner").style.transform;
+  document.getElementById("zoom-fit").click(); out.span2 = R.view.x1 - R.view.x0; out.y2 = R.view.y;
+  document.body.dataset.probe = JSON.stringify(out);
+})();
+</script></body>"""
+    page.write_text(page.read_text().replace("</body>", probe, 1))
+    dom = dump_dom(tmp_path, page)
+    m = re.search(r'data-probe="([^"]*)"', dom)
+    assert m is not None, dom[-2000:]
+    out = json.loads(html.unescape(m.group(1)))
+    assert len(re.findall(r'class="row-label', dom)) == 60
+    assert out["y1"] == 200
+    assert out["labelShift"] == "translateY(-200px)"
+    assert out["span1"] < out["span0"] * 0.9
+    assert out["span2"] == pytest.approx(out["span0"]) and out["y2"] == 0
+
+
+def test_empty_history_renders(tmp_path: Path) -> None:
+    page = write_report([], {"valid": True, "checkers": {"linearizable": {"valid": True}}},
+                        tmp_path / "report.html", title="empty")
+    dom = dump_dom(tmp_path, page)
+    assert 'data-ready="1"' in dom and 'id="no-calls"' in dom
+    assert 'data-rows="0"' in dom
+
+
+def test_keyed_history_has_a_key_filter_set_by_the_anomaly(tmp_path: Path) -> None:
+    ops, res = history(3, 4, stale_read=True)
+    for op in ops:
+        if op.process != "nemesis":
+            op.key = f"k{op.process}"
+    key_res = res["checkers"]["linearizable"]["keys"].pop("r")
+    failing_key = ops[key_res["op"]["index"]].key
+    res["checkers"]["linearizable"]["keys"] = {"k0": {"valid": True}, "k1": {"valid": True}, failing_key: key_res}
+    page = write_report(ops, res, tmp_path / "report.html", title="kv")
+    # showAnomaly selects the failing key; the probe copies the select's value into the DOM
+    page.write_text(page.read_text().replace(
+        "</body>", "<script>window.kvcheckReport.showAnomaly(); window.kvcheckReport.redraw();"
+        "document.body.dataset.key = document.getElementById('key-filter').value;</script></body>", 1))
+    dom = dump_dom(tmp_path, page)
+    select = re.search(r'<select id="key-filter">(.*?)</select>', dom, re.S)
+    assert select is not None
+    assert re.findall(r"<option[^>]*>([^<]*)</option>", select.group(1)) == ["all keys", "key k0", "key k1", "key k2"]
+    assert f'data-key="{["k0", "k1", "k2"].index(failing_key)}"' in dom
+
+
+@pytest.mark.slow
+def test_hundred_thousand_ops_render(tmp_path: Path) -> None:
+    ops, res = history(10, 5000, stale_read=True)
+    assert len(ops) > 100_000
+    page = write_report(ops, res, tmp_path / "report.html", title="100k")
+    assert page.stat().st_size < 40 * len(ops)
+    dom = dump_dom(tmp_path, page)
+    assert 'data-ready="1"' in dom
+    assert len(re.findall(r'class="row-label', dom)) == 10
+    assert 'id="anomaly"' in dom
