@@ -16,7 +16,10 @@ outcome like the report's timeline. Two kinds of edges:
   that observed v, matched within a key. A read of nil depends on the initial state.
 
 The op the model cannot linearize gets a red double border and a "cannot be linearized"
-line. Several failing keys become one cluster each in the same graph.
+line: the key result's ``minimal_op`` when the checker names the op that fails within the
+minimal history, else its ``op`` when that is part of the minimal history; an ``op`` outside
+the minimal history is drawn apart with a dashed border. Several failing keys become one
+cluster each in the same graph.
 """
 
 from __future__ import annotations
@@ -200,7 +203,8 @@ class FailingKey:
 
     key: str
     minimal_history: Sequence[Mapping[str, Any]]
-    failing_op: Mapping[str, Any] | None = None
+    failing_op: Mapping[str, Any] | None = None  # the op the search rejected
+    minimal_op: Mapping[str, Any] | None = None  # the op that fails within the minimal history
 
 
 def minimal_history_dot(failures: Sequence[FailingKey], *, title: str = "") -> str:
@@ -215,26 +219,27 @@ def minimal_history_dot(failures: Sequence[FailingKey], *, title: str = "") -> s
         clipped = len(calls) - MAX_CALLS
         calls = calls[:MAX_CALLS]
         failing_ids: set[Any] = set()
-        if failure.failing_op is not None:
+        if failure.minimal_op is not None:
+            failing_ids.add(_op_index(failure.minimal_op))
+        elif failure.failing_op is not None:
             failing_ids.add(_op_index(failure.failing_op))
         sub = graphviz.Digraph(name=f"cluster_{n}") if len(failures) > 1 else g
         if len(failures) > 1:
             sub.attr(label=f"key {_short(failure.key)}", style="dashed", color="#888888")
         prefix = f"k{n}_"
-        marked = False
         for c in calls:
             failing = bool(c.ids & failing_ids)
-            marked = marked or failing
             attrs = {"fillcolor": OUTCOME_FILL.get(c.outcome, "#ffffff")}
             if failing:
                 attrs.update(color="#d00000", penwidth="3", peripheries="2", fontcolor="#900000")
             sub.node(prefix + c.node_id, _node_label(c, failing), **attrs)
-        if failure.failing_op is not None and not marked:
-            # The rejected op is not part of the minimal history as given: show it alone.
-            op = failure.failing_op
-            lone = DotCall(invoke=op, completion=None, start=-1, end=float("inf"))
-            sub.node(prefix + "failing", _node_label(lone, True), color="#d00000", penwidth="3",
-                     peripheries="2", fillcolor="#ffffff")
+        if failure.failing_op is not None and _op_index(failure.failing_op) not in {i for c in calls for i in c.ids}:
+            # The op the search rejected in the full history is not part of this sub-history
+            # (delta debugging found a different failing subset): show it apart, dashed.
+            for lone in pair_op_dicts([failure.failing_op])[:1]:
+                label = _node_label(lone, False) + "\\nrejected in the full history,\\nnot part of this sub-history"
+                sub.node(prefix + "failing", label, color="#d00000", penwidth="2", style="filled,rounded,dashed",
+                         fillcolor=OUTCOME_FILL.get(lone.outcome, "#ffffff"), fontcolor="#900000")
         for a, b in realtime_edges(calls):
             sub.edge(prefix + a.node_id, prefix + b.node_id, color="#555555")
         need_init = False

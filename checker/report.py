@@ -18,7 +18,8 @@ op on the timeline.
 
 The results dict is the checker contract (results.json): ``{"valid", "checkers":
 {"linearizable": {"valid", "model", "check_seconds", "unknown_cause", "keys": {KEY:
-{"valid", "op", "previous_ok", "final_paths", "minimal_history", "unknown_cause"}}}}}``;
+{"valid", "op", "previous_ok", "final_paths", "minimal_history", "unknown_cause"}}}}}``
+(optionally ``minimal_op``: the op that fails within the minimal history, marked in the graph);
 a bare linearizable result (``keys`` at the top) is accepted too. Optional fields may be
 missing; a verdict that is not true/false/"unknown" is an error naming the field.
 """
@@ -497,9 +498,15 @@ def _paths_html(paths: Any) -> str:
                 raise ReportError(f"final path {n} step {skipped + i} must be an object with 'op' and 'model'")
             last = i == len(steps) - 1
             cls = ' class="rejected"' if last else ""
-            model = short_value(step.get("model"), TABLE_VALUE_CHARS) if step.get("model") is not None else ""
-            rows.append(f"<tr{cls}><td>{skipped + i + 1}</td><td>{describe_op_html(step.get('op'))}</td>"
-                        f"<td>{'rejected: ' if last else ''}{_e(model)}</td></tr>")
+            op = step.get("op")
+            op_html = describe_op_html(op) if op is not None else '<span class="note">(initial state)</span>'
+            if step.get("inconsistent") is not None:  # the step the model rejects, and why
+                state = "rejected: " + short_value(step["inconsistent"], TABLE_VALUE_CHARS)
+            elif last and step.get("model") is None:
+                state = "rejected"
+            else:
+                state = ("rejected: " if last else "") + short_value(step.get("model"), TABLE_VALUE_CHARS)
+            rows.append(f"<tr{cls}><td>{skipped + i + 1}</td><td>{op_html}</td><td>{_e(state)}</td></tr>")
         note = f'<p class="note">… {skipped} earlier steps not shown.</p>' if skipped else ""
         out.append(f'<div class="final-path"><h4>path {n + 1} ({len(path)} steps)</h4>{note}'
                    f'<table><thead><tr><th>step</th><th>op</th><th>model state after</th></tr></thead>'
@@ -523,7 +530,9 @@ def _minimal_html(minimal: Any, failing_id: Any) -> str:
 
 def _anomaly_html(failures: Sequence[KeyFailure], unknown: Sequence[tuple[str, str, str]],
                   other: Sequence[tuple[str, Any]], missing: Sequence[Any], dot_source: str | None,
-                  svg: str | None, svg_note: str, dot_name: str | None) -> str:
+                  svg: str | None, svg_note: str, dot_name: str | None, no_keys: bool) -> str:
+    """The anomaly section (when anything is invalid) and the undecided keys. ``no_keys``:
+    the history has no key field, so the checker's "null" key is the whole history."""
     parts: list[str] = []
     if failures or other:
         parts.append('<section id="anomaly"><h2>Anomaly</h2>')
@@ -534,15 +543,24 @@ def _anomaly_html(failures: Sequence[KeyFailure], unknown: Sequence[tuple[str, s
                          'They cannot be highlighted on the timeline.</p>')
         for f in failures:
             res = f.result
-            label = f"key {f.key}" if f.key else "whole history"
+            label = f"key {f.key}" if f.key and not (f.key == "null" and no_keys) else "whole history"
             op = res.get("op")
             parts.append(f'<div class="failure" data-key="{_e(f.key)}"><h3>{_e(f.checker)}: {_e(label)}</h3>')
             if op is not None:
                 parts.append(f'<p class="failing-op">Cannot be linearized: {describe_op_html(op)}</p>')
             if res.get("previous_ok") is not None:
                 parts.append(f'<p class="previous-ok">Last ok op before it: {describe_op_html(res["previous_ok"])}</p>')
-            parts.append("<h4>Minimal failing sub-history</h4>")
-            parts.append(_minimal_html(res.get("minimal_history"), _op_dict_id(op)))
+            minimal = res.get("minimal_history")
+            title = "Minimal failing sub-history"
+            if res.get("minimal_is_1_minimal") is False:
+                title += " (minimisation stopped at the bounds: it may not be minimal)"
+            parts.append(f"<h4>{_e(title)}</h4>")
+            parts.append(_minimal_html(minimal, _op_dict_id(res.get("minimal_op") or op)))
+            if isinstance(minimal, list) and minimal and op is not None \
+                    and _op_dict_id(op) not in {_op_dict_id(d) for d in minimal}:
+                parts.append(f'<p class="note" id="failing-op-outside-minimal">The op the search rejected '
+                             f'(#{_e(_op_dict_id(op))}) is not in this sub-history: delta debugging found a '
+                             'smaller set of ops that cannot be linearized either.</p>')
             parts.append("<details open><summary>Final paths (longest linearizable prefixes; the last step is rejected)</summary>")
             parts.append(_paths_html(res.get("final_paths")))
             parts.append("</details></div>")
@@ -593,8 +611,12 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
     call_of_op = timeline.pop("_call_of_op")
     failures, unknown, other = _failures(norm)
     roles, missing = highlights(failures, call_of_op)
+    def op_or_none(d: Any) -> Mapping[str, Any] | None:
+        return d if isinstance(d, Mapping) else None
+
     dot_failures = [dotmod.FailingKey(key=f.key or f.checker, minimal_history=f.result["minimal_history"],
-                                      failing_op=f.result.get("op") if isinstance(f.result.get("op"), Mapping) else None)
+                                      failing_op=op_or_none(f.result.get("op")),
+                                      minimal_op=op_or_none(f.result.get("minimal_op")))
                     for f in failures if isinstance(f.result.get("minimal_history"), list) and f.result["minimal_history"]]
     dot_source = svg = None
     svg_note = ""
@@ -618,7 +640,8 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
     body = "\n".join([
         _summary_html(norm, timeline, len(ops), n_nemesis, failures, title),
         _timeline_html(),
-        _anomaly_html(failures, unknown, other, missing, dot_source, svg, svg_note, dot_name),
+        _anomaly_html(failures, unknown, other, missing, dot_source, svg, svg_note, dot_name,
+                      no_keys=not timeline["keyNames"]),
         config_html,
     ])
     page = f"""<!DOCTYPE html>

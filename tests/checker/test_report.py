@@ -391,3 +391,23 @@ def test_file_size_grows_linearly() -> None:
     base = size(0)
     small, big = size(1000) - base, size(10000) - base
     assert 9 * small <= big <= 12 * small
+
+
+def test_checker_shaped_final_paths_and_a_minimal_history_without_the_failing_op() -> None:
+    """The linearizable checker's shapes: a path head with no op (the initial state), a last
+    step with "model": null and "inconsistent"; "null" as the key of a keyless history."""
+    ops = stale_read_history()
+    for op in ops:
+        op.key = None
+    res = {"valid": False, "model": "cas-register", "keys": {"null": {
+        "valid": False, "op": opd(ops, 11), "minimal_is_1_minimal": False,
+        "final_paths": [[{"op": None, "model": None},
+                         {"op": opd(ops, 11), "model": None, "inconsistent": "can't read 1 from register nil"}]],
+        "minimal_history": [opd(ops, 4), opd(ops, 6)]}}}
+    page, dot_source = report.render_report(ops, res, title="t")
+    assert "(initial state)" in page
+    assert "rejected: can&#x27;t read 1 from register nil" in page
+    assert 'id="failing-op-outside-minimal"' in page
+    assert "it may not be minimal" in page
+    assert "linearizable: whole history" in page
+    assert dot_source is not None and "rejected in the full history" in dot_source

@@ -83,7 +83,19 @@ def test_failing_op_is_marked_and_clusters_per_key() -> None:
 def test_failing_op_outside_the_minimal_history_is_drawn_alone() -> None:
     h = [od(0, 0, "invoke", "write", 1), od(1, 0, "ok", "write", 1)]
     source = dot.minimal_history_dot([dot.FailingKey("k", h, od(9, 3, "ok", "read", 4))])
-    assert "k0_failing" in source and "cannot be linearized" in source
+    assert "cannot be linearized" not in source
+    line = next(ln for ln in source.splitlines() if "k0_failing [" in ln)
+    assert "read 4\\nok" in line and dot.OUTCOME_FILL["ok"] in line  # a completion, not pending
+    assert "not part of this sub-history" in line and "dashed" in line
+
+
+def test_minimal_op_is_the_one_marked() -> None:
+    h = [od(0, 0, "invoke", "write", 1), od(1, 0, "ok", "write", 1),
+         od(2, 1, "invoke", "read"), od(3, 1, "ok", "read", 7)]
+    source = dot.minimal_history_dot([dot.FailingKey("k", h, failing_op=od(9, 3, "ok", "read", 4), minimal_op=h[3])])
+    marked = [ln for ln in source.splitlines() if "cannot be linearized" in ln]
+    assert len(marked) == 1 and marked[0].strip().startswith("k0_op2 ")
+    assert "k0_failing [" in source  # the search's op, apart
 
 
 def test_svg_renders_when_dot_is_installed() -> None:
