@@ -274,21 +274,44 @@ def build_timeline(ops: Sequence[Op]) -> dict[str, Any]:
     }
 
 
+def fault_text(value: Any, limit: int = VALUE_CHARS) -> str:
+    """A fault's value as a label: an object as "k: v" pairs in its own order, a bulky
+    field (longer than 40 characters, e.g. a partition's blocked links) as "k: …"."""
+    if isinstance(value, Mapping):
+        parts = []
+        for k, v in value.items():
+            text = short_value(v, 10_000)
+            parts.append(f"{k}: {text if len(text) <= 40 else '…'}")
+        return short_value(", ".join(parts), limit)
+    return short_value(value, limit)
+
+
 def _faults(ops: Sequence[Op], ids: Sequence[int], x_of: Any, x_max: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Fault bands from nemesis ops, and the other nemesis ops as instant events.
 
-    Consecutive nemesis ops with the same f (an invocation and its completion, or Jepsen's
-    two info ops) form one nemesis event spanning both; its value is the last non-nil one.
-    A band runs from the first op of a "start-X" event to the last op of the next "stop-X"
-    event; one never stopped runs to the end of the history and is marked open.
+    A nemesis event is an invocation and the next nemesis completion with the same f (or,
+    in Jepsen's style, two info ops with the same f); a lone op is an event of its own. Its
+    value is the last non-nil one. A band runs from the first op of a "start-X" event to the
+    last op of the next "stop-X" event; one never stopped runs to the end of the history
+    and is marked open. Labels use ``fault_text``; ``full`` keeps more for the tooltip.
     """
-    nem = [i for i, op in enumerate(ops) if op.is_nemesis]
     groups: list[list[int]] = []
-    for i in nem:
-        if groups and ops[groups[-1][-1]].f == ops[i].f and len(groups[-1]) < 2 and ops[groups[-1][0]].type in ("invoke", "info") and ops[i].type != "invoke":
-            groups[-1].append(i)
-        else:
-            groups.append([i])
+    waiting: dict[Any, list[int]] = {}  # f -> the event still expecting its completion
+    for i, op in enumerate(ops):
+        if not op.is_nemesis:
+            continue
+        try:
+            f_key: Any = op.f
+            hash(f_key)
+        except TypeError:
+            f_key = repr(op.f)
+        if op.type != "invoke" and f_key in waiting:
+            waiting.pop(f_key).append(i)
+            continue
+        group = [i]
+        groups.append(group)
+        if op.type in ("invoke", "info"):
+            waiting[f_key] = group
     lanes: dict[str, int] = {}
     open_faults: dict[str, dict[str, Any]] = {}
     faults: list[dict[str, Any]] = []
@@ -298,29 +321,33 @@ def _faults(ops: Sequence[Op], ids: Sequence[int], x_of: Any, x_max: int) -> tup
         value = next((ops[i].value for i in reversed(g) if ops[i].value is not None), None)
         kind = _fault_name(ops[first].f)
         if kind is None:
-            events.append({"f": short_value(ops[first].f, 40), "value": short_value(value), "x": x_of(first), "id": ids[first]})
+            events.append({"f": short_value(ops[first].f, 40), "value": fault_text(value, 400),
+                           "x": x_of(first), "id": ids[first]})
             continue
         edge, name = kind
         if edge == "start":
             if name in open_faults:  # started again while on: note the new value
-                open_faults[name]["value"] += " ⟶ " + short_value(value)
+                open_faults[name]["value"] += " ⟶ " + fault_text(value)
+                open_faults[name]["full"] += " ⟶ " + short_value(value, 400)
                 continue
             lane = lanes.setdefault(name, len(lanes))
-            band = {"name": name, "value": short_value(value), "s": x_of(first), "e": x_max,
-                    "open": True, "lane": lane, "startId": ids[first], "endId": None}
+            band = {"name": name, "value": fault_text(value), "full": short_value(value, 400),
+                    "s": x_of(first), "e": x_max, "open": True, "lane": lane, "startId": ids[first],
+                    "endId": None}
             open_faults[name] = band
             faults.append(band)
         else:
             band_or_none = open_faults.pop(name, None)
             if band_or_none is None:
-                events.append({"f": short_value(ops[first].f, 40), "value": short_value(value) + " (stop with no start)",
+                events.append({"f": short_value(ops[first].f, 40),
+                               "value": fault_text(value, 400) + " (stop with no start)",
                                "x": x_of(first), "id": ids[first]})
                 continue
             band_or_none["e"] = x_of(last)
             band_or_none["open"] = False
             band_or_none["endId"] = ids[last]
             if value is not None:
-                band_or_none["stopValue"] = short_value(value)
+                band_or_none["stopValue"] = fault_text(value, 400)
     return faults, events
 
 

@@ -403,9 +403,10 @@
     for (i = 0; i < T.faults.length; i++) {
       var f = T.faults[i];
       if (f.lane === lane && x >= f.s - tol && x <= f.e + tol) {
-        return ["fault: " + f.name, "value: " + f.value + (f.stopValue ? "  (stop: " + f.stopValue + ")" : ""),
+        return ["fault: " + f.name, "value: " + (f.full || f.value), f.stopValue ? "on stop: " + f.stopValue : "",
           "from " + fmtTime(f.s) + " (op #" + f.startId + ")",
-          f.open ? "never healed (runs to the end of the history)" : "to " + fmtTime(f.e) + " (op #" + f.endId + ")"];
+          f.open ? "never healed (runs to the end of the history)" : "to " + fmtTime(f.e) + " (op #" + f.endId + ")"
+        ].filter(Boolean);
       }
     }
     return null;

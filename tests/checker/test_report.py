@@ -119,8 +119,9 @@ def test_calls_decode_to_the_history_pairs() -> None:
 def test_fault_band_runs_from_start_to_the_stop_completion() -> None:
     ops = stale_read_history()
     tl = embedded(report.render_report(ops, valid_results(), title="t")[0])["timeline"]
-    assert tl["faults"] == [{"name": "partition", "value": "n1 | n2 n3", "s": 6 * MS, "e": 36 * MS, "open": False,
-                             "lane": 0, "startId": 2, "endId": 15, "stopValue": "healed"}]
+    assert tl["faults"] == [{"name": "partition", "value": "n1 | n2 n3", "full": "n1 | n2 n3", "s": 6 * MS,
+                             "e": 36 * MS, "open": False, "lane": 0, "startId": 2, "endId": 15,
+                             "stopValue": "healed"}]
     assert tl["nemesisEvents"] == []
 
 
@@ -146,6 +147,32 @@ def test_faults_of_several_kinds_open_bands_and_lone_events() -> None:
     events = {e["f"]: e for e in tl["nemesisEvents"]}
     assert set(events) == {"stop-pause", "compact"}
     assert "stop with no start" in events["stop-pause"]["value"]
+
+
+def test_project_nemesis_pairs_interleaved_with_dict_values() -> None:
+    """workloads.nemesis records invoke/info pairs with object values; another nemesis op
+    may come between an invocation and its completion."""
+    blocked = [[a, b] for a in (1, 2) for b in (3, 4, 5)] + [[b, a] for a in (1, 2) for b in (3, 4, 5)]
+    part = {"shape": "halves", "groups": [[1, 2], [3, 4, 5]], "blocked": blocked}
+    ops = build([
+        ("nemesis", "invoke", "start-partition", part, 1),
+        ("nemesis", "invoke", "start-kill", {"target": "one", "nodes": [3]}, 2),
+        ("nemesis", "info", "start-partition", part, 3),
+        ("nemesis", "info", "start-kill", {"target": "one", "nodes": [3]}, 4),
+        (0, "invoke", "read", None, 5), (0, "ok", "read", None, 6),
+        ("nemesis", "invoke", "stop-partition", part, 7),
+        ("nemesis", "info", "stop-partition", part, 8),
+        ("nemesis", "invoke", "stop-kill", None, 9),
+        ("nemesis", "info", "stop-kill", {"restarted": [3]}, 10),
+    ])
+    tl = embedded(report.render_report(ops, valid_results(), title="t")[0])["timeline"]
+    bands = {f["name"]: f for f in tl["faults"]}
+    assert (bands["partition"]["s"], bands["partition"]["e"]) == (1 * MS, 8 * MS)
+    assert (bands["kill"]["s"], bands["kill"]["e"]) == (2 * MS, 10 * MS)
+    assert bands["partition"]["value"] == "shape: halves, groups: [[1,2],[3,4,5]], blocked: …"
+    assert "blocked" in bands["partition"]["full"] and "[1,3]" in bands["partition"]["full"]
+    assert bands["kill"]["stopValue"] == "restarted: [3]"
+    assert tl["nemesisEvents"] == []
 
 
 def test_position_axis_when_times_are_missing() -> None:
