@@ -490,6 +490,13 @@ def _summary_html(results: Mapping[str, Any], timeline: Mapping[str, Any], n_eve
     total = len(calls["o"])
     outcome_text = ", ".join(f'<span class="count c-{letters[c]}">{outcome_counts[c]} {letters[c]}</span>' for c in "ofip")
     faults_text = ", ".join(f"{n} {_e(k)}" for k, n in sorted(fault_kinds.items())) or "none"
+    extra = ""
+    if _seconds(results.get("check_seconds")) != "—":
+        extra += f'<dt>check time</dt><dd id="check-seconds">{_seconds(results["check_seconds"])}</dd>'
+    findings = results.get("findings")
+    if isinstance(findings, list) and findings:
+        extra += (f'<dt>findings</dt><dd><a href="#findings">{len(findings)} internal invariant '
+                  f'finding{"s" if len(findings) != 1 else ""}</a></dd>')
     jump = ""
     if failures:
         jump = '<p class="jump"><a id="jump-to-anomaly" href="#anomaly">Jump to the anomaly ↓</a></p>'
@@ -501,6 +508,7 @@ def _summary_html(results: Mapping[str, Any], timeline: Mapping[str, Any], n_eve
 <dt>client calls</dt><dd id="count-calls">{total}: {outcome_text}</dd>
 <dt>processes</dt><dd id="count-processes">{len(timeline["processes"])}</dd>
 <dt>fault intervals</dt><dd id="count-faults">{faults_text}</dd>
+{extra}
 </dl>
 <table class="checkers"><thead><tr><th>checker</th><th>verdict</th><th>model</th><th>keys</th><th>key verdicts</th><th>check time</th><th>unknown cause</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
@@ -660,10 +668,9 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
     }
     css = _asset("report.css")
     js = _asset("report.js")
-    config_html = ""
+    config_html = _findings_html(norm.get("findings")) + _json_details("run", "Run facts", norm.get("run"))
     if config is not None:
-        config_html = (f'<section id="config"><details><summary>Run configuration</summary><pre>'
-                       f'{_e(json.dumps(config, indent=2, default=repr, ensure_ascii=False))}</pre></details></section>')
+        config_html += _json_details("config", "Run configuration", config)
     body = "\n".join([
         _summary_html(norm, timeline, len(ops), n_nemesis, failures, title),
         _timeline_html(),
@@ -684,6 +691,28 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
 </body></html>
 """
     return page, dot_source
+
+
+def _json_details(section_id: str, summary: str, value: Any) -> str:
+    """A collapsed section showing ``value`` as indented JSON (nothing for None)."""
+    if value is None:
+        return ""
+    text = json.dumps(value, indent=2, default=repr, ensure_ascii=False)
+    if len(text) > 200_000:
+        text = text[:200_000] + "\n…"
+    return (f'<section id="{section_id}"><details><summary>{_e(summary)}</summary>'
+            f"<pre>{_e(text)}</pre></details></section>")
+
+
+def _findings_html(findings: Any) -> str:
+    """Internal invariant findings the store reported during the run (results["findings"])."""
+    if not isinstance(findings, list) or not findings:
+        return ""
+    items = "".join(f"<li><code>{_e(short_value(f, 2000))}</code></li>" for f in findings[:500])
+    more = f'<p class="note">… {len(findings) - 500} more in results.json.</p>' if len(findings) > 500 else ""
+    return (f'<section id="findings"><h2>Internal invariant findings</h2><p class="note">Reported by the '
+            f"store's own checks during the run; the verdict above comes from the history alone.</p>"
+            f"<ul>{items}</ul>{more}</section>")
 
 
 def _timeline_html() -> str:

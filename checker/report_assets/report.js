@@ -174,13 +174,13 @@
   // ---- overview (whole history density) ----------------------------------------------------
   var density = null, densityBad = null;
   function buildDensity(ow) {
-    density = new Float64Array(ow); densityBad = new Uint8Array(ow);
+    density = new Float64Array(ow); densityBad = new Float64Array(ow);
     var span = X_MAX - X_MIN;
     for (var i = 0; i < N; i++) {
       var b = Math.min(ow - 1, Math.max(0, Math.floor((start[i] - X_MIN) / span * ow)));
       density[b] += 1;
       var o = C.o[i];
-      if (o === "f" || o === "i") densityBad[b] = 1;
+      if (o !== "o") densityBad[b] += 1;
     }
   }
   function drawOverview() {
@@ -197,9 +197,12 @@
     for (var b = 0; b < density.length; b++) if (density[b] > max) max = density[b];
     for (b = 0; b < density.length; b++) {
       if (!density[b]) continue;
+      // bar height: calls started in this pixel column; the part not ok on top, in amber
       var h = Math.max(1, density[b] / max * (oh - 6));
-      octx.fillStyle = densityBad[b] ? "#b98a3a" : "#7a9a7a";
-      octx.fillRect(b, oh - h, 1, h);
+      var bad = densityBad[b] ? Math.max(1, h * densityBad[b] / density[b]) : 0;
+      octx.fillStyle = "#6aa86a";
+      octx.fillRect(b, oh - h, 1, h - bad);
+      if (bad) { octx.fillStyle = "#d08a2a"; octx.fillRect(b, oh - h, 1, bad); }
     }
     hlCalls.forEach(function (c) {
       if (!(HL[c] & 2)) return;
@@ -259,7 +262,7 @@
         if (o === "i") {
           var te = toPx(X_MAX);
           if (te > 0) {
-            ctx.strokeStyle = EDGE.i; ctx.setLineDash([3, 3]); ctx.lineWidth = 1;
+            ctx.strokeStyle = "rgba(192,150,43,0.55)"; ctx.setLineDash([3, 3]); ctx.lineWidth = 1;
             ctx.beginPath(); ctx.moveTo(Math.max(0, toPx(e)), y + ROW_H / 2); ctx.lineTo(Math.min(W, te), y + ROW_H / 2); ctx.stroke();
             ctx.setLineDash([]);
           }

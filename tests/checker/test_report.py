@@ -438,3 +438,14 @@ def test_checker_shaped_final_paths_and_a_minimal_history_without_the_failing_op
     assert "it may not be minimal" in page
     assert "linearizable: whole history" in page
     assert dot_source is not None and "rejected in the full history" in dot_source
+
+
+def test_run_facts_findings_and_check_time_are_shown() -> None:
+    ops = stale_read_history()
+    res = {**valid_results(), "check_seconds": 1.25, "run": {"wall_seconds": 3.5, "phases": ["main", "final"]},
+           "findings": ["n2: committed entry 7 overwritten", "n3: applied index went back"]}
+    page, _ = report.render_report(ops, res, title="t", config={"seed": 3})
+    assert 'id="findings"' in page and "n2: committed entry 7 overwritten" in page
+    assert "2 internal invariant findings" in page
+    assert 'id="check-seconds">1.250 s' in page
+    assert 'id="run"' in page and "wall_seconds" in page and 'id="config"' in page
