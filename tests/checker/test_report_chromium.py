@@ -205,13 +205,18 @@ def test_invalid_report_anchor_and_hover_details(tmp_path: Path) -> None:
     probe = f"""<script>
 (function () {{
   var R = window.kvcheckReport;
-  R.showAnomaly(); R.redraw();
-  var c = R.callOfOp({failing_id});
   var canvas = document.getElementById("timeline-canvas");
   var rect = canvas.getBoundingClientRect();
+  var tip = document.getElementById("tooltip");
+  // first the fault lane, in the whole-history view: the partition's band
+  var band = JSON.parse(document.getElementById("kvcheck-data").textContent).timeline.faults[0];
+  var bx = rect.left + (R.toPx(band.s) + R.toPx(band.e)) / 2;
+  canvas.dispatchEvent(new MouseEvent("mousemove", {{clientX: bx, clientY: rect.top + 20 + 7, bubbles: true}}));
+  document.body.dataset.faultTip = tip.hidden ? "hidden" : tip.textContent;
+  R.showAnomaly(); R.redraw();
+  var c = R.callOfOp({failing_id});
   var x = rect.left + Math.max(2, R.toPx(R.start(c)) + 2), y = rect.top + R.rowY(R.rowOf(c));
   canvas.dispatchEvent(new MouseEvent("mousemove", {{clientX: x, clientY: y, bubbles: true}}));
-  var tip = document.getElementById("tooltip");
   document.body.dataset.tip = tip.hidden ? "hidden" : tip.textContent;
 }})();
 </script></body>"""
@@ -229,6 +234,9 @@ def test_invalid_report_anchor_and_hover_details(tmp_path: Path) -> None:
     text = tip.group(1)
     assert text.startswith("cannot be linearized")
     assert f"→ #{failing_id}" in text and "f: read" in text and "outcome: ok" in text
+    fault_tip = re.search(r'data-fault-tip="([^"]*)"', dom)
+    assert fault_tip is not None
+    assert fault_tip.group(1).startswith("fault: partition") and "n1 n2 | n3 n4 n5" in fault_tip.group(1)
 
 
 def test_screenshot_is_not_blank_and_shows_the_timeline(tmp_path: Path) -> None:
