@@ -181,8 +181,9 @@ def _op_ids(ops: Sequence[Op]) -> list[int]:
     return [op.id if (op.index is not None or op.position >= 0) else i for i, op in enumerate(ops)]
 
 
-def build_timeline(ops: Sequence[Op]) -> dict[str, Any]:
-    """The timeline's embedded data: processes, calls (column-oriented), faults.
+def build_timeline(ops: Sequence[Op]) -> tuple[dict[str, Any], dict[int, int]]:
+    """The timeline's embedded data (processes, calls column-oriented, faults), and a map
+    from op id (invocation's and completion's) to call number, for the highlights.
 
     x is the op's ``time`` (ns) when every op has one, else its position in the history.
     Calls are in invocation order; per call: ``r`` row, ``s`` start as a delta from the
@@ -201,7 +202,8 @@ def build_timeline(ops: Sequence[Op]) -> dict[str, Any]:
         return t if use_time and t is not None else i
 
     calls = pair_calls(ops)
-    procs = sorted({c.process for c in calls}, key=lambda p: (not isinstance(p, int), str(p) if not isinstance(p, int) else p))
+    # Client processes are ints (history.Op.is_nemesis); order by number, any other by text.
+    procs = sorted({c.process for c in calls}, key=lambda p: (0, p, "") if isinstance(p, int) else (1, 0, str(p)))
     row_of = {p: r for r, p in enumerate(procs)}
     f_names = _Interner.new()
     key_names = _Interner.new()
@@ -245,7 +247,7 @@ def build_timeline(ops: Sequence[Op]) -> dict[str, Any]:
             if isinstance(f, str):
                 f_index[f] = fi
         col_f.append(fi)
-        col_k.append(key_names(short_value(call.key, 40)) if has_keys and call.key is not None else -1)
+        col_k.append(key_names(short_value(call.key, 200)) if has_keys and call.key is not None else -1)
         shown = short_value(call.value)
         col_v.append(shown)
         inv_shown = short_value(call.invoke.value)
@@ -270,8 +272,7 @@ def build_timeline(ops: Sequence[Op]) -> dict[str, Any]:
         },
         "faults": faults,
         "nemesisEvents": events,
-        "_call_of_op": call_of_op,  # removed before embedding; used for highlights
-    }
+    }, call_of_op
 
 
 def fault_text(value: Any, limit: int = VALUE_CHARS) -> str:
@@ -642,8 +643,7 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
                   config: Mapping[str, Any] | None = None, dot_name: str | None = None) -> tuple[str, str | None]:
     """(the report's HTML, the DOT source or None when there is no minimal failing sub-history)."""
     norm = normalise_results(results)
-    timeline = build_timeline(ops)
-    call_of_op = timeline.pop("_call_of_op")
+    timeline, call_of_op = build_timeline(ops)
     failures, unknown, other = _failures(norm)
     roles, missing = highlights(failures, call_of_op)
     def op_or_none(d: Any) -> Mapping[str, Any] | None:

@@ -243,8 +243,7 @@ def test_generated_histories_round_trip(data: st.DataObject) -> None:
             open_[p] = True
     for i, op in enumerate(ops):
         op.index = i
-    tl = report.build_timeline(ops)
-    tl.pop("_call_of_op")
+    tl, call_of_op = report.build_timeline(ops)
     json.dumps(tl)
     calls = decode_calls(tl)
     expected = pair_calls(ops)
@@ -252,6 +251,10 @@ def test_generated_histories_round_trip(data: st.DataObject) -> None:
         (w.id, w.completion.id if w.completion else None, w.invoke.time,
          w.completion.time if w.completion else None, w.outcome, w.process) for w in expected]
     assert sorted(tl["processes"]) == sorted({w.process for w in expected})
+    for n, w in enumerate(expected):
+        assert call_of_op[w.invoke.id] == n
+        if w.completion is not None:
+            assert call_of_op[w.completion.id] == n
     for band in tl["faults"]:
         assert band["s"] <= band["e"]
 
