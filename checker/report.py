@@ -62,6 +62,21 @@ def _check_verdict(value: Any, where: str) -> bool | str:
     raise ReportError(f"{where}: 'valid' must be true, false or \"unknown\", got {value!r}")
 
 
+def _check_shapes(res: Mapping[str, Any], where: str) -> None:
+    """The counterexample fields, when present, have the contract's types."""
+    for name in ("op", "previous_ok", "minimal_op"):
+        v = res.get(name)
+        if v is not None and not isinstance(v, Mapping):
+            raise ReportError(f"{where}: {name!r} must be an op object, got {type(v).__name__}")
+    for name in ("minimal_history", "final_paths"):
+        v = res.get(name)
+        if v is not None and not isinstance(v, list):
+            raise ReportError(f"{where}: {name!r} must be a list, got {type(v).__name__}")
+    for i, d in enumerate(res.get("minimal_history") or []):
+        if not isinstance(d, Mapping):
+            raise ReportError(f"{where}: minimal_history[{i}] must be an op object, got {type(d).__name__}")
+
+
 def _worst(verdicts: Sequence[bool | str]) -> bool | str | None:
     if not verdicts:
         return None
@@ -105,6 +120,8 @@ def normalise_results(results: Mapping[str, Any]) -> dict[str, Any]:
                 raise ReportError(f"results: checker {name!r} key {key!r} must be an object")
             if "valid" in kres:
                 _check_verdict(kres["valid"], f"results: checker {name!r} key {key!r}")
+            _check_shapes(kres, f"results: checker {name!r} key {key!r}")
+        _check_shapes(res, f"results: checker {name!r}")
         if "valid" in res:
             res["valid"] = _check_verdict(res["valid"], f"results: checker {name!r}")
         else:
@@ -409,6 +426,8 @@ def highlights(failures: Sequence[KeyFailure], call_of_op: Mapping[int, int]) ->
     def mark(d: Any, role: int) -> None:
         oid = _op_dict_id(d)
         if oid is None:
+            if "an op without an index" not in missing:
+                missing.append("an op without an index")
             return
         n = call_of_op.get(oid) if isinstance(oid, int) else None
         if n is None:

@@ -288,6 +288,9 @@ def test_missing_optional_fields_are_tolerated() -> None:
     ({"checkers": []}, "'checkers' must be an object"),
     ({"hello": 1}, "neither 'checkers' nor"),
     ({"keys": {"a": {"valid": False, "final_paths": [{"op": 1}]}}}, "final path 0 must be a list"),
+    ({"keys": {"a": {"valid": False, "minimal_history": {"op": 1}}}}, "'minimal_history' must be a list, got dict"),
+    ({"keys": {"a": {"valid": False, "minimal_history": [3]}}}, "key 'a': minimal_history[0] must be an op object"),
+    ({"keys": {"a": {"valid": False, "op": 17}}}, "'op' must be an op object, got int"),
 ])
 def test_malformed_results_are_named(results: Any, message: str) -> None:
     with pytest.raises(report.ReportError) as info:
