@@ -486,7 +486,7 @@ def _seconds(v: Any) -> str:
 
 
 def _summary_html(results: Mapping[str, Any], timeline: Mapping[str, Any], n_events: int,
-                  n_nemesis: int, failures: Sequence[KeyFailure], title: str) -> str:
+                  n_nemesis: int, has_anomaly: bool, title: str) -> str:
     calls = timeline["calls"]
     outcome_counts = Counter(calls["o"])
     f_out: Counter[tuple[str, str]] = Counter(zip((timeline["fNames"][i] for i in calls["f"]), calls["o"], strict=True))
@@ -518,7 +518,7 @@ def _summary_html(results: Mapping[str, Any], timeline: Mapping[str, Any], n_eve
         extra += (f'<dt>findings</dt><dd><a href="#findings">{len(findings)} internal invariant '
                   f'finding{"s" if len(findings) != 1 else ""}</a></dd>')
     jump = ""
-    if failures:
+    if has_anomaly:
         jump = '<p class="jump"><a id="jump-to-anomaly" href="#anomaly">Jump to the anomaly ↓</a></p>'
     return f"""<header id="summary">
 <h1>{_e(title)} {_verdict_html(verdict)}</h1>
@@ -691,7 +691,7 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
     if config is not None:
         config_html += _json_details("config", "Run configuration", config)
     body = "\n".join([
-        _summary_html(norm, timeline, len(ops), n_nemesis, failures, title),
+        _summary_html(norm, timeline, len(ops), n_nemesis, bool(failures or other), title),
         _timeline_html(),
         _anomaly_html(failures, unknown, other, missing, dot_source, svg, svg_note, dot_name,
                       no_keys=not timeline["keyNames"]),

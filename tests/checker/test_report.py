@@ -349,7 +349,7 @@ def test_other_invalid_checkers_are_shown_not_hidden() -> None:
     res = {"valid": False, "checkers": {"linearizable": {"valid": True, "keys": {}},
                                         "watch": {"valid": False, "anomalies": [{"kind": "gap", "ops": [3]}]}}}
     page, _ = report.render_report(stale_read_history(), res, title="t")
-    assert 'id="anomaly"' in page and "&quot;gap&quot;" in page
+    assert 'id="anomaly"' in page and "&quot;gap&quot;" in page and 'id="jump-to-anomaly"' in page
 
 
 def test_ops_named_by_results_but_absent_are_reported() -> None:
