@@ -637,7 +637,11 @@ def _anomaly_html(failures: Sequence[KeyFailure], unknown: Sequence[tuple[str, s
             parts.append(f'<details><summary>DOT source</summary><pre id="dot-source">{_e(dot_source)}</pre></details></div>')
         parts.append("</section>")
     if unknown:
-        rows = "".join(f"<tr><td>{_e(c)}</td><td>{_e(k or '—')}</td><td>{_e(cause)}</td></tr>" for c, k, cause in unknown[:1000])
+        def key_label(k: str) -> str:
+            return "whole history" if not k or (k == "null" and no_keys) else k
+
+        rows = "".join(f"<tr><td>{_e(c)}</td><td>{_e(key_label(k))}</td><td>{_e(cause)}</td></tr>"
+                       for c, k, cause in unknown[:1000])
         parts.append(f'<section id="undecided"><h2>Undecided</h2><table><thead><tr><th>checker</th><th>key</th>'
                      f'<th>cause</th></tr></thead><tbody>{rows}</tbody></table></section>')
     return "\n".join(parts)
