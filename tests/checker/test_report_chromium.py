@@ -240,24 +240,37 @@ def test_invalid_report_anchor_and_hover_details(tmp_path: Path) -> None:
 
 
 def test_screenshot_is_not_blank_and_shows_the_timeline(tmp_path: Path) -> None:
+    """The page as opened (whole history in view): not blank, and inside the timeline
+    canvas (located from the DOM, so the legend's and tables' swatches do not count) the
+    ok and fail colours and the failing op's red outline were painted."""
     ops, res = history(6, 8, stale_read=True)
     page = write_report(ops, res, tmp_path / "report.html", title="screenshot")
-    # Put the anomaly in view so its outline is painted.
-    page.write_text(page.read_text().replace(
-        "</body>", "<script>window.kvcheckReport.showAnomaly(); window.kvcheckReport.redraw();</script></body>", 1))
+    page.write_text(page.read_text().replace("</body>", """<script>
+var r = document.getElementById("timeline-canvas").getBoundingClientRect();
+document.body.dataset.canvasRect = [r.left, r.top, r.width, r.height].map(Math.round).join(",");
+</script></body>""", 1))
+    size = "--window-size=1100,900"
+    dom = run_chromium(tmp_path, page, "--dump-dom", size)
+    m = re.search(r'data-canvas-rect="(\d+),(\d+),(\d+),(\d+)"', dom)
+    assert m is not None
+    left, top, cw, ch = (int(g) for g in m.groups())
+    assert top + ch <= 900, "the timeline is below the fold"
     shot = tmp_path / "shot.png"
-    run_chromium(tmp_path, page, f"--screenshot={shot}", "--window-size=1100,900")
+    run_chromium(tmp_path, page, f"--screenshot={shot}", size)
     width, height, rows = read_png(shot)
     assert (width, height) == (1100, 900)
     count = colours(rows)
     total = width * height
-    top, top_n = count.most_common(1)[0]
-    assert top_n < 0.95 * total, f"screenshot is {top_n / total:.0%} one colour {top}"
+    top_colour, top_n = count.most_common(1)[0]
+    assert top_n < 0.95 * total, f"screenshot is {top_n / total:.0%} one colour {top_colour}"
     assert len(count) > 50
+    inside = colours([line[left * 3 : (left + cw) * 3] for line in rows[top : top + ch]])
     ok_green, failing_red, fail_pink = (0x9B, 0xE2, 0x9B), (0xD0, 0x00, 0x00), (0xF4, 0xA8, 0xA8)
-    assert count[ok_green] > 200, "no ok boxes painted"
-    assert count[fail_pink] > 20, "no fail boxes painted"
-    assert count[failing_red] > 20, "the failing op is not outlined"
+    assert inside[ok_green] > 500, "no ok boxes painted"
+    assert inside[fail_pink] > 20, "no fail boxes painted"
+    assert inside[failing_red] > 20, "the failing op is not outlined"
+    outside_canvas = colours([line[: left * 3] for line in rows[top : top + ch]])
+    assert len(outside_canvas) > 3, "no row labels beside the canvas"
 
 
 def test_large_history_renders_and_stays_linear(tmp_path: Path) -> None:
