@@ -535,6 +535,9 @@
     if (keySelect) setKeyFilter(C.k[primary]);
     focusCalls(hlCalls, primary, false);
   }
+  // "Jump to the anomaly" scrolls to the section (plain link) and puts it in the timeline too.
+  var jump = document.getElementById("jump-to-anomaly");
+  if (jump) jump.addEventListener("click", function () { showAnomaly(); });
   if (showBtn) showBtn.addEventListener("click", function () {
     showAnomaly();
     document.getElementById("timeline-section").scrollIntoView();
