@@ -331,7 +331,7 @@ def test_valid_report_has_no_anomaly_and_no_dot(tmp_path: Path) -> None:
     ops = stale_read_history()
     out = report.write_report(ops, valid_results(), tmp_path / "report.html", title="fine")
     page = out.read_text()
-    assert 'id="anomaly"' not in page and "jump-to-anomaly" not in page
+    assert 'id="anomaly"' not in page and 'id="jump-to-anomaly"' not in page
     assert 'class="verdict verdict-valid"' in page
     assert not (tmp_path / "report.dot").exists()
 
