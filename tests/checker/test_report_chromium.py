@@ -342,15 +342,19 @@ def test_keyed_history_has_a_key_filter_set_by_the_anomaly(tmp_path: Path) -> No
     failing_key = ops[key_res["op"]["index"]].key
     res["checkers"]["linearizable"]["keys"] = {"k0": {"valid": True}, "k1": {"valid": True}, failing_key: key_res}
     page = write_report(ops, res, tmp_path / "report.html", title="kv")
-    # showAnomaly selects the failing key; the probe copies the select's value into the DOM
+    # Following "Jump to the anomaly" selects the failing key and zooms the timeline in; the
+    # probe copies the select's value and the view's span into the DOM.
     page.write_text(page.read_text().replace(
-        "</body>", "<script>window.kvcheckReport.showAnomaly(); window.kvcheckReport.redraw();"
+        "</body>", "<script>var R = window.kvcheckReport, span0 = R.view.x1 - R.view.x0;"
+        "document.getElementById('jump-to-anomaly').click();"
+        "document.body.dataset.zoomed = String(R.view.x1 - R.view.x0 < span0 / 2);"
         "document.body.dataset.key = document.getElementById('key-filter').value;</script></body>", 1))
     dom = dump_dom(tmp_path, page)
     select = re.search(r'<select id="key-filter">(.*?)</select>', dom, re.S)
     assert select is not None
     assert re.findall(r"<option[^>]*>([^<]*)</option>", select.group(1)) == ["all keys", "key k0", "key k1", "key k2"]
     assert f'data-key="{["k0", "k1", "k2"].index(failing_key)}"' in dom
+    assert 'data-zoomed="true"' in dom
 
 
 @pytest.mark.slow
