@@ -21,7 +21,13 @@ The results dict is the checker contract (results.json): ``{"valid", "checkers":
 {"valid", "op", "previous_ok", "final_paths", "minimal_history", "unknown_cause"}}}}}``
 (optionally ``minimal_op``: the op that fails within the minimal history, marked in the graph);
 a bare linearizable result (``keys`` at the top) is accepted too. Optional fields may be
-missing; a verdict that is not true/false/"unknown" is an error naming the field.
+missing; a verdict that is not true/false/"unknown", or a counterexample field of the wrong
+type, is a ``ReportError`` naming the field. Also shown when present: the top-level
+``check_seconds``, ``findings`` (the store's internal invariant findings) and ``run`` facts,
+other checkers' verdicts and timings (an invalid one without key results as its JSON).
+
+The page exposes ``window.kvcheckReport`` (view, hit-testing, focus helpers) for the
+browser tests and for poking at a report from the console.
 """
 
 from __future__ import annotations
@@ -745,7 +751,7 @@ def _timeline_html() -> str:
 <button type="button" id="zoom-out" title="zoom out (ctrl+wheel, -)">−</button>
 <button type="button" id="zoom-fit" title="show the whole history (0)">fit</button>
 <span class="legend"><span class="sw ok"></span>ok <span class="sw fail"></span>fail <span class="sw info"></span>info
-<span class="sw pending"></span>pending <span class="sw fault"></span>fault <span class="sw minimal"></span>minimal failing sub-history
+<span class="sw pending"></span>pending <span class="sw fault"></span>fault (a colour per kind) <span class="sw minimal"></span>minimal failing sub-history
 <span class="sw failing"></span>cannot be linearized</span>
 <span class="hint">wheel: scroll rows · shift+wheel or drag: pan · ctrl+wheel: zoom · click the overview to jump</span>
 </div>
