@@ -54,7 +54,8 @@ class DotCall:
 
     @property
     def node_id(self) -> str:
-        return f"op{_op_index(self.invoke)}"
+        index = _op_index(self.invoke)
+        return f"op{index}" if index is not None else f"at{self.start}"  # unique either way
 
     @property
     def outcome(self) -> str:

@@ -112,3 +112,11 @@ def test_broken_dot_source_reports_why() -> None:
         pytest.skip("graphviz's dot is not installed")
     svg, note = dot.render_svg("digraph { a -> }")
     assert svg is None and "dot exited with status" in note
+
+
+def test_ops_without_index_still_get_distinct_nodes() -> None:
+    h = [{"process": 0, "type": "invoke", "f": "write", "value": 1}, {"process": 0, "type": "ok", "f": "write", "value": 1},
+         {"process": 1, "type": "invoke", "f": "read"}, {"process": 1, "type": "ok", "f": "read", "value": 1}]
+    calls = dot.pair_op_dicts(h)
+    assert [c.node_id for c in calls] == ["at0", "at2"]
+    assert ("k0_at0", "k0_at2", False) in edges(dot.minimal_history_dot([dot.FailingKey("k", h)]))
