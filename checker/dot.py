@@ -186,8 +186,8 @@ def value_edges(calls: Sequence[DotCall]) -> list[tuple[DotCall | None, DotCall,
 
 def _node_label(call: DotCall, failing: bool) -> str:
     inv, comp = call.invoke, call.completion
-    ids = f"#{_op_index(inv)}"
-    if comp is not None and comp is not inv:
+    ids = f"#{_op_index(inv)}" if _op_index(inv) is not None else "#?"
+    if comp is not None and comp is not inv and _op_index(comp) is not None:
         ids += f"→#{_op_index(comp)}"
     value = call.invoke.get("value")
     if comp is not None and comp.get("type") == "ok" and comp.get("value") is not None:
