@@ -24,10 +24,15 @@ import random
 from dataclasses import dataclass, field
 
 from kvcheck.reference.bugs import NO_BUGS, Bugs
+from kvcheck.reference.raft.raft import Raft
 from kvcheck.reference.raft.storage import MemoryStorage
 from kvcheck.reference.raft.types import (
+    NONE,
     ConfChange,
+    ConfChangeType,
     ConfState,
+    Entry,
+    EntryType,
     HardState,
     InvariantHook,
     Message,
@@ -123,76 +128,177 @@ class RawNode:
     """A Raft node as a synchronous state machine. See the module doc and ``Ready``."""
 
     def __init__(self, config: Config, storage: MemoryStorage) -> None:
-        raise NotImplementedError("behaviour lands in the next commit")
+        config.validate()
+        self.config = config
+        self.storage = storage
+        self.raft = Raft(
+            config.id,
+            storage,
+            election_tick=config.election_tick,
+            heartbeat_tick=config.heartbeat_tick,
+            pre_vote=config.pre_vote,
+            check_quorum=config.check_quorum,
+            max_inflight=config.max_inflight_msgs,
+            max_size_per_msg=config.max_size_per_msg,
+            applied=config.applied,
+            rng=config.rng if config.rng is not None else random.Random(config.id),
+            bugs=config.bugs,
+            on_violation=config.on_invariant_violation,
+        )
+        self._prev_soft = self.raft.soft_state()
+        self._prev_hard = self.raft.hard_state()
+        self._outstanding: Ready | None = None
+
+    @property
+    def id(self) -> int:
+        return self.raft.id
 
     def bootstrap(self, peers: list[int]) -> None:
         """Start a new cluster: the log gets one ADD_NODE conf change entry per peer (term 1,
         committed), applied to the configuration at once. Call on every initial member with
         the same peers, on an empty storage. The entries appear in the next Ready as entries
         to persist and committed entries to apply like any other."""
-        raise NotImplementedError
+        if not peers:
+            raise ValueError("bootstrap needs at least one peer")
+        if len(set(peers)) != len(peers) or any(p <= 0 for p in peers):
+            raise ValueError(f"bootstrap peers must be distinct positive ids, got {peers}")
+        if self.storage.last_index() != 0 or not self.storage.hard_state().is_empty():
+            raise ValueError("bootstrap needs an empty storage (this node has state: restart it)")
+        if self.raft.log.last_index() != 0:
+            raise ValueError("bootstrap called twice")
+        r = self.raft
+        r.become_follower(1, NONE)
+        ccs = [ConfChange(ConfChangeType.ADD_NODE, p) for p in peers]
+        ents = [Entry(1, i + 1, EntryType.CONF_CHANGE, cc.encode()) for i, cc in enumerate(ccs)]
+        r.log.append(ents)
+        r.log.commit_to(len(ents))
+        for cc in ccs:
+            r.apply_conf_change(cc)
 
     def tick(self) -> None:
         """Advance logical time by one tick (elections, heartbeats, check quorum)."""
-        raise NotImplementedError
+        self.raft.tick()
 
     def campaign(self) -> None:
         """Start an election now (with pre-vote when configured), as if the timeout fired."""
-        raise NotImplementedError
+        self.raft.hup(transfer=False)
 
     def step(self, msg: Message) -> None:
         """Handle a message from a peer. Raises StepError for a message that must not come
-        from the network (not addressed to this node)."""
-        raise NotImplementedError
+        from the network (not addressed to this node, no sender)."""
+        self.raft.check_step_allowed(msg)
+        self.raft.step(msg)
 
     def propose(self, data: bytes) -> Proposed:
         """Append a NORMAL entry to the leader's log. Raises ProposalDropped (with the
         leader hint) on a non-leader or during a leader transfer."""
-        raise NotImplementedError
+        return self.raft.propose(EntryType.NORMAL, data)
 
     def propose_conf_change(self, cc: ConfChange) -> Proposed:
         """Append a CONF_CHANGE entry. Raises ProposalDropped when not leader, when another
         conf change is not yet applied, before the leader's first entry of its term is
         applied, or when the change is invalid (removing the last voter, demoting a voter)."""
-        raise NotImplementedError
+        return self.raft.propose_conf_change(cc)
 
     def apply_conf_change(self, cc: ConfChange) -> ConfState:
         """Apply a committed conf change to the configuration (the application calls this
         for each CONF_CHANGE entry it applies). Returns the new ConfState (for snapshots)."""
-        raise NotImplementedError
+        return self.raft.apply_conf_change(cc)
 
     def read_index(self, ctx: bytes) -> None:
         """Request a linearizable read point. A ReadState(index, ctx) appears in a later
         Ready once leadership is confirmed by a heartbeat round (and after the leader has
         committed an entry of its term); serve the read once applied >= index. A follower
-        forwards the request to the leader. ``ctx`` must be unique among pending requests.
-        Raises ProposalDropped when no leader is known."""
-        raise NotImplementedError
+        forwards the request to the leader. ``ctx`` must be unique among pending requests
+        (ValueError otherwise). Raises ProposalDropped when no leader is known. A request
+        can be lost (leader change, message loss): the caller times out and retries."""
+        self.raft.read_index(ctx)
 
     def transfer_leader(self, to: int) -> None:
         """Ask the leader to hand leadership to voter ``to`` (TimeoutNow once ``to`` is up to
-        date). A follower forwards the request to the leader."""
-        raise NotImplementedError
+        date). A follower forwards the request to the leader. Raises ProposalDropped when no
+        leader is known. Proposals are refused while the transfer runs (at most an election
+        timeout)."""
+        self.raft.transfer_leader(to)
 
     def report_unreachable(self, node_id: int) -> None:
         """The transport failed to send to ``node_id``: fall back to probing it."""
-        raise NotImplementedError
+        self.raft.report_unreachable(node_id)
 
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         """The result of sending a snapshot (a MsgSnap) to ``node_id``."""
-        raise NotImplementedError
+        self.raft.report_snapshot(node_id, ok)
 
     def has_ready(self) -> bool:
         """Whether ``ready()`` has work. False while a Ready is outstanding (not advanced)."""
-        raise NotImplementedError
+        if self._outstanding is not None:
+            return False
+        r = self.raft
+        if r.soft_state() != self._prev_soft:
+            return True
+        hs = r.hard_state()
+        if not hs.is_empty() and hs != self._prev_hard:
+            return True
+        return bool(
+            r.log.unstable.snapshot is not None
+            or r.log.unstable.entries
+            or r.msgs
+            or r.read_states
+            or r.log.has_next_committed_entries()
+        )
 
     def ready(self) -> Ready:
         """The next batch of work. Call ``advance(rd)`` before the next ``ready()``."""
-        raise NotImplementedError
+        if self._outstanding is not None:
+            raise RuntimeError("ready() called again before advance() of the previous Ready")
+        r = self.raft
+        hs = r.hard_state()
+        entries = list(r.log.unstable.entries)
+        snapshot = r.log.unstable.snapshot
+        rd = Ready(
+            soft_state=r.soft_state(),
+            hard_state=hs if hs != self._prev_hard and not hs.is_empty() else None,
+            entries=entries,
+            snapshot=snapshot,
+            committed_entries=r.log.next_committed_entries(),
+            messages=r.msgs,
+            read_states=r.read_states,
+            must_sync=bool(entries) or snapshot is not None
+            or hs.term != self._prev_hard.term or hs.vote != self._prev_hard.vote,
+        )
+        r.msgs = []
+        r.read_states = []
+        self._prev_soft = rd.soft_state
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        self._outstanding = rd
+        return rd
 
     def advance(self, rd: Ready) -> None:
         """Report that ``rd`` was handled per the contract (persisted, sent, applied)."""
-        raise NotImplementedError
+        if rd is not self._outstanding:
+            raise RuntimeError("advance() must be given the Ready returned by the last ready()")
+        self._outstanding = None
+        r = self.raft
+        if rd.snapshot is not None:
+            r.log.stable_snap_to(rd.snapshot.meta.index)
+            r.log.applied_to(rd.snapshot.meta.index)
+        r.persisted(rd.entries)
+        if rd.committed_entries:
+            r.log.applied_to(rd.committed_entries[-1].index)
 
     def status(self) -> Status:
-        raise NotImplementedError
+        r = self.raft
+        progress: dict[int, ProgressStatus] = {}
+        if r.role is Role.LEADER:
+            for nid, pr in r.prs.items():
+                progress[nid] = ProgressStatus(
+                    match=pr.match, next=pr.next, state=pr.state.value,
+                    recent_active=pr.recent_active, is_learner=pr.is_learner,
+                    inflight=pr.inflights.count(), pending_snapshot=pr.pending_snapshot,
+                )  # fmt: skip
+        return Status(
+            id=r.id, term=r.term, vote=r.vote, commit=r.log.committed, applied=r.log.applied,
+            leader=r.lead, role=r.role, conf_state=r.conf_state(),
+            lead_transferee=r.lead_transferee, progress=progress,
+        )  # fmt: skip
