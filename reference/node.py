@@ -30,6 +30,7 @@ The log is snapshotted and compacted every ``snapshot_count`` applied entries.
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -350,13 +351,17 @@ class Node:
         self._watches: dict[int, trio.MemorySendChannel[kvr.WatchResponse]] = {}
         self._progress_watches: set[int] = set()
         self._member_lock = trio.Lock()
+        self._in_ready = False  # a Ready is outstanding: inputs to the core wait in _deferred
+        self._deferred: list[Callable[[], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _new_kv(self) -> KVStateMachine:
-        return KVStateMachine(min_lease_ttl=self.config.min_lease_ttl,
-                              quota_bytes=self.config.quota_bytes,
-                              max_request_bytes=self.config.max_request_bytes)
+        return KVStateMachine(**self._kv_options())
+
+    def _kv_options(self) -> dict[str, Any]:
+        return {"min_lease_ttl": self.config.min_lease_ttl, "quota_bytes": self.config.quota_bytes,
+                "max_request_bytes": self.config.max_request_bytes, "bugs": self.bugs}
 
     def _finding(self, violation: raft.InvariantViolation) -> None:
         text = f"invariant violation on node {self.id}: {violation}"
@@ -426,6 +431,21 @@ class Node:
     def _kick(self) -> None:
         self._wake.set()
 
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run an input to the Raft core now, or right after the outstanding Ready is advanced
+        (inputs are never interleaved with a Ready being handled)."""
+        if self._in_ready:
+            self._deferred.append(fn)
+        else:
+            fn()
+        self._kick()
+
+    def _run_deferred(self) -> None:
+        while self._deferred:
+            batch, self._deferred = self._deferred, []
+            for fn in batch:
+                fn()
+
     def _rawnode(self) -> raft.RawNode:
         if self.raw is None or not self.running:
             raise WireError(ErrorCode.UNAVAILABLE, f"member {self.id} is not running")
@@ -437,22 +457,23 @@ class Node:
         """A Raft message from a peer (the Transport calls this)."""
         if self.raw is None or not self.running:
             return
-        try:
-            self.raw.step(msg)
-        except raft.StepError as exc:
-            log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
-            return
-        self._kick()
+        raw = self.raw
+
+        def step() -> None:
+            try:
+                raw.step(msg)
+            except raft.StepError as exc:
+                log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
+
+        self._call(step)
 
     def report_unreachable(self, node_id: int) -> None:
         if self.raw is not None and self.running:
-            self.raw.report_unreachable(node_id)
-            self._kick()
+            self._call(lambda: self.raw.report_unreachable(node_id) if self.raw else None)
 
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         if self.raw is not None and self.running:
-            self.raw.report_snapshot(node_id, ok)
-            self._kick()
+            self._call(lambda: self.raw.report_snapshot(node_id, ok) if self.raw else None)
 
     @property
     def db_size(self) -> int:
@@ -465,9 +486,8 @@ class Node:
         assert self.raw is not None
         while True:
             await self.clock.sleep(self.config.tick_interval)
-            self.raw.tick()
+            self._call(self.raw.tick)
             self._expire_deadlines()
-            self._kick()
 
     def _expire_deadlines(self) -> None:
         now = self.clock.now()
@@ -490,10 +510,16 @@ class Node:
             await self._wake.wait()
             self._wake = trio.Event()
             self._issue_reads()
+            self._run_deferred()
             while raw.has_ready():
                 rd = raw.ready()
-                await self._handle_ready(raw, rd)
-                raw.advance(rd)
+                self._in_ready = True
+                try:
+                    await self._handle_ready(raw, rd)
+                    raw.advance(rd)
+                finally:
+                    self._in_ready = False
+                self._run_deferred()
                 self._issue_reads()
                 await self._maybe_snapshot()
 
@@ -641,10 +667,10 @@ class Node:
         doc = msgpack.unpackb(snap.data, raw=False, strict_map_key=False)
         if not isinstance(doc, dict) or "kv" not in doc:
             raise ValueError(f"snapshot at index {snap.meta.index} is not a member snapshot")
-        self.kv = KVStateMachine.restore(
-            doc["kv"], min_lease_ttl=self.config.min_lease_ttl,
-            quota_bytes=self.config.quota_bytes, max_request_bytes=self.config.max_request_bytes,
-        )
+        if self.raw is None:  # starting up: a fresh state machine
+            self.kv = KVStateMachine.restore(doc["kv"], **self._kv_options())
+        else:  # a follower catching up: in place, so watches resync instead of ending
+            self.kv.install_snapshot(doc["kv"])
         members = [Member.from_wire(m) for m in doc.get("members", [])]
         if members:
             self.members = {m.id: m for m in members}
@@ -659,11 +685,6 @@ class Node:
         self.applied = snap.meta.index
         self.snapshot_index = snap.meta.index
         self.transport.update_members(self.members)
-        # Watches were registered with the old state machine: end them; clients resume.
-        for send in self._watches.values():
-            send.close()
-        self._watches.clear()
-        self._progress_watches.clear()
         for index in sorted(self._proposals):
             if index <= snap.meta.index:
                 _, waiter = self._proposals.pop(index)
@@ -692,9 +713,12 @@ class Node:
             if not expired:
                 continue
             data = encode_entry(kvr.Envelope(0, 0, kvr.LeaseExpireRequest(ids=list(expired))))
-            with contextlib.suppress(raft.ProposalDropped):
-                self.raw.propose(data)
-                self._kick()
+            self._call(functools.partial(self._propose_quietly, self.raw, data))
+
+    @staticmethod
+    def _propose_quietly(raw: raft.RawNode, data: bytes) -> None:
+        with contextlib.suppress(raft.ProposalDropped):
+            raw.propose(data)
 
     async def _progress_loop(self) -> None:
         while True:
@@ -763,13 +787,17 @@ class Node:
                             f"request of {len(data)} bytes exceeds {self.config.max_request_bytes}")
         if not self.is_leader:
             raise self.not_leader()
-        try:
-            proposed = raw.propose(data)
-        except raft.ProposalDropped as exc:
-            raise self.not_leader(f"proposal dropped: {exc.reason}", exc.leader) from None
         waiter = self._waiter(timeout)
-        self._proposals[proposed.index] = (proposed.term, waiter)
-        self._kick()
+
+        def do_propose() -> None:
+            try:
+                proposed = raw.propose(data)
+            except raft.ProposalDropped as exc:
+                waiter.fail(self.not_leader(f"proposal dropped: {exc.reason}", exc.leader))
+                return
+            self._proposals[proposed.index] = (proposed.term, waiter)
+
+        self._call(do_propose)
         return self._header(await waiter.wait())
 
     async def read_barrier(self, timeout: float | None = None) -> int:
@@ -893,15 +921,20 @@ class Node:
         if member is not None:
             context["member"] = member.to_wire()
         cc = raft.ConfChange(cc_type, node_id, msgpack.packb(context, use_bin_type=True))
-        try:
-            raw.propose_conf_change(cc)
-        except raft.ProposalDropped as exc:
-            if exc.leader not in (raft.NONE, self.id):
-                raise self.not_leader(exc.reason, exc.leader) from None
-            raise WireError(ErrorCode.UNAVAILABLE, f"membership change refused: {exc.reason}") from None
         waiter = self._waiter()
         self._conf_waiters[token] = waiter
-        self._kick()
+
+        def do_propose() -> None:
+            try:
+                raw.propose_conf_change(cc)
+            except raft.ProposalDropped as exc:
+                self._conf_waiters.pop(token, None)
+                if exc.leader not in (raft.NONE, self.id):
+                    waiter.fail(self.not_leader(exc.reason, exc.leader))
+                else:
+                    waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"membership change refused: {exc.reason}"))
+
+        self._call(do_propose)
         result: Member = await waiter.wait()
         return result
 
@@ -948,11 +981,13 @@ class Node:
             return to
         waiter = self._waiter(timeout)
         self._leader_waiters.append((to, waiter))
-        try:
-            raw.transfer_leader(to)
-        except raft.ProposalDropped as exc:
-            waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"leader transfer refused: {exc.reason}"))
-        self._kick()
+        def do_transfer() -> None:
+            try:
+                raw.transfer_leader(to)
+            except raft.ProposalDropped as exc:
+                waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"leader transfer refused: {exc.reason}"))
+
+        self._call(do_transfer)
         try:
             await waiter.wait()
         except WireError as exc:
