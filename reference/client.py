@@ -512,13 +512,18 @@ class Client:
                     finally:
                         await trio.aclose_forcefully(stream)
 
+        error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump)
             try:
                 async with recv:
                     yield recv
+            except Exception as exc:  # re-raised below, outside the nursery
+                error = exc
             finally:
                 nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
 
 
 @contextlib.asynccontextmanager
@@ -529,6 +534,7 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     client_id: int | None = None,
 ) -> AsyncIterator[Client]:
+    error: Exception | None = None
     async with trio.open_nursery() as nursery:
         client = Client(
             ClientConfig(list(endpoints), timeout=timeout, ssl_context=ssl_context, client_id=client_id),
@@ -536,6 +542,10 @@ async def open_client(
         )
         try:
             yield client
+        except Exception as exc:  # re-raised below, outside the nursery (no ExceptionGroup)
+            error = exc
         finally:
             await client.aclose()
             nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error
