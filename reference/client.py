@@ -460,6 +460,7 @@ class Client:
         Canceled responses (e.g. compaction) are delivered and end the stream."""
         send, recv = trio.open_memory_channel[kvr.WatchResponse](256)
         state = {"next": start_revision}
+        failure: list[Failed] = []
 
         async def pump() -> None:
             attempt = 0
@@ -481,7 +482,7 @@ class Client:
                         continue
                     try:
                         await stream.send_all(encode_frame(request_frame(
-                            self.next_seq(), "watch", req.to_wire(), self.client_id, 0)))
+                            self.next_seq(), "watch_create", req.to_wire(), self.client_id, 0)))
                         reader = FrameReader(stream)
                         while True:
                             frame = await reader.read()
@@ -491,7 +492,8 @@ class Client:
                                 err = WireError.from_wire(frame["err"])
                                 if err.code in (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT):
                                     raise BadFrame(str(err))
-                                raise Failed(err.code, err.message, cause=err)
+                                failure.append(Failed(err.code, err.message, cause=err))
+                                return  # ends the stream; raised when the watch context exits
                             resp = kvr.WatchResponse.from_wire(frame["ok"])
                             attempt = 0
                             tried.clear()
@@ -524,6 +526,8 @@ class Client:
                 nursery.cancel_scope.cancel()
         if error is not None:
             raise error
+        if failure:
+            raise failure[0]
 
 
 @contextlib.asynccontextmanager

@@ -190,6 +190,8 @@ class NodeConfig:
         return max(1, -int(-seconds // 1))
 
 
+_LEADER_EARLY = (raft.MessageType.APP, raft.MessageType.HEARTBEAT, raft.MessageType.SNAP)
+
 APPLY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -351,6 +353,8 @@ class Node:
         self._watches: dict[int, trio.MemorySendChannel[kvr.WatchResponse]] = {}
         self._progress_watches: set[int] = set()
         self._member_lock = trio.Lock()
+        self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
+        self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
         self._in_ready = False  # a Ready is outstanding: inputs to the core wait in _deferred
         self._deferred: list[Callable[[], None]] = []
 
@@ -379,6 +383,7 @@ class Node:
             applied = state.snapshot.meta.index
         if state.hard_state is not None:
             self.storage.set_hard_state(state.hard_state)
+            self._durable_term_vote = (state.hard_state.term, state.hard_state.vote)
         if state.entries:
             self.storage.append(state.entries)
         fresh = state.snapshot is None and state.hard_state is None and not state.entries
@@ -525,6 +530,18 @@ class Node:
 
     async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
         self._observe_soft_state(rd.soft_state)
+        # 0. A leader may replicate before its own fsync (etcd's Raft thesis 10.2.1): its own
+        # entries count towards commit only once advance() reports them persisted, and its
+        # term and vote are already durable. Everything else waits for the persist step.
+        messages = rd.messages
+        if messages and rd.soft_state.role is raft.Role.LEADER and (
+            rd.hard_state is None
+            or (rd.hard_state.term, rd.hard_state.vote) == self._durable_term_vote
+        ):
+            early = [m for m in messages if m.type in _LEADER_EARLY]
+            if early:
+                self.transport.send(early)
+                messages = [m for m in messages if m.type not in _LEADER_EARLY]
         # 1. persist
         snap = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty() else None
         if snap is not None:
@@ -537,13 +554,14 @@ class Node:
             self.storage.apply_snapshot(snap)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
+            self._durable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
             self.term = rd.hard_state.term
             self.commit = rd.hard_state.commit
         if rd.entries:
             self.storage.append(rd.entries)
         # 2. send
-        if rd.messages:
-            self.transport.send(rd.messages)
+        if messages:
+            self.transport.send(messages)
         # 3. apply
         if snap is not None:
             self._install_snapshot(snap)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import random
 import signal
 import ssl
@@ -281,40 +282,44 @@ class ClientSession:
             await self.stream.send_all(data)
 
     async def serve(self) -> None:
-        reader = FrameReader(self.stream)
         try:
             async with trio.open_nursery() as nursery:
-                while True:
-                    try:
-                        frame = await reader.read()
-                    except FrameTooLarge as exc:
-                        await self.reply(error_frame(None, WireError(ErrorCode.REQUEST_TOO_LARGE, str(exc))))
-                        continue
-                    if frame is None:
-                        break
-                    if not isinstance(frame, dict) or "id" not in frame or "op" not in frame:
-                        await self.reply(error_frame(
-                            frame.get("id") if isinstance(frame, dict) else None,
-                            WireError(ErrorCode.BAD_REQUEST, "a request is a map with id, op and body")))
-                        continue
-                    if frame["op"] == "watch_create":
-                        nursery.start_soon(self.watch, frame)
-                    elif frame["op"] == "watch_cancel":
-                        body = frame.get("body")
-                        wid = body.get("watch_id") if isinstance(body, dict) else None
-                        scope = self.watches.get(wid) if isinstance(wid, int) else None
-                        if scope is not None:
-                            scope.cancel()
-                        await self.reply(ok_frame(frame["id"], {"watch_id": wid, "canceled": scope is not None}))
-                    else:
-                        nursery.start_soon(self.handle, frame)
+                await self._read_loop(nursery)
                 nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        reader = FrameReader(self.stream)
+        try:
+            while True:
+                try:
+                    frame = await reader.read()
+                except FrameTooLarge as exc:
+                    await self.reply(error_frame(None, WireError(ErrorCode.REQUEST_TOO_LARGE, str(exc))))
+                    continue
+                if frame is None:
+                    return
+                if not isinstance(frame, dict) or "id" not in frame or "op" not in frame:
+                    await self.reply(error_frame(
+                        frame.get("id") if isinstance(frame, dict) else None,
+                        WireError(ErrorCode.BAD_REQUEST, "a request is a map with id, op and body")))
+                    continue
+                if frame["op"] == "watch_create":
+                    nursery.start_soon(self.watch, frame)
+                elif frame["op"] == "watch_cancel":
+                    body = frame.get("body")
+                    wid = body.get("watch_id") if isinstance(body, dict) else None
+                    scope = self.watches.get(wid) if isinstance(wid, int) else None
+                    if scope is not None:
+                        scope.cancel()
+                    await self.reply(ok_frame(frame["id"], {"watch_id": wid, "canceled": scope is not None}))
+                else:
+                    nursery.start_soon(self.handle, frame)
         except BadFrame as exc:
             log.warning("closing client connection: %s", exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
             pass
-        finally:
-            await trio.aclose_forcefully(self.stream)
 
     async def handle(self, frame: dict[str, Any]) -> None:
         try:
@@ -478,6 +483,8 @@ async def _serve_listeners(handler: Any, listeners: Sequence[trio.abc.Listener[A
             await handler(stream)
         except (ssl.SSLError, trio.BrokenResourceError, OSError) as exc:
             log.info("connection closed: %s", exc)
+        except Exception:  # one connection's failure must never take the member down
+            log.exception("connection handler failed")
 
     await trio.serve_listeners(guarded, list(listeners))
 
@@ -555,7 +562,14 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s member{args.id} %(levelname)s %(name)s: %(message)s")
     options = options_from_args(args)
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    trio.run(_main, options)
+    profile_to = os.environ.get("KVCHECK_SERVER_PROFILE")  # a developer aid: cProfile output path
+    if profile_to:
+        import cProfile
+
+        cProfile.runctx("trio.run(_main, options)", globals(), {"options": options},
+                        f"{profile_to}.{args.id}")
+    else:
+        trio.run(_main, options)
     return 0
 
 
