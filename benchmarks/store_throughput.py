@@ -12,6 +12,7 @@ acknowledged ops/s and the p50/p99 latency. Each client is a ``reference.client.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -56,6 +57,15 @@ async def run_load(endpoints: list[str], clients: int, seconds: float) -> tuple[
     return len(latencies), errors, latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -68,13 +78,19 @@ def main() -> None:
         info = start_cluster(base, 3)
         endpoints = info.endpoints()
         print(f"cluster: 3 members in {base}; {args.seconds:.0f}s per run, 100-byte puts, fsync on a majority")
-        print(f"{'clients':>8} {'acked':>8} {'errors':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        print(f"{'clients':>8} {'acked':>8} {'errors':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+              f" {'member CPU ms/op':>17} {'load':>5}")
         for clients in [int(c) for c in args.clients.split(",")]:
+            cpu_before = sum(cpu_seconds(n.pid) for n in info.nodes)
             acked, errors, lat = trio.run(run_load, endpoints, clients, args.seconds)
+            cpu = sum(cpu_seconds(n.pid) for n in info.nodes) - cpu_before
             lat.sort()
             p50 = statistics.median(lat) * 1000 if lat else float("nan")
             p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
-            print(f"{clients:>8} {acked:>8} {errors:>7} {acked / args.seconds:>9.1f} {p50:>8.2f} {p99:>8.2f}", flush=True)
+            cpu_per_op = cpu * 1000 / acked if acked else float("nan")
+            print(f"{clients:>8} {acked:>8} {errors:>7} {acked / args.seconds:>9.1f} {p50:>8.2f} {p99:>8.2f}"
+                  f" {cpu_per_op:>17.2f} {os.getloadavg()[0]:>5.1f}", flush=True)
     finally:
         if info is not None:
             stop_cluster(info)

@@ -33,7 +33,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,31 @@ PEER_QUEUE = 4096  # messages queued per peer before new ones are dropped
 # --------------------------------------------------------------------------------------------
 # Peer transport
 # --------------------------------------------------------------------------------------------
+
+
+def coalesce_appends(batch: list[raft.Message]) -> list[raft.Message]:
+    """Merge runs of contiguous MsgApp to one peer into one MsgApp.
+
+    The leader sends one MsgApp per proposal; when several wait in a peer's queue together,
+    ``APP(index=i, entries=[e(i+1)])`` followed by ``APP(index=i+1, entries=[e(i+2)])`` (same
+    term, the second's log_term the first's last entry term) is equivalent to one
+    ``APP(index=i, entries=[e(i+1), e(i+2)])`` carrying the later commit index: the follower
+    appends the same entries and sends one acknowledgement for the last, which covers both
+    in the leader's inflight window. Anything else is kept as is, in order.
+    """
+    out: list[raft.Message] = []
+    for m in batch:
+        prev = out[-1] if out else None
+        if (
+            prev is not None and m.type is raft.MessageType.APP and prev.type is raft.MessageType.APP
+            and m.to == prev.to and m.term == prev.term and prev.entries and m.entries
+            and m.index == prev.entries[-1].index and m.log_term == prev.entries[-1].term
+            and m.snapshot is None and prev.snapshot is None
+        ):
+            out[-1] = replace(prev, entries=prev.entries + m.entries, commit=max(prev.commit, m.commit))
+        else:
+            out.append(m)
+    return out
 
 
 def _peer_frame(messages: Sequence[raft.Message]) -> bytes:
@@ -108,7 +133,7 @@ class _PeerSender:
                                 batch.append(self.recv.receive_nowait())
                             except trio.WouldBlock:
                                 break
-                        await stream.send_all(_peer_frame(batch))
+                        await stream.send_all(_peer_frame(coalesce_appends(batch)))
                         for m in batch:
                             if m.type is raft.MessageType.SNAP:
                                 node.report_snapshot(m.to, True)

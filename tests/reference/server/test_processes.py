@@ -431,3 +431,35 @@ def test_cluster_cli_start_status_kill_restart_stop(tmp_path: Path) -> None:
     assert stopped.returncode == 0
     info = ClusterInfo.load(d)
     assert all(process_state(n) == "stopped" for n in info.nodes)
+
+
+def test_a_watch_resumes_on_another_member_after_its_member_dies(fresh_cluster: ClusterInfo) -> None:
+    info = fresh_cluster
+    leader = leader_node(info)
+    victim = next(n for n in info.nodes if n.id != leader.id)
+    others = [n.client for n in info.nodes if n.id != victim.id]
+
+    async def go() -> list[bytes]:
+        got: list[bytes] = []
+        async with open_client(info.endpoints()) as writer, open_client([victim.client, *others]) as watcher:
+            start = (await writer.put(b"r/start", b"0")).header.revision
+            async with watcher.watch(b"r/", range_end=b"r0", start_revision=start + 1) as stream:
+                for i in range(10):
+                    await writer.put(f"r/{i:02d}".encode(), b"v")
+                with trio.fail_after(20):
+                    async for resp in stream:
+                        got += [e.kv.key for e in resp.events]
+                        if len(got) >= 10:
+                            break
+                kill_node(info, victim)  # the watch's member dies: the client resumes elsewhere
+                for i in range(10, 20):
+                    await writer.put(f"r/{i:02d}".encode(), b"v")
+                with trio.fail_after(30):
+                    async for resp in stream:
+                        got += [e.kv.key for e in resp.events]
+                        if len(got) >= 20:
+                            break
+        return got
+
+    keys = trio.run(go)
+    assert keys == [f"r/{i:02d}".encode() for i in range(20)]  # none lost, none repeated
