@@ -856,8 +856,15 @@ class Node:
         if not self.is_leader:
             raise self.not_leader("lease operations are served by the leader")
 
-    def lease_keepalive(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+    async def _leader_barrier(self) -> None:
+        """Leader-side lease operations first apply everything committed (a new leader may
+        not have applied the grant of the lease it is asked about yet), as etcd does."""
         self._leader_side()
+        await self.read_barrier()
+        self._leader_side()
+
+    async def lease_keepalive(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+        await self._leader_barrier()
         try:
             ttl = self.kv.lease_keepalive(lease_id, self.clock.now())
         except kvr.KVError as exc:
@@ -866,15 +873,15 @@ class Node:
                                           id=lease_id, ttl=ttl)
         return self._header(resp)
 
-    def lease_time_to_live(self, req: kvr.LeaseTimeToLiveRequest) -> kvr.LeaseTimeToLiveResponse:
-        self._leader_side()
+    async def lease_time_to_live(self, req: kvr.LeaseTimeToLiveRequest) -> kvr.LeaseTimeToLiveResponse:
+        await self._leader_barrier()
         try:
             return self._header(self.kv.lease_time_to_live(req.id, req.keys, self.clock.now()))
         except kvr.KVError as exc:
             raise kv_error(exc) from None
 
-    def lease_leases(self) -> kvr.LeaseLeasesResponse:
-        self._leader_side()
+    async def lease_leases(self) -> kvr.LeaseLeasesResponse:
+        await self._leader_barrier()
         return self._header(self.kv.lease_leases())
 
     def hash_kv(self, revision: int = 0) -> kvr.HashKVResponse:

@@ -255,11 +255,11 @@ async def dispatch(node: Node, op: Any, body: Any, client: Any, seq: Any) -> Any
         if isinstance(req, kvr.RangeRequest):
             return _wire_body(await node.range(req))
         if isinstance(req, kvr.LeaseKeepAliveRequest):
-            return _wire_body(node.lease_keepalive(req.id))
+            return _wire_body(await node.lease_keepalive(req.id))
         if isinstance(req, kvr.LeaseTimeToLiveRequest):
-            return _wire_body(node.lease_time_to_live(req))
+            return _wire_body(await node.lease_time_to_live(req))
         if isinstance(req, kvr.LeaseLeasesRequest):
-            return _wire_body(node.lease_leases())
+            return _wire_body(await node.lease_leases())
         if isinstance(req, kvr.HashKVRequest):
             return _wire_body(node.hash_kv(req.revision))
     if op == "status":

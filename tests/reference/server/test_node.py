@@ -113,20 +113,20 @@ async def test_the_leader_expires_a_lease_through_the_log(autojump_clock: object
         assert isinstance(grant, kvr.LeaseGrantResponse)
         await put(leader, b"leased", b"v", lease=grant.id)
         await trio.sleep(3)
-        assert leader.lease_keepalive(grant.id).ttl == 5
+        assert (await leader.lease_keepalive(grant.id)).ttl == 5
         await trio.sleep(4)
         assert await get(leader, b"leased") == b"v"  # kept alive
         await trio.sleep(8)
         for node in cluster.network.nodes.values():
             assert await get(node, b"leased") is None
-        assert leader.lease_keepalive(grant.id).ttl == 0
+        assert (await leader.lease_keepalive(grant.id)).ttl == 0
 
 
 async def test_lease_operations_on_a_follower_are_not_leader(autojump_clock: object) -> None:
     async with LocalCluster.open(3) as cluster:
         leader = await cluster.leader()
         with pytest.raises(WireError) as info:
-            follower_of(cluster, leader).lease_keepalive(1)
+            await follower_of(cluster, leader).lease_keepalive(1)
         assert info.value.code is ErrorCode.NOT_LEADER and info.value.leader == leader.id
 
 
