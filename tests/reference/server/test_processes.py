@@ -391,14 +391,15 @@ def test_tls_cluster_refuses_a_client_without_a_certificate(tmp_path: Path) -> N
         from kvcheck.reference.tls import client_context
 
         async def attempt(ssl_context: Any) -> None:
-            async with open_client(info.endpoints(), ssl_context=ssl_context, timeout=3) as c:
+            async with open_client(info.endpoints(), ssl_context=ssl_context, timeout=1) as c:
                 await c.get(b"secure")
 
         with pytest.raises(ClientError):
             trio.run(attempt, client_context(None, ca=Path(info.tls["ca"])))  # CA only, no certificate
         with pytest.raises(ClientError):
             trio.run(attempt, None)  # plain TCP against a TLS port
-        result = CliRunner().invoke(ctl, ["--endpoints", info.endpoints()[0], "--cacert", info.tls["ca"], "get", "secure"])
+        result = CliRunner().invoke(ctl, ["--endpoints", info.endpoints()[0], "--cacert", info.tls["ca"],
+                                          "--command-timeout", "1", "get", "secure"])
         assert result.exit_code != 0
         out = ctl_run(info.path, "get", "secure", "--print-value-only")
         assert out == "yes\n"
