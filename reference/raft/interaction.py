@@ -381,7 +381,7 @@ class Interpreter:
     def cmd_drop_msgs(self, args: list[str]) -> list[str]:
         c = self.c()
         targets = self._nodes(args) if args else sorted(c.nodes)
-        out = []
+        out: list[str] = []
         for nid in targets:
             out.extend(f"dropped {fmt_msg(m)}" for m in c.take_messages(nid))
         return out
