@@ -31,10 +31,12 @@ from kvcheck.reference.storage.wal import TornTail, Wal, WalRecord
 __all__ = [
     "AppendFile",
     "CorruptionError",
+    "CrashPointFileSystem",
     "DataDir",
     "EntryTuple",
     "FileSystem",
     "HardStateTuple",
+    "InjectedCrash",
     "MemoryFileSystem",
     "OsFileSystem",
     "RaftState",
