@@ -332,7 +332,7 @@ def test_prologue_records_start_every_new_segment(fs: FileSystem) -> None:
         wal.append(1, p)
     wal.sync()
     wal.close()
-    reopened, records = Wal.open(fs, "wal", segment_size=120)
+    _, records = Wal.open(fs, "wal", segment_size=120)
     firsts = {}
     for r in records:
         firsts.setdefault(r.seq, r)
