@@ -28,6 +28,9 @@ Two implementations:
   leaves a hole (it is kept only if it starts within the durable bytes); unsynced writes
   are never kept whole.
 
+``CrashPointFileSystem`` wraps either and stops at a chosen operation, so tests can crash
+an action (a snapshot save, a segment cut) at every step in turn.
+
 Errors are the OS's own exception types in both implementations (FileNotFoundError,
 FileExistsError, IsADirectoryError, NotADirectoryError, ValueError for bad paths), so
 callers handle one set of errors.
@@ -44,7 +47,9 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "AppendFile",
+    "CrashPointFileSystem",
     "FileSystem",
+    "InjectedCrash",
     "MemoryFileSystem",
     "OsFileSystem",
     "StaleHandleError",
@@ -544,3 +549,97 @@ class MemoryFileSystem:
 
         visit(self._root, "")
         return dirty
+
+
+# --------------------------------------------------------------------------------------
+# Crash points: stop a sequence of file-system operations at a chosen step
+
+
+class InjectedCrash(OSError):
+    """Raised by ``CrashPointFileSystem`` at its chosen operation, which is not performed."""
+
+
+class _CrashPointAppendFile:
+    def __init__(self, fs: CrashPointFileSystem, inner: AppendFile) -> None:
+        self._fs = fs
+        self._inner = inner
+
+    @property
+    def path(self) -> str:
+        return self._inner.path
+
+    def write(self, data: bytes) -> None:
+        self._fs._step(f"write {self.path} ({len(data)} bytes)")
+        self._inner.write(data)
+
+    def sync(self) -> None:
+        self._fs._step(f"sync {self.path}")
+        self._inner.sync()
+
+    def size(self) -> int:
+        return self._inner.size()
+
+    def truncate(self, size: int) -> None:
+        self._fs._step(f"truncate {self.path} to {size}")
+        self._inner.truncate(size)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class CrashPointFileSystem:
+    """Wraps a FileSystem and raises ``InjectedCrash`` instead of its ``crash_at``-th change.
+
+    Changes are counted from 0: open_append (a possible create), write, sync, truncate,
+    rename, remove, sync_dir, makedirs. Reads pass through. With ``crash_at`` None nothing
+    is injected and ``steps`` records every change, so a test can first count the steps of
+    an action and then crash at each one in turn (then ``crash`` the inner in-memory disk
+    and recover). After the injected crash every further change raises too.
+    """
+
+    def __init__(self, inner: FileSystem, crash_at: int | None = None) -> None:
+        self.inner = inner
+        self.crash_at = crash_at
+        self.steps: list[str] = []
+        self.crashed = False
+
+    def _step(self, what: str) -> None:
+        if self.crashed or (self.crash_at is not None and len(self.steps) >= self.crash_at):
+            self.crashed = True
+            raise InjectedCrash(f"injected crash before step {len(self.steps)}: {what}")
+        self.steps.append(what)
+
+    def open_append(self, path: str, *, create: bool = True) -> AppendFile:
+        self._step(f"open_append {path}")
+        return _CrashPointAppendFile(self, self.inner.open_append(path, create=create))
+
+    def read_bytes(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self.inner.read_bytes(path, offset, length)
+
+    def size(self, path: str) -> int:
+        return self.inner.size(path)
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return self.inner.is_dir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+    def makedirs(self, path: str) -> None:
+        self._step(f"makedirs {path}")
+        self.inner.makedirs(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._step(f"rename {src} -> {dst}")
+        self.inner.rename(src, dst)
+
+    def remove(self, path: str) -> None:
+        self._step(f"remove {path}")
+        self.inner.remove(path)
+
+    def sync_dir(self, path: str) -> None:
+        self._step(f"sync_dir {path}")
+        self.inner.sync_dir(path)

@@ -9,15 +9,18 @@ How: three WAL record types, each a fixed little-endian struct:
 
 - ENTRY (1): index u64, term u64, entry type u8, then the entry data.
 - HARD_STATE (2): term u64, vote u64, commit u64.
-- SNAPSHOT (3): index u64, term u64, then the ConfState bytes (opaque here).
+- SNAPSHOT (3): index u64, term u64, flags u8, then the ConfState bytes (opaque here).
+  Flag 1 (keep): the log after the index survives; else the marker replaces the log.
 
 ``save(hard_state, entries)`` appends the entries, then the hard state (so a torn batch
 never keeps a commit index without the entries it covers). Nothing is durable until
 ``sync()``; many saves may share one sync. An entry at index ``i <= last index`` replaces
 the log from ``i`` on, and replay applies that truncation, as etcd's WAL does.
 ``save_snapshot_meta`` records that a snapshot file at (index, term) exists: entries up to
-its index are dropped (kept after it when the log holds its index with its term, else all
-are dropped: a snapshot received from the leader replaces a log that disagrees).
+its index are dropped; those after it are kept when the log holds its index with its term,
+else all are dropped (a snapshot received from the leader replaces a log that disagrees).
+That decision is made when the marker is saved and stored in it, so replay repeats it even
+when the entries it was based on were in released segments.
 
 One replay state machine (``_LogState``) serves both recovery and live saves, so
 ``load()`` always returns what a restart would recover if everything saved so far were
@@ -65,7 +68,8 @@ EntryTuple = tuple[int, int, int, bytes]
 
 _ENTRY = struct.Struct("<QQB")
 _HARD_STATE = struct.Struct("<QQQ")
-_SNAPSHOT = struct.Struct("<QQ")
+_SNAPSHOT = struct.Struct("<QQB")
+_KEEP_LOG = 1  # snapshot record flag: the log after the snapshot index is kept
 _U64 = 1 << 64
 
 
@@ -115,10 +119,12 @@ def _encode_hard_state(hs: HardStateTuple) -> bytes:
     return _HARD_STATE.pack(_check_u64("term", term), _check_u64("vote", vote), _check_u64("commit", commit))
 
 
-def _encode_snapshot(meta: SnapshotMeta) -> bytes:
+def _encode_snapshot(meta: SnapshotMeta, keep: bool) -> bytes:
     if not isinstance(meta.conf_state, bytes):
         raise ValueError(f"conf_state must be bytes, got {type(meta.conf_state).__name__}")
-    return _SNAPSHOT.pack(_check_u64("snapshot index", meta.index), _check_u64("snapshot term", meta.term)) + meta.conf_state
+    index = _check_u64("snapshot index", meta.index)
+    term = _check_u64("snapshot term", meta.term)
+    return _SNAPSHOT.pack(index, term, _KEEP_LOG if keep else 0) + meta.conf_state
 
 
 class _LogState:
@@ -176,22 +182,30 @@ class _LogState:
             self.entries.clear()
         self.entries.append(entry)
 
-    def add_snapshot(self, meta: SnapshotMeta, *, where: tuple[str, int] | None) -> None:
+    def keeps_log(self, meta: SnapshotMeta) -> bool:
+        """Whether the log after ``meta.index`` survives the snapshot: only if the log agrees
+        with the snapshot at its index (a local compaction). A snapshot from the leader that
+        the log disagrees with (or does not reach) replaces the whole log."""
+        return self.term_at(meta.index) == meta.term
+
+    def add_snapshot(self, meta: SnapshotMeta, keep: bool, *, where: tuple[str, int] | None) -> None:
         if self.snapshot is not None and meta.index < self.snapshot.index:
             if where is None:
                 raise ValueError(
                     f"snapshot index {meta.index} is older than the saved snapshot index {self.snapshot.index}"
                 )
             return
-        if self.entries and self.entries[0][0] <= meta.index <= self.entries[-1][0]:
-            if self.term_at(meta.index) == meta.term:
+        if keep:
+            if where is not None and self.term_at(meta.index) not in (None, meta.term):
+                raise CorruptionError(
+                    where[0], where[1],
+                    f"snapshot marker at index {meta.index} term {meta.term} keeps the log after it, "
+                    f"but the log has term {self.term_at(meta.index)} there",
+                )
+            while self.entries and self.entries[0][0] <= meta.index:
                 del self.entries[: meta.index - self.entries[0][0] + 1]
-            else:
-                self.entries.clear()  # the snapshot replaces a log that disagrees with it
-        elif self.entries and meta.index < self.entries[0][0]:
-            pass  # the log continues after the snapshot (or after a gap it may not cover)
         else:
-            self.entries.clear()  # the snapshot is ahead of the whole log
+            self.entries.clear()
         self.snapshot = meta
         if self.gap is not None and self.gap[0] <= meta.index:
             self.gap = None
@@ -212,8 +226,11 @@ class _LogState:
         elif record.type == RECORD_SNAPSHOT:
             if len(payload) < _SNAPSHOT.size:
                 raise CorruptionError(where, record.offset, f"snapshot record of {len(payload)} bytes is too short")
-            index, term = _SNAPSHOT.unpack_from(payload, 0)
-            self.add_snapshot(SnapshotMeta(index, term, payload[_SNAPSHOT.size :]), where=(where, record.offset))
+            index, term, flags = _SNAPSHOT.unpack_from(payload, 0)
+            if flags & ~_KEEP_LOG:
+                raise CorruptionError(where, record.offset, f"snapshot record with unknown flags {flags:#x}")
+            meta = SnapshotMeta(index, term, payload[_SNAPSHOT.size :])
+            self.add_snapshot(meta, bool(flags & _KEEP_LOG), where=(where, record.offset))
         else:
             raise CorruptionError(where, record.offset, f"unknown record type {record.type}")
 
@@ -261,7 +278,8 @@ class RaftWal:
     def _prologue(self) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
         if self._state.snapshot is not None:
-            out.append((RECORD_SNAPSHOT, _encode_snapshot(self._state.snapshot)))
+            # Restating the current base: the entries after it (earlier segments) are kept.
+            out.append((RECORD_SNAPSHOT, _encode_snapshot(self._state.snapshot, keep=True)))
         if self._state.hard_state is not None:
             out.append((RECORD_HARD_STATE, _encode_hard_state(self._state.hard_state)))
         return out
@@ -309,13 +327,15 @@ class RaftWal:
                 expect += 1
                 if entry[0] != expect:
                     raise ValueError(f"entries are not contiguous: index {entry[0]} where {expect} was expected")
+        # Append, then update the state: a segment cut inside ``_append`` writes the
+        # prologue from the state of the records already in earlier segments.
         for entry, frame in zip(entries, frames, strict=True):
-            self._state.add_entry(entry, where=None)
             seq = self._append(RECORD_ENTRY, frame)
+            self._state.add_entry(entry, where=None)
             self._segment_max[seq] = max(self._segment_max.get(seq, 0), entry[0])
         if hard_state is not None and hs_frame is not None:
-            self._state.hard_state = hard_state
             self._append(RECORD_HARD_STATE, hs_frame)
+            self._state.hard_state = hard_state
 
     def save_snapshot_meta(self, index: int, term: int, conf_state: bytes) -> None:
         """Record that a durable snapshot file covers the log up to (index, term).
@@ -323,9 +343,12 @@ class RaftWal:
         Write the snapshot file (``SnapshotStore.save``) first. Not durable until ``sync()``.
         """
         meta = SnapshotMeta(index, term, conf_state)
-        frame = _encode_snapshot(meta)
-        self._state.add_snapshot(meta, where=None)
+        keep = self._state.keeps_log(meta)
+        frame = _encode_snapshot(meta, keep)
+        if index < self._state.base:
+            raise ValueError(f"snapshot index {index} is older than the saved snapshot index {self._state.base}")
         self._append(RECORD_SNAPSHOT, frame)
+        self._state.add_snapshot(meta, keep, where=None)
 
     def sync(self) -> None:
         """fsync: everything saved so far is durable when this returns."""

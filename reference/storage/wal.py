@@ -20,13 +20,16 @@ is used: a flipped bit in an early record's length can never make recovery mista
 records for a torn tail.
 
 Writing: ``append`` buffers a record in memory; ``sync`` writes the buffer with one write
-and fsyncs the segment, so many records (many Raft Readies) share one fsync. Nothing
-appended is durable before ``sync`` returns. When the current segment reaches
+and fsyncs the segment, so many records (many Raft Readies) share one fsync. Only
+``sync`` promises durability; records may become durable earlier (a segment cut syncs
+what was buffered), and a crash keeps at most a prefix of the records appended since
+the last sync. When the current segment reaches
 ``segment_size`` the next append cuts a new one: the old segment is synced, the new one is
 written as ``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory
 fsynced, so a segment name never exists without a complete header. The caller's
 ``prologue`` callback supplies records to repeat at the start of every new segment (the
-Raft layer repeats its hard state and snapshot marker there), which is what lets
+Raft layer repeats its hard state and snapshot marker there); they go into the temp file
+with the header, so they are durable as soon as the segment exists, which is what lets
 ``release`` delete old segments without losing state.
 
 Recovery (``Wal.open``): leftover ``.tmp`` files are removed; segment numbers must be
@@ -291,19 +294,22 @@ class Wal:
         return wal, records
 
     @staticmethod
-    def _create_segment(fs: FileSystem, directory: str, seq: int) -> None:
-        """Durably create segment ``seq`` with its header: temp file, fsync, rename, fsync dir."""
+    def _create_segment(fs: FileSystem, directory: str, seq: int, body: bytes = b"") -> int:
+        """Durably create segment ``seq``: header and ``body`` (encoded records) in a temp
+        file, fsync, rename into place, fsync the directory. Returns the segment's size."""
         final = f"{directory}/{segment_name(seq)}" if directory else segment_name(seq)
         tmp = final + ".tmp"
+        content = _segment_header(seq) + body
         handle = fs.open_append(tmp)
         try:
             handle.truncate(0)
-            handle.write(_segment_header(seq))
+            handle.write(content)
             handle.sync()
         finally:
             handle.close()
         fs.rename(tmp, final)
         fs.sync_dir(directory)
+        return len(content)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -344,24 +350,24 @@ class Wal:
         self._dirty = False
 
     def cut(self) -> None:
-        """Close the current segment (synced) and start the next one, with the prologue first."""
+        """Close the current segment (synced) and start the next one, its prologue included.
+
+        The prologue records are part of the new segment from the moment its name exists,
+        so ``release`` can never delete the records they stand in for while they are missing.
+        """
         handle = self._live()
         self._flush()
         handle.sync()
         handle.close()
         self._handle = None
+        self._dirty = False
         seq = self._seqs[-1] + 1
-        self._create_segment(self.fs, self.directory, seq)
+        body = b""
+        if self._prologue is not None:
+            body = b"".join(encode_record(rtype, payload) for rtype, payload in self._prologue())
+        self._size = self._create_segment(self.fs, self.directory, seq, body)
         self._handle = self.fs.open_append(self._path(seq), create=False)
         self._seqs.append(seq)
-        self._size = SEGMENT_HEADER_SIZE
-        self._dirty = False
-        if self._prologue is not None:
-            for rtype, payload in self._prologue():
-                frame = encode_record(rtype, payload)
-                self._pending.append(frame)
-                self._size += len(frame)
-                self._dirty = True
 
     # -- segments ------------------------------------------------------------------------
 
