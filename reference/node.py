@@ -482,8 +482,8 @@ class Node:
 
     @property
     def db_size(self) -> int:
-        """Bytes of the last snapshot of the state machine (0 before the first)."""
-        return len(self.storage.snapshot().data)
+        """Bytes the state machine's quota counts (stored versions and leases)."""
+        return int(self.kv.db_size)
 
     # -- the three loops -------------------------------------------------------------------------
 
@@ -1042,6 +1042,7 @@ class Node:
             "voters": list(self.conf_state.voters),
             "learners": list(self.conf_state.learners),
             "watchers": len(self._watches),
+            "db_size": self.db_size,
             "findings": list(self.findings),
         }
 

@@ -424,7 +424,7 @@ def start_metrics(node: Node, host: str, port: int) -> Any:
             g = GaugeMetricFamily("kvcheck_server_is_leader", "1 if this member leads.")
             g.add_metric([], 1 if node.is_leader else 0)
             yield g
-            g = GaugeMetricFamily("kvcheck_mvcc_db_total_size_in_bytes", "Size of the last snapshot of the state machine.")
+            g = GaugeMetricFamily("kvcheck_mvcc_db_total_size_in_bytes", "Bytes stored by the state machine (what the quota counts).")
             g.add_metric([], node.db_size)
             yield g
             g = GaugeMetricFamily("kvcheck_debugging_mvcc_watcher_total", "Active watchers.")
