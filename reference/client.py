@@ -161,14 +161,13 @@ class _Connection:
             with contextlib.suppress(Exception):
                 await trio.aclose_forcefully(self.stream)
 
-    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, rid: int, data: bytes) -> dict[str, Any]:
+        """Send one encoded request frame with id ``rid``; its reply."""
         if self.closed:
             raise _ConnectionLost(f"connection to {self.endpoint} is closed", sent=False)
-        rid = frame["id"]
         event = trio.Event()
         box: list[Any] = []
         self.pending[rid] = (event, box)
-        data = encode_frame(frame)
         try:
             async with self.send_lock:
                 await self.stream.send_all(data)
@@ -267,6 +266,10 @@ class Client:
         timeout = self.config.timeout if timeout is None else timeout
         deadline = trio.current_time() + timeout
         frame = request_frame(seq, op, body, self.client_id, seq)
+        try:
+            data = encode_frame(frame)
+        except WireError as exc:  # over the frame limit: certainly never sent
+            raise Failed(exc.code, exc.message, cause=exc) from None
         maybe_applied = False
         tried: set[str] = set()
         last: WireError | None = None
@@ -281,7 +284,7 @@ class Client:
             try:
                 with trio.fail_after(remaining):
                     conn = await self._connection(target)
-                    reply = await conn.request(frame)
+                    reply = await conn.request(seq, data)
             except trio.TooSlowError:
                 maybe_applied = True
                 last_message = f"no reply from {target} within the timeout"
@@ -316,7 +319,8 @@ class Client:
                     await trio.sleep(min(0.05 * attempt, 0.3, max(0.0, deadline - trio.current_time())))
                 continue
             if err.code in (ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE) and endpoint is None:
-                maybe_applied = maybe_applied or err.code is ErrorCode.TIMEOUT
+                # a member that stopped or timed out may have proposed it: unknown, retry
+                maybe_applied = True
                 tried.add(target)
                 if self._preferred == target:
                     self._preferred = None

@@ -253,20 +253,15 @@ class _Waiter:
 
 
 def kv_error(err: kvr.KVError) -> WireError:
-    """Map a typed KV error onto a wire error (same code where the wire has it)."""
+    """Map a typed KV error onto a wire error: the same code, except that a non-primary
+    lessor is ``not_leader``."""
+    if isinstance(err, kvr.ErrNotPrimary):
+        return WireError(ErrorCode.NOT_LEADER, err.message)
     try:
         code = ErrorCode(err.code)
     except ValueError:
-        code = ErrorCode.BAD_REQUEST
-        if isinstance(err, kvr.ErrNotPrimary):
-            code = ErrorCode.NOT_LEADER
-        elif isinstance(err, kvr.ErrLeaseTTLTooLarge | kvr.ErrEmptyKey | kvr.ErrKeyNotFound
-                        | kvr.ErrValueProvided | kvr.ErrLeaseProvided | kvr.ErrWatchIDExists
-                        | kvr.ErrStaleSequence):
-            code = ErrorCode.BAD_REQUEST
-        elif isinstance(err, kvr.ErrCorrupt):
-            code = ErrorCode.UNAVAILABLE
-    return WireError(code, f"{err.message} [{err.code}]")
+        code = ErrorCode.INTERNAL
+    return WireError(code, err.message)
 
 
 class WatchStream:

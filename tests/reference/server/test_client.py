@@ -145,3 +145,16 @@ async def test_the_client_implements_the_workload_interface() -> None:
         client = Client.__new__(Client)
         assert isinstance(client, KVClient)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_an_oversize_request_fails_without_being_sent() -> None:
+    seen: list[dict[str, Any]] = []
+    async with trio.open_nursery() as nursery:
+        endpoint = await fake_server(nursery, answer, seen)
+        async with open_client([endpoint], timeout=5) as client:
+            with pytest.raises(Failed) as info:
+                await client.put(b"k", b"v" * (2 * 1024 * 1024))
+            assert info.value.code is ErrorCode.REQUEST_TOO_LARGE
+        nursery.cancel_scope.cancel()
+    assert seen == []
