@@ -464,6 +464,8 @@ class Node:
                 raw.step(msg)
             except raft.StepError as exc:
                 log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
+            except Exception:  # a message from the network must never stop the member
+                log.exception("node %d: stepping %s from %d failed", self.id, msg.type.name, msg.from_)
 
         self._call(step)
 
@@ -808,6 +810,9 @@ class Node:
             except raft.ProposalDropped as exc:
                 waiter.fail(self.not_leader(f"proposal dropped: {exc.reason}", exc.leader))
                 return
+            lost = self._proposals.get(proposed.index)
+            if lost is not None:  # an older term's proposal at this index was overwritten
+                lost[1].fail(self.not_leader("proposal lost in a leader change"))
             self._proposals[proposed.index] = (proposed.term, waiter)
 
         self._call(do_propose)
