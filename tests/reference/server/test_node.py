@@ -244,3 +244,23 @@ async def test_a_stopped_member_fails_pending_requests_as_unavailable(autojump_c
 async def test_min_lease_ttl_follows_etcd() -> None:
     assert NodeConfig(id=1, tick_interval=0.1, election_tick=10).min_lease_ttl == 2
     assert raft.NONE == 0
+
+
+async def test_quota_raises_no_space_and_the_alarm_can_be_disarmed(autojump_clock: object) -> None:
+    config = NodeConfig(id=1, quota_bytes=4096)
+    async with LocalCluster.open(3, config=config) as cluster:
+        leader = await cluster.leader()
+        with pytest.raises(WireError) as info:
+            for i in range(100):
+                await put(leader, f"big/{i}".encode(), b"x" * 200)
+        assert info.value.code is ErrorCode.NO_SPACE and not info.value.indeterminate
+        alarms = await leader.propose(kvr.AlarmRequest(action=kvr.AlarmAction.GET), 7, next(_seq))
+        assert isinstance(alarms, kvr.AlarmResponse)
+        assert [a.alarm for a in alarms.alarms] == [kvr.AlarmType.NOSPACE]
+        deleted = await leader.propose(kvr.DeleteRangeRequest(key=b"big/", range_end=b"big0"), 7, next(_seq))
+        assert isinstance(deleted, kvr.DeleteRangeResponse) and deleted.deleted > 0  # deletes still work
+        # as in etcd, space comes back only once history is compacted
+        await leader.propose(kvr.CompactionRequest(revision=deleted.header.revision), 7, next(_seq))
+        await leader.propose(kvr.AlarmRequest(action=kvr.AlarmAction.DEACTIVATE, member_id=0,
+                                              alarm=kvr.AlarmType.NOSPACE), 7, next(_seq))
+        await put(leader, b"small", b"ok")
