@@ -110,7 +110,7 @@ pass_ctl = click.make_pass_decorator(CtlContext)
 @click.option("--endpoints", default=None, help="Comma-separated HOST:PORT client endpoints.")
 @click.option("--data-dir", "data_dir", type=click.Path(path_type=Path), default=None,
               help="A `kvcheck cluster` directory: endpoints and TLS from its cluster.json.")
-@click.option("-w", "--write-out", "fmt", type=click.Choice(["simple", "json", "table"]), default="simple")
+@click.option("-w", "--write-out", "fmt", type=click.Choice(["simple", "json"]), default="simple")
 @click.option("--command-timeout", "timeout", type=float, default=5.0, show_default=True)
 @click.option("--cacert", type=click.Path(path_type=Path), default=None)
 @click.option("--cert", type=click.Path(path_type=Path), default=None)
@@ -118,7 +118,11 @@ pass_ctl = click.make_pass_decorator(CtlContext)
 @click.pass_context
 def ctl(click_ctx: click.Context, endpoints: str | None, data_dir: Path | None, fmt: str, timeout: float,
         cacert: Path | None, cert: Path | None, key: Path | None) -> None:
-    """etcdctl-shaped client for the kvcheck reference store."""
+    """etcdctl-shaped client for the kvcheck reference store.
+
+    Exit codes: 0 done, 1 the request failed (certainly not applied), 2 outcome unknown (a
+    write that may or may not have been applied), 64 usage error, 66 missing input.
+    """
     from kvcheck.reference.tls import TLSFiles, client_context
 
     ssl_context = None
@@ -510,6 +514,7 @@ def lease_list_cmd(ctx: CtlContext) -> int:
 @click.option("--physical", is_flag=True)
 @pass_ctl
 def compaction_cmd(ctx: CtlContext, revision: int, physical: bool) -> int:
+    """Discard the key history before REVISION."""
     resp = run_client(ctx, lambda c: c.compact(revision, physical))
     if ctx.fmt == "json":
         emit_json(resp)
@@ -634,6 +639,7 @@ def member_promote_cmd(ctx: CtlContext, member_id: str) -> int:
 @click.argument("member_id")
 @pass_ctl
 def move_leader_cmd(ctx: CtlContext, member_id: str) -> int:
+    """Transfer leadership to MEMBER_ID (hex)."""
     mid = parse_hex_id(member_id, "member")
     body = run_client(ctx, lambda c: c.move_leader(mid))
     if ctx.fmt == "json":
