@@ -539,8 +539,17 @@ class Node:
             if early:
                 self.transport.send(early)
                 messages = [m for m in messages if m.type not in _LEADER_EARLY]
-        # 1. persist
         snap = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty() else None
+        # Committed entries that this member already holds durably (from earlier Readies) are
+        # applied before this Ready's fsync, so their answers do not wait for it: committed
+        # means durable on a majority already, and nothing they need is in this Ready.
+        apply_first = (
+            snap is None and bool(rd.committed_entries)
+            and rd.committed_entries[-1].index <= self.storage.last_index()
+        )
+        if apply_first:
+            self._apply_committed(rd.committed_entries)
+        # 1. persist
         if snap is not None:
             await self.disk.save_snapshot(snap)
         if rd.entries or rd.hard_state is not None:
@@ -562,14 +571,19 @@ class Node:
         # 3. apply
         if snap is not None:
             self._install_snapshot(snap)
-        if rd.committed_entries:
-            started = self.clock.now()
-            self._apply_entries(rd.committed_entries)
-            self.metrics.observe_apply(self.clock.now() - started)
+        if rd.committed_entries and not apply_first:
+            self._apply_committed(rd.committed_entries)
         for rs in rd.read_states:
             batch = self._reads_inflight.pop(rs.request_ctx, None)
             for waiter in batch or ():
                 waiter.resolve(rs.index)
+        self._wake_applied()
+        self._deliver_watch_responses()
+
+    def _apply_committed(self, entries: Sequence[raft.Entry]) -> None:
+        started = self.clock.now()
+        self._apply_entries(entries)
+        self.metrics.observe_apply(self.clock.now() - started)
         self._wake_applied()
         self._deliver_watch_responses()
 
