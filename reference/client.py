@@ -463,7 +463,7 @@ class Client:
         the revision after the last one it delivered, so no event is lost or repeated.
         Canceled responses (e.g. compaction) are delivered and end the stream."""
         send, recv = trio.open_memory_channel[kvr.WatchResponse](256)
-        state = {"next": start_revision}
+        state = {"next": start_revision, "created": 0}
         failure: list[Failed] = []
 
         async def pump() -> None:
@@ -508,10 +508,14 @@ class Client:
                                 state["next"] = max(state["next"], resp.header.revision + 1)
                             if resp.created and state["next"] == 0:
                                 state["next"] = resp.header.revision + 1
+                            if resp.created and not resp.canceled and not resp.events:
+                                if state["created"]:
+                                    continue  # a resumed watch: the consumer saw its creation
+                                state["created"] = 1
                             await send.send(resp)
                             if resp.canceled:
                                 return
-                    except (BadFrame, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    except (BadFrame, kvr.KVError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         tried.add(target)
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))

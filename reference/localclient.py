@@ -145,7 +145,7 @@ class LocalClient:
         """Resumes on another member from the revision after the last event delivered when
         its member stops or drops the watch."""
         send, recv = trio.open_memory_channel[kvr.WatchResponse](256)
-        state = {"next": start_revision}
+        state = {"next": start_revision, "created": 0}
 
         async def pump() -> None:
             tried: set[int] = set()
@@ -167,6 +167,10 @@ class LocalClient:
                                     state["next"] = resp.header.revision + 1
                                 elif not resp.created and resp.header.revision:
                                     state["next"] = max(state["next"], resp.header.revision + 1)
+                                if resp.created and not resp.canceled and not resp.events:
+                                    if state["created"]:
+                                        continue  # a resumed watch: its creation was seen
+                                    state["created"] = 1
                                 await send.send(resp)
                                 if resp.canceled:
                                     return

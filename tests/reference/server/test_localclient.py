@@ -66,12 +66,14 @@ async def test_a_watch_resumes_without_gaps_when_its_member_crashes(autojump_clo
         watcher.leader = victim  # the watch starts on the member about to crash
         start = (await writer.put(b"w/start", b"0")).header.revision
         keys: list[bytes] = []
+        created = 0
         async with watcher.watch(b"w/", range_end=b"w0", start_revision=start + 1) as stream:
             for i in range(5):
                 await writer.put(f"w/{i}".encode(), b"v")
             with trio.fail_after(10):
                 async for resp in stream:
                     keys += [e.kv.key for e in resp.events]
+                    created += resp.created
                     if len(keys) >= 5:
                         break
             cluster.crash(victim)
@@ -80,9 +82,11 @@ async def test_a_watch_resumes_without_gaps_when_its_member_crashes(autojump_clo
             with trio.fail_after(20):
                 async for resp in stream:
                     keys += [e.kv.key for e in resp.events]
+                    created += resp.created
                     if len(keys) >= 10:
                         break
         assert keys == [f"w/{i}".encode() for i in range(10)]
+        assert created == 1
 
 
 async def test_a_definite_error_is_failed(autojump_clock: object) -> None:

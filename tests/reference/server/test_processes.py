@@ -440,8 +440,9 @@ def test_a_watch_resumes_on_another_member_after_its_member_dies(fresh_cluster: 
     victim = next(n for n in info.nodes if n.id != leader.id)
     others = [n.client for n in info.nodes if n.id != victim.id]
 
-    async def go() -> list[bytes]:
+    async def go() -> tuple[list[bytes], int]:
         got: list[bytes] = []
+        created = 0
         async with open_client(info.endpoints()) as writer, open_client([victim.client, *others]) as watcher:
             start = (await writer.put(b"r/start", b"0")).header.revision
             async with watcher.watch(b"r/", range_end=b"r0", start_revision=start + 1) as stream:
@@ -450,6 +451,7 @@ def test_a_watch_resumes_on_another_member_after_its_member_dies(fresh_cluster: 
                 with trio.fail_after(20):
                     async for resp in stream:
                         got += [e.kv.key for e in resp.events]
+                        created += resp.created
                         if len(got) >= 10:
                             break
                 kill_node(info, victim)  # the watch's member dies: the client resumes elsewhere
@@ -458,9 +460,11 @@ def test_a_watch_resumes_on_another_member_after_its_member_dies(fresh_cluster: 
                 with trio.fail_after(30):
                     async for resp in stream:
                         got += [e.kv.key for e in resp.events]
+                        created += resp.created
                         if len(got) >= 20:
                             break
-        return got
+        return got, created
 
-    keys = trio.run(go)
+    keys, created = trio.run(go)
     assert keys == [f"r/{i:02d}".encode() for i in range(20)]  # none lost, none repeated
+    assert created == 1  # the resumed watch does not announce itself again
