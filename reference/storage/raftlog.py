@@ -98,25 +98,28 @@ def _check_u64(name: str, value: object) -> int:
 
 
 def _encode_entry(entry: EntryTuple) -> bytes:
-    if not isinstance(entry, tuple) or len(entry) != 4:
-        raise ValueError(f"an entry is (index, term, type, data), got {entry!r}")
-    index, term, etype, data = entry
-    _check_u64("entry index", index)
-    _check_u64("entry term", term)
-    if not isinstance(etype, int) or not 0 <= etype <= 255:
-        raise ValueError(f"entry type must be an int in 0..255, got {etype!r}")
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ValueError(f"entry data must be bytes, got {type(data).__name__}")
+    try:
+        index, term, etype, data = entry
+        head = _ENTRY.pack(index, term, etype)
+    except (ValueError, TypeError, struct.error) as err:
+        raise ValueError(
+            f"an entry is (index u64, term u64, type u8, data bytes), got {entry!r}: {err}"
+        ) from None
     if index == 0:
         raise ValueError("entry index 0 is reserved (Raft logs start at index 1)")
-    return _ENTRY.pack(index, term, etype) + bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ValueError(f"entry data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+    return head + data
 
 
 def _encode_hard_state(hs: HardStateTuple) -> bytes:
-    if not isinstance(hs, tuple) or len(hs) != 3:
-        raise ValueError(f"a hard state is (term, vote, commit), got {hs!r}")
-    term, vote, commit = hs
-    return _HARD_STATE.pack(_check_u64("term", term), _check_u64("vote", vote), _check_u64("commit", commit))
+    try:
+        term, vote, commit = hs
+        return _HARD_STATE.pack(term, vote, commit)
+    except (ValueError, TypeError, struct.error) as err:
+        raise ValueError(f"a hard state is (term, vote, commit) as u64s, got {hs!r}: {err}") from None
 
 
 def _encode_snapshot(meta: SnapshotMeta, keep: bool) -> bytes:
@@ -315,7 +318,10 @@ class RaftWal:
         nothing. Not durable until ``sync()``.
         """
         frames = [_encode_entry(e) for e in entries]
-        hs_frame = _encode_hard_state(hard_state) if hard_state is not None else None
+        hs_frame = None
+        if hard_state is not None:
+            hs_frame = _encode_hard_state(hard_state)
+            hard_state = _HARD_STATE.unpack(hs_frame)  # normalized to a tuple of ints
         if entries:
             expect = entries[0][0]
             if expect > self._state.last_index + 1 or expect <= self._state.base:
@@ -327,13 +333,14 @@ class RaftWal:
                 expect += 1
                 if entry[0] != expect:
                     raise ValueError(f"entries are not contiguous: index {entry[0]} where {expect} was expected")
+        # An unchanged hard state is not written again.
         # Append, then update the state: a segment cut inside ``_append`` writes the
         # prologue from the state of the records already in earlier segments.
         for entry, frame in zip(entries, frames, strict=True):
             seq = self._append(RECORD_ENTRY, frame)
             self._state.add_entry(entry, where=None)
             self._segment_max[seq] = max(self._segment_max.get(seq, 0), entry[0])
-        if hard_state is not None and hs_frame is not None:
+        if hs_frame is not None and hard_state != self._state.hard_state:
             self._append(RECORD_HARD_STATE, hs_frame)
             self._state.hard_state = hard_state
 

@@ -327,7 +327,8 @@ class Wal:
         Not durable until ``sync``. Cuts a new segment first when the current one is full.
         """
         frame = encode_record(rtype, payload)
-        self._live()
+        if self._handle is None:
+            self._live()
         if self._size >= self.segment_size and self._size > SEGMENT_HEADER_SIZE:
             self.cut()
         self._pending.append(frame)

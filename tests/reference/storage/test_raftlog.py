@@ -84,7 +84,7 @@ def test_entries_must_follow_the_log() -> None:
         log.save(None, [(4, 1, 0, "text")])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="a hard state is"):
         log.save((1, 2), [])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="term must be an int"):
+    with pytest.raises(ValueError, match=r"a hard state is \(term, vote, commit\) as u64s, got \(-1, 0, 0\)"):
         log.save((-1, 0, 0), [])
     assert log.load().entries == ents(1, 3, 1), "a refused save writes nothing"
 
