@@ -34,7 +34,8 @@ refused as corrupt.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvcheck.reference.storage.errors import CorruptionError
 from kvcheck.reference.storage.fs import FileSystem
@@ -82,13 +83,15 @@ class SnapshotMeta:
     conf_state: bytes = b""
 
 
-@dataclass(slots=True)
-class RaftState:
-    """What a node recovers: the snapshot marker, the hard state, the entries after the snapshot."""
+class RaftState(NamedTuple):
+    """What a node recovers: the snapshot marker, the hard state, the entries after the snapshot.
+
+    A named tuple, so ``snapshot, hard_state, entries = raft_wal.load()`` works too.
+    """
 
     snapshot: SnapshotMeta | None
     hard_state: HardStateTuple | None
-    entries: list[EntryTuple] = field(default_factory=list)
+    entries: list[EntryTuple]
 
 
 def _check_u64(name: str, value: object) -> int:
@@ -301,6 +304,16 @@ class RaftWal:
     def torn_tail(self) -> TornTail | None:
         """What recovery cut off the WAL's tail at open (None: it ended cleanly)."""
         return self.wal.torn_tail
+
+    @property
+    def snapshot(self) -> SnapshotMeta | None:
+        """The latest snapshot marker saved (None before the first)."""
+        return self._state.snapshot
+
+    @property
+    def hard_state(self) -> HardStateTuple | None:
+        """The latest hard state saved (None before the first)."""
+        return self._state.hard_state
 
     def last_index(self) -> int:
         """The index of the last entry (the snapshot index when there are none; 0 when empty)."""
