@@ -21,7 +21,9 @@ Two implementations:
   directory is synced; writes and truncates change only the current bytes until the file is
   synced. ``crash(rng)`` drops everything volatile and, with probability
   ``tear_probability``, keeps a random strict prefix of each file's last unsynced write
-  (a torn write). All randomness comes from the ``random.Random`` passed in, and files are
+  (a torn write). As in a page cache, appends that follow each other since the last sync
+  (or truncate) form one dirty extent, so "the last unsynced write" of an append-only file
+  is everything appended since its last sync. All randomness comes from the ``random.Random`` passed in, and files are
   visited in sorted path order, so a crash is deterministic for a given seed.
   Simplifications (documented, deliberate): directories are durable as soon as they are
   created (``OsFileSystem.makedirs`` fsyncs parents so it matches); a torn write never
@@ -273,8 +275,10 @@ class OsFileSystem:
 
 @dataclass
 class _Write:
+    """A dirty extent: the bytes written at ``offset`` since the last sync (appends merge)."""
+
     offset: int
-    data: bytes
+    data: bytearray
 
 
 @dataclass
@@ -316,7 +320,11 @@ class _MemoryAppendFile:
             return
         offset = len(inode.data)
         inode.data += data
-        inode.last_unsynced_write = _Write(offset, bytes(data))
+        last = inode.last_unsynced_write
+        if last is not None and last.offset + len(last.data) == offset:
+            last.data += data  # an append right after the last one extends the same extent
+        else:
+            inode.last_unsynced_write = _Write(offset, bytearray(data))
         inode.dirty = True
         self._fs.stats["writes"] += 1
         self._fs.stats["bytes_written"] += len(data)

@@ -13,8 +13,8 @@ How: three WAL record types, each a fixed little-endian struct:
   Flag 1 (keep): the log after the index survives; else the marker replaces the log.
 
 ``save(hard_state, entries)`` appends the entries, then the hard state (so a torn batch
-never keeps a commit index without the entries it covers). Nothing is durable until
-``sync()``; many saves may share one sync. An entry at index ``i <= last index`` replaces
+never keeps a commit index without the entries it covers), with one write to the file and
+no fsync. Nothing is promised durable until ``sync()``; many saves may share one sync. An entry at index ``i <= last index`` replaces
 the log from ``i`` on, and replay applies that truncation, as etcd's WAL does.
 ``save_snapshot_meta`` records that a snapshot file at (index, term) exists: entries up to
 its index are dropped; those after it are kept when the log holds its index with its term,
@@ -356,6 +356,9 @@ class RaftWal:
         if hs_frame is not None and hard_state != self._state.hard_state:
             self._append(RECORD_HARD_STATE, hs_frame)
             self._state.hard_state = hard_state
+        # One write per save: the records reach the file (not durable yet), so a crash
+        # before ``sync`` meets them on the disk, where it may drop or tear them.
+        self.wal.flush()
 
     def save_snapshot_meta(self, index: int, term: int, conf_state: bytes) -> None:
         """Record that a durable snapshot file covers the log up to (index, term).
@@ -369,6 +372,7 @@ class RaftWal:
             raise ValueError(f"snapshot index {index} is older than the saved snapshot index {self._state.base}")
         self._append(RECORD_SNAPSHOT, frame)
         self._state.add_snapshot(meta, keep, where=None)
+        self.wal.flush()
 
     def sync(self) -> None:
         """fsync: everything saved so far is durable when this returns."""

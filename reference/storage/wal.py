@@ -19,11 +19,11 @@ followed by records, each a 16-byte header and a payload::
 is used: a flipped bit in an early record's length can never make recovery mistake valid
 records for a torn tail.
 
-Writing: ``append`` buffers a record in memory; ``sync`` writes the buffer with one write
-and fsyncs the segment, so many records (many Raft Readies) share one fsync. Only
-``sync`` promises durability; records may become durable earlier (a segment cut syncs
-what was buffered), and a crash keeps at most a prefix of the records appended since
-the last sync. When the current segment reaches
+Writing: ``append`` buffers a record in memory; ``flush`` writes the buffer with one write
+(no fsync); ``sync`` flushes and fsyncs the segment, so many records (many Raft Readies)
+share one fsync. Only ``sync`` promises durability; records may become durable earlier (a
+segment cut syncs what was buffered), and a crash keeps at most a prefix of the records
+appended since the last sync. When the current segment reaches
 ``segment_size`` the next append cuts a new one: the old segment is synced, the new one is
 written as ``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory
 fsynced, so a segment name never exists without a complete header. The caller's
@@ -336,7 +336,12 @@ class Wal:
         self._dirty = True
         return self._seqs[-1]
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the buffered records to the segment file (one write), without fsync.
+
+        They reach the OS (or the simulated page cache) but are not durable: a crash may
+        drop them or keep a torn prefix. ``sync`` flushes first.
+        """
         if self._pending:
             self._live().write(b"".join(self._pending))
             self._pending.clear()
@@ -346,7 +351,7 @@ class Wal:
         handle = self._live()
         if not self._dirty:
             return
-        self._flush()
+        self.flush()
         handle.sync()
         self._dirty = False
 
@@ -357,7 +362,7 @@ class Wal:
         so ``release`` can never delete the records they stand in for while they are missing.
         """
         handle = self._live()
-        self._flush()
+        self.flush()
         handle.sync()
         handle.close()
         self._handle = None
