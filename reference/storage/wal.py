@@ -163,7 +163,8 @@ def _parse_segment(path: str, data: bytes, seq: int, final: bool) -> tuple[list[
             if zlib.crc32(data[offset : offset + 8]) != header_crc:
                 zero_tail = data.count(0, offset) == size - offset
                 raise torn_or_corrupt(
-                    "record header CRC mismatch" + (" (zero bytes to end of segment)" if zero_tail else ""),
+                    "record header CRC mismatch"
+                    + (" (zero bytes to end of segment)" if zero_tail else ": its length or type is damaged"),
                     torn=zero_tail,
                 )
             if rtype == 0:
