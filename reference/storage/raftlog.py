@@ -208,7 +208,7 @@ class _LogState:
                     f"snapshot marker at index {meta.index} term {meta.term} keeps the log after it, "
                     f"but the log has term {self.term_at(meta.index)} there",
                 )
-            while self.entries and self.entries[0][0] <= meta.index:
+            if self.entries and self.entries[0][0] <= meta.index:
                 del self.entries[: meta.index - self.entries[0][0] + 1]
         else:
             self.entries.clear()
