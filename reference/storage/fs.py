@@ -284,9 +284,12 @@ class _Write:
 @dataclass
 class _Inode:
     data: bytearray = field(default_factory=bytearray)  # what reads see now
-    durable: bytes = b""  # the bytes as of the last sync
+    durable: bytearray = field(default_factory=bytearray)  # the bytes as of the last sync
     last_unsynced_write: _Write | None = None  # candidate for a torn write on crash
     dirty: bool = False  # anything (write or truncate) since the last sync
+    # ``data`` still starts with ``durable`` (no truncate below it since the last sync), so
+    # a sync only needs to copy the new tail: syncing a growing file costs what was added.
+    extends_durable: bool = True
 
 
 @dataclass
@@ -332,7 +335,11 @@ class _MemoryAppendFile:
     def sync(self) -> None:
         inode = self._check()
         if inode.dirty:
-            inode.durable = bytes(inode.data)
+            if inode.extends_durable:
+                inode.durable += inode.data[len(inode.durable) :]
+            else:
+                inode.durable = bytearray(inode.data)
+            inode.extends_durable = True
             inode.dirty = False
             inode.last_unsynced_write = None
         self._fs.stats["syncs"] += 1
@@ -348,6 +355,8 @@ class _MemoryAppendFile:
             del inode.data[size:]
         else:
             inode.data += bytes(size - len(inode.data))
+        if size < len(inode.durable):
+            inode.extends_durable = False
         inode.dirty = True
         # A write before the truncate no longer describes the file's tail.
         inode.last_unsynced_write = None
@@ -529,9 +538,10 @@ class MemoryFileSystem:
                     keep = rng.randint(1, len(write.data) - 1)
                     content[write.offset : write.offset + keep] = write.data[:keep]
                     torn.append(path)
-                node.data = content
-                node.durable = bytes(content)
+                node.durable = content
+                node.data = bytearray(content)
                 node.dirty = False
+                node.extends_durable = True
                 node.last_unsynced_write = None
 
         visit(self._root, "")
@@ -541,7 +551,7 @@ class MemoryFileSystem:
 
     def durable_bytes(self, path: str) -> bytes:
         """The file's bytes as of its last sync (what a crash without tearing would leave)."""
-        return self._file(path).durable
+        return bytes(self._file(path).durable)
 
     def dirty_files(self) -> list[str]:
         """Paths (sorted) of the files with writes or truncates not yet synced."""

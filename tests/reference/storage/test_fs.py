@@ -424,3 +424,33 @@ def test_crash_point_stops_at_the_chosen_step() -> None:
         crashing.sync_dir("")
     inner.crash(random.Random(0), tear_probability=NO_TEAR)
     assert not inner.exists("f")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("write"), st.binary(min_size=1, max_size=12)),
+            st.tuples(st.just("truncate"), st.integers(0, 40)),
+            st.tuples(st.just("sync"), st.none()),
+        ),
+        max_size=25,
+    ),
+    seed=st.integers(0, 2**32),
+)
+def test_a_crash_without_tearing_restores_the_bytes_of_the_last_sync(ops: list, seed: int) -> None:
+    fs = MemoryFileSystem()
+    handle = fs.open_append("f")
+    fs.sync_dir("")
+    at_last_sync = b""
+    for op, arg in ops:
+        if op == "write":
+            handle.write(arg)
+        elif op == "truncate":
+            handle.truncate(arg)
+        else:
+            handle.sync()
+            at_last_sync = fs.read_bytes("f")
+        assert fs.durable_bytes("f") == at_last_sync
+    fs.crash(random.Random(seed), tear_probability=0.0)
+    assert fs.read_bytes("f") == at_last_sync
