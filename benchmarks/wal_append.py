@@ -3,10 +3,11 @@
 Each record is one Raft entry (100-byte payload by default) saved through ``RaftWal.save``
 with the hard state, as the node does per Ready; a batch ends with one ``sync()`` (fsync).
 Runs in a temporary directory (``--dir`` to choose the disk) for a fixed time per batch
-size and prints records/s, fsyncs/s and MB/s. ``main()`` returns the figures so
+size and prints records/s, fsyncs/s and MB/s; then the same on the in-memory file system
+(the storage layer's own CPU cost, which is what the simulation pays). ``main()`` returns the figures so
 benchmarks/kv_apply.py can call it:
 
-    python benchmarks/wal_append.py [--seconds 3] [--payload 100] [--batches 1,16,256] [--dir DIR]
+    python benchmarks/wal_append.py [--seconds 3] [--payload 100] [--batches 1,16,256] [--dir DIR] [--no-memory]
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from kvcheck.reference.storage import OsFileSystem, RaftWal
+from kvcheck.reference.storage import FileSystem, MemoryFileSystem, OsFileSystem, RaftWal
 
 
 @dataclass(frozen=True)
 class Figure:
+    disk: str  # "os" (fsync on the real disk) or "memory" (MemoryFileSystem: CPU cost only)
     batch: int
     records: int
     fsyncs: int
@@ -40,10 +42,11 @@ class Figure:
         return self.records * self.payload / self.seconds / 1e6
 
 
-def measure(batch: int, *, seconds: float, payload: int, directory: str | None) -> Figure:
+def measure(batch: int, *, seconds: float, payload: int, directory: str | None, disk: str = "os") -> Figure:
     """Append records in batches of ``batch`` with one fsync each, for about ``seconds``."""
     with tempfile.TemporaryDirectory(prefix="wal-bench-", dir=directory) as tmp:
-        log = RaftWal.open(OsFileSystem(tmp), "wal")
+        fs: FileSystem = OsFileSystem(tmp) if disk == "os" else MemoryFileSystem()
+        log = RaftWal.open(fs, "wal")
         data = bytes(payload)
         index = 0
         fsyncs = 0
@@ -59,7 +62,7 @@ def measure(batch: int, *, seconds: float, payload: int, directory: str | None) 
             if now >= deadline:
                 break
         log.close()
-        return Figure(batch, index, fsyncs, now - start, payload)
+        return Figure(disk, batch, index, fsyncs, now - start, payload)
 
 
 def main(argv: list[str] | None = None) -> list[Figure]:
@@ -69,18 +72,23 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     parser.add_argument("--payload", type=int, default=100, help="entry data bytes")
     parser.add_argument("--batches", default="1,16,256", help="comma-separated batch sizes")
     parser.add_argument("--dir", default=None, help="directory for the temporary WAL (default: system temp)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the in-memory (CPU-only) figures")
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",") if b]
     where = args.dir or tempfile.gettempdir()
     print(f"WAL appends (RaftWal.save per record, fsync per batch), {args.payload}-byte entries, in {where}")
     figures = []
-    for batch in batches:
-        fig = measure(batch, seconds=args.seconds, payload=args.payload, directory=args.dir)
-        figures.append(fig)
-        print(
-            f"  batch {batch:>4}: {fig.records_per_s:>10,.0f} records/s  {fig.fsyncs_per_s:>8,.0f} fsyncs/s"
-            f"  {fig.mb_per_s:>7.2f} MB/s  ({fig.records} records in {fig.seconds:.2f} s)"
-        )
+    disks = ["os"] if args.no_memory else ["os", "memory"]
+    for disk in disks:
+        if disk == "memory":
+            print("Same on MemoryFileSystem (no real I/O: the storage layer's CPU cost, as in the simulation)")
+        for batch in batches:
+            fig = measure(batch, seconds=args.seconds, payload=args.payload, directory=args.dir, disk=disk)
+            figures.append(fig)
+            print(
+                f"  batch {batch:>4}: {fig.records_per_s:>10,.0f} records/s  {fig.fsyncs_per_s:>8,.0f} fsyncs/s"
+                f"  {fig.mb_per_s:>7.2f} MB/s  ({fig.records} records in {fig.seconds:.2f} s)"
+            )
     return figures
 
 

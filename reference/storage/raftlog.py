@@ -165,6 +165,10 @@ class _LogState:
     def add_entry(self, entry: EntryTuple, *, where: tuple[str, int] | None) -> None:
         """Append ``entry``, replacing the log from its index on. ``where`` None: live save."""
         index = entry[0]
+        entries = self.entries
+        if entries and index == entries[-1][0] + 1:  # the common case: the next index
+            entries.append(entry)
+            return
         if index <= self.base:
             if where is None:
                 raise ValueError(f"entry index {index} is at or below the snapshot index {self.base}")
@@ -350,9 +354,10 @@ class RaftWal:
         # Append, then update the state: a segment cut inside ``_append`` writes the
         # prologue from the state of the records already in earlier segments.
         for entry, frame in zip(entries, frames, strict=True):
-            seq = self._append(RECORD_ENTRY, frame)
+            seq = self.wal.append(RECORD_ENTRY, frame)
             self._state.add_entry(entry, where=None)
-            self._segment_max[seq] = max(self._segment_max.get(seq, 0), entry[0])
+            if entry[0] > self._segment_max.get(seq, 0):
+                self._segment_max[seq] = entry[0]
         if hs_frame is not None and hard_state != self._state.hard_state:
             self._append(RECORD_HARD_STATE, hs_frame)
             self._state.hard_state = hard_state

@@ -98,8 +98,9 @@ def encode_record(rtype: int, payload: bytes) -> bytes:
         raise ValueError(f"WAL record type must be in 1..255, got {rtype}")
     if len(payload) > MAX_RECORD_SIZE:
         raise ValueError(f"WAL record of {len(payload)} bytes exceeds the maximum {MAX_RECORD_SIZE}")
-    prefix = _RECORD_PREFIX.pack(len(payload), rtype)
-    return prefix + struct.pack("<II", zlib.crc32(prefix), zlib.crc32(payload)) + payload
+    length = len(payload)
+    header_crc = zlib.crc32(_RECORD_PREFIX.pack(length, rtype))
+    return _RECORD_HEADER.pack(length, rtype, header_crc, zlib.crc32(payload)) + payload
 
 
 @dataclass(frozen=True, slots=True)
