@@ -300,10 +300,12 @@ class KVStateMachine:
     def _check_range_shape(req: RangeRequest) -> None:
         if not req.key:
             raise ErrEmptyKey()
-        for name in ("limit", "revision", "min_mod_revision", "max_mod_revision",
-                     "min_create_revision", "max_create_revision"):
-            if getattr(req, name) < 0:
-                raise ErrBadRequest(f"RangeRequest.{name}: {getattr(req, name)} is negative")
+        if (req.limit < 0 or req.revision < 0 or req.min_mod_revision < 0 or req.max_mod_revision < 0
+                or req.min_create_revision < 0 or req.max_create_revision < 0):
+            for name in ("limit", "revision", "min_mod_revision", "max_mod_revision",
+                         "min_create_revision", "max_create_revision"):
+                if getattr(req, name) < 0:
+                    raise ErrBadRequest(f"RangeRequest.{name}: {getattr(req, name)} is negative")
 
     def _do_range(self, req: RangeRequest) -> RangeResponse:
         """The read itself (revision already checked). Inside a txn, revision 0 sees its writes."""
@@ -412,8 +414,7 @@ class KVStateMachine:
     # -- txn ---------------------------------------------------------------------------------
 
     def _apply_txn(self, req: TxnRequest, now: float | None) -> TxnResponse:
-        self._check_txn_shape(req)
-        cost = self._txn_cost(req)
+        cost = self._check_txn_shape(req)
         if cost and self._alarms and self._has_alarm(AlarmType.NOSPACE):
             raise ErrNoSpace()
         plan = self._plan(req)
@@ -428,41 +429,35 @@ class KVStateMachine:
         self._set_headers(resp, self.store.revision)
         return resp
 
-    def _check_txn_shape(self, txn: TxnRequest) -> None:
+    def _check_txn_shape(self, txn: TxnRequest) -> int:
+        """Check what needs no state (op counts, empty keys, a key written twice); return the
+        bytes the txn may write (quota): the larger branch's puts, nested txns included."""
         limit = self.max_txn_ops
         if len(txn.compare) > limit or len(txn.success) > limit or len(txn.failure) > limit:
             raise ErrTooManyOps()
         for c in txn.compare:
             if not c.key:
                 raise ErrEmptyKey()
-        for op in (*txn.success, *txn.failure):
-            if isinstance(op, RangeRequest):
-                self._check_range_shape(op)
-            elif isinstance(op, PutRequest):
-                self._check_put_shape(op)
-            elif isinstance(op, DeleteRangeRequest):
-                if not op.key:
-                    raise ErrEmptyKey()
-            elif isinstance(op, TxnRequest):
-                self._check_txn_shape(op)
-            else:
-                raise ErrBadRequest(f"TxnRequest: {type(op).__name__} is not a request op")
-        if len(txn.success) > 1 or (txn.success and isinstance(txn.success[0], TxnRequest)):
-            _check_intervals(txn.success)
-        if len(txn.failure) > 1 or (txn.failure and isinstance(txn.failure[0], TxnRequest)):
-            _check_intervals(txn.failure)
-
-    def _txn_cost(self, txn: TxnRequest) -> int:
-        """Bytes the txn may write: the larger branch's puts (nested txns included)."""
-        def branch(ops: list[RequestOp]) -> int:
-            total = 0
+        costs = [0, 0]
+        for branch, ops in enumerate((txn.success, txn.failure)):
+            cost = 0
             for op in ops:
                 if isinstance(op, PutRequest):
-                    total += len(op.key) + len(op.value) + KV_OVERHEAD
+                    self._check_put_shape(op)
+                    cost += len(op.key) + len(op.value) + KV_OVERHEAD
+                elif isinstance(op, RangeRequest):
+                    self._check_range_shape(op)
+                elif isinstance(op, DeleteRangeRequest):
+                    if not op.key:
+                        raise ErrEmptyKey()
                 elif isinstance(op, TxnRequest):
-                    total += self._txn_cost(op)
-            return total
-        return max(branch(txn.success), branch(txn.failure))
+                    cost += self._check_txn_shape(op)
+                else:
+                    raise ErrBadRequest(f"TxnRequest: {type(op).__name__} is not a request op")
+            if len(ops) > 1 or (ops and type(ops[0]) is TxnRequest):
+                _check_intervals(ops)
+            costs[branch] = cost
+        return max(costs)
 
     def _compare(self, c: Compare) -> bool:
         if c.range_end:
@@ -524,13 +519,13 @@ class KVStateMachine:
 
     @classmethod
     def _set_headers(cls, resp: TxnResponse, revision: int) -> None:
-        """Every response of a txn carries the revision after the txn."""
-        resp.header = ResponseHeader(revision=revision)
+        """Every response of a txn carries the revision after the txn (headers made in _exec_plan)."""
+        resp.header.revision = revision
         for sub in resp.responses:
-            if isinstance(sub, TxnResponse):
+            if type(sub) is TxnResponse:
                 cls._set_headers(sub, revision)
             else:
-                sub.header = ResponseHeader(revision=revision)
+                sub.header.revision = revision
 
     # -- compaction and hash -----------------------------------------------------------------
 

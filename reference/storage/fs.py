@@ -21,7 +21,9 @@ Two implementations:
   directory is synced; writes and truncates change only the current bytes until the file is
   synced. ``crash(rng)`` drops everything volatile and, with probability
   ``tear_probability``, keeps a random strict prefix of each file's last unsynced write
-  (a torn write). All randomness comes from the ``random.Random`` passed in, and files are
+  (a torn write). As in a page cache, appends that follow each other since the last sync
+  (or truncate) form one dirty extent, so "the last unsynced write" of an append-only file
+  is everything appended since its last sync. All randomness comes from the ``random.Random`` passed in, and files are
   visited in sorted path order, so a crash is deterministic for a given seed.
   Simplifications (documented, deliberate): directories are durable as soon as they are
   created (``OsFileSystem.makedirs`` fsyncs parents so it matches); a torn write never
@@ -273,16 +275,21 @@ class OsFileSystem:
 
 @dataclass
 class _Write:
+    """A dirty extent: the bytes written at ``offset`` since the last sync (appends merge)."""
+
     offset: int
-    data: bytes
+    data: bytearray
 
 
 @dataclass
 class _Inode:
     data: bytearray = field(default_factory=bytearray)  # what reads see now
-    durable: bytes = b""  # the bytes as of the last sync
+    durable: bytearray = field(default_factory=bytearray)  # the bytes as of the last sync
     last_unsynced_write: _Write | None = None  # candidate for a torn write on crash
     dirty: bool = False  # anything (write or truncate) since the last sync
+    # ``data`` still starts with ``durable`` (no truncate below it since the last sync), so
+    # a sync only needs to copy the new tail: syncing a growing file costs what was added.
+    extends_durable: bool = True
 
 
 @dataclass
@@ -316,7 +323,11 @@ class _MemoryAppendFile:
             return
         offset = len(inode.data)
         inode.data += data
-        inode.last_unsynced_write = _Write(offset, bytes(data))
+        last = inode.last_unsynced_write
+        if last is not None and last.offset + len(last.data) == offset:
+            last.data += data  # an append right after the last one extends the same extent
+        else:
+            inode.last_unsynced_write = _Write(offset, bytearray(data))
         inode.dirty = True
         self._fs.stats["writes"] += 1
         self._fs.stats["bytes_written"] += len(data)
@@ -324,7 +335,11 @@ class _MemoryAppendFile:
     def sync(self) -> None:
         inode = self._check()
         if inode.dirty:
-            inode.durable = bytes(inode.data)
+            if inode.extends_durable:
+                inode.durable += inode.data[len(inode.durable) :]
+            else:
+                inode.durable = bytearray(inode.data)
+            inode.extends_durable = True
             inode.dirty = False
             inode.last_unsynced_write = None
         self._fs.stats["syncs"] += 1
@@ -340,6 +355,8 @@ class _MemoryAppendFile:
             del inode.data[size:]
         else:
             inode.data += bytes(size - len(inode.data))
+        if size < len(inode.durable):
+            inode.extends_durable = False
         inode.dirty = True
         # A write before the truncate no longer describes the file's tail.
         inode.last_unsynced_write = None
@@ -521,9 +538,10 @@ class MemoryFileSystem:
                     keep = rng.randint(1, len(write.data) - 1)
                     content[write.offset : write.offset + keep] = write.data[:keep]
                     torn.append(path)
-                node.data = content
-                node.durable = bytes(content)
+                node.durable = content
+                node.data = bytearray(content)
                 node.dirty = False
+                node.extends_durable = True
                 node.last_unsynced_write = None
 
         visit(self._root, "")
@@ -533,7 +551,7 @@ class MemoryFileSystem:
 
     def durable_bytes(self, path: str) -> bytes:
         """The file's bytes as of its last sync (what a crash without tearing would leave)."""
-        return self._file(path).durable
+        return bytes(self._file(path).durable)
 
     def dirty_files(self) -> list[str]:
         """Paths (sorted) of the files with writes or truncates not yet synced."""

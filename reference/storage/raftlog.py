@@ -13,8 +13,8 @@ How: three WAL record types, each a fixed little-endian struct:
   Flag 1 (keep): the log after the index survives; else the marker replaces the log.
 
 ``save(hard_state, entries)`` appends the entries, then the hard state (so a torn batch
-never keeps a commit index without the entries it covers). Nothing is durable until
-``sync()``; many saves may share one sync. An entry at index ``i <= last index`` replaces
+never keeps a commit index without the entries it covers), with one write to the file and
+no fsync. Nothing is promised durable until ``sync()``; many saves may share one sync. An entry at index ``i <= last index`` replaces
 the log from ``i`` on, and replay applies that truncation, as etcd's WAL does.
 ``save_snapshot_meta`` records that a snapshot file at (index, term) exists: entries up to
 its index are dropped; those after it are kept when the log holds its index with its term,
@@ -34,7 +34,8 @@ refused as corrupt.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvcheck.reference.storage.errors import CorruptionError
 from kvcheck.reference.storage.fs import FileSystem
@@ -82,13 +83,15 @@ class SnapshotMeta:
     conf_state: bytes = b""
 
 
-@dataclass(slots=True)
-class RaftState:
-    """What a node recovers: the snapshot marker, the hard state, the entries after the snapshot."""
+class RaftState(NamedTuple):
+    """What a node recovers: the snapshot marker, the hard state, the entries after the snapshot.
+
+    A named tuple, so ``snapshot, hard_state, entries = raft_wal.load()`` works too.
+    """
 
     snapshot: SnapshotMeta | None
     hard_state: HardStateTuple | None
-    entries: list[EntryTuple] = field(default_factory=list)
+    entries: list[EntryTuple]
 
 
 def _check_u64(name: str, value: object) -> int:
@@ -98,25 +101,28 @@ def _check_u64(name: str, value: object) -> int:
 
 
 def _encode_entry(entry: EntryTuple) -> bytes:
-    if not isinstance(entry, tuple) or len(entry) != 4:
-        raise ValueError(f"an entry is (index, term, type, data), got {entry!r}")
-    index, term, etype, data = entry
-    _check_u64("entry index", index)
-    _check_u64("entry term", term)
-    if not isinstance(etype, int) or not 0 <= etype <= 255:
-        raise ValueError(f"entry type must be an int in 0..255, got {etype!r}")
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ValueError(f"entry data must be bytes, got {type(data).__name__}")
+    try:
+        index, term, etype, data = entry
+        head = _ENTRY.pack(index, term, etype)
+    except (ValueError, TypeError, struct.error) as err:
+        raise ValueError(
+            f"an entry is (index u64, term u64, type u8, data bytes), got {entry!r}: {err}"
+        ) from None
     if index == 0:
         raise ValueError("entry index 0 is reserved (Raft logs start at index 1)")
-    return _ENTRY.pack(index, term, etype) + bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ValueError(f"entry data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+    return head + data
 
 
 def _encode_hard_state(hs: HardStateTuple) -> bytes:
-    if not isinstance(hs, tuple) or len(hs) != 3:
-        raise ValueError(f"a hard state is (term, vote, commit), got {hs!r}")
-    term, vote, commit = hs
-    return _HARD_STATE.pack(_check_u64("term", term), _check_u64("vote", vote), _check_u64("commit", commit))
+    try:
+        term, vote, commit = hs
+        return _HARD_STATE.pack(term, vote, commit)
+    except (ValueError, TypeError, struct.error) as err:
+        raise ValueError(f"a hard state is (term, vote, commit) as u64s, got {hs!r}: {err}") from None
 
 
 def _encode_snapshot(meta: SnapshotMeta, keep: bool) -> bytes:
@@ -159,6 +165,10 @@ class _LogState:
     def add_entry(self, entry: EntryTuple, *, where: tuple[str, int] | None) -> None:
         """Append ``entry``, replacing the log from its index on. ``where`` None: live save."""
         index = entry[0]
+        entries = self.entries
+        if entries and index == entries[-1][0] + 1:  # the common case: the next index
+            entries.append(entry)
+            return
         if index <= self.base:
             if where is None:
                 raise ValueError(f"entry index {index} is at or below the snapshot index {self.base}")
@@ -202,7 +212,7 @@ class _LogState:
                     f"snapshot marker at index {meta.index} term {meta.term} keeps the log after it, "
                     f"but the log has term {self.term_at(meta.index)} there",
                 )
-            while self.entries and self.entries[0][0] <= meta.index:
+            if self.entries and self.entries[0][0] <= meta.index:
                 del self.entries[: meta.index - self.entries[0][0] + 1]
         else:
             self.entries.clear()
@@ -299,6 +309,16 @@ class RaftWal:
         """What recovery cut off the WAL's tail at open (None: it ended cleanly)."""
         return self.wal.torn_tail
 
+    @property
+    def snapshot(self) -> SnapshotMeta | None:
+        """The latest snapshot marker saved (None before the first)."""
+        return self._state.snapshot
+
+    @property
+    def hard_state(self) -> HardStateTuple | None:
+        """The latest hard state saved (None before the first)."""
+        return self._state.hard_state
+
     def last_index(self) -> int:
         """The index of the last entry (the snapshot index when there are none; 0 when empty)."""
         return self._state.last_index
@@ -315,7 +335,10 @@ class RaftWal:
         nothing. Not durable until ``sync()``.
         """
         frames = [_encode_entry(e) for e in entries]
-        hs_frame = _encode_hard_state(hard_state) if hard_state is not None else None
+        hs_frame = None
+        if hard_state is not None:
+            hs_frame = _encode_hard_state(hard_state)
+            hard_state = _HARD_STATE.unpack(hs_frame)  # normalized to a tuple of ints
         if entries:
             expect = entries[0][0]
             if expect > self._state.last_index + 1 or expect <= self._state.base:
@@ -327,15 +350,20 @@ class RaftWal:
                 expect += 1
                 if entry[0] != expect:
                     raise ValueError(f"entries are not contiguous: index {entry[0]} where {expect} was expected")
+        # An unchanged hard state is not written again.
         # Append, then update the state: a segment cut inside ``_append`` writes the
         # prologue from the state of the records already in earlier segments.
         for entry, frame in zip(entries, frames, strict=True):
-            seq = self._append(RECORD_ENTRY, frame)
+            seq = self.wal.append(RECORD_ENTRY, frame)
             self._state.add_entry(entry, where=None)
-            self._segment_max[seq] = max(self._segment_max.get(seq, 0), entry[0])
-        if hard_state is not None and hs_frame is not None:
+            if entry[0] > self._segment_max.get(seq, 0):
+                self._segment_max[seq] = entry[0]
+        if hs_frame is not None and hard_state != self._state.hard_state:
             self._append(RECORD_HARD_STATE, hs_frame)
             self._state.hard_state = hard_state
+        # One write per save: the records reach the file (not durable yet), so a crash
+        # before ``sync`` meets them on the disk, where it may drop or tear them.
+        self.wal.flush()
 
     def save_snapshot_meta(self, index: int, term: int, conf_state: bytes) -> None:
         """Record that a durable snapshot file covers the log up to (index, term).
@@ -349,6 +377,7 @@ class RaftWal:
             raise ValueError(f"snapshot index {index} is older than the saved snapshot index {self._state.base}")
         self._append(RECORD_SNAPSHOT, frame)
         self._state.add_snapshot(meta, keep, where=None)
+        self.wal.flush()
 
     def sync(self) -> None:
         """fsync: everything saved so far is durable when this returns."""

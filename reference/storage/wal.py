@@ -19,11 +19,11 @@ followed by records, each a 16-byte header and a payload::
 is used: a flipped bit in an early record's length can never make recovery mistake valid
 records for a torn tail.
 
-Writing: ``append`` buffers a record in memory; ``sync`` writes the buffer with one write
-and fsyncs the segment, so many records (many Raft Readies) share one fsync. Only
-``sync`` promises durability; records may become durable earlier (a segment cut syncs
-what was buffered), and a crash keeps at most a prefix of the records appended since
-the last sync. When the current segment reaches
+Writing: ``append`` buffers a record in memory; ``flush`` writes the buffer with one write
+(no fsync); ``sync`` flushes and fsyncs the segment, so many records (many Raft Readies)
+share one fsync. Only ``sync`` promises durability; records may become durable earlier (a
+segment cut syncs what was buffered), and a crash keeps at most a prefix of the records
+appended since the last sync. When the current segment reaches
 ``segment_size`` the next append cuts a new one: the old segment is synced, the new one is
 written as ``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory
 fsynced, so a segment name never exists without a complete header. The caller's
@@ -98,8 +98,9 @@ def encode_record(rtype: int, payload: bytes) -> bytes:
         raise ValueError(f"WAL record type must be in 1..255, got {rtype}")
     if len(payload) > MAX_RECORD_SIZE:
         raise ValueError(f"WAL record of {len(payload)} bytes exceeds the maximum {MAX_RECORD_SIZE}")
-    prefix = _RECORD_PREFIX.pack(len(payload), rtype)
-    return prefix + struct.pack("<II", zlib.crc32(prefix), zlib.crc32(payload)) + payload
+    length = len(payload)
+    header_crc = zlib.crc32(_RECORD_PREFIX.pack(length, rtype))
+    return _RECORD_HEADER.pack(length, rtype, header_crc, zlib.crc32(payload)) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,8 @@ def _parse_segment(path: str, data: bytes, seq: int, final: bool) -> tuple[list[
             if zlib.crc32(data[offset : offset + 8]) != header_crc:
                 zero_tail = data.count(0, offset) == size - offset
                 raise torn_or_corrupt(
-                    "record header CRC mismatch" + (" (zero bytes to end of segment)" if zero_tail else ""),
+                    "record header CRC mismatch"
+                    + (" (zero bytes to end of segment)" if zero_tail else ": its length or type is damaged"),
                     torn=zero_tail,
                 )
             if rtype == 0:
@@ -327,7 +329,8 @@ class Wal:
         Not durable until ``sync``. Cuts a new segment first when the current one is full.
         """
         frame = encode_record(rtype, payload)
-        self._live()
+        if self._handle is None:
+            self._live()
         if self._size >= self.segment_size and self._size > SEGMENT_HEADER_SIZE:
             self.cut()
         self._pending.append(frame)
@@ -335,7 +338,12 @@ class Wal:
         self._dirty = True
         return self._seqs[-1]
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the buffered records to the segment file (one write), without fsync.
+
+        They reach the OS (or the simulated page cache) but are not durable: a crash may
+        drop them or keep a torn prefix. ``sync`` flushes first.
+        """
         if self._pending:
             self._live().write(b"".join(self._pending))
             self._pending.clear()
@@ -345,7 +353,7 @@ class Wal:
         handle = self._live()
         if not self._dirty:
             return
-        self._flush()
+        self.flush()
         handle.sync()
         self._dirty = False
 
@@ -356,7 +364,7 @@ class Wal:
         so ``release`` can never delete the records they stand in for while they are missing.
         """
         handle = self._live()
-        self._flush()
+        self.flush()
         handle.sync()
         handle.close()
         self._handle = None

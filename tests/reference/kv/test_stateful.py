@@ -167,6 +167,30 @@ class KVModel(RuleBasedStateMachine):
             assert out.responses[0].kvs == self.kvs(self.state, ckey, b"")  # type: ignore[attr-defined]
         assert out.header.revision == self.rev  # type: ignore[attr-defined]
 
+    @rule(outer_key=keys, inner_key=keys, version=st.integers(0, 2), put_key=keys, inner_put=keys,
+          value=values)
+    def nested_txn(self, outer_key: bytes, inner_key: bytes, version: int, put_key: bytes,
+                   inner_put: bytes, value: bytes) -> None:
+        """Both levels' compares see the state before the txn; one revision for all writes."""
+        inner = TxnRequest([Compare(CompareResult.EQUAL, CompareTarget.VERSION, inner_key, version=version)],
+                           [PutRequest(inner_put, value)], [DeleteRangeRequest(inner_put)])
+        outer = TxnRequest([Compare(CompareResult.GREATER, CompareTarget.VERSION, outer_key, version=0)],
+                           [PutRequest(put_key, value), inner], [RangeRequest(outer_key)])
+        out = self.apply(outer)
+        outer_holds = outer_key in self.state
+        if put_key == inner_put:  # checked on both branches, whichever runs (as etcd)
+            assert out == ErrDuplicateKey()
+            return
+        assert not isinstance(out, KVError), out
+        assert out.succeeded == outer_holds  # type: ignore[attr-defined]
+        if outer_holds:
+            cur = self.state.get(inner_key)
+            inner_holds = (cur[2] if cur else 0) == version
+            assert out.responses[1].succeeded == inner_holds  # type: ignore[attr-defined]
+            self.write([("put", put_key, value, 0),
+                        ("put", inner_put, value, 0) if inner_holds else ("del", inner_put, b"", 0)])
+        assert out.header.revision == self.rev  # type: ignore[attr-defined]
+
     @rule(ttl=st.integers(1, 5), explicit=st.booleans())
     def lease_grant(self, ttl: int, explicit: bool) -> None:
         want = 100 + len(self.leases) if explicit else 0

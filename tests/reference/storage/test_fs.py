@@ -315,13 +315,42 @@ def test_torn_write_keeps_a_strict_prefix_of_the_last_write() -> None:
     assert lengths == set(range(1, 10)), "every strict prefix length occurs"
 
 
-def test_only_the_last_unsynced_write_can_tear() -> None:
+def test_appends_since_the_last_sync_tear_as_one_extent() -> None:
+    seen = set()
+    for seed in range(100):
+        fs = MemoryFileSystem()
+        handle = write_synced(fs, "f", b"base:")
+        fs.sync_dir("")
+        handle.write(b"first")
+        handle.write(b"second")  # follows the first: one dirty extent, as in a page cache
+        assert fs.crash(random.Random(seed), tear_probability=ALWAYS_TEAR) == ["f"]
+        tail = fs.read_bytes("f")[len(b"base:") :]
+        assert b"firstsecond".startswith(tail) and 1 <= len(tail) < len(b"firstsecond")
+        seen.add(len(tail))
+    assert max(seen) > len(b"first"), "the tear can reach into the second write"
+
+
+def test_a_write_after_an_unsynced_truncate_tears_in_place() -> None:
+    for seed in range(50):
+        fs = MemoryFileSystem()
+        handle = write_synced(fs, "f", b"0123456789")
+        fs.sync_dir("")
+        handle.truncate(4)
+        handle.write(b"abcdef")
+        fs.crash(random.Random(seed), tear_probability=ALWAYS_TEAR)
+        got = fs.read_bytes("f")
+        keep = next(i for i in range(1, 6) if got == b"0123" + b"abcdef"[:i] + b"0123456789"[4 + i :])
+        assert 1 <= keep <= 5
+
+
+def test_a_write_beyond_the_durable_end_is_never_torn_into_a_hole() -> None:
     for seed in range(50):
         fs = MemoryFileSystem()
         handle = write_synced(fs, "f", b"")
         fs.sync_dir("")
-        handle.write(b"first")
-        handle.write(b"second")  # starts beyond the durable bytes: no hole is ever made
+        handle.write(b"grow")
+        handle.truncate(10)  # unsynced: extends with zeros; the write before it is forgotten
+        handle.write(b"tail")  # starts at 10, beyond the durable end (0)
         assert fs.crash(random.Random(seed), tear_probability=ALWAYS_TEAR) == []
         assert fs.read_bytes("f") == b""
 
@@ -395,3 +424,33 @@ def test_crash_point_stops_at_the_chosen_step() -> None:
         crashing.sync_dir("")
     inner.crash(random.Random(0), tear_probability=NO_TEAR)
     assert not inner.exists("f")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("write"), st.binary(min_size=1, max_size=12)),
+            st.tuples(st.just("truncate"), st.integers(0, 40)),
+            st.tuples(st.just("sync"), st.none()),
+        ),
+        max_size=25,
+    ),
+    seed=st.integers(0, 2**32),
+)
+def test_a_crash_without_tearing_restores_the_bytes_of_the_last_sync(ops: list, seed: int) -> None:
+    fs = MemoryFileSystem()
+    handle = fs.open_append("f")
+    fs.sync_dir("")
+    at_last_sync = b""
+    for op, arg in ops:
+        if op == "write":
+            handle.write(arg)
+        elif op == "truncate":
+            handle.truncate(arg)
+        else:
+            handle.sync()
+            at_last_sync = fs.read_bytes("f")
+        assert fs.durable_bytes("f") == at_last_sync
+    fs.crash(random.Random(seed), tear_probability=0.0)
+    assert fs.read_bytes("f") == at_last_sync

@@ -4,6 +4,7 @@ are released without losing state, and a crash recovers exactly what was synced.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,7 @@ def test_entries_must_follow_the_log() -> None:
         log.save(None, [(4, 1, 0, "text")])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="a hard state is"):
         log.save((1, 2), [])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="term must be an int"):
+    with pytest.raises(ValueError, match=r"a hard state is \(term, vote, commit\) as u64s, got \(-1, 0, 0\)"):
         log.save((-1, 0, 0), [])
     assert log.load().entries == ents(1, 3, 1), "a refused save writes nothing"
 
@@ -331,3 +332,13 @@ class RaftWalMachine(RuleBasedStateMachine):
 
 TestRaftWalMachine = RaftWalMachine.TestCase
 TestRaftWalMachine.settings = settings(max_examples=100, stateful_step_count=30, deadline=None, report_multiple_bugs=False)
+
+
+class LongRaftWalMachine(RaftWalMachine):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("KVCHECK_SLOW") != "1", reason="long sweep: set KVCHECK_SLOW=1")
+class TestRaftWalMachineLong(LongRaftWalMachine.TestCase):  # type: ignore[name-defined,misc]
+    settings = settings(max_examples=2000, stateful_step_count=60, deadline=None, report_multiple_bugs=False)

@@ -287,3 +287,23 @@ def test_datadir_snapshot_is_consistent_at_every_crash_point() -> None:
             index = recovered.snapshot.index
             assert recovered.snapshot.data == b"state@%d" % index
             assert recovered.entries == all_entries[index:], f"crash before step {crash_at}"
+
+
+def test_datadir_refuses_an_older_snapshot_before_writing_it() -> None:
+    fs = MemoryFileSystem()
+    data = DataDir(fs, "")
+    data.save(None, ents(1, 9, 1))
+    data.save_snapshot(8, 1, b"", b"s8")
+    with pytest.raises(ValueError, match="older than the saved snapshot index 8"):
+        data.save_snapshot(5, 1, b"", b"s5")
+    assert data.snapshots.indexes() == [8]
+
+
+def test_recovered_state_unpacks_like_a_tuple() -> None:
+    fs = MemoryFileSystem()
+    data = DataDir(fs, "")
+    data.save((1, 0, 0), ents(1, 2, 1))
+    snapshot, hard_state, entries = data.load()
+    assert snapshot is None and hard_state == (1, 0, 0) and entries == ents(1, 2, 1)
+    marker, hs, log_entries = data.wal.load()
+    assert marker is None and hs == hard_state and log_entries == entries

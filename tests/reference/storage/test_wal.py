@@ -393,3 +393,30 @@ def test_a_crash_at_any_step_loses_nothing_synced() -> None:
             got_payloads = [p for _, p in got]
             assert got_payloads == everything[: len(got_payloads)], f"crash at step {crash_at}"
             assert len(got_payloads) >= len(synced), f"crash at step {crash_at}"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 120), min_size=1, max_size=30),
+    segment_size=st.integers(64, 400),
+    data=st.data(),
+)
+def test_any_cut_inside_the_last_record_of_many_segments_recovers_all_but_it(
+    sizes: list[int], segment_size: int, data: st.DataObject
+) -> None:
+    fs = MemoryFileSystem()
+    records = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    wal = write_wal(fs, records, segment_size=segment_size)
+    last_path = wal.segment_paths()[-1]
+    wal.close()
+    _, got = Wal.open(fs, "wal", segment_size=segment_size)
+    last = [r for r in got if r.seq == int(last_path.rsplit("/", 1)[1][:16], 16)]
+    if not last:  # the final segment holds no record: nothing to cut
+        return
+    start = last[-1].offset
+    whole = fs.read_bytes(last_path)
+    cut = data.draw(st.integers(start, len(whole) - 1))
+    replace_file(fs, last_path, whole[:cut])
+    reopened, after = reopen(fs, segment_size=segment_size)
+    assert after == expected(records)[:-1]
+    assert reopened.torn_tail is None if cut == start else reopened.torn_tail is not None
