@@ -164,6 +164,10 @@ def test_ctl_commands_have_etcdctl_shapes(cluster: ClusterInfo) -> None:
     assert len(ctl_run(d, "endpoint", "status").splitlines()) == 3
     assert ctl_run(d, "endpoint", "health").count("is healthy") == 3
     assert ctl_run(d, "alarm", "list") == ""
+    leader = wait_for_leader(cluster, 30)
+    target = next(n.id for n in cluster.nodes if n.id != leader)
+    assert ctl_run(d, "move-leader", f"{target:x}") == f"Leadership transferred to {target:x}\n"
+    assert wait_for_leader(cluster, 30) == target
     ctl_run(d, "put", "watched", "v1")
     proc = subprocess.run(
         [sys.executable, "-m", "kvcheck", "ctl", "--data-dir", str(d), "watch", "watched", "--rev", "1", "--max-events", "1"],
@@ -369,10 +373,20 @@ def test_member_add_then_remove(fresh_cluster: ClusterInfo) -> None:
                 await c.put(f"{prefix}/{i}".encode(), b"v")
 
     trio.run(write, "m")
-    node = add_node(info)
+    node = add_node(info, learner=True)
     assert node.id == 4
     wait_until(lambda: process_state(node) == "running", 10, "the new member's process")
     wait_until(lambda: caught_up(info), 30, "the new member to catch up")
+    members = json.loads(ctl_run(info.path, "-w", "json", "member", "list"))["members"]
+    assert [m["learner"] for m in sorted(members, key=lambda m: m["id"])] == [False, False, False, True]
+
+    def promoted() -> bool:
+        result = CliRunner().invoke(ctl, ["--data-dir", str(info.path), "member", "promote", "4"])
+        return result.exit_code == 0  # learner_not_ready until the leader has seen it catch up
+
+    wait_until(promoted, 20, "the learner to be promotable")
+    status = statuses(info)[4]
+    assert isinstance(status, dict) and 4 in status["voters"]
     trio.run(write, "m4")
     members = json.loads(ctl_run(info.path, "-w", "json", "member", "list"))["members"]
     assert sorted(m["id"] for m in members) == [1, 2, 3, 4]
