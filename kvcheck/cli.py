@@ -17,7 +17,10 @@ import click
 from kvcheck.exitcodes import ExitCode, KvcheckError
 
 # name -> "module:attribute"; add a line here to add a command.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "cluster": "kvcheck.reference.cluster:cluster",
+    "ctl": "kvcheck.reference.ctl:ctl",
+}
 
 
 class LazyGroup(click.Group):
