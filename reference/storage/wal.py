@@ -23,10 +23,10 @@ Writing: ``append`` buffers a record in memory; ``flush`` writes the buffer with
 (no fsync); ``sync`` flushes and fsyncs the segment, so many records (many Raft Readies)
 share one fsync. Only ``sync`` promises durability; records may become durable earlier (a
 segment cut syncs what was buffered), and a crash keeps at most a prefix of the records
-appended since the last sync. When the current segment reaches
-``segment_size`` the next append cuts a new one: the old segment is synced, the new one is
-written as ``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory
-fsynced, so a segment name never exists without a complete header. The caller's
+appended since the last sync. When the current segment reaches ``segment_size`` the next
+append cuts a new one: the old segment is synced, the new one is written as
+``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory fsynced,
+so a segment name never exists without a complete header. The caller's
 ``prologue`` callback supplies records to repeat at the start of every new segment (the
 Raft layer repeats its hard state and snapshot marker there); they go into the temp file
 with the header, so they are durable as soon as the segment exists, which is what lets
@@ -39,7 +39,8 @@ mismatch on the record that ends exactly at the end of the file, or a damaged he
 followed by nothing but zero bytes. The file is truncated to the end of the last good
 record and fsynced. Anything else (a bad CRC with more bytes after it, a damaged header, a
 short record in an earlier segment, a gap in the numbering) raises ``CorruptionError``
-naming the file, the byte offset and the reason.
+naming the file, the byte offset and the reason. ``scan`` applies the same checks
+without changing anything, for inspection.
 """
 
 from __future__ import annotations
