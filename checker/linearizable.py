@@ -206,8 +206,8 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
 def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
                  bounds: _Bounds) -> list[list[dict[str, Any]]]:
     """Final paths: for each configuration just before the failing return, the last op it
-    linearized (with the state after it), then each open call that must still be linearized
-    and that the model rejects in that state."""
+    linearized (with the state after it), then each open call (as Knossos, info calls too)
+    that the model rejects in that state."""
     assert outcome.failed is not None
     fail_end = entries[outcome.failed].end
     paths: list[list[dict[str, Any]]] = []
@@ -218,9 +218,11 @@ def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
             "op": op_json(_call_op(entries[last].call)) if last is not None else None,
             "model": model.describe(state),
         }
-        for i, e in enumerate(entries):
-            if i in lin or e.start >= fail_end or e.end < fail_end or e.end == math.inf:
-                continue  # linearized, not yet invoked, already returned, or optional
+        order = [outcome.failed] + [i for i in range(len(entries)) if i != outcome.failed]
+        for i in order:
+            e = entries[i]
+            if i in lin or e.start >= fail_end or e.end < fail_end:
+                continue  # linearized, not yet invoked or already returned
             if model.step(state, e.action) is not INCONSISTENT:
                 continue
             sig = (last, repr(state), i)
