@@ -330,24 +330,23 @@ def brute_force(model: Model, ops: list[Op]) -> bool:
 
 
 def _mutate(sim: Sim, rng: random.Random) -> None:
-    """Change one completion's value (a read result, a written value) to something else."""
-    oks = [op for op in sim.ops if op.type in ("ok", "info") and op.f in ("read", "get", "txn", "write", "cas")]
+    """Change one read's result to something else (a corrupted read)."""
+    oks = [op for op in sim.ops if op.type == "ok" and op.f in ("read", "get", "txn")]
     if not oks:
         return
     op = rng.choice(oks)
     v = op.value
-    if op.f in ("read", "write") and sim.model_name in ("register", "cas-register"):
+    if sim.model_name in ("register", "cas-register"):
         op.value = rng.randrange(3) if rng.random() < 0.8 else None
     elif op.f == "read":  # set
         op.value = sorted(set(v or []) ^ {rng.randrange(4)})
     elif op.f == "get":
         op.value = rng.choice(["", "a", "b", "ab", "ba"])
-    elif op.f == "cas":
-        op.value = [rng.randrange(3), rng.randrange(3)]
-    elif op.f == "txn" and v:
-        i = rng.randrange(len(v))
-        f, k, _ = v[i]
-        op.value = [*v[:i], [f, k, rng.randrange(3)], *v[i + 1:]]
+    else:
+        reads = [i for i, m in enumerate(v) if m[0] == "read"]
+        if reads:
+            i = rng.choice(reads)
+            op.value = [*v[:i], ["read", v[i][1], rng.choice([None, 0, 1, 2])], *v[i + 1:]]
 
 
 BRUTE: list[tuple[str, dict[str, Any]]] = [
