@@ -207,7 +207,8 @@ def stress_sets() -> dict[str, list[tuple[str, str, list[Op]]]]:
 
 
 def run_knossos(timeout: float) -> dict[str, Any]:
-    rows = list(csv.DictReader(open(CORPUS / "manifest.tsv", newline=""), delimiter="\t"))
+    with open(CORPUS / "manifest.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
     parse_total = check_total = 0.0
     mismatches = []
     t_all = time.perf_counter()

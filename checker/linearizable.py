@@ -252,12 +252,13 @@ def _explain_invalid(model: Model, entries: list[Entry], outcome: SearchOutcome,
     result.previous_ok = op_json(_call_op(prev)) if prev is not None else None
     try:
         # re-run the failing prefix remembering each configuration's last op
-        prefix = [e for e in entries if e.start < x.end]
+        where = [i for i, e in enumerate(entries) if e.start < x.end]
+        prefix = [entries[i] for i in where]
         search = Search(model, prefix, model.initial(), keep_last=True)
         detailed = run_to_end(search.run(), bounds.check)
         if not detailed.valid and detailed.failed is not None:
-            # map back to the full entry list (prefix keeps the entries' order)
-            remap = {i: entries.index(e) for i, e in enumerate(prefix)}
+            # map back to the full entry list
+            remap = dict(enumerate(where))
             detailed.frontier = [
                 (frozenset(remap[i] for i in lin), st, remap[lk] if lk is not None else None)
                 for lin, st, lk in detailed.frontier
