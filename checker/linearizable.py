@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kvcheck.checker.history import Call, Op, pair_calls
-from kvcheck.checker.models import INCONSISTENT, Model
+from kvcheck.checker.models import INCONSISTENT, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
+from kvcheck.checker.zones import check_unique, first_failing_end
 
 Verdict = bool | Literal["unknown"]
 NULL_KEY = "null"  # the report key of ops without a key field
 MAX_FINAL_PATHS = 16
+EXPLAIN_BUDGET = 5.0  # seconds a counterexample's searches may take beyond the verdict
 
 
 class _OutOfBounds(Exception):
@@ -70,6 +72,8 @@ class KeyResult:
     unknown_cause: str | None = None
     calls: int = 0
     max_frontier: int = 0
+    method: str = "search"  # "zones" when the polynomial fast path decided
+    reason: str | None = None  # the fast path's account of the violation
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +86,8 @@ class KeyResult:
             "unknown_cause": self.unknown_cause,
             "calls": self.calls,
             "max_frontier": self.max_frontier,
+            "method": self.method,
+            "reason": self.reason,
         }
 
 
@@ -239,41 +245,71 @@ def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
     return paths
 
 
-def _explain_invalid(model: Model, entries: list[Entry], outcome: SearchOutcome,
+def _fast_applies(model: Model) -> bool:
+    return type(model) in (Register, CasRegister)
+
+
+def _decide(model: Model, entries: list[Entry], bounds: _Bounds) -> bool:
+    """Is this (sub-)history linearizable? The zone check when it decides, else the exact
+    search; raises _OutOfBounds."""
+    if _fast_applies(model):
+        res = check_unique(entries, model.initial())
+        if res is not None:
+            return res[0]
+    return _linearizable(model, entries, bounds)
+
+
+def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
                      bounds: _Bounds, result: KeyResult, minimize: bool) -> None:
-    """Fill ``result`` with the counterexample of an invalid key (bounded by ``bounds``)."""
-    assert outcome.failed is not None
-    x = entries[outcome.failed]
+    """Fill ``result`` with the counterexample of an invalid key. ``failed`` is the entry
+    whose return cannot be linearized, when already known. The explanation's searches are
+    bounded by ``bounds`` and by EXPLAIN_BUDGET seconds, so a verdict found by the fast path
+    is never held up by an exponential search."""
+    sub = _Bounds(None, bounds.memory_limit_mb)
+    sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
+    sub.timeout = sub.deadline - time.monotonic()
+    detailed: SearchOutcome | None = None
+    try:
+        if failed is None:
+            search = Search(model, entries, model.initial(), keep_last=True)
+            detailed = run_to_end(search.run(), sub.check)
+            failed = detailed.failed
+    except _OutOfBounds:
+        pass
+    if failed is None:
+        result.unknown_cause = "invalid, but finding the first op that cannot be linearized ran out of bounds"
+        return
+    x = entries[failed]
     result.op = op_json(_call_op(x.call))
     prev: Call | None = None
     for e in entries:
         if e.call.outcome == "ok" and e.end < x.end and (prev is None or e.end > prev.end):
             prev = e.call
     result.previous_ok = op_json(_call_op(prev)) if prev is not None else None
+    where = [i for i, e in enumerate(entries) if e.start < x.end]
+    prefix = [entries[i] for i in where]
     try:
-        # re-run the failing prefix remembering each configuration's last op
-        where = [i for i, e in enumerate(entries) if e.start < x.end]
-        prefix = [entries[i] for i in where]
-        search = Search(model, prefix, model.initial(), keep_last=True)
-        detailed = run_to_end(search.run(), bounds.check)
-        if not detailed.valid and detailed.failed is not None:
-            # map back to the full entry list
+        if detailed is None:  # re-run the failing prefix remembering each configuration's last op
+            search = Search(model, prefix, model.initial(), keep_last=True)
+            detailed = run_to_end(search.run(), sub.check)
             remap = dict(enumerate(where))
             detailed.frontier = [
                 (frozenset(remap[i] for i in lin), st, remap[lk] if lk is not None else None)
                 for lin, st, lk in detailed.frontier
             ]
-            detailed.failed = remap[detailed.failed]
-            result.final_paths = _final_paths(model, entries, detailed, bounds)
+            if detailed.failed is not None:
+                detailed.failed = remap[detailed.failed]
+        if not detailed.valid and detailed.failed == failed:
+            result.final_paths = _final_paths(model, entries, detailed, sub)
     except _OutOfBounds:
         pass
     if not minimize:
         return
-    prefix = [e for e in entries if e.start < x.end]
 
-    def fails(sub: list[Entry]) -> bool:
-        return not _linearizable(model, sub, bounds)
+    def fails(candidate: list[Entry]) -> bool:
+        return not _decide(model, candidate, sub)
 
+    sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
     minimal, complete = ddmin(prefix, fails)
     ops: list[Op] = []
     for e in minimal:
@@ -309,16 +345,33 @@ def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = No
     keys: dict[str, KeyResult] = {}
     entries_of: dict[str, list[Entry]] = {}
     running: dict[str, tuple[Search, Generator[None, None, SearchOutcome]]] = {}
+    invalid_fast: list[str] = []
     for k, kcalls in by_key.items():
         name = key_name(k)
         entries = build_entries(model, kcalls)
         entries_of[name] = entries
-        keys[name] = KeyResult(valid="unknown", calls=len(entries))
+        res = keys[name] = KeyResult(valid="unknown", calls=len(entries))
+        if _fast_applies(model):
+            fast = check_unique(entries, model.initial())
+            if fast is not None:
+                res.method = "zones"
+                if fast[0]:
+                    res.valid = True
+                else:
+                    res.valid = False
+                    res.reason = fast[1]
+                    invalid_fast.append(name)
+                continue
         search = Search(model, entries, model.initial())
         running[name] = (search, search.run())
 
     cause: str | None = None
     try:
+        for name in invalid_fast:
+            entries = entries_of[name]
+            failed = first_failing_end(entries, model.initial())
+            _explain_invalid(model, entries, failed, bounds, keys[name], minimize)
+            bounds.check()
         while running:
             for name in list(running):
                 search, gen = running[name]
@@ -333,7 +386,7 @@ def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = No
                         res.valid = True
                     else:
                         res.valid = False
-                        _explain_invalid(model, entries_of[name], outcome, bounds, res, minimize)
+                        _explain_invalid(model, entries_of[name], outcome.failed, bounds, res, minimize)
                 bounds.check()
     except _OutOfBounds as exc:
         cause = exc.cause

@@ -131,12 +131,14 @@ def test_compare_failed_cas_needs_a_different_value() -> None:
 
 
 def hard_history(n: int = 22) -> list[Op]:
-    """n concurrent writes of distinct values, then a read of a value nobody wrote: the
-    search must rule out every order of the writes (about 2^n configurations)."""
+    """n concurrent writes of distinct values (one repeated, so the unique-value fast path
+    does not apply), then a read of a value nobody wrote: the search must rule out every
+    order of the writes (about 2^n configurations)."""
     events: list[tuple[Any, ...]] = [(p, "invoke", "write", p) for p in range(n)]
+    events[-1] = (n - 1, "invoke", "write", 0)
     events.append((n, "invoke", "read", None))
     events.append((n, "ok", "read", -1))
-    events += [(p, "ok", "write", p) for p in range(n)]
+    events += [(p, "ok", "write", p if p < n - 1 else 0) for p in range(n)]
     return h(*events)
 
 
