@@ -23,6 +23,7 @@ counterexamples. The search itself lives in ``kvcheck.checker.search``.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -38,6 +39,7 @@ from kvcheck.checker.zones import check_unique, first_failing_end
 Verdict = bool | Literal["unknown"]
 NULL_KEY = "null"  # the report key of ops without a key field
 MAX_FINAL_PATHS = 16
+_GRAVEYARD: list[Any] = []  # abandoned searches, freed at the start of the next check
 EXPLAIN_BUDGET = 5.0  # seconds a counterexample's searches may take beyond the verdict
 
 
@@ -330,6 +332,18 @@ def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = No
     ``minimize=False`` skips delta debugging of counterexamples. Raises HistoryError when
     the history is malformed (a completion with no invocation, a value the model cannot read).
     """
+    _GRAVEYARD.clear()  # free the previous timed-out search before this one's clock starts
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the search allocates millions of acyclic objects: no cyclic GC pauses
+    try:
+        return _check(ops, model, timeout, memory_limit_mb, minimize)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_mb: int | None,
+           minimize: bool) -> LinearizabilityResult:
     bounds = _Bounds(timeout, memory_limit_mb)
     calls = pair_calls(ops)
     by_key: dict[Any, list[Call]] = {}
@@ -392,6 +406,10 @@ def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = No
         cause = exc.cause
         for name in running:
             keys[name].unknown_cause = cause
+        # Freeing a large frontier takes tens of milliseconds: keep the abandoned searches
+        # until the next call (or exit) so a timed-out check returns promptly.
+        _GRAVEYARD.extend(running.values())
+        running.clear()
 
     verdicts = [r.valid for r in keys.values()]
     valid: Verdict

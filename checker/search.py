@@ -165,7 +165,11 @@ class Search:
                     # greedy: linearize it now wherever it is legal
                     new: dict[tuple[int, int], list[int]] = {}
                     for (req, sid), opts in frontier.items():
-                        steps += 1
+                        steps += len(opts)
+                        if steps >= YIELD_EVERY:
+                            self.steps += steps
+                            steps = 0
+                            yield
                         legal = step(sid, eidx) >= 0
                         for opt in opts:
                             if legal:
@@ -196,6 +200,11 @@ class Search:
             new = {}
             todo: list[tuple[int, int, int | None]] = []
             for (req, sid), opts in frontier.items():
+                steps += len(opts)
+                if steps >= YIELD_EVERY:
+                    self.steps += steps
+                    steps = 0
+                    yield
                 if req & bit:
                     for opt in opts:
                         _insert(new, req & keep, opt, sid)
@@ -256,9 +265,8 @@ class Search:
             else:
                 open_rw[self.class_of[eidx]].remove(slot)
             frontier = new
-            size = sum(len(v) for v in new.values())
-            if size > max_frontier:
-                max_frontier = size
+            if len(new) > max_frontier:
+                max_frontier = len(new)
             if steps >= YIELD_EVERY:
                 self.steps += steps
                 steps = 0
