@@ -77,6 +77,17 @@ def _insert(store: dict[tuple[int, int], list[int]], req: int, opt: int, sid: in
     return True
 
 
+SHARD_AT = 1 << 16  # a visited set this large is split, so no single dict resize is slow
+SHARD_MASK = 255
+
+
+def _shard(store: dict[tuple[int, int], list[int]]) -> list[dict[tuple[int, int], list[int]]]:
+    shards: list[dict[tuple[int, int], list[int]]] = [{} for _ in range(SHARD_MASK + 1)]
+    for (req, sid), opts in store.items():
+        shards[(req ^ sid) & SHARD_MASK][(req, sid)] = opts
+    return shards
+
+
 class Search:
     """The exact search over ``entries`` (one key), starting from ``initial`` state."""
 
@@ -216,6 +227,7 @@ class Search:
             if todo:
                 # closure: linearize open calls until eidx is in
                 visited: dict[tuple[int, int], list[int]] = {}
+                shards: list[dict[tuple[int, int], list[int]]] | None = None
                 queue: deque[tuple[int, int]] = deque()
                 for mask, sid, _lk in todo:
                     if _insert(visited, mask & ~opt_all, mask & opt_all, sid):
@@ -244,8 +256,16 @@ class Search:
                             m2 &= keep
                             if _insert(new, m2 & ~opt_all, m2 & opt_all, r) and self.keep_last:
                                 last[(m2 & ~opt_all, m2 & opt_all, r)] = ei
-                        elif _insert(visited, m2 & ~opt_all, m2 & opt_all, r):
-                            queue.append((m2, r))
+                        else:
+                            req2 = m2 & ~opt_all
+                            if shards is None:
+                                fresh = _insert(visited, req2, m2 & opt_all, r)
+                                if len(visited) > SHARD_AT:
+                                    shards = _shard(visited)
+                            else:
+                                fresh = _insert(shards[(req2 ^ r) & SHARD_MASK], req2, m2 & opt_all, r)
+                            if fresh:
+                                queue.append((m2, r))
                     if steps >= YIELD_EVERY:
                         self.steps += steps
                         steps = 0
