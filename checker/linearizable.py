@@ -34,7 +34,7 @@ from typing import Any, Literal
 from kvcheck.checker.history import Call, Op, pair_calls
 from kvcheck.checker.models import INCONSISTENT, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
-from kvcheck.checker.zones import check_unique, first_failing_end
+from kvcheck.checker.zones import check_unique, first_failing_end, observers_if_unique
 
 Verdict = bool | Literal["unknown"]
 NULL_KEY = "null"  # the report key of ops without a key field
@@ -175,10 +175,20 @@ class _Bounds:
                 )
 
 
+def new_search(model: Model, entries: list[Entry], *, keep_last: bool = False,
+               prune: bool = True) -> Search:
+    """The exact search for one key, with dead-value pruning when values are unique and
+    ``prune``. Pruning uses future observers, so it can fail at an earlier return than the
+    first op that cannot be linearized: counterexamples are searched without it."""
+    observers = None
+    if prune and type(model) in (Register, CasRegister):
+        observers = observers_if_unique(entries, model.initial())
+    return Search(model, entries, model.initial(), keep_last=keep_last, observers=observers)
+
+
 def _linearizable(model: Model, entries: list[Entry], bounds: _Bounds) -> bool:
     """Decide a (sub-)history exactly; raises _OutOfBounds."""
-    search = Search(model, entries, model.initial())
-    return run_to_end(search.run(), bounds.check).valid
+    return run_to_end(new_search(model, entries).run(), bounds.check).valid
 
 
 def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[Any], bool]:
@@ -273,7 +283,7 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
     detailed: SearchOutcome | None = None
     try:
         if failed is None:
-            search = Search(model, entries, model.initial(), keep_last=True)
+            search = new_search(model, entries, keep_last=True, prune=False)
             detailed = run_to_end(search.run(), sub.check)
             failed = detailed.failed
     except _OutOfBounds:
@@ -292,7 +302,7 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
     prefix = [entries[i] for i in where]
     try:
         if detailed is None:  # re-run the failing prefix remembering each configuration's last op
-            search = Search(model, prefix, model.initial(), keep_last=True)
+            search = new_search(model, prefix, keep_last=True, prune=False)
             detailed = run_to_end(search.run(), sub.check)
             remap = dict(enumerate(where))
             detailed.frontier = [
@@ -376,7 +386,7 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
                     res.reason = fast[1]
                     invalid_fast.append(name)
                 continue
-        search = Search(model, entries, model.initial())
+        search = new_search(model, entries)
         running[name] = (search, search.run())
 
     cause: str | None = None
@@ -400,7 +410,8 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
                         res.valid = True
                     else:
                         res.valid = False
-                        _explain_invalid(model, entries_of[name], outcome.failed, bounds, res, minimize)
+                        failed = outcome.failed if search.observers is None else None
+                        _explain_invalid(model, entries_of[name], failed, bounds, res, minimize)
                 bounds.check()
     except _OutOfBounds as exc:
         cause = exc.cause

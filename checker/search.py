@@ -88,12 +88,26 @@ def _shard(store: dict[tuple[int, int], list[int]]) -> list[dict[tuple[int, int]
     return shards
 
 
+def _dead(obs: list[int], mask: int, now: float, entries: Sequence[Entry], slot_of: list[int]) -> bool:
+    """Whether one of ``obs`` has not returned yet (at event ``now``) and is not linearized
+    in ``mask``: then the current state must not change yet."""
+    for o in obs:
+        if entries[o].end >= now:
+            slot = slot_of[o]
+            if slot < 0 or entries[o].start > now or not (mask >> slot) & 1:
+                return True
+    return False
+
+
 class Search:
     """The exact search over ``entries`` (one key), starting from ``initial`` state."""
 
     def __init__(self, model: Model, entries: Sequence[Entry], initial: Hashable,
-                 *, keep_last: bool = False) -> None:
+                 *, keep_last: bool = False, observers: dict[Any, list[int]] | None = None) -> None:
         self.model = model
+        # dead-value pruning (unique values only): state -> entries that must see that state;
+        # a state-changing step is pointless while one of them is still to come
+        self.observers = observers
         self.entries = list(entries)
         self.initial = initial
         self.keep_last = keep_last
@@ -150,6 +164,8 @@ class Search:
         max_frontier = 1
         steps = 0
         step = self.step
+        observers = self.observers
+        states = self.states
 
         def saturate(mask: int, sid: int) -> int:
             for s in open_ro:
@@ -158,7 +174,7 @@ class Search:
                     mask |= b
             return mask
 
-        for _pos, kind, eidx in events:
+        for pos, kind, eidx in events:
             e = entries[eidx]
             if kind == 0:  # invocation: open the call
                 if free:
@@ -251,6 +267,10 @@ class Search:
                         r = step(sid, ei)
                         if r < 0:
                             continue
+                        if observers is not None and r != sid:
+                            obs = observers.get(states[sid])
+                            if obs and _dead(obs, mask | b, pos, entries, slot_of):
+                                continue  # the current value still has an observer to come
                         m2 = saturate(mask | b, r)
                         if m2 & bit:
                             m2 &= keep

@@ -216,3 +216,27 @@ def first_failing_end(entries: Sequence[Entry], initial: Any) -> int | None:
             found = ends[mid][1]
             hi = mid - 1
     return found
+
+
+def observers_if_unique(entries: Sequence[Entry], initial: Any) -> dict[Any, list[int]] | None:
+    """For dead-value pruning in the exact search: value -> the calls that certainly must see
+    it (ok reads of it, ok cas replacing it), when every written value is unique and differs
+    from the initial value; else None."""
+    written: set[Any] = set()
+    observers: dict[Any, list[int]] = {}
+    for i, e in enumerate(entries):
+        a = e.action
+        if a.f == "write" or (a.f == "cas" and a.outcome != "fail"):
+            v = a.value if a.f == "write" else a.value[1]
+            if v in written or v == initial:
+                return None
+            written.add(v)
+        if e.end == math.inf:
+            continue
+        if a.f == "read":
+            observers.setdefault(a.value, []).append(i)
+        elif a.f == "cas" and a.outcome == "ok":
+            observers.setdefault(a.value[0], []).append(i)
+        elif a.f not in ("write", "cas"):
+            return None
+    return observers

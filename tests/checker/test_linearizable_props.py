@@ -379,7 +379,8 @@ def test_checker_agrees_with_brute_force(seed: int, n: int, which: int, mutate: 
         fail_pos = min(k.op["index"] for k in failing if k.op is not None)
 
         failed = {c.completion.position: c.invoke.position for c in pair_calls(sim.ops)
-                  if c.completion is not None and c.completion.type == "fail"}
+                  if c.completion is not None and c.completion.type == "fail"
+                  and model.action(c) is None}  # dropped: did not happen
 
         def cut(last: int) -> list[Op]:
             return [op for op in sim.ops

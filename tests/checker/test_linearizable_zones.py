@@ -16,7 +16,7 @@ from kvcheck.checker.history import pair_calls
 from kvcheck.checker.linearizable import build_entries, check_history
 from kvcheck.checker.models import get_model
 from kvcheck.checker.search import Search, run_to_end
-from kvcheck.checker.zones import check_unique, first_failing_end
+from kvcheck.checker.zones import check_unique, first_failing_end, observers_if_unique
 
 _spec = importlib.util.spec_from_file_location(
     "kvcheck_test_props", Path(__file__).with_name("test_linearizable_props.py"))
@@ -77,3 +77,25 @@ def test_zones_verdict_and_report_match_the_search_path(seed: int, n: int) -> No
         assert key.method == "zones" and key.reason
         assert key.op is not None and key.op["index"] == entries[exact.failed].call.completion.id  # type: ignore[union-attr]
         assert key.final_paths and key.minimal_history and key.minimal_is_1_minimal
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 50), corrupt=st.booleans(),
+       compare_failed=st.booleans())
+def test_dead_value_pruning_is_exact(seed: int, n: int, corrupt: bool, compare_failed: bool) -> None:
+    """The search with dead-value pruning decides exactly as the plain search (it may notice
+    a violation at an earlier return, never at a later one)."""
+    rng = random.Random(seed)
+    sim = props.simulate(seed, "cas-register", n, unique=True)
+    if corrupt:
+        _corrupt(sim, rng)
+    model = get_model("cas-register", fail_cas_means_compare_failed=compare_failed)
+    entries = build_entries(model, pair_calls(sim.ops))
+    plain = run_to_end(Search(model, entries, model.initial()).run())
+    observers = observers_if_unique(entries, model.initial())
+    assert observers is not None
+    pruned = run_to_end(Search(model, entries, model.initial(), observers=observers).run())
+    assert pruned.valid is plain.valid
+    if not plain.valid:
+        assert pruned.failed is not None and plain.failed is not None
+        assert entries[pruned.failed].end <= entries[plain.failed].end
