@@ -17,7 +17,9 @@ import click
 from kvcheck.exitcodes import ExitCode, KvcheckError
 
 # name -> "module:attribute"; add a line here to add a command.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "check": "kvcheck.checker.cli:check",
+}
 
 
 class LazyGroup(click.Group):
