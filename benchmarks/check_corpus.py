@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import resource
 import subprocess
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kvcheck.checker import linearizable
 from kvcheck.checker.formats import read_history, write_jsonl
 from kvcheck.checker.history import Op
 from kvcheck.checker.linearizable import check_history
@@ -209,14 +211,16 @@ def stress_sets() -> dict[str, list[tuple[str, str, list[Op]]]]:
 def run_knossos(timeout: float) -> dict[str, Any]:
     with open(CORPUS / "manifest.tsv", newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    parse_total = check_total = 0.0
+    parse_total = check_total = check_cpu = 0.0
     mismatches = []
     t_all = time.perf_counter()
     for row in rows:
         t0 = time.perf_counter()
         ops, _ = read_history(CORPUS / row["file"])
         t1 = time.perf_counter()
+        c1 = time.process_time()
         res = check_history(ops, get_model(row["model"], INIT[row["model"]]), timeout=timeout)
+        check_cpu += time.process_time() - c1
         t2 = time.perf_counter()
         parse_total += t1 - t0
         check_total += t2 - t1
@@ -226,6 +230,7 @@ def run_knossos(timeout: float) -> dict[str, Any]:
         print(f"  {row['file']:52s} parse {t1 - t0:7.4f}s check {t2 - t1:7.4f}s "
               f"valid={res.valid} {'' if ok else 'MISMATCH'}")
     return {"files": len(rows), "parse_seconds": parse_total, "check_seconds": check_total,
+            "check_cpu_seconds": check_cpu, "load_average": os.getloadavg()[0],
             "parse_plus_check_one_process": time.perf_counter() - t_all,
             "mismatches": mismatches, "peak_mb": peak_mb()}
 
@@ -234,7 +239,7 @@ def run_stress(name: str, timeout: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     histories = stress_sets()[name]
     gen_s = time.perf_counter() - t0
-    parse_total = check_total = 0.0
+    parse_total = check_total = check_cpu = 0.0
     verdicts: dict[str, int] = {}
     worst = ("", 0.0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,7 +249,9 @@ def run_stress(name: str, timeout: float) -> dict[str, Any]:
             t1 = time.perf_counter()
             read, _ = read_history(path)
             t2 = time.perf_counter()
+            c2 = time.process_time()
             res = check_history(read, get_model(model), timeout=timeout)
+            check_cpu += time.process_time() - c2
             t3 = time.perf_counter()
             parse_total += t2 - t1
             check_total += t3 - t2
@@ -255,27 +262,33 @@ def run_stress(name: str, timeout: float) -> dict[str, Any]:
                 print(f"  {hname}: {len(read)} ops, {len(res.keys)} keys, parse {t2 - t1:.3f}s "
                       f"check {t3 - t2:.3f}s valid={res.valid} {res.unknown_cause or ''}")
     return {"histories": len(histories), "generate_seconds": gen_s, "parse_seconds": parse_total,
-            "check_seconds": check_total, "slowest": worst, "verdicts": verdicts,
+            "check_seconds": check_total, "check_cpu_seconds": check_cpu,
+            "load_average": os.getloadavg()[0], "slowest": worst, "verdicts": verdicts,
             "peak_mb": peak_mb()}
 
 
 def run_timeout(timeout: float) -> dict[str, Any]:
     rec = Recorder()
     n = 40
+    value = [p for p in range(n - 1)] + [0]  # one value repeats: the unique-value path is off
     for p in range(n):
-        rec.emit(p, "invoke", "write", p)
+        rec.emit(p, "invoke", "write", value[p])
     rec.emit(n, "invoke", "read", None)
     rec.emit(n, "ok", "read", -1)
     for p in range(n):
-        rec.emit(p, "ok", "write", p)
+        rec.emit(p, "ok", "write", value[p])
     overs = []
     for _ in range(5):
+        # the previous run's abandoned search is freed at the start of the next check; free
+        # it here so each figure is this call's own latency
+        linearizable._GRAVEYARD.clear()
         t0 = time.perf_counter()
         res = check_history(rec.ops, get_model("register"), timeout=timeout)
         overs.append(time.perf_counter() - t0 - timeout)
         assert res.valid == "unknown", res.valid
     print(f"  timeout {timeout}s: returned {max(overs) * 1000:.1f} ms past it at worst "
-          f"(mean {sum(overs) / len(overs) * 1000:.1f} ms), verdict unknown")
+          f"(mean {sum(overs) / len(overs) * 1000:.1f} ms), verdict unknown, "
+          f"load average {os.getloadavg()[0]:.1f}")
     return {"timeout": timeout, "max_overshoot_seconds": max(overs), "peak_mb": peak_mb()}
 
 
@@ -320,16 +333,17 @@ def main() -> None:
             continue
         if name == "knossos":
             print(f"  {result['files']} files: parse {result['parse_seconds']:.3f}s, "
-                  f"check {result['check_seconds']:.3f}s, parse+check in one process "
+                  f"check {result['check_seconds']:.3f}s ({result['check_cpu_seconds']:.3f}s CPU), "
+                  f"parse+check in one process "
                   f"{result['parse_plus_check_one_process']:.3f}s, mismatches {len(result['mismatches'])}, "
-                  f"peak {result['peak_mb']:.0f} MB")
+                  f"peak {result['peak_mb']:.0f} MB, load average {result['load_average']:.1f}")
         elif name == "timeout":
             print(f"  peak {result['peak_mb']:.0f} MB")
         else:
             print(f"  {result['histories']} histories: parse {result['parse_seconds']:.3f}s, "
-                  f"check {result['check_seconds']:.3f}s (slowest {result['slowest'][0]} "
+                  f"check {result['check_seconds']:.3f}s ({result['check_cpu_seconds']:.3f}s CPU; slowest {result['slowest'][0]} "
                   f"{result['slowest'][1]:.3f}s), verdicts {result['verdicts']}, "
-                  f"peak {result['peak_mb']:.0f} MB")
+                  f"peak {result['peak_mb']:.0f} MB, load average {result['load_average']:.1f}")
 
 
 if __name__ == "__main__":
