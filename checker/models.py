@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kvcheck.checker.history import Call, HistoryError
 from kvcheck.exitcodes import UsageError
@@ -87,8 +86,7 @@ def thaw(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     """What a model steps on: the call's ``f``, its value (the completion's value for ok
     calls, e.g. what a read returned; the invocation's otherwise) and its outcome
     ("ok", "info", "pending" or, when a model keeps failed calls, "fail")."""

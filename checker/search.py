@@ -28,6 +28,7 @@ keys and enforce time and memory bounds; it returns a ``SearchOutcome``.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -157,6 +158,7 @@ class Search:
         open_ro: list[int] = []  # slots of open read-only calls
         # class -> open slots of non-read-only calls, sorted by the call's return
         open_rw: dict[int, list[int]] = {}
+        slot_end: dict[int, float] = {}
         last: dict[tuple[int, int, int], int | None] = {}  # (req, opt, sid) -> last entry (keep_last)
 
         init_sid = self.intern(self.initial)
@@ -211,9 +213,12 @@ class Search:
                                 last[(nreq, nopt, sid)] = eidx if legal else lk
                     frontier = new
                 else:
-                    lst = open_rw.setdefault(self.class_of[eidx], [])
-                    lst.append(slot)
-                    lst.sort(key=lambda s: entries[entry_at[s]].end)
+                    slot_end[slot] = e.end
+                    lst = open_rw.get(self.class_of[eidx])
+                    if lst is None:
+                        open_rw[self.class_of[eidx]] = [slot]
+                    else:  # keep identical calls in order of their return
+                        bisect.insort(lst, slot, key=slot_end.__getitem__)
                 if steps >= YIELD_EVERY:
                     self.steps += steps
                     steps = 0
@@ -232,10 +237,10 @@ class Search:
                     self.steps += steps
                     steps = 0
                     yield
-                if req & bit:
-                    for opt in opts:
-                        _insert(new, req & keep, opt, sid)
-                        if self.keep_last:
+                if req & bit:  # clearing a bit all of them have keeps keys distinct
+                    new[(req & keep, sid)] = opts
+                    if self.keep_last:
+                        for opt in opts:
                             last[(req & keep, opt, sid)] = last.get((req, opt, sid))
                 else:
                     for opt in opts:
