@@ -34,13 +34,15 @@ from typing import Any, Literal
 from kvcheck.checker.history import Call, Op, pair_calls
 from kvcheck.checker.models import INCONSISTENT, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
+from kvcheck.checker.wgl import DepthFirstSearch
 from kvcheck.checker.zones import check_unique, first_failing_end, observers_if_unique
 
 Verdict = bool | Literal["unknown"]
 NULL_KEY = "null"  # the report key of ops without a key field
 MAX_FINAL_PATHS = 16
 _GRAVEYARD: list[Any] = []  # abandoned searches, freed at the start of the next check
-EXPLAIN_BUDGET = 5.0  # seconds a counterexample's searches may take beyond the verdict
+EXPLAIN_BUDGET = 5.0
+PORTFOLIO_AFTER = 20_000  # breadth-first steps on one key before the depth-first search joins  # seconds a counterexample's searches may take beyond the verdict
 
 
 class _OutOfBounds(Exception):
@@ -184,6 +186,42 @@ def new_search(model: Model, entries: list[Entry], *, keep_last: bool = False,
     if prune and type(model) in (Register, CasRegister):
         observers = observers_if_unique(entries, model.initial())
     return Search(model, entries, model.initial(), keep_last=keep_last, observers=observers)
+
+
+class _KeyRun:
+    """One key's exact check: the breadth-first search, joined by the depth-first one (a
+    portfolio, CHECKER-ALGORITHMS §7.7) once it has taken PORTFOLIO_AFTER steps; slices
+    alternate between them and the first answer wins (both are exact)."""
+
+    def __init__(self, model: Model, entries: list[Entry]) -> None:
+        self.model = model
+        self.entries = entries
+        self.bfs = new_search(model, entries)
+        self.bfs_gen: Generator[None, None, SearchOutcome] | None = self.bfs.run()
+        self.dfs: DepthFirstSearch | None = None
+        self.dfs_gen: Generator[None, None, SearchOutcome] | None = None
+        self.turn = 0
+        self.method = "search"
+        self.exact_failed = self.bfs.observers is None  # a failing op Knossos would name
+
+    def advance(self) -> SearchOutcome | None:
+        """Run one slice; the outcome when decided."""
+        if self.dfs_gen is None and self.bfs.steps >= PORTFOLIO_AFTER:
+            self.dfs = DepthFirstSearch(self.model, self.entries, self.model.initial())
+            self.dfs_gen = self.dfs.run()
+        use_dfs = self.dfs_gen is not None and (self.turn % 2 == 1 or self.bfs_gen is None)
+        self.turn += 1
+        gen = self.dfs_gen if use_dfs else self.bfs_gen
+        assert gen is not None
+        try:
+            next(gen)
+        except StopIteration as stop:
+            outcome: SearchOutcome = stop.value
+            if use_dfs:
+                self.method = "search (depth-first)"
+                self.exact_failed = False
+            return outcome
+        return None
 
 
 def _linearizable(model: Model, entries: list[Entry], bounds: _Bounds) -> bool:
@@ -368,7 +406,7 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
 
     keys: dict[str, KeyResult] = {}
     entries_of: dict[str, list[Entry]] = {}
-    running: dict[str, tuple[Search, Generator[None, None, SearchOutcome]]] = {}
+    running: dict[str, _KeyRun] = {}
     invalid_fast: list[str] = []
     for k, kcalls in by_key.items():
         name = key_name(k)
@@ -386,8 +424,7 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
                     res.reason = fast[1]
                     invalid_fast.append(name)
                 continue
-        search = new_search(model, entries)
-        running[name] = (search, search.run())
+        running[name] = _KeyRun(model, entries)
 
     cause: str | None = None
     try:
@@ -398,19 +435,18 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
             bounds.check()
         while running:
             for name in list(running):
-                search, gen = running[name]
-                try:
-                    next(gen)
-                except StopIteration as stop:
-                    outcome: SearchOutcome = stop.value
+                run = running[name]
+                outcome = run.advance()
+                if outcome is not None:
                     del running[name]
                     res = keys[name]
                     res.max_frontier = outcome.max_frontier
+                    res.method = run.method
                     if outcome.valid:
                         res.valid = True
                     else:
                         res.valid = False
-                        failed = outcome.failed if search.observers is None else None
+                        failed = outcome.failed if run.exact_failed else None
                         _explain_invalid(model, entries_of[name], failed, bounds, res, minimize)
                 bounds.check()
     except _OutOfBounds as exc:

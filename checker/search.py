@@ -116,6 +116,8 @@ class Search:
         self.sid_of: dict[Any, int] = {}
         self.trans: dict[int, int] = {}
         self.steps = 0
+        self.frontier_size = 1  # (req, state) groups in the frontier, for diagnostics
+        self.events_done = 0.0
         self.n = len(self.entries)
         self.classes: dict[Any, int] = {}
         self.class_of = [self._class(e.action) for e in self.entries]
@@ -310,6 +312,8 @@ class Search:
             else:
                 open_rw[self.class_of[eidx]].remove(slot)
             frontier = new
+            self.frontier_size = len(new)
+            self.events_done = pos
             if len(new) > max_frontier:
                 max_frontier = len(new)
             if steps >= YIELD_EVERY:

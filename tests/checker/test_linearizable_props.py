@@ -17,9 +17,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvcheck.checker import linearizable
 from kvcheck.checker.history import INFINITY, Call, Op, pair_calls
-from kvcheck.checker.linearizable import check_history
+from kvcheck.checker.linearizable import build_entries, check_history
 from kvcheck.checker.models import INCONSISTENT, Action, Model, get_model
+from kvcheck.checker.search import run_to_end
+from kvcheck.checker.wgl import DepthFirstSearch
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -388,3 +391,47 @@ def test_checker_agrees_with_brute_force(seed: int, n: int, which: int, mutate: 
 
         assert brute_force(model, cut(fail_pos)) is False
         assert brute_force(model, cut(fail_pos - 1)) is True
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 16), which=st.integers(0, len(BRUTE) - 1),
+       mutate=st.booleans())
+def test_depth_first_search_agrees_with_brute_force(seed: int, n: int, which: int, mutate: bool) -> None:
+    name, opts = BRUTE[which]
+    rng = random.Random(seed)
+    keys = ["a", "b"] if name == "kv" else None
+    sim = simulate(seed, name, n, unique=False, keys=keys)
+    if mutate:
+        _mutate(sim, rng)
+    model = get_model(name, **opts)
+    expected = brute_force(model, sim.ops)
+    by_key: dict[Any, list[Call]] = {}
+    for c in pair_calls(sim.ops):
+        by_key.setdefault(c.key, []).append(c)
+    verdicts = []
+    for calls in by_key.values():
+        entries = build_entries(model, calls)
+        verdicts.append(run_to_end(DepthFirstSearch(model, entries, model.initial()).run()).valid)
+    assert all(verdicts) is expected
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**32), n=st.integers(1, 60), mutate=st.booleans())
+def test_portfolio_agrees_with_breadth_first_search(seed: int, n: int, mutate: bool) -> None:
+    """With the depth-first search joining at once, check_history decides as before."""
+    rng = random.Random(seed)
+    sim = simulate(seed, "cas-register", n, unique=False)
+    if mutate:
+        _mutate(sim, rng)
+    model = get_model("cas-register")
+    expected = check_history(sim.ops, model).valid
+    saved = linearizable.PORTFOLIO_AFTER
+    linearizable.PORTFOLIO_AFTER = 0
+    try:
+        r = check_history(sim.ops, model)
+    finally:
+        linearizable.PORTFOLIO_AFTER = saved
+    assert r.valid is expected
+    if r.valid is False:
+        key = r.keys["null"]
+        assert key.op is not None and key.minimal_is_1_minimal
