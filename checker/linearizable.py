@@ -138,9 +138,9 @@ def build_entries(model: Model, calls: Sequence[Call]) -> list[Entry]:
         if ro and end == math.inf:
             continue  # observed nothing and changed nothing
         entries.append(Entry(call, action, float(call.start), float(end), ro))
-    drop = model.unobserved_writes([e.action for e in entries])
+    drop = model.droppable([e.action for e in entries])
     if drop:
-        entries = [e for i, e in enumerate(entries) if i not in drop or e.end != math.inf]
+        entries = [e for i, e in enumerate(entries) if i not in drop]
     return entries
 
 

@@ -129,9 +129,10 @@ class Model:
         """Why ``step`` rejected ``action`` in ``state`` (for final paths)."""
         return f"{action.f} {thaw(action.value)!r} is not possible in state {self.describe(state)!r}"
 
-    def unobserved_writes(self, actions: list[Action]) -> set[int]:
-        """Indices of actions that write a value nobody ever observes and may be dropped when
-        their outcome is unknown (CHECKER-ALGORITHMS §1.3). Default: none."""
+    def droppable(self, actions: list[Action]) -> set[int]:
+        """Indices of actions that can be dropped without changing the verdict, e.g. writes
+        with unknown outcome whose value nobody observes (CHECKER-ALGORITHMS §1.3). Only
+        exact reductions belong here. Default: none."""
         return set()
 
 
@@ -179,7 +180,10 @@ class Register(Model):
             return f"can't read {thaw(action.value)!r} from register {thaw(state)!r}"
         return super().explain(state, action)
 
-    def unobserved_writes(self, actions: list[Action]) -> set[int]:
+    def droppable(self, actions: list[Action]) -> set[int]:
+        """Writes and cas with unknown outcome whose value no read and no cas observes: they
+        can take effect last (§1.3). Exact only without compare-failed cas, which observe
+        "not old"."""
         observed: set[Any] = set()
         for a in actions:
             if a.f == "read" and a.outcome == "ok":
@@ -219,6 +223,18 @@ class CasRegister(Register):
                 raise _bad(call, "a cas value must be [old new]")
             return Action("cas", freeze(value), "fail")
         return super().action(call)
+
+    def droppable(self, actions: list[Action]) -> set[int]:
+        """Also compare-failed cas whose old value is never written and is not the initial
+        value: the compare fails everywhere (§1.5)."""
+        written = {a.value for a in actions if a.f == "write"}
+        written |= {a.value[1] for a in actions if a.f == "cas" and a.outcome != "fail"}
+        vacuous = {i for i, a in enumerate(actions)
+                   if a.f == "cas" and a.outcome == "fail"
+                   and a.value[0] not in written and a.value[0] != self.init}
+        rest = [i for i in range(len(actions)) if i not in vacuous]
+        inner = super().droppable([actions[i] for i in rest])
+        return vacuous | {rest[j] for j in inner}
 
     def step(self, state: Any, action: Action) -> Any:
         if action.f == "cas":
