@@ -33,6 +33,7 @@ CLI that Jepsen ``[k v]`` values are independent-key tuples to split.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Hashable
 from typing import Any, NamedTuple
 
@@ -69,6 +70,14 @@ def freeze(value: Any) -> Hashable:
     if isinstance(value, set | frozenset):
         return frozenset(freeze(v) for v in value)
     return value
+
+
+def show(value: Any) -> str:
+    """A value as JSON text for messages (null, not None)."""
+    try:
+        return json.dumps(thaw(value), sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def thaw(value: Any) -> Any:
@@ -127,7 +136,7 @@ class Model:
 
     def explain(self, state: Any, action: Action) -> str:
         """Why ``step`` rejected ``action`` in ``state`` (for final paths)."""
-        return f"{action.f} {thaw(action.value)!r} is not possible in state {self.describe(state)!r}"
+        return f"{action.f} {show(action.value)} is not possible in state {show(self.describe(state))}"
 
     def droppable(self, actions: list[Action]) -> set[int]:
         """Indices of actions that can be dropped without changing the verdict, e.g. writes
@@ -177,7 +186,7 @@ class Register(Model):
 
     def explain(self, state: Any, action: Action) -> str:
         if action.f == "read":
-            return f"can't read {thaw(action.value)!r} from register {thaw(state)!r}"
+            return f"can't read {show(action.value)} from register {show(state)}"
         return super().explain(state, action)
 
     def droppable(self, actions: list[Action]) -> set[int]:
@@ -251,8 +260,8 @@ class CasRegister(Register):
         if action.f == "cas":
             old, new = action.value
             if action.outcome == "fail":
-                return f"cas {thaw(old)!r}->{thaw(new)!r} can't fail its compare: register holds {thaw(old)!r}"
-            return f"can't cas {thaw(old)!r}->{thaw(new)!r}: register holds {thaw(state)!r}"
+                return f"cas {show(old)}->{show(new)} can't fail its compare: register holds {show(old)}"
+            return f"can't cas {show(old)}->{show(new)}: register holds {show(state)}"
         return super().explain(state, action)
 
 
@@ -311,7 +320,7 @@ class MultiRegister(Model):
         regs = dict(state)
         for f, k, v in action.value:
             if f == "read" and regs.get(k) != v:
-                return f"can't read {k}={thaw(v)!r}: {k} holds {thaw(regs.get(k))!r}"
+                return f"can't read {k}={show(v)}: {k} holds {show(regs.get(k))}"
         return super().explain(state, action)
 
 
@@ -358,7 +367,7 @@ class KV(Model):
 
     def explain(self, state: Any, action: Action) -> str:
         if action.f == "get":
-            return f"can't get {action.value!r}: key holds {state!r}"
+            return f"can't get {show(action.value)}: key holds {show(state)}"
         return super().explain(state, action)
 
 
