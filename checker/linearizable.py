@@ -18,7 +18,8 @@ counterexamples. The search itself lives in ``kvcheck.checker.search``.
    it), the previous ok op of that key, final paths (from each configuration the search could
    reach just before that op's return: the last op linearized and the state after it, then
    the step the model rejects) and a minimal failing sub-history found by delta debugging
-   (1-minimal: removing any one of its calls makes it linearizable).
+   (1-minimal: removing any one of its calls makes it linearizable), which keeps the failing
+   op whenever some 1-minimal failing sub-history contains it.
 """
 
 from __future__ import annotations
@@ -234,6 +235,8 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
     whether it is known 1-minimal (False when ``fails`` raised _OutOfBounds midway)."""
     n = 2
     try:
+        if items and fails([]):
+            return [], True
         while len(items) >= 2:
             size = len(items)
             chunks = [items[i * size // n:(i + 1) * size // n] for i in range(n)]
@@ -252,8 +255,6 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
                 if n >= size:
                     return items, True
                 n = min(size, 2 * n)
-        if len(items) == 1:
-            return items, True
         return items, True
     except _OutOfBounds:
         return items, False
@@ -360,7 +361,18 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
         return not _decide(model, candidate, sub)
 
     sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
-    minimal, complete = ddmin(prefix, fails)
+    # Keep the failing op, so the minimal history explains the op reported above: shrink the
+    # other calls while they still fail together with it. If what remains fails without it
+    # too, shrink on without it, so the result is always 1-minimal.
+    others = [e for e in prefix if e is not x]
+    rest, complete = ddmin(others, lambda cand: fails([*cand, x]))
+    minimal = [*rest, x]
+    if complete:
+        try:
+            if fails(rest):
+                minimal, complete = ddmin(rest, fails)
+        except _OutOfBounds:
+            complete = False
     ops: list[Op] = []
     for e in minimal:
         ops.append(e.call.invoke)
