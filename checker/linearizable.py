@@ -1,5 +1,5 @@
-"""Linearizability checking of a whole history: preprocessing, per-key scheduling, bounds and
-counterexamples. The search itself lives in ``kvcheck.checker.search``.
+"""Linearizability checking of a whole history: preprocessing, the fast path, per-key
+scheduling of the exact searches, bounds and counterexamples.
 
 ``check_history(ops, model)`` does, per history:
 
@@ -9,19 +9,26 @@ counterexamples. The search itself lives in ``kvcheck.checker.search``.
 2. turns each call into the model's action and applies the exact reductions of
    CHECKER-ALGORITHMS §1: failed calls did not happen (dropped, unless the model keeps them,
    e.g. a compare-failed cas); read-only calls with unknown outcome observed nothing (dropped);
-   writes with unknown outcome whose value nobody observes are dropped (the model decides);
-3. runs one exact search per key, interleaved round-robin in small slices so one hard key
-   cannot hide another key's violation, under a shared deadline (``timeout``) and a memory
-   bound (``memory_limit_mb``, the process's resident size); a key that runs out of either is
-   ``"unknown"`` with the cause;
-4. for an invalid key: the op that cannot be linearized (its completion, as Knossos reports
-   it), the previous ok op of that key, final paths (from each configuration the search could
-   reach just before that op's return: the last op linearized and the state after it, then
-   the step the model rejects) and a minimal failing sub-history found by delta debugging
-   (1-minimal: removing any one of its calls makes it linearizable), which keeps the failing
-   op whenever some 1-minimal failing sub-history contains it.
+   ``model.droppable`` drops writes with unknown outcome whose value nobody observes and
+   compare-failed cas from a value never written;
+3. for register and cas-register keys whose written values are unique, decides the key in
+   O(n log n) with Gibbons–Korach zones over cas chains (``kvcheck.checker.zones``);
+4. otherwise runs the exact search (``kvcheck.checker.search``: breadth-first over
+   configurations, read-only greedy, dead-value pruning with unique values), joined by a
+   depth-first WGL search (``kvcheck.checker.wgl``) on keys that take long; all keys are
+   interleaved round-robin in small slices so one hard key cannot hide another key's
+   violation, under a shared deadline (``timeout``) and a memory bound (``memory_limit_mb``,
+   the process's resident size); a key that runs out of either is ``"unknown"`` with the
+   cause;
+5. for an invalid key: the op that cannot be linearized (its completion, as Knossos reports
+   it: the first return no linearization of the history so far survives), the previous ok op
+   of that key, final paths (from each configuration the search could reach just before that
+   op's return: the last op linearized and the state after it, then the step the model
+   rejects) and a minimal failing sub-history found by delta debugging (1-minimal: removing
+   any one of its calls makes it linearizable), which keeps the failing op whenever some
+   1-minimal failing sub-history contains it. These take at most EXPLAIN_BUDGET seconds more
+   (and never pass the deadline): a verdict found fast is never held up by its explanation.
 """
-
 from __future__ import annotations
 
 import gc
