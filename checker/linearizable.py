@@ -133,17 +133,18 @@ def key_name(key: Any) -> str:
 
 def build_entries(model: Model, calls: Sequence[Call]) -> list[Entry]:
     """The reduced entries of one key's calls (CHECKER-ALGORITHMS §1.2, §1.3)."""
-    kept: list[tuple[Call, Any]] = []
+    entries: list[Entry] = []
+    action_of = model.action
+    read_only = model.read_only
+    inf = math.inf
     for call in calls:
-        action = model.action(call)
+        action = action_of(call)
         if action is None:
             continue
-        kept.append((call, action))
-    entries: list[Entry] = []
-    for call, action in kept:
-        ro = model.read_only(action)
-        end = call.end if call.outcome in ("ok", "fail") else math.inf
-        if ro and end == math.inf:
+        ro = read_only(action)
+        completion = call.completion
+        end = call.end if completion is not None and completion.type != "info" else inf
+        if ro and end == inf:
             continue  # observed nothing and changed nothing
         entries.append(Entry(call, action, float(call.start), float(end), ro))
     drop = model.droppable([e.action for e in entries])
