@@ -20,7 +20,14 @@ Exact reductions that keep the frontier small (CHECKER-ALGORITHMS §7):
 - dominance: calls with unknown outcome (info, never completed) are optional forever, so a
   configuration that linearized a subset of another's optional calls, with the same state and
   the same required calls, makes the other redundant; only the antichain of minimal optional
-  sets is kept.
+  sets is kept;
+- dead-value pruning (when the caller passes ``observers``, i.e. written values are unique):
+  a state-changing step is skipped while the current value still has a call to come that
+  must see it, since a unique value never comes back. It may notice a violation at an
+  earlier return than the first op that cannot be linearized, so counterexamples are
+  searched without it;
+- a visited set that grows past SHARD_AT entries is split into shards, so no single dict
+  resize delays the deadline check.
 
 The search is a generator that yields every few hundred steps so the caller can interleave
 keys and enforce time and memory bounds; it returns a ``SearchOutcome``.
