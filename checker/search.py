@@ -178,11 +178,19 @@ class Search:
         observers = self.observers
         states = self.states
 
+        trans = self.trans
+        n = self.n
+
         def saturate(mask: int, sid: int) -> int:
             for s in open_ro:
                 b = 1 << s
-                if not mask & b and step(sid, entry_at[s]) >= 0:
-                    mask |= b
+                if not mask & b:
+                    ei = entry_at[s]
+                    r = trans.get(sid * n + ei)
+                    if r is None:
+                        r = step(sid, ei)
+                    if r >= 0:
+                        mask |= b
             return mask
 
         for pos, kind, eidx in events:
@@ -265,6 +273,7 @@ class Search:
                 heads_cache: list[int] = []
                 for lst in open_rw.values():
                     heads_cache.extend(lst)
+                class_of = self.class_of
                 while queue:
                     mask, sid = queue.popleft()
                     seen_classes: set[int] = set()
@@ -273,12 +282,14 @@ class Search:
                         if mask & b:
                             continue
                         ei = entry_at[s]
-                        c = self.class_of[ei]
+                        c = class_of[ei]
                         if c in seen_classes:
                             continue  # identical calls: only the earliest-returning one
                         seen_classes.add(c)
                         steps += 1
-                        r = step(sid, ei)
+                        r = trans.get(sid * n + ei)
+                        if r is None:
+                            r = step(sid, ei)
                         if r < 0:
                             continue
                         if observers is not None and r != sid:
