@@ -26,8 +26,9 @@ scheduling of the exact searches, bounds and counterexamples.
    op's return: the last op linearized and the state after it, then the step the model
    rejects) and a minimal failing sub-history found by delta debugging (1-minimal: removing
    any one of its calls makes it linearizable), which keeps the failing op whenever some
-   1-minimal failing sub-history contains it. These take at most EXPLAIN_BUDGET seconds more
-   (and never pass the deadline): a verdict found fast is never held up by its explanation.
+   1-minimal failing sub-history contains it. Finding the op and the final paths, and delta
+   debugging, each take at most EXPLAIN_BUDGET seconds more (and never pass the deadline):
+   a verdict found fast is never held up long by its explanation.
 """
 from __future__ import annotations
 
