@@ -36,6 +36,7 @@ keys and enforce time and memory bounds; it returns a ``SearchOutcome``.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -152,10 +153,12 @@ class Search:
 
     def run(self) -> Generator[None, None, SearchOutcome]:
         entries = self.entries
+        inf = math.inf
+        keep_last = self.keep_last
         events: list[tuple[float, int, int]] = []
         for i, e in enumerate(entries):
             events.append((e.start, 0, i))
-            if e.end != float("inf"):
+            if e.end != inf:
                 events.append((e.end, 1, i))
         events.sort()
 
@@ -204,7 +207,7 @@ class Search:
                 slot_of[eidx] = slot
                 entry_at[slot] = eidx
                 bit = 1 << slot
-                if e.end == float("inf"):
+                if e.end == inf:
                     opt_all |= bit
                 if e.read_only:
                     open_ro.append(slot)
@@ -216,7 +219,10 @@ class Search:
                             self.steps += steps
                             steps = 0
                             yield
-                        legal = step(sid, eidx) >= 0
+                        r = trans.get(sid * n + eidx)
+                        if r is None:
+                            r = step(sid, eidx)
+                        legal = r >= 0
                         for opt in opts:
                             if legal:
                                 if bit & opt_all:
@@ -225,7 +231,7 @@ class Search:
                                     nreq, nopt = req | bit, opt
                             else:
                                 nreq, nopt = req, opt
-                            if _insert(new, nreq, nopt, sid) and self.keep_last:
+                            if _insert(new, nreq, nopt, sid) and keep_last:
                                 lk = last.get((req, opt, sid))
                                 last[(nreq, nopt, sid)] = eidx if legal else lk
                     frontier = new
@@ -256,12 +262,12 @@ class Search:
                     yield
                 if req & bit:  # clearing a bit all of them have keeps keys distinct
                     new[(req & keep, sid)] = opts
-                    if self.keep_last:
+                    if keep_last:
                         for opt in opts:
                             last[(req & keep, opt, sid)] = last.get((req, opt, sid))
                 else:
                     for opt in opts:
-                        todo.append((req | opt, sid, last.get((req, opt, sid)) if self.keep_last else None))
+                        todo.append((req | opt, sid, last.get((req, opt, sid)) if keep_last else None))
             if todo:
                 # closure: linearize open calls until eidx is in
                 visited: dict[tuple[int, int], list[int]] = {}
@@ -299,7 +305,7 @@ class Search:
                         m2 = saturate(mask | b, r)
                         if m2 & bit:
                             m2 &= keep
-                            if _insert(new, m2 & ~opt_all, m2 & opt_all, r) and self.keep_last:
+                            if _insert(new, m2 & ~opt_all, m2 & opt_all, r) and keep_last:
                                 last[(m2 & ~opt_all, m2 & opt_all, r)] = ei
                         else:
                             req2 = m2 & ~opt_all
