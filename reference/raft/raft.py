@@ -100,7 +100,7 @@ class Raft:
         self.rng = rng
         self.bugs = bugs
         self.on_violation = on_violation
-        self.log = RaftLog(storage, self.report)
+        self.log = RaftLog(storage, self.report, bugs)
 
         hs, cs = storage.initial_state()
         self.term = 0
@@ -458,6 +458,8 @@ class Raft:
             else:
                 self.become_follower(m.term, NONE)
         elif m.term < self.term:
+            if self.bugs.stale_term_append and m.type is MT.APP:
+                return self.handle_append(m)  # BUG: a deposed leader's entries accepted
             if (self.check_quorum or self.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
                 # A leader from an older term (e.g. after a partition): tell it our term so it
                 # steps down; with pre-vote or check quorum it cannot learn it from a vote.
@@ -595,7 +597,10 @@ class Raft:
         if not matches:
             return False
         mci = matches[self.quorum() - 1]
-        committed = self.log.maybe_commit(mci, self.term)
+        term = self.term
+        if self.bugs.figure8_commit:
+            term = self.log.term_or_zero(mci)  # BUG: counts replicas of an old-term entry
+        committed = self.log.maybe_commit(mci, term)
         if committed and self.pending_reads and self.committed_in_term():
             pending, self.pending_reads = self.pending_reads, []
             for req in pending:
@@ -612,6 +617,8 @@ class Raft:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=self.log.committed))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None and self.bugs.follower_commit_overrun:
+            self.log.commit_to(min(m.commit, self.log.last_index()))  # BUG: unverified tail
         if last_new is not None:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=last_new))
             return
@@ -672,7 +679,7 @@ class Raft:
     def propose_conf_change(self, cc: ConfChange) -> Proposed:
         if self.role is not Role.LEADER:
             raise ProposalDropped("not leader", self.lead)
-        if self.pending_conf_index > self.log.applied:
+        if self.pending_conf_index > self.log.applied and not self.bugs.unsafe_conf_change:
             raise ProposalDropped(
                 f"a conf change (or the leader's first entry, index {self.pending_conf_index}) "
                 f"is not applied yet (applied {self.log.applied})",
@@ -704,7 +711,7 @@ class Raft:
         if len(self.voters) == 1 and self.id in self.voters and self.committed_in_term():
             self.answer_read(_ReadRequest(self.log.committed, m.context, m.from_))
             return
-        if not self.committed_in_term():
+        if not self.committed_in_term() and not self.bugs.read_index_before_commit:
             # Our commit index may be behind the true one until an entry of our term commits.
             self.pending_reads.append(m)
             return
