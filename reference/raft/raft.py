@@ -117,6 +117,7 @@ class Raft:
         self.pending_reads: list[Message] = []  # ReadIndex waiting for a current-term commit
         self.lead_transferee = NONE
         self.pending_conf_index = 0
+        self.pending_bcast = False  # proposals appended since the last MsgApp round
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = election_tick
@@ -282,7 +283,14 @@ class Raft:
         commit = min(self.prs[to].match, self.log.committed)
         self.send(Message(MT.HEARTBEAT, to, self.id, self.term, commit=commit, context=ctx))
 
+    def flush_proposals(self) -> None:
+        if self.pending_bcast:
+            self.pending_bcast = False
+            if self.role is Role.LEADER:
+                self.bcast_append()
+
     def bcast_append(self) -> None:
+        self.pending_bcast = False
         for nid in self.prs:
             if nid != self.id:
                 self.maybe_send_append(nid)
@@ -672,8 +680,9 @@ class Raft:
         self.log.append([Entry(self.term, index, entry_type, data)])
         if entry_type is EntryType.CONF_CHANGE:
             self.pending_conf_index = index
-        self.bcast_append()
-        # Our own ack comes from advance() once the entry is persisted.
+        # Replicate at the next ready(): proposals made between two Readies go out in one
+        # MsgApp per follower. Our own ack comes from advance() once the entry is persisted.
+        self.pending_bcast = True
         return Proposed(self.term, index)
 
     def propose_conf_change(self, cc: ConfChange) -> Proposed:

@@ -97,8 +97,12 @@ class Cluster:
         max_size_per_msg: int = 1 << 20,
         bugs: Bugs = NO_BUGS,
         on_invariant_violation: InvariantHook = raise_violation,
+        checks: bool = True,
     ) -> None:
+        """``checks=False`` skips recording leaders/commits after every action (benchmarks);
+        ``check_invariants`` then only sees the final state."""
         self.seed = seed
+        self.checks = checks
         self.election_tick = election_tick
         self.heartbeat_tick = heartbeat_tick
         self.pre_vote = pre_vote
@@ -361,6 +365,8 @@ class Cluster:
 
     def observe(self) -> None:
         """Record leaders and committed entries as they happen (called after every action)."""
+        if not self.checks:
+            return
         max_term = max((self.raw(n).raft.term for n in self.up_ids()), default=0)
         for nid in self.up_ids():
             r = self.raw(nid).raft
