@@ -125,7 +125,9 @@ class Raft:
         self._set_conf_state(cs)
         if not hs.is_empty():
             self._load_hard_state(hs)
-        if applied > 0:
+        if applied > self.log.applied:
+            # The application's state already includes these (Config.applied); entries after
+            # it are delivered again. Below the snapshot index it means the snapshot's.
             self.log.applied_to(min(applied, self.log.committed))
         self.become_follower(self.term, NONE)
 

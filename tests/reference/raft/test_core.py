@@ -384,7 +384,7 @@ def test_same_seed_same_behaviour_across_processes() -> None:
 
 
 def test_fuzz_schedules_find_no_violation_without_bugs() -> None:
-    results = [fuzz(seed, 400) for seed in range(8)]
+    results = [fuzz(seed, 600) for seed in range(30)]
     assert [r.violation for r in results] == [None] * len(results)
     assert sum(r.leaders for r in results) > len(results)  # elections did happen
     assert max(r.committed for r in results) > 20  # and so did replication

@@ -221,8 +221,8 @@ class RaftSchedule(RuleBasedStateMachine):
 
 TestRaftSchedule = RaftSchedule.TestCase
 TestRaftSchedule.settings = settings(
-    max_examples=60, stateful_step_count=60, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    max_examples=150, stateful_step_count=80, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 
 
@@ -233,5 +233,5 @@ class SlowRaftSchedule(RaftSchedule):
 TestRaftScheduleSlow = pytest.mark.slow(SlowRaftSchedule.TestCase)
 TestRaftScheduleSlow.settings = settings(
     max_examples=600, stateful_step_count=150, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
