@@ -284,6 +284,22 @@ class Cluster:
         for m in self.take_messages(nid):
             self.dropped(m)
 
+    def crash_after_persist(self, nid: int) -> None:
+        """Crash in the middle of a Ready: its state is durable, none of its messages went
+        out and nothing was applied."""
+        node = self.nodes[nid]
+        raw = node.raw
+        if raw is not None and raw.has_ready():
+            rd = raw.ready()
+            if rd.snapshot is not None:
+                node.storage.apply_snapshot(rd.snapshot)
+            node.storage.append(rd.entries)
+            if rd.hard_state is not None:
+                node.storage.set_hard_state(rd.hard_state)
+            for m in rd.messages:
+                self.dropped(m)
+        self.crash(nid)
+
     def restart(self, nid: int) -> None:
         node = self.nodes[nid]
         if node.raw is not None:
@@ -562,7 +578,10 @@ def fuzz(
             elif action == "heal":
                 c.heal()
             elif action == "crash" and up:
-                c.crash(nid)
+                if rng.random() < 0.5:
+                    c.crash(nid)
+                else:
+                    c.crash_after_persist(nid)
             elif action == "restart" and not up:
                 c.restart(nid)
             elif action == "read" and up:

@@ -144,6 +144,11 @@ class RaftSchedule(RuleBasedStateMachine):
             self.cluster.crash(nid)
 
     @rule(nid=node_ids)
+    def crash_mid_ready(self, nid: int) -> None:
+        if self.cluster.nodes[nid].up:
+            self.cluster.crash_after_persist(nid)
+
+    @rule(nid=node_ids)
     def restart(self, nid: int) -> None:
         if not self.cluster.nodes[nid].up:
             self.cluster.restart(nid)
