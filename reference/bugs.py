@@ -27,6 +27,22 @@ class Bugs:
     # kv.machine (KVStateMachine.expired_leases): the leader deletes an expired lease's keys on
     # its own timer, outside the log, besides proposing the expiry.
     lease_expiry_local: bool = False
+    # raft.Raft.maybe_commit: commit an entry of an older term by counting its replicas
+    # (the Raft paper's Figure 8).
+    figure8_commit: bool = False
+    # raft.Raft.step: a follower accepts MsgApp from a leader of an older term.
+    stale_term_append: bool = False
+    # raft.log.RaftLog.maybe_append: truncate the log after the leader's entries even when
+    # they all match (a reordered, older MsgApp then erases acknowledged entries).
+    eager_truncation: bool = False
+    # raft.Raft.handle_append: commit min(leader commit, own last index) instead of
+    # min(leader commit, last index this message verified).
+    follower_commit_overrun: bool = False
+    # raft.Raft.handle_read_index: answer ReadIndex before the leader has committed an
+    # entry of its own term (its commit index may be stale).
+    read_index_before_commit: bool = False
+    # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied.
+    unsafe_conf_change: bool = False
 
     @classmethod
     def names(cls) -> list[str]:

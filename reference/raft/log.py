@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from kvcheck.reference.bugs import NO_BUGS, Bugs
 from kvcheck.reference.raft.storage import MemoryStorage, limit_size
 from kvcheck.reference.raft.types import (
     Compacted,
@@ -83,8 +84,9 @@ class Unstable:
 
 
 class RaftLog:
-    def __init__(self, storage: MemoryStorage, report: Report) -> None:
+    def __init__(self, storage: MemoryStorage, report: Report, bugs: Bugs = NO_BUGS) -> None:
         self.storage = storage
+        self.bugs = bugs
         self.report = report
         first = storage.first_index()
         last = storage.last_index()
@@ -235,6 +237,8 @@ class RaftLog:
             return None
         last_new = index + len(ents)
         ci = self.find_conflict(ents)
+        if self.bugs.eager_truncation and ents:
+            ci = ents[0].index  # BUG: rewrite from the first entry, dropping a longer tail
         if ci != 0:
             if ci <= self.committed:
                 self.report(

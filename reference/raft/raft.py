@@ -100,7 +100,7 @@ class Raft:
         self.rng = rng
         self.bugs = bugs
         self.on_violation = on_violation
-        self.log = RaftLog(storage, self.report)
+        self.log = RaftLog(storage, self.report, bugs)
 
         hs, cs = storage.initial_state()
         self.term = 0
@@ -117,6 +117,7 @@ class Raft:
         self.pending_reads: list[Message] = []  # ReadIndex waiting for a current-term commit
         self.lead_transferee = NONE
         self.pending_conf_index = 0
+        self.pending_bcast = False  # proposals appended since the last MsgApp round
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_election_timeout = election_tick
@@ -124,7 +125,9 @@ class Raft:
         self._set_conf_state(cs)
         if not hs.is_empty():
             self._load_hard_state(hs)
-        if applied > 0:
+        if applied > self.log.applied:
+            # The application's state already includes these (Config.applied); entries after
+            # it are delivered again. Below the snapshot index it means the snapshot's.
             self.log.applied_to(min(applied, self.log.committed))
         self.become_follower(self.term, NONE)
 
@@ -282,7 +285,14 @@ class Raft:
         commit = min(self.prs[to].match, self.log.committed)
         self.send(Message(MT.HEARTBEAT, to, self.id, self.term, commit=commit, context=ctx))
 
+    def flush_proposals(self) -> None:
+        if self.pending_bcast:
+            self.pending_bcast = False
+            if self.role is Role.LEADER:
+                self.bcast_append()
+
     def bcast_append(self) -> None:
+        self.pending_bcast = False
         for nid in self.prs:
             if nid != self.id:
                 self.maybe_send_append(nid)
@@ -458,6 +468,8 @@ class Raft:
             else:
                 self.become_follower(m.term, NONE)
         elif m.term < self.term:
+            if self.bugs.stale_term_append and m.type is MT.APP:
+                return self.handle_append(m)  # BUG: a deposed leader's entries accepted
             if (self.check_quorum or self.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
                 # A leader from an older term (e.g. after a partition): tell it our term so it
                 # steps down; with pre-vote or check quorum it cannot learn it from a vote.
@@ -595,7 +607,10 @@ class Raft:
         if not matches:
             return False
         mci = matches[self.quorum() - 1]
-        committed = self.log.maybe_commit(mci, self.term)
+        term = self.term
+        if self.bugs.figure8_commit:
+            term = self.log.term_or_zero(mci)  # BUG: counts replicas of an old-term entry
+        committed = self.log.maybe_commit(mci, term)
         if committed and self.pending_reads and self.committed_in_term():
             pending, self.pending_reads = self.pending_reads, []
             for req in pending:
@@ -612,6 +627,8 @@ class Raft:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=self.log.committed))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
+        if last_new is not None and self.bugs.follower_commit_overrun:
+            self.log.commit_to(min(m.commit, self.log.last_index()))  # BUG: unverified tail
         if last_new is not None:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=last_new))
             return
@@ -665,14 +682,15 @@ class Raft:
         self.log.append([Entry(self.term, index, entry_type, data)])
         if entry_type is EntryType.CONF_CHANGE:
             self.pending_conf_index = index
-        self.bcast_append()
-        # Our own ack comes from advance() once the entry is persisted.
+        # Replicate at the next ready(): proposals made between two Readies go out in one
+        # MsgApp per follower. Our own ack comes from advance() once the entry is persisted.
+        self.pending_bcast = True
         return Proposed(self.term, index)
 
     def propose_conf_change(self, cc: ConfChange) -> Proposed:
         if self.role is not Role.LEADER:
             raise ProposalDropped("not leader", self.lead)
-        if self.pending_conf_index > self.log.applied:
+        if self.pending_conf_index > self.log.applied and not self.bugs.unsafe_conf_change:
             raise ProposalDropped(
                 f"a conf change (or the leader's first entry, index {self.pending_conf_index}) "
                 f"is not applied yet (applied {self.log.applied})",
@@ -704,7 +722,7 @@ class Raft:
         if len(self.voters) == 1 and self.id in self.voters and self.committed_in_term():
             self.answer_read(_ReadRequest(self.log.committed, m.context, m.from_))
             return
-        if not self.committed_in_term():
+        if not self.committed_in_term() and not self.bugs.read_index_before_commit:
             # Our commit index may be behind the true one until an entry of our term commits.
             self.pending_reads.append(m)
             return

@@ -234,6 +234,8 @@ class RawNode:
         if self._outstanding is not None:
             return False
         r = self.raft
+        if r.pending_bcast and r.role is Role.LEADER:
+            return True
         if r.soft_state() != self._prev_soft:
             return True
         hs = r.hard_state()
@@ -252,6 +254,7 @@ class RawNode:
         if self._outstanding is not None:
             raise RuntimeError("ready() called again before advance() of the previous Ready")
         r = self.raft
+        r.flush_proposals()
         hs = r.hard_state()
         entries = list(r.log.unstable.entries)
         snapshot = r.log.unstable.snapshot

@@ -137,7 +137,8 @@ class MemoryStorage:
             raise Unavailable(
                 f"append: gap, first new index {entries[0].index} after last {self.last_index()}"
             )
-        self._ents = [*self._ents[:at], *entries]
+        del self._ents[at:]
+        self._ents.extend(entries)
 
     def all_entries(self) -> list[Entry]:
         """Every entry after the snapshot (a copy; for tests and inspection)."""

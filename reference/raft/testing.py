@@ -15,6 +15,7 @@ safety. It raises ``SafetyViolation`` naming the property and the nodes involved
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,12 +27,15 @@ from kvcheck.reference.raft.rawnode import Config, RawNode
 from kvcheck.reference.raft.storage import MemoryStorage
 from kvcheck.reference.raft.types import (
     ConfChange,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
     InvariantHook,
+    InvariantViolation,
     Message,
     MessageType,
+    ProposalDropped,
     Ready,
     Role,
     StorageError,
@@ -93,8 +97,12 @@ class Cluster:
         max_size_per_msg: int = 1 << 20,
         bugs: Bugs = NO_BUGS,
         on_invariant_violation: InvariantHook = raise_violation,
+        checks: bool = True,
     ) -> None:
+        """``checks=False`` skips recording leaders/commits after every action (benchmarks);
+        ``check_invariants`` then only sees the final state."""
         self.seed = seed
+        self.checks = checks
         self.election_tick = election_tick
         self.heartbeat_tick = heartbeat_tick
         self.pre_vote = pre_vote
@@ -276,6 +284,22 @@ class Cluster:
         for m in self.take_messages(nid):
             self.dropped(m)
 
+    def crash_after_persist(self, nid: int) -> None:
+        """Crash in the middle of a Ready: its state is durable, none of its messages went
+        out and nothing was applied."""
+        node = self.nodes[nid]
+        raw = node.raw
+        if raw is not None and raw.has_ready():
+            rd = raw.ready()
+            if rd.snapshot is not None:
+                node.storage.apply_snapshot(rd.snapshot)
+            node.storage.append(rd.entries)
+            if rd.hard_state is not None:
+                node.storage.set_hard_state(rd.hard_state)
+            for m in rd.messages:
+                self.dropped(m)
+        self.crash(nid)
+
     def restart(self, nid: int) -> None:
         node = self.nodes[nid]
         if node.raw is not None:
@@ -357,6 +381,8 @@ class Cluster:
 
     def observe(self) -> None:
         """Record leaders and committed entries as they happen (called after every action)."""
+        if not self.checks:
+            return
         max_term = max((self.raw(n).raft.term for n in self.up_ids()), default=0)
         for nid in self.up_ids():
             r = self.raw(nid).raft
@@ -414,6 +440,22 @@ class Cluster:
                             f"log matching: nodes {a} and {b} agree on term {la[top].term} at "
                             f"{top} but differ at {i}: {la[i]} vs {lb[i]}"
                         )
+        # Durable acknowledgement: what a leader counts as replicated on a member of its term
+        # (its own entries included) is in that member's durable log.
+        for nid in self.up_ids():
+            r = self.raw(nid).raft
+            if r.role is not Role.LEADER:
+                continue
+            for pid, pr in r.prs.items():
+                st = self.nodes[pid].storage if pid in self.nodes else None
+                if st is None or pr.match == 0 or st.hard_state().term != r.term:
+                    continue
+                if max(st.last_index(), st.snapshot().meta.index) < pr.match:
+                    raise SafetyViolation(
+                        f"durable acknowledgement: leader {nid} of term {r.term} counts "
+                        f"match {pr.match} for node {pid}, whose durable log ends at "
+                        f"{st.last_index()}"
+                    )
         # Leader completeness: a leader of a later term holds every committed entry.
         for nid in self.up_ids():
             r = self.raw(nid).raft
@@ -429,3 +471,145 @@ class Cluster:
                         f"leader completeness: leader {nid} of term {r.term} has {mine} at {i}, "
                         f"committed entry is {c}"
                     )
+
+
+@dataclass
+class FuzzResult:
+    seed: int
+    steps: int
+    violation: str | None  # the first safety/invariant violation, if any
+    leaders: int  # terms that had a leader
+    committed: int  # highest committed index seen
+    trace: list[str]  # the actions taken, for replaying by hand
+    cluster: Cluster  # the final state, for inspection
+
+
+def fuzz(
+    seed: int,
+    steps: int = 300,
+    *,
+    voters: int = 3,
+    joiners: int = 1,
+    bugs: Bugs = NO_BUGS,
+    pre_vote: bool = True,
+    check_quorum: bool = True,
+) -> FuzzResult:
+    """One random schedule (weighted toward progress) from ``random.Random(seed)``.
+
+    The same actions as the Hypothesis stateful test, but drawn by a plain seeded RNG so
+    that many long schedules run cheaply: a regression sweep runs this over many seeds with
+    a bug switch on and reports the first violation. Returns at the first violation.
+    """
+    rng = random.Random(f"fuzz/{seed}")
+    violations: list[str] = []
+    c = Cluster(
+        seed=seed, election_tick=5, heartbeat_tick=1, pre_vote=pre_vote,
+        check_quorum=check_quorum, max_inflight_msgs=4, max_size_per_msg=64, bugs=bugs,
+        on_invariant_violation=lambda v: violations.append(f"invariant violation: {v}"),
+    )  # fmt: skip
+    ids = list(range(1, voters + 1))
+    for nid in ids:
+        c.add_node(nid, ids)
+    all_ids = list(range(1, voters + joiners + 1))
+    for nid in all_ids[voters:]:
+        c.add_node(nid, None)
+    trace: list[str] = []
+    counter = 0
+    reads: dict[bytes, int] = {}
+    actions = [
+        ("tick", 30), ("round", 30), ("deliver", 10), ("drop", 4), ("dup", 3),
+        ("propose", 15), ("partition", 3), ("heal", 4), ("crash", 2), ("restart", 4),
+        ("read", 5), ("transfer", 2), ("conf", 2), ("compact", 2),
+    ]  # fmt: skip
+    names = [a for a, _ in actions]
+    weights = [w for _, w in actions]
+
+    def process(nid: int) -> None:
+        rd = c.process_ready(nid)
+        if rd is None:
+            return
+        for rs in rd.read_states:
+            floor = reads.pop(rs.request_ctx, 0)
+            if rs.index < floor:
+                raise SafetyViolation(
+                    f"linearizable read: ReadIndex {rs.request_ctx!r} answered {rs.index} but "
+                    f"{floor} was committed before it was asked"
+                )
+
+    for step in range(steps):
+        action = rng.choices(names, weights)[0]
+        nid = rng.choice(all_ids)
+        lead = c.leader()
+        if action in ("propose", "read", "conf") and lead is not None and rng.random() < 0.8:
+            nid = lead  # clients mostly find the leader
+        up = c.nodes[nid].up
+        trace.append(f"{action} {nid}")
+        try:
+            if action == "tick":
+                for _ in range(rng.randint(1, 3)):
+                    for n in c.up_ids():
+                        c.tick(n)
+            elif action == "round":
+                for n in c.up_ids():
+                    process(n)
+                for m in c.take_messages():
+                    if rng.random() < 0.05:
+                        c.dropped(m)
+                    else:
+                        c.deliver(m)
+            elif action in ("deliver", "drop", "dup") and c.network:
+                i = rng.randrange(len(c.network))
+                if action == "deliver":
+                    c.deliver(c.network.pop(i))
+                elif action == "drop":
+                    c.dropped(c.network.pop(i))
+                else:
+                    c.network.append(c.network[i])
+            elif action == "propose" and up:
+                for _ in range(rng.randint(1, 3)):
+                    counter += 1
+                    try:
+                        c.raw(nid).propose(b"v%d" % counter)
+                    except ProposalDropped:
+                        break
+            elif action == "partition":
+                group = rng.sample(all_ids, rng.randint(1, max(1, len(all_ids) // 2)))
+                c.partition(group, [n for n in all_ids if n not in group])
+            elif action == "heal":
+                c.heal()
+            elif action == "crash" and up:
+                if rng.random() < 0.5:
+                    c.crash(nid)
+                else:
+                    c.crash_after_persist(nid)
+            elif action == "restart" and not up:
+                c.restart(nid)
+            elif action == "read" and up:
+                counter += 1
+                ctx = b"r%d" % counter
+                floor = max(c.committed, default=0)
+                try:
+                    c.raw(nid).read_index(ctx)
+                    reads[ctx] = floor
+                except ProposalDropped:
+                    pass
+            elif action == "transfer" and up:
+                with contextlib.suppress(ProposalDropped):
+                    c.raw(nid).transfer_leader(rng.choice(all_ids))
+            elif action == "conf" and up:
+                kind = rng.choice(list(ConfChangeType))
+                with contextlib.suppress(ProposalDropped):
+                    c.raw(nid).propose_conf_change(ConfChange(kind, rng.choice(all_ids)))
+            elif action == "compact" and up:
+                applied = c.raw(nid).status().applied
+                st = c.nodes[nid].storage
+                if applied > st.snapshot().meta.index and applied >= st.first_index():
+                    c.compact(nid, applied)
+            c.check_invariants()
+        except (SafetyViolation, InvariantViolation) as exc:
+            violations.append(f"{type(exc).__name__}: {exc}")
+        if violations:
+            return FuzzResult(seed, step + 1, violations[0], len(c.leaders_by_term),
+                              max(c.committed, default=0), trace, c)
+    return FuzzResult(seed, steps, None, len(c.leaders_by_term), max(c.committed, default=0),
+                      trace, c)
