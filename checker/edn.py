@@ -1,0 +1,370 @@
+"""EDN for histories: a fast reader for the shapes Jepsen writes, edn_format for the rest.
+
+Jepsen histories are EDN, and the real EDN library (edn_format, a PLY parser) reads about
+6,000 ops a second: far too slow for a 100,000-op history. ``parse_forms`` is a small
+hand-written reader for the subset histories use — maps, vectors, lists, sets of integers,
+keywords, strings, integers, floats, nil, booleans, ``;`` comments and commas — driven by
+one compiled regular expression. Whatever it does not handle exactly like edn_format (a
+symbol, a character literal, a tagged element, ``#_``, metadata, an unusual string escape,
+a number with a suffix...) is handed to edn_format: the one top-level element holding it is
+re-read by edn_format from its source text, or the whole text when the construct sits
+between elements. tests/checker/test_formats_edn.py proves with Hypothesis that the fast
+path's output equals ``to_plain(edn_format.loads_all(text))``.
+
+Values come out "plain", the way JSON would hold them: keywords and symbols become strings
+without the colon (``:read`` -> ``"read"``), vectors and lists become lists, sets become
+sorted lists, maps become dicts, ``#inst``/``#uuid`` become strings.
+
+``dumps_value`` writes plain values back as EDN (``write_edn`` in kvcheck.checker.formats
+uses it); strings that name an op's ``type`` or ``f`` are written as keywords there.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import fractions
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import edn_format
+
+__all__ = [
+    "EdnError",
+    "Form",
+    "dumps_keyword",
+    "dumps_value",
+    "is_keyword_name",
+    "parse_forms",
+    "parse_with_edn_format",
+    "to_plain",
+]
+
+
+class EdnError(ValueError):
+    """Text that is not EDN. ``offset`` is where the problem was found (or None)."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass(slots=True)
+class Form:
+    """One element of a history: a top-level form, or an element of a top-level vector or
+    list when the text is a single collection. ``start``/``end`` are offsets in the text."""
+
+    value: Any
+    start: int
+    end: int
+
+
+# ---------------------------------------------------------------------------------------
+# Plain values from edn_format's output
+
+
+def _set_sort_key(x: Any) -> tuple[int, Any]:
+    if isinstance(x, int | float) and not isinstance(x, bool):
+        return (0, x)
+    return (1, json.dumps(x, sort_keys=True, default=str))
+
+
+def _plain_key(k: Any) -> Any:
+    k = to_plain(k)
+    if k is None or isinstance(k, str | int | float | bool):
+        return k
+    return json.dumps(k, sort_keys=True, default=str)  # JSON object keys must be scalars
+
+
+def to_plain(v: Any) -> Any:
+    """edn_format's value as JSON-like Python: keywords and symbols -> str, vectors and
+    lists -> list, sets -> sorted list, maps -> dict (non-scalar keys -> their JSON text),
+    #inst -> ISO 8601 string, #uuid -> str, exact decimals and ratios -> float (int when
+    integral)."""
+    if v is None or isinstance(v, bool | int | float | str):
+        return str(v) if isinstance(v, str) else v  # Char is a str subclass
+    if isinstance(v, edn_format.Keyword | edn_format.Symbol):
+        return v.name
+    if isinstance(v, dict) or hasattr(v, "items"):
+        return {_plain_key(k): to_plain(x) for k, x in v.items()}
+    if isinstance(v, frozenset | set):
+        return sorted((to_plain(x) for x in v), key=_set_sort_key)
+    if isinstance(v, list | tuple) or type(v).__name__ == "ImmutableList":
+        return [to_plain(x) for x in v]
+    if isinstance(v, decimal.Decimal | fractions.Fraction):
+        return int(v) if v == int(v) else float(v)
+    if isinstance(v, datetime.date | datetime.datetime):
+        return v.isoformat()
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, edn_format.edn_lex.MetadataValue):
+        return to_plain(v.value)
+    raise EdnError(f"unsupported EDN value {v!r}")
+
+
+_LEXPOS = re.compile(r"lexpos (\d+)|LexToken\([A-Z_]+,.*,\d+,(\d+)\)$")
+
+
+def parse_with_edn_format(text: str, base: int = 0) -> list[Any]:
+    """All top-level forms of ``text`` read by edn_format, as plain values.
+
+    Raises EdnError with the offset (plus ``base``) when edn_format reports one."""
+    try:
+        forms = edn_format.loads_all(text)
+    except Exception as exc:  # edn_format raises EDNDecodeError, NotImplementedError, ValueError...
+        msg = str(exc)
+        m = _LEXPOS.search(msg)
+        offset = None
+        if m:
+            offset = base + int(m.group(1) or m.group(2))
+        elif "EOF" in msg:
+            offset = base + len(text)
+        ill = re.match(r"Illegal character '(.)'", msg, re.S)
+        if ill and ill.group(1) == '"':
+            msg = "a string is never closed (or holds a backslash before a line end)"
+        elif ill:
+            msg = f"unexpected character {ill.group(1)!r}"
+        elif "Don't know how to handle tag" in msg:
+            msg = "unknown EDN tag " + msg.rsplit("(", 1)[-1].rstrip(")")
+        elif "LexToken(" in msg:
+            tok = re.search(r"LexToken\(([A-Z_]+),'(.*)',", msg)
+            msg = f"unexpected {tok.group(2)!r}" if tok else msg
+        elif "EOF" in msg:
+            msg = "unexpected end of text (an unclosed bracket or string?)"
+        raise EdnError(f"not valid EDN: {msg}", offset) from None
+    return [to_plain(f) for f in forms]
+
+
+# ---------------------------------------------------------------------------------------
+# The fast reader
+
+# A character that may follow an atom: edn_format ends the atom there too.
+_DELIM = r'(?=[ \t\n,\[\](){}";]|\Z)'
+_NAME = r"[\w.*+!\-?$%&=<>]+"
+_TOKEN = re.compile(
+    r"[ \t\n,]*(?:"
+    r"(;[^\n]*)"  # 1 comment
+    r"|([\[({])"  # 2 open
+    r"|([\])}])"  # 3 close
+    r'|"([^"\\]*(?:\\.[^"\\]*)*)"' + _DELIM  # 4 string
+    + r"|:(" + _NAME + r"(?:/" + _NAME + r")?)" + _DELIM  # 5 keyword
+    + r"|([+-]?(?:0|[1-9]\d*))" + _DELIM  # 6 integer
+    + r"|([+-]?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+))" + _DELIM  # 7 float
+    + r"|(nil|true|false)" + _DELIM  # 8 constants
+    + r"|(#\{)"  # 9 set
+    + r'|(\\(?:newline|return|space|tab|u[0-9A-Fa-f]{4}|.)|"|[^ \t\n,\[\](){}";]+)'  # 10 other
+    + r"|(\Z)"  # 11 end
+    r")"
+)
+_CONST = {"nil": None, "true": True, "false": False}
+_ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n", "\\t": "\t", "\\r": "\r",
+            "\\b": "\b", "\\f": "\f", "\\a": "\a", "\\v": "\v", "\\'": "'"}
+_ESCAPE = re.compile(r"\\.")
+_CLOSER = {"[": "]", "(": ")", "{": "}", "#{": "}"}
+
+
+class _Unsupported(Exception):
+    """The fast reader met something it leaves to edn_format."""
+
+
+def _unescape(s: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        e = m.group(0)
+        if e not in _ESCAPES:
+            raise _Unsupported
+        return _ESCAPES[e]
+
+    return _ESCAPE.sub(one, s)
+
+
+def _finish(kind: str, items: list[Any]) -> Any:
+    if kind == "{":
+        if len(items) % 2:
+            raise EdnError("a map needs an even number of forms (a key without a value?)")
+        d: dict[Any, Any] = {}
+        for i in range(0, len(items), 2):
+            k = items[i]
+            if not (k is None or isinstance(k, str | int | float | bool)):
+                k = json.dumps(k, sort_keys=True, default=str)
+            d[k] = items[i + 1]
+        return d
+    if kind == "#{":
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+            raise _Unsupported  # edn_format's set equality (1 == 1.0, :a vs "a") differs
+        return sorted(set(items))
+    return items
+
+
+def parse_forms(text: str) -> tuple[list[Form], bool]:
+    """Read the history elements of ``text``: returns (forms, wrapped).
+
+    ``wrapped`` is True when the text is a single vector or list, whose elements are then
+    the forms; otherwise the forms are the top-level forms. Offsets are into the text with
+    CRLF line ends made LF (line numbers are unchanged by that); they are -1 when the whole
+    text had to be read by edn_format. Raises EdnError on text that is not EDN.
+    """
+    text = text.replace("\r\n", "\n")
+    try:
+        return _parse_fast(text)
+    except _WholeText:
+        forms = parse_with_edn_format(text)
+        lead = _LEAD.match(text)
+        first = text[lead.end() : lead.end() + 1] if lead else ""
+        if len(forms) == 1 and isinstance(forms[0], list) and first in ("[", "("):
+            return [Form(v, -1, -1) for v in forms[0]], True
+        return [Form(v, -1, -1) for v in forms], False
+
+
+class _WholeText(Exception):
+    """Something edn_format must read sits where the fast reader cannot cut out one element
+    (a tag, ``#_`` or metadata between elements): edn_format reads the whole text."""
+
+
+@dataclass(slots=True)
+class _Frame:
+    kind: str  # "[", "(", "{" or "#{"
+    items: list[Any]
+    start: int
+    poisoned: bool = False  # holds something only edn_format reads
+
+
+_LEAD = re.compile(r"(?:[ \t\n,]|;[^\n]*)*")
+
+
+def _parse_fast(text: str) -> tuple[list[Form], bool]:
+    lead = _LEAD.match(text)
+    i = lead.end() if lead else 0
+    elem_depth = 1 if text[i : i + 1] in ("[", "(") else 0
+    elems: list[Form] = []  # the forms at elem_depth
+    top: list[Form] = []  # the forms at depth 0
+    stack: list[_Frame] = []
+    match = _TOKEN.match
+    pos = 0
+    while True:
+        m = match(text, pos)
+        if m is None:  # cannot happen: group 10 or 11 always matches
+            raise EdnError("unreadable text", pos)
+        kind = m.lastindex
+        start = m.start(kind) if kind is not None else m.end()
+        pos = m.end()
+        value: Any
+        if kind == 1:
+            continue
+        if kind == 2 or kind == 9:
+            stack.append(_Frame(m.group(kind), [], start))
+            continue
+        if kind == 3:
+            if not stack:
+                raise EdnError(f"unexpected {m.group(3)!r}: nothing is open", start)
+            frame = stack.pop()
+            if _CLOSER[frame.kind] != m.group(3):
+                raise EdnError(f"{frame.kind!r} closed by {m.group(3)!r}", start)
+            start = frame.start
+            depth = len(stack)
+            if not frame.poisoned:
+                try:
+                    value = _finish(frame.kind, frame.items)
+                except _Unsupported:
+                    frame.poisoned = True
+                except EdnError as exc:
+                    raise EdnError(str(exc), frame.start) from None
+            if frame.poisoned:
+                if depth > elem_depth:
+                    stack[-1].poisoned = True
+                    continue
+                if depth < elem_depth:
+                    raise _WholeText
+                value = _reparse(text, frame.start, pos)
+        elif kind == 11:
+            if stack:
+                raise EdnError(f"{stack[-1].kind!r} is never closed", stack[-1].start)
+            break
+        elif kind == 4:
+            value = m.group(4)
+            if "\\" in value:
+                try:
+                    value = _unescape(value)
+                except _Unsupported:
+                    _poison(stack, elem_depth)
+                    continue
+        elif kind == 5:
+            value = m.group(5)
+        elif kind == 6:
+            value = int(m.group(6))
+        elif kind == 7:
+            value = float(m.group(7))
+        elif kind == 8:
+            value = _CONST[m.group(8)]
+        else:  # 10: a symbol, character, tag, #_, ^, a number with a suffix...
+            _poison(stack, elem_depth)
+            continue
+        depth = len(stack)
+        if depth:
+            stack[-1].items.append(value)
+        else:
+            top.append(Form(value, start, pos))
+        if depth == elem_depth and depth:
+            elems.append(Form(value, start, pos))
+    if elem_depth == 1 and len(top) == 1:
+        return elems, True
+    return top, False
+
+
+def _poison(stack: list[_Frame], elem_depth: int) -> None:
+    if len(stack) <= elem_depth:
+        raise _WholeText
+    stack[-1].poisoned = True
+
+
+def _reparse(text: str, start: int, end: int) -> Any:
+    forms = parse_with_edn_format(text[start:end], base=start)
+    if len(forms) != 1:  # cannot happen for a balanced collection
+        raise EdnError("expected one form", start)
+    return forms[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+
+_KEYWORD_NAME = re.compile(r"[A-Za-z_*!?$%&=<>][A-Za-z0-9_.*+!\-?$%&=<>]*\Z")
+_STR_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"})
+
+
+def is_keyword_name(s: Any) -> bool:
+    """True when ``s`` can be written as a keyword and read back as the same string."""
+    return isinstance(s, str) and _KEYWORD_NAME.match(s) is not None and s not in _CONST
+
+
+def dumps_keyword(s: Any) -> str:
+    """``s`` as a keyword when it can be one, else as an ordinary value."""
+    return ":" + s if is_keyword_name(s) else dumps_value(s)
+
+
+def dumps_value(v: Any) -> str:
+    """A plain (JSON-like) value as EDN text. Map keys that can be keywords are written as
+    keywords (they read back as the same strings); other strings stay strings."""
+    if v is None:
+        return "nil"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "##NaN"
+        if math.isinf(v):
+            return "##Inf" if v > 0 else "##-Inf"
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.translate(_STR_ESCAPES) + '"'
+    if isinstance(v, list | tuple):
+        return "[" + " ".join(dumps_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{dumps_keyword(k)} {dumps_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} value {v!r} as EDN")

@@ -1,0 +1,354 @@
+"""Linearizability checking of a whole history: preprocessing, per-key scheduling, bounds and
+counterexamples. The search itself lives in ``kvcheck.checker.search``.
+
+``check_history(ops, model)`` does, per history:
+
+1. pairs invocations with completions (``pair_calls``; nemesis ops are ignored) and splits
+   the calls by ``op.key`` (P-compositionality: each key is an independent object; ops with
+   no key form the key ``None``, reported as ``"null"``);
+2. turns each call into the model's action and applies the exact reductions of
+   CHECKER-ALGORITHMS §1: failed calls did not happen (dropped, unless the model keeps them,
+   e.g. a compare-failed cas); read-only calls with unknown outcome observed nothing (dropped);
+   writes with unknown outcome whose value nobody observes are dropped (the model decides);
+3. runs one exact search per key, interleaved round-robin in small slices so one hard key
+   cannot hide another key's violation, under a shared deadline (``timeout``) and a memory
+   bound (``memory_limit_mb``, the process's resident size); a key that runs out of either is
+   ``"unknown"`` with the cause;
+4. for an invalid key: the op that cannot be linearized (its completion, as Knossos reports
+   it), the previous ok op of that key, final paths (from each configuration the search could
+   reach just before that op's return: the last op linearized and the state after it, then
+   the step the model rejects) and a minimal failing sub-history found by delta debugging
+   (1-minimal: removing any one of its calls makes it linearizable).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kvcheck.checker.history import Call, Op, pair_calls
+from kvcheck.checker.models import INCONSISTENT, Model
+from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
+
+Verdict = bool | Literal["unknown"]
+NULL_KEY = "null"  # the report key of ops without a key field
+MAX_FINAL_PATHS = 16
+
+
+class _OutOfBounds(Exception):
+    def __init__(self, cause: str) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+def op_json(op: Op) -> dict[str, Any]:
+    """An op as it appears inside results: its JSON form plus ``index`` = its identity."""
+    d = op.to_dict()
+    d["index"] = op.id
+    return d
+
+
+def _call_op(call: Call) -> Op:
+    """The op that names a call in reports: its completion when it has one."""
+    return call.completion if call.completion is not None else call.invoke
+
+
+@dataclass
+class KeyResult:
+    """The verdict for one key, with a counterexample when invalid."""
+
+    valid: Verdict
+    op: dict[str, Any] | None = None
+    previous_ok: dict[str, Any] | None = None
+    final_paths: list[list[dict[str, Any]]] = field(default_factory=list)
+    minimal_history: list[dict[str, Any]] | None = None
+    minimal_is_1_minimal: bool | None = None
+    unknown_cause: str | None = None
+    calls: int = 0
+    max_frontier: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "op": self.op,
+            "previous_ok": self.previous_ok,
+            "final_paths": self.final_paths,
+            "minimal_history": self.minimal_history,
+            "minimal_is_1_minimal": self.minimal_is_1_minimal,
+            "unknown_cause": self.unknown_cause,
+            "calls": self.calls,
+            "max_frontier": self.max_frontier,
+        }
+
+
+@dataclass
+class LinearizabilityResult:
+    """The verdict for a history: ``valid`` is False when any key is invalid, else "unknown"
+    when any key is undecided, else True. ``keys`` maps str(key) ("null" for ops without a
+    key) to that key's result."""
+
+    valid: Verdict
+    model: str
+    check_seconds: float
+    keys: dict[str, KeyResult]
+    unknown_cause: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "model": self.model,
+            "check_seconds": round(self.check_seconds, 6),
+            "unknown_cause": self.unknown_cause,
+            "keys": {k: r.to_json() for k, r in self.keys.items()},
+        }
+
+
+def key_name(key: Any) -> str:
+    if key is None:
+        return NULL_KEY
+    return key if isinstance(key, str) else str(key)
+
+
+def build_entries(model: Model, calls: Sequence[Call]) -> list[Entry]:
+    """The reduced entries of one key's calls (CHECKER-ALGORITHMS §1.2, §1.3)."""
+    kept: list[tuple[Call, Any]] = []
+    for call in calls:
+        action = model.action(call)
+        if action is None:
+            continue
+        kept.append((call, action))
+    entries: list[Entry] = []
+    for call, action in kept:
+        ro = model.read_only(action)
+        end = call.end if call.outcome in ("ok", "fail") else math.inf
+        if ro and end == math.inf:
+            continue  # observed nothing and changed nothing
+        entries.append(Entry(call, action, float(call.start), float(end), ro))
+    drop = model.unobserved_writes([e.action for e in entries])
+    if drop:
+        entries = [e for i, e in enumerate(entries) if i not in drop or e.end != math.inf]
+    return entries
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # not Linux: peak RSS is the best we have
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Bounds:
+    """The shared deadline and memory limit; ``check()`` raises _OutOfBounds."""
+
+    def __init__(self, timeout: float | None, memory_limit_mb: int | None) -> None:
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + timeout if timeout is not None else math.inf
+        self.timeout = timeout
+        self.memory_limit_mb = memory_limit_mb
+        self.calls = 0
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _OutOfBounds(f"timeout: the {self.timeout:g} s limit ran out")
+        self.calls += 1
+        if self.memory_limit_mb is not None and self.calls % 16 == 0:
+            rss = _rss_mb()
+            if rss > self.memory_limit_mb:
+                raise _OutOfBounds(
+                    f"memory limit: resident size {rss:.0f} MB exceeds {self.memory_limit_mb} MB"
+                )
+
+
+def _linearizable(model: Model, entries: list[Entry], bounds: _Bounds) -> bool:
+    """Decide a (sub-)history exactly; raises _OutOfBounds."""
+    search = Search(model, entries, model.initial())
+    return run_to_end(search.run(), bounds.check).valid
+
+
+def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[Any], bool]:
+    """Zeller's delta debugging: a sub-list of ``items`` that still ``fails``. Returns it and
+    whether it is known 1-minimal (False when ``fails`` raised _OutOfBounds midway)."""
+    n = 2
+    try:
+        while len(items) >= 2:
+            size = len(items)
+            chunks = [items[i * size // n:(i + 1) * size // n] for i in range(n)]
+            reduced = False
+            for c in chunks:
+                if fails(c):
+                    items, n, reduced = c, 2, True
+                    break
+            if not reduced and n > 2:
+                for i in range(n):
+                    comp = [x for j, ch in enumerate(chunks) if j != i for x in ch]
+                    if fails(comp):
+                        items, n, reduced = comp, max(n - 1, 2), True
+                        break
+            if not reduced:
+                if n >= size:
+                    return items, True
+                n = min(size, 2 * n)
+        if len(items) == 1:
+            return items, True
+        return items, True
+    except _OutOfBounds:
+        return items, False
+
+
+def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
+                 bounds: _Bounds) -> list[list[dict[str, Any]]]:
+    """Final paths: for each configuration just before the failing return, the last op it
+    linearized (with the state after it), then each open call that must still be linearized
+    and that the model rejects in that state."""
+    assert outcome.failed is not None
+    fail_end = entries[outcome.failed].end
+    paths: list[list[dict[str, Any]]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for lin, state, last in outcome.frontier:
+        bounds.check()
+        head: dict[str, Any] = {
+            "op": op_json(_call_op(entries[last].call)) if last is not None else None,
+            "model": model.describe(state),
+        }
+        for i, e in enumerate(entries):
+            if i in lin or e.start >= fail_end or e.end < fail_end or e.end == math.inf:
+                continue  # linearized, not yet invoked, already returned, or optional
+            if model.step(state, e.action) is not INCONSISTENT:
+                continue
+            sig = (last, repr(state), i)
+            if sig in seen:
+                continue
+            seen.add(sig)
+            paths.append([
+                head,
+                {"op": op_json(_call_op(e.call)), "model": None,
+                 "inconsistent": model.explain(state, e.action)},
+            ])
+            if len(paths) >= MAX_FINAL_PATHS:
+                return paths
+    return paths
+
+
+def _explain_invalid(model: Model, entries: list[Entry], outcome: SearchOutcome,
+                     bounds: _Bounds, result: KeyResult, minimize: bool) -> None:
+    """Fill ``result`` with the counterexample of an invalid key (bounded by ``bounds``)."""
+    assert outcome.failed is not None
+    x = entries[outcome.failed]
+    result.op = op_json(_call_op(x.call))
+    prev: Call | None = None
+    for e in entries:
+        if e.call.outcome == "ok" and e.end < x.end and (prev is None or e.end > prev.end):
+            prev = e.call
+    result.previous_ok = op_json(_call_op(prev)) if prev is not None else None
+    try:
+        # re-run the failing prefix remembering each configuration's last op
+        prefix = [e for e in entries if e.start < x.end]
+        search = Search(model, prefix, model.initial(), keep_last=True)
+        detailed = run_to_end(search.run(), bounds.check)
+        if not detailed.valid and detailed.failed is not None:
+            # map back to the full entry list (prefix keeps the entries' order)
+            remap = {i: entries.index(e) for i, e in enumerate(prefix)}
+            detailed.frontier = [
+                (frozenset(remap[i] for i in lin), st, remap[lk] if lk is not None else None)
+                for lin, st, lk in detailed.frontier
+            ]
+            detailed.failed = remap[detailed.failed]
+            result.final_paths = _final_paths(model, entries, detailed, bounds)
+    except _OutOfBounds:
+        pass
+    if not minimize:
+        return
+    prefix = [e for e in entries if e.start < x.end]
+
+    def fails(sub: list[Entry]) -> bool:
+        return not _linearizable(model, sub, bounds)
+
+    minimal, complete = ddmin(prefix, fails)
+    ops: list[Op] = []
+    for e in minimal:
+        ops.append(e.call.invoke)
+        if e.call.completion is not None:
+            ops.append(e.call.completion)
+    ops.sort(key=lambda o: o.position)
+    result.minimal_history = [op_json(o) for o in ops]
+    result.minimal_is_1_minimal = complete
+
+
+def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = None,
+                  memory_limit_mb: int | None = None, minimize: bool = True) -> LinearizabilityResult:
+    """Check a whole history (nemesis ops included; they are ignored) against ``model``.
+
+    ``timeout`` (seconds) is shared by all keys of the history; ``memory_limit_mb`` bounds the
+    process's resident size. Either bound makes undecided keys "unknown" with the cause.
+    ``minimize=False`` skips delta debugging of counterexamples. Raises HistoryError when
+    the history is malformed (a completion with no invocation, a value the model cannot read).
+    """
+    bounds = _Bounds(timeout, memory_limit_mb)
+    calls = pair_calls(ops)
+    by_key: dict[Any, list[Call]] = {}
+    for call in calls:
+        k = call.key
+        try:
+            by_key.setdefault(k, []).append(call)
+        except TypeError:  # an unhashable key (e.g. a list): key by its text
+            by_key.setdefault(repr(k), []).append(call)
+    if not by_key:
+        by_key[None] = []
+
+    keys: dict[str, KeyResult] = {}
+    entries_of: dict[str, list[Entry]] = {}
+    running: dict[str, tuple[Search, Generator[None, None, SearchOutcome]]] = {}
+    for k, kcalls in by_key.items():
+        name = key_name(k)
+        entries = build_entries(model, kcalls)
+        entries_of[name] = entries
+        keys[name] = KeyResult(valid="unknown", calls=len(entries))
+        search = Search(model, entries, model.initial())
+        running[name] = (search, search.run())
+
+    cause: str | None = None
+    try:
+        while running:
+            for name in list(running):
+                search, gen = running[name]
+                try:
+                    next(gen)
+                except StopIteration as stop:
+                    outcome: SearchOutcome = stop.value
+                    del running[name]
+                    res = keys[name]
+                    res.max_frontier = outcome.max_frontier
+                    if outcome.valid:
+                        res.valid = True
+                    else:
+                        res.valid = False
+                        _explain_invalid(model, entries_of[name], outcome, bounds, res, minimize)
+                bounds.check()
+    except _OutOfBounds as exc:
+        cause = exc.cause
+        for name in running:
+            keys[name].unknown_cause = cause
+
+    verdicts = [r.valid for r in keys.values()]
+    valid: Verdict
+    if any(v is False for v in verdicts):
+        valid = False
+    elif any(v == "unknown" for v in verdicts):
+        valid = "unknown"
+    else:
+        valid = True
+    return LinearizabilityResult(
+        valid=valid,
+        model=model.name,
+        check_seconds=time.monotonic() - bounds.t0,
+        keys=keys,
+        unknown_cause=cause if valid == "unknown" else None,
+    )

@@ -1,0 +1,279 @@
+"""The exact linearizability search for one object (one key): a just-in-time breadth-first
+search over configurations, in the style of Lowe's JIT graph search and Knossos' ``linear``.
+
+A configuration is (the set of open calls already linearized, the model state). The search
+walks the history's events in order and keeps only the current frontier of configurations:
+
+- an invocation opens a call (it gets a small "slot" number: masks stay small ints);
+- a return of call X requires X linearized in every configuration: configurations that have
+  not yet linearized it are extended by linearizing open calls one at a time until X is in
+  (the fewest commitments possible); X's slot is then freed. No configuration left means X is
+  the first op that cannot be linearized (what Knossos reports as ``:op``).
+
+Exact reductions that keep the frontier small (CHECKER-ALGORITHMS §7):
+
+- states are interned into ints and transitions memoised per (state, call);
+- read-only greedy: an open read-only call legal in the current state is linearized at once
+  (any valid continuation can be reordered to put it first), so configurations are saturated;
+- identical open calls (same action) are linearized in order of their return: the one that
+  returns first is never worse (exchange argument), so only one per class is tried;
+- dominance: calls with unknown outcome (info, never completed) are optional forever, so a
+  configuration that linearized a subset of another's optional calls, with the same state and
+  the same required calls, makes the other redundant; only the antichain of minimal optional
+  sets is kept.
+
+The search is a generator that yields every few hundred steps so the caller can interleave
+keys and enforce time and memory bounds; it returns a ``SearchOutcome``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvcheck.checker.history import Call
+from kvcheck.checker.models import INCONSISTENT, Action, Model
+
+YIELD_EVERY = 256  # steps between yields to the scheduler (each step is a few microseconds)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One call as the search sees it: its action and its interval in event positions."""
+
+    call: Call
+    action: Action
+    start: float
+    end: float  # math.inf for info / never completed
+    read_only: bool
+
+
+@dataclass(slots=True)
+class SearchOutcome:
+    valid: bool
+    failed: int | None = None  # entry index of the op that could not be linearized
+    # the frontier just before the failing return: (mask of linearized entry indices as a
+    # frozenset, state, last linearized entry index or None)
+    frontier: list[tuple[frozenset[int], Any, int | None]] = field(default_factory=list)
+    max_frontier: int = 0
+    steps: int = 0
+
+
+def _insert(store: dict[tuple[int, int], list[int]], req: int, opt: int, sid: int) -> bool:
+    """Add (req, opt, sid) to an antichain store keyed by (req, sid) over optional masks.
+    False when an existing entry dominates it (its optional set is a subset of opt)."""
+    key = (req, sid)
+    opts = store.get(key)
+    if opts is None:
+        store[key] = [opt]
+        return True
+    for o in opts:
+        if o & opt == o:
+            return False
+    opts[:] = [o for o in opts if o & opt != opt]
+    opts.append(opt)
+    return True
+
+
+class Search:
+    """The exact search over ``entries`` (one key), starting from ``initial`` state."""
+
+    def __init__(self, model: Model, entries: Sequence[Entry], initial: Hashable,
+                 *, keep_last: bool = False) -> None:
+        self.model = model
+        self.entries = list(entries)
+        self.initial = initial
+        self.keep_last = keep_last
+        self.states: list[Any] = []
+        self.sid_of: dict[Any, int] = {}
+        self.trans: dict[int, int] = {}
+        self.steps = 0
+        self.n = len(self.entries)
+        self.classes: dict[Any, int] = {}
+        self.class_of = [self._class(e.action) for e in self.entries]
+
+    def _class(self, action: Action) -> int:
+        return self.classes.setdefault(action, len(self.classes))
+
+    def intern(self, state: Any) -> int:
+        sid = self.sid_of.get(state)
+        if sid is None:
+            sid = len(self.states)
+            self.states.append(state)
+            self.sid_of[state] = sid
+        return sid
+
+    def step(self, sid: int, eidx: int) -> int:
+        """The state id after entry ``eidx`` in state ``sid``, or -1 when rejected."""
+        k = sid * self.n + eidx
+        r = self.trans.get(k)
+        if r is None:
+            nxt = self.model.step(self.states[sid], self.entries[eidx].action)
+            r = -1 if nxt is INCONSISTENT else self.intern(nxt)
+            self.trans[k] = r
+        return r
+
+    def run(self) -> Generator[None, None, SearchOutcome]:
+        entries = self.entries
+        events: list[tuple[float, int, int]] = []
+        for i, e in enumerate(entries):
+            events.append((e.start, 0, i))
+            if e.end != float("inf"):
+                events.append((e.end, 1, i))
+        events.sort()
+
+        slot_of = [-1] * self.n
+        entry_at: dict[int, int] = {}  # slot -> entry
+        free: list[int] = []
+        next_slot = 0
+        opt_all = 0  # slots of open calls with unknown outcome (never return)
+        open_ro: list[int] = []  # slots of open read-only calls
+        # class -> open slots of non-read-only calls, sorted by the call's return
+        open_rw: dict[int, list[int]] = {}
+        last: dict[tuple[int, int, int], int | None] = {}  # (req, opt, sid) -> last entry (keep_last)
+
+        init_sid = self.intern(self.initial)
+        frontier: dict[tuple[int, int], list[int]] = {(0, init_sid): [0]}
+        max_frontier = 1
+        steps = 0
+        step = self.step
+
+        def saturate(mask: int, sid: int) -> int:
+            for s in open_ro:
+                b = 1 << s
+                if not mask & b and step(sid, entry_at[s]) >= 0:
+                    mask |= b
+            return mask
+
+        for _pos, kind, eidx in events:
+            e = entries[eidx]
+            if kind == 0:  # invocation: open the call
+                if free:
+                    slot = free.pop()
+                else:
+                    slot = next_slot
+                    next_slot += 1
+                slot_of[eidx] = slot
+                entry_at[slot] = eidx
+                bit = 1 << slot
+                if e.end == float("inf"):
+                    opt_all |= bit
+                if e.read_only:
+                    open_ro.append(slot)
+                    # greedy: linearize it now wherever it is legal
+                    new: dict[tuple[int, int], list[int]] = {}
+                    for (req, sid), opts in frontier.items():
+                        steps += 1
+                        legal = step(sid, eidx) >= 0
+                        for opt in opts:
+                            if legal:
+                                if bit & opt_all:
+                                    nreq, nopt = req, opt | bit
+                                else:
+                                    nreq, nopt = req | bit, opt
+                            else:
+                                nreq, nopt = req, opt
+                            if _insert(new, nreq, nopt, sid) and self.keep_last:
+                                lk = last.get((req, opt, sid))
+                                last[(nreq, nopt, sid)] = eidx if legal else lk
+                    frontier = new
+                else:
+                    lst = open_rw.setdefault(self.class_of[eidx], [])
+                    lst.append(slot)
+                    lst.sort(key=lambda s: entries[entry_at[s]].end)
+                if steps >= YIELD_EVERY:
+                    self.steps += steps
+                    steps = 0
+                    yield
+                continue
+
+            # return of entry eidx: it must be linearized in every configuration
+            slot = slot_of[eidx]
+            bit = 1 << slot
+            keep = ~bit
+            new = {}
+            todo: list[tuple[int, int, int | None]] = []
+            for (req, sid), opts in frontier.items():
+                if req & bit:
+                    for opt in opts:
+                        _insert(new, req & keep, opt, sid)
+                        if self.keep_last:
+                            last[(req & keep, opt, sid)] = last.get((req, opt, sid))
+                else:
+                    for opt in opts:
+                        todo.append((req | opt, sid, last.get((req, opt, sid)) if self.keep_last else None))
+            if todo:
+                # closure: linearize open calls until eidx is in
+                visited: dict[tuple[int, int], list[int]] = {}
+                queue: deque[tuple[int, int]] = deque()
+                for mask, sid, _lk in todo:
+                    if _insert(visited, mask & ~opt_all, mask & opt_all, sid):
+                        queue.append((mask, sid))
+                heads_cache: list[int] = []
+                for lst in open_rw.values():
+                    heads_cache.extend(lst)
+                while queue:
+                    mask, sid = queue.popleft()
+                    seen_classes: set[int] = set()
+                    for s in heads_cache:
+                        b = 1 << s
+                        if mask & b:
+                            continue
+                        ei = entry_at[s]
+                        c = self.class_of[ei]
+                        if c in seen_classes:
+                            continue  # identical calls: only the earliest-returning one
+                        seen_classes.add(c)
+                        steps += 1
+                        r = step(sid, ei)
+                        if r < 0:
+                            continue
+                        m2 = saturate(mask | b, r)
+                        if m2 & bit:
+                            m2 &= keep
+                            if _insert(new, m2 & ~opt_all, m2 & opt_all, r) and self.keep_last:
+                                last[(m2 & ~opt_all, m2 & opt_all, r)] = ei
+                        elif _insert(visited, m2 & ~opt_all, m2 & opt_all, r):
+                            queue.append((m2, r))
+                    if steps >= YIELD_EVERY:
+                        self.steps += steps
+                        steps = 0
+                        yield
+                if not new:
+                    self.steps += steps
+                    fr = []
+                    for mask, sid, lk in todo:
+                        lin = frozenset(entry_at[s] for s in entry_at if mask >> s & 1)
+                        fr.append((lin, self.states[sid], lk))
+                    return SearchOutcome(False, eidx, fr, max_frontier, self.steps)
+            # free the slot
+            del entry_at[slot]
+            free.append(slot)
+            if e.read_only:
+                open_ro.remove(slot)
+            else:
+                open_rw[self.class_of[eidx]].remove(slot)
+            frontier = new
+            size = sum(len(v) for v in new.values())
+            if size > max_frontier:
+                max_frontier = size
+            if steps >= YIELD_EVERY:
+                self.steps += steps
+                steps = 0
+                yield
+        self.steps += steps
+        return SearchOutcome(True, None, [], max_frontier, self.steps)
+
+
+def run_to_end(gen: Generator[None, None, SearchOutcome], check: Any = None) -> SearchOutcome:
+    """Drive a search generator to its outcome; ``check()`` runs at every yield (it may raise
+    to abandon the search, e.g. on a deadline)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if check is not None:
+            check()

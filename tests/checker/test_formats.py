@@ -1,0 +1,120 @@
+"""Reading and writing history files: the Knossos corpus, each format, detection."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from kvcheck.checker.formats import read_history, read_history_text, write_edn, write_jsonl
+from kvcheck.checker.history import Op
+
+from .conftest import knossos_manifest
+
+
+def test_every_knossos_history_reads_with_the_manifest_counts(knossos: Path) -> None:
+    rows = knossos_manifest()
+    assert len(rows) == 122
+    for row in rows:
+        ops, fmt = read_history(knossos / row["file"])
+        assert fmt == "edn", row["file"]
+        assert len(ops) == int(row["ops_total"]), row["file"]
+        nemesis = sum(op.is_nemesis for op in ops)
+        assert nemesis == int(row["nemesis_ops"]), row["file"]
+        invokes = sum(op.type == "invoke" and not op.is_nemesis for op in ops)
+        assert invokes == int(row["client_invokes"]), row["file"]
+        fs = sorted({op.f for op in ops if not op.is_nemesis})
+        assert " ".join(fs) == row["client_fs"], row["file"]
+        assert [op.position for op in ops] == list(range(len(ops)))
+
+
+def test_knossos_shapes_keywords_comments_and_lists(knossos: Path) -> None:
+    ops, _ = read_history(knossos / "cas-register/bad/bad-analysis.edn")  # ; comments
+    assert ops[14] == Op(type="ok", f="read", value=2, process=21, position=14, line=18)
+    ops, _ = read_history(knossos / "cas-register/bad/rethink-fail.edn")  # a list ( ... )
+    assert ops[0].f == "cas" and ops[0].value == [1, 4] and ops[0].time == 99286665244
+    ops, _ = read_history(knossos / "multi-register/good/multi-register.edn")
+    assert ops[0].value == [["read", "x", None]]
+    assert ops[-1].process == "nemesis" and ops[-1].value == "fully connected"
+    ops, _ = read_history(knossos / "mutex/bad/etcd.edn")  # :index fields
+    assert ops[1].error == "not-held" and ops[1].id == 1
+    assert ops[-1].error == ["not-found", "etcdserver: requested lease not found"]
+
+
+def test_bare_edn_maps_and_edn_lines() -> None:
+    text = '{:process 0, :type :invoke, :f :get, :key "0", :value nil}\n' \
+           '{:process 0, :type :ok, :f :get, :key "0", :value ""}\n'
+    ops, fmt = read_history_text(text)
+    assert fmt == "edn-lines"
+    assert [(op.key, op.value, op.line) for op in ops] == [("0", None, 1), ("0", "", 2)]
+    spread = "{:process 0,\n :type :invoke, :f :read}\n{:process 0 :type :ok :f :read :value 1}"
+    ops, fmt = read_history_text(spread)
+    assert fmt == "edn" and [op.line for op in ops] == [1, 3]
+
+
+def test_jepsen_log_lines_tabs_spaces_nil_vectors_and_timeouts() -> None:
+    text = (
+        "2017-01-01 INFO  jepsen.core - Running test\n"
+        "INFO  jepsen.util - 0\t:invoke\t:read\tnil\n"
+        "INFO  jepsen.util - 2   :invoke   :cas   [3 0]\n"
+        "INFO  jepsen.util - 0\t:ok\t:read\t3\n"
+        "INFO  jepsen.util - 2\t:info\t:cas\t:timed-out\n"
+        "INFO  jepsen.util - :nemesis\t:info\t:start\tCut off {:n1 [:n2]}\n"
+        "java.lang.Exception: something\n"
+    )
+    ops, fmt = read_history_text(text)
+    assert fmt == "jepsen-log"
+    assert [(op.process, op.type, op.f, op.value, op.line) for op in ops] == [
+        (0, "invoke", "read", None, 2),
+        (2, "invoke", "cas", [3, 0], 3),
+        (0, "ok", "read", 3, 4),
+        (2, "info", "cas", "timed-out", 5),
+        ("nemesis", "info", "start", "Cut off {:n1 [:n2]}", 6),
+    ]
+
+
+def test_jsonl_reads_and_writes() -> None:
+    lines = [
+        {"index": 0, "time": 5, "process": 0, "type": "invoke", "f": "write", "value": 1},
+        {"index": 1, "time": 9, "process": 0, "type": "ok", "f": "write", "value": 1, "node": "n1"},
+    ]
+    text = "\n".join(json.dumps(x) for x in lines) + "\n"
+    ops, fmt = read_history_text(text)
+    assert fmt == "jsonl"
+    assert ops[1].node == "n1" and ops[1].id == 1
+    out = io.StringIO()
+    write_jsonl(ops, out)
+    assert [json.loads(x) for x in out.getvalue().splitlines()] == lines
+    edn = io.StringIO()
+    write_edn(ops, edn)
+    assert edn.getvalue().startswith("[{:index 0, :time 5, :process 0, :type :invoke, :f :write")
+    again, fmt = read_history_text(edn.getvalue())
+    assert fmt == "edn" and [o.to_dict() for o in again] == lines
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ('{"process": 0, "type": "invoke", "f": "read"}\n{"process": 0, "type": "ok", "f": "read",\n', 2, "not valid JSON"),
+        ("[{:process 0 :type :invoke :f :read}\n {:process 0 :type :ok :f :read]", 2, "closed by ']'"),
+        ("[{:process 0 :type :invoke :f :read}\n {:process 0 :type :done :f :read}]", 2, "has type 'done'"),
+        ("[{:process 0 :type :invoke :f :read}\n {:process 0 :type :ok :f :read :time 1.5}]", 2, "time must be an integer"),
+        ("[{:process 0 :type :invoke :f :read}\n {:process 1 :type :ok :f :read}]", 2, "no open invocation"),
+        ("[{:process 0 :type :invoke :f :read}\n\n {:process 0 :type :invoke :f :read}]", 3, "invokes while"),
+        ("[{:process 0 :type :invoke :f :read}\n {:process 0 :type :info :f :read}\n"
+         " {:process 0 :type :invoke :f :read}]", 3, "retired"),
+        ("[{:process 0 :type :invoke :f :read :index 0}\n {:process 0 :type :ok :f :read :index 0}]", 2, "index 0 is used twice"),
+        ("[{:process 0 :type :invoke :f :read}\n [1 2]]", 2, "not an op map"),
+        ("[{:process 0 :type :invoke :f :read}\n {:process 0 :type :ok :f :read :value \"x}]", 2, "never closed"),
+    ],
+)
+def test_malformed_input_names_line_and_problem(text: str, line: int, problem: str) -> None:
+    from kvcheck.exitcodes import MalformedInput
+
+    with pytest.raises(MalformedInput) as info:
+        read_history_text(text, "h.edn")
+    assert info.value.line == line, str(info.value)
+    assert problem in info.value.problem
+    assert str(info.value).startswith(f"h.edn:{line}: ")
