@@ -17,7 +17,10 @@ import click
 from kvcheck.exitcodes import ExitCode, KvcheckError
 
 # name -> "module:attribute"; add a line here to add a command.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "run": "kvcheck.workloads.cli:run_command",
+    "replay": "kvcheck.workloads.cli:replay_command",
+}
 
 
 class LazyGroup(click.Group):

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import trio
 
 from kvcheck.workloads.client import DefiniteFailure, Indeterminate, RegisterClient
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.generator import Context, Generator, OpSpec, Wait
 from kvcheck.workloads.nemesis import FaultTarget, Nemesis
 from kvcheck.workloads.recorder import Recorder
-from kvcheck.workloads.workload import Workload
+from kvcheck.workloads.workload import Workload, make_workload
 
 
 class Target(FaultTarget, Protocol):
@@ -192,3 +194,20 @@ def summarize(ops: list[Any]) -> dict[str, Any]:
         row = by.setdefault(str(op.f), {"ok": 0, "fail": 0, "info": 0})
         row[op.type] = row.get(op.type, 0) + 1
     return {"ops": by, "faults": faults}
+
+
+async def drive(target: Target, config: RunConfig, recorder: Recorder,
+                on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``config``'s workload and fault schedule on a started target; returns run facts
+    for results.json (phase times, faults started and healed)."""
+    workload = make_workload(config.workload, keys=config.keys)
+    nemesis = Nemesis(target, recorder, config.schedule, substream(config.seed, "nemesis"))
+    options = RunnerOptions(concurrency=config.concurrency, time_limit=config.time_limit,
+                            rate=config.rate, client_timeout=config.client_timeout,
+                            recovery_timeout=config.recovery_timeout,
+                            recovery_quiet=config.recovery_quiet)
+    runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
+                    on_phase=on_phase)
+    times = await runner.run()
+    return {"phases": asdict(times), "faults_started": dict(nemesis.started),
+            "faults_healed": dict(nemesis.healed)}

@@ -4,7 +4,7 @@ model that checks the history.
 register: one key; linearizable reads, writes of unique values, and cas (a transaction that
 compares the value and writes only if it matches); checked with the ``cas-register`` model.
 kv: ``keys`` keys, each used as a register the same way; ops carry ``key`` and the history is
-checked key by key with the keyed ``kv`` model.
+checked key by key (the checker splits a history by its ``key`` field) with ``cas-register``.
 
 Writes use unique values (a counter per run), which keeps the checker on its fast paths; a
 cas compares against a value written recently (so some succeed) and writes a fresh one.
@@ -104,5 +104,5 @@ def make_workload(name: str, *, keys: int = 8) -> Workload:
     if name == "kv":
         if keys < 1:
             raise UsageError(f"--keys must be at least 1, not {keys}")
-        return Workload("kv", "kv", [f"k{i}" for i in range(keys)], keyed=True)
+        return Workload("kv", "cas-register", [f"k{i}" for i in range(keys)], keyed=True)
     raise UsageError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")

@@ -120,3 +120,31 @@ class FakeTarget:
 @pytest.fixture
 def fake_target() -> type[FakeTarget]:
     return FakeTarget
+
+
+def fake_executor(stale_reads: bool = False):  # type: ignore[no-untyped-def]
+    """An Executor (kvcheck.workloads.run) running the real runner on the fake target."""
+    import trio.testing
+
+    from kvcheck.workloads.determinism import deterministic_trio, substream
+    from kvcheck.workloads.recorder import Recorder
+    from kvcheck.workloads.run import Execution
+    from kvcheck.workloads.runner import drive
+
+    def execute(config, progress):  # type: ignore[no-untyped-def]
+        async def main() -> Execution:
+            target = FakeTarget(substream(config.seed, "fake"), config.nodes, stale_reads=stale_reads)
+            rec = Recorder(trio.current_time)
+            rec.on_event(lambda op: progress.event(op, rec.now()))
+            info = await drive(target, config, rec)
+            return Execution(rec.ops, info, {"n1.log": "fake node log\n"})
+
+        with deterministic_trio(config.seed):
+            return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+    return execute
+
+
+@pytest.fixture
+def make_fake_executor():  # type: ignore[no-untyped-def]
+    return fake_executor

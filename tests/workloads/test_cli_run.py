@@ -1,0 +1,42 @@
+"""`kvcheck run` / `kvcheck replay` command-line errors: usage errors exit 64 with a message
+that names the option, a missing run directory exits 66."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def kvcheck(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvcheck", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_clock_and_disk_faults_on_local_target_are_usage_errors(tmp_path: Path) -> None:
+    p = kvcheck("run", "--target", "local", "--faults", "partition,clock", cwd=tmp_path)
+    assert p.returncode == 64, p.stderr
+    assert "clock can only be injected in the simulation" in p.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_bad_options_exit_64(tmp_path: Path) -> None:
+    for args, msg in ((["--faults", "flood"], "unknown fault kind 'flood'"),
+                      (["--nodes", "2"], "--nodes: a cluster has 3 to 7 nodes"),
+                      (["--test-count", "0"], "--test-count must be at least 1"),
+                      (["--bug", "nope"], "unknown bug switch"),
+                      (["--workload", "queue"], "Invalid value for '--workload'")):
+        p = kvcheck("run", *args, cwd=tmp_path)
+        assert p.returncode == 64, (args, p.stderr)
+        assert msg in p.stderr, (args, p.stderr)
+
+
+def test_replay_of_missing_or_bad_run_dir(tmp_path: Path) -> None:
+    p = kvcheck("replay", str(tmp_path / "nope"), cwd=tmp_path)
+    assert p.returncode == 66
+    (tmp_path / "run").mkdir()
+    p = kvcheck("replay", str(tmp_path / "run"), cwd=tmp_path)
+    assert p.returncode == 66 and "config.json: missing" in p.stderr
+    (tmp_path / "run" / "config.json").write_text("{")
+    p = kvcheck("replay", str(tmp_path / "run"), cwd=tmp_path)
+    assert p.returncode == 65 and "not JSON" in p.stderr
