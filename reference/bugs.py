@@ -18,6 +18,9 @@ class Bugs:
 
     # node: serve linearizable reads from local state on any member, skipping ReadIndex.
     local_reads: bool = False
+    # kv.machine (KVStateMachine.apply): apply a retried (client_id, seq) again instead of
+    # answering it from the session table.
+    no_session_dedup: bool = False
 
     @classmethod
     def names(cls) -> list[str]:

@@ -1,0 +1,495 @@
+"""``kvcheck cluster``: start and control a reference-store cluster of real processes on 127.0.0.1.
+
+Why: people (and the local target, the tests and the throughput benchmark) need a real
+multi-process cluster to poke at, kill -9, pause and restart, the way one runs etcd members.
+How: every member is ``python -m kvcheck.reference.server`` in its own session, with ports
+the OS chose, logging to ``DIR/<name>/server.log``. ``DIR/cluster.json`` records members,
+ports, pids and options, so every later command (and ``kvcheck ctl --data-dir DIR``) finds
+the cluster again; restart reuses a member's ports and data directory. A pid is only
+signalled after checking that its command line is that member's server.
+
+cluster.json: ``{"version": 1, "tls": {ca, cert, key, client_cert, client_key} | null,
+"options": {...server flags...}, "nodes": [{"id", "name", "peer", "client", "metrics",
+"data_dir", "pid", "join", "removed"}]}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+from kvcheck.exitcodes import MalformedInput, MissingInput, UsageError
+
+CLUSTER_FILE = "cluster.json"
+SERVER_MODULE = "kvcheck.reference.server"
+
+
+@dataclass
+class NodeInfo:
+    id: int
+    name: str
+    peer: str
+    client: str
+    metrics: str
+    data_dir: str
+    pid: int = 0
+    join: bool = False
+    removed: bool = False
+
+
+@dataclass
+class ClusterInfo:
+    path: Path  # the cluster directory
+    nodes: list[NodeInfo] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    tls: dict[str, str] | None = None
+
+    @property
+    def live_nodes(self) -> list[NodeInfo]:
+        return [n for n in self.nodes if not n.removed]
+
+    def endpoints(self) -> list[str]:
+        return [n.client for n in self.live_nodes]
+
+    def node(self, ref: str) -> NodeInfo:
+        for n in self.nodes:
+            if ref in (str(n.id), n.name):
+                return n
+        known = ", ".join(f"{n.id} ({n.name})" for n in self.nodes)
+        raise UsageError(f"no member {ref!r} in {self.path / CLUSTER_FILE}; members: {known}")
+
+    def save(self) -> None:
+        doc = {"version": 1, "tls": self.tls, "options": self.options,
+               "nodes": [asdict(n) for n in self.nodes]}
+        tmp = self.path / (CLUSTER_FILE + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, self.path / CLUSTER_FILE)
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterInfo:
+        file = path / CLUSTER_FILE
+        if not file.is_file():
+            raise MissingInput(f"{file}: no cluster here (run `kvcheck cluster start --data-dir {path}`)")
+        try:
+            doc = json.loads(file.read_text())
+            nodes = [NodeInfo(**n) for n in doc["nodes"]]
+            return cls(path, nodes, dict(doc.get("options", {})), doc.get("tls"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MalformedInput(str(file), None, f"not a cluster description: {exc}") from exc
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def make_tls(path: Path) -> dict[str, str]:
+    """A CA, a member certificate (server and client use) and a client certificate (trustme)."""
+    import trustme
+
+    tls_dir = path / "tls"
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    member = ca.issue_cert("127.0.0.1", "localhost", common_name="kvcheck-member")
+    client = ca.issue_cert("127.0.0.1", "localhost", common_name="kvcheck-client")
+    files = {
+        "ca": tls_dir / "ca.pem", "cert": tls_dir / "member.pem", "key": tls_dir / "member.key",
+        "client_cert": tls_dir / "client.pem", "client_key": tls_dir / "client.key",
+    }
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    member.private_key_pem.write_to_path(str(files["key"]))
+    member.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    for pem in member.cert_chain_pems[1:]:
+        pem.write_to_path(str(files["cert"]), append=True)
+    client.private_key_pem.write_to_path(str(files["client_key"]))
+    client.cert_chain_pems[0].write_to_path(str(files["client_cert"]))
+    return {k: str(v) for k, v in files.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def _proc_state(pid: int) -> str | None:
+    """The /proc state letter of pid (R, S, T, Z, ...), or None if it does not exist."""
+    if pid <= 0:
+        return None
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own children (when we started them in-process)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _is_member_process(node: NodeInfo) -> bool:
+    try:
+        cmdline = Path(f"/proc/{node.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    args = [a.decode(errors="replace") for a in cmdline]
+    return SERVER_MODULE in args and str(node.data_dir) in args
+
+
+def process_state(node: NodeInfo) -> str:
+    """running | paused | stopped (no process)."""
+    state = _proc_state(node.pid)
+    if state is None or state in ("Z", "X") or not _is_member_process(node):
+        return "stopped"
+    return "paused" if state in ("T", "t") else "running"
+
+
+def _signal(node: NodeInfo, sig: signal.Signals) -> bool:
+    if process_state(node) == "stopped":
+        return False
+    os.kill(node.pid, sig)
+    return True
+
+
+def server_command(info: ClusterInfo, node: NodeInfo) -> list[str]:
+    opts = info.options
+    cmd = [sys.executable, "-m", SERVER_MODULE, "--id", str(node.id), "--name", node.name,
+           "--data-dir", node.data_dir, "--listen-peer", node.peer, "--listen-client", node.client,
+           "--listen-metrics", node.metrics]
+    for member in info.nodes:
+        if not member.removed and (not member.join or member.id == node.id or node.join):
+            cmd += ["--member", f"{member.id},{member.name},{member.peer},{member.client}"]
+    if node.join:
+        cmd.append("--join")
+    for flag in ("tick_ms", "election_ticks", "snapshot_count", "snapshot_catchup_entries",
+                 "quota_bytes", "request_timeout"):
+        if opts.get(flag) is not None:
+            cmd += [f"--{flag.replace('_', '-')}", str(opts[flag])]
+    for bug in opts.get("bugs", []):
+        cmd += ["--bug", bug]
+    if info.tls:
+        cmd += ["--cert", info.tls["cert"], "--key", info.tls["key"], "--ca", info.tls["ca"]]
+    return cmd
+
+
+def launch(info: ClusterInfo, node: NodeInfo) -> None:
+    Path(node.data_dir).mkdir(parents=True, exist_ok=True)
+    log_path = Path(node.data_dir).parent / f"{node.name}.log"
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(
+            server_command(info, node), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            start_new_session=True, close_fds=True,
+        )
+    node.pid = proc.pid
+
+
+def client_ssl(info: ClusterInfo) -> Any:
+    if not info.tls:
+        return None
+    from kvcheck.reference.tls import TLSFiles, client_context
+
+    return client_context(TLSFiles(Path(info.tls["client_cert"]), Path(info.tls["client_key"]),
+                                   Path(info.tls["ca"])))
+
+
+async def _statuses(info: ClusterInfo, timeout: float = 1.0) -> dict[int, dict[str, Any] | str]:
+    from kvcheck.reference.client import ClientError, open_client
+
+    out: dict[int, dict[str, Any] | str] = {}
+    async with open_client(info.endpoints() or ["127.0.0.1:1"], timeout=timeout,
+                           ssl_context=client_ssl(info)) as client:
+        async def one(node: NodeInfo) -> None:
+            try:
+                out[node.id] = await client.status(node.client, timeout=timeout)
+            except ClientError as exc:
+                out[node.id] = str(exc)
+
+        async with trio.open_nursery() as nursery:
+            for node in info.live_nodes:
+                nursery.start_soon(one, node)
+    return out
+
+
+def statuses(info: ClusterInfo, timeout: float = 1.0) -> dict[int, dict[str, Any] | str]:
+    return trio.run(_statuses, info, timeout)
+
+
+def wait_for_leader(info: ClusterInfo, timeout: float = 30.0, nodes: list[NodeInfo] | None = None) -> int:
+    """Block until every given running member answers and they agree on one leader."""
+    deadline = time.monotonic() + timeout
+    want = [n for n in (nodes or info.live_nodes) if process_state(n) == "running"]
+    last: dict[int, dict[str, Any] | str] = {}
+    while time.monotonic() < deadline:
+        last = statuses(info)
+        leaders = {s["leader"] for n in want if isinstance(s := last.get(n.id), dict)}
+        answered = all(isinstance(last.get(n.id), dict) for n in want)
+        if answered and len(leaders) == 1 and 0 not in leaders:
+            return leaders.pop()
+        time.sleep(0.2)
+    raise click.ClickException(f"no agreed leader within {timeout:.0f}s; statuses: {last}")
+
+
+# --------------------------------------------------------------------------------------------
+# Operations (importable: tests and benchmarks use them directly)
+# --------------------------------------------------------------------------------------------
+
+
+def start_cluster(path: Path, nodes: int = 3, *, tls: bool = False, options: dict[str, Any] | None = None,
+                  wait: float = 30.0) -> ClusterInfo:
+    """Create (or restart) the cluster in ``path``; returns once it has a leader."""
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / CLUSTER_FILE).exists():
+        info = ClusterInfo.load(path)
+        for node in info.live_nodes:
+            if process_state(node) == "stopped":
+                launch(info, node)
+        info.save()
+        wait_for_leader(info, wait)
+        return info
+    if nodes < 1:
+        raise UsageError(f"--nodes must be at least 1, got {nodes}")
+    info = ClusterInfo(path, options=dict(options or {}))
+    if tls:
+        info.tls = make_tls(path)
+    restored = _restored_members(path)
+    for i in range(1, nodes + 1):
+        name = f"node{i}"
+        info.nodes.append(NodeInfo(
+            id=i, name=name, peer=f"127.0.0.1:{free_port()}", client=f"127.0.0.1:{free_port()}",
+            metrics=f"127.0.0.1:{free_port()}", data_dir=str(path / name / "data"),
+        ))
+    if restored is not None and restored != nodes:
+        raise UsageError(f"{path} holds a snapshot restored for {restored} members; start it with --nodes {restored}")
+    info.save()
+    for node in info.nodes:
+        launch(info, node)
+    info.save()
+    wait_for_leader(info, wait)
+    return info
+
+
+def _restored_members(path: Path) -> int | None:
+    marker = path / "restored.json"
+    if not marker.is_file():
+        return None
+    return int(json.loads(marker.read_text())["members"])
+
+
+def stop_cluster(info: ClusterInfo, grace: float = 5.0) -> None:
+    for node in info.nodes:
+        if process_state(node) == "paused":
+            _signal(node, signal.SIGCONT)
+        _signal(node, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(process_state(n) != "stopped" for n in info.nodes):
+        time.sleep(0.05)
+    for node in info.nodes:
+        _signal(node, signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(process_state(n) != "stopped" for n in info.nodes):
+        time.sleep(0.05)
+
+
+def kill_node(info: ClusterInfo, node: NodeInfo) -> None:
+    if not _signal(node, signal.SIGKILL):
+        raise UsageError(f"member {node.name} is not running")
+    deadline = time.monotonic() + 5
+    while process_state(node) != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def restart_node(info: ClusterInfo, node: NodeInfo) -> None:
+    if process_state(node) != "stopped":
+        raise UsageError(f"member {node.name} is still running (pid {node.pid}); kill or stop it first")
+    launch(info, node)
+    info.save()
+
+
+def add_node(info: ClusterInfo, learner: bool = False) -> NodeInfo:
+    """member add through the leader, then start the new member with --join."""
+    from kvcheck.reference.client import open_client
+
+    new_name = f"node{max(n.id for n in info.nodes) + 1}"
+    peer, client = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+
+    async def add() -> dict[str, Any]:
+        async with open_client(info.endpoints(), ssl_context=client_ssl(info)) as c:
+            return await c.member_add(new_name, peer, client, learner=learner)
+
+    member = trio.run(add)["member"]
+    node = NodeInfo(id=member["id"], name=member["name"], peer=peer, client=client,
+                    metrics=f"127.0.0.1:{free_port()}", data_dir=str(info.path / member["name"] / "data"),
+                    join=True)
+    info.nodes.append(node)
+    info.save()
+    launch(info, node)
+    info.save()
+    return node
+
+
+def remove_node(info: ClusterInfo, node: NodeInfo) -> None:
+    from kvcheck.reference.client import open_client
+
+    async def remove() -> None:
+        async with open_client([n.client for n in info.live_nodes if n.id != node.id],
+                               ssl_context=client_ssl(info)) as c:
+            await c.member_remove(node.id)
+
+    trio.run(remove)
+    node.removed = True
+    info.save()
+    deadline = time.monotonic() + 5  # a removed member stops itself once it applies its removal
+    while process_state(node) != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal(node, signal.SIGTERM)
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+data_dir_option = click.option("--data-dir", "data_dir", type=click.Path(path_type=Path), required=True,
+                               help="The cluster directory (holds cluster.json).")
+
+
+def _load(data_dir: Path) -> ClusterInfo:
+    return ClusterInfo.load(data_dir.resolve())
+
+
+@click.group("cluster")
+def cluster() -> None:
+    """Start and control a reference-store cluster of real processes on 127.0.0.1."""
+
+
+@cluster.command("start")
+@data_dir_option
+@click.option("--nodes", default=3, show_default=True, help="Members of a new cluster.")
+@click.option("--tls", is_flag=True, help="Mutual TLS on every port (certificates made with trustme).")
+@click.option("--snapshot-count", type=int, default=None, help="Applied entries between snapshots.")
+@click.option("--tick-ms", type=int, default=None, help="Raft tick length in milliseconds.")
+@click.option("--bug", "bugs", multiple=True, help="Enable an injected bug switch on every member.")
+@click.option("--wait", type=float, default=30.0, show_default=True, help="Seconds to wait for a leader.")
+def start_cmd(data_dir: Path, nodes: int, tls: bool, snapshot_count: int | None, tick_ms: int | None,
+              bugs: tuple[str, ...], wait: float) -> int:
+    """Start a new cluster, or the stopped members of an existing one."""
+    from kvcheck.reference.bugs import Bugs
+
+    try:
+        Bugs.from_names(list(bugs))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    options: dict[str, Any] = {"bugs": list(bugs)}
+    if snapshot_count is not None:
+        options["snapshot_count"] = snapshot_count
+    if tick_ms is not None:
+        options["tick_ms"] = tick_ms
+    info = start_cluster(data_dir, nodes, tls=tls, options=options, wait=wait)
+    leader = wait_for_leader(info, 5)
+    for n in info.live_nodes:
+        click.echo(f"{n.id}\t{n.name}\tclient={n.client}\tpeer={n.peer}\tmetrics=http://{n.metrics}/metrics\tpid={n.pid}")
+    click.echo(f"leader: {leader}; cluster file: {info.path / CLUSTER_FILE}")
+    return 0
+
+
+@cluster.command("stop")
+@data_dir_option
+def stop_cmd(data_dir: Path) -> int:
+    """Stop every member (SIGTERM, then SIGKILL after 5 s)."""
+    info = _load(data_dir)
+    stop_cluster(info)
+    click.echo("stopped")
+    return 0
+
+
+@cluster.command("status")
+@data_dir_option
+@click.option("-w", "--write-out", "fmt", type=click.Choice(["table", "json"]), default="table")
+def status_cmd(data_dir: Path, fmt: str) -> int:
+    """Members, their process state, leader, term and applied index."""
+    info = _load(data_dir)
+    st = statuses(info)
+    rows = []
+    for n in info.nodes:
+        s = st.get(n.id)
+        row: dict[str, Any] = {"id": n.id, "name": n.name, "client": n.client, "pid": n.pid,
+                               "process": "removed" if n.removed else process_state(n)}
+        if isinstance(s, dict):
+            row.update({k: s[k] for k in ("leader", "term", "role", "applied", "commit", "raft_index", "revision")})
+        elif s is not None:
+            row["error"] = s
+        rows.append(row)
+    if fmt == "json":
+        click.echo(json.dumps({"members": rows}, indent=2))
+        return 0
+    click.echo("ID  NAME     CLIENT            PROCESS  ROLE       LEADER  TERM  APPLIED  REVISION")
+    for r in rows:
+        click.echo(f"{r['id']:<3} {r['name']:<8} {r['client']:<17} {r['process']:<8} "
+                   f"{r.get('role', '-'):<10} {r.get('leader', '-')!s:<7} {r.get('term', '-')!s:<5} "
+                   f"{r.get('applied', '-')!s:<8} {r.get('revision', '-')}")
+    return 0
+
+
+def _node_command(name: str, help_text: str) -> Any:
+    def decorator(fn: Any) -> Any:
+        @cluster.command(name, help=help_text)
+        @data_dir_option
+        @click.argument("node")
+        def cmd(data_dir: Path, node: str) -> int:
+            info = _load(data_dir)
+            fn(info, info.node(node))
+            click.echo(f"{name}: {node}")
+            return 0
+
+        return cmd
+
+    return decorator
+
+
+@_node_command("kill", "SIGKILL one member (by id or name).")
+def _kill(info: ClusterInfo, node: NodeInfo) -> None:
+    kill_node(info, node)
+
+
+@_node_command("restart", "Start a stopped or killed member again (same ports and data).")
+def _restart(info: ClusterInfo, node: NodeInfo) -> None:
+    restart_node(info, node)
+
+
+@_node_command("pause", "SIGSTOP one member.")
+def _pause(info: ClusterInfo, node: NodeInfo) -> None:
+    if not _signal(node, signal.SIGSTOP):
+        raise UsageError(f"member {node.name} is not running")
+
+
+@_node_command("resume", "SIGCONT one member.")
+def _resume(info: ClusterInfo, node: NodeInfo) -> None:
+    if not _signal(node, signal.SIGCONT):
+        raise UsageError(f"member {node.name} is not running")
+
+
+@_node_command("remove-node", "member remove through the leader; the member then stops.")
+def _remove(info: ClusterInfo, node: NodeInfo) -> None:
+    remove_node(info, node)
+
+
+@cluster.command("add-node")
+@data_dir_option
+@click.option("--learner", is_flag=True, help="Add as a learner (promote later with ctl member promote).")
+def add_node_cmd(data_dir: Path, learner: bool) -> int:
+    """member add through the leader, then start the new member."""
+    info = _load(data_dir)
+    node = add_node(info, learner)
+    click.echo(f"{node.id}\t{node.name}\tclient={node.client}\tpeer={node.peer}\tpid={node.pid}")
+    return 0

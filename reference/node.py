@@ -1,0 +1,993 @@
+"""The node driver: the one loop that turns the Raft core and the KV state machine into a member.
+
+Why: the TCP server and the deterministic simulation must run the very same member logic, so
+everything between "a request arrived" and "its answer is known" lives here, over three small
+protocols the two shells implement: ``Transport`` (send Raft messages; the shell delivers
+incoming ones with ``Node.receive``), ``Disk`` (durable hard state, log and snapshots) and
+``Clock`` (``now`` and ``sleep``). This module imports trio but no socket, os or time, draws
+randomness only from the ``random.Random`` it is given, and iterates only ordered containers.
+
+How: ``Node.run`` loads the Disk, builds the RawNode and runs three tasks: the ticker (one
+Raft tick per ``tick_interval`` of Clock time; request deadlines expire here), the Ready loop
+and the lessor loop. The Ready loop follows the contract on ``raft.Ready``: persist the
+snapshot, entries and hard state (fsynced when ``must_sync``), then send the messages, then
+apply the snapshot and committed entries to the KV state machine, resolve waiters, and
+``advance``. Proposals made while a Ready is being persisted accumulate in the core and go
+out together in the next Ready: one fsync per batch (group commit). Nothing is acknowledged
+before it is fsynced on a majority: the leader counts its own entries only after ``advance``
+and followers ack only after their fsync (the messages of a Ready are sent after its persist).
+
+Client-facing logic is here too, as async methods the server and the simulation's in-process
+client both call: ``propose`` (a write through the log, answered when applied; proposals are
+matched to applied entries by (index, term)), ``range`` (linearizable by ReadIndex, batched:
+every read that arrives while a ReadIndex round is being set up shares it; serializable reads
+are local), leader-side lease keepalive/time-to-live, lease expiry proposed by the leader,
+watches, membership changes, leader transfer, status, hash and snapshots. Errors leave as
+``WireError`` with a code (``not_leader`` with the leader's id and client endpoint as a hint).
+The log is snapshotted and compacted every ``snapshot_count`` applied entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import msgpack
+import trio
+
+from kvcheck.reference import raft
+from kvcheck.reference.bugs import NO_BUGS, Bugs
+from kvcheck.reference.kv import KVStateMachine, encode_entry
+from kvcheck.reference.kv import requests as kvr
+from kvcheck.reference.wire import ErrorCode, WireError
+
+log = logging.getLogger("kvcheck.node")
+R = TypeVar("R")
+
+# --------------------------------------------------------------------------------------------
+# The three protocols the shells implement
+# --------------------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """This member's clock: seconds (float), monotonic. The simulation skews rate and offset."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class TrioClock:
+    """The clock of a real process: trio's clock (monotonic time in a real run)."""
+
+    def now(self) -> float:
+        return trio.current_time()
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One cluster member as the membership table knows it."""
+
+    id: int
+    name: str
+    peer: str = ""  # HOST:PORT of its peer listener ("" in the simulation)
+    client: str = ""  # HOST:PORT of its client listener
+    learner: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "peer": self.peer, "client": self.client,
+                "learner": self.learner}
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Member:
+        if not isinstance(d, dict) or not isinstance(d.get("id"), int):
+            raise ValueError(f"member must be a map with an integer id, got {d!r:.120}")
+        return cls(int(d["id"]), str(d.get("name", "")), str(d.get("peer", "")),
+                   str(d.get("client", "")), bool(d.get("learner", False)))
+
+
+class Transport(Protocol):
+    """Carries Raft messages between members. ``send`` never blocks and may drop messages
+    (Raft retries); the shell calls ``Node.receive`` for each message that arrives."""
+
+    def send(self, messages: Sequence[raft.Message]) -> None: ...
+
+    def update_members(self, members: Mapping[int, Member]) -> None: ...
+
+
+@dataclass
+class DiskState:
+    """What a Disk recovered: the newest snapshot, the hard state and the entries after it."""
+
+    snapshot: raft.Snapshot | None = None
+    hard_state: raft.HardState | None = None
+    entries: list[raft.Entry] = field(default_factory=list)
+
+
+class Disk(Protocol):
+    """Durable Raft state. ``save`` with ``sync`` returns only once everything saved so far is
+    durable; ``save_snapshot`` returns once the snapshot is durable (log before it may go)."""
+
+    async def load(self) -> DiskState: ...
+
+    async def save(
+        self, hard_state: raft.HardState | None, entries: Sequence[raft.Entry], sync: bool
+    ) -> None: ...
+
+    async def save_snapshot(self, snapshot: raft.Snapshot) -> None: ...
+
+
+class MemoryDisk:
+    """A Disk in memory that survives Node restarts within one process (tests, the
+    simulation's simplest disk). Everything saved is durable at once."""
+
+    def __init__(self) -> None:
+        self.snapshot: raft.Snapshot | None = None
+        self.hard_state: raft.HardState | None = None
+        self.entries: list[raft.Entry] = []
+        self.syncs = 0
+
+    async def load(self) -> DiskState:
+        return DiskState(self.snapshot, self.hard_state, list(self.entries))
+
+    async def save(
+        self, hard_state: raft.HardState | None, entries: Sequence[raft.Entry], sync: bool
+    ) -> None:
+        if entries:
+            first = entries[0].index
+            self.entries = [e for e in self.entries if e.index < first] + list(entries)
+        if hard_state is not None:
+            self.hard_state = hard_state
+        if sync:
+            self.syncs += 1
+        await trio.lowlevel.checkpoint()
+
+    async def save_snapshot(self, snapshot: raft.Snapshot) -> None:
+        if self.snapshot is None or snapshot.meta.index > self.snapshot.meta.index:
+            self.snapshot = snapshot
+            self.entries = [e for e in self.entries if e.index > snapshot.meta.index]
+        await trio.lowlevel.checkpoint()
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and metrics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: int
+    name: str = ""
+    tick_interval: float = 0.1  # seconds of Clock time per Raft tick
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    request_timeout: float = 5.0  # a proposal not applied within this is answered "timeout"
+    snapshot_count: int = 10_000  # applied entries between snapshots
+    snapshot_catchup_entries: int = 5_000  # entries kept in the log after a snapshot
+    quota_bytes: int = 2 * 1024**3
+    max_request_bytes: int = 1536 * 1024
+    lease_check_interval: float = 0.5
+    progress_notify_interval: float = 10.0
+    watch_buffer: int = 1024  # responses buffered per watch before it is closed as too slow
+    cluster_id: int = 0
+
+    @property
+    def min_lease_ttl(self) -> int:
+        # etcd: ceil(3 * election_ticks / 2 * heartbeat interval), at least 1 second
+        seconds = 3 * self.election_tick / 2 * self.tick_interval
+        return max(1, -int(-seconds // 1))
+
+
+APPLY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class NodeMetrics:
+    """Plain counters the server exports to Prometheus (the simulation may read them too)."""
+
+    proposals_committed: int = 0
+    proposals_failed: int = 0
+    leader_changes: int = 0
+    apply_seconds_sum: float = 0.0
+    apply_count: int = 0
+    apply_buckets: list[int] = field(default_factory=lambda: [0] * len(APPLY_BUCKETS))
+    snapshots: int = 0
+    fsyncs: int = 0
+
+    def observe_apply(self, seconds: float) -> None:
+        self.apply_seconds_sum += seconds
+        self.apply_count += 1
+        for i, bound in enumerate(APPLY_BUCKETS):
+            if seconds <= bound:
+                self.apply_buckets[i] += 1
+
+
+# --------------------------------------------------------------------------------------------
+# Waiters
+# --------------------------------------------------------------------------------------------
+
+
+class _Waiter:
+    """One pending answer (a proposal, a read index, a conf change) with a Clock deadline."""
+
+    __slots__ = ("deadline", "done", "error", "event", "result")
+
+    def __init__(self, deadline: float) -> None:
+        self.event = trio.Event()
+        self.deadline = deadline
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def resolve(self, result: Any) -> None:
+        if not self.done:
+            self.done = True
+            self.result = result
+            self.event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self.error = error
+            self.event.set()
+
+    async def wait(self) -> Any:
+        await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def kv_error(err: kvr.KVError) -> WireError:
+    """Map a typed KV error onto a wire error (same code where the wire has it)."""
+    try:
+        code = ErrorCode(err.code)
+    except ValueError:
+        code = ErrorCode.BAD_REQUEST
+        if isinstance(err, kvr.ErrNotPrimary):
+            code = ErrorCode.NOT_LEADER
+        elif isinstance(err, kvr.ErrLeaseTTLTooLarge | kvr.ErrEmptyKey | kvr.ErrKeyNotFound
+                        | kvr.ErrValueProvided | kvr.ErrLeaseProvided | kvr.ErrWatchIDExists
+                        | kvr.ErrStaleSequence):
+            code = ErrorCode.BAD_REQUEST
+        elif isinstance(err, kvr.ErrCorrupt):
+            code = ErrorCode.UNAVAILABLE
+    return WireError(code, f"{err.message} [{err.code}]")
+
+
+class WatchStream:
+    """One watch on this member: iterate responses; ``cancel`` (or leaving the context) ends it.
+    The iteration ends without a canceled response when the member drops the watch (restored
+    from a snapshot, stopped, too slow): the client then resumes elsewhere."""
+
+    def __init__(self, node: Node, watch_id: int, recv: trio.MemoryReceiveChannel[kvr.WatchResponse]) -> None:
+        self.node = node
+        self.watch_id = watch_id
+        self._recv = recv
+
+    def __aiter__(self) -> AsyncIterator[kvr.WatchResponse]:
+        return self._recv.__aiter__()
+
+    async def receive(self) -> kvr.WatchResponse:
+        return await self._recv.receive()
+
+    def request_progress(self) -> None:
+        self.node._send_progress(self.watch_id)
+
+    def cancel(self) -> kvr.WatchResponse | None:
+        return self.node._cancel_watch(self.watch_id)
+
+
+# --------------------------------------------------------------------------------------------
+# The node
+# --------------------------------------------------------------------------------------------
+
+
+class Node:
+    """One member. Create it, then ``await node.run()`` (cancel the task to stop it: a crash,
+    as far as the node is concerned; what survives is whatever its Disk made durable)."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        transport: Transport,
+        disk: Disk,
+        clock: Clock,
+        rng: random.Random,
+        *,
+        initial_members: Sequence[Member] = (),
+        join: bool = False,
+        bugs: Bugs = NO_BUGS,
+        on_finding: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.id = config.id
+        self.transport = transport
+        self.disk = disk
+        self.clock = clock
+        self.rng = rng
+        self.bugs = bugs
+        self.join = join
+        self.initial_members = list(initial_members)
+        self.findings: list[str] = []
+        self._on_finding = on_finding
+        self.metrics = NodeMetrics()
+        self.kv = self._new_kv()
+        self.members: dict[int, Member] = {m.id: m for m in self.initial_members}
+        self.removed_ids: set[int] = set()
+        self.storage = raft.MemoryStorage()
+        self.raw: raft.RawNode | None = None
+        self.leader = raft.NONE
+        self.role = raft.Role.FOLLOWER
+        self.term = 0
+        self.applied = 0
+        self.commit = 0
+        self.conf_state = raft.ConfState()
+        self.snapshot_index = 0
+        self.running = False
+        self.ready_event = trio.Event()  # set once the node has loaded and is serving
+        self.removed = trio.Event()  # set when this member applies its own removal
+        self._wake = trio.Event()
+        self._leader_waiters: list[tuple[int, _Waiter]] = []
+        self._counter = itertools.count(1)
+        self._deadlines: list[tuple[float, int, _Waiter]] = []
+        self._proposals: dict[int, tuple[int, _Waiter]] = {}  # index -> (term, waiter)
+        self._conf_waiters: dict[int, _Waiter] = {}  # token -> waiter
+        self._read_batch: list[_Waiter] = []
+        self._reads_inflight: dict[bytes, list[_Waiter]] = {}
+        self._applied_waiters: list[tuple[int, int, _Waiter]] = []
+        self._watches: dict[int, trio.MemorySendChannel[kvr.WatchResponse]] = {}
+        self._progress_watches: set[int] = set()
+        self._member_lock = trio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _new_kv(self) -> KVStateMachine:
+        return KVStateMachine(min_lease_ttl=self.config.min_lease_ttl,
+                              quota_bytes=self.config.quota_bytes,
+                              max_request_bytes=self.config.max_request_bytes)
+
+    def _finding(self, violation: raft.InvariantViolation) -> None:
+        text = f"invariant violation on node {self.id}: {violation}"
+        log.error("%s", text)
+        self.findings.append(text)
+        if self._on_finding is not None:
+            self._on_finding(text)
+
+    async def _load(self) -> None:
+        state = await self.disk.load()
+        applied = 0
+        if state.snapshot is not None and not state.snapshot.is_empty():
+            self.storage.apply_snapshot(state.snapshot)
+            self._restore_state(state.snapshot)
+            applied = state.snapshot.meta.index
+        if state.hard_state is not None:
+            self.storage.set_hard_state(state.hard_state)
+        if state.entries:
+            self.storage.append(state.entries)
+        fresh = state.snapshot is None and state.hard_state is None and not state.entries
+        cfg = raft.Config(
+            id=self.id, election_tick=self.config.election_tick,
+            heartbeat_tick=self.config.heartbeat_tick, pre_vote=self.config.pre_vote,
+            check_quorum=self.config.check_quorum, applied=applied, rng=self.rng,
+            bugs=self.bugs, on_invariant_violation=self._finding,
+        )
+        self.raw = raft.RawNode(cfg, self.storage)
+        self.applied = applied
+        self.snapshot_index = applied
+        if fresh and not self.join:
+            if not self.initial_members:
+                raise ValueError(f"node {self.id}: empty disk and no initial members to bootstrap")
+            self.raw.bootstrap(sorted(m.id for m in self.initial_members))
+        self.transport.update_members(self.members)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load from the Disk and serve until cancelled."""
+        await self._load()
+        self.running = True
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._ready_loop)
+                nursery.start_soon(self._ticker)
+                nursery.start_soon(self._lessor_loop)
+                nursery.start_soon(self._progress_loop)
+                self.ready_event.set()
+                task_status.started()
+        finally:
+            self.running = False
+            self._fail_all(WireError(ErrorCode.UNAVAILABLE, f"member {self.id} stopped"))
+
+    def _fail_all(self, err: WireError) -> None:
+        for _, _, waiter in self._deadlines:
+            waiter.fail(err)
+        self._deadlines.clear()
+        self._proposals.clear()
+        self._conf_waiters.clear()
+        self._read_batch.clear()
+        self._reads_inflight.clear()
+        self._applied_waiters.clear()
+        self._leader_waiters.clear()
+        for send in self._watches.values():
+            send.close()
+        self._watches.clear()
+        self._progress_watches.clear()
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def _rawnode(self) -> raft.RawNode:
+        if self.raw is None or not self.running:
+            raise WireError(ErrorCode.UNAVAILABLE, f"member {self.id} is not running")
+        return self.raw
+
+    # -- incoming messages ---------------------------------------------------------------------
+
+    def receive(self, msg: raft.Message) -> None:
+        """A Raft message from a peer (the Transport calls this)."""
+        if self.raw is None or not self.running:
+            return
+        try:
+            self.raw.step(msg)
+        except raft.StepError as exc:
+            log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
+            return
+        self._kick()
+
+    def report_unreachable(self, node_id: int) -> None:
+        if self.raw is not None and self.running:
+            self.raw.report_unreachable(node_id)
+            self._kick()
+
+    def report_snapshot(self, node_id: int, ok: bool) -> None:
+        if self.raw is not None and self.running:
+            self.raw.report_snapshot(node_id, ok)
+            self._kick()
+
+    @property
+    def db_size(self) -> int:
+        """Bytes of the last snapshot of the state machine (0 before the first)."""
+        return len(self.storage.snapshot().data)
+
+    # -- the three loops -------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        assert self.raw is not None
+        while True:
+            await self.clock.sleep(self.config.tick_interval)
+            self.raw.tick()
+            self._expire_deadlines()
+            self._kick()
+
+    def _expire_deadlines(self) -> None:
+        now = self.clock.now()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, waiter = heapq.heappop(self._deadlines)
+            if not waiter.done:
+                self.metrics.proposals_failed += 1
+                waiter.fail(WireError(ErrorCode.TIMEOUT, "request timed out"))
+
+    def _waiter(self, timeout: float | None = None) -> _Waiter:
+        deadline = self.clock.now() + (self.config.request_timeout if timeout is None else timeout)
+        waiter = _Waiter(deadline)
+        heapq.heappush(self._deadlines, (deadline, next(self._counter), waiter))
+        return waiter
+
+    async def _ready_loop(self) -> None:
+        raw = self.raw
+        assert raw is not None
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self._issue_reads()
+            while raw.has_ready():
+                rd = raw.ready()
+                await self._handle_ready(raw, rd)
+                raw.advance(rd)
+                self._issue_reads()
+                await self._maybe_snapshot()
+
+    async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
+        self._observe_soft_state(rd.soft_state)
+        # 1. persist
+        snap = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty() else None
+        if snap is not None:
+            await self.disk.save_snapshot(snap)
+        if rd.entries or rd.hard_state is not None:
+            await self.disk.save(rd.hard_state, rd.entries, rd.must_sync)
+            if rd.must_sync:
+                self.metrics.fsyncs += 1
+        if snap is not None:
+            self.storage.apply_snapshot(snap)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+            self.term = rd.hard_state.term
+            self.commit = rd.hard_state.commit
+        if rd.entries:
+            self.storage.append(rd.entries)
+        # 2. send
+        if rd.messages:
+            self.transport.send(rd.messages)
+        # 3. apply
+        if snap is not None:
+            self._install_snapshot(snap)
+        if rd.committed_entries:
+            started = self.clock.now()
+            self._apply_entries(rd.committed_entries)
+            self.metrics.observe_apply(self.clock.now() - started)
+        for rs in rd.read_states:
+            batch = self._reads_inflight.pop(rs.request_ctx, None)
+            for waiter in batch or ():
+                waiter.resolve(rs.index)
+        self._wake_applied()
+        self._deliver_watch_responses()
+
+    def _observe_soft_state(self, ss: raft.SoftState) -> None:
+        if ss.leader != self.leader:
+            if ss.leader != raft.NONE:
+                self.metrics.leader_changes += 1
+            self.leader = ss.leader
+            for target, waiter in self._leader_waiters:
+                if target == ss.leader:
+                    waiter.resolve(target)
+            self._leader_waiters = [(t, w) for t, w in self._leader_waiters if not w.done]
+        was_leader = self.role is raft.Role.LEADER
+        self.role = ss.role
+        is_leader = ss.role is raft.Role.LEADER
+        if is_leader and not was_leader:
+            self.kv.promote(self.clock.now())
+        elif was_leader and not is_leader:
+            self.kv.demote()
+
+    def _apply_entries(self, entries: Sequence[raft.Entry]) -> None:
+        raw = self.raw
+        assert raw is not None
+        now = self.clock.now() if self.role is raft.Role.LEADER else None
+        for entry in entries:
+            if entry.index <= self.applied:
+                continue
+            outcome: Any = None
+            if entry.type is raft.EntryType.CONF_CHANGE:
+                outcome = self._apply_conf_change(raw, entry)
+            else:
+                try:
+                    outcome = self.kv.apply(entry.index, entry.data, now)
+                except kvr.KVError as exc:
+                    outcome = kv_error(exc)
+            self.applied = entry.index
+            pending = self._proposals.pop(entry.index, None)
+            if pending is not None:
+                term, waiter = pending
+                if term == entry.term:
+                    self.metrics.proposals_committed += 1
+                    if isinstance(outcome, WireError):
+                        waiter.fail(outcome)
+                    else:
+                        waiter.resolve(outcome)
+                else:
+                    self.metrics.proposals_failed += 1
+                    waiter.fail(self.not_leader("proposal lost in a leader change"))
+
+    def _apply_conf_change(self, raw: raft.RawNode, entry: raft.Entry) -> Any:
+        cc = raft.ConfChange.decode(entry.data)
+        self.conf_state = raw.apply_conf_change(cc)
+        info: dict[str, Any] = {}
+        if cc.context:
+            with contextlib.suppress(Exception):
+                decoded = msgpack.unpackb(cc.context, raw=False)
+                if isinstance(decoded, dict):
+                    info = decoded
+        member: Member | None = None
+        if "member" in info:
+            with contextlib.suppress(ValueError):
+                member = Member.from_wire(info["member"])
+        if cc.type is raft.ConfChangeType.REMOVE_NODE:
+            self.members.pop(cc.node_id, None)
+            self.removed_ids.add(cc.node_id)
+            if cc.node_id == self.id:
+                self.removed.set()
+        else:
+            learner = cc.type is raft.ConfChangeType.ADD_LEARNER
+            old = self.members.get(cc.node_id)
+            base = member or old or Member(cc.node_id, f"node{cc.node_id}")
+            self.members[cc.node_id] = Member(base.id, base.name, base.peer, base.client, learner)
+        self.transport.update_members(self.members)
+        token = info.get("token")
+        waiter = self._conf_waiters.pop(token, None) if isinstance(token, int) else None
+        result = self.members.get(cc.node_id, member or Member(cc.node_id, ""))
+        if waiter is not None:
+            waiter.resolve(result)
+        return result
+
+    def _wake_applied(self) -> None:
+        while self._applied_waiters and self._applied_waiters[0][0] <= self.applied:
+            _, _, waiter = heapq.heappop(self._applied_waiters)
+            waiter.resolve(self.applied)
+
+    async def _maybe_snapshot(self) -> None:
+        if self.applied - self.snapshot_index < self.config.snapshot_count:
+            return
+        index = self.applied
+        if index <= self.storage.snapshot().meta.index or index > self.storage.last_index():
+            return
+        snap = self.storage.create_snapshot(index, self.conf_state, self._snapshot_data())
+        await self.disk.save_snapshot(snap)
+        self.snapshot_index = index
+        self.metrics.snapshots += 1
+        compact_to = index - self.config.snapshot_catchup_entries
+        if compact_to > self.storage.first_index():
+            self.storage.compact(compact_to)
+
+    def _snapshot_data(self) -> bytes:
+        data: bytes = msgpack.packb({
+            "kv": self.kv.snapshot(),
+            "members": [m.to_wire() for _, m in sorted(self.members.items())],
+            "removed": sorted(self.removed_ids),
+            "cluster_id": self.config.cluster_id,
+        }, use_bin_type=True)
+        return data
+
+    def _restore_state(self, snap: raft.Snapshot) -> None:
+        doc = msgpack.unpackb(snap.data, raw=False, strict_map_key=False)
+        if not isinstance(doc, dict) or "kv" not in doc:
+            raise ValueError(f"snapshot at index {snap.meta.index} is not a member snapshot")
+        self.kv = KVStateMachine.restore(
+            doc["kv"], min_lease_ttl=self.config.min_lease_ttl,
+            quota_bytes=self.config.quota_bytes, max_request_bytes=self.config.max_request_bytes,
+        )
+        members = [Member.from_wire(m) for m in doc.get("members", [])]
+        if members:
+            self.members = {m.id: m for m in members}
+        self.removed_ids = set(doc.get("removed", []))
+        self.conf_state = snap.meta.conf_state
+        if self.role is raft.Role.LEADER:
+            self.kv.promote(self.clock.now())
+
+    def _install_snapshot(self, snap: raft.Snapshot) -> None:
+        """A follower got the leader's snapshot: replace the state machine wholesale."""
+        self._restore_state(snap)
+        self.applied = snap.meta.index
+        self.snapshot_index = snap.meta.index
+        self.transport.update_members(self.members)
+        # Watches were registered with the old state machine: end them; clients resume.
+        for send in self._watches.values():
+            send.close()
+        self._watches.clear()
+        self._progress_watches.clear()
+        for index in sorted(self._proposals):
+            if index <= snap.meta.index:
+                _, waiter = self._proposals.pop(index)
+                waiter.fail(WireError(ErrorCode.TIMEOUT, "member restored from a snapshot; outcome unknown"))
+
+    def _issue_reads(self) -> None:
+        if not self._read_batch or self.raw is None:
+            return
+        batch, self._read_batch = self._read_batch, []
+        ctx = next(self._counter).to_bytes(8, "big")
+        try:
+            self.raw.read_index(ctx)
+        except raft.ProposalDropped as exc:
+            err = self.not_leader(f"read index dropped: {exc.reason}", exc.leader)
+            for waiter in batch:
+                waiter.fail(err)
+            return
+        self._reads_inflight[ctx] = batch
+
+    async def _lessor_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.config.lease_check_interval)
+            if self.role is not raft.Role.LEADER or self.raw is None:
+                continue
+            expired = self.kv.expired_leases(self.clock.now())
+            if not expired:
+                continue
+            data = encode_entry(kvr.Envelope(0, 0, kvr.LeaseExpireRequest(ids=list(expired))))
+            with contextlib.suppress(raft.ProposalDropped):
+                self.raw.propose(data)
+                self._kick()
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.config.progress_notify_interval)
+            for watch_id in sorted(self._progress_watches):
+                self._send_progress(watch_id)
+
+    def _deliver_watch_responses(self) -> None:
+        if not self._watches:
+            self.kv.take_watch_responses()
+            return
+        for watch_id, resp in self.kv.take_watch_responses():
+            self._push_watch(watch_id, resp)
+
+    def _push_watch(self, watch_id: int, resp: kvr.WatchResponse) -> None:
+        send = self._watches.get(watch_id)
+        if send is None:
+            return
+        try:
+            send.send_nowait(resp)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            # too slow (or gone): drop the watch; the client resumes from its last revision
+            self._watches.pop(watch_id, None)
+            self._progress_watches.discard(watch_id)
+            self.kv.cancel_watch(watch_id)
+            send.close()
+
+    # -- client-facing API -------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role is raft.Role.LEADER
+
+    def not_leader(self, message: str = "not the leader", leader: int | None = None) -> WireError:
+        hint = self.leader if leader is None or leader == raft.NONE else leader
+        member = self.members.get(hint) if hint else None
+        return WireError(
+            ErrorCode.NOT_LEADER, message, leader=hint or None,
+            endpoint=member.client if member is not None and member.client else None,
+        )
+
+    def _header(self, resp: R) -> R:
+        header = getattr(resp, "header", None)
+        if isinstance(header, kvr.ResponseHeader):
+            header.member_id = self.id
+            header.raft_term = self.term
+            header.cluster_id = self.config.cluster_id
+        return resp
+
+    async def propose(
+        self, request: kvr.Message, client_id: int, seq: int, *, timeout: float | None = None
+    ) -> kvr.Message | None:
+        """Put a client request through the log; its response once applied here.
+
+        ``(client_id, seq)`` is the request's session identity: a retry with the same pair is
+        answered from the session table. Raises WireError: not_leader (definite), timeout
+        (unknown outcome), or the request's own typed error."""
+        raw = self._rawnode()
+        if not isinstance(request, kvr.LOG_REQUESTS) or isinstance(request, kvr.LeaseExpireRequest):
+            raise WireError(ErrorCode.BAD_REQUEST, f"{type(request).__name__} does not go through the log")
+        if client_id <= 0 or seq <= 0:
+            raise WireError(ErrorCode.BAD_REQUEST, "a write needs a positive client id and seq")
+        data = encode_entry(kvr.Envelope(client_id, seq, request))  # type: ignore[arg-type]
+        if len(data) > self.config.max_request_bytes:
+            raise WireError(ErrorCode.REQUEST_TOO_LARGE,
+                            f"request of {len(data)} bytes exceeds {self.config.max_request_bytes}")
+        if not self.is_leader:
+            raise self.not_leader()
+        try:
+            proposed = raw.propose(data)
+        except raft.ProposalDropped as exc:
+            raise self.not_leader(f"proposal dropped: {exc.reason}", exc.leader) from None
+        waiter = self._waiter(timeout)
+        self._proposals[proposed.index] = (proposed.term, waiter)
+        self._kick()
+        return self._header(await waiter.wait())
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """ReadIndex: wait until this member has applied everything committed when the read
+        began (leadership confirmed by a quorum). Returns the read index."""
+        self._rawnode()
+        if self.leader == raft.NONE:
+            raise WireError(ErrorCode.UNAVAILABLE, "no leader: cannot serve a linearizable read")
+        waiter = self._waiter(timeout)
+        self._read_batch.append(waiter)
+        self._kick()
+        index: int = await waiter.wait()
+        await self.wait_applied(index, timeout)
+        return index
+
+    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        if self.applied >= index:
+            return
+        waiter = self._waiter(timeout)
+        heapq.heappush(self._applied_waiters, (index, next(self._counter), waiter))
+        await waiter.wait()
+
+    async def range(self, req: kvr.RangeRequest, *, timeout: float | None = None) -> kvr.RangeResponse:
+        """A read: serializable ones from local state; linearizable ones after ReadIndex."""
+        self._rawnode()
+        if not req.serializable:
+            if self.bugs.local_reads:
+                pass  # BUG local_reads: serve a linearizable read from local state, no ReadIndex
+            else:
+                await self.read_barrier(timeout)
+        try:
+            return self._header(self.kv.range(req))
+        except kvr.KVError as exc:
+            raise kv_error(exc) from None
+
+    def _leader_side(self) -> None:
+        self._rawnode()
+        if not self.is_leader:
+            raise self.not_leader("lease operations are served by the leader")
+
+    def lease_keepalive(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+        self._leader_side()
+        try:
+            ttl = self.kv.lease_keepalive(lease_id, self.clock.now())
+        except kvr.KVError as exc:
+            raise kv_error(exc) from None
+        resp = kvr.LeaseKeepAliveResponse(header=kvr.ResponseHeader(revision=self.kv.revision),
+                                          id=lease_id, ttl=ttl)
+        return self._header(resp)
+
+    def lease_time_to_live(self, req: kvr.LeaseTimeToLiveRequest) -> kvr.LeaseTimeToLiveResponse:
+        self._leader_side()
+        try:
+            return self._header(self.kv.lease_time_to_live(req.id, req.keys, self.clock.now()))
+        except kvr.KVError as exc:
+            raise kv_error(exc) from None
+
+    def lease_leases(self) -> kvr.LeaseLeasesResponse:
+        self._leader_side()
+        return self._header(self.kv.lease_leases())
+
+    def hash_kv(self, revision: int = 0) -> kvr.HashKVResponse:
+        self._rawnode()
+        try:
+            return self._header(self.kv.hash_kv(revision))
+        except kvr.KVError as exc:
+            raise kv_error(exc) from None
+
+    # -- watches
+
+    @contextlib.contextmanager
+    def watch(self, req: kvr.WatchCreateRequest) -> Any:
+        """``with node.watch(req) as stream: async for resp in stream: ...``"""
+        self._rawnode()
+        try:
+            watch_id, initial = self.kv.create_watch(req)
+        except kvr.KVError as exc:
+            raise kv_error(exc) from None
+        send, recv = trio.open_memory_channel[kvr.WatchResponse](self.config.watch_buffer)
+        self._watches[watch_id] = send
+        if req.progress_notify:
+            self._progress_watches.add(watch_id)
+        for resp in initial:
+            self._push_watch(watch_id, self._header(resp))
+        try:
+            yield WatchStream(self, watch_id, recv)
+        finally:
+            if watch_id in self._watches:
+                self._cancel_watch(watch_id)
+
+    def _cancel_watch(self, watch_id: int) -> kvr.WatchResponse | None:
+        send = self._watches.pop(watch_id, None)
+        self._progress_watches.discard(watch_id)
+        resp = self.kv.cancel_watch(watch_id)
+        if send is not None:
+            send.close()
+        return resp
+
+    def _send_progress(self, watch_id: int) -> None:
+        if watch_id not in self._watches:
+            return
+        for wid, resp in self.kv.progress(watch_id):
+            self._push_watch(wid, self._header(resp))
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watches)
+
+    # -- membership and leadership
+
+    def member_list(self) -> list[Member]:
+        return [m for _, m in sorted(self.members.items())]
+
+    async def _conf_change(self, cc_type: raft.ConfChangeType, node_id: int,
+                           member: Member | None) -> Member:
+        raw = self._rawnode()
+        if not self.is_leader:
+            raise self.not_leader("membership changes are served by the leader")
+        token = next(self._counter)
+        context: dict[str, Any] = {"token": token}
+        if member is not None:
+            context["member"] = member.to_wire()
+        cc = raft.ConfChange(cc_type, node_id, msgpack.packb(context, use_bin_type=True))
+        try:
+            raw.propose_conf_change(cc)
+        except raft.ProposalDropped as exc:
+            if exc.leader not in (raft.NONE, self.id):
+                raise self.not_leader(exc.reason, exc.leader) from None
+            raise WireError(ErrorCode.UNAVAILABLE, f"membership change refused: {exc.reason}") from None
+        waiter = self._waiter()
+        self._conf_waiters[token] = waiter
+        self._kick()
+        result: Member = await waiter.wait()
+        return result
+
+    async def member_add(self, name: str, peer: str, client: str, learner: bool = False) -> Member:
+        async with self._member_lock:
+            for m in self.members.values():
+                if peer and m.peer == peer:
+                    raise WireError(ErrorCode.MEMBER_EXIST, f"peer address {peer} is member {m.id}")
+            new_id = max([0, *self.members, *self.removed_ids]) + 1
+            kind = raft.ConfChangeType.ADD_LEARNER if learner else raft.ConfChangeType.ADD_NODE
+            return await self._conf_change(kind, new_id, Member(new_id, name or f"node{new_id}", peer, client, learner))
+
+    async def member_remove(self, member_id: int) -> Member:
+        async with self._member_lock:
+            member = self.members.get(member_id)
+            if member is None:
+                raise WireError(ErrorCode.MEMBER_NOT_FOUND, f"member {member_id} not found")
+            await self._conf_change(raft.ConfChangeType.REMOVE_NODE, member_id, None)
+            return member
+
+    async def member_promote(self, member_id: int) -> Member:
+        async with self._member_lock:
+            member = self.members.get(member_id)
+            if member is None:
+                raise WireError(ErrorCode.MEMBER_NOT_FOUND, f"member {member_id} not found")
+            if not member.learner:
+                raise WireError(ErrorCode.NOT_LEARNER, f"member {member_id} is not a learner")
+            raw = self._rawnode()
+            if not self.is_leader:
+                raise self.not_leader("membership changes are served by the leader")
+            progress = raw.status().progress.get(member_id)
+            if progress is None or progress.match < self.commit * 9 // 10:
+                raise WireError(ErrorCode.LEARNER_NOT_READY,
+                                f"learner {member_id} has not caught up with the leader yet")
+            return await self._conf_change(raft.ConfChangeType.ADD_NODE, member_id, None)
+
+    async def move_leader(self, to: int, timeout: float | None = None) -> int:
+        raw = self._rawnode()
+        if to not in self.members or self.members[to].learner:
+            raise WireError(ErrorCode.MEMBER_NOT_FOUND, f"{to} is not a voting member")
+        if not self.is_leader:
+            raise self.not_leader("move-leader is served by the leader")
+        if self.leader == to:
+            return to
+        waiter = self._waiter(timeout)
+        self._leader_waiters.append((to, waiter))
+        try:
+            raw.transfer_leader(to)
+        except raft.ProposalDropped as exc:
+            waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"leader transfer refused: {exc.reason}"))
+        self._kick()
+        try:
+            await waiter.wait()
+        except WireError as exc:
+            if exc.code is ErrorCode.TIMEOUT:
+                raise WireError(ErrorCode.TIMEOUT, f"leadership did not move to {to} in time") from None
+            raise
+        return to
+
+    # -- status and snapshots
+
+    def status(self) -> dict[str, Any]:
+        raw = self._rawnode()
+        st = raw.status()
+        return {
+            "id": self.id,
+            "name": self.config.name,
+            "leader": st.leader,
+            "term": st.term,
+            "role": st.role.name.lower(),
+            "commit": st.commit,
+            "applied": self.applied,
+            "raft_index": self.storage.last_index(),
+            "snapshot_index": self.snapshot_index,
+            "revision": self.kv.revision,
+            "compact_revision": self.kv.compact_revision,
+            "is_learner": self.id in self.conf_state.learners,
+            "voters": list(self.conf_state.voters),
+            "learners": list(self.conf_state.learners),
+            "watchers": len(self._watches),
+            "findings": list(self.findings),
+        }
+
+    def snapshot_document(self) -> dict[str, Any]:
+        """The applied state as one document (``kvcheck ctl snapshot save``)."""
+        self._rawnode()
+        term = self.storage.term(self.applied) if self.applied >= self.storage.first_index() - 1 else 0
+        return {"format": "kvcheck-snapshot/1", "index": self.applied, "term": term,
+                "revision": self.kv.revision, "data": self._snapshot_data()}

@@ -1,0 +1,563 @@
+"""The reference store as a process: TCP peer and client listeners around one Node.
+
+Why: ``kvcheck cluster`` and the local target run real members on 127.0.0.1 that a person
+can talk to like etcd. The member logic is all in reference/node.py; this module is the real
+shell around it: ``TcpTransport`` (the Transport protocol over TCP), the Disk from
+reference/disk.py on the real file system, ``TrioClock``, the client protocol, optional mutual
+TLS on both ports, and Prometheus metrics on an HTTP port.
+
+How: frames are reference/wire.py's length-prefixed msgpack. Peers: a connection starts with
+``{"hello": sender id}``; after it every frame is ``{"m": [message.to_wire(), ...]}`` (a batch);
+each peer has one outgoing connection fed by a bounded queue (full queue: drop and report
+the peer unreachable; Raft retries), reconnecting with backoff. Snapshots travel as
+ordinary messages, so the peer port allows frames up to ``PEER_MAX_FRAME``. Clients: every
+request frame ``{"id", "op", "body", "client", "seq"}`` is served in its own task and
+answered ``{"id", "ok"}`` or ``{"id", "err"}``; a frame over 1.5 MiB is answered with
+``request_too_large`` and the connection stays; an undecodable frame closes the connection
+(the member stays up). ``watch_create`` streams ``{"id", "ok": WatchResponse}`` frames on the
+connection until the client cancels it (``watch_cancel``) or disconnects.
+
+Run one member: ``python -m kvcheck.reference.server --id 1 --data-dir D --listen-peer
+127.0.0.1:P --listen-client 127.0.0.1:C --member 1,n1,127.0.0.1:P,127.0.0.1:C ...``
+(``kvcheck cluster`` does this for you).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import random
+import signal
+import ssl
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from kvcheck.reference import raft
+from kvcheck.reference.bugs import NO_BUGS, Bugs
+from kvcheck.reference.kv import requests as kvr
+from kvcheck.reference.node import Member, Node, NodeConfig, TrioClock
+from kvcheck.reference.tls import TLSFiles, client_context, server_context
+from kvcheck.reference.wire import (
+    BadFrame,
+    ErrorCode,
+    FrameReader,
+    FrameTooLarge,
+    WireError,
+    encode_frame,
+    error_frame,
+    ok_frame,
+    pack,
+)
+
+log = logging.getLogger("kvcheck.server")
+
+PEER_MAX_FRAME = 256 * 1024 * 1024
+PEER_QUEUE = 4096  # messages queued per peer before new ones are dropped
+
+# --------------------------------------------------------------------------------------------
+# Peer transport
+# --------------------------------------------------------------------------------------------
+
+
+def _peer_frame(messages: Sequence[raft.Message]) -> bytes:
+    payload = pack({"m": [m.to_wire() for m in messages]})
+    return len(payload).to_bytes(4, "big") + payload
+
+
+async def _open(address: str, ssl_context: ssl.SSLContext | None) -> trio.abc.Stream:
+    from kvcheck.reference.client import open_stream
+
+    return await open_stream(address, ssl_context)
+
+
+class _PeerSender:
+    def __init__(self, transport: TcpTransport, member: Member) -> None:
+        self.transport = transport
+        self.member = member
+        self.send, self.recv = trio.open_memory_channel[raft.Message](PEER_QUEUE)
+        self.cancel_scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        node = self.transport.node
+        backoff = 0.05
+        with self.cancel_scope:
+            while True:
+                try:
+                    with trio.fail_after(2.0):
+                        stream = await _open(self.member.peer, self.transport.client_ssl)
+                except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError) as exc:
+                    log.debug("peer %d unreachable at %s: %s", self.member.id, self.member.peer, exc)
+                    self._drain_failed()
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+                    continue
+                backoff = 0.05
+                try:
+                    await stream.send_all(encode_frame({"hello": node.id}))
+                    while True:
+                        batch = [await self.recv.receive()]
+                        while len(batch) < 512:
+                            try:
+                                batch.append(self.recv.receive_nowait())
+                            except trio.WouldBlock:
+                                break
+                        await stream.send_all(_peer_frame(batch))
+                        for m in batch:
+                            if m.type is raft.MessageType.SNAP:
+                                node.report_snapshot(m.to, True)
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as exc:
+                    log.debug("peer %d connection lost: %s", self.member.id, exc)
+                    node.report_unreachable(self.member.id)
+                finally:
+                    await trio.aclose_forcefully(stream)
+
+    def _drain_failed(self) -> None:
+        node = self.transport.node
+        dropped = False
+        while True:
+            try:
+                m = self.recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            dropped = True
+            if m.type is raft.MessageType.SNAP:
+                node.report_snapshot(m.to, False)
+        if dropped:
+            node.report_unreachable(self.member.id)
+
+
+class TcpTransport:
+    """The Transport protocol over TCP (and TLS): one outgoing connection per peer."""
+
+    def __init__(self, nursery: trio.Nursery, client_ssl: ssl.SSLContext | None) -> None:
+        self.nursery = nursery
+        self.client_ssl = client_ssl
+        self.node: Node = None  # type: ignore[assignment]  # set right after the Node exists
+        self._senders: dict[int, _PeerSender] = {}
+
+    def send(self, messages: Sequence[raft.Message]) -> None:
+        for m in messages:
+            sender = self._senders.get(m.to)
+            if sender is None:
+                continue
+            try:
+                sender.send.send_nowait(m)
+            except trio.WouldBlock:
+                self.node.report_unreachable(m.to)
+                if m.type is raft.MessageType.SNAP:
+                    self.node.report_snapshot(m.to, False)
+
+    def update_members(self, members: Mapping[int, Member]) -> None:
+        for member_id in sorted(self._senders):
+            current = members.get(member_id)
+            sender = self._senders[member_id]
+            if current is None or current.peer != sender.member.peer:
+                sender.cancel_scope.cancel()
+                del self._senders[member_id]
+        for member_id in sorted(members):
+            member = members[member_id]
+            if member_id == self.node.id or member_id in self._senders or not member.peer:
+                continue
+            sender = _PeerSender(self, member)
+            self._senders[member_id] = sender
+            self.nursery.start_soon(sender.run)
+
+
+async def serve_peer_connection(node: Node, stream: trio.abc.Stream) -> None:
+    reader = FrameReader(stream, max_frame=PEER_MAX_FRAME)
+    try:
+        hello = await reader.read()
+        if not isinstance(hello, dict) or not isinstance(hello.get("hello"), int):
+            raise BadFrame(f"peer connection must start with hello, got {hello!r:.100}")
+        while True:
+            frame = await reader.read()
+            if frame is None:
+                return
+            if not isinstance(frame, dict) or not isinstance(frame.get("m"), list):
+                raise BadFrame(f"peer frame must be {{'m': [...]}}, got {frame!r:.100}")
+            for wire_msg in frame["m"]:
+                try:
+                    msg = raft.Message.from_wire(wire_msg)
+                except raft.MalformedMessage as exc:
+                    raise BadFrame(f"malformed raft message: {exc}") from exc
+                node.receive(msg)
+    except (BadFrame, FrameTooLarge) as exc:
+        log.warning("closing peer connection: %s", exc)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+# --------------------------------------------------------------------------------------------
+# Client protocol
+# --------------------------------------------------------------------------------------------
+
+WRITE_KINDS = ("put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "alarm")
+KV_KINDS = (*WRITE_KINDS, "range", "lease_keepalive", "lease_time_to_live", "lease_leases", "hash_kv")
+
+
+def _wire_body(resp: Any) -> Any:
+    if resp is None:
+        return {}
+    if isinstance(resp, kvr.Message):
+        return resp.to_wire()
+    return resp
+
+
+async def dispatch(node: Node, op: Any, body: Any, client: Any, seq: Any) -> Any:
+    """Serve one non-streaming client request; returns the wire body or raises WireError."""
+    if not isinstance(op, str):
+        raise WireError(ErrorCode.BAD_REQUEST, f"op must be a string, got {op!r:.60}")
+    if not isinstance(body, dict):
+        raise WireError(ErrorCode.BAD_REQUEST, f"body must be a map, got {type(body).__name__}")
+    if op in KV_KINDS:
+        try:
+            req = kvr.from_tagged({"kind": op, "body": body}, kvr.CLIENT_REQUESTS)
+        except kvr.KVError as exc:
+            raise WireError(ErrorCode.BAD_REQUEST, exc.message) from None
+        if op in WRITE_KINDS:
+            if not isinstance(client, int) or not isinstance(seq, int):
+                raise WireError(ErrorCode.BAD_REQUEST, "a write needs integer client and seq fields")
+            return _wire_body(await node.propose(req, client, seq))
+        if isinstance(req, kvr.RangeRequest):
+            return _wire_body(await node.range(req))
+        if isinstance(req, kvr.LeaseKeepAliveRequest):
+            return _wire_body(node.lease_keepalive(req.id))
+        if isinstance(req, kvr.LeaseTimeToLiveRequest):
+            return _wire_body(node.lease_time_to_live(req))
+        if isinstance(req, kvr.LeaseLeasesRequest):
+            return _wire_body(node.lease_leases())
+        if isinstance(req, kvr.HashKVRequest):
+            return _wire_body(node.hash_kv(req.revision))
+    if op == "status":
+        return node.status()
+    if op == "member_list":
+        return {"members": [m.to_wire() for m in node.member_list()], "leader": node.leader}
+    if op == "member_add":
+        peer, client_addr = body.get("peer"), body.get("client", "")
+        if not isinstance(peer, str) or not peer:
+            raise WireError(ErrorCode.BAD_REQUEST, "member_add needs a peer address")
+        member = await node.member_add(str(body.get("name", "")), peer, str(client_addr),
+                                       bool(body.get("learner", False)))
+        return {"member": member.to_wire(), "members": [m.to_wire() for m in node.member_list()]}
+    if op in ("member_remove", "member_promote", "move_leader"):
+        target = body.get("id", body.get("to"))
+        if not isinstance(target, int):
+            raise WireError(ErrorCode.BAD_REQUEST, f"{op} needs an integer member id")
+        if op == "member_remove":
+            member = await node.member_remove(target)
+        elif op == "member_promote":
+            member = await node.member_promote(target)
+        else:
+            return {"leader": await node.move_leader(target)}
+        return {"member": member.to_wire(), "members": [m.to_wire() for m in node.member_list()]}
+    if op == "snapshot":
+        return node.snapshot_document()
+    raise WireError(ErrorCode.BAD_REQUEST, f"unknown op {op!r}")
+
+
+class ClientSession:
+    """One client connection: concurrent requests, replies written under one lock."""
+
+    def __init__(self, node: Node, stream: trio.abc.Stream) -> None:
+        self.node = node
+        self.stream = stream
+        self.lock = trio.Lock()
+        self.watches: dict[int, trio.CancelScope] = {}
+
+    async def reply(self, frame: dict[str, Any]) -> None:
+        try:
+            data = encode_frame(frame)
+        except WireError as exc:
+            data = encode_frame(error_frame(frame.get("id"), exc))
+        async with self.lock:
+            await self.stream.send_all(data)
+
+    async def serve(self) -> None:
+        reader = FrameReader(self.stream)
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    try:
+                        frame = await reader.read()
+                    except FrameTooLarge as exc:
+                        await self.reply(error_frame(None, WireError(ErrorCode.REQUEST_TOO_LARGE, str(exc))))
+                        continue
+                    if frame is None:
+                        break
+                    if not isinstance(frame, dict) or "id" not in frame or "op" not in frame:
+                        await self.reply(error_frame(
+                            frame.get("id") if isinstance(frame, dict) else None,
+                            WireError(ErrorCode.BAD_REQUEST, "a request is a map with id, op and body")))
+                        continue
+                    if frame["op"] == "watch_create":
+                        nursery.start_soon(self.watch, frame)
+                    elif frame["op"] == "watch_cancel":
+                        body = frame.get("body")
+                        wid = body.get("watch_id") if isinstance(body, dict) else None
+                        scope = self.watches.get(wid) if isinstance(wid, int) else None
+                        if scope is not None:
+                            scope.cancel()
+                        await self.reply(ok_frame(frame["id"], {"watch_id": wid, "canceled": scope is not None}))
+                    else:
+                        nursery.start_soon(self.handle, frame)
+                nursery.cancel_scope.cancel()
+        except BadFrame as exc:
+            log.warning("closing client connection: %s", exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        try:
+            body = await dispatch(self.node, frame["op"], frame.get("body", {}),
+                                  frame.get("client"), frame.get("seq"))
+            out = ok_frame(frame["id"], body)
+        except WireError as exc:
+            out = error_frame(frame["id"], exc)
+        except Exception as exc:  # a bug must not take the member down; report it
+            log.exception("request %r failed", frame.get("op"))
+            out = error_frame(frame["id"], WireError(ErrorCode.UNAVAILABLE, f"internal error: {exc}"))
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self.reply(out)
+
+    async def watch(self, frame: dict[str, Any]) -> None:
+        rid = frame["id"]
+        try:
+            req = kvr.WatchCreateRequest.from_wire(frame.get("body"))
+        except kvr.KVError as exc:
+            await self.reply(error_frame(rid, WireError(ErrorCode.BAD_REQUEST, exc.message)))
+            return
+        scope = trio.CancelScope()
+        try:
+            with self.node.watch(req) as stream:
+                self.watches[stream.watch_id] = scope
+                with scope:
+                    async for resp in stream:
+                        await self.reply(ok_frame(rid, resp.to_wire()))
+                        if resp.canceled:
+                            return
+                if scope.cancelled_caught:
+                    resp = stream.cancel() or kvr.WatchResponse(watch_id=stream.watch_id, canceled=True)
+                    await self.reply(ok_frame(rid, resp.to_wire()))
+                    return
+            # the member dropped the watch (snapshot restore, too slow, stopping)
+            await self.reply(error_frame(rid, WireError(ErrorCode.UNAVAILABLE, "watch dropped by the member; resume")))
+        except WireError as exc:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self.reply(error_frame(rid, exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            self.watches = {k: v for k, v in self.watches.items() if v is not scope}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+
+def start_metrics(node: Node, host: str, port: int) -> Any:
+    """Serve Prometheus metrics over HTTP (a daemon thread reading the node's counters)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+
+    from kvcheck.reference.node import APPLY_BUCKETS
+
+    class NodeCollector:
+        def collect(self) -> Any:
+            m = node.metrics
+            c = CounterMetricFamily("kvcheck_server_proposals_committed", "Proposals committed and applied.")
+            c.add_metric([], m.proposals_committed)
+            yield c
+            c = CounterMetricFamily("kvcheck_server_proposals_failed", "Proposals that failed or timed out.")
+            c.add_metric([], m.proposals_failed)
+            yield c
+            c = CounterMetricFamily("kvcheck_server_leader_changes_seen", "Leader changes seen.")
+            c.add_metric([], m.leader_changes)
+            yield c
+            g = GaugeMetricFamily("kvcheck_server_has_leader", "1 if a leader is known.")
+            g.add_metric([], 1 if node.leader else 0)
+            yield g
+            g = GaugeMetricFamily("kvcheck_server_is_leader", "1 if this member leads.")
+            g.add_metric([], 1 if node.is_leader else 0)
+            yield g
+            g = GaugeMetricFamily("kvcheck_mvcc_db_total_size_in_bytes", "Size of the last snapshot of the state machine.")
+            g.add_metric([], node.db_size)
+            yield g
+            g = GaugeMetricFamily("kvcheck_debugging_mvcc_watcher_total", "Active watchers.")
+            g.add_metric([], node.watcher_count)
+            yield g
+            g = GaugeMetricFamily("kvcheck_server_applied_index", "Applied index.")
+            g.add_metric([], node.applied)
+            yield g
+            h = HistogramMetricFamily("kvcheck_server_apply_duration_seconds", "Time to apply a batch of committed entries.")
+            # apply_buckets already count observations <= each bound (cumulative)
+            buckets = [(str(bound), count) for bound, count in zip(APPLY_BUCKETS, m.apply_buckets, strict=True)]
+            buckets.append(("+Inf", m.apply_count))
+            h.add_metric([], buckets, m.apply_seconds_sum)
+            yield h
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector())
+    return start_http_server(port, addr=host, registry=registry)
+
+
+# --------------------------------------------------------------------------------------------
+# The process
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerOptions:
+    node: NodeConfig
+    data_dir: Path
+    listen_peer: str
+    listen_client: str
+    members: list[Member]
+    listen_metrics: str | None = None
+    join: bool = False
+    tls: TLSFiles | None = None
+    seed: int | None = None
+    bugs: Bugs = NO_BUGS
+
+
+async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+    from kvcheck.reference.client import parse_endpoint
+    from kvcheck.reference.disk import open_disk
+
+    server_ssl = server_context(options.tls) if options.tls else None
+    client_ssl = client_context(options.tls) if options.tls else None
+    disk = await open_disk(options.data_dir)
+    rng = random.Random(options.seed if options.seed is not None else options.node.id)
+    async with trio.open_nursery() as nursery:
+        transport = TcpTransport(nursery, client_ssl)
+        node = Node(options.node, transport, disk, TrioClock(), rng,
+                    initial_members=options.members, join=options.join, bugs=options.bugs)
+        transport.node = node
+        await nursery.start(node.run)
+
+        async def peer_handler(stream: trio.abc.Stream) -> None:
+            await serve_peer_connection(node, stream)
+
+        async def client_handler(stream: trio.abc.Stream) -> None:
+            await ClientSession(node, stream).serve()
+
+        for address, handler in ((options.listen_peer, peer_handler), (options.listen_client, client_handler)):
+            host, port = parse_endpoint(address)
+            listeners: Sequence[trio.abc.Listener[Any]] = await trio.open_tcp_listeners(port, host=host)
+            if server_ssl is not None:
+                listeners = [trio.SSLListener(lst, server_ssl, https_compatible=False) for lst in listeners]
+            nursery.start_soon(_serve_listeners, handler, listeners)
+        if options.listen_metrics:
+            host, port = parse_endpoint(options.listen_metrics)
+            start_metrics(node, host, port)
+        log.info("member %d serving peers on %s, clients on %s", node.id, options.listen_peer, options.listen_client)
+        task_status.started(node)
+        await node.removed.wait()
+        log.info("member %d was removed from the cluster; stopping", node.id)
+        await trio.sleep(1.0)  # let the leader see the removal's commit acknowledged
+        nursery.cancel_scope.cancel()
+
+
+async def _serve_listeners(handler: Any, listeners: Sequence[trio.abc.Listener[Any]]) -> None:
+    async def guarded(stream: trio.abc.Stream) -> None:
+        try:
+            await handler(stream)
+        except (ssl.SSLError, trio.BrokenResourceError, OSError) as exc:
+            log.info("connection closed: %s", exc)
+
+    await trio.serve_listeners(guarded, list(listeners))
+
+
+def parse_member(text: str) -> Member:
+    """'ID,NAME,PEER,CLIENT' -> Member."""
+    parts = text.split(",")
+    if len(parts) != 4 or not parts[0].isdigit():
+        raise argparse.ArgumentTypeError(f"--member {text!r}: expected ID,NAME,PEER_ADDR,CLIENT_ADDR")
+    return Member(int(parts[0]), parts[1], parts[2], parts[3])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kvcheck.reference.server",
+                                description="Run one member of the kvcheck reference store.")
+    p.add_argument("--id", type=int, required=True)
+    p.add_argument("--name", default="")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--listen-peer", required=True, help="HOST:PORT")
+    p.add_argument("--listen-client", required=True, help="HOST:PORT")
+    p.add_argument("--listen-metrics", default=None, help="HOST:PORT for Prometheus metrics")
+    p.add_argument("--member", action="append", type=parse_member, default=[],
+                   help="ID,NAME,PEER,CLIENT of an initial member (repeat for each)")
+    p.add_argument("--join", action="store_true", help="join an existing cluster (added by member add)")
+    p.add_argument("--tick-ms", type=int, default=100)
+    p.add_argument("--election-ticks", type=int, default=10)
+    p.add_argument("--snapshot-count", type=int, default=10_000)
+    p.add_argument("--snapshot-catchup-entries", type=int, default=5_000)
+    p.add_argument("--quota-bytes", type=int, default=2 * 1024**3)
+    p.add_argument("--request-timeout", type=float, default=5.0)
+    p.add_argument("--cert", type=Path)
+    p.add_argument("--key", type=Path)
+    p.add_argument("--ca", type=Path)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--bug", action="append", default=[], help="enable an injected bug switch")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> ServerOptions:
+    tls = None
+    if args.cert or args.key or args.ca:
+        if not (args.cert and args.key and args.ca):
+            raise SystemExit("TLS needs all of --cert, --key and --ca")
+        tls = TLSFiles(args.cert, args.key, args.ca)
+    node = NodeConfig(
+        id=args.id, name=args.name or f"node{args.id}", tick_interval=args.tick_ms / 1000,
+        election_tick=args.election_ticks, snapshot_count=args.snapshot_count,
+        snapshot_catchup_entries=args.snapshot_catchup_entries, quota_bytes=args.quota_bytes,
+        request_timeout=args.request_timeout,
+    )
+    return ServerOptions(node=node, data_dir=args.data_dir, listen_peer=args.listen_peer,
+                         listen_client=args.listen_client, members=args.member,
+                         listen_metrics=args.listen_metrics, join=args.join, tls=tls,
+                         seed=args.seed, bugs=Bugs.from_names(args.bug))
+
+
+async def _main(options: ServerOptions) -> None:
+    async with trio.open_nursery() as nursery:
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("signal %d: stopping", signum)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(stop_on_signal)
+        await serve(options)
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s member{args.id} %(levelname)s %(name)s: %(message)s")
+    options = options_from_args(args)
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    trio.run(_main, options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
