@@ -223,12 +223,21 @@ def pick_nodes(target: str, nodes: Sequence[int], rng: random.Random, leader: in
     raise ValueError(f"unknown node target {target!r}")
 
 
+def current_node(node: int, node_ids: Sequence[int]) -> int:
+    """``node`` if it is still a member, else a stand-in (membership faults change ids)."""
+    ids = sorted(node_ids)
+    return node if node in ids else ids[node % len(ids)]
+
+
 # -- what a target must offer --------------------------------------------------------
 
 class FaultTarget(Protocol):
     """The operations the nemesis performs on a cluster (sim or real processes)."""
 
-    node_ids: list[int]
+    @property
+    def node_ids(self) -> list[int]:
+        """The current members' ids (membership faults change them)."""
+        ...
 
     def supported_faults(self) -> tuple[str, ...]: ...
 
@@ -256,7 +265,9 @@ class FaultTarget(Protocol):
 
     async def remove_member(self, node: int) -> bool: ...
 
-    async def add_member(self, node: int) -> bool: ...
+    async def add_member(self, node: int) -> int | None:
+        """Add a member in place of removed ``node``; its id (None if it could not)."""
+        ...
 
 
 class Nemesis:

@@ -72,6 +72,7 @@ class Runner:
     on_phase: Callable[[str], None] | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
     _processes: dict[int, int] = field(default_factory=dict)  # thread -> current process
+    _freed: set[int] = field(default_factory=set)  # threads whose op completed
 
     def _notify(self) -> None:
         self._changed.set()
@@ -119,45 +120,88 @@ class Runner:
             self.on_phase(name)
 
     async def _run_clients(self, generator: Generator, origin: float) -> None:
-        async with trio.open_nursery() as nursery:
-            for thread in range(self.options.concurrency):
-                nursery.start_soon(self._worker, generator, origin, thread)
-
-    async def _worker(self, generator: Generator, origin: float, thread: int) -> None:
+        """Jepsen's interpreter: one dispatcher asks the generator on behalf of each free
+        thread (in thread order, so runs are deterministic) and hands ops to the workers;
+        it sleeps until the earliest Wait deadline or the next completion. Busy threads are
+        not asked, so a worker wakes only for its own op."""
         threads = self.options.concurrency
-        process = thread + self._retired_offset(thread)
+        sends: list[trio.MemorySendChannel[OpSpec | None]] = []
+        free: list[int] = []
+        active = set(range(threads))
+        reached = 0.0  # latest Wait deadline reached (now - origin may round just below it)
+        async with trio.open_nursery() as nursery:
+            for thread in range(threads):
+                send, recv = trio.open_memory_channel[OpSpec | None](1)
+                sends.append(send)
+                nursery.start_soon(self._worker, recv, origin, thread)
+                free.append(thread)
+            while active:
+                now = max(trio.current_time() - origin, reached)
+                waits: list[Wait] = []
+                progress = True
+                while progress and free:  # again while a round changed something
+                    progress = False
+                    waits = []
+                    for thread in list(free):
+                        ctx = Context(now, thread, self._process(thread), threads, self.rng)
+                        r = generator.next(ctx)
+                        if r is None:
+                            free.remove(thread)
+                            active.discard(thread)
+                            sends[thread].send_nowait(None)
+                            progress = True
+                        elif isinstance(r, Wait):
+                            waits.append(r)
+                        else:
+                            free.remove(thread)
+                            sends[thread].send_nowait(r)
+                            progress = True
+                if not active:
+                    break
+                busy = active - set(free)
+                if not busy and all(w.until is None for w in waits):
+                    raise RuntimeError("generator deadlock: every thread waits for a completion "
+                                       "but no operation is in flight")
+                changed = self._changed
+                untils = [w.until for w in waits if w.until is not None]
+                if untils:
+                    deadline = min(untils)
+                    with trio.move_on_at(origin + deadline):
+                        await changed.wait()
+                    if trio.current_time() >= origin + deadline:
+                        reached = max(reached, deadline)
+                else:
+                    await changed.wait()
+                # threads whose op completed are free again
+                free = sorted(set(free) | self._freed)
+                self._freed.clear()
+
+    def _process(self, thread: int) -> int:
+        return self._processes.setdefault(thread, thread)
+
+    async def _worker(self, recv: trio.MemoryReceiveChannel[OpSpec | None], origin: float,
+                      thread: int) -> None:
+        threads = self.options.concurrency
+        process = self._process(thread)
         client = self.target.client(process)
         try:
-            while True:
-                ctx = Context(trio.current_time() - origin, thread, process, threads, self.rng)
-                r = generator.next(ctx)
-                if r is None:
-                    self._notify()
+            async for spec in recv:
+                if spec is None:
                     return
-                if isinstance(r, Wait):
-                    changed = self._changed
-                    if r.until is None:
-                        await changed.wait()
-                    else:
-                        with trio.move_on_at(origin + r.until):
-                            await changed.wait()
-                    continue
-                outcome = await self._invoke(client, process, r)
-                for w in r.watchers:
-                    w.complete(ctx, r, outcome)
+                outcome = await self._invoke(client, process, spec)
+                ctx = Context(trio.current_time() - origin, thread, process, threads, self.rng)
+                for w in spec.watchers:
+                    w.complete(ctx, spec, outcome)
                 if outcome == "info":
                     await client.close()
                     process += threads
                     self._processes[thread] = process
                     client = self.target.client(process)
+                self._freed.add(thread)
                 self._notify()
         finally:
             with trio.CancelScope(shield=True):
                 await client.close()
-
-    def _retired_offset(self, thread: int) -> int:
-        # A thread keeps its current process across phases; a retired one moved on.
-        return self._processes.setdefault(thread, thread) - thread
 
     async def _invoke(self, client: RegisterClient, process: int, spec: OpSpec) -> str:
         inv = self.recorder.invoke(process, spec.f, spec.value, key=spec.key)

@@ -112,9 +112,9 @@ class FakeTarget:
         self.calls.append(("remove", node))
         return True
 
-    async def add_member(self, node: int) -> bool:
+    async def add_member(self, node: int) -> int | None:
         self.calls.append(("add", node))
-        return True
+        return node
 
 
 @pytest.fixture

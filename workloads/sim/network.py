@@ -53,6 +53,7 @@ class SimNetwork:
         self._heap: list[tuple[float, int, int, int, Any]] = []
         self._seq = 0
         self._wakeup = trio.Event()
+        self._sleeping_until = -math.inf  # while the delivery task runs, no wakeup is needed
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
 
     # -- topology ---------------------------------------------------------------------
@@ -108,21 +109,26 @@ class SimNetwork:
         now = trio.current_time()
         for _ in range(copies):
             self._seq += 1
-            heapq.heappush(self._heap, (now + self._latency(src, dst), self._seq, src, dst, payload))
-        self._wakeup.set()
+            when = now + self._latency(src, dst)
+            heapq.heappush(self._heap, (when, self._seq, src, dst, payload))
+            if when < self._sleeping_until:  # wake the delivery task only if it sleeps too long
+                self._wakeup.set()
 
     async def run(self) -> None:
         """Deliver queued messages when their time comes (runs for the whole simulation)."""
         while True:
             if not self._heap:
                 self._wakeup = trio.Event()
+                self._sleeping_until = math.inf
                 await self._wakeup.wait()
                 continue
             when = self._heap[0][0]
             if when > trio.current_time():
                 self._wakeup = trio.Event()
+                self._sleeping_until = when
                 with trio.move_on_at(when):
                     await self._wakeup.wait()
+                self._sleeping_until = -math.inf
                 continue
             _, _, src, dst, payload = heapq.heappop(self._heap)
             receiver = self._receivers.get(dst)
@@ -138,5 +144,3 @@ class SimNetwork:
     def pending(self) -> int:
         return len(self._heap)
 
-
-INF = math.inf
