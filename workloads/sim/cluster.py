@@ -15,7 +15,10 @@ interface): a request travels to a node with a small latency, calls the node's a
 ``not_leader`` hints, fails over, keeps a write's (client id, seq) across retries, and reports
 a write it is not sure about as ``Indeterminate``. Clients reach every node (partitions cut
 node-to-node links, as in Jepsen); a killed node refuses connections, a paused node holds
-requests until it resumes.
+requests until it resumes. Writes go to the leader (learnt from hints); reads go first to the
+client's own member (client id modulo the cluster size), as a Jepsen client is bound to one
+node and etcd clients balance reads over members: followers serve linearizable reads through
+ReadIndex, so a wrong read path on any member shows up in the history.
 
 ``SimCluster`` implements the runner's ``Target`` (and the nemesis's ``FaultTarget``);
 ``execute_sim`` runs one configured test under ``deterministic_trio`` and returns the history.
@@ -377,8 +380,12 @@ class SimClient:
         self._preferred: int | None = None
         self._rotation = itertools.count(client_id)
 
-    def _pick(self, tried: set[int]) -> int:
+    def _pick(self, tried: set[int], *, read: bool = False) -> int:
         ids = self.cluster.node_ids
+        if read:  # reads go to the client's own member first, as Jepsen binds a client to a node
+            home = ids[self.client_id % len(ids)]
+            if home not in tried:
+                return home
         if self._preferred is not None and self._preferred not in tried and self._preferred in ids:
             return self._preferred
         for _ in range(len(ids)):
@@ -400,7 +407,7 @@ class SimClient:
         attempt = 0
         while trio.current_time() < deadline:
             attempt += 1
-            target = self._pick(tried)
+            target = self._pick(tried, read=not write)
             await self._hop()
             slot = self.cluster.slots.get(target)
             if slot is None or slot.state in ("down", "removed") or slot.node is None:
