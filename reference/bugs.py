@@ -21,6 +21,12 @@ class Bugs:
     # kv.machine (KVStateMachine.apply): apply a retried (client_id, seq) again instead of
     # answering it from the session table.
     no_session_dedup: bool = False
+    # kv.watch (WatchHub.create): a watch resumed from a past revision skips that revision's
+    # events (the gap a resuming client would never notice).
+    watch_resume_gap: bool = False
+    # kv.machine (KVStateMachine.expired_leases): the leader deletes an expired lease's keys on
+    # its own timer, outside the log, besides proposing the expiry.
+    lease_expiry_local: bool = False
 
     @classmethod
     def names(cls) -> list[str]:

@@ -161,14 +161,13 @@ class _Connection:
             with contextlib.suppress(Exception):
                 await trio.aclose_forcefully(self.stream)
 
-    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, rid: int, data: bytes) -> dict[str, Any]:
+        """Send one encoded request frame with id ``rid``; its reply."""
         if self.closed:
             raise _ConnectionLost(f"connection to {self.endpoint} is closed", sent=False)
-        rid = frame["id"]
         event = trio.Event()
         box: list[Any] = []
         self.pending[rid] = (event, box)
-        data = encode_frame(frame)
         try:
             async with self.send_lock:
                 await self.stream.send_all(data)
@@ -267,6 +266,10 @@ class Client:
         timeout = self.config.timeout if timeout is None else timeout
         deadline = trio.current_time() + timeout
         frame = request_frame(seq, op, body, self.client_id, seq)
+        try:
+            data = encode_frame(frame)
+        except WireError as exc:  # over the frame limit: certainly never sent
+            raise Failed(exc.code, exc.message, cause=exc) from None
         maybe_applied = False
         tried: set[str] = set()
         last: WireError | None = None
@@ -281,7 +284,7 @@ class Client:
             try:
                 with trio.fail_after(remaining):
                     conn = await self._connection(target)
-                    reply = await conn.request(frame)
+                    reply = await conn.request(seq, data)
             except trio.TooSlowError:
                 maybe_applied = True
                 last_message = f"no reply from {target} within the timeout"
@@ -316,7 +319,8 @@ class Client:
                     await trio.sleep(min(0.05 * attempt, 0.3, max(0.0, deadline - trio.current_time())))
                 continue
             if err.code in (ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE) and endpoint is None:
-                maybe_applied = maybe_applied or err.code is ErrorCode.TIMEOUT
+                # a member that stopped or timed out may have proposed it: unknown, retry
+                maybe_applied = True
                 tried.add(target)
                 if self._preferred == target:
                     self._preferred = None
@@ -459,7 +463,8 @@ class Client:
         the revision after the last one it delivered, so no event is lost or repeated.
         Canceled responses (e.g. compaction) are delivered and end the stream."""
         send, recv = trio.open_memory_channel[kvr.WatchResponse](256)
-        state = {"next": start_revision}
+        state = {"next": start_revision, "created": 0}
+        failure: list[Failed] = []
 
         async def pump() -> None:
             attempt = 0
@@ -481,7 +486,7 @@ class Client:
                         continue
                     try:
                         await stream.send_all(encode_frame(request_frame(
-                            self.next_seq(), "watch", req.to_wire(), self.client_id, 0)))
+                            self.next_seq(), "watch_create", req.to_wire(), self.client_id, 0)))
                         reader = FrameReader(stream)
                         while True:
                             frame = await reader.read()
@@ -491,7 +496,8 @@ class Client:
                                 err = WireError.from_wire(frame["err"])
                                 if err.code in (ErrorCode.UNAVAILABLE, ErrorCode.TIMEOUT):
                                     raise BadFrame(str(err))
-                                raise Failed(err.code, err.message, cause=err)
+                                failure.append(Failed(err.code, err.message, cause=err))
+                                return  # ends the stream; raised when the watch context exits
                             resp = kvr.WatchResponse.from_wire(frame["ok"])
                             attempt = 0
                             tried.clear()
@@ -502,23 +508,34 @@ class Client:
                                 state["next"] = max(state["next"], resp.header.revision + 1)
                             if resp.created and state["next"] == 0:
                                 state["next"] = resp.header.revision + 1
+                            if resp.created and not resp.canceled and not resp.events:
+                                if state["created"]:
+                                    continue  # a resumed watch: the consumer saw its creation
+                                state["created"] = 1
                             await send.send(resp)
                             if resp.canceled:
                                 return
-                    except (BadFrame, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    except (BadFrame, kvr.KVError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         tried.add(target)
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))
                     finally:
                         await trio.aclose_forcefully(stream)
 
+        error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump)
             try:
                 async with recv:
                     yield recv
+            except Exception as exc:  # re-raised below, outside the nursery
+                error = exc
             finally:
                 nursery.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if failure:
+            raise failure[0]
 
 
 @contextlib.asynccontextmanager
@@ -529,6 +546,7 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     client_id: int | None = None,
 ) -> AsyncIterator[Client]:
+    error: Exception | None = None
     async with trio.open_nursery() as nursery:
         client = Client(
             ClientConfig(list(endpoints), timeout=timeout, ssl_context=ssl_context, client_id=client_id),
@@ -536,6 +554,10 @@ async def open_client(
         )
         try:
             yield client
+        except Exception as exc:  # re-raised below, outside the nursery (no ExceptionGroup)
+            error = exc
         finally:
             await client.aclose()
             nursery.cancel_scope.cancel()
+    if error is not None:
+        raise error

@@ -305,9 +305,7 @@ def stop_cluster(info: ClusterInfo, grace: float = 5.0) -> None:
 def kill_node(info: ClusterInfo, node: NodeInfo) -> None:
     if not _signal(node, signal.SIGKILL):
         raise UsageError(f"member {node.name} is not running")
-    deadline = time.monotonic() + 5
-    while process_state(node) != "stopped" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_state(node, "stopped")
 
 
 def restart_node(info: ClusterInfo, node: NodeInfo) -> None:
@@ -467,16 +465,33 @@ def _restart(info: ClusterInfo, node: NodeInfo) -> None:
     restart_node(info, node)
 
 
-@_node_command("pause", "SIGSTOP one member.")
-def _pause(info: ClusterInfo, node: NodeInfo) -> None:
+def pause_node(info: ClusterInfo, node: NodeInfo) -> None:
     if not _signal(node, signal.SIGSTOP):
         raise UsageError(f"member {node.name} is not running")
+    _wait_state(node, "paused")
+
+
+def resume_node(info: ClusterInfo, node: NodeInfo) -> None:
+    if not _signal(node, signal.SIGCONT):
+        raise UsageError(f"member {node.name} is not running")
+    _wait_state(node, "running")
+
+
+def _wait_state(node: NodeInfo, state: str, timeout: float = 5.0) -> None:
+    """Signals are delivered asynchronously: wait (bounded) until /proc shows the new state."""
+    deadline = time.monotonic() + timeout
+    while process_state(node) != state and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@_node_command("pause", "SIGSTOP one member.")
+def _pause(info: ClusterInfo, node: NodeInfo) -> None:
+    pause_node(info, node)
 
 
 @_node_command("resume", "SIGCONT one member.")
 def _resume(info: ClusterInfo, node: NodeInfo) -> None:
-    if not _signal(node, signal.SIGCONT):
-        raise UsageError(f"member {node.name} is not running")
+    resume_node(info, node)
 
 
 @_node_command("remove-node", "member remove through the leader; the member then stops.")

@@ -30,6 +30,7 @@ The log is snapshotted and compacted every ``snapshot_count`` applied entries.
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import itertools
 import logging
@@ -189,6 +190,8 @@ class NodeConfig:
         return max(1, -int(-seconds // 1))
 
 
+_LEADER_EARLY = (raft.MessageType.APP, raft.MessageType.HEARTBEAT, raft.MessageType.SNAP)
+
 APPLY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -250,20 +253,15 @@ class _Waiter:
 
 
 def kv_error(err: kvr.KVError) -> WireError:
-    """Map a typed KV error onto a wire error (same code where the wire has it)."""
+    """Map a typed KV error onto a wire error: the same code, except that a non-primary
+    lessor is ``not_leader``."""
+    if isinstance(err, kvr.ErrNotPrimary):
+        return WireError(ErrorCode.NOT_LEADER, err.message)
     try:
         code = ErrorCode(err.code)
     except ValueError:
-        code = ErrorCode.BAD_REQUEST
-        if isinstance(err, kvr.ErrNotPrimary):
-            code = ErrorCode.NOT_LEADER
-        elif isinstance(err, kvr.ErrLeaseTTLTooLarge | kvr.ErrEmptyKey | kvr.ErrKeyNotFound
-                        | kvr.ErrValueProvided | kvr.ErrLeaseProvided | kvr.ErrWatchIDExists
-                        | kvr.ErrStaleSequence):
-            code = ErrorCode.BAD_REQUEST
-        elif isinstance(err, kvr.ErrCorrupt):
-            code = ErrorCode.UNAVAILABLE
-    return WireError(code, f"{err.message} [{err.code}]")
+        code = ErrorCode.INTERNAL
+    return WireError(code, err.message)
 
 
 class WatchStream:
@@ -350,13 +348,19 @@ class Node:
         self._watches: dict[int, trio.MemorySendChannel[kvr.WatchResponse]] = {}
         self._progress_watches: set[int] = set()
         self._member_lock = trio.Lock()
+        self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
+        self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
+        self._in_ready = False  # a Ready is outstanding: inputs to the core wait in _deferred
+        self._deferred: list[Callable[[], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _new_kv(self) -> KVStateMachine:
-        return KVStateMachine(min_lease_ttl=self.config.min_lease_ttl,
-                              quota_bytes=self.config.quota_bytes,
-                              max_request_bytes=self.config.max_request_bytes)
+        return KVStateMachine(**self._kv_options())
+
+    def _kv_options(self) -> dict[str, Any]:
+        return {"min_lease_ttl": self.config.min_lease_ttl, "quota_bytes": self.config.quota_bytes,
+                "max_request_bytes": self.config.max_request_bytes, "bugs": self.bugs}
 
     def _finding(self, violation: raft.InvariantViolation) -> None:
         text = f"invariant violation on node {self.id}: {violation}"
@@ -374,6 +378,7 @@ class Node:
             applied = state.snapshot.meta.index
         if state.hard_state is not None:
             self.storage.set_hard_state(state.hard_state)
+            self._durable_term_vote = (state.hard_state.term, state.hard_state.vote)
         if state.entries:
             self.storage.append(state.entries)
         fresh = state.snapshot is None and state.hard_state is None and not state.entries
@@ -426,6 +431,21 @@ class Node:
     def _kick(self) -> None:
         self._wake.set()
 
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run an input to the Raft core now, or right after the outstanding Ready is advanced
+        (inputs are never interleaved with a Ready being handled)."""
+        if self._in_ready:
+            self._deferred.append(fn)
+        else:
+            fn()
+        self._kick()
+
+    def _run_deferred(self) -> None:
+        while self._deferred:
+            batch, self._deferred = self._deferred, []
+            for fn in batch:
+                fn()
+
     def _rawnode(self) -> raft.RawNode:
         if self.raw is None or not self.running:
             raise WireError(ErrorCode.UNAVAILABLE, f"member {self.id} is not running")
@@ -437,27 +457,30 @@ class Node:
         """A Raft message from a peer (the Transport calls this)."""
         if self.raw is None or not self.running:
             return
-        try:
-            self.raw.step(msg)
-        except raft.StepError as exc:
-            log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
-            return
-        self._kick()
+        raw = self.raw
+
+        def step() -> None:
+            try:
+                raw.step(msg)
+            except raft.StepError as exc:
+                log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
+            except Exception:  # a message from the network must never stop the member
+                log.exception("node %d: stepping %s from %d failed", self.id, msg.type.name, msg.from_)
+
+        self._call(step)
 
     def report_unreachable(self, node_id: int) -> None:
         if self.raw is not None and self.running:
-            self.raw.report_unreachable(node_id)
-            self._kick()
+            self._call(lambda: self.raw.report_unreachable(node_id) if self.raw else None)
 
     def report_snapshot(self, node_id: int, ok: bool) -> None:
         if self.raw is not None and self.running:
-            self.raw.report_snapshot(node_id, ok)
-            self._kick()
+            self._call(lambda: self.raw.report_snapshot(node_id, ok) if self.raw else None)
 
     @property
     def db_size(self) -> int:
-        """Bytes of the last snapshot of the state machine (0 before the first)."""
-        return len(self.storage.snapshot().data)
+        """Bytes the state machine's quota counts (stored versions and leases)."""
+        return int(self.kv.db_size)
 
     # -- the three loops -------------------------------------------------------------------------
 
@@ -465,9 +488,8 @@ class Node:
         assert self.raw is not None
         while True:
             await self.clock.sleep(self.config.tick_interval)
-            self.raw.tick()
+            self._call(self.raw.tick)
             self._expire_deadlines()
-            self._kick()
 
     def _expire_deadlines(self) -> None:
         now = self.clock.now()
@@ -490,17 +512,44 @@ class Node:
             await self._wake.wait()
             self._wake = trio.Event()
             self._issue_reads()
+            self._run_deferred()
             while raw.has_ready():
                 rd = raw.ready()
-                await self._handle_ready(raw, rd)
-                raw.advance(rd)
+                self._in_ready = True
+                try:
+                    await self._handle_ready(raw, rd)
+                    raw.advance(rd)
+                finally:
+                    self._in_ready = False
+                self._run_deferred()
                 self._issue_reads()
                 await self._maybe_snapshot()
 
     async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
         self._observe_soft_state(rd.soft_state)
-        # 1. persist
+        # 0. A leader may replicate before its own fsync (etcd's Raft thesis 10.2.1): its own
+        # entries count towards commit only once advance() reports them persisted, and its
+        # term and vote are already durable. Everything else waits for the persist step.
+        messages = rd.messages
+        if messages and rd.soft_state.role is raft.Role.LEADER and (
+            rd.hard_state is None
+            or (rd.hard_state.term, rd.hard_state.vote) == self._durable_term_vote
+        ):
+            early = [m for m in messages if m.type in _LEADER_EARLY]
+            if early:
+                self.transport.send(early)
+                messages = [m for m in messages if m.type not in _LEADER_EARLY]
         snap = rd.snapshot if rd.snapshot is not None and not rd.snapshot.is_empty() else None
+        # Committed entries that this member already holds durably (from earlier Readies) are
+        # applied before this Ready's fsync, so their answers do not wait for it: committed
+        # means durable on a majority already, and nothing they need is in this Ready.
+        apply_first = (
+            snap is None and bool(rd.committed_entries)
+            and rd.committed_entries[-1].index <= self.storage.last_index()
+        )
+        if apply_first:
+            self._apply_committed(rd.committed_entries)
+        # 1. persist
         if snap is not None:
             await self.disk.save_snapshot(snap)
         if rd.entries or rd.hard_state is not None:
@@ -511,24 +560,30 @@ class Node:
             self.storage.apply_snapshot(snap)
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
+            self._durable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
             self.term = rd.hard_state.term
             self.commit = rd.hard_state.commit
         if rd.entries:
             self.storage.append(rd.entries)
         # 2. send
-        if rd.messages:
-            self.transport.send(rd.messages)
+        if messages:
+            self.transport.send(messages)
         # 3. apply
         if snap is not None:
             self._install_snapshot(snap)
-        if rd.committed_entries:
-            started = self.clock.now()
-            self._apply_entries(rd.committed_entries)
-            self.metrics.observe_apply(self.clock.now() - started)
+        if rd.committed_entries and not apply_first:
+            self._apply_committed(rd.committed_entries)
         for rs in rd.read_states:
             batch = self._reads_inflight.pop(rs.request_ctx, None)
             for waiter in batch or ():
                 waiter.resolve(rs.index)
+        self._wake_applied()
+        self._deliver_watch_responses()
+
+    def _apply_committed(self, entries: Sequence[raft.Entry]) -> None:
+        started = self.clock.now()
+        self._apply_entries(entries)
+        self.metrics.observe_apply(self.clock.now() - started)
         self._wake_applied()
         self._deliver_watch_responses()
 
@@ -641,10 +696,10 @@ class Node:
         doc = msgpack.unpackb(snap.data, raw=False, strict_map_key=False)
         if not isinstance(doc, dict) or "kv" not in doc:
             raise ValueError(f"snapshot at index {snap.meta.index} is not a member snapshot")
-        self.kv = KVStateMachine.restore(
-            doc["kv"], min_lease_ttl=self.config.min_lease_ttl,
-            quota_bytes=self.config.quota_bytes, max_request_bytes=self.config.max_request_bytes,
-        )
+        if self.raw is None:  # starting up: a fresh state machine
+            self.kv = KVStateMachine.restore(doc["kv"], **self._kv_options())
+        else:  # a follower catching up: in place, so watches resync instead of ending
+            self.kv.install_snapshot(doc["kv"])
         members = [Member.from_wire(m) for m in doc.get("members", [])]
         if members:
             self.members = {m.id: m for m in members}
@@ -659,11 +714,6 @@ class Node:
         self.applied = snap.meta.index
         self.snapshot_index = snap.meta.index
         self.transport.update_members(self.members)
-        # Watches were registered with the old state machine: end them; clients resume.
-        for send in self._watches.values():
-            send.close()
-        self._watches.clear()
-        self._progress_watches.clear()
         for index in sorted(self._proposals):
             if index <= snap.meta.index:
                 _, waiter = self._proposals.pop(index)
@@ -692,9 +742,12 @@ class Node:
             if not expired:
                 continue
             data = encode_entry(kvr.Envelope(0, 0, kvr.LeaseExpireRequest(ids=list(expired))))
-            with contextlib.suppress(raft.ProposalDropped):
-                self.raw.propose(data)
-                self._kick()
+            self._call(functools.partial(self._propose_quietly, self.raw, data))
+
+    @staticmethod
+    def _propose_quietly(raw: raft.RawNode, data: bytes) -> None:
+        with contextlib.suppress(raft.ProposalDropped):
+            raw.propose(data)
 
     async def _progress_loop(self) -> None:
         while True:
@@ -763,13 +816,20 @@ class Node:
                             f"request of {len(data)} bytes exceeds {self.config.max_request_bytes}")
         if not self.is_leader:
             raise self.not_leader()
-        try:
-            proposed = raw.propose(data)
-        except raft.ProposalDropped as exc:
-            raise self.not_leader(f"proposal dropped: {exc.reason}", exc.leader) from None
         waiter = self._waiter(timeout)
-        self._proposals[proposed.index] = (proposed.term, waiter)
-        self._kick()
+
+        def do_propose() -> None:
+            try:
+                proposed = raw.propose(data)
+            except raft.ProposalDropped as exc:
+                waiter.fail(self.not_leader(f"proposal dropped: {exc.reason}", exc.leader))
+                return
+            lost = self._proposals.get(proposed.index)
+            if lost is not None:  # an older term's proposal at this index was overwritten
+                lost[1].fail(self.not_leader("proposal lost in a leader change"))
+            self._proposals[proposed.index] = (proposed.term, waiter)
+
+        self._call(do_propose)
         return self._header(await waiter.wait())
 
     async def read_barrier(self, timeout: float | None = None) -> int:
@@ -810,8 +870,15 @@ class Node:
         if not self.is_leader:
             raise self.not_leader("lease operations are served by the leader")
 
-    def lease_keepalive(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+    async def _leader_barrier(self) -> None:
+        """Leader-side lease operations first apply everything committed (a new leader may
+        not have applied the grant of the lease it is asked about yet), as etcd does."""
         self._leader_side()
+        await self.read_barrier()
+        self._leader_side()
+
+    async def lease_keepalive(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+        await self._leader_barrier()
         try:
             ttl = self.kv.lease_keepalive(lease_id, self.clock.now())
         except kvr.KVError as exc:
@@ -820,15 +887,15 @@ class Node:
                                           id=lease_id, ttl=ttl)
         return self._header(resp)
 
-    def lease_time_to_live(self, req: kvr.LeaseTimeToLiveRequest) -> kvr.LeaseTimeToLiveResponse:
-        self._leader_side()
+    async def lease_time_to_live(self, req: kvr.LeaseTimeToLiveRequest) -> kvr.LeaseTimeToLiveResponse:
+        await self._leader_barrier()
         try:
             return self._header(self.kv.lease_time_to_live(req.id, req.keys, self.clock.now()))
         except kvr.KVError as exc:
             raise kv_error(exc) from None
 
-    def lease_leases(self) -> kvr.LeaseLeasesResponse:
-        self._leader_side()
+    async def lease_leases(self) -> kvr.LeaseLeasesResponse:
+        await self._leader_barrier()
         return self._header(self.kv.lease_leases())
 
     def hash_kv(self, revision: int = 0) -> kvr.HashKVResponse:
@@ -893,15 +960,20 @@ class Node:
         if member is not None:
             context["member"] = member.to_wire()
         cc = raft.ConfChange(cc_type, node_id, msgpack.packb(context, use_bin_type=True))
-        try:
-            raw.propose_conf_change(cc)
-        except raft.ProposalDropped as exc:
-            if exc.leader not in (raft.NONE, self.id):
-                raise self.not_leader(exc.reason, exc.leader) from None
-            raise WireError(ErrorCode.UNAVAILABLE, f"membership change refused: {exc.reason}") from None
         waiter = self._waiter()
         self._conf_waiters[token] = waiter
-        self._kick()
+
+        def do_propose() -> None:
+            try:
+                raw.propose_conf_change(cc)
+            except raft.ProposalDropped as exc:
+                self._conf_waiters.pop(token, None)
+                if exc.leader not in (raft.NONE, self.id):
+                    waiter.fail(self.not_leader(exc.reason, exc.leader))
+                else:
+                    waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"membership change refused: {exc.reason}"))
+
+        self._call(do_propose)
         result: Member = await waiter.wait()
         return result
 
@@ -948,11 +1020,13 @@ class Node:
             return to
         waiter = self._waiter(timeout)
         self._leader_waiters.append((to, waiter))
-        try:
-            raw.transfer_leader(to)
-        except raft.ProposalDropped as exc:
-            waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"leader transfer refused: {exc.reason}"))
-        self._kick()
+        def do_transfer() -> None:
+            try:
+                raw.transfer_leader(to)
+            except raft.ProposalDropped as exc:
+                waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"leader transfer refused: {exc.reason}"))
+
+        self._call(do_transfer)
         try:
             await waiter.wait()
         except WireError as exc:
@@ -982,6 +1056,7 @@ class Node:
             "voters": list(self.conf_state.voters),
             "learners": list(self.conf_state.learners),
             "watchers": len(self._watches),
+            "db_size": self.db_size,
             "findings": list(self.findings),
         }
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import random
 import signal
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,31 @@ PEER_QUEUE = 4096  # messages queued per peer before new ones are dropped
 # --------------------------------------------------------------------------------------------
 # Peer transport
 # --------------------------------------------------------------------------------------------
+
+
+def coalesce_appends(batch: list[raft.Message]) -> list[raft.Message]:
+    """Merge runs of contiguous MsgApp to one peer into one MsgApp.
+
+    The leader sends one MsgApp per proposal; when several wait in a peer's queue together,
+    ``APP(index=i, entries=[e(i+1)])`` followed by ``APP(index=i+1, entries=[e(i+2)])`` (same
+    term, the second's log_term the first's last entry term) is equivalent to one
+    ``APP(index=i, entries=[e(i+1), e(i+2)])`` carrying the later commit index: the follower
+    appends the same entries and sends one acknowledgement for the last, which covers both
+    in the leader's inflight window. Anything else is kept as is, in order.
+    """
+    out: list[raft.Message] = []
+    for m in batch:
+        prev = out[-1] if out else None
+        if (
+            prev is not None and m.type is raft.MessageType.APP and prev.type is raft.MessageType.APP
+            and m.to == prev.to and m.term == prev.term and prev.entries and m.entries
+            and m.index == prev.entries[-1].index and m.log_term == prev.entries[-1].term
+            and m.snapshot is None and prev.snapshot is None
+        ):
+            out[-1] = replace(prev, entries=prev.entries + m.entries, commit=max(prev.commit, m.commit))
+        else:
+            out.append(m)
+    return out
 
 
 def _peer_frame(messages: Sequence[raft.Message]) -> bytes:
@@ -107,7 +133,7 @@ class _PeerSender:
                                 batch.append(self.recv.receive_nowait())
                             except trio.WouldBlock:
                                 break
-                        await stream.send_all(_peer_frame(batch))
+                        await stream.send_all(_peer_frame(coalesce_appends(batch)))
                         for m in batch:
                             if m.type is raft.MessageType.SNAP:
                                 node.report_snapshot(m.to, True)
@@ -229,11 +255,11 @@ async def dispatch(node: Node, op: Any, body: Any, client: Any, seq: Any) -> Any
         if isinstance(req, kvr.RangeRequest):
             return _wire_body(await node.range(req))
         if isinstance(req, kvr.LeaseKeepAliveRequest):
-            return _wire_body(node.lease_keepalive(req.id))
+            return _wire_body(await node.lease_keepalive(req.id))
         if isinstance(req, kvr.LeaseTimeToLiveRequest):
-            return _wire_body(node.lease_time_to_live(req))
+            return _wire_body(await node.lease_time_to_live(req))
         if isinstance(req, kvr.LeaseLeasesRequest):
-            return _wire_body(node.lease_leases())
+            return _wire_body(await node.lease_leases())
         if isinstance(req, kvr.HashKVRequest):
             return _wire_body(node.hash_kv(req.revision))
     if op == "status":
@@ -281,40 +307,44 @@ class ClientSession:
             await self.stream.send_all(data)
 
     async def serve(self) -> None:
-        reader = FrameReader(self.stream)
         try:
             async with trio.open_nursery() as nursery:
-                while True:
-                    try:
-                        frame = await reader.read()
-                    except FrameTooLarge as exc:
-                        await self.reply(error_frame(None, WireError(ErrorCode.REQUEST_TOO_LARGE, str(exc))))
-                        continue
-                    if frame is None:
-                        break
-                    if not isinstance(frame, dict) or "id" not in frame or "op" not in frame:
-                        await self.reply(error_frame(
-                            frame.get("id") if isinstance(frame, dict) else None,
-                            WireError(ErrorCode.BAD_REQUEST, "a request is a map with id, op and body")))
-                        continue
-                    if frame["op"] == "watch_create":
-                        nursery.start_soon(self.watch, frame)
-                    elif frame["op"] == "watch_cancel":
-                        body = frame.get("body")
-                        wid = body.get("watch_id") if isinstance(body, dict) else None
-                        scope = self.watches.get(wid) if isinstance(wid, int) else None
-                        if scope is not None:
-                            scope.cancel()
-                        await self.reply(ok_frame(frame["id"], {"watch_id": wid, "canceled": scope is not None}))
-                    else:
-                        nursery.start_soon(self.handle, frame)
+                await self._read_loop(nursery)
                 nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(self.stream)
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        reader = FrameReader(self.stream)
+        try:
+            while True:
+                try:
+                    frame = await reader.read()
+                except FrameTooLarge as exc:
+                    await self.reply(error_frame(None, WireError(ErrorCode.REQUEST_TOO_LARGE, str(exc))))
+                    continue
+                if frame is None:
+                    return
+                if not isinstance(frame, dict) or "id" not in frame or "op" not in frame:
+                    await self.reply(error_frame(
+                        frame.get("id") if isinstance(frame, dict) else None,
+                        WireError(ErrorCode.BAD_REQUEST, "a request is a map with id, op and body")))
+                    continue
+                if frame["op"] == "watch_create":
+                    nursery.start_soon(self.watch, frame)
+                elif frame["op"] == "watch_cancel":
+                    body = frame.get("body")
+                    wid = body.get("watch_id") if isinstance(body, dict) else None
+                    scope = self.watches.get(wid) if isinstance(wid, int) else None
+                    if scope is not None:
+                        scope.cancel()
+                    await self.reply(ok_frame(frame["id"], {"watch_id": wid, "canceled": scope is not None}))
+                else:
+                    nursery.start_soon(self.handle, frame)
         except BadFrame as exc:
             log.warning("closing client connection: %s", exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
             pass
-        finally:
-            await trio.aclose_forcefully(self.stream)
 
     async def handle(self, frame: dict[str, Any]) -> None:
         try:
@@ -394,7 +424,7 @@ def start_metrics(node: Node, host: str, port: int) -> Any:
             g = GaugeMetricFamily("kvcheck_server_is_leader", "1 if this member leads.")
             g.add_metric([], 1 if node.is_leader else 0)
             yield g
-            g = GaugeMetricFamily("kvcheck_mvcc_db_total_size_in_bytes", "Size of the last snapshot of the state machine.")
+            g = GaugeMetricFamily("kvcheck_mvcc_db_total_size_in_bytes", "Bytes stored by the state machine (what the quota counts).")
             g.add_metric([], node.db_size)
             yield g
             g = GaugeMetricFamily("kvcheck_debugging_mvcc_watcher_total", "Active watchers.")
@@ -478,6 +508,8 @@ async def _serve_listeners(handler: Any, listeners: Sequence[trio.abc.Listener[A
             await handler(stream)
         except (ssl.SSLError, trio.BrokenResourceError, OSError) as exc:
             log.info("connection closed: %s", exc)
+        except Exception:  # one connection's failure must never take the member down
+            log.exception("connection handler failed")
 
     await trio.serve_listeners(guarded, list(listeners))
 
@@ -555,7 +587,18 @@ def main(argv: list[str] | None = None) -> int:
                         format=f"%(asctime)s member{args.id} %(levelname)s %(name)s: %(message)s")
     options = options_from_args(args)
     options.data_dir.mkdir(parents=True, exist_ok=True)
-    trio.run(_main, options)
+    profile_to = os.environ.get("KVCHECK_SERVER_PROFILE")  # a developer aid: cProfile output path
+    if profile_to:
+        import cProfile
+        import time
+
+        profiler = cProfile.Profile(time.process_time)  # CPU time, not time spent waiting
+        try:
+            profiler.runcall(trio.run, _main, options)
+        finally:
+            profiler.dump_stats(f"{profile_to}.{args.id}")
+    else:
+        trio.run(_main, options)
     return 0
 
 

@@ -50,12 +50,23 @@ class ErrorCode(StrEnum):
     NOT_LEARNER = "not_learner"
     LEARNER_NOT_READY = "learner_not_ready"
     TOO_MANY_LEARNERS = "too_many_learners"
+    # the state machine's own codes (reference/kv/requests.py), passed through unchanged
+    EMPTY_KEY = "empty_key"
+    KEY_NOT_FOUND = "key_not_found"
+    VALUE_PROVIDED = "value_provided"
+    LEASE_PROVIDED = "lease_provided"
+    LEASE_TTL_TOO_LARGE = "lease_ttl_too_large"
+    WATCH_ID_EXISTS = "watch_id_exists"
+    CORRUPT = "corrupt"
+    INTERNAL = "internal"
+    STALE_SEQUENCE = "stale_sequence"  # a retry whose stored outcome was dropped: unknown
     UNKNOWN = "unknown"  # a code this client version does not know
 
     @property
     def indeterminate(self) -> bool:
-        """True when a write that ended with this code may still take effect."""
-        return self in (ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.UNKNOWN)
+        """True when a write that ended with this code may have taken effect (or still may)."""
+        return self in (ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE, ErrorCode.STALE_SEQUENCE,
+                        ErrorCode.UNKNOWN)
 
 
 class WireError(Exception):

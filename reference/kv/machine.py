@@ -183,7 +183,7 @@ class KVStateMachine:
         self.lease_revoke_retry = lease_revoke_retry
         self.bugs = bugs
         self.store = MVCCStore()
-        self.hub = WatchHub(self.store, max_watch_events)
+        self.hub = WatchHub(self.store, max_watch_events, bugs)
         self._applied = 0
         self._leases: dict[int, Lease] = {}
         self._next_lease_id = 1
@@ -199,14 +199,6 @@ class KVStateMachine:
             AlarmRequest: self._apply_alarm,
         }
         assert set(self._handlers) == set(LOG_REQUESTS)
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "min_lease_ttl": self.min_lease_ttl, "quota_bytes": self.quota_bytes,
-            "max_txn_ops": self.max_txn_ops, "max_request_bytes": self.max_request_bytes,
-            "session_window": self.session_window, "lease_revoke_retry": self.lease_revoke_retry,
-            "max_watch_events": self.hub.max_events, "bugs": self.bugs,
-        }
 
     # -- applying the log --------------------------------------------------------------------
 
@@ -239,7 +231,7 @@ class KVStateMachine:
                 outcome = session.outcomes.get(seq)
                 if outcome is not None:
                     if isinstance(outcome, KVError):
-                        raise outcome
+                        raise type(outcome)(outcome.message)  # a fresh raise: no traceback pile-up
                     return outcome
                 if seq <= session.max_seq - self.session_window:
                     raise ErrStaleSequence()
@@ -265,10 +257,18 @@ class KVStateMachine:
         session.outcomes[seq] = outcome
         if seq > session.max_seq:
             session.max_seq = seq
-        if len(session.outcomes) > self.session_window:
+        outcomes = session.outcomes
+        if len(outcomes) > self.session_window:
+            # forget outcomes below the window; they arrive mostly in order, so oldest first
             floor = session.max_seq - self.session_window
-            for old in [s for s in session.outcomes if s <= floor]:
-                del session.outcomes[old]
+            while outcomes:
+                oldest = next(iter(outcomes))
+                if oldest > floor:
+                    break
+                del outcomes[oldest]
+            if len(outcomes) > 2 * self.session_window:  # far out of order: sweep them all
+                for old in [s for s in outcomes if s <= floor]:
+                    del outcomes[old]
 
     def _has_alarm(self, alarm: AlarmType) -> bool:
         """Whether any member raised ``alarm`` (one member's alarm holds for the cluster)."""
@@ -300,10 +300,12 @@ class KVStateMachine:
     def _check_range_shape(req: RangeRequest) -> None:
         if not req.key:
             raise ErrEmptyKey()
-        for name in ("limit", "revision", "min_mod_revision", "max_mod_revision",
-                     "min_create_revision", "max_create_revision"):
-            if getattr(req, name) < 0:
-                raise ErrBadRequest(f"RangeRequest.{name}: {getattr(req, name)} is negative")
+        if (req.limit < 0 or req.revision < 0 or req.min_mod_revision < 0 or req.max_mod_revision < 0
+                or req.min_create_revision < 0 or req.max_create_revision < 0):
+            for name in ("limit", "revision", "min_mod_revision", "max_mod_revision",
+                         "min_create_revision", "max_create_revision"):
+                if getattr(req, name) < 0:
+                    raise ErrBadRequest(f"RangeRequest.{name}: {getattr(req, name)} is negative")
 
     def _do_range(self, req: RangeRequest) -> RangeResponse:
         """The read itself (revision already checked). Inside a txn, revision 0 sees its writes."""
@@ -321,6 +323,7 @@ class KVStateMachine:
         if order == SortOrder.NONE and target != SortTarget.KEY:
             order = SortOrder.ASCEND  # as etcd: a sort target without an order sorts ascending
         if order != SortOrder.NONE and not (order == SortOrder.ASCEND and target == SortTarget.KEY):
+            # stable: ties keep key order, either way (etcd leaves the order of ties open)
             kvs = sorted(kvs, key=_SORT_KEY[target], reverse=order == SortOrder.DESCEND)
         more = False
         if req.count_only:
@@ -354,7 +357,7 @@ class KVStateMachine:
         """Refuse a write of ``cost`` bytes under the NOSPACE alarm, or raise the alarm."""
         if self._alarms and self._has_alarm(AlarmType.NOSPACE):
             raise ErrNoSpace()
-        if self.store.size + LEASE_OVERHEAD * len(self._leases) + cost > self.quota_bytes:
+        if self.db_size + cost > self.quota_bytes:
             self._alarms[(0, AlarmType.NOSPACE)] = None
             raise ErrNoSpace()
 
@@ -411,8 +414,7 @@ class KVStateMachine:
     # -- txn ---------------------------------------------------------------------------------
 
     def _apply_txn(self, req: TxnRequest, now: float | None) -> TxnResponse:
-        self._check_txn_shape(req)
-        cost = self._txn_cost(req)
+        cost = self._check_txn_shape(req)
         if cost and self._alarms and self._has_alarm(AlarmType.NOSPACE):
             raise ErrNoSpace()
         plan = self._plan(req)
@@ -427,42 +429,42 @@ class KVStateMachine:
         self._set_headers(resp, self.store.revision)
         return resp
 
-    def _check_txn_shape(self, txn: TxnRequest) -> None:
+    def _check_txn_shape(self, txn: TxnRequest) -> int:
+        """Check what needs no state (op counts, empty keys, a key written twice); return the
+        bytes the txn may write (quota): the larger branch's puts, nested txns included."""
         limit = self.max_txn_ops
         if len(txn.compare) > limit or len(txn.success) > limit or len(txn.failure) > limit:
             raise ErrTooManyOps()
         for c in txn.compare:
             if not c.key:
                 raise ErrEmptyKey()
-        for op in (*txn.success, *txn.failure):
-            if isinstance(op, RangeRequest):
-                self._check_range_shape(op)
-            elif isinstance(op, PutRequest):
-                self._check_put_shape(op)
-            elif isinstance(op, DeleteRangeRequest):
-                if not op.key:
-                    raise ErrEmptyKey()
-            elif isinstance(op, TxnRequest):
-                self._check_txn_shape(op)
-            else:
-                raise ErrBadRequest(f"TxnRequest: {type(op).__name__} is not a request op")
-        _check_intervals(txn.success)
-        _check_intervals(txn.failure)
-
-    def _txn_cost(self, txn: TxnRequest) -> int:
-        """Bytes the txn may write: the larger branch's puts (nested txns included)."""
-        def branch(ops: list[RequestOp]) -> int:
-            total = 0
+        costs = [0, 0]
+        for branch, ops in enumerate((txn.success, txn.failure)):
+            cost = 0
             for op in ops:
                 if isinstance(op, PutRequest):
-                    total += len(op.key) + len(op.value) + KV_OVERHEAD
+                    self._check_put_shape(op)
+                    cost += len(op.key) + len(op.value) + KV_OVERHEAD
+                elif isinstance(op, RangeRequest):
+                    self._check_range_shape(op)
+                elif isinstance(op, DeleteRangeRequest):
+                    if not op.key:
+                        raise ErrEmptyKey()
                 elif isinstance(op, TxnRequest):
-                    total += self._txn_cost(op)
-            return total
-        return max(branch(txn.success), branch(txn.failure))
+                    cost += self._check_txn_shape(op)
+                else:
+                    raise ErrBadRequest(f"TxnRequest: {type(op).__name__} is not a request op")
+            if len(ops) > 1 or (ops and type(ops[0]) is TxnRequest):
+                _check_intervals(ops)
+            costs[branch] = cost
+        return max(costs)
 
     def _compare(self, c: Compare) -> bool:
-        kvs = self.store.range(c.key, c.range_end)
+        if c.range_end:
+            kvs = self.store.range(c.key, c.range_end)
+        else:
+            one = self.store.get(c.key)
+            kvs = [one] if one is not None else []
         if not kvs:
             if c.target == CompareTarget.VALUE:
                 return False  # as etcd: a value compare on a missing key (or empty range) fails
@@ -517,13 +519,13 @@ class KVStateMachine:
 
     @classmethod
     def _set_headers(cls, resp: TxnResponse, revision: int) -> None:
-        """Every response of a txn carries the revision after the txn."""
-        resp.header = ResponseHeader(revision=revision)
+        """Every response of a txn carries the revision after the txn (headers made in _exec_plan)."""
+        resp.header.revision = revision
         for sub in resp.responses:
-            if isinstance(sub, TxnResponse):
+            if type(sub) is TxnResponse:
                 cls._set_headers(sub, revision)
             else:
-                sub.header = ResponseHeader(revision=revision)
+                sub.header.revision = revision
 
     # -- compaction and hash -----------------------------------------------------------------
 
@@ -542,6 +544,11 @@ class KVStateMachine:
     @property
     def compact_revision(self) -> int:
         return self.store.compact_revision
+
+    @property
+    def db_size(self) -> int:
+        """Bytes the quota counts: stored versions (key + value + overhead) and leases."""
+        return self.store.size + LEASE_OVERHEAD * len(self._leases)
 
     def hash_kv(self, revision: int = 0) -> HashKVResponse:
         """Hash of every stored key version with mod_revision <= revision (0: current); equal on
@@ -670,7 +677,14 @@ class KVStateMachine:
             if named is None or now >= named + self.lease_revoke_retry:
                 self._revoke_proposed[lease.id] = now
                 out.append(lease.id)
+        if self.bugs.lease_expiry_local:
+            self._revoke_locally(out)
         return out
+
+    def _revoke_locally(self, lease_ids: list[int]) -> None:
+        """Only under the lease_expiry_local bug: delete on this member's timer, outside the log."""
+        for lease_id in lease_ids:
+            self._revoke(self._leases[lease_id])
 
     def lease_time_to_live(self, lease_id: int, keys: bool, now: float) -> LeaseTimeToLiveResponse:
         """Remaining whole seconds (-1 for an unknown lease, as etcd), granted TTL and
@@ -706,6 +720,10 @@ class KVStateMachine:
         """Progress notifications (one watch, or all); never ahead of the events taken."""
         return self.hub.progress(watch_id)
 
+    def progress_notify_ids(self) -> list[int]:
+        """Watches created with progress_notify: the server sends them progress periodically."""
+        return self.hub.progress_notify_ids()
+
     # -- snapshots ---------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
@@ -731,6 +749,7 @@ class KVStateMachine:
         """A state machine from a snapshot (constructor options as keyword arguments)."""
         machine = cls(**options)
         machine._load(data)
+        machine.hub.store = machine.store
         return machine
 
     def install_snapshot(self, data: bytes) -> None:
@@ -764,7 +783,6 @@ class KVStateMachine:
         except (ValueError, KeyError, TypeError, KVError, msgpack.UnpackException) as exc:
             raise ValueError(f"kv snapshot is malformed: {type(exc).__name__}: {exc}") from None
         self.store = store
-        self.hub.store = store
         self._leases = leases
         self._sessions = sessions
         self._alarms = alarms

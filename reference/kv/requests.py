@@ -26,6 +26,7 @@ internal history: treat them as read-only.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -297,7 +298,7 @@ def _enum(cls: type[IntEnum]) -> Decoder:
 
 def _msg(cls_name: str) -> Decoder:
     def dec(v: Any, where: str) -> Message:
-        return MESSAGES_BY_NAME[cls_name]._from_wire(v, where)
+        return MESSAGES_BY_NAME[cls_name]._decode(v, where)
 
     return dec
 
@@ -313,7 +314,12 @@ def _list(dec: Decoder) -> Decoder:
     def lst(v: Any, where: str) -> list[Any]:
         if type(v) is not list and type(v) is not tuple:
             raise _bad(where, f"must be a list, got {type(v).__name__}")
-        return [dec(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        try:  # item paths ("where[3]") are built only when an item is bad
+            return [dec(x, where) for x in v]
+        except ErrBadRequest:
+            for i, x in enumerate(v):
+                dec(x, f"{where}[{i}]")  # decoding is pure: this raises again, with the path
+            raise
 
     return lst
 
@@ -342,77 +348,157 @@ def _enc_list(v: list[Any]) -> list[Any]:
     return list(v)
 
 
-# Each spec entry: (field name, decoder, encoder).
-BYTES = (_dec_bytes, _enc_id)
-INT = (_dec_int, _enc_id)
-BOOL = (_dec_bool, _enc_id)
-STR = (_dec_str, _enc_id)
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """How one field travels: its decoder and encoder, and for the compiled fast path its kind
+    ("bytes", "int", "bool", "str", "enum" with the enum class, or "other": call dec/enc)."""
+
+    dec: Decoder
+    enc: Encoder
+    kind: str = "other"
+    enum: type[IntEnum] | None = None
 
 
-def ENUM(cls: type[IntEnum]) -> tuple[Decoder, Encoder]:
-    return (_enum(cls), _enc_enum)
+BYTES = Spec(_dec_bytes, _enc_id, "bytes")
+INT = Spec(_dec_int, _enc_id, "int")
+BOOL = Spec(_dec_bool, _enc_id, "bool")
+STR = Spec(_dec_str, _enc_id, "str")
 
 
-def MSG(name: str) -> tuple[Decoder, Encoder]:
-    return (_msg(name), _enc_msg)
+def ENUM(cls: type[IntEnum]) -> Spec:
+    return Spec(_enum(cls), _enc_enum, "enum", cls)
 
 
-def OPT_MSG(name: str) -> tuple[Decoder, Encoder]:
-    return (_opt(_msg(name)), _enc_opt_msg)
+def MSG(name: str) -> Spec:
+    return Spec(_msg(name), _enc_msg)
 
 
-def LIST_MSG(name: str) -> tuple[Decoder, Encoder]:
-    return (_list(_msg(name)), _enc_list_msg)
+def OPT_MSG(name: str) -> Spec:
+    return Spec(_opt(_msg(name)), _enc_opt_msg)
 
 
-LIST_INT = (_list(_dec_int), _enc_list)
-LIST_ENUM_FILTER = (_list(_enum(FilterType)), lambda v: [int(x) for x in v])
+def LIST_MSG(name: str) -> Spec:
+    return Spec(_list(_msg(name)), _enc_list_msg)
+
+
+LIST_INT = Spec(_list(_dec_int), _enc_list)
+LIST_BYTES = Spec(_list(_dec_bytes), _enc_list)
+LIST_ENUM_FILTER = Spec(_list(_enum(FilterType)), lambda v: [int(x) for x in v])
 
 
 class Message:
-    """Base of every wire message: a field spec drives to_wire and from_wire."""
+    """Base of every wire message: a field spec (WIRE) drives to_wire and from_wire.
+
+    ``_register`` compiles, per message class, a decoder and an encoder with the field checks
+    written out inline (the apply path decodes every committed entry); the generic decoders
+    above produce the error messages.
+    """
 
     __slots__ = ()
     KIND: ClassVar[str] = ""
-    WIRE: ClassVar[tuple[tuple[str, tuple[Decoder, Encoder]], ...]] = ()
-    REQUIRED: ClassVar[frozenset[str]] = frozenset()
+    WIRE: ClassVar[tuple[tuple[str, Spec], ...]] = ()
+    _decode: ClassVar[Callable[[Any, str], Any]]
 
-    def to_wire(self) -> dict[str, Any]:
-        return {name: enc(getattr(self, name)) for name, (_dec, enc) in self.WIRE}
+    def to_wire(self) -> dict[str, Any]:  # replaced per class by _register
+        return {name: spec.enc(getattr(self, name)) for name, spec in self.WIRE}
 
     @classmethod
     def from_wire(cls: type[M], d: Any) -> M:
-        return cls._from_wire(d, cls.__name__)
+        return cls._decode(d, cls.__name__)
 
     @classmethod
     def _from_wire(cls: type[M], d: Any, where: str) -> M:
-        if type(d) is not dict:
-            raise _bad(where, f"must be a map, got {type(d).__name__}")
-        decoders = _DECODERS[cls]
-        kwargs: dict[str, Any] = {}
-        for name, v in d.items():
-            dec = decoders.get(name)
-            if dec is None:
-                known = ", ".join(n for n, _ in cls.WIRE) or "none"
-                raise _bad(where, f"unknown field {name!r} (known: {known})")
-            kwargs[name] = dec(v, f"{where}.{name}")
-        missing = cls.REQUIRED.difference(kwargs)
-        if missing:
-            raise _bad(where, f"missing required field(s) {', '.join(sorted(missing))}")
-        obj = cls(**kwargs)
-        check = getattr(obj, "_check", None)
-        if check is not None:
-            check(where)
-        return obj
+        return cls._decode(d, where)
 
 
-_DECODERS: dict[type[Message], dict[str, Decoder]] = {}
 MESSAGES_BY_NAME: dict[str, type[Message]] = {}
 MESSAGES_BY_KIND: dict[str, type[Message]] = {}
+_MISSING = object()
+_INT_CHECK = f"type(v) is int and {INT64_MIN} <= v <= {INT64_MAX}"
+
+
+def _unknown_field(cls: type[Message], d: dict[Any, Any], where: str) -> ErrBadRequest:
+    known = {name for name, _ in cls.WIRE}
+    name = next(k for k in d if k not in known)
+    return _bad(where, f"unknown field {name!r} (known: {', '.join(n for n, _ in cls.WIRE) or 'none'})")
+
+
+def _compile(cls: type[Message]) -> None:
+    """Write cls._decode and cls.to_wire out as straight-line code for cls's fields."""
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = [name for name, _ in cls.WIRE]
+    if names != [f.name for f in fields]:
+        raise TypeError(f"{cls.__name__}: WIRE {names} must list the dataclass fields in order")
+    ns: dict[str, Any] = {"cls": cls, "_M": _MISSING, "_bad": _bad, "_unknown": _unknown_field,
+                          "FIELDS": frozenset(names)}
+    dec = ["def _decode(d, where):",
+           "    if type(d) is not dict:",
+           "        raise _bad(where, 'must be a map, got ' + type(d).__name__)",
+           "    if not d.keys() <= FIELDS:",
+           "        raise _unknown(cls, d, where)",
+           "    get = d.get"]
+    enc = []
+    for f, (name, spec) in zip(fields, cls.WIRE, strict=True):
+        ns[f"DEC_{name}"] = spec.dec
+        ns[f"ENC_{name}"] = spec.enc
+        slow = f"DEC_{name}(v, where + '.{name}')"
+        if spec.kind == "bytes":
+            check = f"v if type(v) is bytes else {slow}"
+        elif spec.kind == "int":
+            check = f"v if {_INT_CHECK} else {slow}"
+        elif spec.kind in ("bool", "str"):
+            check = f"v if type(v) is {spec.kind} else {slow}"
+        elif spec.kind == "enum":
+            assert spec.enum is not None
+            ns[f"E_{name}"] = {m.value: m for m in spec.enum}
+            check = f"E_{name}[v] if type(v) is int and v in E_{name} else {slow}"
+        else:
+            check = slow
+        if f.default is not dataclasses.MISSING:
+            ns[f"D_{name}"] = f.default
+            missing = f"a_{name} = D_{name}"
+        elif f.default_factory is not dataclasses.MISSING:
+            ns[f"F_{name}"] = f.default_factory
+            missing = f"a_{name} = F_{name}()"
+        else:
+            missing = f"raise _bad(where, 'missing required field(s) {name}')"
+        dec += [f"    v = get({name!r}, _M)",
+                "    if v is _M:",
+                f"        {missing}",
+                "    else:",
+                f"        a_{name} = {check}"]
+        value = f"self.{name}"
+        if spec.kind == "enum":
+            value = f"int(self.{name})"
+        elif spec.kind == "other":
+            value = f"ENC_{name}(self.{name})"
+        # proto3 style: a field at its default is left out (smaller entries, faster decoding)
+        if f.default is not dataclasses.MISSING:
+            test = f"self.{name}" if not f.default and f.default is not None else None
+            if f.default is None:
+                test = f"self.{name} is not None"
+            elif f.default:
+                test = f"self.{name} != D_{name}"
+        elif f.default_factory is list:
+            test = f"self.{name}"
+        else:
+            test = None  # required, or a nested message: always sent
+        if test is None:
+            enc.append(f"    d[{name!r}] = {value}")
+        else:
+            enc.append(f"    if {test}:\n        d[{name!r}] = {value}")
+    dec.append(f"    obj = cls({', '.join('a_' + n for n in names)})")
+    if hasattr(cls, "_check"):
+        dec.append("    obj._check(where)")
+    dec.append("    return obj")
+    src = "\n".join([*dec, "", "def to_wire(self):", "    d = {}", *enc, "    return d", ""])
+    exec(compile(src, f"<wire codec of {cls.__name__}>", "exec"), ns)
+    cls._decode = staticmethod(ns["_decode"])
+    cls.to_wire = ns["to_wire"]  # type: ignore[method-assign]
 
 
 def _register(cls: type[M]) -> type[M]:
-    _DECODERS[cls] = {name: dec for name, (dec, _enc) in cls.WIRE}
+    _compile(cls)
     MESSAGES_BY_NAME[cls.__name__] = cls
     if cls.KIND:
         assert cls.KIND not in MESSAGES_BY_KIND, cls.KIND
@@ -429,13 +515,14 @@ def to_tagged(msg: Message) -> dict[str, Any]:
 
 def from_tagged(d: Any, allowed: tuple[type[Message], ...] | None = None) -> Message:
     """Decode a tagged message; ``allowed`` restricts the kinds accepted (else any)."""
-    if type(d) is not dict or set(d) != {"kind", "body"}:
+    if type(d) is not dict or len(d) != 2 or "kind" not in d or "body" not in d:
         raise ErrBadRequest(f"message: expected a map with kind and body, got {d!r:.200}")
-    cls = MESSAGES_BY_KIND.get(d["kind"]) if type(d["kind"]) is str else None
+    kind = d["kind"]
+    cls = MESSAGES_BY_KIND.get(kind) if type(kind) is str else None
     if cls is None or (allowed is not None and cls not in allowed):
         kinds = sorted(c.KIND for c in (allowed or tuple(MESSAGES_BY_KIND.values())))
-        raise ErrBadRequest(f"message: unknown kind {d['kind']!r} (expected one of {', '.join(kinds)})")
-    return cls._from_wire(d["body"], cls.__name__)
+        raise ErrBadRequest(f"message: unknown kind {kind!r} (expected one of {', '.join(kinds)})")
+    return cls._decode(d["body"], cls.__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,7 +544,6 @@ class KeyValue(Message):
 
     WIRE = (("key", BYTES), ("create_revision", INT), ("mod_revision", INT), ("version", INT),
             ("value", BYTES), ("lease", INT))
-    REQUIRED = frozenset({"key"})
 
 
 @_register
@@ -507,7 +593,6 @@ class RangeRequest(Message):
             ("serializable", BOOL), ("keys_only", BOOL), ("count_only", BOOL),
             ("min_mod_revision", INT), ("max_mod_revision", INT),
             ("min_create_revision", INT), ("max_create_revision", INT))
-    REQUIRED = frozenset({"key"})
 
 
 @_register
@@ -536,7 +621,6 @@ class PutRequest(Message):
 
     WIRE = (("key", BYTES), ("value", BYTES), ("lease", INT), ("prev_kv", BOOL),
             ("ignore_value", BOOL), ("ignore_lease", BOOL))
-    REQUIRED = frozenset({"key"})
 
 
 @_register
@@ -558,7 +642,6 @@ class DeleteRangeRequest(Message):
     prev_kv: bool = False
 
     WIRE = (("key", BYTES), ("range_end", BYTES), ("prev_kv", BOOL))
-    REQUIRED = frozenset({"key"})
 
 
 @_register
@@ -596,7 +679,6 @@ class Compare(Message):
     WIRE = (("result", ENUM(CompareResult)), ("target", ENUM(CompareTarget)), ("key", BYTES),
             ("range_end", BYTES), ("version", INT), ("create_revision", INT),
             ("mod_revision", INT), ("value", BYTES), ("lease", INT))
-    REQUIRED = frozenset({"result", "target", "key"})
 
     _TARGET_FIELD: ClassVar[dict[int, str]] = {
         CompareTarget.VERSION: "version", CompareTarget.CREATE: "create_revision",
@@ -605,10 +687,13 @@ class Compare(Message):
     }
 
     def _check(self, where: str) -> None:
-        own = self._TARGET_FIELD[self.target]
-        for name in ("version", "create_revision", "mod_revision", "value", "lease"):
-            if name != own and getattr(self, name):
-                raise _bad(where, f"target is {CompareTarget(self.target).name} but {name} is set")
+        set_ = [name for name, v in (("version", self.version), ("create_revision", self.create_revision),
+                                     ("mod_revision", self.mod_revision), ("value", self.value),
+                                     ("lease", self.lease)) if v]
+        if set_ and (len(set_) > 1 or set_[0] != self._TARGET_FIELD[self.target]):
+            own = self._TARGET_FIELD[self.target]
+            other = next(name for name in set_ if name != own)
+            raise _bad(where, f"target is {CompareTarget(self.target).name} but {other} is set")
 
 
 RequestOp = Union["RangeRequest", "PutRequest", "DeleteRangeRequest", "TxnRequest"]
@@ -634,7 +719,7 @@ def _oneof(keys: dict[str, str], what: str) -> Decoder:
         name = keys.get(k)
         if name is None:
             raise _bad(where, f"unknown {what} {k!r} (expected one of {', '.join(keys)})")
-        return MESSAGES_BY_NAME[name]._from_wire(body, f"{where}.{k}")
+        return MESSAGES_BY_NAME[name]._decode(body, where + "." + k)
 
     return dec
 
@@ -646,8 +731,8 @@ def _enc_ops(key_of: dict[str, str]) -> Encoder:
     return enc
 
 
-REQUEST_OPS = (_list(_oneof(_OP_KEYS, "request op")), _enc_ops(_OP_KEY_OF))
-RESPONSE_OPS = (_list(_oneof(_RESP_KEYS, "response op")), _enc_ops(_RESP_KEY_OF))
+REQUEST_OPS = Spec(_list(_oneof(_OP_KEYS, "request op")), _enc_ops(_OP_KEY_OF))
+RESPONSE_OPS = Spec(_list(_oneof(_RESP_KEYS, "response op")), _enc_ops(_RESP_KEY_OF))
 
 
 @_register
@@ -688,7 +773,6 @@ class CompactionRequest(Message):
     physical: bool = False
 
     WIRE = (("revision", INT), ("physical", BOOL))
-    REQUIRED = frozenset({"revision"})
 
 
 @_register
@@ -739,7 +823,6 @@ class LeaseGrantRequest(Message):
     id: int = 0
 
     WIRE = (("ttl", INT), ("id", INT))
-    REQUIRED = frozenset({"ttl"})
 
 
 @_register
@@ -762,7 +845,6 @@ class LeaseRevokeRequest(Message):
     id: int
 
     WIRE = (("id", INT),)
-    REQUIRED = frozenset({"id"})
 
 
 @_register
@@ -809,7 +891,6 @@ class LeaseKeepAliveRequest(Message):
     id: int
 
     WIRE = (("id", INT),)
-    REQUIRED = frozenset({"id"})
 
 
 @_register
@@ -833,7 +914,6 @@ class LeaseTimeToLiveRequest(Message):
     keys: bool = False
 
     WIRE = (("id", INT), ("keys", BOOL))
-    REQUIRED = frozenset({"id"})
 
 
 @_register
@@ -849,7 +929,7 @@ class LeaseTimeToLiveResponse(Message):
     keys: list[bytes] = field(default_factory=list)
 
     WIRE = (("header", MSG("ResponseHeader")), ("id", INT), ("ttl", INT), ("granted_ttl", INT),
-            ("keys", (_list(_dec_bytes), _enc_list)))
+            ("keys", LIST_BYTES))
 
 
 @_register
@@ -866,7 +946,6 @@ class LeaseStatus(Message):
     id: int
 
     WIRE = (("id", INT),)
-    REQUIRED = frozenset({"id"})
 
 
 @_register
@@ -908,7 +987,6 @@ class AlarmMember(Message):
     alarm: AlarmType
 
     WIRE = (("member_id", INT), ("alarm", ENUM(AlarmType)))
-    REQUIRED = frozenset({"member_id", "alarm"})
 
 
 @_register
@@ -949,7 +1027,6 @@ class WatchCreateRequest(Message):
     WIRE = (("key", BYTES), ("range_end", BYTES), ("start_revision", INT),
             ("progress_notify", BOOL), ("filters", LIST_ENUM_FILTER), ("prev_kv", BOOL),
             ("watch_id", INT))
-    REQUIRED = frozenset({"key"})
 
 
 @_register
@@ -959,7 +1036,6 @@ class WatchCancelRequest(Message):
     watch_id: int
 
     WIRE = (("watch_id", INT),)
-    REQUIRED = frozenset({"watch_id"})
 
 
 @_register
@@ -980,7 +1056,6 @@ class Event(Message):
     prev_kv: KeyValue | None = None
 
     WIRE = (("type", ENUM(EventType)), ("kv", MSG("KeyValue")), ("prev_kv", OPT_MSG("KeyValue")))
-    REQUIRED = frozenset({"type", "kv"})
 
 
 @_register
@@ -1038,19 +1113,28 @@ class Envelope:
     seq: int
     request: LogRequest
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"client_id": self.client_id, "seq": self.seq, "request": to_tagged(self.request)}
+    def to_wire(self) -> list[Any]:
+        """``[client_id, seq, kind, body]``: a list, the most compact form msgpack has."""
+        req = self.request
+        return [self.client_id, self.seq, req.KIND, req.to_wire()]
 
     @classmethod
     def from_wire(cls, d: Any) -> Envelope:
-        if type(d) is not dict or set(d) != {"client_id", "seq", "request"}:
-            raise ErrBadRequest(f"Envelope: expected a map with client_id, seq and request, got {d!r:.200}")
-        client_id = _dec_int(d["client_id"], "Envelope.client_id")
-        seq = _dec_int(d["seq"], "Envelope.seq")
-        if client_id < 0 or seq < 0:
-            raise ErrBadRequest("Envelope: client_id and seq must not be negative")
-        request = from_tagged(d["request"], LOG_REQUESTS)
-        return cls(client_id, seq, request)  # type: ignore[arg-type]
+        if type(d) is not list or len(d) != 4:
+            raise ErrBadRequest(f"Envelope: expected [client_id, seq, kind, body], got {d!r:.200}")
+        client_id, seq, kind, body = d
+        if type(client_id) is not int or type(seq) is not int or not (
+                0 <= client_id <= INT64_MAX and 0 <= seq <= INT64_MAX):
+            raise ErrBadRequest(f"Envelope: client_id and seq must be integers in [0, 2**63), "
+                                f"got {client_id!r} and {seq!r}")
+        cls_ = _LOG_KINDS.get(kind) if type(kind) is str else None
+        if cls_ is None:
+            raise ErrBadRequest(f"Envelope: {kind!r} is not a log request kind (expected one of "
+                                f"{', '.join(sorted(_LOG_KINDS))})")
+        return cls(client_id, seq, cls_._decode(body, cls_.__name__))
+
+
+_LOG_KINDS: dict[str, type[Message]] = {c.KIND: c for c in LOG_REQUESTS}
 
 
 def encode_entry(envelope: Envelope) -> bytes:

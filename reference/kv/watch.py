@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kvcheck.reference.bugs import NO_BUGS, Bugs
 from kvcheck.reference.kv.mvcc import MVCCStore, in_range
 from kvcheck.reference.kv.requests import (
     ErrBadRequest,
@@ -68,8 +69,10 @@ class Watcher:
 class WatchHub:
     """Watches over one MVCCStore (see the module docstring)."""
 
-    def __init__(self, store: MVCCStore, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+    def __init__(self, store: MVCCStore, max_events: int = DEFAULT_MAX_EVENTS,
+                 bugs: Bugs = NO_BUGS) -> None:
         self.store = store
+        self.bugs = bugs
         self.max_events = max_events
         self._watchers: dict[int, Watcher] = {}
         self._next_id = 1
@@ -109,6 +112,8 @@ class WatchHub:
         store = self.store
         created = WatchResponse(header=self._header(), watch_id=wid, created=True)
         start = req.start_revision or store.revision + 1
+        if self.bugs.watch_resume_gap and req.start_revision and start <= store.revision:
+            start += 1
         if req.start_revision and start < store.compact_revision:
             cancel = WatchResponse(header=self._header(), watch_id=wid, canceled=True,
                                    compact_revision=store.compact_revision,
@@ -196,12 +201,12 @@ class WatchHub:
     def take(self) -> list[tuple[int, WatchResponse]]:
         """Every response produced since the last take, in order per watch."""
         out: list[tuple[int, WatchResponse]] = []
+        if self._outbox:  # set aside by resync: older than anything queued since
+            out.extend(self._outbox)
+            self._outbox = []
         for w in self._watchers.values():
             if w.queued:
                 out.extend((w.id, r) for r in self._drain(w))
-        if self._outbox:
-            out.extend(self._outbox)
-            self._outbox = []
         return out
 
     def progress(self, watch_id: int | None = None) -> list[tuple[int, WatchResponse]]:

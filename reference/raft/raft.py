@@ -197,11 +197,22 @@ class Raft:
                 voters.remove(nid)
             if nid in learners:
                 learners.remove(nid)
+        before = set(self.prs)
         self._set_conf_state(ConfState(tuple(sorted(voters)), tuple(sorted(learners))))
         if self.role is Role.LEADER:
             if self.id not in self.voters:
-                # A removed leader steps down; the others elect a new one.
+                # A removed leader steps down. Rather than leave the others waiting out
+                # their leases, it hands off to the most up-to-date remaining voter (if that
+                # one has the whole log) the way a leader transfer does.
+                last = self.log.last_index()
+                heir = max(
+                    (nid for nid in self.voters if self.prs[nid].match == last),
+                    key=lambda nid: (self.prs[nid].match, -nid),
+                    default=NONE,
+                )
                 self.become_follower(self.term, NONE)
+                if heir != NONE:
+                    self.send(Message(MT.TIMEOUT_NOW, heir, self.id, self.term))
             else:
                 if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
                     self.lead_transferee = NONE
@@ -211,7 +222,8 @@ class Raft:
                 else:
                     for nid in self.prs:
                         if nid != self.id and self.prs[nid].match < self.log.last_index():
-                            self.maybe_send_append(nid, send_if_empty=False)
+                            # Probe a new member at once rather than at the next heartbeat.
+                            self.maybe_send_append(nid, send_if_empty=nid not in before)
         return self.conf_state()
 
     def has_unapplied_conf_changes(self) -> bool:
@@ -336,8 +348,8 @@ class Raft:
         # An empty entry of the new term: once it commits, everything before it is committed
         # (the leader cannot commit older entries by counting, Figure 8), and conf changes and
         # ReadIndex may proceed. Until it is applied, no conf change may be proposed.
-        self.pending_conf_index = self.log.last_index()
         self.log.append([Entry(self.term, self.log.last_index() + 1)])
+        self.pending_conf_index = self.log.last_index()
 
     # --- elections ---
 

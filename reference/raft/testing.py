@@ -31,6 +31,7 @@ from kvcheck.reference.raft.types import (
     EntryType,
     InvariantHook,
     Message,
+    MessageType,
     Ready,
     Role,
     StorageError,
@@ -213,15 +214,22 @@ class Cluster:
 
     def send(self, m: Message) -> None:
         if (m.from_, m.to) in self.cut:
+            self.dropped(m)
             return
         self.network.append(m)
 
+    def dropped(self, m: Message) -> None:
+        """A message was lost. Like a real transport, report a failed snapshot send."""
+        if m.type is MessageType.SNAP:
+            sender = self.nodes.get(m.from_)
+            if sender is not None and sender.raw is not None:
+                sender.raw.report_snapshot(m.to, ok=False)
+
     def deliver(self, m: Message) -> bool:
         """Step ``m`` into its recipient; False if dropped (link cut, node down/unknown)."""
-        if (m.from_, m.to) in self.cut:
-            return False
         node = self.nodes.get(m.to)
-        if node is None or node.raw is None:
+        if (m.from_, m.to) in self.cut or node is None or node.raw is None:
+            self.dropped(m)
             return False
         node.raw.step(m)
         self.observe()
@@ -265,7 +273,8 @@ class Cluster:
         node.raw = None
         node.applied = []
         node.snapshot_entries = []
-        self.network = [m for m in self.network if m.to != nid]
+        for m in self.take_messages(nid):
+            self.dropped(m)
 
     def restart(self, nid: int) -> None:
         node = self.nodes[nid]

@@ -13,7 +13,9 @@ from kvcheck.reference.storage.datadir import DataDir, Recovered
 from kvcheck.reference.storage.errors import CorruptionError
 from kvcheck.reference.storage.fs import (
     AppendFile,
+    CrashPointFileSystem,
     FileSystem,
+    InjectedCrash,
     MemoryFileSystem,
     OsFileSystem,
     StaleHandleError,
@@ -31,10 +33,12 @@ from kvcheck.reference.storage.wal import TornTail, Wal, WalRecord
 __all__ = [
     "AppendFile",
     "CorruptionError",
+    "CrashPointFileSystem",
     "DataDir",
     "EntryTuple",
     "FileSystem",
     "HardStateTuple",
+    "InjectedCrash",
     "MemoryFileSystem",
     "OsFileSystem",
     "RaftState",

@@ -12,7 +12,7 @@ one ``FileSystem`` passed in (the real OS or the simulation's in-memory disk).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kvcheck.reference.storage.errors import CorruptionError
 from kvcheck.reference.storage.fs import FileSystem, normalize_path
@@ -23,13 +23,12 @@ from kvcheck.reference.storage.wal import DEFAULT_SEGMENT_SIZE
 __all__ = ["DataDir", "Recovered"]
 
 
-@dataclass(slots=True)
-class Recovered:
+class Recovered(NamedTuple):
     """What a node starts from: the snapshot (or None), the hard state (or None), the entries after it."""
 
     snapshot: SnapshotFile | None
     hard_state: HardStateTuple | None
-    entries: list[EntryTuple] = field(default_factory=list)
+    entries: list[EntryTuple]
 
 
 class DataDir:
@@ -82,6 +81,9 @@ class DataDir:
         ``data`` is the state machine's payload at applied index ``index`` (opaque here).
         With ``release`` False the WAL keeps its old segments (and all snapshot files stay).
         """
+        saved = self.wal.snapshot
+        if saved is not None and index < saved.index:
+            raise ValueError(f"snapshot index {index} is older than the saved snapshot index {saved.index}")
         self.snapshots.save(index, term, conf_state, data)
         self.wal.save_snapshot_meta(index, term, conf_state)
         self.wal.sync()

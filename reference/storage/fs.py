@@ -21,12 +21,17 @@ Two implementations:
   directory is synced; writes and truncates change only the current bytes until the file is
   synced. ``crash(rng)`` drops everything volatile and, with probability
   ``tear_probability``, keeps a random strict prefix of each file's last unsynced write
-  (a torn write). All randomness comes from the ``random.Random`` passed in, and files are
+  (a torn write). As in a page cache, appends that follow each other since the last sync
+  (or truncate) form one dirty extent, so "the last unsynced write" of an append-only file
+  is everything appended since its last sync. All randomness comes from the ``random.Random`` passed in, and files are
   visited in sorted path order, so a crash is deterministic for a given seed.
   Simplifications (documented, deliberate): directories are durable as soon as they are
   created (``OsFileSystem.makedirs`` fsyncs parents so it matches); a torn write never
   leaves a hole (it is kept only if it starts within the durable bytes); unsynced writes
   are never kept whole.
+
+``CrashPointFileSystem`` wraps either and stops at a chosen operation, so tests can crash
+an action (a snapshot save, a segment cut) at every step in turn.
 
 Errors are the OS's own exception types in both implementations (FileNotFoundError,
 FileExistsError, IsADirectoryError, NotADirectoryError, ValueError for bad paths), so
@@ -44,7 +49,9 @@ from typing import Protocol, runtime_checkable
 
 __all__ = [
     "AppendFile",
+    "CrashPointFileSystem",
     "FileSystem",
+    "InjectedCrash",
     "MemoryFileSystem",
     "OsFileSystem",
     "StaleHandleError",
@@ -268,16 +275,21 @@ class OsFileSystem:
 
 @dataclass
 class _Write:
+    """A dirty extent: the bytes written at ``offset`` since the last sync (appends merge)."""
+
     offset: int
-    data: bytes
+    data: bytearray
 
 
 @dataclass
 class _Inode:
     data: bytearray = field(default_factory=bytearray)  # what reads see now
-    durable: bytes = b""  # the bytes as of the last sync
+    durable: bytearray = field(default_factory=bytearray)  # the bytes as of the last sync
     last_unsynced_write: _Write | None = None  # candidate for a torn write on crash
     dirty: bool = False  # anything (write or truncate) since the last sync
+    # ``data`` still starts with ``durable`` (no truncate below it since the last sync), so
+    # a sync only needs to copy the new tail: syncing a growing file costs what was added.
+    extends_durable: bool = True
 
 
 @dataclass
@@ -311,7 +323,11 @@ class _MemoryAppendFile:
             return
         offset = len(inode.data)
         inode.data += data
-        inode.last_unsynced_write = _Write(offset, bytes(data))
+        last = inode.last_unsynced_write
+        if last is not None and last.offset + len(last.data) == offset:
+            last.data += data  # an append right after the last one extends the same extent
+        else:
+            inode.last_unsynced_write = _Write(offset, bytearray(data))
         inode.dirty = True
         self._fs.stats["writes"] += 1
         self._fs.stats["bytes_written"] += len(data)
@@ -319,7 +335,11 @@ class _MemoryAppendFile:
     def sync(self) -> None:
         inode = self._check()
         if inode.dirty:
-            inode.durable = bytes(inode.data)
+            if inode.extends_durable:
+                inode.durable += inode.data[len(inode.durable) :]
+            else:
+                inode.durable = bytearray(inode.data)
+            inode.extends_durable = True
             inode.dirty = False
             inode.last_unsynced_write = None
         self._fs.stats["syncs"] += 1
@@ -335,6 +355,8 @@ class _MemoryAppendFile:
             del inode.data[size:]
         else:
             inode.data += bytes(size - len(inode.data))
+        if size < len(inode.durable):
+            inode.extends_durable = False
         inode.dirty = True
         # A write before the truncate no longer describes the file's tail.
         inode.last_unsynced_write = None
@@ -516,9 +538,10 @@ class MemoryFileSystem:
                     keep = rng.randint(1, len(write.data) - 1)
                     content[write.offset : write.offset + keep] = write.data[:keep]
                     torn.append(path)
-                node.data = content
-                node.durable = bytes(content)
+                node.durable = content
+                node.data = bytearray(content)
                 node.dirty = False
+                node.extends_durable = True
                 node.last_unsynced_write = None
 
         visit(self._root, "")
@@ -528,7 +551,7 @@ class MemoryFileSystem:
 
     def durable_bytes(self, path: str) -> bytes:
         """The file's bytes as of its last sync (what a crash without tearing would leave)."""
-        return self._file(path).durable
+        return bytes(self._file(path).durable)
 
     def dirty_files(self) -> list[str]:
         """Paths (sorted) of the files with writes or truncates not yet synced."""
@@ -544,3 +567,97 @@ class MemoryFileSystem:
 
         visit(self._root, "")
         return dirty
+
+
+# --------------------------------------------------------------------------------------
+# Crash points: stop a sequence of file-system operations at a chosen step
+
+
+class InjectedCrash(OSError):
+    """Raised by ``CrashPointFileSystem`` at its chosen operation, which is not performed."""
+
+
+class _CrashPointAppendFile:
+    def __init__(self, fs: CrashPointFileSystem, inner: AppendFile) -> None:
+        self._fs = fs
+        self._inner = inner
+
+    @property
+    def path(self) -> str:
+        return self._inner.path
+
+    def write(self, data: bytes) -> None:
+        self._fs._step(f"write {self.path} ({len(data)} bytes)")
+        self._inner.write(data)
+
+    def sync(self) -> None:
+        self._fs._step(f"sync {self.path}")
+        self._inner.sync()
+
+    def size(self) -> int:
+        return self._inner.size()
+
+    def truncate(self, size: int) -> None:
+        self._fs._step(f"truncate {self.path} to {size}")
+        self._inner.truncate(size)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class CrashPointFileSystem:
+    """Wraps a FileSystem and raises ``InjectedCrash`` instead of its ``crash_at``-th change.
+
+    Changes are counted from 0: open_append (a possible create), write, sync, truncate,
+    rename, remove, sync_dir, makedirs. Reads pass through. With ``crash_at`` None nothing
+    is injected and ``steps`` records every change, so a test can first count the steps of
+    an action and then crash at each one in turn (then ``crash`` the inner in-memory disk
+    and recover). After the injected crash every further change raises too.
+    """
+
+    def __init__(self, inner: FileSystem, crash_at: int | None = None) -> None:
+        self.inner = inner
+        self.crash_at = crash_at
+        self.steps: list[str] = []
+        self.crashed = False
+
+    def _step(self, what: str) -> None:
+        if self.crashed or (self.crash_at is not None and len(self.steps) >= self.crash_at):
+            self.crashed = True
+            raise InjectedCrash(f"injected crash before step {len(self.steps)}: {what}")
+        self.steps.append(what)
+
+    def open_append(self, path: str, *, create: bool = True) -> AppendFile:
+        self._step(f"open_append {path}")
+        return _CrashPointAppendFile(self, self.inner.open_append(path, create=create))
+
+    def read_bytes(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self.inner.read_bytes(path, offset, length)
+
+    def size(self, path: str) -> int:
+        return self.inner.size(path)
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return self.inner.is_dir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+    def makedirs(self, path: str) -> None:
+        self._step(f"makedirs {path}")
+        self.inner.makedirs(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._step(f"rename {src} -> {dst}")
+        self.inner.rename(src, dst)
+
+    def remove(self, path: str) -> None:
+        self._step(f"remove {path}")
+        self.inner.remove(path)
+
+    def sync_dir(self, path: str) -> None:
+        self._step(f"sync_dir {path}")
+        self.inner.sync_dir(path)

@@ -9,15 +9,18 @@ How: three WAL record types, each a fixed little-endian struct:
 
 - ENTRY (1): index u64, term u64, entry type u8, then the entry data.
 - HARD_STATE (2): term u64, vote u64, commit u64.
-- SNAPSHOT (3): index u64, term u64, then the ConfState bytes (opaque here).
+- SNAPSHOT (3): index u64, term u64, flags u8, then the ConfState bytes (opaque here).
+  Flag 1 (keep): the log after the index survives; else the marker replaces the log.
 
 ``save(hard_state, entries)`` appends the entries, then the hard state (so a torn batch
-never keeps a commit index without the entries it covers). Nothing is durable until
-``sync()``; many saves may share one sync. An entry at index ``i <= last index`` replaces
+never keeps a commit index without the entries it covers), with one write to the file and
+no fsync. Nothing is promised durable until ``sync()``; many saves may share one sync. An entry at index ``i <= last index`` replaces
 the log from ``i`` on, and replay applies that truncation, as etcd's WAL does.
 ``save_snapshot_meta`` records that a snapshot file at (index, term) exists: entries up to
-its index are dropped (kept after it when the log holds its index with its term, else all
-are dropped: a snapshot received from the leader replaces a log that disagrees).
+its index are dropped; those after it are kept when the log holds its index with its term,
+else all are dropped (a snapshot received from the leader replaces a log that disagrees).
+That decision is made when the marker is saved and stored in it, so replay repeats it even
+when the entries it was based on were in released segments.
 
 One replay state machine (``_LogState``) serves both recovery and live saves, so
 ``load()`` always returns what a restart would recover if everything saved so far were
@@ -31,7 +34,8 @@ refused as corrupt.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from kvcheck.reference.storage.errors import CorruptionError
 from kvcheck.reference.storage.fs import FileSystem
@@ -65,7 +69,8 @@ EntryTuple = tuple[int, int, int, bytes]
 
 _ENTRY = struct.Struct("<QQB")
 _HARD_STATE = struct.Struct("<QQQ")
-_SNAPSHOT = struct.Struct("<QQ")
+_SNAPSHOT = struct.Struct("<QQB")
+_KEEP_LOG = 1  # snapshot record flag: the log after the snapshot index is kept
 _U64 = 1 << 64
 
 
@@ -78,13 +83,15 @@ class SnapshotMeta:
     conf_state: bytes = b""
 
 
-@dataclass(slots=True)
-class RaftState:
-    """What a node recovers: the snapshot marker, the hard state, the entries after the snapshot."""
+class RaftState(NamedTuple):
+    """What a node recovers: the snapshot marker, the hard state, the entries after the snapshot.
+
+    A named tuple, so ``snapshot, hard_state, entries = raft_wal.load()`` works too.
+    """
 
     snapshot: SnapshotMeta | None
     hard_state: HardStateTuple | None
-    entries: list[EntryTuple] = field(default_factory=list)
+    entries: list[EntryTuple]
 
 
 def _check_u64(name: str, value: object) -> int:
@@ -94,31 +101,36 @@ def _check_u64(name: str, value: object) -> int:
 
 
 def _encode_entry(entry: EntryTuple) -> bytes:
-    if not isinstance(entry, tuple) or len(entry) != 4:
-        raise ValueError(f"an entry is (index, term, type, data), got {entry!r}")
-    index, term, etype, data = entry
-    _check_u64("entry index", index)
-    _check_u64("entry term", term)
-    if not isinstance(etype, int) or not 0 <= etype <= 255:
-        raise ValueError(f"entry type must be an int in 0..255, got {etype!r}")
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise ValueError(f"entry data must be bytes, got {type(data).__name__}")
+    try:
+        index, term, etype, data = entry
+        head = _ENTRY.pack(index, term, etype)
+    except (ValueError, TypeError, struct.error) as err:
+        raise ValueError(
+            f"an entry is (index u64, term u64, type u8, data bytes), got {entry!r}: {err}"
+        ) from None
     if index == 0:
         raise ValueError("entry index 0 is reserved (Raft logs start at index 1)")
-    return _ENTRY.pack(index, term, etype) + bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise ValueError(f"entry data must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+    return head + data
 
 
 def _encode_hard_state(hs: HardStateTuple) -> bytes:
-    if not isinstance(hs, tuple) or len(hs) != 3:
-        raise ValueError(f"a hard state is (term, vote, commit), got {hs!r}")
-    term, vote, commit = hs
-    return _HARD_STATE.pack(_check_u64("term", term), _check_u64("vote", vote), _check_u64("commit", commit))
+    try:
+        term, vote, commit = hs
+        return _HARD_STATE.pack(term, vote, commit)
+    except (ValueError, TypeError, struct.error) as err:
+        raise ValueError(f"a hard state is (term, vote, commit) as u64s, got {hs!r}: {err}") from None
 
 
-def _encode_snapshot(meta: SnapshotMeta) -> bytes:
+def _encode_snapshot(meta: SnapshotMeta, keep: bool) -> bytes:
     if not isinstance(meta.conf_state, bytes):
         raise ValueError(f"conf_state must be bytes, got {type(meta.conf_state).__name__}")
-    return _SNAPSHOT.pack(_check_u64("snapshot index", meta.index), _check_u64("snapshot term", meta.term)) + meta.conf_state
+    index = _check_u64("snapshot index", meta.index)
+    term = _check_u64("snapshot term", meta.term)
+    return _SNAPSHOT.pack(index, term, _KEEP_LOG if keep else 0) + meta.conf_state
 
 
 class _LogState:
@@ -153,6 +165,10 @@ class _LogState:
     def add_entry(self, entry: EntryTuple, *, where: tuple[str, int] | None) -> None:
         """Append ``entry``, replacing the log from its index on. ``where`` None: live save."""
         index = entry[0]
+        entries = self.entries
+        if entries and index == entries[-1][0] + 1:  # the common case: the next index
+            entries.append(entry)
+            return
         if index <= self.base:
             if where is None:
                 raise ValueError(f"entry index {index} is at or below the snapshot index {self.base}")
@@ -176,22 +192,30 @@ class _LogState:
             self.entries.clear()
         self.entries.append(entry)
 
-    def add_snapshot(self, meta: SnapshotMeta, *, where: tuple[str, int] | None) -> None:
+    def keeps_log(self, meta: SnapshotMeta) -> bool:
+        """Whether the log after ``meta.index`` survives the snapshot: only if the log agrees
+        with the snapshot at its index (a local compaction). A snapshot from the leader that
+        the log disagrees with (or does not reach) replaces the whole log."""
+        return self.term_at(meta.index) == meta.term
+
+    def add_snapshot(self, meta: SnapshotMeta, keep: bool, *, where: tuple[str, int] | None) -> None:
         if self.snapshot is not None and meta.index < self.snapshot.index:
             if where is None:
                 raise ValueError(
                     f"snapshot index {meta.index} is older than the saved snapshot index {self.snapshot.index}"
                 )
             return
-        if self.entries and self.entries[0][0] <= meta.index <= self.entries[-1][0]:
-            if self.term_at(meta.index) == meta.term:
+        if keep:
+            if where is not None and self.term_at(meta.index) not in (None, meta.term):
+                raise CorruptionError(
+                    where[0], where[1],
+                    f"snapshot marker at index {meta.index} term {meta.term} keeps the log after it, "
+                    f"but the log has term {self.term_at(meta.index)} there",
+                )
+            if self.entries and self.entries[0][0] <= meta.index:
                 del self.entries[: meta.index - self.entries[0][0] + 1]
-            else:
-                self.entries.clear()  # the snapshot replaces a log that disagrees with it
-        elif self.entries and meta.index < self.entries[0][0]:
-            pass  # the log continues after the snapshot (or after a gap it may not cover)
         else:
-            self.entries.clear()  # the snapshot is ahead of the whole log
+            self.entries.clear()
         self.snapshot = meta
         if self.gap is not None and self.gap[0] <= meta.index:
             self.gap = None
@@ -212,8 +236,11 @@ class _LogState:
         elif record.type == RECORD_SNAPSHOT:
             if len(payload) < _SNAPSHOT.size:
                 raise CorruptionError(where, record.offset, f"snapshot record of {len(payload)} bytes is too short")
-            index, term = _SNAPSHOT.unpack_from(payload, 0)
-            self.add_snapshot(SnapshotMeta(index, term, payload[_SNAPSHOT.size :]), where=(where, record.offset))
+            index, term, flags = _SNAPSHOT.unpack_from(payload, 0)
+            if flags & ~_KEEP_LOG:
+                raise CorruptionError(where, record.offset, f"snapshot record with unknown flags {flags:#x}")
+            meta = SnapshotMeta(index, term, payload[_SNAPSHOT.size :])
+            self.add_snapshot(meta, bool(flags & _KEEP_LOG), where=(where, record.offset))
         else:
             raise CorruptionError(where, record.offset, f"unknown record type {record.type}")
 
@@ -261,7 +288,8 @@ class RaftWal:
     def _prologue(self) -> list[tuple[int, bytes]]:
         out: list[tuple[int, bytes]] = []
         if self._state.snapshot is not None:
-            out.append((RECORD_SNAPSHOT, _encode_snapshot(self._state.snapshot)))
+            # Restating the current base: the entries after it (earlier segments) are kept.
+            out.append((RECORD_SNAPSHOT, _encode_snapshot(self._state.snapshot, keep=True)))
         if self._state.hard_state is not None:
             out.append((RECORD_HARD_STATE, _encode_hard_state(self._state.hard_state)))
         return out
@@ -281,6 +309,16 @@ class RaftWal:
         """What recovery cut off the WAL's tail at open (None: it ended cleanly)."""
         return self.wal.torn_tail
 
+    @property
+    def snapshot(self) -> SnapshotMeta | None:
+        """The latest snapshot marker saved (None before the first)."""
+        return self._state.snapshot
+
+    @property
+    def hard_state(self) -> HardStateTuple | None:
+        """The latest hard state saved (None before the first)."""
+        return self._state.hard_state
+
     def last_index(self) -> int:
         """The index of the last entry (the snapshot index when there are none; 0 when empty)."""
         return self._state.last_index
@@ -297,7 +335,10 @@ class RaftWal:
         nothing. Not durable until ``sync()``.
         """
         frames = [_encode_entry(e) for e in entries]
-        hs_frame = _encode_hard_state(hard_state) if hard_state is not None else None
+        hs_frame = None
+        if hard_state is not None:
+            hs_frame = _encode_hard_state(hard_state)
+            hard_state = _HARD_STATE.unpack(hs_frame)  # normalized to a tuple of ints
         if entries:
             expect = entries[0][0]
             if expect > self._state.last_index + 1 or expect <= self._state.base:
@@ -309,13 +350,20 @@ class RaftWal:
                 expect += 1
                 if entry[0] != expect:
                     raise ValueError(f"entries are not contiguous: index {entry[0]} where {expect} was expected")
+        # An unchanged hard state is not written again.
+        # Append, then update the state: a segment cut inside ``_append`` writes the
+        # prologue from the state of the records already in earlier segments.
         for entry, frame in zip(entries, frames, strict=True):
+            seq = self.wal.append(RECORD_ENTRY, frame)
             self._state.add_entry(entry, where=None)
-            seq = self._append(RECORD_ENTRY, frame)
-            self._segment_max[seq] = max(self._segment_max.get(seq, 0), entry[0])
-        if hard_state is not None and hs_frame is not None:
-            self._state.hard_state = hard_state
+            if entry[0] > self._segment_max.get(seq, 0):
+                self._segment_max[seq] = entry[0]
+        if hs_frame is not None and hard_state != self._state.hard_state:
             self._append(RECORD_HARD_STATE, hs_frame)
+            self._state.hard_state = hard_state
+        # One write per save: the records reach the file (not durable yet), so a crash
+        # before ``sync`` meets them on the disk, where it may drop or tear them.
+        self.wal.flush()
 
     def save_snapshot_meta(self, index: int, term: int, conf_state: bytes) -> None:
         """Record that a durable snapshot file covers the log up to (index, term).
@@ -323,9 +371,13 @@ class RaftWal:
         Write the snapshot file (``SnapshotStore.save``) first. Not durable until ``sync()``.
         """
         meta = SnapshotMeta(index, term, conf_state)
-        frame = _encode_snapshot(meta)
-        self._state.add_snapshot(meta, where=None)
+        keep = self._state.keeps_log(meta)
+        frame = _encode_snapshot(meta, keep)
+        if index < self._state.base:
+            raise ValueError(f"snapshot index {index} is older than the saved snapshot index {self._state.base}")
         self._append(RECORD_SNAPSHOT, frame)
+        self._state.add_snapshot(meta, keep, where=None)
+        self.wal.flush()
 
     def sync(self) -> None:
         """fsync: everything saved so far is durable when this returns."""

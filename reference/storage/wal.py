@@ -19,14 +19,17 @@ followed by records, each a 16-byte header and a payload::
 is used: a flipped bit in an early record's length can never make recovery mistake valid
 records for a torn tail.
 
-Writing: ``append`` buffers a record in memory; ``sync`` writes the buffer with one write
-and fsyncs the segment, so many records (many Raft Readies) share one fsync. Nothing
-appended is durable before ``sync`` returns. When the current segment reaches
+Writing: ``append`` buffers a record in memory; ``flush`` writes the buffer with one write
+(no fsync); ``sync`` flushes and fsyncs the segment, so many records (many Raft Readies)
+share one fsync. Only ``sync`` promises durability; records may become durable earlier (a
+segment cut syncs what was buffered), and a crash keeps at most a prefix of the records
+appended since the last sync. When the current segment reaches
 ``segment_size`` the next append cuts a new one: the old segment is synced, the new one is
 written as ``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory
 fsynced, so a segment name never exists without a complete header. The caller's
 ``prologue`` callback supplies records to repeat at the start of every new segment (the
-Raft layer repeats its hard state and snapshot marker there), which is what lets
+Raft layer repeats its hard state and snapshot marker there); they go into the temp file
+with the header, so they are durable as soon as the segment exists, which is what lets
 ``release`` delete old segments without losing state.
 
 Recovery (``Wal.open``): leftover ``.tmp`` files are removed; segment numbers must be
@@ -95,8 +98,9 @@ def encode_record(rtype: int, payload: bytes) -> bytes:
         raise ValueError(f"WAL record type must be in 1..255, got {rtype}")
     if len(payload) > MAX_RECORD_SIZE:
         raise ValueError(f"WAL record of {len(payload)} bytes exceeds the maximum {MAX_RECORD_SIZE}")
-    prefix = _RECORD_PREFIX.pack(len(payload), rtype)
-    return prefix + struct.pack("<II", zlib.crc32(prefix), zlib.crc32(payload)) + payload
+    length = len(payload)
+    header_crc = zlib.crc32(_RECORD_PREFIX.pack(length, rtype))
+    return _RECORD_HEADER.pack(length, rtype, header_crc, zlib.crc32(payload)) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,8 @@ def _parse_segment(path: str, data: bytes, seq: int, final: bool) -> tuple[list[
             if zlib.crc32(data[offset : offset + 8]) != header_crc:
                 zero_tail = data.count(0, offset) == size - offset
                 raise torn_or_corrupt(
-                    "record header CRC mismatch" + (" (zero bytes to end of segment)" if zero_tail else ""),
+                    "record header CRC mismatch"
+                    + (" (zero bytes to end of segment)" if zero_tail else ": its length or type is damaged"),
                     torn=zero_tail,
                 )
             if rtype == 0:
@@ -291,19 +296,22 @@ class Wal:
         return wal, records
 
     @staticmethod
-    def _create_segment(fs: FileSystem, directory: str, seq: int) -> None:
-        """Durably create segment ``seq`` with its header: temp file, fsync, rename, fsync dir."""
+    def _create_segment(fs: FileSystem, directory: str, seq: int, body: bytes = b"") -> int:
+        """Durably create segment ``seq``: header and ``body`` (encoded records) in a temp
+        file, fsync, rename into place, fsync the directory. Returns the segment's size."""
         final = f"{directory}/{segment_name(seq)}" if directory else segment_name(seq)
         tmp = final + ".tmp"
+        content = _segment_header(seq) + body
         handle = fs.open_append(tmp)
         try:
             handle.truncate(0)
-            handle.write(_segment_header(seq))
+            handle.write(content)
             handle.sync()
         finally:
             handle.close()
         fs.rename(tmp, final)
         fs.sync_dir(directory)
+        return len(content)
 
     # -- writing -----------------------------------------------------------------------
 
@@ -321,7 +329,8 @@ class Wal:
         Not durable until ``sync``. Cuts a new segment first when the current one is full.
         """
         frame = encode_record(rtype, payload)
-        self._live()
+        if self._handle is None:
+            self._live()
         if self._size >= self.segment_size and self._size > SEGMENT_HEADER_SIZE:
             self.cut()
         self._pending.append(frame)
@@ -329,7 +338,12 @@ class Wal:
         self._dirty = True
         return self._seqs[-1]
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the buffered records to the segment file (one write), without fsync.
+
+        They reach the OS (or the simulated page cache) but are not durable: a crash may
+        drop them or keep a torn prefix. ``sync`` flushes first.
+        """
         if self._pending:
             self._live().write(b"".join(self._pending))
             self._pending.clear()
@@ -339,29 +353,29 @@ class Wal:
         handle = self._live()
         if not self._dirty:
             return
-        self._flush()
+        self.flush()
         handle.sync()
         self._dirty = False
 
     def cut(self) -> None:
-        """Close the current segment (synced) and start the next one, with the prologue first."""
+        """Close the current segment (synced) and start the next one, its prologue included.
+
+        The prologue records are part of the new segment from the moment its name exists,
+        so ``release`` can never delete the records they stand in for while they are missing.
+        """
         handle = self._live()
-        self._flush()
+        self.flush()
         handle.sync()
         handle.close()
         self._handle = None
+        self._dirty = False
         seq = self._seqs[-1] + 1
-        self._create_segment(self.fs, self.directory, seq)
+        body = b""
+        if self._prologue is not None:
+            body = b"".join(encode_record(rtype, payload) for rtype, payload in self._prologue())
+        self._size = self._create_segment(self.fs, self.directory, seq, body)
         self._handle = self.fs.open_append(self._path(seq), create=False)
         self._seqs.append(seq)
-        self._size = SEGMENT_HEADER_SIZE
-        self._dirty = False
-        if self._prologue is not None:
-            for rtype, payload in self._prologue():
-                frame = encode_record(rtype, payload)
-                self._pending.append(frame)
-                self._size += len(frame)
-                self._dirty = True
 
     # -- segments ------------------------------------------------------------------------
 

@@ -93,3 +93,17 @@ def test_wire_error_round_trip_and_indeterminacy() -> None:
     assert WireError.from_wire({"code": "from-the-future"}).code is ErrorCode.UNKNOWN
     with pytest.raises(BadFrame):
         WireError.from_wire(pack(1))
+
+
+def test_state_machine_error_codes_pass_through_and_stale_sequence_is_unknown() -> None:
+    from kvcheck.reference.kv import requests as kvr
+    from kvcheck.reference.node import kv_error
+
+    for cls in kvr.ERRORS.values():
+        err = kv_error(cls())
+        if cls is kvr.ErrNotPrimary:
+            assert err.code is ErrorCode.NOT_LEADER
+        else:
+            assert err.code.value == cls.code, cls
+    assert kv_error(kvr.ErrStaleSequence()).indeterminate
+    assert not kv_error(kvr.ErrDuplicateKey()).indeterminate

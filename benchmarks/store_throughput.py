@@ -1,0 +1,102 @@
+"""Acknowledged puts/s of a 3-member reference-store cluster on loopback.
+
+Starts a real cluster (``kvcheck cluster`` machinery: one process per member, the same
+durability as everywhere: nothing is acknowledged before it is fsynced on a majority), then
+for 1, 16 and 64 concurrent clients runs 100-byte puts for a fixed time and prints the
+acknowledged ops/s and the p50/p99 latency. Each client is a ``reference.client.Client``
+(its own connection), all in one trio process.
+
+    python benchmarks/store_throughput.py [--seconds 10] [--clients 1,16,64] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from kvcheck.reference.client import ClientError, open_client
+from kvcheck.reference.cluster import ClusterInfo, start_cluster, stop_cluster
+
+
+async def run_load(endpoints: list[str], clients: int, seconds: float) -> tuple[int, int, list[float]]:
+    latencies: list[float] = []
+    errors = 0
+    value = b"v" * 100
+
+    async def worker(n: int) -> None:
+        nonlocal errors
+        async with open_client(endpoints, timeout=5.0) as client:
+            await client.get(b"warmup")  # find the leader before the clock starts
+            await ready.wait()
+            i = 0
+            while trio.current_time() < deadline:
+                started = time.perf_counter()
+                try:
+                    await client.put(f"bench/{n}/{i % 1000}".encode(), value)
+                except ClientError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - started)
+                i += 1
+
+    ready = trio.Event()
+    deadline = float("inf")
+    async with trio.open_nursery() as nursery:
+        for n in range(clients):
+            nursery.start_soon(worker, n)
+        await trio.sleep(1.0)
+        deadline = trio.current_time() + seconds
+        ready.set()
+    return len(latencies), errors, latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", default="1,16,64")
+    parser.add_argument("--keep", type=Path, default=None, help="Use (and keep) this cluster directory.")
+    args = parser.parse_args()
+    base = args.keep or Path(tempfile.mkdtemp(prefix="kvcheck-bench-"))
+    info: ClusterInfo | None = None
+    try:
+        info = start_cluster(base, 3)
+        endpoints = info.endpoints()
+        print(f"cluster: 3 members in {base}; {args.seconds:.0f}s per run, 100-byte puts, fsync on a majority")
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        print(f"{'clients':>8} {'acked':>8} {'errors':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+              f" {'member CPU ms/op':>17} {'load':>5}")
+        for clients in [int(c) for c in args.clients.split(",")]:
+            cpu_before = sum(cpu_seconds(n.pid) for n in info.nodes)
+            acked, errors, lat = trio.run(run_load, endpoints, clients, args.seconds)
+            cpu = sum(cpu_seconds(n.pid) for n in info.nodes) - cpu_before
+            lat.sort()
+            p50 = statistics.median(lat) * 1000 if lat else float("nan")
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
+            cpu_per_op = cpu * 1000 / acked if acked else float("nan")
+            print(f"{clients:>8} {acked:>8} {errors:>7} {acked / args.seconds:>9.1f} {p50:>8.2f} {p99:>8.2f}"
+                  f" {cpu_per_op:>17.2f} {os.getloadavg()[0]:>5.1f}", flush=True)
+    finally:
+        if info is not None:
+            stop_cluster(info)
+        if args.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
