@@ -166,6 +166,49 @@ _ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n", "\\t": "\t", "\\r": "\r",
 _ESCAPE = re.compile(r"\\.")
 _CLOSER = {"[": "]", "(": ")", "{": "}", "#{": "}"}
 
+# The flat op map, the shape nearly every history op has: keyword keys, and values that
+# are atoms (keyword, integer, float, nil, true, false, a string without backslashes) or
+# vectors of such atoms. One regular expression reads a whole map; the general reader takes
+# everything else (nested maps, comments inside a map, escapes...).
+_SEP = r"[ \t\n,]*"
+_FLAT_ATOM = (
+    r'(?::' + _NAME + r"(?:/" + _NAME + r")?"
+    r"|[+-]?(?:0|[1-9]\d*)|[+-]?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)"
+    r'|nil|true|false|"[^"\\]*")' + _DELIM
+)
+_FLAT_VALUE = r"(?:" + _FLAT_ATOM + r"|\[" + _SEP + r"(?:" + _FLAT_ATOM + _SEP + r")*\]" + _DELIM + ")"
+_FLAT_KEY = r":(" + _NAME + r"(?:/" + _NAME + r")?)" + _DELIM
+_FLAT_MAP = re.compile(
+    r"\{" + _SEP + r"(?::" + _NAME + r"(?:/" + _NAME + r")?" + _DELIM
+    + _SEP + _FLAT_VALUE + _SEP + r")*\}" + _DELIM
+)
+# A key and its value, the value's kind told by which group matched: keyword, integer,
+# float, constant, vector, else string (possibly empty).
+_FLAT_PAIR = re.compile(
+    _FLAT_KEY + _SEP + r"(?::(" + _NAME + r"(?:/" + _NAME + r")?)" + _DELIM
+    + r"|([+-]?(?:0|[1-9]\d*))" + _DELIM
+    + r"|([+-]?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+))" + _DELIM
+    + r"|(nil|true|false)" + _DELIM
+    + r"|(\[" + _SEP + r"(?:" + _FLAT_ATOM + _SEP + r")*\])" + _DELIM
+    + r'|"([^"\\]*)"' + _DELIM + ")"
+)
+_FLAT_ATOMS = re.compile(_FLAT_ATOM)
+
+
+def _flat_value(s: str) -> Any:
+    c = s[0]
+    if c == ":":
+        return s[1:]
+    if c == '"':
+        return s[1:-1]
+    if c == "[":
+        return [_flat_value(x) for x in _FLAT_ATOMS.findall(s)]
+    if s in _CONST:
+        return _CONST[s]
+    if "." in s or "e" in s or "E" in s:
+        return float(s)
+    return int(s)
+
 
 class _Unsupported(Exception):
     """The fast reader met something it leaves to edn_format."""
@@ -199,22 +242,22 @@ def _finish(kind: str, items: list[Any]) -> Any:
     return items
 
 
-def parse_forms(text: str) -> tuple[list[Form], bool]:
+def parse_forms(text: str, *, unwrap: bool = True) -> tuple[list[Form], bool]:
     """Read the history elements of ``text``: returns (forms, wrapped).
 
     ``wrapped`` is True when the text is a single vector or list, whose elements are then
-    the forms; otherwise the forms are the top-level forms. Offsets are into the text with
+    the forms (unless ``unwrap`` is False); otherwise the forms are the top-level forms. Offsets are into the text with
     CRLF line ends made LF (line numbers are unchanged by that); they are -1 when the whole
     text had to be read by edn_format. Raises EdnError on text that is not EDN.
     """
     text = text.replace("\r\n", "\n")
     try:
-        return _parse_fast(text)
+        return _parse_fast(text, unwrap)
     except _WholeText:
         forms = parse_with_edn_format(text)
         lead = _LEAD.match(text)
         first = text[lead.end() : lead.end() + 1] if lead else ""
-        if len(forms) == 1 and isinstance(forms[0], list) and first in ("[", "("):
+        if unwrap and len(forms) == 1 and isinstance(forms[0], list) and first in ("[", "("):
             return [Form(v, -1, -1) for v in forms[0]], True
         return [Form(v, -1, -1) for v in forms], False
 
@@ -235,14 +278,17 @@ class _Frame:
 _LEAD = re.compile(r"(?:[ \t\n,]|;[^\n]*)*")
 
 
-def _parse_fast(text: str) -> tuple[list[Form], bool]:
+def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
     lead = _LEAD.match(text)
     i = lead.end() if lead else 0
-    elem_depth = 1 if text[i : i + 1] in ("[", "(") else 0
+    elem_depth = 1 if unwrap and text[i : i + 1] in ("[", "(") else 0
     elems: list[Form] = []  # the forms at elem_depth
     top: list[Form] = []  # the forms at depth 0
     stack: list[_Frame] = []
     match = _TOKEN.match
+    flat_map = _FLAT_MAP.match
+    flat_pairs = _FLAT_PAIR.findall
+    flat_atoms = _FLAT_ATOMS.findall
     pos = 0
     while True:
         m = match(text, pos)
@@ -255,7 +301,32 @@ def _parse_fast(text: str) -> tuple[list[Form], bool]:
         if kind == 1:
             continue
         if kind == 2 or kind == 9:
-            stack.append(_Frame(m.group(kind), [], start))
+            tok = m.group(kind)
+            if tok == "{" and len(stack) == elem_depth:
+                fm = flat_map(text, start)
+                if fm is not None:
+                    pos = fm.end()
+                    value = {}
+                    for k, kw, i, fl, c, vec, st in flat_pairs(fm.group()):
+                        if kw:
+                            value[k] = kw
+                        elif i:
+                            value[k] = int(i)
+                        elif c:
+                            value[k] = _CONST[c]
+                        elif vec:
+                            value[k] = [_flat_value(x) for x in flat_atoms(vec)]
+                        elif fl:
+                            value[k] = float(fl)
+                        else:
+                            value[k] = st
+                    if stack:
+                        stack[-1].items.append(value)
+                    else:
+                        top.append(Form(value, start, pos))
+                    elems.append(Form(value, start, pos))
+                    continue
+            stack.append(_Frame(tok, [], start))
             continue
         if kind == 3:
             if not stack:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kvcheck.checker.edn import EdnError, Form, dumps_keyword, dumps_value, parse_forms
-from kvcheck.checker.history import OP_TYPES, HistoryError, Op, pair_calls
+from kvcheck.checker.history import KNOWN_FIELDS, OP_TYPES, HistoryError, Op, pair_calls
 from kvcheck.exitcodes import MalformedInput
 
 __all__ = [
@@ -132,31 +132,38 @@ def detect_format(text: str, name: str = "<text>") -> str:
 # ---------------------------------------------------------------------------------------
 # Building ops
 
-_INT_FIELDS = ("index", "time")
+_TYPES = frozenset(OP_TYPES)
+_KNOWN = frozenset(KNOWN_FIELDS)
+_MISSING: Any = object()
 
 
 def op_from_dict(d: Any, name: str, line: int | None, position: int) -> Op:
     """One op from a plain dict, checking the fields every reader shares."""
-    if not isinstance(d, dict):
+    if type(d) is not dict:
         raise MalformedInput(name, line, f"expected an op map, found {_show(d)}")
     t = d.get("type")
-    if t not in OP_TYPES:
+    if t not in _TYPES:
         what = "has no type" if t is None else f"has type {_show(t)}"
         raise MalformedInput(name, line, f"op {what}; expected one of {', '.join(OP_TYPES)}")
-    if "process" not in d:
-        raise MalformedInput(name, line, "op has no process")
-    p = d["process"]
-    if isinstance(p, bool) or not isinstance(p, int | str):
+    p = d.get("process", _MISSING)
+    if type(p) is not int and type(p) is not str:  # bool is not int here
+        if p is _MISSING:
+            raise MalformedInput(name, line, "op has no process")
         raise MalformedInput(name, line, f"op process must be an integer or a name like nemesis, found {_show(p)}")
-    for field in _INT_FIELDS:
-        v = d.get(field)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise MalformedInput(name, line, f"op {field} must be an integer, found {_show(v)}")
-    if d.get("index") is not None and d["index"] < 0:
-        raise MalformedInput(name, line, f"op index must not be negative, found {d['index']}")
-    if "f" not in d and isinstance(p, int):
-        raise MalformedInput(name, line, "op has no f (the operation, e.g. read or write)")
-    return Op.from_dict(d, position=position, line=line)
+    index = d.get("index")
+    if index is not None and (type(index) is not int or index < 0):
+        raise MalformedInput(name, line, f"op index must be a non-negative integer, found {_show(index)}")
+    time = d.get("time")
+    if time is not None and type(time) is not int:
+        raise MalformedInput(name, line, f"op time must be an integer (nanoseconds), found {_show(time)}")
+    f = d.get("f", _MISSING)
+    if f is _MISSING:
+        if type(p) is int:
+            raise MalformedInput(name, line, "op has no f (the operation, e.g. read or write)")
+        f = None
+    extra = {} if d.keys() <= _KNOWN else {k: v for k, v in d.items() if k not in _KNOWN}
+    return Op(t, f, d.get("value"), p, time, index, d.get("key"), d.get("node"), d.get("error"),
+              extra, position, line)
 
 
 def ops_from_dicts(dicts: Iterable[Any], name: str = "<ops>") -> list[Op]:
@@ -204,21 +211,24 @@ def _show(v: Any) -> str:
 
 
 def _read_jsonl(text: str, name: str) -> list[Op]:
-    ops: list[Op] = []
-    loads = json.loads
-    for line_no, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            d = loads(line)
-        except ValueError as exc:
-            problem = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            col = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
-            raise MalformedInput(name, line_no, f"not valid JSON: {problem}{col}") from None
-        ops.append(op_from_dict(d, name, line_no, len(ops)))
-    if not ops:
+    numbered = [(i, line) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not numbered:
         raise MalformedInput(name, None, "the file is empty: no operations")
-    return ops
+    try:
+        # One call into the C decoder for the whole file; line by line only to find an error.
+        dicts = json.loads("[" + ",".join(line for _, line in numbered) + "]")
+        if len(dicts) != len(numbered):
+            raise ValueError("a line holds more than one JSON value")
+    except ValueError:
+        dicts = [_json_line(line, name, i) for i, line in numbered]
+    return [op_from_dict(d, name, i, pos) for pos, (d, (i, _)) in enumerate(zip(dicts, numbered, strict=True))]
+
+
+def _json_line(line: str, name: str, line_no: int) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise MalformedInput(name, line_no, f"not valid JSON: {exc.msg} (column {exc.colno})") from None
 
 
 def write_jsonl(ops: Iterable[Op], dest: Path | str | IO[str]) -> None:
@@ -340,7 +350,7 @@ def _log_fields(rest: str, name: str, line_no: int, nemesis: bool) -> tuple[Any,
         error = _log_form("\t".join(fields[2:]), name, line_no, "error", raw_ok=True) if len(fields) > 2 else None
         return f, value, error
     try:
-        forms, _ = parse_forms(rest)
+        forms, _ = parse_forms(rest, unwrap=False)
     except EdnError:
         forms = []
         if not nemesis:
@@ -361,7 +371,7 @@ def _log_form(s: str, name: str, line_no: int, what: str, *, raw_ok: bool) -> An
     if not s:
         return None
     try:
-        forms, _ = parse_forms(s)
+        forms, _ = parse_forms(s, unwrap=False)
     except EdnError as exc:
         if raw_ok:
             return s

@@ -23,6 +23,7 @@ counterexamples. The search itself lives in ``kvcheck.checker.search``.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
@@ -31,12 +32,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kvcheck.checker.history import Call, Op, pair_calls
-from kvcheck.checker.models import INCONSISTENT, Model
+from kvcheck.checker.models import INCONSISTENT, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
+from kvcheck.checker.wgl import DepthFirstSearch
+from kvcheck.checker.zones import check_unique, first_failing_end, observers_if_unique
 
 Verdict = bool | Literal["unknown"]
 NULL_KEY = "null"  # the report key of ops without a key field
 MAX_FINAL_PATHS = 16
+_GRAVEYARD: list[Any] = []  # abandoned searches, freed at the start of the next check
+EXPLAIN_BUDGET = 5.0
+PORTFOLIO_AFTER = 20_000  # breadth-first steps on one key before the depth-first search joins  # seconds a counterexample's searches may take beyond the verdict
 
 
 class _OutOfBounds(Exception):
@@ -70,6 +76,8 @@ class KeyResult:
     unknown_cause: str | None = None
     calls: int = 0
     max_frontier: int = 0
+    method: str = "search"  # "zones" when the polynomial fast path decided
+    reason: str | None = None  # the fast path's account of the violation
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +90,8 @@ class KeyResult:
             "unknown_cause": self.unknown_cause,
             "calls": self.calls,
             "max_frontier": self.max_frontier,
+            "method": self.method,
+            "reason": self.reason,
         }
 
 
@@ -128,9 +138,9 @@ def build_entries(model: Model, calls: Sequence[Call]) -> list[Entry]:
         if ro and end == math.inf:
             continue  # observed nothing and changed nothing
         entries.append(Entry(call, action, float(call.start), float(end), ro))
-    drop = model.unobserved_writes([e.action for e in entries])
+    drop = model.droppable([e.action for e in entries])
     if drop:
-        entries = [e for i, e in enumerate(entries) if i not in drop or e.end != math.inf]
+        entries = [e for i, e in enumerate(entries) if i not in drop]
     return entries
 
 
@@ -167,10 +177,56 @@ class _Bounds:
                 )
 
 
+def new_search(model: Model, entries: list[Entry], *, keep_last: bool = False,
+               prune: bool = True) -> Search:
+    """The exact search for one key, with dead-value pruning when values are unique and
+    ``prune``. Pruning uses future observers, so it can fail at an earlier return than the
+    first op that cannot be linearized: counterexamples are searched without it."""
+    observers = None
+    if prune and type(model) in (Register, CasRegister):
+        observers = observers_if_unique(entries, model.initial())
+    return Search(model, entries, model.initial(), keep_last=keep_last, observers=observers)
+
+
+class _KeyRun:
+    """One key's exact check: the breadth-first search, joined by the depth-first one (a
+    portfolio, CHECKER-ALGORITHMS §7.7) once it has taken PORTFOLIO_AFTER steps; slices
+    alternate between them and the first answer wins (both are exact)."""
+
+    def __init__(self, model: Model, entries: list[Entry]) -> None:
+        self.model = model
+        self.entries = entries
+        self.bfs = new_search(model, entries)
+        self.bfs_gen: Generator[None, None, SearchOutcome] | None = self.bfs.run()
+        self.dfs: DepthFirstSearch | None = None
+        self.dfs_gen: Generator[None, None, SearchOutcome] | None = None
+        self.turn = 0
+        self.method = "search"
+        self.exact_failed = self.bfs.observers is None  # a failing op Knossos would name
+
+    def advance(self) -> SearchOutcome | None:
+        """Run one slice; the outcome when decided."""
+        if self.dfs_gen is None and self.bfs.steps >= PORTFOLIO_AFTER:
+            self.dfs = DepthFirstSearch(self.model, self.entries, self.model.initial())
+            self.dfs_gen = self.dfs.run()
+        use_dfs = self.dfs_gen is not None and (self.turn % 2 == 1 or self.bfs_gen is None)
+        self.turn += 1
+        gen = self.dfs_gen if use_dfs else self.bfs_gen
+        assert gen is not None
+        try:
+            next(gen)
+        except StopIteration as stop:
+            outcome: SearchOutcome = stop.value
+            if use_dfs:
+                self.method = "search (depth-first)"
+                self.exact_failed = False
+            return outcome
+        return None
+
+
 def _linearizable(model: Model, entries: list[Entry], bounds: _Bounds) -> bool:
     """Decide a (sub-)history exactly; raises _OutOfBounds."""
-    search = Search(model, entries, model.initial())
-    return run_to_end(search.run(), bounds.check).valid
+    return run_to_end(new_search(model, entries).run(), bounds.check).valid
 
 
 def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[Any], bool]:
@@ -206,8 +262,8 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
 def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
                  bounds: _Bounds) -> list[list[dict[str, Any]]]:
     """Final paths: for each configuration just before the failing return, the last op it
-    linearized (with the state after it), then each open call that must still be linearized
-    and that the model rejects in that state."""
+    linearized (with the state after it), then each open call (as Knossos, info calls too)
+    that the model rejects in that state."""
     assert outcome.failed is not None
     fail_end = entries[outcome.failed].end
     paths: list[list[dict[str, Any]]] = []
@@ -218,9 +274,11 @@ def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
             "op": op_json(_call_op(entries[last].call)) if last is not None else None,
             "model": model.describe(state),
         }
-        for i, e in enumerate(entries):
-            if i in lin or e.start >= fail_end or e.end < fail_end or e.end == math.inf:
-                continue  # linearized, not yet invoked, already returned, or optional
+        order = [outcome.failed] + [i for i in range(len(entries)) if i != outcome.failed]
+        for i in order:
+            e = entries[i]
+            if i in lin or e.start >= fail_end or e.end < fail_end:
+                continue  # linearized, not yet invoked or already returned
             if model.step(state, e.action) is not INCONSISTENT:
                 continue
             sig = (last, repr(state), i)
@@ -237,40 +295,71 @@ def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
     return paths
 
 
-def _explain_invalid(model: Model, entries: list[Entry], outcome: SearchOutcome,
+def _fast_applies(model: Model) -> bool:
+    return type(model) in (Register, CasRegister)
+
+
+def _decide(model: Model, entries: list[Entry], bounds: _Bounds) -> bool:
+    """Is this (sub-)history linearizable? The zone check when it decides, else the exact
+    search; raises _OutOfBounds."""
+    if _fast_applies(model):
+        res = check_unique(entries, model.initial())
+        if res is not None:
+            return res[0]
+    return _linearizable(model, entries, bounds)
+
+
+def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
                      bounds: _Bounds, result: KeyResult, minimize: bool) -> None:
-    """Fill ``result`` with the counterexample of an invalid key (bounded by ``bounds``)."""
-    assert outcome.failed is not None
-    x = entries[outcome.failed]
+    """Fill ``result`` with the counterexample of an invalid key. ``failed`` is the entry
+    whose return cannot be linearized, when already known. The explanation's searches are
+    bounded by ``bounds`` and by EXPLAIN_BUDGET seconds, so a verdict found by the fast path
+    is never held up by an exponential search."""
+    sub = _Bounds(None, bounds.memory_limit_mb)
+    sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
+    sub.timeout = sub.deadline - time.monotonic()
+    detailed: SearchOutcome | None = None
+    try:
+        if failed is None:
+            search = new_search(model, entries, keep_last=True, prune=False)
+            detailed = run_to_end(search.run(), sub.check)
+            failed = detailed.failed
+    except _OutOfBounds:
+        pass
+    if failed is None:
+        result.unknown_cause = "invalid, but finding the first op that cannot be linearized ran out of bounds"
+        return
+    x = entries[failed]
     result.op = op_json(_call_op(x.call))
     prev: Call | None = None
     for e in entries:
         if e.call.outcome == "ok" and e.end < x.end and (prev is None or e.end > prev.end):
             prev = e.call
     result.previous_ok = op_json(_call_op(prev)) if prev is not None else None
+    where = [i for i, e in enumerate(entries) if e.start < x.end]
+    prefix = [entries[i] for i in where]
     try:
-        # re-run the failing prefix remembering each configuration's last op
-        prefix = [e for e in entries if e.start < x.end]
-        search = Search(model, prefix, model.initial(), keep_last=True)
-        detailed = run_to_end(search.run(), bounds.check)
-        if not detailed.valid and detailed.failed is not None:
-            # map back to the full entry list (prefix keeps the entries' order)
-            remap = {i: entries.index(e) for i, e in enumerate(prefix)}
+        if detailed is None:  # re-run the failing prefix remembering each configuration's last op
+            search = new_search(model, prefix, keep_last=True, prune=False)
+            detailed = run_to_end(search.run(), sub.check)
+            remap = dict(enumerate(where))
             detailed.frontier = [
                 (frozenset(remap[i] for i in lin), st, remap[lk] if lk is not None else None)
                 for lin, st, lk in detailed.frontier
             ]
-            detailed.failed = remap[detailed.failed]
-            result.final_paths = _final_paths(model, entries, detailed, bounds)
+            if detailed.failed is not None:
+                detailed.failed = remap[detailed.failed]
+        if not detailed.valid and detailed.failed == failed:
+            result.final_paths = _final_paths(model, entries, detailed, sub)
     except _OutOfBounds:
         pass
     if not minimize:
         return
-    prefix = [e for e in entries if e.start < x.end]
 
-    def fails(sub: list[Entry]) -> bool:
-        return not _linearizable(model, sub, bounds)
+    def fails(candidate: list[Entry]) -> bool:
+        return not _decide(model, candidate, sub)
 
+    sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
     minimal, complete = ddmin(prefix, fails)
     ops: list[Op] = []
     for e in minimal:
@@ -291,6 +380,18 @@ def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = No
     ``minimize=False`` skips delta debugging of counterexamples. Raises HistoryError when
     the history is malformed (a completion with no invocation, a value the model cannot read).
     """
+    _GRAVEYARD.clear()  # free the previous timed-out search before this one's clock starts
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # the search allocates millions of acyclic objects: no cyclic GC pauses
+    try:
+        return _check(ops, model, timeout, memory_limit_mb, minimize)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_mb: int | None,
+           minimize: bool) -> LinearizabilityResult:
     bounds = _Bounds(timeout, memory_limit_mb)
     calls = pair_calls(ops)
     by_key: dict[Any, list[Call]] = {}
@@ -305,37 +406,57 @@ def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = No
 
     keys: dict[str, KeyResult] = {}
     entries_of: dict[str, list[Entry]] = {}
-    running: dict[str, tuple[Search, Generator[None, None, SearchOutcome]]] = {}
+    running: dict[str, _KeyRun] = {}
+    invalid_fast: list[str] = []
     for k, kcalls in by_key.items():
         name = key_name(k)
         entries = build_entries(model, kcalls)
         entries_of[name] = entries
-        keys[name] = KeyResult(valid="unknown", calls=len(entries))
-        search = Search(model, entries, model.initial())
-        running[name] = (search, search.run())
+        res = keys[name] = KeyResult(valid="unknown", calls=len(entries))
+        if _fast_applies(model):
+            fast = check_unique(entries, model.initial())
+            if fast is not None:
+                res.method = "zones"
+                if fast[0]:
+                    res.valid = True
+                else:
+                    res.valid = False
+                    res.reason = fast[1]
+                    invalid_fast.append(name)
+                continue
+        running[name] = _KeyRun(model, entries)
 
     cause: str | None = None
     try:
+        for name in invalid_fast:
+            entries = entries_of[name]
+            failed = first_failing_end(entries, model.initial())
+            _explain_invalid(model, entries, failed, bounds, keys[name], minimize)
+            bounds.check()
         while running:
             for name in list(running):
-                search, gen = running[name]
-                try:
-                    next(gen)
-                except StopIteration as stop:
-                    outcome: SearchOutcome = stop.value
+                run = running[name]
+                outcome = run.advance()
+                if outcome is not None:
                     del running[name]
                     res = keys[name]
                     res.max_frontier = outcome.max_frontier
+                    res.method = run.method
                     if outcome.valid:
                         res.valid = True
                     else:
                         res.valid = False
-                        _explain_invalid(model, entries_of[name], outcome, bounds, res, minimize)
+                        failed = outcome.failed if run.exact_failed else None
+                        _explain_invalid(model, entries_of[name], failed, bounds, res, minimize)
                 bounds.check()
     except _OutOfBounds as exc:
         cause = exc.cause
         for name in running:
             keys[name].unknown_cause = cause
+        # Freeing a large frontier takes tens of milliseconds: keep the abandoned searches
+        # until the next call (or exit) so a timed-out check returns promptly.
+        _GRAVEYARD.extend(running.values())
+        running.clear()
 
     verdicts = [r.valid for r in keys.values()]
     valid: Verdict

@@ -33,9 +33,9 @@ CLI that Jepsen ``[k v]`` values are independent-key tuples to split.
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Hashable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kvcheck.checker.history import Call, HistoryError
 from kvcheck.exitcodes import UsageError
@@ -72,6 +72,14 @@ def freeze(value: Any) -> Hashable:
     return value
 
 
+def show(value: Any) -> str:
+    """A value as JSON text for messages (null, not None)."""
+    try:
+        return json.dumps(thaw(value), sort_keys=True)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def thaw(value: Any) -> Any:
     """The JSON form of a frozen value (inverse of ``freeze`` up to list/tuple)."""
     if isinstance(value, tuple):
@@ -87,8 +95,7 @@ def thaw(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     """What a model steps on: the call's ``f``, its value (the completion's value for ok
     calls, e.g. what a read returned; the invocation's otherwise) and its outcome
     ("ok", "info", "pending" or, when a model keeps failed calls, "fail")."""
@@ -129,11 +136,12 @@ class Model:
 
     def explain(self, state: Any, action: Action) -> str:
         """Why ``step`` rejected ``action`` in ``state`` (for final paths)."""
-        return f"{action.f} {thaw(action.value)!r} is not possible in state {self.describe(state)!r}"
+        return f"{action.f} {show(action.value)} is not possible in state {show(self.describe(state))}"
 
-    def unobserved_writes(self, actions: list[Action]) -> set[int]:
-        """Indices of actions that write a value nobody ever observes and may be dropped when
-        their outcome is unknown (CHECKER-ALGORITHMS §1.3). Default: none."""
+    def droppable(self, actions: list[Action]) -> set[int]:
+        """Indices of actions that can be dropped without changing the verdict, e.g. writes
+        with unknown outcome whose value nobody observes (CHECKER-ALGORITHMS §1.3). Only
+        exact reductions belong here. Default: none."""
         return set()
 
 
@@ -178,10 +186,13 @@ class Register(Model):
 
     def explain(self, state: Any, action: Action) -> str:
         if action.f == "read":
-            return f"can't read {thaw(action.value)!r} from register {thaw(state)!r}"
+            return f"can't read {show(action.value)} from register {show(state)}"
         return super().explain(state, action)
 
-    def unobserved_writes(self, actions: list[Action]) -> set[int]:
+    def droppable(self, actions: list[Action]) -> set[int]:
+        """Writes and cas with unknown outcome whose value no read and no cas observes: they
+        can take effect last (§1.3). Exact only without compare-failed cas, which observe
+        "not old"."""
         observed: set[Any] = set()
         for a in actions:
             if a.f == "read" and a.outcome == "ok":
@@ -222,6 +233,18 @@ class CasRegister(Register):
             return Action("cas", freeze(value), "fail")
         return super().action(call)
 
+    def droppable(self, actions: list[Action]) -> set[int]:
+        """Also compare-failed cas whose old value is never written and is not the initial
+        value: the compare fails everywhere (§1.5)."""
+        written = {a.value for a in actions if a.f == "write"}
+        written |= {a.value[1] for a in actions if a.f == "cas" and a.outcome != "fail"}
+        vacuous = {i for i, a in enumerate(actions)
+                   if a.f == "cas" and a.outcome == "fail"
+                   and a.value[0] not in written and a.value[0] != self.init}
+        rest = [i for i in range(len(actions)) if i not in vacuous]
+        inner = super().droppable([actions[i] for i in rest])
+        return vacuous | {rest[j] for j in inner}
+
     def step(self, state: Any, action: Action) -> Any:
         if action.f == "cas":
             old, new = action.value
@@ -237,8 +260,8 @@ class CasRegister(Register):
         if action.f == "cas":
             old, new = action.value
             if action.outcome == "fail":
-                return f"cas {thaw(old)!r}->{thaw(new)!r} can't fail its compare: register holds {thaw(old)!r}"
-            return f"can't cas {thaw(old)!r}->{thaw(new)!r}: register holds {thaw(state)!r}"
+                return f"cas {show(old)}->{show(new)} can't fail its compare: register holds {show(old)}"
+            return f"can't cas {show(old)}->{show(new)}: register holds {show(state)}"
         return super().explain(state, action)
 
 
@@ -297,7 +320,7 @@ class MultiRegister(Model):
         regs = dict(state)
         for f, k, v in action.value:
             if f == "read" and regs.get(k) != v:
-                return f"can't read {k}={thaw(v)!r}: {k} holds {thaw(regs.get(k))!r}"
+                return f"can't read {k}={show(v)}: {k} holds {show(regs.get(k))}"
         return super().explain(state, action)
 
 
@@ -344,7 +367,7 @@ class KV(Model):
 
     def explain(self, state: Any, action: Action) -> str:
         if action.f == "get":
-            return f"can't get {action.value!r}: key holds {state!r}"
+            return f"can't get {show(action.value)}: key holds {show(state)}"
         return super().explain(state, action)
 
 

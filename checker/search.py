@@ -28,6 +28,7 @@ keys and enforce time and memory bounds; it returns a ``SearchOutcome``.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -77,12 +78,37 @@ def _insert(store: dict[tuple[int, int], list[int]], req: int, opt: int, sid: in
     return True
 
 
+SHARD_AT = 1 << 16  # a visited set this large is split, so no single dict resize is slow
+SHARD_MASK = 255
+
+
+def _shard(store: dict[tuple[int, int], list[int]]) -> list[dict[tuple[int, int], list[int]]]:
+    shards: list[dict[tuple[int, int], list[int]]] = [{} for _ in range(SHARD_MASK + 1)]
+    for (req, sid), opts in store.items():
+        shards[(req ^ sid) & SHARD_MASK][(req, sid)] = opts
+    return shards
+
+
+def _dead(obs: list[int], mask: int, now: float, entries: Sequence[Entry], slot_of: list[int]) -> bool:
+    """Whether one of ``obs`` has not returned yet (at event ``now``) and is not linearized
+    in ``mask``: then the current state must not change yet."""
+    for o in obs:
+        if entries[o].end >= now:
+            slot = slot_of[o]
+            if slot < 0 or entries[o].start > now or not (mask >> slot) & 1:
+                return True
+    return False
+
+
 class Search:
     """The exact search over ``entries`` (one key), starting from ``initial`` state."""
 
     def __init__(self, model: Model, entries: Sequence[Entry], initial: Hashable,
-                 *, keep_last: bool = False) -> None:
+                 *, keep_last: bool = False, observers: dict[Any, list[int]] | None = None) -> None:
         self.model = model
+        # dead-value pruning (unique values only): state -> entries that must see that state;
+        # a state-changing step is pointless while one of them is still to come
+        self.observers = observers
         self.entries = list(entries)
         self.initial = initial
         self.keep_last = keep_last
@@ -90,6 +116,8 @@ class Search:
         self.sid_of: dict[Any, int] = {}
         self.trans: dict[int, int] = {}
         self.steps = 0
+        self.frontier_size = 1  # (req, state) groups in the frontier, for diagnostics
+        self.events_done = 0.0
         self.n = len(self.entries)
         self.classes: dict[Any, int] = {}
         self.class_of = [self._class(e.action) for e in self.entries]
@@ -132,6 +160,7 @@ class Search:
         open_ro: list[int] = []  # slots of open read-only calls
         # class -> open slots of non-read-only calls, sorted by the call's return
         open_rw: dict[int, list[int]] = {}
+        slot_end: dict[int, float] = {}
         last: dict[tuple[int, int, int], int | None] = {}  # (req, opt, sid) -> last entry (keep_last)
 
         init_sid = self.intern(self.initial)
@@ -139,6 +168,8 @@ class Search:
         max_frontier = 1
         steps = 0
         step = self.step
+        observers = self.observers
+        states = self.states
 
         def saturate(mask: int, sid: int) -> int:
             for s in open_ro:
@@ -147,7 +178,7 @@ class Search:
                     mask |= b
             return mask
 
-        for _pos, kind, eidx in events:
+        for pos, kind, eidx in events:
             e = entries[eidx]
             if kind == 0:  # invocation: open the call
                 if free:
@@ -165,7 +196,11 @@ class Search:
                     # greedy: linearize it now wherever it is legal
                     new: dict[tuple[int, int], list[int]] = {}
                     for (req, sid), opts in frontier.items():
-                        steps += 1
+                        steps += len(opts)
+                        if steps >= YIELD_EVERY:
+                            self.steps += steps
+                            steps = 0
+                            yield
                         legal = step(sid, eidx) >= 0
                         for opt in opts:
                             if legal:
@@ -180,9 +215,12 @@ class Search:
                                 last[(nreq, nopt, sid)] = eidx if legal else lk
                     frontier = new
                 else:
-                    lst = open_rw.setdefault(self.class_of[eidx], [])
-                    lst.append(slot)
-                    lst.sort(key=lambda s: entries[entry_at[s]].end)
+                    slot_end[slot] = e.end
+                    lst = open_rw.get(self.class_of[eidx])
+                    if lst is None:
+                        open_rw[self.class_of[eidx]] = [slot]
+                    else:  # keep identical calls in order of their return
+                        bisect.insort(lst, slot, key=slot_end.__getitem__)
                 if steps >= YIELD_EVERY:
                     self.steps += steps
                     steps = 0
@@ -196,10 +234,15 @@ class Search:
             new = {}
             todo: list[tuple[int, int, int | None]] = []
             for (req, sid), opts in frontier.items():
-                if req & bit:
-                    for opt in opts:
-                        _insert(new, req & keep, opt, sid)
-                        if self.keep_last:
+                steps += len(opts)
+                if steps >= YIELD_EVERY:
+                    self.steps += steps
+                    steps = 0
+                    yield
+                if req & bit:  # clearing a bit all of them have keeps keys distinct
+                    new[(req & keep, sid)] = opts
+                    if self.keep_last:
+                        for opt in opts:
                             last[(req & keep, opt, sid)] = last.get((req, opt, sid))
                 else:
                     for opt in opts:
@@ -207,6 +250,7 @@ class Search:
             if todo:
                 # closure: linearize open calls until eidx is in
                 visited: dict[tuple[int, int], list[int]] = {}
+                shards: list[dict[tuple[int, int], list[int]]] | None = None
                 queue: deque[tuple[int, int]] = deque()
                 for mask, sid, _lk in todo:
                     if _insert(visited, mask & ~opt_all, mask & opt_all, sid):
@@ -230,13 +274,25 @@ class Search:
                         r = step(sid, ei)
                         if r < 0:
                             continue
+                        if observers is not None and r != sid:
+                            obs = observers.get(states[sid])
+                            if obs and _dead(obs, mask | b, pos, entries, slot_of):
+                                continue  # the current value still has an observer to come
                         m2 = saturate(mask | b, r)
                         if m2 & bit:
                             m2 &= keep
                             if _insert(new, m2 & ~opt_all, m2 & opt_all, r) and self.keep_last:
                                 last[(m2 & ~opt_all, m2 & opt_all, r)] = ei
-                        elif _insert(visited, m2 & ~opt_all, m2 & opt_all, r):
-                            queue.append((m2, r))
+                        else:
+                            req2 = m2 & ~opt_all
+                            if shards is None:
+                                fresh = _insert(visited, req2, m2 & opt_all, r)
+                                if len(visited) > SHARD_AT:
+                                    shards = _shard(visited)
+                            else:
+                                fresh = _insert(shards[(req2 ^ r) & SHARD_MASK], req2, m2 & opt_all, r)
+                            if fresh:
+                                queue.append((m2, r))
                     if steps >= YIELD_EVERY:
                         self.steps += steps
                         steps = 0
@@ -256,9 +312,10 @@ class Search:
             else:
                 open_rw[self.class_of[eidx]].remove(slot)
             frontier = new
-            size = sum(len(v) for v in new.values())
-            if size > max_frontier:
-                max_frontier = size
+            self.frontier_size = len(new)
+            self.events_done = pos
+            if len(new) > max_frontier:
+                max_frontier = len(new)
             if steps >= YIELD_EVERY:
                 self.steps += steps
                 steps = 0

@@ -18,6 +18,7 @@ from kvcheck.exitcodes import ExitCode, KvcheckError
 
 # name -> "module:attribute"; add a line here to add a command.
 COMMANDS: dict[str, str] = {
+    "check": "kvcheck.checker.cli:check",
     "cluster": "kvcheck.reference.cluster:cluster",
     "ctl": "kvcheck.reference.ctl:ctl",
     "run": "kvcheck.workloads.cli:run_command",

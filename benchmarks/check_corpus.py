@@ -1,0 +1,354 @@
+"""Benchmark of the linearizability checker: prints figures, asserts nothing.
+
+Sets (each run in its own child process so its peak memory is its own):
+
+- ``knossos``: the Knossos corpus (../shared/corpora/knossos), per file parse and check
+  seconds, totals, and whether every verdict matches the manifest;
+- ``a``: 10,000-op cas-register histories, 10 processes, 5% info: one with unique written
+  values, one with values drawn from 0..4 as Jepsen's register workload does;
+- ``b``: one 100,000-op kv history (get/put/append) over 100 keys, 50 processes;
+- ``c``: 100 cas-register histories shaped like Jepsen's etcd tests: 80 ops each, 10-20
+  processes, values 0..4 (they repeat), 15-19 writes and cas that never complete (info),
+  overlapping each other and the reads after them;
+- ``timeout``: how far past ``timeout`` a timed-out check returns (a history the search
+  cannot finish: many concurrent writes and a read nobody could have seen).
+
+Stress histories are generated with fixed seeds from a simulated execution (each op takes
+effect at a random moment inside its interval, crashed ops at a random later moment or
+never), written as JSONL and read back, so "parse" is the JSONL reader.
+
+    python benchmarks/check_corpus.py [SET ...]        # default: all sets
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kvcheck.checker import linearizable
+from kvcheck.checker.formats import read_history, write_jsonl
+from kvcheck.checker.history import Op
+from kvcheck.checker.linearizable import check_history
+from kvcheck.checker.models import get_model
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpora" / "knossos"
+INIT: dict[str, Any] = {"cas-register": None, "multi-register": {"x": 0, "y": 0}, "mutex": False}
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- generators ---------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def emit(self, process: Any, type_: str, f: str, value: Any, key: Any = None) -> None:
+        self.ops.append(Op(type=type_, f=f, value=value, process=process, key=key,
+                           position=len(self.ops), index=len(self.ops)))
+
+
+def gen_cas_register(seed: int, n_ops: int, processes: int, info_rate: float,
+                     values: int | None, never_complete: int = 0) -> list[Op]:
+    """A cas-register history from a simulated execution. ``values``: draw written values
+    from range(values) (repeating) or, when None, use fresh ones. ``never_complete``: that
+    many writes/cas end ``info`` (indeterminate) instead of the usual ``info_rate``."""
+    rng = random.Random(seed)
+    rec = Recorder()
+    state: Any = None
+    counter = 0
+    open_: dict[int, list[Any]] = {}  # process -> [f, value, effect or None]
+    idle = list(range(processes))
+    next_proc = processes
+    floating: list[list[Any]] = []
+    indeterminate_left = never_complete
+
+    def value() -> Any:
+        nonlocal counter
+        if values is not None:
+            return rng.randrange(values)
+        counter += 1
+        return counter
+
+    def apply(f: str, v: Any) -> tuple[str, Any]:
+        nonlocal state
+        if f == "read":
+            return "ok", state
+        if f == "write":
+            state = v
+            return "ok", v
+        if state == v[0]:
+            state = v[1]
+            return "ok", v
+        return "fail", v
+
+    while len(rec.ops) < n_ops or open_:
+        r = rng.random()
+        if idle and len(rec.ops) < n_ops and r < 0.35:
+            p = idle.pop(rng.randrange(len(idle)))
+            x = rng.random()
+            if x < 0.5:
+                f, v = "read", None
+            elif x < 0.75:
+                f, v = "write", value()
+            else:
+                old = state if rng.random() < 0.6 else value()
+                f, v = "cas", [old, value()]
+            rec.emit(p, "invoke", f, v)
+            open_[p] = [f, v, None]
+        elif open_ and r < 0.65:
+            c = rng.choice(list(open_.values()))
+            if c[2] is None:
+                c[2] = apply(c[0], c[1])
+        elif floating and r < 0.68:
+            c = floating.pop(rng.randrange(len(floating)))
+            if rng.random() < 0.5:
+                apply(c[0], c[1])
+        elif open_:
+            p = rng.choice(list(open_))
+            f, v, eff = open_[p]
+            crash = f != "read" and (
+                (indeterminate_left > 0 and rng.random() < 0.5) or
+                (never_complete == 0 and rng.random() < info_rate))
+            if crash:
+                del open_[p]
+                indeterminate_left -= 1
+                rec.emit(p, "info", f, v)
+                if eff is None:
+                    floating.append([f, v])
+                idle.append(next_proc)
+                next_proc += 1
+                continue
+            if eff is None:
+                eff = apply(f, v)
+            del open_[p]
+            rec.emit(p, eff[0], f, eff[1])
+            idle.append(p)
+        if len(rec.ops) >= n_ops and not open_:
+            break
+    return rec.ops
+
+
+def gen_kv(seed: int, n_ops: int, keys: int, processes: int) -> list[Op]:
+    """A 6.824-style kv history: get/put/append over ``keys`` keys; appended tokens are
+    unique ("x P N y"), so gets return long strings."""
+    rng = random.Random(seed)
+    rec = Recorder()
+    state: dict[str, str] = {}
+    open_: dict[int, list[Any]] = {}
+    idle = list(range(processes))
+    counter = 0
+    while len(rec.ops) < n_ops or open_:
+        r = rng.random()
+        if idle and len(rec.ops) < n_ops and r < 0.4:
+            p = idle.pop(rng.randrange(len(idle)))
+            k = str(rng.randrange(keys))
+            x = rng.random()
+            counter += 1
+            if x < 0.5:
+                f, v = "get", None
+            elif x < 0.6:
+                f, v = "put", f"x {p} {counter} y"
+            else:
+                f, v = "append", f"x {p} {counter} y"
+            rec.emit(p, "invoke", f, v, k)
+            open_[p] = [f, v, k, None]
+        elif open_ and r < 0.7:
+            c = rng.choice(list(open_.values()))
+            if c[3] is None:
+                f, v, k = c[0], c[1], c[2]
+                s = state.get(k, "")
+                if f == "get":
+                    c[3] = s
+                elif f == "put":
+                    state[k] = v
+                    c[3] = v
+                else:
+                    state[k] = s + v
+                    c[3] = v
+        elif open_:
+            p = rng.choice(list(open_))
+            f, v, k, eff = open_.pop(p)
+            if eff is None:
+                s = state.get(k, "")
+                eff = s if f == "get" else v
+                if f == "put":
+                    state[k] = v
+                elif f == "append":
+                    state[k] = s + v
+            rec.emit(p, "ok", f, eff, k)
+            idle.append(p)
+    return rec.ops
+
+
+def stress_sets() -> dict[str, list[tuple[str, str, list[Op]]]]:
+    return {
+        "a": [("a-cas-10k-unique-values", "cas-register", gen_cas_register(1, 10_000, 10, 0.05, None)),
+              ("a-cas-10k-values-0..4", "cas-register", gen_cas_register(1, 10_000, 10, 0.05, 5))],
+        "b": [("b-kv-100k", "kv", gen_kv(2, 100_000, 100, 50))],
+        "c": [(f"c-etcd-{i:03d}", "cas-register",
+               gen_cas_register(1000 + i, 80, random.Random(i).randint(10, 20), 0.0, 5,
+                                never_complete=random.Random(-i).randint(15, 19)))
+              for i in range(100)],
+    }
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def run_knossos(timeout: float) -> dict[str, Any]:
+    with open(CORPUS / "manifest.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    parse_total = check_total = check_cpu = 0.0
+    mismatches = []
+    t_all = time.perf_counter()
+    for row in rows:
+        t0 = time.perf_counter()
+        ops, _ = read_history(CORPUS / row["file"])
+        t1 = time.perf_counter()
+        c1 = time.process_time()
+        res = check_history(ops, get_model(row["model"], INIT[row["model"]]), timeout=timeout)
+        check_cpu += time.process_time() - c1
+        t2 = time.perf_counter()
+        parse_total += t1 - t0
+        check_total += t2 - t1
+        ok = res.valid is (row["expected_valid"] == "true")
+        if not ok:
+            mismatches.append(row["file"])
+        print(f"  {row['file']:52s} parse {t1 - t0:7.4f}s check {t2 - t1:7.4f}s "
+              f"valid={res.valid} {'' if ok else 'MISMATCH'}")
+    return {"files": len(rows), "parse_seconds": parse_total, "check_seconds": check_total,
+            "check_cpu_seconds": check_cpu, "load_average": os.getloadavg()[0],
+            "parse_plus_check_one_process": time.perf_counter() - t_all,
+            "mismatches": mismatches, "peak_mb": peak_mb()}
+
+
+def run_stress(name: str, timeout: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    histories = stress_sets()[name]
+    gen_s = time.perf_counter() - t0
+    parse_total = check_total = check_cpu = 0.0
+    verdicts: dict[str, int] = {}
+    worst = ("", 0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for hname, model, ops in histories:
+            path = Path(tmp) / f"{hname}.jsonl"
+            write_jsonl(ops, path)
+            t1 = time.perf_counter()
+            read, _ = read_history(path)
+            t2 = time.perf_counter()
+            c2 = time.process_time()
+            res = check_history(read, get_model(model), timeout=timeout)
+            check_cpu += time.process_time() - c2
+            t3 = time.perf_counter()
+            parse_total += t2 - t1
+            check_total += t3 - t2
+            verdicts[str(res.valid)] = verdicts.get(str(res.valid), 0) + 1
+            if t3 - t2 > worst[1]:
+                worst = (hname, t3 - t2)
+            if len(histories) <= 2 or res.valid is not True:
+                methods = sorted({k.method for k in res.keys.values()})
+                print(f"  {hname}: {len(read)} ops, {len(res.keys)} keys, parse {t2 - t1:.3f}s "
+                      f"check {t3 - t2:.3f}s valid={res.valid} via {', '.join(methods)} "
+                      f"{res.unknown_cause or ''}")
+    return {"histories": len(histories), "generate_seconds": gen_s, "parse_seconds": parse_total,
+            "check_seconds": check_total, "check_cpu_seconds": check_cpu,
+            "load_average": os.getloadavg()[0], "slowest": worst, "verdicts": verdicts,
+            "peak_mb": peak_mb()}
+
+
+def run_timeout(timeout: float) -> dict[str, Any]:
+    rec = Recorder()
+    n = 40
+    value = [p for p in range(n - 1)] + [0]  # one value repeats: the unique-value path is off
+    for p in range(n):
+        rec.emit(p, "invoke", "write", value[p])
+    rec.emit(n, "invoke", "read", None)
+    rec.emit(n, "ok", "read", -1)
+    for p in range(n):
+        rec.emit(p, "ok", "write", value[p])
+    overs = []
+    for _ in range(5):
+        # the previous run's abandoned search is freed at the start of the next check; free
+        # it here so each figure is this call's own latency
+        linearizable._GRAVEYARD.clear()
+        t0 = time.perf_counter()
+        res = check_history(rec.ops, get_model("register"), timeout=timeout)
+        overs.append(time.perf_counter() - t0 - timeout)
+        assert res.valid == "unknown", res.valid
+    print(f"  timeout {timeout}s: returned {max(overs) * 1000:.1f} ms past it at worst "
+          f"(mean {sum(overs) / len(overs) * 1000:.1f} ms), verdict unknown, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    return {"timeout": timeout, "max_overshoot_seconds": max(overs), "peak_mb": peak_mb()}
+
+
+TARGETS = {"knossos": "check <= 0.5 s total; parse+check in one process <= 6 s",
+           "a": "<= 10 s", "b": "<= 30 s", "c": "<= 5 s total", "timeout": "<= 0.1 s past"}
+
+
+def child(name: str, timeout: float) -> None:
+    if name == "knossos":
+        out = run_knossos(timeout)
+    elif name == "timeout":
+        out = run_timeout(1.0)
+    else:
+        out = run_stress(name, timeout)
+    print("RESULT " + json.dumps(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sets", nargs="*", default=["knossos", "a", "b", "c", "timeout"])
+    ap.add_argument("--timeout", type=float, default=120.0, help="per-history check timeout")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.timeout)
+        return
+    for name in args.sets:
+        if name == "knossos" and not (CORPUS / "manifest.tsv").is_file():
+            print(f"knossos: corpus not found at {CORPUS}, skipped")
+            continue
+        print(f"== {name} (target {TARGETS.get(name, '-')})", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--child", name, "--timeout", str(args.timeout)],
+                              capture_output=True, text=True)
+        result = None
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                result = json.loads(line[7:])
+            elif name != "knossos" or "MISMATCH" in line:
+                print(line)
+        if result is None:
+            print(proc.stdout[-2000:], proc.stderr[-4000:])
+            continue
+        if name == "knossos":
+            print(f"  {result['files']} files: parse {result['parse_seconds']:.3f}s, "
+                  f"check {result['check_seconds']:.3f}s ({result['check_cpu_seconds']:.3f}s CPU), "
+                  f"parse+check in one process "
+                  f"{result['parse_plus_check_one_process']:.3f}s, mismatches {len(result['mismatches'])}, "
+                  f"peak {result['peak_mb']:.0f} MB, load average {result['load_average']:.1f}")
+        elif name == "timeout":
+            print(f"  peak {result['peak_mb']:.0f} MB")
+        else:
+            print(f"  {result['histories']} histories: parse {result['parse_seconds']:.3f}s, "
+                  f"check {result['check_seconds']:.3f}s ({result['check_cpu_seconds']:.3f}s CPU; slowest {result['slowest'][0]} "
+                  f"{result['slowest'][1]:.3f}s), verdicts {result['verdicts']}, "
+                  f"peak {result['peak_mb']:.0f} MB, load average {result['load_average']:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""``kvcheck check``: check recorded histories for linearizability, offline.
+
+    kvcheck check PATH... --model cas-register [--init 0] [--timeout S] [--json] [--out DIR]
+
+Each PATH is a history file (JSONL, Jepsen EDN, EDN maps one per line, Jepsen log lines;
+the format is detected from the content, ``--format`` overrides) or a directory, meaning
+every .jsonl, .edn, .log and .txt file under it. Every file is read, split into independent
+keys when the model is keyed and the ops carry Jepsen ``[k v]`` values, and checked on its
+own with ``kvcheck.checker.linearizable.check_history``; ``--timeout`` bounds each file.
+
+Output: a readable summary, or with ``--json`` one document
+``{"valid", "files": [{"file", "format", "model", "valid", "parse_seconds",
+"check_seconds", "unknown_cause", "keys": {...}}]}``. Nothing is written to disk unless
+``--out DIR`` is given: then DIR/results.json holds that document and DIR/<file>/results.json
+each file's entry.
+
+Exit code: 65 when any file is malformed (the other files are still checked and reported),
+else 1 when any file is invalid, 2 when any is unknown, 0 when all are valid; 64 for a usage
+error, 66 for a missing path.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kvcheck.checker.edn import EdnError, parse_forms
+from kvcheck.checker.formats import (
+    FORMATS,
+    iter_history_files,
+    read_history,
+    split_independent_keys,
+)
+from kvcheck.checker.history import HistoryError, Op
+from kvcheck.exitcodes import ExitCode, MalformedInput, MissingInput, UsageError
+
+
+@dataclass
+class HistoryFile:
+    """One history file to check: its path and where its results go under ``--out``."""
+
+    path: Path
+    out_name: str  # relative path under --out (unique)
+
+
+@dataclass
+class FileResult:
+    file: HistoryFile
+    entry: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def parse_init(text: str) -> Any:
+    """``--init``: a JSON value (``null``, ``0``, ``{"x": 0}``), or an EDN one (``{:x 0}``;
+    keywords become strings, so both spellings give the same initial value)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        forms, _ = parse_forms(text, unwrap=False)
+    except EdnError:
+        forms = []
+    if len(forms) != 1:
+        raise UsageError(f"--init {text!r} is not a JSON value (e.g. null, 0, '{{\"x\": 0}}')")
+    return forms[0].value
+
+
+def collect_files(paths: tuple[Path, ...]) -> list[HistoryFile]:
+    """The history files the arguments name, in argument order (a directory's files sorted);
+    raises MissingInput for a path that does not exist or a directory with no history file."""
+    files: list[HistoryFile] = []
+    used: set[str] = set()
+
+    def add(path: Path, name: str) -> None:
+        unique, n = name, 2
+        while unique in used:
+            unique, n = f"{name}-{n}", n + 1
+        used.add(unique)
+        files.append(HistoryFile(path, unique))
+
+    for p in paths:
+        if p.is_dir():
+            found = list(iter_history_files(p))
+            if not found:
+                raise MissingInput(f"{p}: no history files (.jsonl, .edn, .log, .txt) in this directory")
+            for f in found:
+                add(f, f.relative_to(p).as_posix())
+        elif p.exists():
+            add(p, p.name)
+        else:
+            raise MissingInput(f"{p}: no such file or directory")
+    return files
+
+
+def check_file(hf: HistoryFile, model: Any, fmt: str | None, timeout: float | None,
+               memory_limit_mb: int | None) -> FileResult:
+    """Read and check one file; a malformed file gives a FileResult with ``error`` set."""
+    from kvcheck.checker.linearizable import check_history
+
+    name = str(hf.path)
+    t0 = time.perf_counter()
+    try:
+        ops, found_fmt = read_history(hf.path, fmt)
+        parse_seconds = time.perf_counter() - t0
+        if model.keyed and not any(op.key is not None for op in ops if not op.is_nemesis):
+            ops = _split_keys(ops, name)
+        try:
+            result = check_history(ops, model, timeout=timeout, memory_limit_mb=memory_limit_mb)
+        except HistoryError as exc:
+            raise MalformedInput(name, exc.op.line if exc.op is not None else None, str(exc)) from None
+    except MalformedInput as exc:
+        return FileResult(hf, {"file": name, "format": fmt, "model": model.name, "valid": None,
+                               "error": str(exc)}, error=str(exc))
+    entry: dict[str, Any] = {"file": name, "format": found_fmt}
+    entry.update(result.to_json())
+    entry["model"] = model.name
+    entry["parse_seconds"] = round(parse_seconds, 6)
+    entry["ops"] = len(ops)
+    return FileResult(hf, entry)
+
+
+def _split_keys(ops: list[Op], name: str) -> list[Op]:
+    try:
+        return split_independent_keys(ops)
+    except HistoryError as exc:
+        line = exc.op.line if exc.op is not None else None
+        raise MalformedInput(
+            name, line, f"{exc} (the model is keyed: ops need a key field or [key value] values)"
+        ) from None
+
+
+def overall(results: list[FileResult]) -> tuple[bool | str, int]:
+    """The document's ``valid`` and the exit code."""
+    verdicts = [r.entry.get("valid") for r in results if r.error is None]
+    valid: bool | str
+    if any(v is False for v in verdicts):
+        valid = False
+    elif any(v == "unknown" for v in verdicts) or any(r.error for r in results):
+        valid = "unknown"
+    else:
+        valid = True
+    if any(r.error for r in results):
+        return valid, ExitCode.DATAERR
+    if valid is False:
+        return valid, ExitCode.INVALID
+    if valid == "unknown":
+        return valid, ExitCode.UNKNOWN
+    return valid, ExitCode.VALID
+
+
+# ---------------------------------------------------------------------------------------
+# The readable summary
+
+
+def op_text(op: dict[str, Any] | None) -> str:
+    """An op as one line: ``op 491 (p70 ok read 0)``, with its key when it has one."""
+    if op is None:
+        return "(none)"
+    proc = op.get("process")
+    who = f"p{proc}" if isinstance(proc, int) else str(proc)
+    parts = [who, str(op.get("type")), str(op.get("f"))]
+    if op.get("key") is not None:
+        parts.append(f"key={_compact(op['key'])}")
+    parts.append(_compact(op.get("value")))
+    return f"op {op.get('index')} ({' '.join(parts)})"
+
+
+def _label(valid: Any) -> str:
+    return "valid" if valid is True else "invalid" if valid is False else "unknown"
+
+
+def _compact(v: Any) -> str:
+    s = json.dumps(v, separators=(",", ":"), ensure_ascii=False, default=str)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _seconds(entry: dict[str, Any]) -> str:
+    parse = entry.get("parse_seconds")
+    check = entry.get("check_seconds")
+    return f"parse {parse:.3f} s, check {check:.3f} s" if parse is not None and check is not None else ""
+
+
+def summary(results: list[FileResult], valid: bool | str, model_name: str, max_paths: int = 4) -> str:
+    lines: list[str] = []
+    for r in results:
+        e = r.entry
+        if r.error is not None:
+            lines.append(f"MALFORMED {r.error}")
+            continue
+        label = _label(e["valid"]).upper()
+        lines.append(f"{label:9} {e['file']}  ({e['format']}, {e['ops']} ops; {_seconds(e)})")
+        if e.get("unknown_cause") and e["valid"] == "unknown":
+            lines.append(f"  unknown: {e['unknown_cause']}")
+        keys = e.get("keys", {})
+        for key, k in keys.items():
+            if k.get("valid") is True:
+                continue
+            where = f"key {key}: " if len(keys) > 1 or key != "null" else ""
+            if k.get("valid") == "unknown":
+                if k.get("unknown_cause") and k["unknown_cause"] != e.get("unknown_cause"):
+                    lines.append(f"  {where}unknown: {k['unknown_cause']}")
+                continue
+            lines.append(f"  {where}{op_text(k.get('op'))} cannot be linearized")
+            lines.append(f"    previous ok: {op_text(k.get('previous_ok'))}")
+            paths = k.get("final_paths") or []
+            if paths:
+                lines.append(f"    final paths ({len(paths)}):")
+                for path in paths[:max_paths]:
+                    steps = []
+                    for step in path:
+                        if step.get("op") is None:
+                            steps.append(f"start -> {_compact(step.get('model'))}")
+                        elif "inconsistent" in step:
+                            steps.append(f"{op_text(step['op'])}: {step['inconsistent']}")
+                        else:
+                            steps.append(f"{op_text(step['op'])} -> {_compact(step.get('model'))}")
+                    lines.append("      " + ", then ".join(steps))
+                if len(paths) > max_paths:
+                    lines.append(f"      ... {len(paths) - max_paths} more (see --json)")
+            minimal = k.get("minimal_history")
+            if minimal:
+                lines.append(f"    minimal failing history ({len(minimal)} ops):")
+                lines.extend(f"      {op_text(op)}" for op in minimal)
+    counts = {label: 0 for label in ("valid", "invalid", "unknown", "malformed")}
+    for r in results:
+        if r.error is not None:
+            counts["malformed"] += 1
+        else:
+            v = r.entry["valid"]
+            counts["valid" if v is True else "invalid" if v is False else "unknown"] += 1
+    verdict = _label(valid)
+    tally = ", ".join(f"{n} {label}" for label, n in counts.items() if n)
+    noun = "file" if len(results) == 1 else "files"
+    lines.append("")
+    lines.append(f"{len(results)} {noun} checked against {model_name}: {tally}. Verdict: {verdict}.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def write_out(out: Path, document: dict[str, Any], results: list[FileResult]) -> None:
+    """``--out DIR``: DIR/results.json (the whole document) and DIR/<file>/results.json."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            d = out / r.file.out_name
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "results.json").write_text(json.dumps(r.entry, indent=2, default=str) + "\n")
+        (out / "results.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
+
+
+@click.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "model_spec", metavar="M", required=True,
+              help="register, cas-register, multi-register, kv, mutex, set, or package.module:Class.")
+@click.option("--init", "init_text", metavar="JSON",
+              help="The initial value, as JSON (null, 0, '{\"x\": 0}'); default: the model's own.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Give up on a file after S seconds: its verdict is unknown.")
+@click.option("--memory-limit", type=click.IntRange(min=1), metavar="MB",
+              help="Give up when the process grows past MB megabytes: the verdict is unknown.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a summary.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Write DIR/results.json and DIR/<file>/results.json.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), help="The history format (default: detected).")
+@click.option("--fail-cas-means-compare-failed", is_flag=True,
+              help="Read a failed cas as 'the compare failed' (as etcd tests record it), "
+                   "not as 'did not happen'.")
+def check(paths: tuple[Path, ...], model_spec: str, init_text: str | None, timeout: float | None,
+          memory_limit: int | None, as_json: bool, out: Path | None, fmt: str | None,
+          fail_cas_means_compare_failed: bool) -> int:
+    """Check history files (or directories of them) for linearizability.
+
+    Exit codes: 0 all valid, 1 any invalid, 2 any unknown (none invalid), 64 usage error,
+    65 malformed input, 66 missing input.
+    """
+    from kvcheck.checker.models import DEFAULT, get_model
+
+    init = parse_init(init_text) if init_text is not None else DEFAULT
+    files = collect_files(paths)
+    model = get_model(model_spec, init, fail_cas_means_compare_failed=fail_cas_means_compare_failed)
+    results = []
+    for hf in files:
+        r = check_file(hf, model, fmt, timeout, memory_limit)
+        if r.error is not None:
+            click.echo(f"kvcheck: {r.error}", err=True)
+        results.append(r)
+    valid, code = overall(results)
+    document = {"valid": valid, "files": [r.entry for r in results]}
+    if out is not None:
+        write_out(out, document, results)
+    if as_json:
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
+        click.echo(summary(results, valid, model.name))
+    sys.stdout.flush()
+    return int(code)

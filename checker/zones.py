@@ -1,0 +1,242 @@
+"""Polynomial fast path for registers with unique written values: Gibbons–Korach zones over
+cas chains (CHECKER-ALGORITHMS §2–§3).
+
+When every written value is unique (and differs from the initial value), each read names the
+write it saw and each successful cas names the value it replaced. Values then link into
+chains: a blind write (or the initial value), the reads of its value, the cas that consumed
+it, the reads of the new value, and so on. In any linearization a chain is one contiguous
+block, so the history is linearizable exactly when
+
+- every chain can be laid out inside its own ops' intervals (earliest placement, §3), and
+- with f = the earliest return and s = the latest invocation over a chain's ops, no two
+  forward zones [f, s] (f < s) intersect and no backward zone [s, f] lies inside a forward
+  zone (Gibbons & Korach's conditions, restated for chains).
+
+Calls with unknown outcome return at infinity. An indeterminate write or cas whose value a
+call that certainly happened observes did happen; the others are dropped (they can go last,
+or not happen at all).
+
+A cas that failed its compare (kept only with --fail-cas-means-compare-failed) is a negative
+read this path does not model: it is left out, which makes the check a relaxation whose
+"invalid" is still sound and whose "valid" is not decided (``None``).
+
+``check_unique`` returns (True, None) / (False, reason) when decided, or None when the fast
+path does not apply (values repeat, an action it does not know); the caller then falls back
+to the exact search. ``first_failing_end`` finds the first return event that cannot be
+linearized by binary search over prefixes (linearizability is prefix-closed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from kvcheck.checker.search import Entry
+
+NEG_INF = -math.inf
+
+
+def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | None] | None:
+    """Decide a register / cas-register key with unique written values, or None."""
+    relaxed = False
+    producer: dict[Any, int] = {}
+    live: list[int] = []
+    for i, e in enumerate(entries):
+        f = e.action.f
+        if f == "read":
+            if e.action.outcome != "ok":
+                continue
+        elif f == "write":
+            v = e.action.value
+            if v in producer or v == initial:
+                return None
+            producer[v] = i
+        elif f == "cas":
+            if e.action.outcome == "fail":
+                relaxed = True  # a negative read: not modelled here
+                continue
+            v = e.action.value[1]
+            if v in producer or v == initial:
+                return None
+            producer[v] = i
+        else:
+            return None
+        live.append(i)
+
+    # Indeterminate writes and cas happened only if a call that certainly happened observed
+    # their value (an ok read of it, or a cas that happened replacing it): a fixpoint.
+    # The others are dropped: they can take effect last, or never.
+    observed: set[Any] = set()
+    required: set[int] = set()
+    pending_by_value: dict[Any, int] = {}
+    work: list[int] = []
+    for i in live:
+        e = entries[i]
+        if e.end != math.inf:
+            required.add(i)
+            work.append(i)
+        else:
+            a = e.action
+            pending_by_value[a.value if a.f == "write" else a.value[1]] = i
+    while work:
+        a = entries[work.pop()].action
+        if a.f == "read":
+            v = a.value
+        elif a.f == "cas":
+            v = a.value[0]
+        else:
+            continue
+        if v in observed:
+            continue
+        observed.add(v)
+        j = pending_by_value.get(v)
+        if j is not None and j not in required:
+            required.add(j)
+            work.append(j)
+    ops: list[int] = []
+    for i in live:
+        if i in required:
+            ops.append(i)
+        else:
+            a = entries[i].action
+            del producer[a.value if a.f == "write" else a.value[1]]
+
+    reads: dict[Any, list[int]] = {}
+    consumer: dict[Any, int] = {}
+    for i in ops:
+        a = entries[i].action
+        if a.f == "read":
+            v = a.value
+            if v != initial and v not in producer:
+                return False, f"op {entries[i].call.id} read {v!r}, which nobody wrote"
+            reads.setdefault(v, []).append(i)
+        elif a.f == "cas":
+            old = a.value[0]
+            if old != initial and old not in producer:
+                return False, f"op {entries[i].call.id} cas from {old!r}, which nobody wrote"
+            if old in consumer:
+                j = consumer[old]
+                return False, (f"ops {entries[j].call.id} and {entries[i].call.id} both replaced "
+                               f"{old!r}, which was written once")
+            consumer[old] = i
+
+    # chains from each head: the initial value (virtual write at -inf) and each blind write
+    zones_fwd: list[tuple[float, float, str]] = []
+    zones_bwd: list[tuple[float, float, str]] = []
+    in_chain = 0
+    heads: list[tuple[Any, int | None]] = [(initial, None)]
+    heads += [(entries[i].action.value, i) for i in ops if entries[i].action.f == "write"]
+    for v0, head in heads:
+        t = NEG_INF
+        f_min = NEG_INF if head is None else math.inf
+        s_max = NEG_INF
+        v = v0
+        step_op = head
+        name = f"chain from {'the initial value' if head is None else f'op {entries[head].call.id}'}"
+        while True:
+            if step_op is not None:  # the producer (write or cas) of v
+                e = entries[step_op]
+                in_chain += 1
+                t = max(t, e.start)
+                if t > e.end:
+                    return False, f"op {e.call.id} ({e.action.f}) must take effect after it returned ({name})"
+                f_min = min(f_min, e.end)
+                s_max = max(s_max, e.start)
+            group = reads.get(v, ())
+            t_next = t
+            for r in group:
+                e = entries[r]
+                in_chain += 1
+                if max(t, e.start) > e.end:
+                    return False, f"op {e.call.id} read {v!r} before it could have been written ({name})"
+                t_next = max(t_next, e.start)
+                f_min = min(f_min, e.end)
+                s_max = max(s_max, e.start)
+            t = t_next
+            nxt = consumer.get(v)
+            if nxt is None:
+                break
+            step_op = nxt
+            v = entries[nxt].action.value[1]
+        if f_min < s_max:
+            zones_fwd.append((f_min, s_max, name))
+        else:
+            zones_bwd.append((s_max, f_min, name))
+    if in_chain != len(ops):
+        return False, "a cycle of cas ops that no write starts"
+
+    zones_fwd.sort()
+    for (_f1, s1, n1), (f2, _s2, n2) in itertools.pairwise(zones_fwd):
+        if f2 <= s1:
+            return False, f"{n1} and {n2} must both span [{f2:g}, {s1:g}]"
+    starts = [z[0] for z in zones_fwd]
+    for s_b, f_b, name in zones_bwd:
+        k = bisect.bisect_right(starts, s_b) - 1
+        if k >= 0 and f_b <= zones_fwd[k][1]:
+            return False, f"{name} must fit inside {zones_fwd[k][2]}"
+    if relaxed:
+        return None
+    return True, None
+
+
+def truncate(entries: Sequence[Entry], last: float) -> list[Entry]:
+    """The history cut just after event position ``last``: calls invoked later are gone,
+    calls still open lose their outcome (they return at infinity; open reads observed
+    nothing and are dropped)."""
+    out: list[Entry] = []
+    for e in entries:
+        if e.start > last:
+            continue
+        if e.end > last:
+            if e.read_only:
+                continue
+            out.append(Entry(e.call, e.action, e.start, math.inf, e.read_only))
+        else:
+            out.append(e)
+    return out
+
+
+def first_failing_end(entries: Sequence[Entry], initial: Any) -> int | None:
+    """The entry whose return is the first event no linearization of the prefix survives,
+    by binary search with ``check_unique`` (None when the fast path cannot decide)."""
+    ends = sorted((e.end, i) for i, e in enumerate(entries) if e.end != math.inf)
+    lo, hi = 0, len(ends) - 1
+    found: int | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        res = check_unique(truncate(entries, ends[mid][0]), initial)
+        if res is None:
+            return None
+        if res[0]:
+            lo = mid + 1
+        else:
+            found = ends[mid][1]
+            hi = mid - 1
+    return found
+
+
+def observers_if_unique(entries: Sequence[Entry], initial: Any) -> dict[Any, list[int]] | None:
+    """For dead-value pruning in the exact search: value -> the calls that certainly must see
+    it (ok reads of it, ok cas replacing it), when every written value is unique and differs
+    from the initial value; else None."""
+    written: set[Any] = set()
+    observers: dict[Any, list[int]] = {}
+    for i, e in enumerate(entries):
+        a = e.action
+        if a.f == "write" or (a.f == "cas" and a.outcome != "fail"):
+            v = a.value if a.f == "write" else a.value[1]
+            if v in written or v == initial:
+                return None
+            written.add(v)
+        if e.end == math.inf:
+            continue
+        if a.f == "read":
+            observers.setdefault(a.value, []).append(i)
+        elif a.f == "cas" and a.outcome == "ok":
+            observers.setdefault(a.value[0], []).append(i)
+        elif a.f not in ("write", "cas"):
+            return None
+    return observers

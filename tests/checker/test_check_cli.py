@@ -1,0 +1,230 @@
+"""``kvcheck check``: verdicts and exit codes, summaries, the JSON document, --out, directory
+arguments, usage and input errors (click's own exit 2 must never leak)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from kvcheck.cli import main
+from kvcheck.exitcodes import ExitCode
+
+pytest.importorskip("kvcheck.checker.linearizable", reason="the lin helper's checker has not landed")
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, ["check", *map(str, args)], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def subprocess_run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvcheck", "check", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def write(path: Path, ops: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    return path
+
+
+def register_history(read_value: int) -> list[dict[str, Any]]:
+    return [
+        {"process": 0, "type": "invoke", "f": "write", "value": 1},
+        {"process": 0, "type": "ok", "f": "write", "value": 1},
+        {"process": 1, "type": "invoke", "f": "read", "value": None},
+        {"process": 1, "type": "ok", "f": "read", "value": read_value},
+    ]
+
+
+def test_valid_history_exits_0_with_a_summary(knossos: Path) -> None:
+    code, out, _ = run(knossos / "cas-register/good/cas-register-bug.edn", "--model", "cas-register",
+                       "--init", "null")
+    assert code == ExitCode.VALID
+    assert out.startswith("VALID ")
+    assert "cas-register-bug.edn  (edn, 11 ops;" in out
+    assert "1 file checked against cas-register: 1 valid. Verdict: valid." in out
+
+
+def test_invalid_history_names_the_op_and_previous_ok(knossos: Path) -> None:
+    path = knossos / "cas-register/bad/bad-analysis.edn"
+    code, out, _ = run(path, "--model", "cas-register", "--init", "null")
+    assert code == ExitCode.INVALID
+    assert "INVALID" in out
+    assert "op 14 (p21 ok read 2) cannot be linearized" in out
+    assert "previous ok: op 11 (p19 ok read 0)" in out
+    assert "minimal failing history" in out
+    code, out, _ = run(path, "--model", "cas-register", "--init", "null", "--json")
+    assert code == ExitCode.INVALID
+    doc = json.loads(out)
+    assert doc["valid"] is False
+    (entry,) = doc["files"]
+    for name in ("file", "format", "model", "valid", "parse_seconds", "check_seconds",
+                 "unknown_cause", "keys"):
+        assert name in entry
+    assert entry["file"] == str(path) and entry["format"] == "edn" and entry["model"] == "cas-register"
+    key = entry["keys"]["null"]
+    for name in ("valid", "op", "previous_ok", "final_paths", "minimal_history", "unknown_cause"):
+        assert name in key
+    assert key["op"]["index"] == 14 and key["previous_ok"]["index"] == 11
+
+
+def test_directory_means_every_history_file_under_it(tmp_path: Path, knossos: Path) -> None:
+    good = write(tmp_path / "a" / "good.jsonl", register_history(1)) if (tmp_path / "a").mkdir() is None else None
+    assert good is not None
+    write(tmp_path / "bad.jsonl", register_history(2))
+    (tmp_path / "notes.md").write_text("not a history")
+    (tmp_path / "results.json").write_text("{}")
+    code, out, _ = run(tmp_path, "--model", "register", "--json")
+    doc = json.loads(out)
+    assert code == ExitCode.INVALID and doc["valid"] is False
+    assert [(Path(f["file"]).name, f["valid"]) for f in doc["files"]] == [("good.jsonl", True), ("bad.jsonl", False)]
+    code, out, _ = run(knossos / "cas-register/bad", "--model", "cas-register", "--init", "null", "--json")
+    doc = json.loads(out)
+    assert code == ExitCode.INVALID and len(doc["files"]) == 7
+    assert all(f["valid"] is False for f in doc["files"])
+
+
+def test_unknown_when_the_timeout_is_hit(knossos: Path) -> None:
+    code, out, _ = run(knossos / "cas-register/good/memstress3-12.edn", "--model", "cas-register",
+                       "--init", "null", "--timeout", "0.000001", "--json")
+    doc = json.loads(out)
+    assert code == ExitCode.UNKNOWN, doc
+    assert doc["valid"] == "unknown"
+    assert doc["files"][0]["unknown_cause"]
+
+
+def test_malformed_file_exits_65_naming_file_and_line_and_others_still_checked(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.jsonl", register_history(1))
+    bad = tmp_path / "bad.edn"
+    bad.write_text('[{:process 0, :type :invoke, :f :read}\n {:process 1, :type :ok, :f :read, :value 1}]\n')
+    code, out, err = run(good, bad, "--model", "register", "--json")
+    assert code == ExitCode.DATAERR
+    assert f"{bad}:2: process 1 completes (ok) with no open invocation" in err
+    doc = json.loads(out)
+    assert [f["valid"] for f in doc["files"]] == [True, None]
+    assert doc["files"][1]["error"].startswith(f"{bad}:2:")
+
+
+def test_usage_errors_exit_64_not_click_2(tmp_path: Path) -> None:
+    h = write(tmp_path / "h.jsonl", register_history(1))
+    for args in (
+        [h, "--model", "no-such-model"],
+        [h, "--model", "register", "--init", "{not json"],
+        [h, "--model", "register", "--format", "csv"],
+        [h, "--model", "register", "--timeout", "0"],
+        [h, "--model", "register", "--memory-limit", "-5"],
+        [h, "--model", "register", "--fail-cas-means-compare-failed"],
+        [h],
+        ["--model", "register"],
+    ):
+        code, _, err = run(*args)
+        assert code == ExitCode.USAGE, (args, err)
+    proc = subprocess_run(h, "--model", "register", "--no-such-option")
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+    assert "No such option" in proc.stderr
+    proc = subprocess_run(h)
+    assert proc.returncode == ExitCode.USAGE, proc.stderr
+
+
+def test_missing_input_exits_66_not_click_2(tmp_path: Path) -> None:
+    proc = subprocess_run(tmp_path / "nope.edn", "--model", "register")
+    assert proc.returncode == ExitCode.NOINPUT, proc.stderr
+    assert "nope.edn: no such file or directory" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(tmp_path / "empty", "--model", "register")
+    assert code == ExitCode.NOINPUT
+    assert "no history files" in err
+
+
+def test_out_writes_results_and_nothing_is_written_without_it(tmp_path: Path) -> None:
+    hist = tmp_path / "in"
+    hist.mkdir()
+    write(hist / "h.jsonl", register_history(1))
+    write(hist / "sub" / "h.jsonl", register_history(2)) if (hist / "sub").mkdir() is None else None
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    proc = subprocess_run(hist, "--model", "register", cwd=tmp_path)
+    assert proc.returncode == ExitCode.INVALID
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    out = tmp_path / "out"
+    code, _, _ = run(hist, "--model", "register", "--out", out)
+    assert code == ExitCode.INVALID
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["valid"] is False
+    assert json.loads((out / "h.jsonl" / "results.json").read_text())["valid"] is True
+    assert json.loads((out / "sub" / "h.jsonl" / "results.json").read_text())["valid"] is False
+
+
+def test_independent_keys_are_split_for_keyed_models(tmp_path: Path) -> None:
+    ops = [
+        {"process": 0, "type": "invoke", "f": "put", "value": ["a", "x"]},
+        {"process": 0, "type": "ok", "f": "put", "value": ["a", "x"]},
+        {"process": 1, "type": "invoke", "f": "get", "value": ["b", None]},
+        {"process": 1, "type": "ok", "f": "get", "value": ["b", ""]},
+        {"process": 2, "type": "invoke", "f": "get", "value": ["a", None]},
+        {"process": 2, "type": "ok", "f": "get", "value": ["a", "x"]},
+    ]
+    code, out, _ = run(write(tmp_path / "kv.jsonl", ops), "--model", "kv", "--json")
+    doc = json.loads(out)
+    assert code == ExitCode.VALID, doc
+    assert sorted(doc["files"][0]["keys"]) == ["a", "b"]
+    ops[-1]["value"] = ["a", "y"]
+    code, out, _ = run(write(tmp_path / "kv.jsonl", ops), "--model", "kv", "--json")
+    assert code == ExitCode.INVALID
+    assert json.loads(out)["files"][0]["keys"]["a"]["valid"] is False
+
+
+def test_edn_lines_with_key_field(tmp_path: Path) -> None:
+    path = tmp_path / "c01.txt"
+    path.write_text(
+        '{:process 0, :type :invoke, :f :append, :key "0", :value "x 0 0 y"}\n'
+        '{:process 1, :type :invoke, :f :get, :key "0", :value nil}\n'
+        '{:process 0, :type :ok, :f :append, :key "0", :value "x 0 0 y"}\n'
+        '{:process 1, :type :ok, :f :get, :key "0", :value "x 0 0 y"}\n'
+    )
+    code, out, _ = run(path, "--model", "kv", "--json")
+    doc = json.loads(out)
+    assert code == ExitCode.VALID and doc["files"][0]["format"] == "edn-lines"
+
+
+@pytest.mark.parametrize("init", ['{"x": 0, "y": 0}', "{:x 0 :y 0}"])
+def test_init_json_or_edn_keyword_map(knossos: Path, init: str) -> None:
+    code, _, _ = run(knossos / "multi-register/good/multi-register.edn", "--model", "multi-register",
+                     "--init", init)
+    assert code == ExitCode.VALID
+
+
+def test_fail_cas_means_compare_failed(tmp_path: Path) -> None:
+    ops = [
+        {"process": 0, "type": "invoke", "f": "write", "value": 1},
+        {"process": 0, "type": "ok", "f": "write", "value": 1},
+        {"process": 0, "type": "invoke", "f": "cas", "value": [1, 2]},
+        {"process": 0, "type": "fail", "f": "cas", "value": [1, 2]},
+        {"process": 0, "type": "invoke", "f": "read", "value": None},
+        {"process": 0, "type": "ok", "f": "read", "value": 1},
+    ]
+    h = write(tmp_path / "h.jsonl", ops)
+    assert run(h, "--model", "cas-register")[0] == ExitCode.VALID
+    assert run(h, "--model", "cas-register", "--fail-cas-means-compare-failed")[0] == ExitCode.INVALID
+
+
+def test_jepsen_log_with_timeouts_and_the_mutex_model(tmp_path: Path, knossos: Path) -> None:
+    log = tmp_path / "jepsen.log"
+    log.write_text(
+        "INFO  jepsen.util - 0\t:invoke\t:write\t1\n"
+        "INFO  jepsen.util - 0\t:ok\t:write\t1\n"
+        "INFO  jepsen.util - 1\t:invoke\t:write\t2\n"
+        "INFO  jepsen.util - 1\t:info\t:write\t:timed-out\n"
+        "INFO  jepsen.util - 0   :invoke   :read   nil\n"
+        "INFO  jepsen.util - 0   :ok   :read   2\n"
+    )
+    code, out, _ = run(log, "--model", "register", "--json")
+    assert code == ExitCode.VALID, out
+    assert json.loads(out)["files"][0]["format"] == "jepsen-log"
+    code, _, _ = run(knossos / "mutex/bad/etcd.edn", "--model", "mutex")
+    assert code == ExitCode.INVALID

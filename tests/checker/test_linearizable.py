@@ -1,0 +1,171 @@
+"""Hand-made histories for the linearizability checker: Jepsen's semantics of fail / info /
+pending calls, per-key checking, counterexample fields, bounds and the JSON contract."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kvcheck.checker.history import HistoryError, Op
+from kvcheck.checker.linearizable import check_history
+from kvcheck.checker.models import get_model
+
+
+def h(*events: tuple[Any, ...]) -> list[Op]:
+    """Ops from (process, type, f, value[, key]) tuples, positions in order."""
+    ops = []
+    for i, ev in enumerate(events):
+        p, t, f, v = ev[:4]
+        ops.append(Op(type=t, f=f, value=v, process=p, key=ev[4] if len(ev) > 4 else None, position=i))
+    return ops
+
+
+def test_sequential_register_history_is_valid() -> None:
+    ops = h((0, "invoke", "write", 1), (0, "ok", "write", 1),
+            (1, "invoke", "read", None), (1, "ok", "read", 1))
+    r = check_history(ops, get_model("register"))
+    assert r.valid is True
+    assert r.to_json()["keys"]["null"]["valid"] is True
+
+
+def test_stale_read_is_invalid_with_counterexample() -> None:
+    ops = h((0, "invoke", "write", 1), (0, "ok", "write", 1),
+            (0, "invoke", "write", 2), (0, "ok", "write", 2),
+            ("nemesis", "info", "start", None),
+            (1, "invoke", "read", None), (1, "ok", "read", 1))
+    r = check_history(ops, get_model("register"))
+    assert r.valid is False
+    k = r.keys["null"]
+    assert k.op is not None and k.op["index"] == 6 and k.op["value"] == 1
+    assert k.previous_ok is not None and k.previous_ok["index"] == 3
+    assert k.final_paths == [[
+        {"op": {"process": 0, "type": "ok", "f": "write", "value": 2, "index": 3}, "model": 2},
+        {"op": {"process": 1, "type": "ok", "f": "read", "value": 1, "index": 6}, "model": None,
+         "inconsistent": "can't read 1 from register 2"},
+    ]]
+    assert k.minimal_history is not None and k.minimal_is_1_minimal
+    doc = json.loads(json.dumps(r.to_json()))
+    assert set(doc) >= {"valid", "model", "check_seconds", "unknown_cause", "keys"}
+    assert set(doc["keys"]["null"]) >= {"valid", "op", "previous_ok", "final_paths",
+                                        "minimal_history", "unknown_cause"}
+
+
+def test_concurrent_read_may_see_either_value() -> None:
+    ops = h((0, "invoke", "write", 1), (1, "invoke", "read", None),
+            (1, "ok", "read", None), (0, "ok", "write", 1),
+            (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert check_history(ops, get_model("register")).valid is True
+
+
+def test_failed_write_did_not_happen() -> None:
+    ops = h((0, "invoke", "write", 1), (0, "fail", "write", 1),
+            (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert check_history(ops, get_model("register")).valid is False
+
+
+def test_info_write_may_take_effect_any_time_later() -> None:
+    ops = h((0, "invoke", "write", 1), (0, "info", "write", 1),
+            (1, "invoke", "read", None), (1, "ok", "read", None),
+            (2, "invoke", "write", 2), (2, "ok", "write", 2),
+            (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert check_history(ops, get_model("register")).valid is True  # w1 after w2
+    ops = h((0, "invoke", "write", 1), (0, "info", "write", 1),
+            (1, "invoke", "read", None), (1, "ok", "read", 1),
+            (2, "invoke", "write", 2), (2, "ok", "write", 2),
+            (1, "invoke", "read", None), (1, "ok", "read", 1))
+    assert check_history(ops, get_model("register")).valid is False  # it happened once
+    # but not before its invocation
+    ops = h((1, "invoke", "read", None), (1, "ok", "read", 1),
+            (0, "invoke", "write", 1), (0, "info", "write", 1))
+    assert check_history(ops, get_model("register")).valid is False
+
+
+def test_never_completed_call_is_like_info() -> None:
+    ops = h((0, "invoke", "cas", [None, 5]),
+            (1, "invoke", "read", None), (1, "ok", "read", 5))
+    assert check_history(ops, get_model("cas-register")).valid is True
+
+
+def test_keys_are_checked_separately_and_any_invalid_key_decides() -> None:
+    ops = h((0, "invoke", "put", "a", "k1"), (0, "ok", "put", "a", "k1"),
+            (1, "invoke", "get", None, "k2"), (1, "ok", "get", "", "k2"),
+            (1, "invoke", "get", None, "k1"), (1, "ok", "get", "a", "k1"),
+            (2, "invoke", "append", "b", "k2"), (2, "ok", "append", "b", "k2"),
+            (1, "invoke", "get", None, "k2"), (1, "ok", "get", "bb", "k2"))
+    r = check_history(ops, get_model("kv"))
+    assert r.valid is False
+    assert r.keys["k1"].valid is True
+    assert r.keys["k2"].valid is False
+    assert r.keys["k2"].op is not None and r.keys["k2"].op["index"] == 9
+
+
+def test_nemesis_only_history_is_valid() -> None:
+    ops = h(("nemesis", "info", "start", None), ("nemesis", "info", "stop", None))
+    r = check_history(ops, get_model("cas-register"))
+    assert r.valid is True and list(r.keys) == ["null"]
+
+
+def test_malformed_history_raises() -> None:
+    with pytest.raises(HistoryError):
+        check_history(h((0, "ok", "read", 1)), get_model("register"))
+    with pytest.raises(HistoryError, match="no operation"):
+        check_history(h((0, "invoke", "frob", 1), (0, "ok", "frob", 1)), get_model("register"))
+
+
+def test_mutex_double_acquire_is_invalid() -> None:
+    ops = h((0, "invoke", "acquire", None), (0, "ok", "acquire", None),
+            (1, "invoke", "acquire", None), (1, "fail", "acquire", None),
+            (1, "invoke", "acquire", None), (1, "ok", "acquire", None))
+    r = check_history(ops, get_model("mutex"))
+    assert r.valid is False and r.keys["null"].op is not None and r.keys["null"].op["index"] == 5
+
+
+def test_compare_failed_cas_needs_a_different_value() -> None:
+    ops = h((0, "invoke", "write", 1), (0, "ok", "write", 1),
+            (1, "invoke", "cas", [1, 2]), (1, "fail", "cas", [1, 2]))
+    assert check_history(ops, get_model("cas-register")).valid is True
+    strict = get_model("cas-register", fail_cas_means_compare_failed=True)
+    assert check_history(ops, strict).valid is False
+
+
+def hard_history(n: int = 22) -> list[Op]:
+    """n concurrent writes of distinct values (one repeated, so the unique-value fast path
+    does not apply), then a read of a value nobody wrote: the search must rule out every
+    order of the writes (about 2^n configurations)."""
+    events: list[tuple[Any, ...]] = [(p, "invoke", "write", p) for p in range(n)]
+    events[-1] = (n - 1, "invoke", "write", 0)
+    events.append((n, "invoke", "read", None))
+    events.append((n, "ok", "read", -1))
+    events += [(p, "ok", "write", p if p < n - 1 else 0) for p in range(n)]
+    return h(*events)
+
+
+def test_timeout_gives_unknown_with_cause() -> None:
+    r = check_history(hard_history(), get_model("register"), timeout=0.2)
+    assert r.valid == "unknown"
+    assert r.unknown_cause is not None and "timeout" in r.unknown_cause
+    assert r.keys["null"].unknown_cause == r.unknown_cause
+    assert r.to_json()["valid"] == "unknown"
+
+
+def test_memory_limit_gives_unknown_with_cause() -> None:
+    r = check_history(hard_history(), get_model("register"), memory_limit_mb=1, timeout=30)
+    assert r.valid == "unknown"
+    assert r.unknown_cause is not None and "memory limit" in r.unknown_cause
+
+
+def test_hard_key_does_not_hide_another_keys_violation() -> None:
+    ops = [Op(type=o.type, f="put" if o.f == "write" else "get",
+              value=str(o.value) if o.value is not None else None,
+              process=o.process, key="hard", position=o.position) for o in hard_history()]
+    base = len(ops)
+    ops += h((100, "invoke", "put", "x", "easy"), (100, "ok", "put", "x", "easy"),
+             (101, "invoke", "get", None, "easy"), (101, "ok", "get", "y", "easy"))
+    for i, op in enumerate(ops[base:]):
+        op.position = base + i
+    r = check_history(ops, get_model("kv"), timeout=0.5)
+    assert r.valid is False
+    assert r.keys["easy"].valid is False
+    assert r.keys["hard"].valid == "unknown"
