@@ -196,3 +196,11 @@ def test_ops_from_dicts_checks_like_a_file() -> None:
     assert [o.position for o in ops] == [0, 1]
     with pytest.raises(MalformedInput, match="no open invocation"):
         ops_from_dicts([{"process": 0, "type": "ok", "f": "read"}])
+
+
+def test_bundled_examples_read() -> None:
+    root = Path(__file__).resolve().parents[2] / "histories" / "examples"
+    ops, fmt = read_history(root / "register-valid.jsonl")
+    assert fmt == "jsonl" and len(ops) == 18 and sum(o.is_nemesis for o in ops) == 2
+    ops, fmt = read_history(root / "register-stale-read.edn")
+    assert fmt == "edn" and [o.id for o in ops] == list(range(10))
