@@ -106,7 +106,7 @@ def detect_format(text: str, name: str = "<text>") -> str:
     first = text[i]
     if first in "[(":
         return "edn"
-    if first == "{":
+    if first == "{" or text.startswith("#", i):
         line_end = text.find("\n", i)
         first_line = text[i : line_end if line_end >= 0 else len(text)].strip()
         try:

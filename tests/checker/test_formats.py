@@ -204,3 +204,12 @@ def test_bundled_examples_read() -> None:
     assert fmt == "jsonl" and len(ops) == 18 and sum(o.is_nemesis for o in ops) == 2
     ops, fmt = read_history(root / "register-stale-read.edn")
     assert fmt == "edn" and [o.id for o in ops] == list(range(10))
+
+
+def test_jepsen_op_records_read_as_maps() -> None:
+    ops, fmt = read_history_text(
+        "#jepsen.history.Op{:index 0, :time 1, :type :invoke, :process 0, :f :read, :value nil}\n"
+        "#jepsen.history.Op{:index 1, :time 2, :type :ok, :process 0, :f :read, :value #{1 2}}\n"
+    )
+    assert fmt == "edn-lines"
+    assert [(o.id, o.type, o.value, o.line) for o in ops] == [(0, "invoke", None, 1), (1, "ok", [1, 2], 2)]

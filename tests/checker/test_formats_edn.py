@@ -98,7 +98,8 @@ separators = st.sampled_from([" ", "  ", ",", ", ", "\n", "\t", " ; a comment\n"
 
 @st.composite
 def texts(draw: st.DrawFn) -> str:
-    elems = draw(st.lists(st.one_of(flat_maps(), forms()), max_size=6))
+    records = flat_maps().map(lambda m: "#" + RECORD + m)
+    elems = draw(st.lists(st.one_of(flat_maps(), records, forms()), max_size=6))
     out = draw(st.sampled_from(["", "; header\n", "\n"]))
     wrap = draw(st.sampled_from([None, ("[", "]"), ("(", ")")]))
     if wrap:
@@ -108,6 +109,10 @@ def texts(draw: st.DrawFn) -> str:
     if wrap:
         out += wrap[1]
     return out + draw(st.sampled_from(["", "\n", " ; trailing"]))
+
+
+RECORD = "jepsen.history.Op"
+edn_format.add_tag(RECORD, lambda m: m)  # a record literal reads as its map
 
 
 def expected(text: str) -> Any:
