@@ -40,6 +40,7 @@ __all__ = [
     "dumps_value",
     "is_keyword_name",
     "parse_forms",
+    "parse_value",
     "parse_with_edn_format",
     "to_plain",
 ]
@@ -205,6 +206,21 @@ _FLAT_PAIR = re.compile(
     + r'|"([^"\\]*)"' + _DELIM + ")"
 )
 _FLAT_ATOMS = re.compile(_FLAT_ATOM)
+
+
+_FLAT_WHOLE = re.compile(_SEP + "(" + _FLAT_VALUE + ")" + _SEP + r"\Z")
+
+
+def parse_value(text: str) -> Any:
+    """The one EDN value ``text`` holds, as a plain value (EdnError when it holds none or
+    several). Atoms and vectors of atoms take a fast path."""
+    m = _FLAT_WHOLE.match(text)
+    if m is not None:
+        return _flat_value(m.group(1))
+    forms, _ = parse_forms(text, unwrap=False)
+    if len(forms) != 1:
+        raise EdnError(f"expected one EDN value, found {len(forms)}")
+    return forms[0].value
 
 
 def _flat_value(s: str) -> Any:

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from kvcheck.checker.edn import EdnError, Form, dumps_keyword, dumps_value, parse_forms
+from kvcheck.checker.edn import EdnError, Form, dumps_keyword, dumps_value, parse_forms, parse_value
 from kvcheck.checker.history import KNOWN_FIELDS, OP_TYPES, HistoryError, Op, pair_calls
-from kvcheck.exitcodes import MalformedInput
+from kvcheck.exitcodes import MalformedInput, MissingInput
 
 __all__ = [
     "FORMATS",
@@ -56,11 +56,14 @@ def read_history(path: Path | str, fmt: str | None = None) -> tuple[list[Op], st
     """Read the history in ``path``: returns (ops, format name).
 
     ``fmt`` forces one of FORMATS; by default the format is detected from the content.
-    Raises MalformedInput naming the file, the line and the problem.
+    Raises MalformedInput naming the file, the line and the problem (MissingInput when the
+    file does not exist).
     """
     path = Path(path)
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingInput(f"{path}: no such file or directory") from None
     except OSError as exc:
         raise MalformedInput(str(path), None, f"cannot read: {exc.strerror or exc}") from None
     try:
@@ -371,16 +374,11 @@ def _log_form(s: str, name: str, line_no: int, what: str, *, raw_ok: bool) -> An
     if not s:
         return None
     try:
-        forms, _ = parse_forms(s, unwrap=False)
+        return parse_value(s)
     except EdnError as exc:
         if raw_ok:
-            return s
+            return s  # e.g. a nemesis message printed without quotes
         raise MalformedInput(name, line_no, f"cannot read the op's {what} {s!r}: {exc}") from None
-    if len(forms) != 1:
-        if raw_ok:
-            return s
-        raise MalformedInput(name, line_no, f"the op's {what} {s!r} is not one EDN value")
-    return forms[0].value
 
 
 # ---------------------------------------------------------------------------------------

@@ -213,3 +213,11 @@ def test_jepsen_op_records_read_as_maps() -> None:
     )
     assert fmt == "edn-lines"
     assert [(o.id, o.type, o.value, o.line) for o in ops] == [(0, "invoke", None, 1), (1, "ok", [1, 2], 2)]
+
+
+def test_missing_file_is_missing_input(tmp_path: Path) -> None:
+    from kvcheck.exitcodes import ExitCode, MissingInput
+
+    with pytest.raises(MissingInput) as info:
+        read_history(tmp_path / "nope.jsonl")
+    assert info.value.code == ExitCode.NOINPUT

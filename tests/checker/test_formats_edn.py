@@ -176,3 +176,21 @@ def test_dumps_value_reads_back(value: Any) -> None:
     forms, wrapped = parse_forms(text)
     got = [f.value for f in forms]
     assert same([got] if wrapped else got, [value])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(atoms, forms(1)), st.sampled_from(["", " ", "\t", ", "]))
+def test_parse_value_equals_edn_format(text: str, pad: str) -> None:
+    from kvcheck.checker.edn import parse_value
+
+    want = expected(pad + text + pad)
+    try:
+        got: Any = ("ok", [parse_value(pad + text + pad)])
+    except EdnError:
+        got = ("error", None)
+    if want[0] == "ok" and len(want[1]) != 1:
+        assert got[0] == "error"
+    else:
+        assert got[0] == want[0], (text, got, want)
+        if want[0] == "ok":
+            assert same(got[1], want[1]), (text, got, want)
