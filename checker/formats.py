@@ -315,9 +315,6 @@ def write_edn(ops: Iterable[Op], dest: Path | str | IO[str]) -> None:
 # ---------------------------------------------------------------------------------------
 # Jepsen log lines
 
-_TIMED_OUT = "timed-out"
-
-
 def _read_jepsen_log(text: str, name: str) -> list[Op]:
     ops: list[Op] = []
     for line_no, line in enumerate(text.split("\n"), 1):
@@ -343,31 +340,41 @@ def _read_jepsen_log(text: str, name: str) -> list[Op]:
     return ops
 
 
+_LOG_F = re.compile(r"(\S+)\s*(.*)\Z", re.S)
+
+
 def _log_fields(rest: str, name: str, line_no: int, nemesis: bool) -> tuple[Any, Any, Any]:
-    """f, value and error from what follows ``:type``; fields are tab-separated, or, with
-    runs of spaces, separated where one EDN form ends."""
+    """f, value and error from what follows ``:type``. Fields are tab-separated; with runs
+    of spaces instead, f is the first word and the rest is one EDN value, or two (the value
+    and an error). A nemesis value that is not EDN is kept as text."""
     if "\t" in rest:
         fields = [x.strip() for x in rest.split("\t")]
         f = _log_form(fields[0], name, line_no, "f", raw_ok=False)
         value = _log_form(fields[1], name, line_no, "value", raw_ok=nemesis) if len(fields) > 1 else None
         error = _log_form("\t".join(fields[2:]), name, line_no, "error", raw_ok=True) if len(fields) > 2 else None
         return f, value, error
+    m = _LOG_F.match(rest)
+    assert m is not None  # rest starts with a non-space character
+    f = _log_form(m.group(1), name, line_no, "f", raw_ok=False)
+    tail = m.group(2).strip()
+    if not tail:
+        return f, None, None
     try:
-        forms, _ = parse_forms(rest, unwrap=False)
+        return f, parse_value(tail), None
+    except EdnError:
+        pass
+    try:
+        forms, _ = parse_forms(tail, unwrap=False)
     except EdnError:
         forms = []
-        if not nemesis:
-            raise MalformedInput(name, line_no, f"cannot read the op's f and value from {rest!r}") from None
-    values = [fm.value for fm in forms]
-    if not values:
-        f, _, tail = rest.partition(" ")
-        return f.lstrip(":"), tail.strip() or None, None
-    if len(values) > 3:
-        if not nemesis:
-            raise MalformedInput(name, line_no, f"expected f, value and an optional error after the type, found {len(values)} forms in {rest!r}")
-        return values[0], rest[forms[1].start:].strip(), None
-    values += [None] * (3 - len(values))
-    return values[0], values[1], values[2]
+    if len(forms) == 2:
+        return f, forms[0].value, forms[1].value
+    if nemesis:
+        return f, tail, None
+    raise MalformedInput(
+        name, line_no, f"cannot read the op's value (and optional error) from {tail!r}: "
+        "expected one or two EDN values"
+    )
 
 
 def _log_form(s: str, name: str, line_no: int, what: str, *, raw_ok: bool) -> Any:

@@ -221,3 +221,27 @@ def test_missing_file_is_missing_input(tmp_path: Path) -> None:
     with pytest.raises(MissingInput) as info:
         read_history(tmp_path / "nope.jsonl")
     assert info.value.code == ExitCode.NOINPUT
+
+
+def test_jepsen_log_lines_with_spaces_errors_and_nemesis_text() -> None:
+    from kvcheck.exitcodes import MalformedInput
+
+    text = (
+        "INFO  jepsen.util - 1  :invoke  :cas  [1 2]\n"
+        "INFO  jepsen.util - 1  :info  :cas  [1 2]  :timed-out\n"
+        "INFO  jepsen.util - :nemesis  :info  :start  Cut off {:n1 #{:n2}} now\n"
+        "2020-01-01 00:00:00,000{GMT}\tINFO\t[jepsen worker 0] jepsen.util: 2\t:invoke\t:read\tnil\n"
+        "INFO  jepsen.util - 2 :ok :read 3\n"
+    )
+    ops, fmt = read_history_text(text)
+    assert fmt == "jepsen-log"
+    assert [(o.process, o.type, o.f, o.value, o.error) for o in ops] == [
+        (1, "invoke", "cas", [1, 2], None),
+        (1, "info", "cas", [1, 2], "timed-out"),
+        ("nemesis", "info", "start", "Cut off {:n1 #{:n2}} now", None),
+        (2, "invoke", "read", None, None),
+        (2, "ok", "read", 3, None),
+    ]
+    with pytest.raises(MalformedInput, match="cannot read the op's value") as info:
+        read_history_text("INFO  jepsen.util - 1  :invoke  :read  [1 2\n")
+    assert info.value.line == 1
