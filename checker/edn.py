@@ -40,6 +40,7 @@ __all__ = [
     "dumps_value",
     "is_keyword_name",
     "parse_forms",
+    "parse_value",
     "parse_with_edn_format",
     "to_plain",
 ]
@@ -106,13 +107,20 @@ def to_plain(v: Any) -> Any:
     raise EdnError(f"unsupported EDN value {v!r}")
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
 _LEXPOS = re.compile(r"lexpos (\d+)|LexToken\([A-Z_]+,.*,\d+,(\d+)\)$")
 
 
 def parse_with_edn_format(text: str, base: int = 0) -> list[Any]:
     """All top-level forms of ``text`` read by edn_format, as plain values.
 
-    Raises EdnError with the offset (plus ``base``) when edn_format reports one."""
+    Raises EdnError with the offset (plus ``base``) when edn_format reports one. Record
+    literals (``#jepsen.history.Op{...}``) read as their maps."""
+    for tag in set(_RECORD_TAGS.findall(text)):
+        edn_format.add_tag(tag, _identity)
     try:
         forms = edn_format.loads_all(text)
     except Exception as exc:  # edn_format raises EDNDecodeError, NotImplementedError, ValueError...
@@ -142,6 +150,10 @@ def parse_with_edn_format(text: str, base: int = 0) -> list[Any]:
 # ---------------------------------------------------------------------------------------
 # The fast reader
 
+# A Clojure record literal's tag (a dotted class name right before a map), as a Jepsen op
+# printed as a record: #jepsen.history.Op{:index 0 ...}. It reads as the map.
+_RECORD_TAG = r"#([A-Za-z][\w\-]*(?:\.[\w\-]+)+)(?=\{)"
+_RECORD_TAGS = re.compile(_RECORD_TAG)
 # A character that may follow an atom: edn_format ends the atom there too.
 _DELIM = r'(?=[ \t\n,\[\](){}";]|\Z)'
 _NAME = r"[\w.*+!\-?$%&=<>]+"
@@ -156,8 +168,9 @@ _TOKEN = re.compile(
     + r"|([+-]?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+))" + _DELIM  # 7 float
     + r"|(nil|true|false)" + _DELIM  # 8 constants
     + r"|(#\{)"  # 9 set
-    + r'|(\\(?:newline|return|space|tab|u[0-9A-Fa-f]{4}|.)|"|[^ \t\n,\[\](){}";]+)'  # 10 other
-    + r"|(\Z)"  # 11 end
+    + r"|" + _RECORD_TAG  # 10 a record literal's tag, #jepsen.history.Op{...}
+    + r'|(\\(?:newline|return|space|tab|u[0-9A-Fa-f]{4}|.)|"|[^ \t\n,\[\](){}";]+)'  # 11 other
+    + r"|(\Z)"  # 12 end
     r")"
 )
 _CONST = {"nil": None, "true": True, "false": False}
@@ -193,6 +206,21 @@ _FLAT_PAIR = re.compile(
     + r'|"([^"\\]*)"' + _DELIM + ")"
 )
 _FLAT_ATOMS = re.compile(_FLAT_ATOM)
+
+
+_FLAT_WHOLE = re.compile(_SEP + "(" + _FLAT_VALUE + ")" + _SEP + r"\Z")
+
+
+def parse_value(text: str) -> Any:
+    """The one EDN value ``text`` holds, as a plain value (EdnError when it holds none or
+    several). Atoms and vectors of atoms take a fast path."""
+    m = _FLAT_WHOLE.match(text)
+    if m is not None:
+        return _flat_value(m.group(1))
+    forms, _ = parse_forms(text, unwrap=False)
+    if len(forms) != 1:
+        raise EdnError(f"expected one EDN value, found {len(forms)}")
+    return forms[0].value
 
 
 def _flat_value(s: str) -> Any:
@@ -350,7 +378,7 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
                 if depth < elem_depth:
                     raise _WholeText
                 value = _reparse(text, frame.start, pos)
-        elif kind == 11:
+        elif kind == 12:
             if stack:
                 raise EdnError(f"{stack[-1].kind!r} is never closed", stack[-1].start)
             break
@@ -370,7 +398,9 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
             value = float(m.group(7))
         elif kind == 8:
             value = _CONST[m.group(8)]
-        else:  # 10: a symbol, character, tag, #_, ^, a number with a suffix...
+        elif kind == 10:
+            continue  # a record reads as its map
+        else:  # 11: a symbol, character, tag, #_, ^, a number with a suffix...
             _poison(stack, elem_depth)
             continue
         depth = len(stack)

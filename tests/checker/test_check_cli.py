@@ -228,3 +228,22 @@ def test_jepsen_log_with_timeouts_and_the_mutex_model(tmp_path: Path, knossos: P
     assert json.loads(out)["files"][0]["format"] == "jepsen-log"
     code, _, _ = run(knossos / "mutex/bad/etcd.edn", "--model", "mutex")
     assert code == ExitCode.INVALID
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bundled_examples_and_the_readme_quick_start() -> None:
+    examples = ROOT / "histories" / "examples"
+    code, _, _ = run(examples / "register-valid.jsonl", "--model", "cas-register")
+    assert code == ExitCode.VALID
+    code, out, _ = run(examples / "register-stale-read.edn", "--model", "cas-register")
+    assert code == ExitCode.INVALID
+    assert "op 8 (p3 ok read 1) cannot be linearized" in out
+    assert "previous ok: op 6 (p2 ok read 2)" in out
+    readme = (ROOT / "README.md").read_text()
+    (quick,) = [line.split("&&", 1)[1].split() for line in readme.splitlines()
+                if line.startswith("    pip install . && kvcheck check ")]
+    assert quick[0] == "kvcheck"
+    proc = subprocess_run(*quick[2:], cwd=ROOT)
+    assert proc.returncode == ExitCode.VALID, proc.stdout + proc.stderr

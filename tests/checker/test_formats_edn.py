@@ -98,7 +98,8 @@ separators = st.sampled_from([" ", "  ", ",", ", ", "\n", "\t", " ; a comment\n"
 
 @st.composite
 def texts(draw: st.DrawFn) -> str:
-    elems = draw(st.lists(st.one_of(flat_maps(), forms()), max_size=6))
+    records = flat_maps().map(lambda m: "#" + RECORD + m)
+    elems = draw(st.lists(st.one_of(flat_maps(), records, forms()), max_size=6))
     out = draw(st.sampled_from(["", "; header\n", "\n"]))
     wrap = draw(st.sampled_from([None, ("[", "]"), ("(", ")")]))
     if wrap:
@@ -108,6 +109,10 @@ def texts(draw: st.DrawFn) -> str:
     if wrap:
         out += wrap[1]
     return out + draw(st.sampled_from(["", "\n", " ; trailing"]))
+
+
+RECORD = "jepsen.history.Op"
+edn_format.add_tag(RECORD, lambda m: m)  # a record literal reads as its map
 
 
 def expected(text: str) -> Any:
@@ -171,3 +176,21 @@ def test_dumps_value_reads_back(value: Any) -> None:
     forms, wrapped = parse_forms(text)
     got = [f.value for f in forms]
     assert same([got] if wrapped else got, [value])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(atoms, forms(1)), st.sampled_from(["", " ", "\t", ", "]))
+def test_parse_value_equals_edn_format(text: str, pad: str) -> None:
+    from kvcheck.checker.edn import parse_value
+
+    want = expected(pad + text + pad)
+    try:
+        got: Any = ("ok", [parse_value(pad + text + pad)])
+    except EdnError:
+        got = ("error", None)
+    if want[0] == "ok" and len(want[1]) != 1:
+        assert got[0] == "error"
+    else:
+        assert got[0] == want[0], (text, got, want)
+        if want[0] == "ok":
+            assert same(got[1], want[1]), (text, got, want)
