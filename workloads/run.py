@@ -18,7 +18,6 @@ a new run directory and compares the two histories byte for byte.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import os
 import sys
@@ -143,16 +142,11 @@ def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[st
             "findings": findings}
 
 
-def write_report(run_dir: Path, ops: list[Op], results: dict[str, Any], config: RunConfig) -> Path | None:
-    try:
-        report = importlib.import_module("kvcheck.checker.report")
-    except ImportError:  # the report module is merged separately; the run stays usable
-        print("kvcheck: report.html not written: kvcheck.checker.report is not installed", file=sys.stderr)
-        return None
+def write_report(run_dir: Path, ops: list[Op], results: dict[str, Any], config: RunConfig) -> Path:
+    from kvcheck.checker.report import write_report as draw
+
     title = f"{config.workload} / {','.join(config.faults) or 'no faults'} / seed {config.seed}"
-    path: Path = report.write_report(ops, results, run_dir / "report.html", title=title,
-                                     config=config.to_json())
-    return path
+    return draw(ops, results, run_dir / "report.html", title=title, config=config.to_json())
 
 
 def check_and_report(run_dir: Path, ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[str, Any]:
