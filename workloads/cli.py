@@ -9,7 +9,10 @@ the original by a single byte.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -18,6 +21,19 @@ from kvcheck.exitcodes import ExitCode, KvcheckError, UsageError
 from kvcheck.workloads.config import TARGETS, ConfigError, RunConfig
 from kvcheck.workloads.nemesis import parse_faults
 from kvcheck.workloads.workload import WORKLOADS
+
+
+@contextlib.contextmanager
+def _internal_errors() -> Iterator[None]:
+    """A crash of the harness exits 70 (internal error) with its traceback, never 1, which
+    would read as "invalid"."""
+    try:
+        yield
+    except (KvcheckError, click.ClickException):
+        raise
+    except Exception as exc:
+        traceback.print_exc()
+        raise KvcheckError(f"internal error: {exc!r}", ExitCode.SOFTWARE) from exc
 
 
 @click.command("run")
@@ -29,7 +45,8 @@ from kvcheck.workloads.workload import WORKLOADS
 @click.option("--concurrency", type=int, default=10, show_default=True, help="Client threads.")
 @click.option("--time-limit", type=float, default=30.0, show_default=True,
               help="Length of the run's main phase in seconds (simulated on --target sim).")
-@click.option("--rate", type=float, default=None, help="Target ops/s over all clients (default: as fast as they go).")
+@click.option("--rate", type=float, default=50.0, show_default=True,
+              help="Target ops/s over all clients; 0: as fast as the clients go.")
 @click.option("--seed", type=int, default=None, help="Random seed (default: a fresh one, printed).")
 @click.option("--test-count", type=int, default=1, show_default=True, help="Run this many seeds in a row.")
 @click.option("--check-timeout", type=float, default=60.0, show_default=True,
@@ -60,7 +77,8 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
     codes: list[int] = []
     for i in range(test_count):
         config = RunConfig(workload=workload, faults=kinds, target=target, nodes=nodes,
-                           concurrency=concurrency, time_limit=time_limit, rate=rate, seed=seed + i,
+                           concurrency=concurrency, time_limit=time_limit, rate=rate or None,
+                           seed=seed + i,
                            check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
                            bugs=list(bugs))
         try:
@@ -68,7 +86,8 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
         except ConfigError as exc:
             field_name, _, problem = str(exc).partition(":")
             raise UsageError(f"--{field_name.replace('_', '-')}:{problem}") from None
-        outcome = run_once(config, store, progress=progress, echo=click.echo)
+        with _internal_errors():
+            outcome = run_once(config, store, progress=progress, echo=click.echo)
         codes.append(outcome.code)
     if test_count > 1:
         counts = {name: codes.count(int(code)) for name, code in
@@ -90,7 +109,8 @@ def replay_command(run_dir: Path, store: Path | None, progress: bool) -> int:
     config = read_config(run_dir)
     if config.target != "sim":
         raise UsageError(f"{run_dir}: only simulation runs replay exactly (this run used --target {config.target})")
-    outcome, same = replay_run_dir(run_dir, store, progress=progress, echo=click.echo)
+    with _internal_errors():
+        outcome, same = replay_run_dir(run_dir, store, progress=progress, echo=click.echo)
     if not same:
         raise KvcheckError(f"replay of {run_dir} produced a different history: "
                            f"{outcome.run_dir / 'history.jsonl'} differs from {run_dir / 'history.jsonl'}",

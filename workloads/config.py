@@ -34,7 +34,7 @@ class RunConfig:
     nodes: int = 5
     concurrency: int = 10
     time_limit: float = 30.0
-    rate: float | None = None
+    rate: float | None = 50.0  # ops/s over all clients; None: as fast as they go
     seed: int = 0
     check_timeout: float | None = 60.0
     client_timeout: float = 2.0

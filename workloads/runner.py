@@ -121,7 +121,8 @@ class Runner:
 
     async def _run_clients(self, generator: Generator, origin: float) -> None:
         """Jepsen's interpreter: one dispatcher asks the generator on behalf of each free
-        thread (in thread order, so runs are deterministic) and hands ops to the workers;
+        thread (in a seeded random order: any free thread may take the next op, and runs
+        stay deterministic) and hands ops to the workers;
         it sleeps until the earliest Wait deadline or the next completion. Busy threads are
         not asked, so a worker wakes only for its own op."""
         threads = self.options.concurrency
@@ -142,7 +143,9 @@ class Runner:
                 while progress and free:  # again while a round changed something
                     progress = False
                     waits = []
-                    for thread in list(free):
+                    order = sorted(free)
+                    self.rng.shuffle(order)  # any free thread may take the next op
+                    for thread in order:
                         ctx = Context(now, thread, self._process(thread), threads, self.rng)
                         r = generator.next(ctx)
                         if r is None:
