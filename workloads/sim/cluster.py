@@ -396,7 +396,9 @@ class SimClient:
         return ids[next(self._rotation) % len(ids)]
 
     async def _hop(self) -> None:
-        await trio.sleep(self.cluster._client_rng.uniform(*CLIENT_LATENCY))
+        net = self.cluster.net
+        when = net.quantize(trio.current_time() + self.cluster._client_rng.uniform(*CLIENT_LATENCY))
+        await trio.sleep_until(when)
 
     async def call(self, fn: Callable[[Node, float], Awaitable[T]], *, write: bool) -> T:
         """Send one request until a definite answer or the timeout (see reference.client)."""

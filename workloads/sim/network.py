@@ -7,7 +7,9 @@ twice (duplication) after a latency drawn for that link (a base latency per dire
 exponential jitter, plus the packet-delay fault's extra delay), so messages on a link
 reorder whenever the jitter exceeds their spacing. Deliveries wait in one heap ordered by
 (time, sequence number), and one task hands them to the destination's inbox when their time
-comes: no task per message, and a deterministic order for equal times.
+comes: no task per message, and a deterministic order for equal times. Delivery times are
+rounded up to a 1 ms grid (``grid``), so messages due in the same millisecond wake their
+receivers once: the simulation's cost is dominated by trio scheduler passes.
 
 A link is blocked as a directed pair (src, dst); ``block``/``heal`` implement every partition
 shape. A message to a node that is down at delivery time is lost; a paused node's messages
@@ -40,8 +42,9 @@ class SimNetwork:
     """Message delivery between simulated endpoints (node ids)."""
 
     def __init__(self, rng: random.Random, *, base_latency: tuple[float, float] = (0.0002, 0.002),
-                 jitter: float = 0.0005) -> None:
+                 jitter: float = 0.0005, grid: float = 0.001) -> None:
         self.rng = rng
+        self.grid = grid
         self.base_latency = base_latency
         self.jitter = jitter
         self.link_latency: dict[tuple[int, int], float] = {}
@@ -82,6 +85,14 @@ class SimNetwork:
             raise ValueError(f"packet delay must be >= 0, not {delay}")
         self.loss, self.extra_delay, self.duplicate = loss, delay, duplicate
 
+    def quantize(self, t: float) -> float:
+        """Round a delivery time up to the network's time grid: messages due in the same
+        slot are delivered together, in one wakeup of the receivers (a big saving in
+        scheduler passes), still in (time, send order) order."""
+        if self.grid <= 0:
+            return t
+        return math.ceil(t / self.grid - 1e-9) * self.grid
+
     def _latency(self, src: int, dst: int) -> float:
         base = self.link_latency.get((src, dst))
         if base is None:
@@ -109,7 +120,7 @@ class SimNetwork:
         now = trio.current_time()
         for _ in range(copies):
             self._seq += 1
-            when = now + self._latency(src, dst)
+            when = self.quantize(now + self._latency(src, dst))
             heapq.heappush(self._heap, (when, self._seq, src, dst, payload))
             if when < self._sleeping_until:  # wake the delivery task only if it sleeps too long
                 self._wakeup.set()
