@@ -35,7 +35,7 @@ def ok_ops(out: RunOutcome) -> int:
 @pytest.mark.parametrize("seed", SWEEP_SEEDS)
 def test_bounded_sweep_every_fault_kind_valid(tmp_path: Path, workload: str, seed: int) -> None:
     """The CI-sized version of benchmarks/sweep.py: the clean store, all fault kinds."""
-    out = sim(tmp_path, workload=workload, faults=list(FAULT_KINDS), time_limit=8.0, seed=seed)
+    out = sim(tmp_path, workload=workload, faults=list(FAULT_KINDS), time_limit=8.0, rate=80.0, seed=seed)
     lin = out.results["checkers"]["linearizable"]
     assert out.results["valid"] is True, json.dumps(lin)[:2000]
     run = out.results["run"]

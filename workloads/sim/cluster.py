@@ -76,6 +76,7 @@ class Slot:
     join: bool = False
     held: list[raft.Message] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    finished: trio.Event | None = None  # set when the current node process has ended
 
 
 class SimDisk(StorageDisk):
@@ -155,9 +156,10 @@ class SimCluster:
                     on_finding=functools.partial(self._finding, slot))
         scope = trio.CancelScope()
         slot.node, slot.scope = node, scope
+        slot.finished = finished = trio.Event()
         slot.held.clear()
         try:
-            await self._nursery.start(self._run_node, slot, node, scope)
+            await self._nursery.start(self._run_node, slot, node, scope, finished)
         except Exception as exc:  # the node refused to start (e.g. corrupt WAL)
             self._finding(slot, f"node {slot.id} failed to start: {exc!r}")
             slot.node, slot.scope, slot.state = None, None, "down"
@@ -166,8 +168,15 @@ class SimCluster:
         self.net.attach(slot.id, functools.partial(self._deliver, slot))
         self._log(slot, f"started (incarnation {slot.incarnation}{', joining' if slot.join else ''})")
 
-    async def _run_node(self, slot: Slot, node: Node, scope: trio.CancelScope,
+    async def _run_node(self, slot: Slot, node: Node, scope: trio.CancelScope, finished: trio.Event,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run_node_inner(slot, node, scope, task_status)
+        finally:
+            finished.set()
+
+    async def _run_node_inner(self, slot: Slot, node: Node, scope: trio.CancelScope,
+                              task_status: trio.TaskStatus[None]) -> None:
         started = False
 
         def mark() -> None:
@@ -196,7 +205,10 @@ class SimCluster:
         elif slot.state == "up" and slot.node is not None:
             slot.node.receive(msg)
 
-    def _stop(self, slot: Slot, why: str) -> None:
+    async def _stop(self, slot: Slot, why: str) -> None:
+        """Kill the node process and wait until its tasks have ended (the disk write a
+        cancelled task was in the middle of happened just before the kill)."""
+        finished = slot.finished
         if slot.scope is not None:
             slot.scope.cancel()
         self.net.detach(slot.id)
@@ -205,6 +217,8 @@ class SimCluster:
         if slot.state != "removed":
             slot.state = "down"
         self._log(slot, why)
+        if finished is not None:
+            await finished.wait()
 
     # -- the fault target ---------------------------------------------------------------
 
@@ -231,8 +245,7 @@ class SimCluster:
     async def kill(self, node: int) -> None:
         slot = self._slot(node)
         if slot is not None and slot.state in ("up", "paused"):
-            self._stop(slot, "killed (kill -9)")
-            await trio.lowlevel.checkpoint()
+            await self._stop(slot, "killed (kill -9)")
 
     async def restart(self, node: int) -> None:
         slot = self._slot(node)
@@ -275,7 +288,7 @@ class SimCluster:
         if slot is None:
             return
         if slot.state in ("up", "paused"):
-            self._stop(slot, "power loss")
+            await self._stop(slot, "power loss")
         torn_files = slot.fs.crash(self._disk_rng, tear_probability=1.0 if torn else 0.0)
         self._log(slot, f"disk lost unsynced writes; torn: {', '.join(torn_files) or 'none'}")
         await trio.lowlevel.checkpoint()
@@ -295,7 +308,7 @@ class SimCluster:
         except (WireError, trio.TooSlowError) as exc:
             self._log(slot, f"member remove failed: {exc}")
             return False
-        self._stop(slot, "removed from the cluster")
+        await self._stop(slot, "removed from the cluster")
         slot.state = "removed"
         return True
 
