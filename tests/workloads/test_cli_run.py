@@ -40,3 +40,18 @@ def test_replay_of_missing_or_bad_run_dir(tmp_path: Path) -> None:
     (tmp_path / "run" / "config.json").write_text("{")
     p = kvcheck("replay", str(tmp_path / "run"), cwd=tmp_path)
     assert p.returncode == 65 and "not JSON" in p.stderr
+
+
+def test_readme_quick_start_run_command(tmp_path: Path) -> None:
+    """The README's first quick-start command, as printed (after `pip install . &&`)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(ln.strip() for ln in readme.splitlines() if ln.startswith("    pip install . && kvcheck run"))
+    command = line.split("&&", 1)[1].split()
+    assert command[:2] == ["kvcheck", "run"]
+    p = kvcheck(*command[1:], cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    latest = tmp_path / "store" / "latest"
+    for name in ("config.json", "history.jsonl", "results.json", "report.html", "n1.log"):
+        assert (latest / name).is_file(), name
+    assert "linearizable (cas-register): valid" in p.stdout
+    assert "partition x" in p.stdout
