@@ -179,6 +179,11 @@ def partition_links(shape: str, nodes: Sequence[int], rng: random.Random,
         victim = leader if shape == "isolate-leader" and leader is not None else shuffled[0]
         groups = [[victim], [n for n in ns if n != victim]]
         return cut(groups), {"groups": groups}
+    if shape == "majorities-ring" and len(ns) < 5:
+        # With 3 or 4 nodes no symmetric cut gives every node a different majority; a bridge
+        # (two sides that share one node) is the closest shape that still cuts links.
+        blocked, desc = partition_links("bridge", ns, rng, leader)
+        return blocked, {**desc, "note": "majorities-ring needs 5+ nodes: bridge used"}
     if shape == "majorities-ring":
         n = len(ns)
         majority = n // 2 + 1

@@ -133,3 +133,12 @@ def test_nemesis_records_start_and_stop_of_each_fault(fake_target: Any) -> None:
     assert [op.time for op in starts] == [round(f.start * 1e9) for f in sched]
     kinds_called = {c[0] for c in target.calls}
     assert {"block", "heal", "restart", "packet", "disk", "remove", "add"} <= kinds_called
+
+
+@pytest.mark.parametrize("shape", PARTITION_SHAPES)
+@pytest.mark.parametrize("n", [3, 4, 5, 7])
+def test_every_shape_cuts_some_link_at_every_cluster_size(shape: str, n: int) -> None:
+    nodes = list(range(1, n + 1))
+    blocked, _ = partition_links(shape, nodes, random.Random(n), 1)
+    assert blocked, f"{shape} on {n} nodes blocks nothing"
+    assert all(a != b and a in nodes and b in nodes for a, b in blocked)
