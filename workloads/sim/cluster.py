@@ -526,7 +526,7 @@ class SimClient:
 
     async def lease_keepalive(self, lease_id: int) -> int:
         async def go(node: Node, remaining: float) -> int:
-            return int(node.lease_keepalive(lease_id).ttl)
+            return int((await node.lease_keepalive(lease_id)).ttl)
 
         return await self.call(go, write=False)
 
