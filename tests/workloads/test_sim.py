@@ -31,8 +31,20 @@ def ok_ops(out: RunOutcome) -> int:
     return sum(1 for c in pair_calls(out.execution.ops) if c.outcome == "ok")
 
 
-@pytest.mark.parametrize("workload", ["register", "kv"])
-@pytest.mark.parametrize("seed", SWEEP_SEEDS)
+# Seeds of the bounded sweep that expose a bug of the store itself (not of the harness).
+KNOWN_STORE_BUGS = {
+    ("kv", 1): "reference/node.py: a ReadIndex ctx comes from a per-node counter, so the leader's "
+               "own ctx can equal one a follower forwarded; raft.read_index raises ValueError "
+               "'already pending' and the leader's ready loop crashes (reported to the lead)",
+}
+SWEEP_CASES = [
+    pytest.param(w, s, marks=pytest.mark.xfail(strict=True, reason=KNOWN_STORE_BUGS[(w, s)]))
+    if (w, s) in KNOWN_STORE_BUGS else pytest.param(w, s)
+    for w in ("register", "kv") for s in SWEEP_SEEDS
+]
+
+
+@pytest.mark.parametrize(("workload", "seed"), SWEEP_CASES)
 def test_bounded_sweep_every_fault_kind_valid(tmp_path: Path, workload: str, seed: int) -> None:
     """The CI-sized version of benchmarks/sweep.py: the clean store, all fault kinds."""
     out = sim(tmp_path, workload=workload, faults=list(FAULT_KINDS), time_limit=8.0, rate=80.0, seed=seed)

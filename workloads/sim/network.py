@@ -41,8 +41,8 @@ class NetworkStats:
 class SimNetwork:
     """Message delivery between simulated endpoints (node ids)."""
 
-    def __init__(self, rng: random.Random, *, base_latency: tuple[float, float] = (0.0002, 0.002),
-                 jitter: float = 0.0005, grid: float = 0.001) -> None:
+    def __init__(self, rng: random.Random, *, base_latency: tuple[float, float] = (0.0002, 0.0008),
+                 jitter: float = 0.0002, grid: float = 0.001) -> None:
         self.rng = rng
         self.grid = grid
         self.base_latency = base_latency
