@@ -313,6 +313,7 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
     elems: list[Form] = []  # the forms at elem_depth
     top: list[Form] = []  # the forms at depth 0
     stack: list[_Frame] = []
+    pending: list[_Pending] = []  # elements left to edn_format
     match = _TOKEN.match
     flat_map = _FLAT_MAP.match
     flat_pairs = _FLAT_PAIR.findall
@@ -377,7 +378,8 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
                     continue
                 if depth < elem_depth:
                     raise _WholeText
-                value = _reparse(text, frame.start, pos)
+                value = _Pending(frame.start, pos)
+                pending.append(value)
         elif kind == 12:
             if stack:
                 raise EdnError(f"{stack[-1].kind!r} is never closed", stack[-1].start)
@@ -410,6 +412,8 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
             top.append(Form(value, start, pos))
         if depth == elem_depth and depth:
             elems.append(Form(value, start, pos))
+    if pending:
+        _resolve(text, pending, top, elems)
     if elem_depth == 1 and len(top) == 1:
         return elems, True
     return top, False
@@ -421,11 +425,44 @@ def _poison(stack: list[_Frame], elem_depth: int) -> None:
     stack[-1].poisoned = True
 
 
-def _reparse(text: str, start: int, end: int) -> Any:
-    forms = parse_with_edn_format(text[start:end], base=start)
-    if len(forms) != 1:  # cannot happen for a balanced collection
-        raise EdnError("expected one form", start)
-    return forms[0]
+class _Pending:
+    """An element edn_format must read: filled in by ``_resolve`` once the scan is done."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+
+
+def _resolve(text: str, pending: list[_Pending], top: list[Form], elems: list[Form]) -> None:
+    """Read every pending element with edn_format, in one call (building edn_format's
+    parser costs milliseconds, so one call per element would make a history with an unusual
+    construct in each op crawl); element by element only to find an error's place."""
+    slices = [text[p.start : p.end] for p in pending]
+    try:
+        values = parse_with_edn_format("\n".join(slices))
+    except EdnError:
+        values = []
+    if len(values) != len(pending):
+        values = []
+        for p, piece in zip(pending, slices, strict=True):
+            try:
+                forms = parse_with_edn_format(piece, base=p.start)
+            except EdnError as exc:
+                raise EdnError(str(exc), exc.offset if exc.offset is not None else p.start) from None
+            if len(forms) != 1:  # cannot happen for a balanced collection
+                raise EdnError("expected one form", p.start)
+            values.append(forms[0])
+    found = {id(p): v for p, v in zip(pending, values, strict=True)}
+    for form in top:
+        if isinstance(form.value, _Pending):
+            form.value = found[id(form.value)]
+        elif isinstance(form.value, list):  # a top-level vector holding pending elements
+            form.value = [found[id(x)] if isinstance(x, _Pending) else x for x in form.value]
+    for form in elems:
+        if isinstance(form.value, _Pending):
+            form.value = found[id(form.value)]
 
 
 # ---------------------------------------------------------------------------------------
