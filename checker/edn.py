@@ -97,7 +97,8 @@ def to_plain(v: Any) -> Any:
     if isinstance(v, list | tuple) or type(v).__name__ == "ImmutableList":
         return [to_plain(x) for x in v]
     if isinstance(v, decimal.Decimal | fractions.Fraction):
-        return int(v) if v == int(v) else float(v)
+        f = float(v)
+        return int(v) if math.isfinite(f) and v == int(v) else f
     if isinstance(v, datetime.date | datetime.datetime):
         return v.isoformat()
     if isinstance(v, uuid.UUID):
