@@ -198,6 +198,7 @@ _FLAT_MAP = re.compile(
 )
 # A key and its value, the value's kind told by which group matched: keyword, integer,
 # float, constant, vector, else string (possibly empty).
+_FLAT_MAP_SEP = re.compile(_SEP + "(" + _FLAT_MAP.pattern + ")")
 _FLAT_PAIR = re.compile(
     _FLAT_KEY + _SEP + r"(?::(" + _NAME + r"(?:/" + _NAME + r")?)" + _DELIM
     + r"|([+-]?(?:0|[1-9]\d*))" + _DELIM
@@ -316,13 +317,38 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
     stack: list[_Frame] = []
     pending: list[_Pending] = []  # elements left to edn_format
     match = _TOKEN.match
-    flat_map = _FLAT_MAP.match
+    flat_map = _FLAT_MAP_SEP.match
     flat_pairs = _FLAT_PAIR.findall
     flat_atoms = _FLAT_ATOMS.findall
     pos = 0
     while True:
+        if len(stack) == elem_depth:
+            # The common case: a run of flat op maps, each read by two regex calls.
+            fm = flat_map(text, pos)
+            while fm is not None:
+                start, pos = fm.start(1), fm.end()
+                op: dict[str, Any] = {}
+                for k, kw, i, fl, c, vec, st in flat_pairs(text, start, pos):
+                    if kw:
+                        op[k] = kw
+                    elif i:
+                        op[k] = int(i)
+                    elif c:
+                        op[k] = _CONST[c]
+                    elif vec:
+                        op[k] = [_flat_value(x) for x in flat_atoms(vec)]
+                    elif fl:
+                        op[k] = float(fl)
+                    else:
+                        op[k] = st
+                if stack:
+                    stack[-1].items.append(op)
+                    elems.append(Form(op, start, pos))
+                else:
+                    top.append(Form(op, start, pos))
+                fm = flat_map(text, pos)
         m = match(text, pos)
-        if m is None:  # cannot happen: group 10 or 11 always matches
+        if m is None:  # cannot happen: group 11 or 12 always matches
             raise EdnError("unreadable text", pos)
         kind = m.lastindex
         start = m.start(kind) if kind is not None else m.end()
@@ -331,32 +357,7 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
         if kind == 1:
             continue
         if kind == 2 or kind == 9:
-            tok = m.group(kind)
-            if tok == "{" and len(stack) == elem_depth:
-                fm = flat_map(text, start)
-                if fm is not None:
-                    pos = fm.end()
-                    value = {}
-                    for k, kw, i, fl, c, vec, st in flat_pairs(fm.group()):
-                        if kw:
-                            value[k] = kw
-                        elif i:
-                            value[k] = int(i)
-                        elif c:
-                            value[k] = _CONST[c]
-                        elif vec:
-                            value[k] = [_flat_value(x) for x in flat_atoms(vec)]
-                        elif fl:
-                            value[k] = float(fl)
-                        else:
-                            value[k] = st
-                    if stack:
-                        stack[-1].items.append(value)
-                    else:
-                        top.append(Form(value, start, pos))
-                    elems.append(Form(value, start, pos))
-                    continue
-            stack.append(_Frame(tok, [], start))
+            stack.append(_Frame(m.group(kind), [], start))
             continue
         if kind == 3:
             if not stack:
