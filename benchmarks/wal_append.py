@@ -3,7 +3,8 @@
 Each record is one Raft entry (100-byte payload by default) saved through ``RaftWal.save``
 with the hard state, as the node does per Ready; a batch ends with one ``sync()`` (fsync).
 Runs in a temporary directory (``--dir`` to choose the disk) for a fixed time per batch
-size and prints records/s, fsyncs/s and MB/s; then the same on the in-memory file system
+size and prints records/s, fsyncs/s and MB/s, and how fast reopening replays what was
+written; then the same on the in-memory file system
 (the storage layer's own CPU cost, which is what the simulation pays). ``main()`` returns the figures so
 benchmarks/kv_apply.py can call it:
 
@@ -28,6 +29,11 @@ class Figure:
     fsyncs: int
     seconds: float
     payload: int
+    recovery_seconds: float  # RaftWal.open + load() of what was written
+
+    @property
+    def recovered_per_s(self) -> float:
+        return self.records / self.recovery_seconds
 
     @property
     def records_per_s(self) -> float:
@@ -62,7 +68,12 @@ def measure(batch: int, *, seconds: float, payload: int, directory: str | None, 
             if now >= deadline:
                 break
         log.close()
-        return Figure(disk, batch, index, fsyncs, now - start, payload)
+        began = time.perf_counter()
+        recovered = RaftWal.open(fs, "wal").load()
+        recovery = time.perf_counter() - began
+        if len(recovered.entries) != index:
+            raise AssertionError(f"recovered {len(recovered.entries)} entries, wrote {index}")
+        return Figure(disk, batch, index, fsyncs, now - start, payload, recovery)
 
 
 def main(argv: list[str] | None = None) -> list[Figure]:
@@ -87,7 +98,8 @@ def main(argv: list[str] | None = None) -> list[Figure]:
             figures.append(fig)
             print(
                 f"  batch {batch:>4}: {fig.records_per_s:>10,.0f} records/s  {fig.fsyncs_per_s:>8,.0f} fsyncs/s"
-                f"  {fig.mb_per_s:>7.2f} MB/s  ({fig.records} records in {fig.seconds:.2f} s)"
+                f"  {fig.mb_per_s:>7.2f} MB/s  ({fig.records} records in {fig.seconds:.2f} s;"
+                f" reopened at {fig.recovered_per_s:,.0f} records/s)"
             )
     return figures
 

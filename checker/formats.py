@@ -164,8 +164,9 @@ def op_from_dict(d: Any, name: str, line: int | None, position: int) -> Op:
         if type(p) is int:
             raise MalformedInput(name, line, "op has no f (the operation, e.g. read or write)")
         f = None
-    extra = {} if d.keys() <= _KNOWN else {k: v for k, v in d.items() if k not in _KNOWN}
-    return Op(t, f, d.get("value"), p, time, index, d.get("key"), d.get("node"), d.get("error"),
+    extra = {} if _KNOWN.issuperset(d) else {k: v for k, v in d.items() if k not in _KNOWN}
+    get = d.get
+    return Op(t, f, get("value"), p, time, index, get("key"), get("node"), get("error"),
               extra, position, line)
 
 

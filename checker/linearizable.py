@@ -1,5 +1,5 @@
-"""Linearizability checking of a whole history: preprocessing, per-key scheduling, bounds and
-counterexamples. The search itself lives in ``kvcheck.checker.search``.
+"""Linearizability checking of a whole history: preprocessing, the fast path, per-key
+scheduling of the exact searches, bounds and counterexamples.
 
 ``check_history(ops, model)`` does, per history:
 
@@ -9,18 +9,27 @@ counterexamples. The search itself lives in ``kvcheck.checker.search``.
 2. turns each call into the model's action and applies the exact reductions of
    CHECKER-ALGORITHMS §1: failed calls did not happen (dropped, unless the model keeps them,
    e.g. a compare-failed cas); read-only calls with unknown outcome observed nothing (dropped);
-   writes with unknown outcome whose value nobody observes are dropped (the model decides);
-3. runs one exact search per key, interleaved round-robin in small slices so one hard key
-   cannot hide another key's violation, under a shared deadline (``timeout``) and a memory
-   bound (``memory_limit_mb``, the process's resident size); a key that runs out of either is
-   ``"unknown"`` with the cause;
-4. for an invalid key: the op that cannot be linearized (its completion, as Knossos reports
-   it), the previous ok op of that key, final paths (from each configuration the search could
-   reach just before that op's return: the last op linearized and the state after it, then
-   the step the model rejects) and a minimal failing sub-history found by delta debugging
-   (1-minimal: removing any one of its calls makes it linearizable).
+   ``model.droppable`` drops writes with unknown outcome whose value nobody observes and
+   compare-failed cas from a value never written;
+3. for register and cas-register keys whose written values are unique, decides the key in
+   O(n log n) with Gibbons–Korach zones over cas chains (``kvcheck.checker.zones``);
+4. otherwise runs the exact search (``kvcheck.checker.search``: breadth-first over
+   configurations, read-only greedy, dead-value pruning with unique values), joined by a
+   depth-first WGL search (``kvcheck.checker.wgl``) on keys that take long; all keys are
+   interleaved round-robin in small slices so one hard key cannot hide another key's
+   violation, under a shared deadline (``timeout``) and a memory bound (``memory_limit_mb``,
+   the process's resident size); a key that runs out of either is ``"unknown"`` with the
+   cause;
+5. for an invalid key: the op that cannot be linearized (its completion, as Knossos reports
+   it: the first return no linearization of the history so far survives), the previous ok op
+   of that key, final paths (from each configuration the search could reach just before that
+   op's return: the last op linearized and the state after it, then the step the model
+   rejects) and a minimal failing sub-history found by delta debugging (1-minimal: removing
+   any one of its calls makes it linearizable), which keeps the failing op whenever some
+   1-minimal failing sub-history contains it. Finding the op and the final paths, and delta
+   debugging, each take at most EXPLAIN_BUDGET seconds more (and never pass the deadline):
+   a verdict found fast is never held up long by its explanation.
 """
-
 from __future__ import annotations
 
 import gc
@@ -125,17 +134,18 @@ def key_name(key: Any) -> str:
 
 def build_entries(model: Model, calls: Sequence[Call]) -> list[Entry]:
     """The reduced entries of one key's calls (CHECKER-ALGORITHMS §1.2, §1.3)."""
-    kept: list[tuple[Call, Any]] = []
+    entries: list[Entry] = []
+    action_of = model.action
+    read_only = model.read_only
+    inf = math.inf
     for call in calls:
-        action = model.action(call)
+        action = action_of(call)
         if action is None:
             continue
-        kept.append((call, action))
-    entries: list[Entry] = []
-    for call, action in kept:
-        ro = model.read_only(action)
-        end = call.end if call.outcome in ("ok", "fail") else math.inf
-        if ro and end == math.inf:
+        ro = read_only(action)
+        completion = call.completion
+        end = call.end if completion is not None and completion.type != "info" else inf
+        if ro and end == inf:
             continue  # observed nothing and changed nothing
         entries.append(Entry(call, action, float(call.start), float(end), ro))
     drop = model.droppable([e.action for e in entries])
@@ -234,6 +244,8 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
     whether it is known 1-minimal (False when ``fails`` raised _OutOfBounds midway)."""
     n = 2
     try:
+        if items and fails([]):
+            return [], True
         while len(items) >= 2:
             size = len(items)
             chunks = [items[i * size // n:(i + 1) * size // n] for i in range(n)]
@@ -252,8 +264,6 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
                 if n >= size:
                     return items, True
                 n = min(size, 2 * n)
-        if len(items) == 1:
-            return items, True
         return items, True
     except _OutOfBounds:
         return items, False
@@ -360,7 +370,18 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
         return not _decide(model, candidate, sub)
 
     sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
-    minimal, complete = ddmin(prefix, fails)
+    # Keep the failing op, so the minimal history explains the op reported above: shrink the
+    # other calls while they still fail together with it. If what remains fails without it
+    # too, shrink on without it, so the result is always 1-minimal.
+    others = [e for e in prefix if e is not x]
+    rest, complete = ddmin(others, lambda cand: fails([*cand, x]))
+    minimal = [*rest, x]
+    if complete:
+        try:
+            if fails(rest):
+                minimal, complete = ddmin(rest, fails)
+        except _OutOfBounds:
+            complete = False
     ops: list[Op] = []
     for e in minimal:
         ops.append(e.call.invoke)

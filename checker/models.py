@@ -60,9 +60,14 @@ class _Inconsistent:
 INCONSISTENT: Any = _Inconsistent()
 
 
+_SCALARS = frozenset({int, str, float, bool, type(None)})
+
+
 def freeze(value: Any) -> Hashable:
     """A hashable, value-comparing form of a JSON value (lists -> tuples, dicts -> sorted
     tuples of pairs tagged so they never equal a list)."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
@@ -166,12 +171,15 @@ class Register(Model):
         f = call.f
         if f not in self._fs:
             raise _bad(call, f"{self.name} model has no operation {f!r} (expected {', '.join(self._fs)})")
-        if call.outcome == "fail":
+        outcome = call.outcome
+        if outcome == "fail":
             return None
         value = call.value
-        if f == "cas" and (not isinstance(value, list | tuple) or len(value) != 2):
-            raise _bad(call, "a cas value must be [old new]")
-        return Action(f, freeze(value), call.outcome)
+        if f == "cas":
+            if not isinstance(value, list | tuple) or len(value) != 2:
+                raise _bad(call, "a cas value must be [old new]")
+            return Action(f, (freeze(value[0]), freeze(value[1])), outcome)
+        return Action(f, freeze(value), outcome)
 
     def step(self, state: Any, action: Action) -> Any:
         f = action.f

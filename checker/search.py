@@ -20,7 +20,14 @@ Exact reductions that keep the frontier small (CHECKER-ALGORITHMS §7):
 - dominance: calls with unknown outcome (info, never completed) are optional forever, so a
   configuration that linearized a subset of another's optional calls, with the same state and
   the same required calls, makes the other redundant; only the antichain of minimal optional
-  sets is kept.
+  sets is kept;
+- dead-value pruning (when the caller passes ``observers``, i.e. written values are unique):
+  a state-changing step is skipped while the current value still has a call to come that
+  must see it, since a unique value never comes back. It may notice a violation at an
+  earlier return than the first op that cannot be linearized, so counterexamples are
+  searched without it;
+- a visited set that grows past SHARD_AT entries is split into shards, so no single dict
+  resize delays the deadline check.
 
 The search is a generator that yields every few hundred steps so the caller can interleave
 keys and enforce time and memory bounds; it returns a ``SearchOutcome``.
@@ -29,6 +36,7 @@ keys and enforce time and memory bounds; it returns a ``SearchOutcome``.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -145,10 +153,12 @@ class Search:
 
     def run(self) -> Generator[None, None, SearchOutcome]:
         entries = self.entries
+        inf = math.inf
+        keep_last = self.keep_last
         events: list[tuple[float, int, int]] = []
         for i, e in enumerate(entries):
             events.append((e.start, 0, i))
-            if e.end != float("inf"):
+            if e.end != inf:
                 events.append((e.end, 1, i))
         events.sort()
 
@@ -171,11 +181,19 @@ class Search:
         observers = self.observers
         states = self.states
 
+        trans = self.trans
+        n = self.n
+
         def saturate(mask: int, sid: int) -> int:
             for s in open_ro:
                 b = 1 << s
-                if not mask & b and step(sid, entry_at[s]) >= 0:
-                    mask |= b
+                if not mask & b:
+                    ei = entry_at[s]
+                    r = trans.get(sid * n + ei)
+                    if r is None:
+                        r = step(sid, ei)
+                    if r >= 0:
+                        mask |= b
             return mask
 
         for pos, kind, eidx in events:
@@ -189,7 +207,7 @@ class Search:
                 slot_of[eidx] = slot
                 entry_at[slot] = eidx
                 bit = 1 << slot
-                if e.end == float("inf"):
+                if e.end == inf:
                     opt_all |= bit
                 if e.read_only:
                     open_ro.append(slot)
@@ -201,7 +219,10 @@ class Search:
                             self.steps += steps
                             steps = 0
                             yield
-                        legal = step(sid, eidx) >= 0
+                        r = trans.get(sid * n + eidx)
+                        if r is None:
+                            r = step(sid, eidx)
+                        legal = r >= 0
                         for opt in opts:
                             if legal:
                                 if bit & opt_all:
@@ -210,7 +231,7 @@ class Search:
                                     nreq, nopt = req | bit, opt
                             else:
                                 nreq, nopt = req, opt
-                            if _insert(new, nreq, nopt, sid) and self.keep_last:
+                            if _insert(new, nreq, nopt, sid) and keep_last:
                                 lk = last.get((req, opt, sid))
                                 last[(nreq, nopt, sid)] = eidx if legal else lk
                     frontier = new
@@ -241,12 +262,12 @@ class Search:
                     yield
                 if req & bit:  # clearing a bit all of them have keeps keys distinct
                     new[(req & keep, sid)] = opts
-                    if self.keep_last:
+                    if keep_last:
                         for opt in opts:
                             last[(req & keep, opt, sid)] = last.get((req, opt, sid))
                 else:
                     for opt in opts:
-                        todo.append((req | opt, sid, last.get((req, opt, sid)) if self.keep_last else None))
+                        todo.append((req | opt, sid, last.get((req, opt, sid)) if keep_last else None))
             if todo:
                 # closure: linearize open calls until eidx is in
                 visited: dict[tuple[int, int], list[int]] = {}
@@ -258,6 +279,7 @@ class Search:
                 heads_cache: list[int] = []
                 for lst in open_rw.values():
                     heads_cache.extend(lst)
+                class_of = self.class_of
                 while queue:
                     mask, sid = queue.popleft()
                     seen_classes: set[int] = set()
@@ -266,12 +288,14 @@ class Search:
                         if mask & b:
                             continue
                         ei = entry_at[s]
-                        c = self.class_of[ei]
+                        c = class_of[ei]
                         if c in seen_classes:
                             continue  # identical calls: only the earliest-returning one
                         seen_classes.add(c)
                         steps += 1
-                        r = step(sid, ei)
+                        r = trans.get(sid * n + ei)
+                        if r is None:
+                            r = step(sid, ei)
                         if r < 0:
                             continue
                         if observers is not None and r != sid:
@@ -281,7 +305,7 @@ class Search:
                         m2 = saturate(mask | b, r)
                         if m2 & bit:
                             m2 &= keep
-                            if _insert(new, m2 & ~opt_all, m2 & opt_all, r) and self.keep_last:
+                            if _insert(new, m2 & ~opt_all, m2 & opt_all, r) and keep_last:
                                 last[(m2 & ~opt_all, m2 & opt_all, r)] = ei
                         else:
                             req2 = m2 & ~opt_all

@@ -17,8 +17,10 @@ call that certainly happened observes did happen; the others are dropped (they c
 or not happen at all).
 
 A cas that failed its compare (kept only with --fail-cas-means-compare-failed) is a negative
-read this path does not model: it is left out, which makes the check a relaxation whose
-"invalid" is still sound and whose "valid" is not decided (``None``).
+read the zones do not model: it is left out, which makes the check a relaxation whose
+"invalid" is still sound and whose "valid" is not decided (``None``). One sound test for
+negative reads is added (§4.2): a failed cas from v whose interval lies wholly inside the
+window in which the register certainly holds v is a violation.
 
 ``check_unique`` returns (True, None) / (False, reason) when decided, or None when the fast
 path does not apply (values repeat, an action it does not know); the caller then falls back
@@ -178,6 +180,29 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
         if k >= 0 and f_b <= zones_fwd[k][1]:
             return False, f"{name} must fit inside {zones_fwd[k][2]}"
     if relaxed:
+        # §4.2: the register certainly holds v from the earliest return among v's producer,
+        # readers and consumer to the latest invocation among its readers and consumer; a
+        # compare-failed cas from v that lies wholly inside that window cannot have failed
+        for e in entries:
+            a = e.action
+            if a.f != "cas" or a.outcome != "fail":
+                continue
+            v = a.value[0]
+            cluster = list(reads.get(v, ()))
+            if v in consumer:
+                cluster.append(consumer[v])
+            if not cluster:
+                continue
+            if v == initial:
+                held_from = NEG_INF
+            elif v in producer:
+                held_from = min(entries[producer[v]].end, min(entries[j].end for j in cluster))
+            else:
+                continue
+            held_to = max(entries[j].start for j in cluster)
+            if held_from < e.start and e.end < held_to:
+                return False, (f"op {e.call.id} failed to cas from {v!r}, but the register "
+                               f"held {v!r} for its whole duration")
         return None
     return True, None
 

@@ -28,7 +28,7 @@ from kvcheck.reference.storage.raftlog import (
     SnapshotMeta,
 )
 from kvcheck.reference.storage.snapshot import SnapshotFile, SnapshotStore
-from kvcheck.reference.storage.wal import TornTail, Wal, WalRecord
+from kvcheck.reference.storage.wal import TornTail, Wal, WalRecord, WalScan
 
 __all__ = [
     "AppendFile",
@@ -51,4 +51,5 @@ __all__ = [
     "TornTail",
     "Wal",
     "WalRecord",
+    "WalScan",
 ]

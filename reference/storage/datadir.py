@@ -7,7 +7,9 @@ be the one the WAL's marker names (a newer file may exist if a crash came betwee
 writes). ``DataDir`` does those steps in that order so the node does not have to.
 
 How: ``<root>/wal`` holds a ``RaftWal``, ``<root>/snap`` a ``SnapshotStore``, both on the
-one ``FileSystem`` passed in (the real OS or the simulation's in-memory disk).
+one ``FileSystem`` passed in (the real OS or the simulation's in-memory disk). Opening
+removes snapshot files newer than the WAL's marker (a save cut short by a crash), so the
+files on disk are always ones the WAL can name.
 """
 
 from __future__ import annotations
@@ -48,6 +50,20 @@ class DataDir:
         self.keep_snapshots = keep_snapshots
         self.snapshots = SnapshotStore(fs, f"{root}/snap" if root else "snap")
         self.wal = RaftWal.open(fs, f"{root}/wal" if root else "wal", segment_size=segment_size)
+        self.discarded_snapshots = self._discard_unnamed_snapshots()
+
+    def _discard_unnamed_snapshots(self) -> list[str]:
+        """Remove snapshot files newer than the WAL's marker: a save interrupted before its
+        marker was durable. Nothing refers to them, and a later save may reuse the index."""
+        marker = self.wal.snapshot
+        newest_named = marker.index if marker is not None else -1
+        doomed = [i for i in self.snapshots.indexes() if i > newest_named]
+        paths = [f"{self.snapshots.directory}/{snapshot_name(i)}" for i in doomed]
+        for path in paths:
+            self.fs.remove(path)
+        if paths:
+            self.fs.sync_dir(self.snapshots.directory)
+        return paths
 
     def load(self) -> Recovered:
         """The recovered state; ``CorruptionError`` if the snapshot the WAL names is missing or bad."""

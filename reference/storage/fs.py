@@ -23,8 +23,9 @@ Two implementations:
   ``tear_probability``, keeps a random strict prefix of each file's last unsynced write
   (a torn write). As in a page cache, appends that follow each other since the last sync
   (or truncate) form one dirty extent, so "the last unsynced write" of an append-only file
-  is everything appended since its last sync. All randomness comes from the ``random.Random`` passed in, and files are
-  visited in sorted path order, so a crash is deterministic for a given seed.
+  is everything appended since its last sync. All randomness comes from the
+  ``random.Random`` passed in, and files are visited in sorted path order, so a crash is
+  deterministic for a given seed.
   Simplifications (documented, deliberate): directories are durable as soon as they are
   created (``OsFileSystem.makedirs`` fsyncs parents so it matches); a torn write never
   leaves a hole (it is kept only if it starts within the durable bytes); unsynced writes

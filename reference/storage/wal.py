@@ -23,10 +23,10 @@ Writing: ``append`` buffers a record in memory; ``flush`` writes the buffer with
 (no fsync); ``sync`` flushes and fsyncs the segment, so many records (many Raft Readies)
 share one fsync. Only ``sync`` promises durability; records may become durable earlier (a
 segment cut syncs what was buffered), and a crash keeps at most a prefix of the records
-appended since the last sync. When the current segment reaches
-``segment_size`` the next append cuts a new one: the old segment is synced, the new one is
-written as ``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory
-fsynced, so a segment name never exists without a complete header. The caller's
+appended since the last sync. When the current segment reaches ``segment_size`` the next
+append cuts a new one: the old segment is synced, the new one is written as
+``<seq>.wal.tmp`` with its header, fsynced, renamed into place and the directory fsynced,
+so a segment name never exists without a complete header. The caller's
 ``prologue`` callback supplies records to repeat at the start of every new segment (the
 Raft layer repeats its hard state and snapshot marker there); they go into the temp file
 with the header, so they are durable as soon as the segment exists, which is what lets
@@ -39,7 +39,8 @@ mismatch on the record that ends exactly at the end of the file, or a damaged he
 followed by nothing but zero bytes. The file is truncated to the end of the last good
 record and fsynced. Anything else (a bad CRC with more bytes after it, a damaged header, a
 short record in an earlier segment, a gap in the numbering) raises ``CorruptionError``
-naming the file, the byte offset and the reason.
+naming the file, the byte offset and the reason. ``scan`` applies the same checks
+without changing anything, for inspection.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ __all__ = [
     "TornTail",
     "Wal",
     "WalRecord",
+    "WalScan",
     "encode_record",
+    "scan",
     "segment_name",
 ]
 
@@ -192,6 +195,56 @@ def _parse_segment(path: str, data: bytes, seq: int, final: bool) -> tuple[list[
     return records, None
 
 
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
+@dataclass(frozen=True, slots=True)
+class WalScan:
+    """What a WAL directory holds, read without changing anything (see ``scan``)."""
+
+    seqs: list[int]  # segment sequence numbers, consecutive, oldest first
+    records: list[WalRecord]  # every good record, in order
+    torn_tail: TornTail | None  # what opening would cut off the final segment
+    temp_files: list[str]  # leftover ``.tmp`` paths that opening would remove
+
+
+def scan(fs: FileSystem, directory: str) -> WalScan:
+    """Read and check a WAL directory without modifying it (for inspection and tests).
+
+    Applies exactly the checks of ``Wal.open``: ``CorruptionError`` for anything but a
+    torn tail. A missing directory is an empty WAL.
+    """
+    directory = normalize_path(directory)
+    if not fs.exists(directory):
+        return WalScan([], [], None, [])
+    seqs: list[int] = []
+    temp_files: list[str] = []
+    for name in fs.listdir(directory):
+        if name.endswith(_TMP_SUFFIX):
+            temp_files.append(_join(directory, name))
+            continue
+        match = _SEGMENT_RE.match(name)
+        if match is None:
+            raise CorruptionError(_join(directory, name), None, "unexpected file in the WAL directory")
+        seqs.append(int(match.group(1), 16))
+    seqs.sort()
+    for prev, seq in itertools.pairwise(seqs):
+        if seq != prev + 1:
+            raise CorruptionError(
+                _join(directory, segment_name(seq)), None,
+                f"gap in segment numbers: {segment_name(prev)} is followed by {segment_name(seq)}",
+            )
+    records: list[WalRecord] = []
+    torn: TornTail | None = None
+    for i, seq in enumerate(seqs):
+        path = _join(directory, segment_name(seq))
+        seg_records, seg_torn = _parse_segment(path, fs.read_bytes(path), seq, final=i == len(seqs) - 1)
+        records.extend(seg_records)
+        torn = seg_torn if seg_torn is not None else torn
+    return WalScan(seqs, records, torn, temp_files)
+
+
 class Wal:
     """An open WAL: append records, ``sync`` to make them durable, rotate and release segments.
 
@@ -245,55 +298,26 @@ class Wal:
             raise ValueError(f"segment_size {segment_size} is too small")
         directory = normalize_path(directory)
         fs.makedirs(directory)
-
-        def path_of(name: str) -> str:
-            return f"{directory}/{name}" if directory else name
-
-        seqs: list[int] = []
-        removed_tmp = False
-        for name in fs.listdir(directory):
-            if name.endswith(_TMP_SUFFIX):
-                fs.remove(path_of(name))  # a cut that did not finish: never named, never used
-                removed_tmp = True
-                continue
-            match = _SEGMENT_RE.match(name)
-            if match is None:
-                raise CorruptionError(path_of(name), None, "unexpected file in the WAL directory")
-            seqs.append(int(match.group(1), 16))
-        if removed_tmp:
+        found = scan(fs, directory)
+        for path in found.temp_files:
+            fs.remove(path)  # a cut that did not finish: never named, never used
+        if found.temp_files:
             fs.sync_dir(directory)
 
-        if not seqs:
+        if not found.seqs:
             cls._create_segment(fs, directory, 0)
-            handle = fs.open_append(path_of(segment_name(0)), create=False)
+            handle = fs.open_append(_join(directory, segment_name(0)), create=False)
             wal = cls(fs, directory, seqs=[0], handle=handle, size=SEGMENT_HEADER_SIZE,
                       segment_size=segment_size, prologue=prologue, torn_tail=None)
             return wal, []
 
-        seqs.sort()
-        for prev, seq in itertools.pairwise(seqs):
-            if seq != prev + 1:
-                raise CorruptionError(
-                    path_of(segment_name(seq)), None,
-                    f"gap in segment numbers: {segment_name(prev)} is followed by {segment_name(seq)}",
-                )
-
-        records: list[WalRecord] = []
-        torn: TornTail | None = None
-        for i, seq in enumerate(seqs):
-            path = path_of(segment_name(seq))
-            seg_records, seg_torn = _parse_segment(path, fs.read_bytes(path), seq, final=i == len(seqs) - 1)
-            records.extend(seg_records)
-            torn = seg_torn if seg_torn is not None else torn
-
-        last_path = path_of(segment_name(seqs[-1]))
-        handle = fs.open_append(last_path, create=False)
-        if torn is not None:
-            handle.truncate(torn.offset)
+        handle = fs.open_append(_join(directory, segment_name(found.seqs[-1])), create=False)
+        if found.torn_tail is not None:
+            handle.truncate(found.torn_tail.offset)
             handle.sync()
-        wal = cls(fs, directory, seqs=seqs, handle=handle, size=handle.size(),
-                  segment_size=segment_size, prologue=prologue, torn_tail=torn)
-        return wal, records
+        wal = cls(fs, directory, seqs=list(found.seqs), handle=handle, size=handle.size(),
+                  segment_size=segment_size, prologue=prologue, torn_tail=found.torn_tail)
+        return wal, found.records
 
     @staticmethod
     def _create_segment(fs: FileSystem, directory: str, seq: int, body: bytes = b"") -> int:

@@ -247,3 +247,15 @@ def test_bundled_examples_and_the_readme_quick_start() -> None:
     assert quick[0] == "kvcheck"
     proc = subprocess_run(*quick[2:], cwd=ROOT)
     assert proc.returncode == ExitCode.VALID, proc.stdout + proc.stderr
+
+
+def test_an_internal_error_exits_70_not_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kvcheck.checker.linearizable as lin
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lin, "check_history", broken)
+    code, _, err = run(write(tmp_path / "h.jsonl", register_history(1)), "--model", "register")
+    assert code == ExitCode.SOFTWARE
+    assert "RuntimeError: boom" in err and "internal error" in err

@@ -245,3 +245,19 @@ def test_jepsen_log_lines_with_spaces_errors_and_nemesis_text() -> None:
     with pytest.raises(MalformedInput, match="cannot read the op's value") as info:
         read_history_text("INFO  jepsen.util - 1  :invoke  :read  [1 2\n")
     assert info.value.line == 1
+
+
+def test_ops_only_edn_format_reads_are_read_in_one_batch_and_errors_keep_their_line() -> None:
+    from kvcheck.exitcodes import MalformedInput
+
+    text = "[" + "\n".join(
+        f"{{:process {i}, :type :invoke, :f :read, :value \\a, :tag sym}}" for i in range(50)
+    ) + "]"
+    ops, _ = read_history_text(text)
+    assert [o.value for o in ops] == ["a"] * 50 and ops[49].extra == {"tag": "sym"}
+    assert [o.line for o in ops] == list(range(1, 51))
+    bad = text.replace("{:process 30, :type :invoke, :f :read, :value \\a, :tag sym}",
+                       "{:process 30, :type :invoke, :f :read, :value \\a, :tag}")
+    with pytest.raises(MalformedInput, match="not valid EDN") as info:
+        read_history_text(bad)
+    assert info.value.line == 31

@@ -8,6 +8,7 @@ path and each of its fallbacks to edn_format are exercised.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import edn_format
@@ -141,15 +142,27 @@ def same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(texts())
-def test_fast_reader_equals_edn_format(text: str) -> None:
+def _compare(text: str) -> None:
     want = expected(text)
     got = flatten(text)
     assert got[0] == want[0], (text, got, want)
     if want[0] == "ok":
         # A single top-level vector or list is returned as its elements ("wrapped").
         assert same(got[1], want[1]), (text, got, want)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts())
+def test_fast_reader_equals_edn_format(text: str) -> None:
+    _compare(text)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("KVCHECK_SLOW"), reason="long sweep: set KVCHECK_SLOW=1")
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts())
+def test_fast_reader_equals_edn_format_long(text: str) -> None:
+    _compare(text)
 
 
 @pytest.mark.parametrize(

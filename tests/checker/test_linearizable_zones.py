@@ -28,9 +28,13 @@ SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[Heal
 
 
 def _corrupt(sim: Any, rng: random.Random) -> None:
-    """Make one read return another written value, the initial value, or a fresh one."""
+    """Make one read return another written value, the initial value, or a fresh one; or
+    report a cas that succeeded as failed (a negative read that cannot be)."""
     reads = [op for op in sim.ops if op.type == "ok" and op.f == "read"]
-    if reads:
+    cas = [op for op in sim.ops if op.type == "ok" and op.f == "cas"]
+    if cas and rng.random() < 0.3:
+        rng.choice(cas).type = "fail"
+    elif reads:
         op = rng.choice(reads)
         choices = [*sim.written, None, 10_000]
         op.value = rng.choice(choices)

@@ -230,9 +230,12 @@ def test_datadir_loads_the_snapshot_the_wal_names_not_a_newer_file() -> None:
     data.snapshots.save(8, 1, b"", b"state@8")
     data.wal.save_snapshot_meta(8, 1, b"")
     fs.crash(random.Random(0), tear_probability=0.0)
-    recovered = DataDir(fs, "", segment_size=300).load()
+    reopened = DataDir(fs, "", segment_size=300)
+    recovered = reopened.load()
     assert recovered.snapshot is not None and recovered.snapshot.index == 5
     assert recovered.entries == ents(6, 10, 1)
+    assert reopened.discarded_snapshots == [f"snap/{snapshot_name(8)}"], "the unnamed newer file is removed"
+    assert reopened.snapshots.indexes() == [5]
 
 
 def test_datadir_refuses_when_the_named_snapshot_is_missing() -> None:

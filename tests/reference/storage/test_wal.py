@@ -420,3 +420,24 @@ def test_any_cut_inside_the_last_record_of_many_segments_recovers_all_but_it(
     reopened, after = reopen(fs, segment_size=segment_size)
     assert after == expected(records)[:-1]
     assert reopened.torn_tail is None if cut == start else reopened.torn_tail is not None
+
+
+def test_scan_reads_without_changing_anything() -> None:
+    from kvcheck.reference.storage.wal import scan
+
+    fs = MemoryFileSystem()
+    records = payloads(5)
+    write_wal(fs, records, segment_size=120).close()
+    tmp = fs.open_append(f"wal/{segment_name(99)}.tmp")
+    tmp.close()
+    last = f"wal/{fs.listdir('wal')[-2]}"
+    whole = fs.read_bytes(last)
+    replace_file(fs, last, whole + b"\x05\x00")  # a torn record header at the tail
+    before = {name: fs.read_bytes(f"wal/{name}") for name in fs.listdir("wal")}
+    found = scan(fs, "wal")
+    assert [r.payload for r in found.records] == records
+    assert found.torn_tail is not None and found.torn_tail.offset == len(whole)
+    assert found.temp_files == [f"wal/{segment_name(99)}.tmp"]
+    assert found.seqs == list(range(len(found.seqs)))
+    assert {name: fs.read_bytes(f"wal/{name}") for name in fs.listdir("wal")} == before
+    assert scan(fs, "no-such-dir").records == []
