@@ -69,10 +69,13 @@ class Progress:
             self.faults += op.f.startswith("start-")
         else:
             self.ops += 1
-        if self.bar is not None and now - self.shown >= 0.1:
-            self.bar.update(round(min(now, self.total) - self.bar.n, 1))
-            self.bar.set_postfix_str(f"{self.ops} ops, {self.faults} faults", refresh=False)
-            self.shown = now
+        if self.bar is not None:
+            wall = time.monotonic()
+            if wall - self.shown >= 0.1:  # redraw at most ten times a (wall) second
+                self.bar.n = round(min(now, self.total), 1)
+                self.bar.set_postfix_str(f"{self.ops} ops, {self.faults} faults", refresh=False)
+                self.bar.refresh()
+                self.shown = wall
 
     def close(self) -> None:
         if self.bar is not None:
