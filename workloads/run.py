@@ -60,7 +60,7 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=round(total, 1), desc=desc, unit="s", leave=False,
-                            bar_format="{desc} {bar} {n:.1f}/{total:.1f}s sim {postfix}")
+                            bar_format="{desc} {bar} {n:.1f}/{total:.1f}s simulated{postfix}")
 
     def event(self, op: Op, now: float) -> None:
         if op.type == "invoke":
