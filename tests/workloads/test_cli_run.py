@@ -55,3 +55,16 @@ def test_readme_quick_start_run_command(tmp_path: Path) -> None:
         assert (latest / name).is_file(), name
     assert "linearizable (cas-register): valid" in p.stdout
     assert "partition x" in p.stdout
+
+
+def test_test_count_runs_consecutive_seeds_and_exits_with_the_worst(tmp_path: Path) -> None:
+    p = kvcheck("run", "--workload", "register", "--faults", "partition", "--time-limit", "4",
+                "--seed", "2", "--test-count", "2", "--bug", "local_reads", cwd=tmp_path)
+    runs = sorted((tmp_path / "store" / "register").iterdir())
+    assert len(runs) == 2
+    import json
+    seeds = [json.loads((r / "config.json").read_text())["seed"] for r in runs]
+    assert seeds == [2, 3]
+    verdicts = [json.loads((r / "results.json").read_text())["valid"] for r in runs]
+    assert p.returncode == (1 if False in verdicts else 0)
+    assert "2 runs:" in p.stdout
