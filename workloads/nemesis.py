@@ -306,6 +306,12 @@ class Nemesis:
             await self.stop(fault, resolved)
 
     async def start(self, fault: Fault) -> dict[str, Any]:
+        # A fault action, once begun, completes (and is recorded) even if the main phase ends
+        # meanwhile: the history never holds a nemesis invoke without its completion.
+        with trio.CancelScope(shield=True):
+            return await self._start(fault)
+
+    async def _start(self, fault: Fault) -> dict[str, Any]:
         rng = random.Random(f"{fault.params.get('seed', 0)}:{fault.kind}:{fault.start}")
         t = self.target
         leader = await t.leader()
@@ -387,6 +393,10 @@ class Nemesis:
         self._nursery = nursery
 
     async def stop(self, fault: Fault, value: dict[str, Any]) -> None:
+        with trio.CancelScope(shield=True):
+            await self._stop(fault, value)
+
+    async def _stop(self, fault: Fault, value: dict[str, Any]) -> None:
         self.active = [(f, v) for (f, v) in self.active if f is not fault]
         kind = fault.kind
         inv = self.recorder.invoke("nemesis", f"stop-{kind}", value)

@@ -552,7 +552,22 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` in the simulation: one deterministic ``trio.run`` under MockClock."""
     from kvcheck.workloads.run import Execution
 
-    logging.getLogger("kvcheck").setLevel(logging.ERROR)
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        """The store's log records (warnings and up) into cluster.log, stamped with
+        simulated time instead of wall time."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                now = f"{trio.current_time():10.4f}"
+            except RuntimeError:
+                now = "         -"
+            records.append(f"{now} {record.levelname:7} {record.name}: {record.getMessage()}")
+
+    logger = logging.getLogger("kvcheck")
+    handler = Capture(logging.WARNING)
+    saved = (logger.level, logger.propagate)
 
     async def main() -> Execution:
         cluster = SimCluster(config)
@@ -570,7 +585,15 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             info["findings"] = list(cluster.findings)
             info["simulated_seconds"] = round(recorder.now(), 3)
             nursery.cancel_scope.cancel()
-        return Execution(recorder.ops, info, cluster.logs())
+        return Execution(recorder.ops, info, {**cluster.logs(), "cluster.log": "\n".join(records) + "\n"})
 
-    with deterministic_trio(config.seed):
-        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False  # the store's warnings go to cluster.log, not the terminal
+    try:
+        with deterministic_trio(config.seed):
+            return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
