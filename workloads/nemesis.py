@@ -308,8 +308,10 @@ class Nemesis:
     async def start(self, fault: Fault) -> dict[str, Any]:
         # A fault action, once begun, completes (and is recorded) even if the main phase ends
         # meanwhile: the history never holds a nemesis invoke without its completion.
+        value: dict[str, Any] = {}
         with trio.CancelScope(shield=True):
-            return await self._start(fault)
+            value = await self._start(fault)
+        return value
 
     async def _start(self, fault: Fault) -> dict[str, Any]:
         rng = random.Random(f"{fault.params.get('seed', 0)}:{fault.kind}:{fault.start}")
