@@ -14,9 +14,10 @@ Output: a readable summary, or with ``--json`` one document
 ``--out DIR`` is given: then DIR/results.json holds that document and DIR/<file>/results.json
 each file's entry.
 
-Exit code: 65 when any file is malformed (the other files are still checked and reported),
-else 1 when any file is invalid, 2 when any is unknown, 0 when all are valid; 64 for a usage
-error, 66 for a missing path.
+Exit code: 65 when any file is malformed (the other files are still checked and reported;
+a malformed file's entry has ``"valid": null`` and ``"error"``), else 1 when any file is
+invalid, 2 when any is unknown, 0 when all are valid; 64 for a usage error, 66 for a missing
+path, 70 for an internal error (never 1, which would read as "invalid").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from kvcheck.checker.formats import (
     split_independent_keys,
 )
 from kvcheck.checker.history import HistoryError, Op
-from kvcheck.exitcodes import ExitCode, MalformedInput, MissingInput, UsageError
+from kvcheck.exitcodes import ExitCode, KvcheckError, MalformedInput, MissingInput, UsageError
 
 
 @dataclass
@@ -291,7 +293,14 @@ def check(paths: tuple[Path, ...], model_spec: str, init_text: str | None, timeo
     model = get_model(model_spec, init, fail_cas_means_compare_failed=fail_cas_means_compare_failed)
     results = []
     for hf in files:
-        r = check_file(hf, model, fmt, timeout, memory_limit)
+        try:
+            r = check_file(hf, model, fmt, timeout, memory_limit)
+        except KvcheckError:
+            raise
+        except Exception:  # a bug: say so, and never exit 1, which would read as "invalid"
+            traceback.print_exc()
+            click.echo(f"kvcheck: internal error while checking {hf.path} (a bug in kvcheck)", err=True)
+            return int(ExitCode.SOFTWARE)
         if r.error is not None:
             click.echo(f"kvcheck: {r.error}", err=True)
         results.append(r)

@@ -40,6 +40,7 @@ __all__ = [
     "dumps_value",
     "is_keyword_name",
     "parse_forms",
+    "parse_value",
     "parse_with_edn_format",
     "to_plain",
 ]
@@ -96,7 +97,8 @@ def to_plain(v: Any) -> Any:
     if isinstance(v, list | tuple) or type(v).__name__ == "ImmutableList":
         return [to_plain(x) for x in v]
     if isinstance(v, decimal.Decimal | fractions.Fraction):
-        return int(v) if v == int(v) else float(v)
+        f = float(v)
+        return int(v) if math.isfinite(f) and v == int(v) else f
     if isinstance(v, datetime.date | datetime.datetime):
         return v.isoformat()
     if isinstance(v, uuid.UUID):
@@ -106,13 +108,20 @@ def to_plain(v: Any) -> Any:
     raise EdnError(f"unsupported EDN value {v!r}")
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
 _LEXPOS = re.compile(r"lexpos (\d+)|LexToken\([A-Z_]+,.*,\d+,(\d+)\)$")
 
 
 def parse_with_edn_format(text: str, base: int = 0) -> list[Any]:
     """All top-level forms of ``text`` read by edn_format, as plain values.
 
-    Raises EdnError with the offset (plus ``base``) when edn_format reports one."""
+    Raises EdnError with the offset (plus ``base``) when edn_format reports one. Record
+    literals (``#jepsen.history.Op{...}``) read as their maps."""
+    for tag in set(_RECORD_TAGS.findall(text)):
+        edn_format.add_tag(tag, _identity)
     try:
         forms = edn_format.loads_all(text)
     except Exception as exc:  # edn_format raises EDNDecodeError, NotImplementedError, ValueError...
@@ -142,6 +151,10 @@ def parse_with_edn_format(text: str, base: int = 0) -> list[Any]:
 # ---------------------------------------------------------------------------------------
 # The fast reader
 
+# A Clojure record literal's tag (a dotted class name right before a map), as a Jepsen op
+# printed as a record: #jepsen.history.Op{:index 0 ...}. It reads as the map.
+_RECORD_TAG = r"#([A-Za-z][\w\-]*(?:\.[\w\-]+)+)(?=\{)"
+_RECORD_TAGS = re.compile(_RECORD_TAG)
 # A character that may follow an atom: edn_format ends the atom there too.
 _DELIM = r'(?=[ \t\n,\[\](){}";]|\Z)'
 _NAME = r"[\w.*+!\-?$%&=<>]+"
@@ -156,8 +169,9 @@ _TOKEN = re.compile(
     + r"|([+-]?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+))" + _DELIM  # 7 float
     + r"|(nil|true|false)" + _DELIM  # 8 constants
     + r"|(#\{)"  # 9 set
-    + r'|(\\(?:newline|return|space|tab|u[0-9A-Fa-f]{4}|.)|"|[^ \t\n,\[\](){}";]+)'  # 10 other
-    + r"|(\Z)"  # 11 end
+    + r"|" + _RECORD_TAG  # 10 a record literal's tag, #jepsen.history.Op{...}
+    + r'|(\\(?:newline|return|space|tab|u[0-9A-Fa-f]{4}|.)|"|[^ \t\n,\[\](){}";]+)'  # 11 other
+    + r"|(\Z)"  # 12 end
     r")"
 )
 _CONST = {"nil": None, "true": True, "false": False}
@@ -184,6 +198,7 @@ _FLAT_MAP = re.compile(
 )
 # A key and its value, the value's kind told by which group matched: keyword, integer,
 # float, constant, vector, else string (possibly empty).
+_FLAT_MAP_SEP = re.compile(_SEP + "(" + _FLAT_MAP.pattern + ")")
 _FLAT_PAIR = re.compile(
     _FLAT_KEY + _SEP + r"(?::(" + _NAME + r"(?:/" + _NAME + r")?)" + _DELIM
     + r"|([+-]?(?:0|[1-9]\d*))" + _DELIM
@@ -193,6 +208,21 @@ _FLAT_PAIR = re.compile(
     + r'|"([^"\\]*)"' + _DELIM + ")"
 )
 _FLAT_ATOMS = re.compile(_FLAT_ATOM)
+
+
+_FLAT_WHOLE = re.compile(_SEP + "(" + _FLAT_VALUE + ")" + _SEP + r"\Z")
+
+
+def parse_value(text: str) -> Any:
+    """The one EDN value ``text`` holds, as a plain value (EdnError when it holds none or
+    several). Atoms and vectors of atoms take a fast path."""
+    m = _FLAT_WHOLE.match(text)
+    if m is not None:
+        return _flat_value(m.group(1))
+    forms, _ = parse_forms(text, unwrap=False)
+    if len(forms) != 1:
+        raise EdnError(f"expected one EDN value, found {len(forms)}")
+    return forms[0].value
 
 
 def _flat_value(s: str) -> Any:
@@ -285,14 +315,40 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
     elems: list[Form] = []  # the forms at elem_depth
     top: list[Form] = []  # the forms at depth 0
     stack: list[_Frame] = []
+    pending: list[_Pending] = []  # elements left to edn_format
     match = _TOKEN.match
-    flat_map = _FLAT_MAP.match
+    flat_map = _FLAT_MAP_SEP.match
     flat_pairs = _FLAT_PAIR.findall
     flat_atoms = _FLAT_ATOMS.findall
     pos = 0
     while True:
+        if len(stack) == elem_depth:
+            # The common case: a run of flat op maps, each read by two regex calls.
+            fm = flat_map(text, pos)
+            while fm is not None:
+                start, pos = fm.start(1), fm.end()
+                op: dict[str, Any] = {}
+                for k, kw, i, fl, c, vec, st in flat_pairs(text, start, pos):
+                    if kw:
+                        op[k] = kw
+                    elif i:
+                        op[k] = int(i)
+                    elif c:
+                        op[k] = _CONST[c]
+                    elif vec:
+                        op[k] = [_flat_value(x) for x in flat_atoms(vec)]
+                    elif fl:
+                        op[k] = float(fl)
+                    else:
+                        op[k] = st
+                if stack:
+                    stack[-1].items.append(op)
+                    elems.append(Form(op, start, pos))
+                else:
+                    top.append(Form(op, start, pos))
+                fm = flat_map(text, pos)
         m = match(text, pos)
-        if m is None:  # cannot happen: group 10 or 11 always matches
+        if m is None:  # cannot happen: group 11 or 12 always matches
             raise EdnError("unreadable text", pos)
         kind = m.lastindex
         start = m.start(kind) if kind is not None else m.end()
@@ -301,32 +357,7 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
         if kind == 1:
             continue
         if kind == 2 or kind == 9:
-            tok = m.group(kind)
-            if tok == "{" and len(stack) == elem_depth:
-                fm = flat_map(text, start)
-                if fm is not None:
-                    pos = fm.end()
-                    value = {}
-                    for k, kw, i, fl, c, vec, st in flat_pairs(fm.group()):
-                        if kw:
-                            value[k] = kw
-                        elif i:
-                            value[k] = int(i)
-                        elif c:
-                            value[k] = _CONST[c]
-                        elif vec:
-                            value[k] = [_flat_value(x) for x in flat_atoms(vec)]
-                        elif fl:
-                            value[k] = float(fl)
-                        else:
-                            value[k] = st
-                    if stack:
-                        stack[-1].items.append(value)
-                    else:
-                        top.append(Form(value, start, pos))
-                    elems.append(Form(value, start, pos))
-                    continue
-            stack.append(_Frame(tok, [], start))
+            stack.append(_Frame(m.group(kind), [], start))
             continue
         if kind == 3:
             if not stack:
@@ -349,8 +380,9 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
                     continue
                 if depth < elem_depth:
                     raise _WholeText
-                value = _reparse(text, frame.start, pos)
-        elif kind == 11:
+                value = _Pending(frame.start, pos)
+                pending.append(value)
+        elif kind == 12:
             if stack:
                 raise EdnError(f"{stack[-1].kind!r} is never closed", stack[-1].start)
             break
@@ -370,7 +402,9 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
             value = float(m.group(7))
         elif kind == 8:
             value = _CONST[m.group(8)]
-        else:  # 10: a symbol, character, tag, #_, ^, a number with a suffix...
+        elif kind == 10:
+            continue  # a record reads as its map
+        else:  # 11: a symbol, character, tag, #_, ^, a number with a suffix...
             _poison(stack, elem_depth)
             continue
         depth = len(stack)
@@ -380,6 +414,8 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
             top.append(Form(value, start, pos))
         if depth == elem_depth and depth:
             elems.append(Form(value, start, pos))
+    if pending:
+        _resolve(text, pending, top, elems)
     if elem_depth == 1 and len(top) == 1:
         return elems, True
     return top, False
@@ -391,11 +427,44 @@ def _poison(stack: list[_Frame], elem_depth: int) -> None:
     stack[-1].poisoned = True
 
 
-def _reparse(text: str, start: int, end: int) -> Any:
-    forms = parse_with_edn_format(text[start:end], base=start)
-    if len(forms) != 1:  # cannot happen for a balanced collection
-        raise EdnError("expected one form", start)
-    return forms[0]
+class _Pending:
+    """An element edn_format must read: filled in by ``_resolve`` once the scan is done."""
+
+    __slots__ = ("end", "start")
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start = start
+        self.end = end
+
+
+def _resolve(text: str, pending: list[_Pending], top: list[Form], elems: list[Form]) -> None:
+    """Read every pending element with edn_format, in one call (building edn_format's
+    parser costs milliseconds, so one call per element would make a history with an unusual
+    construct in each op crawl); element by element only to find an error's place."""
+    slices = [text[p.start : p.end] for p in pending]
+    try:
+        values = parse_with_edn_format("\n".join(slices))
+    except EdnError:
+        values = []
+    if len(values) != len(pending):
+        values = []
+        for p, piece in zip(pending, slices, strict=True):
+            try:
+                forms = parse_with_edn_format(piece, base=p.start)
+            except EdnError as exc:
+                raise EdnError(str(exc), exc.offset if exc.offset is not None else p.start) from None
+            if len(forms) != 1:  # cannot happen for a balanced collection
+                raise EdnError("expected one form", p.start)
+            values.append(forms[0])
+    found = {id(p): v for p, v in zip(pending, values, strict=True)}
+    for form in top:
+        if isinstance(form.value, _Pending):
+            form.value = found[id(form.value)]
+        elif isinstance(form.value, list):  # a top-level vector holding pending elements
+            form.value = [found[id(x)] if isinstance(x, _Pending) else x for x in form.value]
+    for form in elems:
+        if isinstance(form.value, _Pending):
+            form.value = found[id(form.value)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from kvcheck.checker.edn import EdnError, Form, dumps_keyword, dumps_value, parse_forms
+from kvcheck.checker.edn import EdnError, Form, dumps_keyword, dumps_value, parse_forms, parse_value
 from kvcheck.checker.history import KNOWN_FIELDS, OP_TYPES, HistoryError, Op, pair_calls
-from kvcheck.exitcodes import MalformedInput
+from kvcheck.exitcodes import MalformedInput, MissingInput
 
 __all__ = [
     "FORMATS",
@@ -56,11 +56,14 @@ def read_history(path: Path | str, fmt: str | None = None) -> tuple[list[Op], st
     """Read the history in ``path``: returns (ops, format name).
 
     ``fmt`` forces one of FORMATS; by default the format is detected from the content.
-    Raises MalformedInput naming the file, the line and the problem.
+    Raises MalformedInput naming the file, the line and the problem (MissingInput when the
+    file does not exist).
     """
     path = Path(path)
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise MissingInput(f"{path}: no such file or directory") from None
     except OSError as exc:
         raise MalformedInput(str(path), None, f"cannot read: {exc.strerror or exc}") from None
     try:
@@ -106,7 +109,7 @@ def detect_format(text: str, name: str = "<text>") -> str:
     first = text[i]
     if first in "[(":
         return "edn"
-    if first == "{":
+    if first == "{" or text.startswith("#", i):
         line_end = text.find("\n", i)
         first_line = text[i : line_end if line_end >= 0 else len(text)].strip()
         try:
@@ -161,8 +164,9 @@ def op_from_dict(d: Any, name: str, line: int | None, position: int) -> Op:
         if type(p) is int:
             raise MalformedInput(name, line, "op has no f (the operation, e.g. read or write)")
         f = None
-    extra = {} if d.keys() <= _KNOWN else {k: v for k, v in d.items() if k not in _KNOWN}
-    return Op(t, f, d.get("value"), p, time, index, d.get("key"), d.get("node"), d.get("error"),
+    extra = {} if _KNOWN.issuperset(d) else {k: v for k, v in d.items() if k not in _KNOWN}
+    get = d.get
+    return Op(t, f, get("value"), p, time, index, get("key"), get("node"), get("error"),
               extra, position, line)
 
 
@@ -312,9 +316,6 @@ def write_edn(ops: Iterable[Op], dest: Path | str | IO[str]) -> None:
 # ---------------------------------------------------------------------------------------
 # Jepsen log lines
 
-_TIMED_OUT = "timed-out"
-
-
 def _read_jepsen_log(text: str, name: str) -> list[Op]:
     ops: list[Op] = []
     for line_no, line in enumerate(text.split("\n"), 1):
@@ -340,47 +341,52 @@ def _read_jepsen_log(text: str, name: str) -> list[Op]:
     return ops
 
 
+_LOG_F = re.compile(r"(\S+)\s*(.*)\Z", re.S)
+
+
 def _log_fields(rest: str, name: str, line_no: int, nemesis: bool) -> tuple[Any, Any, Any]:
-    """f, value and error from what follows ``:type``; fields are tab-separated, or, with
-    runs of spaces, separated where one EDN form ends."""
+    """f, value and error from what follows ``:type``. Fields are tab-separated; with runs
+    of spaces instead, f is the first word and the rest is one EDN value, or two (the value
+    and an error). A nemesis value that is not EDN is kept as text."""
     if "\t" in rest:
         fields = [x.strip() for x in rest.split("\t")]
         f = _log_form(fields[0], name, line_no, "f", raw_ok=False)
         value = _log_form(fields[1], name, line_no, "value", raw_ok=nemesis) if len(fields) > 1 else None
         error = _log_form("\t".join(fields[2:]), name, line_no, "error", raw_ok=True) if len(fields) > 2 else None
         return f, value, error
+    m = _LOG_F.match(rest)
+    assert m is not None  # rest starts with a non-space character
+    f = _log_form(m.group(1), name, line_no, "f", raw_ok=False)
+    tail = m.group(2).strip()
+    if not tail:
+        return f, None, None
     try:
-        forms, _ = parse_forms(rest, unwrap=False)
+        return f, parse_value(tail), None
+    except EdnError:
+        pass
+    try:
+        forms, _ = parse_forms(tail, unwrap=False)
     except EdnError:
         forms = []
-        if not nemesis:
-            raise MalformedInput(name, line_no, f"cannot read the op's f and value from {rest!r}") from None
-    values = [fm.value for fm in forms]
-    if not values:
-        f, _, tail = rest.partition(" ")
-        return f.lstrip(":"), tail.strip() or None, None
-    if len(values) > 3:
-        if not nemesis:
-            raise MalformedInput(name, line_no, f"expected f, value and an optional error after the type, found {len(values)} forms in {rest!r}")
-        return values[0], rest[forms[1].start:].strip(), None
-    values += [None] * (3 - len(values))
-    return values[0], values[1], values[2]
+    if len(forms) == 2:
+        return f, forms[0].value, forms[1].value
+    if nemesis:
+        return f, tail, None
+    raise MalformedInput(
+        name, line_no, f"cannot read the op's value (and optional error) from {tail!r}: "
+        "expected one or two EDN values"
+    )
 
 
 def _log_form(s: str, name: str, line_no: int, what: str, *, raw_ok: bool) -> Any:
     if not s:
         return None
     try:
-        forms, _ = parse_forms(s, unwrap=False)
+        return parse_value(s)
     except EdnError as exc:
         if raw_ok:
-            return s
+            return s  # e.g. a nemesis message printed without quotes
         raise MalformedInput(name, line_no, f"cannot read the op's {what} {s!r}: {exc}") from None
-    if len(forms) != 1:
-        if raw_ok:
-            return s
-        raise MalformedInput(name, line_no, f"the op's {what} {s!r} is not one EDN value")
-    return forms[0].value
 
 
 # ---------------------------------------------------------------------------------------

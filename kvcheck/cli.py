@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "check": "kvcheck.checker.cli:check",
     "cluster": "kvcheck.reference.cluster:cluster",
     "ctl": "kvcheck.reference.ctl:ctl",
+    "replay": "kvcheck.workloads.cli:replay_command",
+    "run": "kvcheck.workloads.cli:run_command",
 }
 
 

@@ -228,3 +228,34 @@ def test_jepsen_log_with_timeouts_and_the_mutex_model(tmp_path: Path, knossos: P
     assert json.loads(out)["files"][0]["format"] == "jepsen-log"
     code, _, _ = run(knossos / "mutex/bad/etcd.edn", "--model", "mutex")
     assert code == ExitCode.INVALID
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bundled_examples_and_the_readme_quick_start() -> None:
+    examples = ROOT / "histories" / "examples"
+    code, _, _ = run(examples / "register-valid.jsonl", "--model", "cas-register")
+    assert code == ExitCode.VALID
+    code, out, _ = run(examples / "register-stale-read.edn", "--model", "cas-register")
+    assert code == ExitCode.INVALID
+    assert "op 8 (p3 ok read 1) cannot be linearized" in out
+    assert "previous ok: op 6 (p2 ok read 2)" in out
+    readme = (ROOT / "README.md").read_text()
+    (quick,) = [line.split("&&", 1)[1].split() for line in readme.splitlines()
+                if line.startswith("    pip install . && kvcheck check ")]
+    assert quick[0] == "kvcheck"
+    proc = subprocess_run(*quick[2:], cwd=ROOT)
+    assert proc.returncode == ExitCode.VALID, proc.stdout + proc.stderr
+
+
+def test_an_internal_error_exits_70_not_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import kvcheck.checker.linearizable as lin
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(lin, "check_history", broken)
+    code, _, err = run(write(tmp_path / "h.jsonl", register_history(1)), "--model", "register")
+    assert code == ExitCode.SOFTWARE
+    assert "RuntimeError: boom" in err and "internal error" in err

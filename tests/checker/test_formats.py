@@ -118,3 +118,146 @@ def test_malformed_input_names_line_and_problem(text: str, line: int, problem: s
     assert info.value.line == line, str(info.value)
     assert problem in info.value.problem
     assert str(info.value).startswith(f"h.edn:{line}: ")
+
+
+def test_split_independent_keys() -> None:
+    from kvcheck.checker.formats import split_independent_keys
+    from kvcheck.checker.history import HistoryError
+
+    ops, _ = read_history_text(
+        "[{:process 0 :type :invoke :f :write :value [:x 1]}\n"
+        " {:process :nemesis :type :info :f :start :value nil}\n"
+        " {:process 0 :type :info :f :write :value :timed-out}\n"
+        " {:process 1 :type :invoke :f :read :value [7 nil]}\n"
+        " {:process 1 :type :ok :f :read :value [7 3]}]"
+    )
+    split = split_independent_keys(ops)
+    assert [(o.key, o.value) for o in split] == [("x", 1), (None, None), ("x", "timed-out"), (7, None), (7, 3)]
+    assert ops[0].key is None and ops[0].value == ["x", 1]  # the input is not changed
+    assert [o.line for o in split] == [1, 2, 3, 4, 5]
+    bad, _ = read_history_text('{"process": 0, "type": "invoke", "f": "write", "value": 1}\n')
+    with pytest.raises(HistoryError, match="not an independent"):
+        split_independent_keys(bad)
+
+
+def test_crlf_bom_and_encoding(tmp_path: Path) -> None:
+    from kvcheck.exitcodes import MalformedInput
+
+    p = tmp_path / "h.edn"
+    p.write_bytes(b"\xef\xbb\xbf[{:process 0 :type :invoke :f :read}\r\n {:process 0 :type :ok :f :read :value 1}]\r\n")
+    ops, fmt = read_history(p)
+    assert fmt == "edn" and [o.line for o in ops] == [1, 2]
+    p.write_bytes(b'{"process": 0, "type": "invoke", "f": "read"}\n{"value": "\xff"}\n')
+    with pytest.raises(MalformedInput, match="not UTF-8") as info:
+        read_history(p)
+    assert info.value.line == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "problem"),
+    [
+        ("", None, "empty"),
+        ("  \n; only a comment\n", None, "empty"),
+        ("[]", None, "no operations"),
+        ("hello world\n", None, "cannot tell the history format"),
+        ("[{:process 0 :type :invoke :f :read}]", "jsonl", "not valid JSON"),
+        ("{:process 0\n :type :invoke :f :read}", "edn-lines", "one EDN map per line"),
+        ("INFO  jepsen.core - nothing here\n", "jepsen-log", "no Jepsen op log lines"),
+        ("INFO  jepsen.util - 0\t:begin\t:read\tnil\n", None, "not one of"),
+        ('{"process": 0, "type": "invoke", "f": "read", "index": 0}\n{"process": 0, "type": "ok", "f": "read"}\n',
+         None, "has no index"),
+        ('{"process": true, "type": "invoke", "f": "read"}\n', None, "process must be"),
+        ('{"process": 0, "type": "invoke"}\n', None, "has no f"),
+        ('{"process": 0, "type": "invoke", "f": "r", "index": -1}\n', None, "non-negative"),
+        ("[1 2 3]", None, "not an op map"),
+    ],
+)
+def test_unreadable_histories(text: str, fmt: str | None, problem: str) -> None:
+    from kvcheck.exitcodes import MalformedInput
+
+    with pytest.raises(MalformedInput) as info:
+        read_history_text(text, "h", fmt)
+    assert problem in info.value.problem, str(info.value)
+
+
+def test_format_override_reads_edn_lines_as_edn() -> None:
+    text = '{:process 0, :type :invoke, :f :read}\n{:process 0, :type :ok, :f :read, :value 1}\n'
+    assert read_history_text(text)[1] == "edn-lines"
+    ops, fmt = read_history_text(text, fmt="edn")
+    assert fmt == "edn" and len(ops) == 2
+
+
+def test_ops_from_dicts_checks_like_a_file() -> None:
+    from kvcheck.checker.formats import ops_from_dicts
+    from kvcheck.exitcodes import MalformedInput
+
+    ops = ops_from_dicts([{"process": 0, "type": "invoke", "f": "read"},
+                          {"process": 0, "type": "ok", "f": "read", "value": 2}])
+    assert [o.position for o in ops] == [0, 1]
+    with pytest.raises(MalformedInput, match="no open invocation"):
+        ops_from_dicts([{"process": 0, "type": "ok", "f": "read"}])
+
+
+def test_bundled_examples_read() -> None:
+    root = Path(__file__).resolve().parents[2] / "histories" / "examples"
+    ops, fmt = read_history(root / "register-valid.jsonl")
+    assert fmt == "jsonl" and len(ops) == 18 and sum(o.is_nemesis for o in ops) == 2
+    ops, fmt = read_history(root / "register-stale-read.edn")
+    assert fmt == "edn" and [o.id for o in ops] == list(range(10))
+
+
+def test_jepsen_op_records_read_as_maps() -> None:
+    ops, fmt = read_history_text(
+        "#jepsen.history.Op{:index 0, :time 1, :type :invoke, :process 0, :f :read, :value nil}\n"
+        "#jepsen.history.Op{:index 1, :time 2, :type :ok, :process 0, :f :read, :value #{1 2}}\n"
+    )
+    assert fmt == "edn-lines"
+    assert [(o.id, o.type, o.value, o.line) for o in ops] == [(0, "invoke", None, 1), (1, "ok", [1, 2], 2)]
+
+
+def test_missing_file_is_missing_input(tmp_path: Path) -> None:
+    from kvcheck.exitcodes import ExitCode, MissingInput
+
+    with pytest.raises(MissingInput) as info:
+        read_history(tmp_path / "nope.jsonl")
+    assert info.value.code == ExitCode.NOINPUT
+
+
+def test_jepsen_log_lines_with_spaces_errors_and_nemesis_text() -> None:
+    from kvcheck.exitcodes import MalformedInput
+
+    text = (
+        "INFO  jepsen.util - 1  :invoke  :cas  [1 2]\n"
+        "INFO  jepsen.util - 1  :info  :cas  [1 2]  :timed-out\n"
+        "INFO  jepsen.util - :nemesis  :info  :start  Cut off {:n1 #{:n2}} now\n"
+        "2020-01-01 00:00:00,000{GMT}\tINFO\t[jepsen worker 0] jepsen.util: 2\t:invoke\t:read\tnil\n"
+        "INFO  jepsen.util - 2 :ok :read 3\n"
+    )
+    ops, fmt = read_history_text(text)
+    assert fmt == "jepsen-log"
+    assert [(o.process, o.type, o.f, o.value, o.error) for o in ops] == [
+        (1, "invoke", "cas", [1, 2], None),
+        (1, "info", "cas", [1, 2], "timed-out"),
+        ("nemesis", "info", "start", "Cut off {:n1 #{:n2}} now", None),
+        (2, "invoke", "read", None, None),
+        (2, "ok", "read", 3, None),
+    ]
+    with pytest.raises(MalformedInput, match="cannot read the op's value") as info:
+        read_history_text("INFO  jepsen.util - 1  :invoke  :read  [1 2\n")
+    assert info.value.line == 1
+
+
+def test_ops_only_edn_format_reads_are_read_in_one_batch_and_errors_keep_their_line() -> None:
+    from kvcheck.exitcodes import MalformedInput
+
+    text = "[" + "\n".join(
+        f"{{:process {i}, :type :invoke, :f :read, :value \\a, :tag sym}}" for i in range(50)
+    ) + "]"
+    ops, _ = read_history_text(text)
+    assert [o.value for o in ops] == ["a"] * 50 and ops[49].extra == {"tag": "sym"}
+    assert [o.line for o in ops] == list(range(1, 51))
+    bad = text.replace("{:process 30, :type :invoke, :f :read, :value \\a, :tag sym}",
+                       "{:process 30, :type :invoke, :f :read, :value \\a, :tag}")
+    with pytest.raises(MalformedInput, match="not valid EDN") as info:
+        read_history_text(bad)
+    assert info.value.line == 31

@@ -8,6 +8,7 @@ path and each of its fallbacks to edn_format are exercised.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import edn_format
@@ -98,7 +99,8 @@ separators = st.sampled_from([" ", "  ", ",", ", ", "\n", "\t", " ; a comment\n"
 
 @st.composite
 def texts(draw: st.DrawFn) -> str:
-    elems = draw(st.lists(st.one_of(flat_maps(), forms()), max_size=6))
+    records = flat_maps().map(lambda m: "#" + RECORD + m)
+    elems = draw(st.lists(st.one_of(flat_maps(), records, forms()), max_size=6))
     out = draw(st.sampled_from(["", "; header\n", "\n"]))
     wrap = draw(st.sampled_from([None, ("[", "]"), ("(", ")")]))
     if wrap:
@@ -108,6 +110,10 @@ def texts(draw: st.DrawFn) -> str:
     if wrap:
         out += wrap[1]
     return out + draw(st.sampled_from(["", "\n", " ; trailing"]))
+
+
+RECORD = "jepsen.history.Op"
+edn_format.add_tag(RECORD, lambda m: m)  # a record literal reads as its map
 
 
 def expected(text: str) -> Any:
@@ -136,15 +142,27 @@ def same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(texts())
-def test_fast_reader_equals_edn_format(text: str) -> None:
+def _compare(text: str) -> None:
     want = expected(text)
     got = flatten(text)
     assert got[0] == want[0], (text, got, want)
     if want[0] == "ok":
         # A single top-level vector or list is returned as its elements ("wrapped").
         assert same(got[1], want[1]), (text, got, want)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts())
+def test_fast_reader_equals_edn_format(text: str) -> None:
+    _compare(text)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("KVCHECK_SLOW"), reason="long sweep: set KVCHECK_SLOW=1")
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts())
+def test_fast_reader_equals_edn_format_long(text: str) -> None:
+    _compare(text)
 
 
 @pytest.mark.parametrize(
@@ -171,3 +189,21 @@ def test_dumps_value_reads_back(value: Any) -> None:
     forms, wrapped = parse_forms(text)
     got = [f.value for f in forms]
     assert same([got] if wrapped else got, [value])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(atoms, forms(1)), st.sampled_from(["", " ", "\t", ", "]))
+def test_parse_value_equals_edn_format(text: str, pad: str) -> None:
+    from kvcheck.checker.edn import parse_value
+
+    want = expected(pad + text + pad)
+    try:
+        got: Any = ("ok", [parse_value(pad + text + pad)])
+    except EdnError:
+        got = ("error", None)
+    if want[0] == "ok" and len(want[1]) != 1:
+        assert got[0] == "error"
+    else:
+        assert got[0] == want[0], (text, got, want)
+        if want[0] == "ok":
+            assert same(got[1], want[1]), (text, got, want)

@@ -1,0 +1,59 @@
+"""Simulation speed: simulated seconds per wall second and ops/s for 5 nodes, 10 clients,
+register with partitions (the issue's figure), plus the wall time of a whole
+`kvcheck run --workload register --faults partition` (30 s simulated, checked and reported).
+
+    python benchmarks/sim_speed.py [--time-limit 30] [--seeds 3] [--rate 50]
+
+Targets: >= 20x real time; the whole 30 s run in <= 10 s wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from kvcheck.checker.history import pair_calls
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.run import Progress, run_once
+from kvcheck.workloads.sim.cluster import execute_sim
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--time-limit", type=float, default=30.0)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=50.0, help="ops/s (0: as fast as the clients go)")
+    ap.add_argument("--nodes", type=int, default=5)
+    ap.add_argument("--concurrency", type=int, default=10)
+    args = ap.parse_args()
+    print(f"register, partitions, {args.nodes} nodes, {args.concurrency} clients, "
+          f"rate {args.rate or 'unlimited'}, {args.time_limit:g}s simulated per run")
+    print(f"{'seed':>4} {'sim s':>7} {'exec wall':>9} {'cpu':>6} {'sim/wall':>8} {'sim/cpu':>7} "
+          f"{'ops':>6} {'ops/wall s':>10} {'ops/sim s':>9} {'full run wall':>13}")
+    ratios = []
+    fulls = []
+    for seed in range(args.seeds):
+        cfg = RunConfig(workload="register", faults=["partition"], nodes=args.nodes,
+                        concurrency=args.concurrency, time_limit=args.time_limit,
+                        rate=args.rate or None, seed=seed).with_schedule()
+        w0, c0 = time.perf_counter(), time.process_time()
+        ex = execute_sim(cfg, Progress(cfg.time_limit, enabled=False))
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        sim = float(ex.info["simulated_seconds"])
+        ops = sum(1 for c in pair_calls(ex.ops) if c.completion is not None)
+        with tempfile.TemporaryDirectory() as tmp:
+            w1 = time.perf_counter()
+            run_once(RunConfig(**{**cfg.to_json(), "schedule": []}), Path(tmp), progress=False)
+            full = time.perf_counter() - w1
+        ratios.append(sim / wall)
+        fulls.append(full)
+        print(f"{seed:>4} {sim:>7.1f} {wall:>9.2f} {cpu:>6.2f} {sim / wall:>7.1f}x {sim / cpu:>6.1f}x "
+              f"{ops:>6} {ops / wall:>10.0f} {ops / sim:>9.1f} {full:>12.2f}s")
+    print(f"median: {sorted(ratios)[len(ratios) // 2]:.1f}x real time; "
+          f"full `kvcheck run` (run + check + report) median {sorted(fulls)[len(fulls) // 2]:.2f}s wall")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The runner over a fake target: phases, info on timeout with process retirement, the
+final reads, and the same seed giving the same history."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import trio
+import trio.testing
+
+from kvcheck.checker.history import pair_calls
+from kvcheck.workloads.determinism import deterministic_trio, substream
+from kvcheck.workloads.nemesis import Nemesis, make_schedule
+from kvcheck.workloads.recorder import Recorder, write_jsonl
+from kvcheck.workloads.runner import Runner, RunnerOptions, summarize
+from kvcheck.workloads.workload import make_workload
+
+
+def run_fake(fake_target: Any, seed: int, *, workload: str = "register", hang: int | None = None,
+             faults: list[str] | None = None) -> tuple[Recorder, Runner]:
+    async def main() -> tuple[Recorder, Runner]:
+        target = fake_target(substream(seed, "fake"), nodes=5)
+        target.hang_process = hang
+        rec = Recorder(trio.current_time)
+        sched = make_schedule(faults or [], target.node_ids, 5.0, substream(seed, "schedule"))
+        nem = Nemesis(target, rec, sched, substream(seed, "nemesis"))
+        runner = Runner(target, make_workload(workload), rec, nem,
+                        RunnerOptions(concurrency=4, time_limit=5.0, rate=200, client_timeout=0.5,
+                                      recovery_quiet=0.2),
+                        substream(seed, "generator"))
+        await runner.run()
+        return rec, runner
+
+    with deterministic_trio(seed):
+        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_runner_phases_and_final_reads(fake_target: Any) -> None:
+    rec, runner = run_fake(fake_target, 1, faults=["partition", "kill"])
+    calls = pair_calls(rec.ops)
+    assert len(calls) > 500  # ~200 ops/s for 5 s
+    assert all(c.outcome == "ok" or (c.f == "cas" and c.outcome == "fail") for c in calls)
+    t = runner.times
+    assert 5.0 <= t.main_end < 5.5 and t.healthy and t.end > t.recovered
+    final = [op for op in rec.ops if op.time is not None and op.time >= t.recovered * 1e9]
+    assert {op.f for op in final} == {"read"}
+    assert sum(1 for op in final if op.type == "ok") == 4  # one read per thread, one key
+    s = summarize(rec.ops)
+    assert s["faults"]["partition"] == {"start": 1, "stop": 1}
+
+
+def test_client_timeout_is_info_and_retires_the_process(fake_target: Any) -> None:
+    rec, _ = run_fake(fake_target, 2, hang=2)
+    timed_out = [op for op in rec.ops if op.type == "info"]
+    assert len(timed_out) == 1 and timed_out[0].process == 2 and timed_out[0].error == "timeout"
+    later = [op for op in rec.ops[timed_out[0].index:] if op.process == 6]
+    assert later, "thread 2 continues as process 2 + concurrency"
+    assert all(op.process != 2 for op in rec.ops[timed_out[0].index + 1:])
+    pair_calls(rec.ops)  # no invoke after info on process 2
+
+
+def test_same_seed_same_history_bytes(fake_target: Any) -> None:
+    def hist(seed: int) -> str:
+        out = io.StringIO()
+        write_jsonl(run_fake(fake_target, seed, workload="kv", faults=["partition"])[0].ops, out)
+        return out.getvalue()
+
+    assert hist(3) == hist(3)
+    assert hist(3) != hist(4)
+
+
+def test_kv_workload_ops_carry_keys(fake_target: Any) -> None:
+    rec, _ = run_fake(fake_target, 5, workload="kv")
+    keys = {op.key for op in rec.ops if not op.is_nemesis}
+    assert len(keys) == 8 and None not in keys

@@ -1,0 +1,106 @@
+"""The simulation end to end: the real nodes under every fault kind, the wrong-read-path bug
+caught, and the same seed giving the same history bytes (also across PYTHONHASHSEED)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvcheck.checker.history import pair_calls
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.nemesis import FAULT_KINDS
+from kvcheck.workloads.run import RunOutcome, recheck_run_dir, run_once
+
+SWEEP_SEEDS = range(int(os.environ.get("KVCHECK_SWEEP_SEEDS", "10")))
+
+
+def sim(tmp_path: Path, **kw: Any) -> RunOutcome:
+    base: dict[str, Any] = dict(workload="register", faults=["partition"], time_limit=8.0, seed=1)
+    base.update(kw)
+    return run_once(RunConfig(**base), tmp_path, progress=False)
+
+
+def ok_ops(out: RunOutcome) -> int:
+    return sum(1 for c in pair_calls(out.execution.ops) if c.outcome == "ok")
+
+
+# Seeds of the bounded sweep that expose a bug of the store itself (not of the harness).
+KNOWN_STORE_BUGS = {
+    ("kv", 1): "reference/node.py: a ReadIndex ctx comes from a per-node counter, so the leader's "
+               "own ctx can equal one a follower forwarded; raft.read_index raises ValueError "
+               "'already pending' and the leader's ready loop crashes (reported to the lead)",
+}
+SWEEP_CASES = [
+    pytest.param(w, s, marks=pytest.mark.xfail(strict=True, reason=KNOWN_STORE_BUGS[(w, s)]))
+    if (w, s) in KNOWN_STORE_BUGS else pytest.param(w, s)
+    for w in ("register", "kv") for s in SWEEP_SEEDS
+]
+
+
+@pytest.mark.parametrize(("workload", "seed"), SWEEP_CASES)
+def test_bounded_sweep_every_fault_kind_valid(tmp_path: Path, workload: str, seed: int) -> None:
+    """The CI-sized version of benchmarks/sweep.py: the clean store, all fault kinds."""
+    out = sim(tmp_path, workload=workload, faults=list(FAULT_KINDS), time_limit=8.0, rate=80.0, seed=seed)
+    lin = out.results["checkers"]["linearizable"]
+    assert out.results["valid"] is True, json.dumps(lin)[:2000]
+    run = out.results["run"]
+    assert run["faults_started"] == run["faults_healed"] == {k: 1 for k in FAULT_KINDS}
+    fs = {op.f for op in out.execution.ops if op.is_nemesis and op.type == "info"}
+    assert fs == {f"{w}-{k}" for k in FAULT_KINDS for w in ("start", "stop")}
+    assert ok_ops(out) >= 200
+    assert out.results["findings"] == []
+    assert run["phases"]["healthy"] is True
+
+
+def test_wrong_read_path_is_caught(tmp_path: Path) -> None:
+    """Bugs.local_reads serves linearizable reads from any member's local state; with
+    partitions the register workload sees a stale read (seed pinned)."""
+    out = sim(tmp_path, bugs=["local_reads"], seed=3, time_limit=10.0)
+    assert out.code == 1 and out.results["valid"] is False
+    key = out.results["checkers"]["linearizable"]["keys"]["null"]
+    assert key["op"]["f"] == "read"
+    clean = sim(tmp_path, seed=3, time_limit=10.0)
+    assert clean.code == 0
+
+
+def test_recheck_of_a_sim_run(tmp_path: Path) -> None:
+    out = sim(tmp_path, bugs=["local_reads"], seed=3, time_limit=10.0)
+    (out.run_dir / "results.json").unlink()
+    (out.run_dir / "report.html").unlink()
+    assert recheck_run_dir(out.run_dir) == 1
+    assert (out.run_dir / "report.html").is_file()
+    assert json.loads((out.run_dir / "results.json").read_text())["valid"] is False
+
+
+def kvcheck(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kvcheck", *args], capture_output=True, text=True,
+                          timeout=600, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def test_same_seed_same_bytes_across_hash_seeds_and_replay(tmp_path: Path) -> None:
+    """The determinism canary: one seed, every fault kind, two processes with different
+    PYTHONHASHSEED, then `kvcheck replay` of the first run."""
+    args = ["run", "--workload", "kv", "--faults", "all", "--time-limit", "8", "--seed", "7",
+            "--no-progress"]
+    hashes = []
+    for hs in ("1", "2"):
+        d = tmp_path / f"h{hs}"
+        d.mkdir()
+        p = kvcheck(*args, cwd=d, env={"PYTHONHASHSEED": hs})
+        assert p.returncode == 0, p.stdout + p.stderr
+        hashes.append(hashlib.sha256((d / "store" / "latest" / "history.jsonl").read_bytes()).hexdigest())
+    assert hashes[0] == hashes[1]
+    original = (tmp_path / "h1" / "store" / "latest").resolve()
+    p = kvcheck("replay", str(original), "--no-progress", cwd=tmp_path, env={"PYTHONHASHSEED": "3"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "history identical" in p.stdout
+    runs = sorted((tmp_path / "h1" / "store" / "kv").iterdir())
+    assert len(runs) == 2
+    assert runs[0].joinpath("history.jsonl").read_bytes() == runs[1].joinpath("history.jsonl").read_bytes()

@@ -1,0 +1,110 @@
+"""The simulation's parts: network fates, clocks, and the in-process client against real
+nodes (the KVClient interface beyond what the register workload uses)."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+import trio.testing
+
+from kvcheck.reference.kv import requests as kvr
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.determinism import deterministic_trio
+from kvcheck.workloads.sim.clock import SimClock
+from kvcheck.workloads.sim.cluster import SimClient, SimCluster
+from kvcheck.workloads.sim.network import SimNetwork
+
+
+def run(fn, seed: int = 1):  # type: ignore[no-untyped-def]
+    with deterministic_trio(seed):
+        return trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_network_latency_blocking_loss_duplication() -> None:
+    async def main() -> dict[str, list[tuple[float, int, object]]]:
+        net = SimNetwork(random.Random(1))
+        got: dict[str, list[tuple[float, int, object]]] = {"2": [], "3": []}
+        net.attach(2, lambda src, m: got["2"].append((trio.current_time(), src, m)))
+        net.attach(3, lambda src, m: got["3"].append((trio.current_time(), src, m)))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(net.run)
+            t0 = trio.current_time()
+            for i in range(100):
+                net.send(1, 2, i)
+            net.block([[1, 3]])  # one way: 1 -> 3 cut, 3 -> 2 fine
+            net.send(1, 3, "cut")
+            net.send(3, 2, "ok")
+            await trio.sleep(0.1)
+            assert all(t - t0 >= 0.0002 for t, _, _ in got["2"])
+            net.heal()
+            net.set_packet_faults(1.0, 0.0, 0.0)
+            net.send(1, 3, "lost")
+            net.set_packet_faults(0.0, 0.0, 1.0)
+            net.send(1, 3, "twice")
+            await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        return got
+
+    got = run(main)
+    assert sorted(m for _, src, m in got["2"] if src == 1) == list(range(100))  # type: ignore[type-var]
+    assert [m for _, src, m in got["2"] if src == 3] == ["ok"]
+    assert [m for _, _, m in got["3"]] == ["twice", "twice"]
+
+
+def test_clock_rate_offset_and_pause() -> None:
+    async def main() -> list[float]:
+        clock = SimClock()
+        out = [clock.now()]
+        clock.set(2.0, 0.0)
+        await trio.sleep(1.0)
+        out.append(clock.now())  # ran twice as fast
+        clock.set(1.0, 5.0)
+        out.append(clock.now())  # bumped by 5 s, no jump from the rate change
+        t = trio.current_time()
+        clock.pause()
+
+        async def resume_later() -> None:
+            await trio.sleep(3.0)
+            clock.resume()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resume_later)
+            await clock.sleep(0.5)  # a paused node's timer waits for the resume
+        out.append(trio.current_time() - t)
+        return out
+
+    now0, after, bumped, slept = run(main)
+    assert now0 == 0.0 and abs(after - 2.0) < 1e-9 and abs(bumped - 7.0) < 1e-9
+    assert abs(slept - 3.0) < 1e-9
+
+
+def test_sim_client_speaks_the_kv_client_interface() -> None:
+    async def main() -> None:
+        cluster = SimCluster(RunConfig(nodes=3, seed=4))
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            assert await cluster.wait_healthy(10.0)
+            c = SimClient(cluster, 1, timeout=2.0)
+            await c.put(b"a", b"1")
+            assert (await c.get(b"a")).kvs[0].value == b"1"
+            assert (await c.cas(b"a", b"1", b"2")).succeeded
+            assert not (await c.cas(b"a", b"1", b"3")).succeeded
+            assert (await c.cas(b"new", None, b"x")).succeeded
+            grant = await c.lease_grant(10)
+            assert await c.lease_keepalive(grant.id) > 0
+            await c.lease_revoke(grant.id)
+            assert await c.lease_keepalive(grant.id) == 0
+            async with c.watch(b"w") as stream:
+                await c.put(b"w", b"v")
+                events = []
+                async for resp in stream:
+                    events.extend(resp.events)
+                    if events:
+                        break
+            assert events[0].type is kvr.EventType.PUT and events[0].kv.value == b"v"
+            assert (await c.delete(b"a")).deleted == 1
+            assert (await c.get(b"a")).kvs == []
+            nursery.cancel_scope.cancel()
+
+    run(main)

@@ -1,0 +1,119 @@
+"""``kvcheck run`` and ``kvcheck replay``: the command-line face of kvcheck.workloads.run.
+
+``run`` builds a RunConfig from the options (a random seed when none is given, printed and
+saved), runs ``--test-count`` seeds in a row (seed, seed+1, ...) and exits with the worst
+verdict (invalid 1, then unknown 2, else 0). ``replay RUN_DIR`` re-executes a run from its
+config.json into a new run directory and fails with exit 70 if the new history differs from
+the original by a single byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from kvcheck.exitcodes import ExitCode, KvcheckError, UsageError
+from kvcheck.workloads.config import TARGETS, ConfigError, RunConfig
+from kvcheck.workloads.nemesis import parse_faults
+from kvcheck.workloads.workload import WORKLOADS
+
+
+@contextlib.contextmanager
+def _internal_errors() -> Iterator[None]:
+    """A crash of the harness exits 70 (internal error) with its traceback, never 1, which
+    would read as "invalid"."""
+    try:
+        yield
+    except (KvcheckError, click.ClickException):
+        raise
+    except Exception as exc:
+        traceback.print_exc()
+        raise KvcheckError(f"internal error: {exc!r}", ExitCode.SOFTWARE) from exc
+
+
+@click.command("run")
+@click.option("--workload", "-w", type=click.Choice(WORKLOADS), default="register", show_default=True)
+@click.option("--faults", default="none", show_default=True,
+              help="Comma-separated: partition,kill,pause,clock,packet,disk,member (or all, none).")
+@click.option("--target", type=click.Choice(TARGETS), default="sim", show_default=True)
+@click.option("--nodes", type=int, default=5, show_default=True, help="Cluster size (3 to 7).")
+@click.option("--concurrency", type=int, default=10, show_default=True, help="Client threads.")
+@click.option("--time-limit", type=float, default=30.0, show_default=True,
+              help="Length of the run's main phase in seconds (simulated on --target sim).")
+@click.option("--rate", type=float, default=50.0, show_default=True,
+              help="Target ops/s over all clients; 0: as fast as the clients go.")
+@click.option("--seed", type=int, default=None, help="Random seed (default: a fresh one, printed).")
+@click.option("--test-count", type=int, default=1, show_default=True, help="Run this many seeds in a row.")
+@click.option("--check-timeout", type=float, default=60.0, show_default=True,
+              help="Seconds the checker may spend before answering unknown.")
+@click.option("--client-timeout", type=float, default=2.0, show_default=True,
+              help="An op still running after this many seconds is recorded as info.")
+@click.option("--keys", type=int, default=8, show_default=True, help="Keys of the kv workload.")
+@click.option("--bug", "bugs", multiple=True, help="Turn on a deliberate store bug (e.g. local_reads).")
+@click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
+              show_default=True, help="Directory that holds the run directories.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def run_command(workload: str, faults: str, target: str, nodes: int, concurrency: int, time_limit: float,
+                rate: float | None, seed: int | None, test_count: int, check_timeout: float,
+                client_timeout: float, keys: int, bugs: tuple[str, ...], store: Path,
+                progress: bool) -> int:
+    """Run a workload against a cluster under faults, check the history, write a report.
+
+    Writes STORE/<workload>/<timestamp>/ (config.json, history.jsonl, results.json,
+    report.html, node logs); STORE/latest points to the newest run.
+    """
+    from kvcheck.workloads.run import run_once, worst
+
+    if test_count < 1:
+        raise UsageError(f"--test-count must be at least 1, not {test_count}")
+    if seed is None:
+        seed = secrets.randbelow(1 << 31)
+    kinds = parse_faults(faults)
+    codes: list[int] = []
+    for i in range(test_count):
+        config = RunConfig(workload=workload, faults=kinds, target=target, nodes=nodes,
+                           concurrency=concurrency, time_limit=time_limit, rate=rate or None,
+                           seed=seed + i,
+                           check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
+                           bugs=list(bugs))
+        try:
+            config.validate()
+        except ConfigError as exc:
+            field_name, _, problem = str(exc).partition(":")
+            raise UsageError(f"--{field_name.replace('_', '-')}:{problem}") from None
+        with _internal_errors():
+            outcome = run_once(config, store, progress=progress, echo=click.echo)
+        codes.append(outcome.code)
+    if test_count > 1:
+        counts = {name: codes.count(int(code)) for name, code in
+                  (("valid", ExitCode.VALID), ("invalid", ExitCode.INVALID), ("unknown", ExitCode.UNKNOWN))}
+        click.echo(f"{test_count} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return worst(codes)
+
+
+@click.command("replay")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to put the new run directory (default: the original's store).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def replay_command(run_dir: Path, store: Path | None, progress: bool) -> int:
+    """Re-execute RUN_DIR from its config.json into a new run directory; the new history
+    must equal the original byte for byte (exit 70 if it does not)."""
+    from kvcheck.workloads.run import read_config, replay_run_dir
+
+    config = read_config(run_dir)
+    if config.target != "sim":
+        raise UsageError(f"{run_dir}: only simulation runs replay exactly (this run used --target {config.target})")
+    with _internal_errors():
+        outcome, same = replay_run_dir(run_dir, store, progress=progress, echo=click.echo)
+    if not same:
+        raise KvcheckError(f"replay of {run_dir} produced a different history: "
+                           f"{outcome.run_dir / 'history.jsonl'} differs from {run_dir / 'history.jsonl'}",
+                           ExitCode.SOFTWARE)
+    click.echo(f"replay: history identical to {run_dir / 'history.jsonl'}")
+    return outcome.code

@@ -1,0 +1,63 @@
+"""What a workload needs from a store's client: linearizable read, write, and compare-and-set
+of one key, with the outcome classes a history distinguishes.
+
+``RegisterClient`` is deliberately small so every target can implement it: the simulation's
+in-process client, the reference store's TCP client, and later real etcd. A call returns its
+result, or raises ``DefiniteFailure`` (the operation certainly did not take effect: recorded
+as ``fail``) or ``Indeterminate`` (it may or may not have taken effect, e.g. a timeout after
+the request was sent: recorded as ``info`` and the process is retired). Any other exception
+is a bug in the harness and ends the run.
+
+Values are ints (unique per write); keys are strings. The adapters encode them as bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ClientError(Exception):
+    """Base of the outcome classes; ``error`` is a short code for the history."""
+
+    def __init__(self, error: str, detail: str = "") -> None:
+        super().__init__(f"{error}: {detail}" if detail else error)
+        self.error = error
+        self.detail = detail
+
+
+class DefiniteFailure(ClientError):
+    """The operation did not take effect (e.g. not leader, rejected before proposing)."""
+
+
+class Indeterminate(ClientError):
+    """The operation may or may not have taken effect (timeout, connection lost)."""
+
+
+class RegisterClient(Protocol):
+    async def read(self, key: str) -> int | str | None:
+        """The key's value by a linearizable read (None when absent)."""
+        ...
+
+    async def write(self, key: str, value: int) -> None: ...
+
+    async def cas(self, key: str, old: int, new: int) -> bool:
+        """Set ``key`` to ``new`` iff its value is ``old`` (one transaction); False when the
+        comparison failed (nothing was written)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def encode_value(value: int) -> bytes:
+    return str(value).encode("ascii")
+
+
+def decode_value(raw: bytes | None) -> int | str | None:
+    """An int for a value a workload wrote; anything else comes back as its repr, so the
+    checker sees a value no write produced and reports it instead of the harness hiding it."""
+    if raw is None:
+        return None
+    try:
+        return int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return repr(raw)

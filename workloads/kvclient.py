@@ -1,0 +1,52 @@
+"""The register operations workloads need, over the store's client interface.
+
+``KVRegisterClient`` turns read/write/cas of integer values into calls on any
+``kvcheck.reference.client.KVClient`` (the TCP client of the reference store, the
+simulation's in-process client, later real etcd): a linearizable ``get``, a ``put``, and the
+client's ``cas`` transaction. The client's ``Failed`` becomes ``DefiniteFailure`` (recorded
+``fail``) and its ``Indeterminate`` stays indeterminate (recorded ``info``).
+"""
+
+from __future__ import annotations
+
+from kvcheck.reference.client import Failed, KVClient
+from kvcheck.reference.client import Indeterminate as ClientIndeterminate
+from kvcheck.workloads.client import DefiniteFailure, Indeterminate, decode_value, encode_value
+
+
+class KVRegisterClient:
+    """``RegisterClient`` over a ``KVClient``."""
+
+    def __init__(self, kv: KVClient) -> None:
+        self.kv = kv
+
+    async def read(self, key: str) -> int | str | None:
+        try:
+            resp = await self.kv.get(key.encode())
+        except Failed as exc:
+            raise DefiniteFailure(exc.code.value, exc.message) from None
+        except ClientIndeterminate as exc:  # a read changes nothing: it did not happen
+            raise DefiniteFailure(exc.code.value, exc.message) from None
+        if not resp.kvs:
+            return None
+        return decode_value(resp.kvs[0].value)
+
+    async def write(self, key: str, value: int) -> None:
+        try:
+            await self.kv.put(key.encode(), encode_value(value))
+        except Failed as exc:
+            raise DefiniteFailure(exc.code.value, exc.message) from None
+        except ClientIndeterminate as exc:
+            raise Indeterminate(exc.code.value, exc.message) from None
+
+    async def cas(self, key: str, old: int, new: int) -> bool:
+        try:
+            resp = await self.kv.cas(key.encode(), encode_value(old), encode_value(new))
+        except Failed as exc:
+            raise DefiniteFailure(exc.code.value, exc.message) from None
+        except ClientIndeterminate as exc:
+            raise Indeterminate(exc.code.value, exc.message) from None
+        return bool(resp.succeeded)
+
+    async def close(self) -> None:
+        await self.kv.aclose()

@@ -1,0 +1,273 @@
+"""The local target: real server processes (``kvcheck.reference.server``) on 127.0.0.1.
+
+The cluster is described by the server helper's ``ClusterInfo`` (cluster.json in a temporary
+directory, so ``kvcheck ctl --data-dir`` works on it while a run is going). Each member is
+advertised to the others at its FaultProxy port while it listens on a private peer port, so
+every peer connection passes through the proxy (``proxy.py``): partitions and packet faults
+act on the links, kill -9 and SIGSTOP/SIGCONT act on the processes (the server helper's
+cluster functions, run in a worker thread since they poll /proc). Clients are the reference
+store's TCP ``Client`` (leader discovery, failover, indeterminate writes) behind the
+workload's ``KVRegisterClient``. Clock and disk faults cannot be injected into real
+processes here: ``RunConfig.validate`` rejects them for this target (exit 64).
+
+Runs on real time: they are not deterministic and ``kvcheck replay`` refuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from kvcheck.reference import cluster as rc
+from kvcheck.reference.client import Client, ClientConfig, ClientError
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.kvclient import KVRegisterClient
+from kvcheck.workloads.local.proxy import FaultProxy
+from kvcheck.workloads.recorder import Recorder
+from kvcheck.workloads.runner import drive
+
+if TYPE_CHECKING:
+    from kvcheck.workloads.run import Execution, Progress
+
+LOCAL_FAULTS = ("partition", "kill", "pause", "packet", "member")
+
+
+@dataclasses.dataclass
+class LocalNode:
+    info: rc.NodeInfo
+    listen_peer: str  # the private port the process listens on; info.peer is the proxy
+
+
+class LocalCluster:
+    """Real processes plus proxies; create inside trio.run, ``await start(nursery)``."""
+
+    def __init__(self, config: RunConfig, path: Path) -> None:
+        self.config = config
+        self.path = path
+        self.proxy = FaultProxy(random.Random(f"{config.seed}:proxy"))
+        self.info = rc.ClusterInfo(path, options={"bugs": list(config.bugs)})
+        self.nodes: dict[int, LocalNode] = {}
+        self._nursery: trio.Nursery | None = None
+        self._status_client: Client | None = None
+        self.events: list[str] = []
+
+    @property
+    def node_ids(self) -> list[int]:
+        return sorted(i for i, n in self.nodes.items() if not n.info.removed)
+
+    def supported_faults(self) -> tuple[str, ...]:
+        return LOCAL_FAULTS
+
+    def _log(self, text: str) -> None:
+        self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    def _new_node(self, node_id: int, name: str, join: bool = False) -> LocalNode:
+        info = rc.NodeInfo(id=node_id, name=name, peer=f"127.0.0.1:{rc.free_port()}",
+                           client=f"127.0.0.1:{rc.free_port()}", metrics=f"127.0.0.1:{rc.free_port()}",
+                           data_dir=str(self.path / name / "data"), join=join)
+        node = LocalNode(info, f"127.0.0.1:{rc.free_port()}")
+        self.nodes[node_id] = node
+        self.info.nodes.append(info)
+        return node
+
+    def _launch(self, node: LocalNode) -> None:
+        cmd = rc.server_command(self.info, node.info)
+        cmd[cmd.index("--listen-peer") + 1] = node.listen_peer  # the proxy takes the advertised port
+        Path(node.info.data_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(node.info.data_dir).parent / f"{node.info.name}.log", "ab") as logf:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                    start_new_session=True, close_fds=True)
+        node.info.pid = proc.pid
+        self.info.save()
+        self._log(f"started {node.info.name} (pid {proc.pid})")
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        for i in self.config.node_ids:
+            self._new_node(i, f"node{i}")
+        self.info.save()
+        for node in self.nodes.values():
+            await self._start_proxy(node)
+        for node in self.nodes.values():
+            self._launch(node)
+        self._status_client = self._client(timeout=1.0)
+
+    async def _start_proxy(self, node: LocalNode) -> None:
+        assert self._nursery is not None
+        port = int(node.info.peer.rsplit(":", 1)[1])
+        await self._nursery.start(self.proxy.serve, node.info.id, port, node.listen_peer)
+
+    def _client(self, timeout: float) -> Client:
+        assert self._nursery is not None
+        endpoints = [self.nodes[i].info.client for i in self.node_ids]
+        return Client(ClientConfig(endpoints=endpoints, timeout=timeout), self._nursery)
+
+    async def shutdown(self) -> None:
+        await trio.to_thread.run_sync(rc.stop_cluster, self.info, 2.0)
+
+    # -- health -------------------------------------------------------------------------
+
+    async def _statuses(self) -> dict[int, dict[str, Any]]:
+        assert self._status_client is not None
+        out: dict[int, dict[str, Any]] = {}
+        for i in self.node_ids:
+            node = self.nodes[i]
+            if rc.process_state(node.info) != "running":
+                continue
+            try:
+                out[i] = await self._status_client.status(node.info.client, timeout=0.5)
+            except ClientError:
+                continue
+        return out
+
+    async def leader(self) -> int | None:
+        statuses = await self._statuses()
+        leaders = [s["leader"] for s in statuses.values() if s.get("role") == "leader"]
+        if not leaders:
+            return None
+        best = max((statuses[i]["term"], i) for i in statuses if statuses[i].get("role") == "leader")
+        return best[1]
+
+    async def wait_healthy(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            while True:
+                statuses = await self._statuses()
+                leaders = {s.get("leader") for s in statuses.values()}
+                if (len(statuses) == len(self.node_ids) and len(leaders) == 1 and 0 not in leaders):
+                    commit = max(s["commit"] for s in statuses.values())
+                    if all(s["applied"] >= commit for s in statuses.values()):
+                        return True
+                await trio.sleep(0.1)
+        return False
+
+    def client(self, process: int) -> KVRegisterClient:
+        return KVRegisterClient(self._client(timeout=self.config.client_timeout))
+
+    # -- faults ---------------------------------------------------------------------------
+
+    async def block_links(self, blocked: list[list[int]]) -> None:
+        self.proxy.rules.blocked = {(int(a), int(b)) for a, b in blocked}
+
+    async def heal_links(self) -> None:
+        self.proxy.rules.blocked = set()
+
+    async def set_packet_faults(self, loss: float, delay: float, duplicate: float) -> None:
+        r = self.proxy.rules
+        r.loss, r.delay, r.duplicate = loss, delay, duplicate
+
+    async def kill(self, node: int) -> None:
+        n = self.nodes[node]
+        if rc.process_state(n.info) != "stopped":
+            await trio.to_thread.run_sync(rc.kill_node, self.info, n.info)
+            self._log(f"killed {n.info.name} (SIGKILL)")
+
+    async def restart(self, node: int) -> None:
+        n = self.nodes[node]
+        if not n.info.removed and rc.process_state(n.info) == "stopped":
+            self._launch(n)
+
+    async def pause(self, node: int) -> None:
+        n = self.nodes[node]
+        if rc.process_state(n.info) == "running":
+            await trio.to_thread.run_sync(rc.pause_node, self.info, n.info)
+            self._log(f"paused {n.info.name} (SIGSTOP)")
+
+    async def resume(self, node: int) -> None:
+        n = self.nodes[node]
+        if rc.process_state(n.info) == "paused":
+            await trio.to_thread.run_sync(rc.resume_node, self.info, n.info)
+            self._log(f"resumed {n.info.name} (SIGCONT)")
+
+    async def set_clock(self, node: int, rate: float, offset: float) -> None:
+        raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
+
+    async def reset_clock(self, node: int) -> None:
+        raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
+
+    async def crash_disk(self, node: int, torn: bool) -> None:
+        raise RuntimeError("disk faults are simulation-only (rejected by RunConfig.validate)")
+
+    async def remove_member(self, node: int) -> bool:
+        if len(self.node_ids) <= 3 or node not in self.node_ids:
+            return False
+        client = self._client(timeout=5.0)
+        try:
+            await client.member_remove(node)
+        except ClientError as exc:
+            self._log(f"member remove {node} failed: {exc}")
+            return False
+        finally:
+            await client.aclose()
+        n = self.nodes[node]
+        n.info.removed = True
+        self.info.save()
+        await trio.to_thread.run_sync(rc.stop_cluster, rc.ClusterInfo(self.path, [n.info]), 2.0)
+        self.proxy.stop(node)
+        self._log(f"removed {n.info.name}")
+        return True
+
+    async def add_member(self, node: int) -> int | None:
+        name = f"node{max(self.nodes) + 1}"
+        peer = f"127.0.0.1:{rc.free_port()}"
+        client_addr = f"127.0.0.1:{rc.free_port()}"
+        client = self._client(timeout=5.0)
+        try:
+            body = await client.member_add(name, peer, client_addr)
+        except ClientError as exc:
+            self._log(f"member add failed: {exc}")
+            return None
+        finally:
+            await client.aclose()
+        member_id = int(body["member"]["id"])
+        new = self._new_node(member_id, name, join=True)
+        new.info.peer, new.info.client = peer, client_addr
+        self.info.save()
+        await self._start_proxy(new)
+        self._launch(new)
+        return member_id
+
+    def logs(self) -> dict[str, str]:
+        out = {"cluster-events.log": "\n".join(self.events) + "\n"}
+        for n in self.nodes.values():
+            path = Path(n.info.data_dir).parent / f"{n.info.name}.log"
+            if path.is_file():
+                out[f"{n.info.name}.log"] = path.read_text(errors="replace")
+        return out
+
+
+def execute_local(config: RunConfig, progress: Progress) -> Execution:
+    """Run ``config`` against real processes on 127.0.0.1 (real time)."""
+    from kvcheck.workloads.run import Execution
+
+    path = Path(tempfile.mkdtemp(prefix="kvcheck-local-"))
+
+    async def main() -> Execution:
+        cluster = LocalCluster(config, path)
+        try:
+            async with trio.open_nursery() as nursery:
+                await cluster.start(nursery)
+                if not await cluster.wait_healthy(30.0):
+                    raise RuntimeError(f"the local cluster in {path} found no leader within 30 s")
+                recorder = Recorder(trio.current_time)
+                recorder.on_event(lambda op: progress.event(op, recorder.now()))
+                info = await drive(cluster, config, recorder)
+                info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
+                info["cluster_dir"] = str(path)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await cluster.shutdown()
+        return Execution(recorder.ops, info, cluster.logs())
+
+    try:
+        return trio.run(main)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,429 @@
+"""The nemesis: fault kinds, a fault schedule as replayable data, and the task that runs it.
+
+``--faults partition,kill,pause,clock,packet,disk,member`` selects fault kinds. Before the run,
+``make_schedule`` draws a schedule from the run's nemesis substream: a list of ``Fault``
+values (kind, start and stop in seconds since the workload began, parameters such as the
+partition shape or the node), written into config.json so ``kvcheck replay`` (and a person)
+can read exactly what was injected. Faults run one at a time, in slots that cover the time
+limit; every requested kind gets at least one slot (kinds are dealt round-robin from a
+shuffled order), so a run of any length shows each kind started and healed.
+
+Choices that depend on the cluster's state at that moment (the current leader) are resolved
+when the fault starts; the nemesis op's value records the resolution (the nodes, the blocked
+links). Each start and stop is a pair of nemesis ops in the history: an ``invoke`` before
+the action and an ``info`` after it, f ``start-<kind>`` / ``stop-<kind>``, process
+``"nemesis"``.
+
+Kinds and their parameters:
+- partition: shape ``halves`` | ``isolate-one`` | ``isolate-leader`` | ``majorities-ring`` |
+  ``bridge`` | ``one-way``, resolved to a list of blocked directed links ``[src, dst]``.
+- kill / pause: ``target`` ``one`` | ``minority`` | ``leader`` (kill -9 + restart;
+  SIGSTOP + SIGCONT).
+- clock: one node's clock: ``skew`` (rate), ``bump`` (offset seconds) or ``strobe`` (offset
+  flipping every ``period`` seconds); stop resets the clock.
+- packet: ``loss`` (probability), ``delay`` (extra mean seconds) or ``duplicate``
+  (probability) on every link.
+- disk: a node loses power: what it had not fsynced is lost and its last write may be torn;
+  stop restarts it.
+- member: remove a node from the cluster (a Raft conf change); stop adds it back with an
+  empty data directory.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from kvcheck.exitcodes import UsageError
+from kvcheck.workloads.recorder import Recorder
+
+FAULT_KINDS: tuple[str, ...] = ("partition", "kill", "pause", "clock", "packet", "disk", "member")
+PARTITION_SHAPES: tuple[str, ...] = (
+    "halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "one-way",
+)
+SIM_ONLY_KINDS: tuple[str, ...] = ("clock", "disk")
+
+
+def parse_faults(spec: str | Sequence[str] | None) -> list[str]:
+    """``"partition,kill"`` -> ["partition", "kill"]; "none" or "" -> []; unknown -> UsageError."""
+    if spec is None:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    kinds: list[str] = []
+    for raw in items:
+        item = raw.strip()
+        if not item or item == "none":
+            continue
+        if item == "all":
+            kinds.extend(k for k in FAULT_KINDS if k not in kinds)
+            continue
+        if item not in FAULT_KINDS:
+            raise UsageError(f"unknown fault kind {item!r}; known: {', '.join(FAULT_KINDS)}, all, none")
+        if item not in kinds:
+            kinds.append(item)
+    return kinds
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    kind: str
+    start: float
+    stop: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "start": self.start, "stop": self.stop, "params": self.params}
+
+    @classmethod
+    def from_json(cls, d: Any) -> Fault:
+        if not isinstance(d, dict):
+            raise ValueError(f"a fault must be an object, not {d!r}")
+        missing = [k for k in ("kind", "start", "stop") if k not in d]
+        if missing:
+            raise ValueError(f"fault {d!r} lacks {', '.join(missing)}")
+        if d["kind"] not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {d['kind']!r}")
+        start, stop = float(d["start"]), float(d["stop"])
+        if not 0 <= start <= stop:
+            raise ValueError(f"fault {d!r}: need 0 <= start <= stop")
+        params = d.get("params", {})
+        if not isinstance(params, dict):
+            raise ValueError(f"fault {d!r}: params must be an object")
+        return cls(d["kind"], start, stop, dict(params))
+
+
+def _round(x: float) -> float:
+    return round(x, 3)
+
+
+def _params(kind: str, nodes: Sequence[int], rng: random.Random) -> dict[str, Any]:
+    if kind == "partition":
+        return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
+    if kind in ("kill", "pause"):
+        target = rng.choice(("one", "minority", "leader"))
+        return {"target": target, "seed": rng.randrange(1 << 30)}
+    if kind == "clock":
+        mode = rng.choice(("skew", "bump", "strobe"))
+        p: dict[str, Any] = {"mode": mode, "node": rng.choice(list(nodes))}
+        if mode == "skew":
+            p["rate"] = _round(rng.choice((rng.uniform(0.5, 0.8), rng.uniform(1.25, 2.0))))
+        elif mode == "bump":
+            p["offset"] = _round(rng.choice((-1, 1)) * rng.uniform(0.1, 10.0))
+        else:
+            p["offset"] = _round(rng.uniform(0.05, 2.0))
+            p["period"] = _round(rng.uniform(0.01, 0.2))
+        return p
+    if kind == "packet":
+        mode = rng.choice(("loss", "delay", "duplicate"))
+        if mode == "loss":
+            return {"mode": mode, "probability": _round(rng.uniform(0.05, 0.3))}
+        if mode == "delay":
+            return {"mode": mode, "delay": _round(rng.uniform(0.02, 0.2))}
+        return {"mode": mode, "probability": _round(rng.uniform(0.05, 0.3))}
+    if kind == "disk":
+        return {"node": rng.choice(list(nodes)), "torn": rng.random() < 0.5}
+    if kind == "member":
+        return {"target": rng.choice(("one", "leader")), "seed": rng.randrange(1 << 30)}
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def make_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
+                  rng: random.Random, *, slot: float = 6.0) -> list[Fault]:
+    """Faults one after another, covering ``time_limit`` seconds in slots of about ``slot``
+    seconds (shorter if needed so every kind gets one): in each slot a quiet gap, then the
+    fault, then it is healed before the slot ends."""
+    if not kinds or time_limit <= 0:
+        return []
+    n_slots = max(len(kinds), math.floor(time_limit / slot))
+    length = time_limit / n_slots
+    order = list(kinds)
+    rng.shuffle(order)
+    faults: list[Fault] = []
+    for i in range(n_slots):
+        kind = order[i % len(order)]
+        base = i * length
+        start = base + length * rng.uniform(0.15, 0.3)
+        stop = base + length * rng.uniform(0.8, 0.95)
+        faults.append(Fault(kind, _round(start), _round(stop), _params(kind, nodes, rng)))
+    return faults
+
+
+# -- partition shapes ------------------------------------------------------------------
+
+def cut(groups: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Blocked directed links between every pair of different groups."""
+    blocked: list[list[int]] = []
+    for gi, a in enumerate(groups):
+        for gj, b in enumerate(groups):
+            if gi != gj:
+                blocked.extend([s, d] for s in a for d in b)
+    return sorted(blocked)
+
+
+def partition_links(shape: str, nodes: Sequence[int], rng: random.Random,
+                    leader: int | None) -> tuple[list[list[int]], dict[str, Any]]:
+    """(blocked directed links, a readable description) for one partition shape."""
+    ns = sorted(nodes)
+    shuffled = list(ns)
+    rng.shuffle(shuffled)
+    if shape == "halves":
+        half = len(ns) // 2
+        groups = [sorted(shuffled[:half]), sorted(shuffled[half:])]
+        return cut(groups), {"groups": groups}
+    if shape in ("isolate-one", "isolate-leader"):
+        victim = leader if shape == "isolate-leader" and leader is not None else shuffled[0]
+        groups = [[victim], [n for n in ns if n != victim]]
+        return cut(groups), {"groups": groups}
+    if shape == "majorities-ring" and len(ns) < 5:
+        # With 3 or 4 nodes no symmetric cut gives every node a different majority; a bridge
+        # (two sides that share one node) is the closest shape that still cuts links.
+        blocked, desc = partition_links("bridge", ns, rng, leader)
+        return blocked, {**desc, "note": "majorities-ring needs 5+ nodes: bridge used"}
+    if shape == "majorities-ring":
+        n = len(ns)
+        majority = n // 2 + 1
+        reach = math.ceil((majority - 1) / 2)
+        pos = {node: i for i, node in enumerate(shuffled)}
+        blocked = []
+        for a in ns:
+            for b in ns:
+                if a == b:
+                    continue
+                d = abs(pos[a] - pos[b])
+                if min(d, n - d) > reach:
+                    blocked.append([a, b])
+        return sorted(blocked), {"ring": shuffled}
+    if shape == "bridge":
+        bridge = shuffled[0]
+        rest = shuffled[1:]
+        half = len(rest) // 2
+        side_a, side_b = sorted(rest[:half]), sorted(rest[half:])
+        return cut([side_a, side_b]), {"groups": [side_a, side_b], "bridge": bridge}
+    if shape == "one-way":
+        victim = shuffled[0]
+        direction = rng.choice(("outbound", "inbound"))
+        others = [n for n in ns if n != victim]
+        if direction == "outbound":
+            blocked = [[victim, o] for o in others]
+        else:
+            blocked = [[o, victim] for o in others]
+        return sorted(blocked), {"node": victim, "direction": direction}
+    raise ValueError(f"unknown partition shape {shape!r}")
+
+
+def pick_nodes(target: str, nodes: Sequence[int], rng: random.Random, leader: int | None) -> list[int]:
+    ns = sorted(nodes)
+    if target == "leader":
+        return [leader] if leader is not None else [rng.choice(ns)]
+    if target == "one":
+        return [rng.choice(ns)]
+    if target == "minority":
+        k = max(1, (len(ns) - 1) // 2)
+        return sorted(rng.sample(ns, k))
+    raise ValueError(f"unknown node target {target!r}")
+
+
+def current_node(node: int, node_ids: Sequence[int]) -> int:
+    """``node`` if it is still a member, else a stand-in (membership faults change ids)."""
+    ids = sorted(node_ids)
+    return node if node in ids else ids[node % len(ids)]
+
+
+# -- what a target must offer --------------------------------------------------------
+
+class FaultTarget(Protocol):
+    """The operations the nemesis performs on a cluster (sim or real processes)."""
+
+    @property
+    def node_ids(self) -> list[int]:
+        """The current members' ids (membership faults change them)."""
+        ...
+
+    def supported_faults(self) -> tuple[str, ...]: ...
+
+    async def leader(self) -> int | None: ...
+
+    async def block_links(self, blocked: list[list[int]]) -> None: ...
+
+    async def heal_links(self) -> None: ...
+
+    async def kill(self, node: int) -> None: ...
+
+    async def restart(self, node: int) -> None: ...
+
+    async def pause(self, node: int) -> None: ...
+
+    async def resume(self, node: int) -> None: ...
+
+    async def set_clock(self, node: int, rate: float, offset: float) -> None: ...
+
+    async def reset_clock(self, node: int) -> None: ...
+
+    async def set_packet_faults(self, loss: float, delay: float, duplicate: float) -> None: ...
+
+    async def crash_disk(self, node: int, torn: bool) -> None: ...
+
+    async def remove_member(self, node: int) -> bool: ...
+
+    async def add_member(self, node: int) -> int | None:
+        """Add a member in place of removed ``node``; its id (None if it could not)."""
+        ...
+
+
+class Nemesis:
+    """Runs a schedule against a target, recording each start and stop."""
+
+    def __init__(self, target: FaultTarget, recorder: Recorder, schedule: Sequence[Fault],
+                 rng: random.Random, *, on_fault: Callable[[str], None] | None = None) -> None:
+        self.target = target
+        self.recorder = recorder
+        self.schedule = sorted(schedule, key=lambda f: (f.start, f.stop))
+        self.rng = rng
+        self.active: list[tuple[Fault, dict[str, Any]]] = []
+        self.started: dict[str, int] = {}
+        self.healed: dict[str, int] = {}
+        self.on_fault = on_fault
+        self._strobe_scope: trio.CancelScope | None = None
+
+    async def run(self, time_origin: float) -> None:
+        """Run every fault of the schedule; times are seconds after ``time_origin``
+        (``trio.current_time()`` at the workload start)."""
+        for fault in self.schedule:
+            await trio.sleep_until(time_origin + fault.start)
+            resolved = await self.start(fault)
+            await trio.sleep_until(time_origin + fault.stop)
+            await self.stop(fault, resolved)
+
+    async def heal_all(self) -> None:
+        """Stop every active fault (the final phase), in reverse order of starting."""
+        while self.active:
+            fault, resolved = self.active[-1]
+            await self.stop(fault, resolved)
+
+    async def start(self, fault: Fault) -> dict[str, Any]:
+        # A fault action, once begun, completes (and is recorded) even if the main phase ends
+        # meanwhile: the history never holds a nemesis invoke without its completion.
+        value: dict[str, Any] = {}
+        with trio.CancelScope(shield=True):
+            value = await self._start(fault)
+        return value
+
+    async def _start(self, fault: Fault) -> dict[str, Any]:
+        rng = random.Random(f"{fault.params.get('seed', 0)}:{fault.kind}:{fault.start}")
+        t = self.target
+        leader = await t.leader()
+        kind, p = fault.kind, fault.params
+        value: dict[str, Any]
+        if kind == "partition":
+            blocked, desc = partition_links(p["shape"], t.node_ids, rng, leader)
+            value = {"shape": p["shape"], **desc, "blocked": blocked}
+        elif kind in ("kill", "pause"):
+            value = {"target": p["target"], "nodes": pick_nodes(p["target"], t.node_ids, rng, leader)}
+        elif kind == "clock" or kind == "packet":
+            value = dict(p)
+        elif kind == "disk":
+            value = {"node": p["node"], "torn": p["torn"]}
+        elif kind == "member":
+            value = {"node": pick_nodes(p["target"], t.node_ids, rng, leader)[0]}
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        inv = self.recorder.invoke("nemesis", f"start-{kind}", value)
+        outcome = await self._apply_start(kind, value)
+        self.recorder.complete(inv, "info", outcome)
+        self.active.append((fault, value))
+        self.started[kind] = self.started.get(kind, 0) + 1
+        if self.on_fault:
+            self.on_fault(f"start-{kind}")
+        return value
+
+    async def _apply_start(self, kind: str, value: dict[str, Any]) -> dict[str, Any]:
+        t = self.target
+        if kind == "partition":
+            await t.block_links(value["blocked"])
+        elif kind == "kill":
+            for n in value["nodes"]:
+                await t.kill(n)
+        elif kind == "pause":
+            for n in value["nodes"]:
+                await t.pause(n)
+        elif kind == "clock":
+            node = value["node"]
+            if value["mode"] == "skew":
+                await t.set_clock(node, value["rate"], 0.0)
+            elif value["mode"] == "bump":
+                await t.set_clock(node, 1.0, value["offset"])
+            else:
+                self._start_strobe(node, value["offset"], value["period"])
+        elif kind == "packet":
+            mode = value["mode"]
+            await t.set_packet_faults(
+                value["probability"] if mode == "loss" else 0.0,
+                value["delay"] if mode == "delay" else 0.0,
+                value["probability"] if mode == "duplicate" else 0.0,
+            )
+        elif kind == "disk":
+            await t.crash_disk(value["node"], value["torn"])
+        elif kind == "member":
+            ok = await t.remove_member(value["node"])
+            return {**value, "removed": ok}
+        return value
+
+    def _start_strobe(self, node: int, offset: float, period: float) -> None:
+        nursery = self._nursery
+        scope = trio.CancelScope()
+        self._strobe_scope = scope
+
+        async def strobe() -> None:
+            with scope:
+                high = False
+                while True:
+                    high = not high
+                    await self.target.set_clock(node, 1.0, offset if high else 0.0)
+                    await trio.sleep(period)
+
+        nursery.start_soon(strobe)
+
+    _nursery: trio.Nursery
+
+    def bind(self, nursery: trio.Nursery) -> None:
+        """The nursery that runs background fault tasks (the clock strobe)."""
+        self._nursery = nursery
+
+    async def stop(self, fault: Fault, value: dict[str, Any]) -> None:
+        with trio.CancelScope(shield=True):
+            await self._stop(fault, value)
+
+    async def _stop(self, fault: Fault, value: dict[str, Any]) -> None:
+        self.active = [(f, v) for (f, v) in self.active if f is not fault]
+        kind = fault.kind
+        inv = self.recorder.invoke("nemesis", f"stop-{kind}", value)
+        t = self.target
+        outcome: dict[str, Any] = dict(value)
+        if kind == "partition":
+            await t.heal_links()
+        elif kind == "kill":
+            for n in value["nodes"]:
+                await t.restart(n)
+        elif kind == "pause":
+            for n in value["nodes"]:
+                await t.resume(n)
+        elif kind == "clock":
+            if self._strobe_scope is not None:
+                self._strobe_scope.cancel()
+                self._strobe_scope = None
+            await t.reset_clock(value["node"])
+        elif kind == "packet":
+            await t.set_packet_faults(0.0, 0.0, 0.0)
+        elif kind == "disk":
+            await t.restart(value["node"])
+        elif kind == "member":
+            outcome["added"] = await t.add_member(value["node"])
+        self.recorder.complete(inv, "info", outcome)
+        self.healed[kind] = self.healed.get(kind, 0) + 1
+        if self.on_fault:
+            self.on_fault(f"stop-{kind}")

@@ -1,0 +1,260 @@
+"""The test loop inside one trio run: worker threads invoke the generator's ops through
+clients while the nemesis runs its schedule, then the final phase.
+
+Phases of a run (times are seconds since the workload began, the history's time 0):
+1. main: ``concurrency`` threads take ops from the workload's generator under a time limit
+   (and ``--rate`` stagger); the nemesis runs the fault schedule alongside;
+2. heal: every fault still active is stopped (nemesis ops recorded);
+3. recover: wait until the target reports a healthy cluster (bounded by ``recovery_timeout``)
+   and then ``recovery_quiet`` seconds more;
+4. final reads: each key is read again with fresh processes.
+
+An op whose client call exceeds ``client_timeout`` (or raises ``Indeterminate``) completes as
+``info`` and its process is retired: the thread continues as process ``p + concurrency``.
+``DefiniteFailure`` completes as ``fail``; the process stays.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from kvcheck.workloads.client import DefiniteFailure, Indeterminate, RegisterClient
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.determinism import substream
+from kvcheck.workloads.generator import Context, Generator, OpSpec, Wait
+from kvcheck.workloads.nemesis import FaultTarget, Nemesis
+from kvcheck.workloads.recorder import Recorder
+from kvcheck.workloads.workload import Workload, make_workload
+
+
+class Target(FaultTarget, Protocol):
+    """A cluster the runner can test: clients per process, health, and the faults."""
+
+    def client(self, process: int) -> RegisterClient: ...
+
+    async def wait_healthy(self, timeout: float) -> bool: ...
+
+
+@dataclass
+class PhaseTimes:
+    main_end: float = 0.0
+    healed: float = 0.0
+    recovered: float = 0.0
+    healthy: bool = False
+    end: float = 0.0
+
+
+@dataclass
+class RunnerOptions:
+    concurrency: int = 10
+    time_limit: float = 30.0
+    rate: float | None = None
+    client_timeout: float = 2.0
+    recovery_timeout: float = 20.0
+    recovery_quiet: float = 1.0
+    final_read_time: float = 10.0
+
+
+@dataclass
+class Runner:
+    target: Target
+    workload: Workload
+    recorder: Recorder
+    nemesis: Nemesis
+    options: RunnerOptions
+    rng: random.Random
+    times: PhaseTimes = field(default_factory=PhaseTimes)
+    on_phase: Callable[[str], None] | None = None
+    _changed: trio.Event = field(default_factory=trio.Event)
+    _processes: dict[int, int] = field(default_factory=dict)  # thread -> current process
+    _freed: set[int] = field(default_factory=set)  # threads whose op completed
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def run(self) -> PhaseTimes:
+        from kvcheck.workloads import generator as gen
+
+        opts = self.options
+        origin = trio.current_time()
+        main: Generator = self.workload.generator()
+        if opts.rate:
+            main = gen.rate(opts.rate, main)
+        main = gen.time_limit(opts.time_limit, main)
+        self._phase("main")
+        async with trio.open_nursery() as nursery:
+            self.nemesis.bind(nursery)
+            nemesis_scope = trio.CancelScope(deadline=origin + opts.time_limit)
+
+            async def run_nemesis() -> None:
+                with nemesis_scope:
+                    await self.nemesis.run(origin)
+
+            nursery.start_soon(run_nemesis)
+            await self._run_clients(main, origin)
+            nemesis_scope.cancel()
+        self.times.main_end = trio.current_time() - origin
+        self._phase("heal")
+        async with trio.open_nursery() as nursery:
+            self.nemesis.bind(nursery)
+            await self.nemesis.heal_all()
+        self.times.healed = trio.current_time() - origin
+        self._phase("recover")
+        self.times.healthy = await self.target.wait_healthy(opts.recovery_timeout)
+        await trio.sleep(opts.recovery_quiet)
+        self.times.recovered = trio.current_time() - origin
+        self._phase("final")
+        final = gen.time_limit(opts.final_read_time, self.workload.final_generator(opts.concurrency))
+        await self._run_clients(final, trio.current_time())
+        self.times.end = trio.current_time() - origin
+        return self.times
+
+    def _phase(self, name: str) -> None:
+        if self.on_phase:
+            self.on_phase(name)
+
+    async def _run_clients(self, generator: Generator, origin: float) -> None:
+        """Jepsen's interpreter: one dispatcher asks the generator on behalf of each free
+        thread (in a seeded random order: any free thread may take the next op, and runs
+        stay deterministic) and hands ops to the workers;
+        it sleeps until the earliest Wait deadline or the next completion. Busy threads are
+        not asked, so a worker wakes only for its own op."""
+        threads = self.options.concurrency
+        sends: list[trio.MemorySendChannel[OpSpec | None]] = []
+        free: list[int] = []
+        active = set(range(threads))
+        reached = 0.0  # latest Wait deadline reached (now - origin may round just below it)
+        async with trio.open_nursery() as nursery:
+            for thread in range(threads):
+                send, recv = trio.open_memory_channel[OpSpec | None](1)
+                sends.append(send)
+                nursery.start_soon(self._worker, recv, origin, thread)
+                free.append(thread)
+            while active:
+                now = max(trio.current_time() - origin, reached)
+                waits: list[Wait] = []
+                progress = True
+                while progress and free:  # again while a round changed something
+                    progress = False
+                    waits = []
+                    order = sorted(free)
+                    self.rng.shuffle(order)  # any free thread may take the next op
+                    for thread in order:
+                        ctx = Context(now, thread, self._process(thread), threads, self.rng)
+                        r = generator.next(ctx)
+                        if r is None:
+                            free.remove(thread)
+                            active.discard(thread)
+                            sends[thread].send_nowait(None)
+                            progress = True
+                        elif isinstance(r, Wait):
+                            waits.append(r)
+                        else:
+                            free.remove(thread)
+                            sends[thread].send_nowait(r)
+                            progress = True
+                if not active:
+                    break
+                busy = active - set(free)
+                if not busy and all(w.until is None for w in waits):
+                    raise RuntimeError("generator deadlock: every thread waits for a completion "
+                                       "but no operation is in flight")
+                changed = self._changed
+                untils = [w.until for w in waits if w.until is not None]
+                if untils:
+                    deadline = min(untils)
+                    with trio.move_on_at(origin + deadline):
+                        await changed.wait()
+                    if trio.current_time() >= origin + deadline:
+                        reached = max(reached, deadline)
+                else:
+                    await changed.wait()
+                # threads whose op completed are free again
+                free = sorted(set(free) | self._freed)
+                self._freed.clear()
+
+    def _process(self, thread: int) -> int:
+        return self._processes.setdefault(thread, thread)
+
+    async def _worker(self, recv: trio.MemoryReceiveChannel[OpSpec | None], origin: float,
+                      thread: int) -> None:
+        threads = self.options.concurrency
+        process = self._process(thread)
+        client = self.target.client(process)
+        try:
+            async for spec in recv:
+                if spec is None:
+                    return
+                outcome = await self._invoke(client, process, spec)
+                ctx = Context(trio.current_time() - origin, thread, process, threads, self.rng)
+                for w in spec.watchers:
+                    w.complete(ctx, spec, outcome)
+                if outcome == "info":
+                    await client.close()
+                    process += threads
+                    self._processes[thread] = process
+                    client = self.target.client(process)
+                self._freed.add(thread)
+                self._notify()
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.close()
+
+    async def _invoke(self, client: RegisterClient, process: int, spec: OpSpec) -> str:
+        inv = self.recorder.invoke(process, spec.f, spec.value, key=spec.key)
+        try:
+            with trio.fail_after(self.options.client_timeout):
+                typ, value = await self.workload.invoke(client, spec)
+        except trio.TooSlowError:
+            self.recorder.complete(inv, "info", spec.value, error="timeout")
+            return "info"
+        except Indeterminate as exc:
+            self.recorder.complete(inv, "info", spec.value, error=exc.error)
+            return "info"
+        except DefiniteFailure as exc:
+            self.recorder.complete(inv, "fail", spec.value, error=exc.error)
+            return "fail"
+        self.recorder.complete(inv, typ, value, error="compare-failed" if typ == "fail" else None)
+        return typ
+
+
+def summarize(ops: list[Any]) -> dict[str, Any]:
+    """Counts of client ops by f and outcome, and nemesis faults started/stopped by kind."""
+    by: dict[str, dict[str, int]] = {}
+    faults: dict[str, dict[str, int]] = {}
+    for op in ops:
+        if op.is_nemesis:
+            if op.type == "info":
+                what, _, kind = str(op.f).partition("-")
+                faults.setdefault(kind or what, {"start": 0, "stop": 0})
+                if what in ("start", "stop"):
+                    faults[kind][what] += 1
+            continue
+        if op.type == "invoke":
+            continue
+        row = by.setdefault(str(op.f), {"ok": 0, "fail": 0, "info": 0})
+        row[op.type] = row.get(op.type, 0) + 1
+    return {"ops": by, "faults": faults}
+
+
+async def drive(target: Target, config: RunConfig, recorder: Recorder,
+                on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``config``'s workload and fault schedule on a started target; returns run facts
+    for results.json (phase times, faults started and healed)."""
+    workload = make_workload(config.workload, keys=config.keys)
+    nemesis = Nemesis(target, recorder, config.schedule, substream(config.seed, "nemesis"))
+    options = RunnerOptions(concurrency=config.concurrency, time_limit=config.time_limit,
+                            rate=config.rate, client_timeout=config.client_timeout,
+                            recovery_timeout=config.recovery_timeout,
+                            recovery_quiet=config.recovery_quiet)
+    runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
+                    on_phase=on_phase)
+    times = await runner.run()
+    return {"phases": asdict(times), "faults_started": dict(nemesis.started),
+            "faults_healed": dict(nemesis.healed)}

@@ -1,0 +1,599 @@
+"""The simulation target: 3 to 7 real ``Node`` objects in one trio run under MockClock.
+
+Each node is the same ``kvcheck.reference.node.Node`` the TCP server runs, given simulated
+shells for its three protocols:
+- Transport: ``SimNetwork`` (latency, loss, duplication, reordering, partitions; messages are
+  the immutable Raft ``Message`` values themselves, no encoding);
+- Disk: the storage package's ``DataDir`` on a per-node ``MemoryFileSystem`` through the
+  server's ``StorageDisk`` (inline, no threads), so a power loss (``crash_disk``) loses what
+  was not fsynced and may tear the last write, while a process kill keeps the page cache;
+- Clock: ``SimClock`` (per-node rate and offset over MockClock time).
+
+Clients are in-process (``SimClient``, implementing the reference client's ``KVClient``
+interface): a request travels to a node with a small latency, calls the node's async method
+(``propose``, ``range``), and the reply travels back. Like the TCP client it follows
+``not_leader`` hints, fails over, keeps a write's (client id, seq) across retries, and reports
+a write it is not sure about as ``Indeterminate``. Clients reach every node (partitions cut
+node-to-node links, as in Jepsen); a killed node refuses connections, a paused node holds
+requests until it resumes. Writes go to the leader (learnt from hints); reads go first to the
+client's own member (client id modulo the cluster size), as a Jepsen client is bound to one
+node and etcd clients balance reads over members: followers serve linearizable reads through
+ReadIndex, so a wrong read path on any member shows up in the history.
+
+``SimCluster`` implements the runner's ``Target`` (and the nemesis's ``FaultTarget``);
+``execute_sim`` runs one configured test under ``deterministic_trio`` and returns the history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+import trio.testing
+
+from kvcheck.reference import raft
+from kvcheck.reference.bugs import Bugs
+from kvcheck.reference.client import Failed, Indeterminate
+from kvcheck.reference.disk import StorageDisk
+from kvcheck.reference.kv import requests as kvr
+from kvcheck.reference.node import Member, Node, NodeConfig
+from kvcheck.reference.storage import DataDir, MemoryFileSystem
+from kvcheck.reference.wire import ErrorCode, WireError
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.determinism import deterministic_trio, substream
+from kvcheck.workloads.kvclient import KVRegisterClient
+from kvcheck.workloads.recorder import Recorder
+from kvcheck.workloads.runner import drive
+from kvcheck.workloads.sim.clock import SimClock
+from kvcheck.workloads.sim.network import SimNetwork
+
+if TYPE_CHECKING:
+    from kvcheck.workloads.run import Execution, Progress
+
+T = TypeVar("T")
+
+CLIENT_LATENCY = (0.0002, 0.001)  # one way, seconds
+
+
+@dataclass
+class Slot:
+    """One simulated machine: its clock and disk outlive the node process running on it."""
+
+    id: int
+    clock: SimClock
+    fs: MemoryFileSystem
+    node: Node | None = None
+    scope: trio.CancelScope | None = None
+    state: str = "down"  # up | paused | down | removed
+    incarnation: int = 0
+    join: bool = False
+    held: list[raft.Message] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    finished: trio.Event | None = None  # set when the current node process has ended
+
+
+class SimDisk(StorageDisk):
+    """The server's StorageDisk on an in-memory DataDir, run inline without a scheduling
+    point per call: in the simulation a write or fsync takes no simulated time, and skipping
+    the checkpoint saves a trio batch per Ready (the node's loop yields elsewhere)."""
+
+    def __init__(self, datadir: DataDir) -> None:
+        super().__init__(datadir, offload=False)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return fn()
+
+
+class SimTransport:
+    """Node ``id``'s Transport: hands each message to the simulated network."""
+
+    def __init__(self, net: SimNetwork, node_id: int) -> None:
+        self.net = net
+        self.id = node_id
+
+    def send(self, messages: Sequence[raft.Message]) -> None:
+        for m in messages:
+            self.net.send(self.id, m.to, m)
+
+    def update_members(self, members: Any) -> None:
+        return None
+
+
+class SimCluster:
+    """The cluster of one simulation (create inside ``trio.run``; ``await start(nursery)``)."""
+
+    def __init__(self, config: RunConfig, *, node_config: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.seed = config.seed
+        self.bugs = Bugs.from_names(config.bugs)
+        self.net = SimNetwork(substream(self.seed, "network"))
+        self.slots: dict[int, Slot] = {}
+        self.node_config = node_config or {}
+        self.findings: list[str] = []
+        self._nursery: trio.Nursery | None = None
+        self._disk_rng = substream(self.seed, "disk")
+        self._client_rng = substream(self.seed, "client-latency")
+        self._origin = trio.current_time()
+        for i in config.node_ids:
+            self.slots[i] = Slot(i, SimClock(), MemoryFileSystem())
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _log(self, slot: Slot, text: str) -> None:
+        slot.log.append(f"{trio.current_time() - self._origin:10.4f} {text}")
+
+    @property
+    def node_ids(self) -> list[int]:
+        return sorted(i for i, s in self.slots.items() if s.state != "removed")
+
+    def supported_faults(self) -> tuple[str, ...]:
+        return ("partition", "kill", "pause", "clock", "packet", "disk", "member")
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        nursery.start_soon(self.net.run)
+        for i in self.node_ids:
+            await self._start_node(self.slots[i])
+
+    def _members(self) -> list[Member]:
+        return [Member(i, f"n{i}") for i in self.config.node_ids]
+
+    async def _start_node(self, slot: Slot) -> None:
+        assert self._nursery is not None
+        slot.incarnation += 1
+        cfg = NodeConfig(id=slot.id, name=f"n{slot.id}", **self.node_config)
+        disk = SimDisk(DataDir(slot.fs, "data"))
+        node = Node(cfg, SimTransport(self.net, slot.id), disk, slot.clock,
+                    substream(self.seed, "node", slot.id, slot.incarnation),
+                    initial_members=self._members(), join=slot.join, bugs=self.bugs,
+                    on_finding=functools.partial(self._finding, slot))
+        scope = trio.CancelScope()
+        slot.node, slot.scope = node, scope
+        slot.finished = finished = trio.Event()
+        slot.held.clear()
+        try:
+            await self._nursery.start(self._run_node, slot, node, scope, finished)
+        except Exception as exc:  # the node refused to start (e.g. corrupt WAL)
+            self._finding(slot, f"node {slot.id} failed to start: {exc!r}")
+            slot.node, slot.scope, slot.state = None, None, "down"
+            return
+        slot.state = "up"
+        self.net.attach(slot.id, functools.partial(self._deliver, slot))
+        self._log(slot, f"started (incarnation {slot.incarnation}{', joining' if slot.join else ''})")
+
+    async def _run_node(self, slot: Slot, node: Node, scope: trio.CancelScope, finished: trio.Event,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run_node_inner(slot, node, scope, task_status)
+        finally:
+            finished.set()
+
+    async def _run_node_inner(self, slot: Slot, node: Node, scope: trio.CancelScope,
+                              task_status: trio.TaskStatus[None]) -> None:
+        started = False
+
+        def mark() -> None:
+            nonlocal started
+            started = True
+            task_status.started()
+
+        with scope:
+            try:
+                await node.run(task_status=_Status(mark))
+            except Exception as exc:
+                if not started:
+                    raise
+                self._finding(slot, f"node {slot.id} crashed: {exc!r}")
+        if slot.node is node and slot.state in ("up", "paused"):
+            slot.state = "down"
+            self.net.detach(slot.id)
+
+    def _finding(self, slot: Slot, text: str) -> None:
+        self.findings.append(text)
+        self._log(slot, f"FINDING {text}")
+
+    def _deliver(self, slot: Slot, src: int, msg: raft.Message) -> None:
+        if slot.state == "paused":
+            slot.held.append(msg)
+        elif slot.state == "up" and slot.node is not None:
+            slot.node.receive(msg)
+
+    async def _stop(self, slot: Slot, why: str) -> None:
+        """Kill the node process and wait until its tasks have ended (the disk write a
+        cancelled task was in the middle of happened just before the kill)."""
+        finished = slot.finished
+        if slot.scope is not None:
+            slot.scope.cancel()
+        self.net.detach(slot.id)
+        slot.clock.resume()
+        slot.node, slot.scope, slot.held = None, None, []
+        if slot.state != "removed":
+            slot.state = "down"
+        self._log(slot, why)
+        if finished is not None:
+            await finished.wait()
+
+    # -- the fault target ---------------------------------------------------------------
+
+    def _slot(self, node: int) -> Slot | None:
+        slot = self.slots.get(node)
+        return slot if slot is not None and slot.state != "removed" else None
+
+    async def leader(self) -> int | None:
+        best: tuple[int, int] | None = None
+        for i in self.node_ids:
+            slot = self.slots[i]
+            if slot.state == "up" and slot.node is not None and slot.node.is_leader:
+                cand = (slot.node.term, i)
+                if best is None or cand > best:
+                    best = cand
+        return best[1] if best else None
+
+    async def block_links(self, blocked: list[list[int]]) -> None:
+        self.net.block(blocked)
+
+    async def heal_links(self) -> None:
+        self.net.heal()
+
+    async def kill(self, node: int) -> None:
+        slot = self._slot(node)
+        if slot is not None and slot.state in ("up", "paused"):
+            await self._stop(slot, "killed (kill -9)")
+
+    async def restart(self, node: int) -> None:
+        slot = self._slot(node)
+        if slot is not None and slot.state == "down":
+            await self._start_node(slot)
+
+    async def pause(self, node: int) -> None:
+        slot = self._slot(node)
+        if slot is not None and slot.state == "up":
+            slot.state = "paused"
+            slot.clock.pause()
+            self._log(slot, "paused (SIGSTOP)")
+
+    async def resume(self, node: int) -> None:
+        slot = self._slot(node)
+        if slot is not None and slot.state == "paused":
+            slot.state = "up"
+            slot.clock.resume()
+            held, slot.held = slot.held, []
+            self._log(slot, f"resumed (SIGCONT), {len(held)} held messages delivered")
+            for msg in held:
+                if slot.node is not None and slot.state == "up":
+                    slot.node.receive(msg)
+
+    async def set_clock(self, node: int, rate: float, offset: float) -> None:
+        slot = self._slot(node)
+        if slot is not None:
+            slot.clock.set(rate, offset)
+
+    async def reset_clock(self, node: int) -> None:
+        slot = self._slot(node)
+        if slot is not None:
+            slot.clock.reset()
+
+    async def set_packet_faults(self, loss: float, delay: float, duplicate: float) -> None:
+        self.net.set_packet_faults(loss, delay, duplicate)
+
+    async def crash_disk(self, node: int, torn: bool) -> None:
+        slot = self._slot(node)
+        if slot is None:
+            return
+        if slot.state in ("up", "paused"):
+            await self._stop(slot, "power loss")
+        torn_files = slot.fs.crash(self._disk_rng, tear_probability=1.0 if torn else 0.0)
+        self._log(slot, f"disk lost unsynced writes; torn: {', '.join(torn_files) or 'none'}")
+        await trio.lowlevel.checkpoint()
+
+    async def remove_member(self, node: int) -> bool:
+        slot = self._slot(node)
+        if slot is None or len(self.node_ids) <= 3:
+            return False
+        leader_id = await self.leader()
+        if leader_id is None:
+            return False
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        try:
+            with trio.fail_after(5.0):
+                await leader.member_remove(node)
+        except (WireError, trio.TooSlowError) as exc:
+            self._log(slot, f"member remove failed: {exc}")
+            return False
+        await self._stop(slot, "removed from the cluster")
+        slot.state = "removed"
+        return True
+
+    async def add_member(self, node: int) -> int | None:
+        """Add a fresh member (a new id, empty disk) in place of removed ``node``."""
+        slot = self.slots.get(node)
+        if slot is None or slot.state != "removed":
+            return None
+        leader_id = await self.leader()
+        if leader_id is None:
+            return None
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        try:
+            with trio.fail_after(5.0):
+                member = await leader.member_add(f"n{node}-replacement", "", "")
+        except (WireError, trio.TooSlowError) as exc:
+            self._log(slot, f"member add failed: {exc}")
+            return None
+        new = Slot(member.id, SimClock(), MemoryFileSystem(), join=True)
+        self.slots[member.id] = new
+        await self._start_node(new)
+        return member.id
+
+    # -- health and clients -------------------------------------------------------------
+
+    async def wait_healthy(self, timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            while True:
+                if await self._healthy():
+                    return True
+                await trio.sleep(0.05)
+        return False
+
+    async def _healthy(self) -> bool:
+        leader_id = await self.leader()
+        if leader_id is None:
+            return False
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        for i in self.node_ids:
+            slot = self.slots[i]
+            if slot.state != "up" or slot.node is None or slot.node.applied < leader.commit:
+                return False
+        return True
+
+    def client(self, process: int) -> KVRegisterClient:
+        return KVRegisterClient(SimClient(self, process + 1, self.config.client_timeout))
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i, slot in sorted(self.slots.items()):
+            st: dict[str, Any] = {"state": slot.state, "incarnation": slot.incarnation}
+            if slot.node is not None and slot.node.running:
+                s = slot.node.status()
+                st.update({k: s[k] for k in ("role", "term", "commit", "applied", "revision")})
+            out[str(i)] = st
+        return out
+
+    def logs(self) -> dict[str, str]:
+        return {f"n{i}.log": "\n".join(slot.log) + "\n" for i, slot in sorted(self.slots.items())}
+
+
+class _Status:
+    """A task_status that calls ``fn`` on started() (to know whether a node got going)."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+
+    def started(self, value: Any = None) -> None:
+        self.fn()
+
+
+class SimClient:
+    """An in-process client of the simulated cluster (the reference ``KVClient`` interface)."""
+
+    def __init__(self, cluster: SimCluster, client_id: int, timeout: float) -> None:
+        self.cluster = cluster
+        self.client_id = client_id
+        self.timeout = timeout
+        self._seq = itertools.count(1)
+        self._preferred: int | None = None
+        self._rotation = itertools.count(client_id)
+
+    def _pick(self, tried: set[int], *, read: bool = False) -> int:
+        ids = self.cluster.node_ids
+        if read:  # reads go to the client's own member first, as Jepsen binds a client to a node
+            home = ids[self.client_id % len(ids)]
+            if home not in tried:
+                return home
+        if self._preferred is not None and self._preferred not in tried and self._preferred in ids:
+            return self._preferred
+        for _ in range(len(ids)):
+            i = ids[next(self._rotation) % len(ids)]
+            if i not in tried:
+                return i
+        tried.clear()
+        return ids[next(self._rotation) % len(ids)]
+
+    async def _hop(self) -> None:
+        net = self.cluster.net
+        when = net.quantize(trio.current_time() + self.cluster._client_rng.uniform(*CLIENT_LATENCY))
+        await trio.sleep_until(when)
+
+    async def call(self, fn: Callable[[Node, float], Awaitable[T]], *, write: bool) -> T:
+        """Send one request until a definite answer or the timeout (see reference.client)."""
+        deadline = trio.current_time() + self.timeout
+        maybe_applied = False
+        last: WireError | None = None
+        tried: set[int] = set()
+        attempt = 0
+        while trio.current_time() < deadline:
+            attempt += 1
+            target = self._pick(tried, read=not write)
+            await self._hop()
+            slot = self.cluster.slots.get(target)
+            if slot is None or slot.state in ("down", "removed") or slot.node is None:
+                tried.add(target)  # connection refused: nothing was sent
+                if self._preferred == target:
+                    self._preferred = None
+                await trio.sleep(min(0.05 * attempt, 0.3))
+                continue
+            node = slot.node
+            remaining = deadline - trio.current_time()
+            try:
+                with trio.fail_after(max(remaining, 0.0)):
+                    await slot.clock.wait_running()  # a paused node holds the request
+                    result = await fn(node, remaining)
+            except trio.TooSlowError:
+                maybe_applied = True
+                break
+            except WireError as err:
+                last = err
+                if err.code is ErrorCode.NOT_LEADER:
+                    tried.add(target)
+                    self._preferred = err.leader if err.leader else None
+                    if not err.leader:
+                        await trio.sleep(min(0.05 * attempt, 0.3))
+                    continue
+                if err.code in (ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE):
+                    maybe_applied = maybe_applied or (write and slot.node is not node) or \
+                        err.code is ErrorCode.TIMEOUT or "stopped" in err.message
+                    tried.add(target)
+                    if self._preferred == target:
+                        self._preferred = None
+                    await trio.sleep(min(0.05 * attempt, 0.3))
+                    continue
+                if err.code.indeterminate and write:
+                    raise Indeterminate(err.code, err.message, cause=err) from None
+                raise Failed(err.code, err.message, cause=err) from None
+            if slot.node is not node:  # the node died before the reply left
+                maybe_applied = True
+                continue
+            await self._hop()
+            self._preferred = target
+            return result
+        if write and maybe_applied:
+            raise Indeterminate(ErrorCode.TIMEOUT, "no definite reply within the timeout", cause=last)
+        code = last.code if last is not None else ErrorCode.UNAVAILABLE
+        raise Failed(code, last.message if last is not None else "no node answered", cause=last)
+
+    async def _write(self, request: kvr.Message) -> Any:
+        seq = next(self._seq)  # one seq across every retry: the session table dedups
+
+        async def go(node: Node, remaining: float) -> Any:
+            return await node.propose(request, self.client_id, seq, timeout=remaining)
+
+        return await self.call(go, write=True)
+
+    async def get(self, key: bytes, *, range_end: bytes = b"", revision: int = 0, limit: int = 0,
+                  serializable: bool = False, keys_only: bool = False,
+                  count_only: bool = False) -> kvr.RangeResponse:
+        req = kvr.RangeRequest(key=key, range_end=range_end, revision=revision, limit=limit,
+                               serializable=serializable, keys_only=keys_only, count_only=count_only)
+
+        async def go(node: Node, remaining: float) -> kvr.RangeResponse:
+            return await node.range(req, timeout=remaining)
+
+        return await self.call(go, write=False)
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0,
+                  prev_kv: bool = False) -> kvr.PutResponse:
+        resp: kvr.PutResponse = await self._write(kvr.PutRequest(key=key, value=value, lease=lease,
+                                                                  prev_kv=prev_kv))
+        return resp
+
+    async def delete(self, key: bytes, *, range_end: bytes = b"",
+                     prev_kv: bool = False) -> kvr.DeleteRangeResponse:
+        resp: kvr.DeleteRangeResponse = await self._write(
+            kvr.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv))
+        return resp
+
+    async def txn(self, compare: Sequence[kvr.Compare], success: Sequence[Any],
+                  failure: Sequence[Any] = ()) -> kvr.TxnResponse:
+        resp: kvr.TxnResponse = await self._write(
+            kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure)))
+        return resp
+
+    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
+        if expected is None:
+            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VERSION,
+                              key=key, version=0)
+        else:
+            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VALUE,
+                              key=key, value=expected)
+        return await self.txn([cmp], [kvr.PutRequest(key=key, value=new)])
+
+    async def lease_grant(self, ttl: int, lease_id: int = 0) -> kvr.LeaseGrantResponse:
+        resp: kvr.LeaseGrantResponse = await self._write(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id))
+        return resp
+
+    async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
+        resp: kvr.LeaseRevokeResponse = await self._write(kvr.LeaseRevokeRequest(id=lease_id))
+        return resp
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        async def go(node: Node, remaining: float) -> int:
+            return int((await node.lease_keepalive(lease_id)).ttl)
+
+        return await self.call(go, write=False)
+
+    @contextlib.asynccontextmanager
+    async def watch(self, key: bytes, *, range_end: bytes = b"", start_revision: int = 0,
+                    prev_kv: bool = False, progress_notify: bool = False
+                    ) -> AsyncIterator[AsyncIterator[kvr.WatchResponse]]:
+        """A watch on one node (no resume across nodes yet: the stream ends if it dies)."""
+        req = kvr.WatchCreateRequest(key=key, range_end=range_end, start_revision=start_revision,
+                                     prev_kv=prev_kv, progress_notify=progress_notify)
+        target = self._pick(set())
+        slot = self.cluster.slots[target]
+        if slot.node is None:
+            raise Failed(ErrorCode.UNAVAILABLE, f"node {target} is down")
+        with slot.node.watch(req) as stream:
+            yield stream.__aiter__()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+def execute_sim(config: RunConfig, progress: Progress) -> Execution:
+    """Run ``config`` in the simulation: one deterministic ``trio.run`` under MockClock."""
+    from kvcheck.workloads.run import Execution
+
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        """The store's log records (warnings and up) into cluster.log, stamped with
+        simulated time instead of wall time."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                now = f"{trio.current_time():10.4f}"
+            except RuntimeError:
+                now = "         -"
+            records.append(f"{now} {record.levelname:7} {record.name}: {record.getMessage()}")
+
+    logger = logging.getLogger("kvcheck")
+    handler = Capture(logging.WARNING)
+    saved = (logger.level, logger.propagate)
+
+    async def main() -> Execution:
+        cluster = SimCluster(config)
+        recorder: Recorder | None = None
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            # Let the cluster elect a leader before the workload's time 0.
+            await cluster.wait_healthy(10.0)
+            recorder = Recorder(trio.current_time)
+            rec = recorder
+            rec.on_event(lambda op: progress.event(op, rec.now()))
+            info = await drive(cluster, config, recorder)
+            info["nodes"] = cluster.status()
+            info["network"] = dataclasses.asdict(cluster.net.stats)
+            info["findings"] = list(cluster.findings)
+            info["simulated_seconds"] = round(recorder.now(), 3)
+            nursery.cancel_scope.cancel()
+        return Execution(recorder.ops, info, {**cluster.logs(), "cluster.log": "\n".join(records) + "\n"})
+
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False  # the store's warnings go to cluster.log, not the terminal
+    try:
+        with deterministic_trio(config.seed):
+            return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
