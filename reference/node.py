@@ -35,6 +35,7 @@ import heapq
 import itertools
 import logging
 import random
+import struct
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -343,6 +344,11 @@ class Node:
         self._proposals: dict[int, tuple[int, _Waiter]] = {}  # index -> (term, waiter)
         self._conf_waiters: dict[int, _Waiter] = {}  # token -> waiter
         self._read_batch: list[_Waiter] = []
+        # ReadIndex contexts must be unique cluster-wide: the leader queues its own reads beside
+        # the ones followers forward, and a restarted member's counter starts again. So a
+        # context is (member id, clock reading when this incarnation started, counter); set in
+        # run(). Not drawn from self.rng, which would shift the seeded Raft timeouts.
+        self._read_ctx_prefix = b""
         self._reads_inflight: dict[bytes, list[_Waiter]] = {}
         self._applied_waiters: list[tuple[int, int, _Waiter]] = []
         self._watches: dict[int, trio.MemorySendChannel[kvr.WatchResponse]] = {}
@@ -400,6 +406,7 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load from the Disk and serve until cancelled."""
         await self._load()
+        self._read_ctx_prefix = struct.pack(">Qd", self.id, self.clock.now())
         self.running = True
         try:
             async with trio.open_nursery() as nursery:
@@ -723,7 +730,7 @@ class Node:
         if not self._read_batch or self.raw is None:
             return
         batch, self._read_batch = self._read_batch, []
-        ctx = next(self._counter).to_bytes(8, "big")
+        ctx = self._read_ctx_prefix + next(self._counter).to_bytes(8, "big")
         try:
             self.raw.read_index(ctx)
         except raft.ProposalDropped as exc:

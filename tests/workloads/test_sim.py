@@ -32,11 +32,7 @@ def ok_ops(out: RunOutcome) -> int:
 
 
 # Seeds of the bounded sweep that expose a bug of the store itself (not of the harness).
-KNOWN_STORE_BUGS = {
-    ("kv", 1): "reference/node.py: a ReadIndex ctx comes from a per-node counter, so the leader's "
-               "own ctx can equal one a follower forwarded; raft.read_index raises ValueError "
-               "'already pending' and the leader's ready loop crashes (reported to the lead)",
-}
+KNOWN_STORE_BUGS: dict[tuple[str, int], str] = {}
 SWEEP_CASES = [
     pytest.param(w, s, marks=pytest.mark.xfail(strict=True, reason=KNOWN_STORE_BUGS[(w, s)]))
     if (w, s) in KNOWN_STORE_BUGS else pytest.param(w, s)
