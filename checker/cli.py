@@ -32,7 +32,7 @@ from typing import Any
 
 import click
 
-from kvcheck.checker.edn import EdnError, parse_forms
+from kvcheck.checker.edn import EdnError, parse_value
 from kvcheck.checker.formats import (
     FORMATS,
     iter_history_files,
@@ -66,12 +66,9 @@ def parse_init(text: str) -> Any:
     except ValueError:
         pass
     try:
-        forms, _ = parse_forms(text, unwrap=False)
+        return parse_value(text)
     except EdnError:
-        forms = []
-    if len(forms) != 1:
-        raise UsageError(f"--init {text!r} is not a JSON value (e.g. null, 0, '{{\"x\": 0}}')")
-    return forms[0].value
+        raise UsageError(f"--init {text!r} is not a JSON value (e.g. null, 0, '{{\"x\": 0}}')") from None
 
 
 def collect_files(paths: tuple[Path, ...]) -> list[HistoryFile]:
@@ -120,11 +117,12 @@ def check_file(hf: HistoryFile, model: Any, fmt: str | None, timeout: float | No
     except MalformedInput as exc:
         return FileResult(hf, {"file": name, "format": fmt, "model": model.name, "valid": None,
                                "error": str(exc)}, error=str(exc))
-    entry: dict[str, Any] = {"file": name, "format": found_fmt}
-    entry.update(result.to_json())
-    entry["model"] = model.name
-    entry["parse_seconds"] = round(parse_seconds, 6)
-    entry["ops"] = len(ops)
+    checked = result.to_json()
+    entry: dict[str, Any] = {
+        "file": name, "format": found_fmt, "model": model.name, "valid": checked["valid"],
+        "ops": len(ops), "parse_seconds": round(parse_seconds, 6),
+    }
+    entry.update((k, v) for k, v in checked.items() if k not in entry)
     return FileResult(hf, entry)
 
 

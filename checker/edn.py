@@ -175,6 +175,7 @@ _TOKEN = re.compile(
     r")"
 )
 _CONST = {"nil": None, "true": True, "false": False}
+_NOT_ATOM: Any = object()
 _ESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n", "\\t": "\t", "\\r": "\r",
             "\\b": "\b", "\\f": "\f", "\\a": "\a", "\\v": "\v", "\\'": "'"}
 _ESCAPE = re.compile(r"\\.")
@@ -223,6 +224,76 @@ def parse_value(text: str) -> Any:
     if len(forms) != 1:
         raise EdnError(f"expected one EDN value, found {len(forms)}")
     return forms[0].value
+
+
+_SKIP_SEP = re.compile(_SEP)
+# Characters after which splitting on whitespace and commas would not find EDN's tokens.
+_SPLIT_UNSAFE = re.compile(r'[^\x20-\x7e\t\n]|["\\;#{()]')  # non-ASCII: str.split's whitespace is not EDN's
+_ATOM_WHOLE = re.compile(_FLAT_ATOM[:-len(_DELIM)] + r"\Z")
+
+
+def _split_atom(tok: str, cache: dict[str, Any]) -> Any:
+    """One atom of a split flat map (keyword, number, nil, true, false), or _NOT_ATOM."""
+    v = cache.get(tok, _NOT_ATOM)
+    if v is not _NOT_ATOM:
+        return v
+    if tok.isdigit() and tok.isascii() and (tok[0] != "0" or len(tok) == 1):
+        return int(tok)  # not cached: times and indices rarely repeat
+    if _ATOM_WHOLE.match(tok) is None:
+        return _NOT_ATOM
+    v = _flat_value(tok)
+    cache[tok] = v
+    return v
+
+
+def _split_flat_map(seg: str, cache: dict[str, Any]) -> dict[str, Any] | None:
+    """The map whose text between the braces is ``seg`` (no strings, comments, tags or
+    nested maps in it), or None when it is not a flat map of keyword keys and atom or
+    vector-of-atom values. ``cache`` maps atom tokens already seen to their values."""
+    toks = seg.replace(",", " ").split()
+    n = len(toks)
+    get = cache.get
+    op: dict[str, Any] = {}
+    i = 0
+    while i < n:
+        k = toks[i]
+        if k[0] != ":" or i + 1 == n:
+            return None
+        key = get(k, _NOT_ATOM)
+        if key is _NOT_ATOM:
+            key = _split_atom(k, cache)
+            if key is _NOT_ATOM:
+                return None
+        t = toks[i + 1]
+        i += 2
+        v = get(t, _NOT_ATOM)
+        if v is not _NOT_ATOM:
+            op[key] = v
+        elif t[0] == "[":
+            items: list[Any] = []
+            t = t[1:]
+            while True:
+                close = t.endswith("]")
+                if close:
+                    t = t[:-1]
+                if t:
+                    if "[" in t or "]" in t or (v := _split_atom(t, cache)) is _NOT_ATOM:
+                        return None
+                    items.append(v)
+                if close:
+                    break
+                if i == n:
+                    return None
+                t = toks[i]
+                i += 1
+            op[key] = items
+        elif t.isdigit() and t.isascii() and (t[0] != "0" or len(t) == 1):
+            op[key] = int(t)  # not cached: times and indices rarely repeat
+        elif "]" in t or (v := _split_atom(t, cache)) is _NOT_ATOM:
+            return None
+        else:
+            op[key] = v
+    return op
 
 
 def _flat_value(s: str) -> Any:
@@ -317,36 +388,54 @@ def _parse_fast(text: str, unwrap: bool) -> tuple[list[Form], bool]:
     stack: list[_Frame] = []
     pending: list[_Pending] = []  # elements left to edn_format
     match = _TOKEN.match
-    flat_map = _FLAT_MAP_SEP.match
+    flat_map = _FLAT_MAP.match
+    skip = _SKIP_SEP.match
+    cache: dict[str, Any] = {}
     flat_pairs = _FLAT_PAIR.findall
     flat_atoms = _FLAT_ATOMS.findall
     pos = 0
     while True:
         if len(stack) == elem_depth:
-            # The common case: a run of flat op maps, each read by two regex calls.
-            fm = flat_map(text, pos)
-            while fm is not None:
-                start, pos = fm.start(1), fm.end()
-                op: dict[str, Any] = {}
-                for k, kw, i, fl, c, vec, st in flat_pairs(text, start, pos):
-                    if kw:
-                        op[k] = kw
-                    elif i:
-                        op[k] = int(i)
-                    elif c:
-                        op[k] = _CONST[c]
-                    elif vec:
-                        op[k] = [_flat_value(x) for x in flat_atoms(vec)]
-                    elif fl:
-                        op[k] = float(fl)
-                    else:
-                        op[k] = st
+            # The common case: a run of flat op maps. Without strings they are split on
+            # whitespace and commas (str methods, no regex per token); with strings two
+            # regex calls read one.
+            while True:
+                sm = skip(text, pos)
+                start = sm.end() if sm is not None else pos  # always matches (may be empty)
+                if not text.startswith("{", start):
+                    break
+                end = text.find("}", start)
+                op = None
+                if end > 0:
+                    seg = text[start + 1 : end]
+                    if not _SPLIT_UNSAFE.search(seg):
+                        op = _split_flat_map(seg, cache)
+                if op is not None:
+                    pos = end + 1
+                else:
+                    fm = flat_map(text, start)
+                    if fm is None:
+                        break
+                    pos = fm.end()
+                    op = {}
+                    for k, kw, i, fl, c, vec, st in flat_pairs(text, start, pos):
+                        if kw:
+                            op[k] = kw
+                        elif i:
+                            op[k] = int(i)
+                        elif c:
+                            op[k] = _CONST[c]
+                        elif vec:
+                            op[k] = [_flat_value(x) for x in flat_atoms(vec)]
+                        elif fl:
+                            op[k] = float(fl)
+                        else:
+                            op[k] = st
                 if stack:
                     stack[-1].items.append(op)
                     elems.append(Form(op, start, pos))
                 else:
                     top.append(Form(op, start, pos))
-                fm = flat_map(text, pos)
         m = match(text, pos)
         if m is None:  # cannot happen: group 11 or 12 always matches
             raise EdnError("unreadable text", pos)

@@ -76,6 +76,7 @@ def read_history(path: Path | str, fmt: str | None = None) -> tuple[list[Op], st
 
 def read_history_text(text: str, name: str = "<text>", fmt: str | None = None) -> tuple[list[Op], str]:
     """``read_history`` for text already in memory; ``name`` is used in error messages."""
+    forced = fmt is not None
     if fmt is None:
         fmt = detect_format(text, name)
     elif fmt not in FORMATS:
@@ -85,7 +86,9 @@ def read_history_text(text: str, name: str = "<text>", fmt: str | None = None) -
     elif fmt == "jepsen-log":
         ops = _read_jepsen_log(text, name)
     else:
-        ops = _read_edn(text, name, one_per_line=fmt == "edn-lines")
+        ops, one_per_line = _read_edn(text, name, require_one_per_line=fmt == "edn-lines")
+        if fmt == "edn" and one_per_line and not forced:
+            fmt = "edn-lines"  # bare maps, one per line: the 6.824 / Porcupine shape
     validate(ops, name)
     return ops, fmt
 
@@ -117,10 +120,7 @@ def detect_format(text: str, name: str = "<text>") -> str:
                 return "jsonl"
         except ValueError:
             pass
-        # Bare EDN maps: one per line (6.824 / Porcupine logs) or spread over lines.
-        if first_line.endswith("}") and first_line.count("{") == first_line.count("}"):
-            return "edn-lines"
-        return "edn"
+        return "edn"  # bare maps; read as "edn-lines" when each sits on a line of its own
     for line in text.splitlines()[:1000]:
         if _LOG_MARKER.search(line) or _LOG_OP.match(line):
             return "jepsen-log"
@@ -258,7 +258,8 @@ class _LineIndex:
         return bisect.bisect_right(self.starts, offset) + 1
 
 
-def _read_edn(text: str, name: str, *, one_per_line: bool) -> list[Op]:
+def _read_edn(text: str, name: str, *, require_one_per_line: bool) -> tuple[list[Op], bool]:
+    """Ops from EDN text, and whether it is bare maps one per line (edn-lines)."""
     lines = _LineIndex(text)
     try:
         forms, wrapped = parse_forms(text)
@@ -267,8 +268,7 @@ def _read_edn(text: str, name: str, *, one_per_line: bool) -> list[Op]:
                              str(exc)) from None
     if not forms:
         raise MalformedInput(name, None, "no operations (an empty file or an empty vector)")
-    if one_per_line:
-        _check_one_per_line(forms, wrapped, lines, name)
+    one_per_line = _one_per_line(forms, wrapped, lines, name, require_one_per_line)
     ops = []
     for i, form in enumerate(forms):
         line = lines.line(form.start)
@@ -279,18 +279,31 @@ def _read_edn(text: str, name: str, *, one_per_line: bool) -> list[Op]:
                 + ("" if wrapped or i else " (expected one vector of op maps, or op maps)"),
             )
         ops.append(op_from_dict(form.value, name, line, i))
-    return ops
+    return ops, one_per_line
 
 
-def _check_one_per_line(forms: list[Form], wrapped: bool, lines: _LineIndex, name: str) -> None:
+def _one_per_line(forms: list[Form], wrapped: bool, lines: _LineIndex, name: str, require: bool) -> bool:
+    """True when the forms are bare maps, each on a line of its own; with ``require``,
+    anything else is an error."""
     if wrapped:
-        raise MalformedInput(name, 1, "expected one EDN map per line, found a vector or list")
+        if require:
+            raise MalformedInput(name, 1, "expected one EDN map per line, found a vector or list")
+        return False
+    previous = 0
     for form in forms:
         if form.start < 0:
-            return  # read by edn_format as a whole: positions unknown
+            return require  # read by edn_format as a whole: lines unknown, so "edn" unless forced
         first, last = lines.line(form.start), lines.line(form.end - 1)
-        if first != last:
-            raise MalformedInput(name, first, f"expected one EDN map per line; this one ends on line {last}")
+        assert first is not None and last is not None
+        if first == last and first > previous:
+            previous = last
+            continue
+        if require:
+            problem = (f"this map ends on line {last}" if first != last
+                       else "the line holds more than one map")
+            raise MalformedInput(name, first, f"expected one EDN map per line; {problem}")
+        return False
+    return True
 
 
 def write_edn(ops: Iterable[Op], dest: Path | str | IO[str]) -> None:

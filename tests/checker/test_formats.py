@@ -261,3 +261,15 @@ def test_ops_only_edn_format_reads_are_read_in_one_batch_and_errors_keep_their_l
     with pytest.raises(MalformedInput, match="not valid EDN") as info:
         read_history_text(bad)
     assert info.value.line == 31
+
+
+def test_bare_maps_are_edn_lines_only_when_each_has_its_own_line() -> None:
+    short_then_long = '{:process 0, :type :invoke, :f :read}\n{:process 0,\n :type :ok, :f :read, :value 1}\n'
+    ops, fmt = read_history_text(short_then_long)
+    assert fmt == "edn" and len(ops) == 2
+    two_on_a_line = "{:process 0 :type :invoke :f :read} {:process 0 :type :ok :f :read}\n"
+    assert read_history_text(two_on_a_line)[1] == "edn"
+    from kvcheck.exitcodes import MalformedInput
+
+    with pytest.raises(MalformedInput, match="more than one map"):
+        read_history_text(two_on_a_line, fmt="edn-lines")

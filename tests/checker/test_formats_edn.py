@@ -68,6 +68,19 @@ def flat_maps() -> st.SearchStrategy[str]:
     )
 
 
+def split_maps() -> st.SearchStrategy[str]:
+    """Flat maps without strings, spaced in odd ways (the reader splits these on whitespace
+    and commas), sometimes with whitespace EDN does not know or a stray bracket."""
+    atom = st.one_of(numbers(), keywords(), st.sampled_from(["nil", "true", "false", "sym", "-", "x]", "[y"]))
+    sep = st.sampled_from([" ", ",", " ,", "\t", "\n", "  ", "\x0b", "\xa0", ""])
+    vec = st.tuples(st.sampled_from(["[", "[ "]), st.lists(st.tuples(atom, sep), max_size=3),
+                    st.sampled_from(["]", " ]"])).map(lambda t: t[0] + "".join(a + (s or " ") for a, s in t[1]).rstrip() + t[2])
+    pair = st.tuples(keywords(), sep, st.one_of(atom, vec), sep)
+    return st.lists(pair, max_size=6).map(
+        lambda ps: "{" + "".join(k + (s1 or " ") + v + (s2 or " ") for k, s1, v, s2 in ps) + "}"
+    )
+
+
 def forms(depth: int = 3) -> st.SearchStrategy[str]:
     if depth == 0:
         return st.one_of(atoms, flat_maps())
@@ -77,6 +90,7 @@ def forms(depth: int = 3) -> st.SearchStrategy[str]:
     return st.one_of(
         atoms,
         flat_maps(),
+        split_maps(),
         seq.map(lambda xs: ("[", xs, "]")).map(_join),
         seq.map(lambda xs: ("(", xs, ")")).map(_join),
         st.lists(st.tuples(st.one_of(keywords(), strings(), numbers()), inner), max_size=4)
@@ -100,7 +114,7 @@ separators = st.sampled_from([" ", "  ", ",", ", ", "\n", "\t", " ; a comment\n"
 @st.composite
 def texts(draw: st.DrawFn) -> str:
     records = flat_maps().map(lambda m: "#" + RECORD + m)
-    elems = draw(st.lists(st.one_of(flat_maps(), records, forms()), max_size=6))
+    elems = draw(st.lists(st.one_of(flat_maps(), split_maps(), records, forms()), max_size=6))
     out = draw(st.sampled_from(["", "; header\n", "\n"]))
     wrap = draw(st.sampled_from([None, ("[", "]"), ("(", ")")]))
     if wrap:
