@@ -56,6 +56,7 @@ class FileResult:
     file: HistoryFile
     entry: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    ops: list[Op] | None = None  # the history as checked, for the report
 
 
 def parse_init(text: str) -> Any:
@@ -123,7 +124,7 @@ def check_file(hf: HistoryFile, model: Any, fmt: str | None, timeout: float | No
         "ops": len(ops), "parse_seconds": round(parse_seconds, 6),
     }
     entry.update((k, v) for k, v in checked.items() if k not in entry)
-    return FileResult(hf, entry)
+    return FileResult(hf, entry, ops=ops)
 
 
 def _split_keys(ops: list[Op], name: str) -> list[Op]:
@@ -243,6 +244,19 @@ def summary(results: list[FileResult], valid: bool | str, model_name: str, max_p
     return "\n".join(lines)
 
 
+def recheck_run_dirs(run_dirs: list[Path]) -> int:
+    """``kvcheck check RUN_DIR...``: the worst exit code over the runs."""
+    from kvcheck.workloads.run import recheck_run_dir
+
+    codes = []
+    for run_dir in run_dirs:
+        code = recheck_run_dir(run_dir)
+        click.echo(f"{_label({0: True, 1: False}.get(code, 'unknown')).upper():9} {run_dir}  "
+                   f"(results.json and report.html rewritten)")
+        codes.append(code)
+    return max(codes, key=lambda c: (c == ExitCode.INVALID, c))
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -259,10 +273,27 @@ def write_out(out: Path, document: dict[str, Any], results: list[FileResult]) ->
         raise UsageError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
 
 
+def is_run_dir(path: Path) -> bool:
+    """A ``kvcheck run`` directory: config.json beside history.jsonl."""
+    return path.is_dir() and (path / "config.json").is_file() and (path / "history.jsonl").is_file()
+
+
+def write_file_report(r: FileResult, out_path: Path) -> None:
+    """report.html for one checked file (its ops and its entry as the linearizable result)."""
+    from kvcheck.checker.report import write_report
+
+    assert r.ops is not None
+    try:
+        write_report(r.ops, r.entry, out_path, title=f"{r.entry['file']} ({r.entry['model']})")
+    except OSError as exc:
+        raise UsageError(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
+
+
 @click.command("check")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_spec", metavar="M", required=True,
-              help="register, cas-register, multi-register, kv, mutex, set, or package.module:Class.")
+@click.option("--model", "model_spec", metavar="M",
+              help="register, cas-register, multi-register, kv, mutex, set, or package.module:Class. "
+                   "Required for history files; a run directory names its own.")
 @click.option("--init", "init_text", metavar="JSON",
               help="The initial value, as JSON (null, 0, '{\"x\": 0}'); default: the model's own.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
@@ -271,23 +302,38 @@ def write_out(out: Path, document: dict[str, Any], results: list[FileResult]) ->
               help="Give up when the process grows past MB megabytes: the verdict is unknown.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a summary.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
-              help="Write DIR/results.json and DIR/<file>/results.json.")
+              help="Write DIR/results.json and DIR/<file>/results.json and report.html.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="OUT.html", help="Draw the HTML report for the (one) history file checked.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="The history format (default: detected).")
 @click.option("--fail-cas-means-compare-failed", is_flag=True,
               help="Read a failed cas as 'the compare failed' (as etcd tests record it), "
                    "not as 'did not happen'.")
-def check(paths: tuple[Path, ...], model_spec: str, init_text: str | None, timeout: float | None,
-          memory_limit: int | None, as_json: bool, out: Path | None, fmt: str | None,
-          fail_cas_means_compare_failed: bool) -> int:
+def check(paths: tuple[Path, ...], model_spec: str | None, init_text: str | None,
+          timeout: float | None, memory_limit: int | None, as_json: bool, out: Path | None,
+          report_path: Path | None, fmt: str | None, fail_cas_means_compare_failed: bool) -> int:
     """Check history files (or directories of them) for linearizability.
+
+    A ``kvcheck run`` directory (config.json + history.jsonl) is re-checked with the model its
+    config names, and its results.json and report.html are rewritten.
 
     Exit codes: 0 all valid, 1 any invalid, 2 any unknown (none invalid), 64 usage error,
     65 malformed input, 66 missing input.
     """
     from kvcheck.checker.models import DEFAULT, get_model
 
+    run_dirs = [p for p in paths if is_run_dir(p)]
+    if run_dirs:
+        if len(run_dirs) != len(paths) or model_spec is not None or report_path is not None:
+            raise UsageError("a run directory is re-checked on its own, with the model its "
+                             "config.json names: give only run directories, without --model or --report")
+        return recheck_run_dirs(run_dirs)
+    if model_spec is None:
+        raise UsageError("Missing option '--model' (needed for history files)")
     init = parse_init(init_text) if init_text is not None else DEFAULT
     files = collect_files(paths)
+    if report_path is not None and len(files) != 1:
+        raise UsageError(f"--report draws one history: {len(files)} files given (use --out DIR for many)")
     model = get_model(model_spec, init, fail_cas_means_compare_failed=fail_cas_means_compare_failed)
     results = []
     for hf in files:
@@ -306,6 +352,11 @@ def check(paths: tuple[Path, ...], model_spec: str, init_text: str | None, timeo
     document = {"valid": valid, "files": [r.entry for r in results]}
     if out is not None:
         write_out(out, document, results)
+        for r in results:
+            if r.error is None:
+                write_file_report(r, out / r.file.out_name / "report.html")
+    if report_path is not None and results[0].error is None:
+        write_file_report(results[0], report_path)
     if as_json:
         click.echo(json.dumps(document, indent=2, default=str))
     else:

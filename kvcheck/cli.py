@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -58,6 +59,10 @@ class LazyGroup(click.Group):
         except KvcheckError as exc:
             click.echo(f"kvcheck: {exc}", err=True)
             sys.exit(exc.code)
+        except Exception:  # a bug of ours: never let it exit 1, which means "invalid"
+            traceback.print_exc()
+            click.echo("kvcheck: internal error (exit 70)", err=True)
+            sys.exit(ExitCode.SOFTWARE)
         # Commands return an exit code (or None for success).
         sys.exit(int(rv) if rv is not None else 0)
 

@@ -15,8 +15,6 @@ from click.testing import CliRunner
 from kvcheck.cli import main
 from kvcheck.exitcodes import ExitCode
 
-pytest.importorskip("kvcheck.checker.linearizable", reason="the lin helper's checker has not landed")
-
 
 def run(*args: str | Path, cwd: Path | None = None) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, ["check", *map(str, args)], catch_exceptions=False)
@@ -263,3 +261,55 @@ def test_an_internal_error_exits_70_not_1(tmp_path: Path, monkeypatch: pytest.Mo
     code, _, err = run(write(tmp_path / "h.jsonl", register_history(1)), "--model", "register")
     assert code == ExitCode.SOFTWARE
     assert "RuntimeError: boom" in err and "internal error" in err
+
+
+def test_report_draws_one_history_with_its_counterexample(tmp_path: Path) -> None:
+    path = write(tmp_path / "stale.jsonl", register_history(read_value=2))
+    out_html = tmp_path / "out" / "report.html"
+    out_html.parent.mkdir()
+    code, _, _ = run(path, "--model", "register", "--report", out_html)
+    assert code == ExitCode.INVALID
+    page = out_html.read_text()
+    assert 'id="anomaly"' in page
+    assert "digraph minimal_failing_history" in (tmp_path / "out" / "report.dot").read_text()
+
+
+def test_report_needs_exactly_one_history_file(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.jsonl", register_history(1))
+    b = write(tmp_path / "b.jsonl", register_history(1))
+    code, _, err = run(a, b, "--model", "register", "--report", tmp_path / "r.html")
+    assert code == ExitCode.USAGE
+    assert "--report draws one history" in err
+
+
+def test_out_dir_gets_a_report_beside_each_results_file(tmp_path: Path) -> None:
+    (tmp_path / "h").mkdir()
+    write(tmp_path / "h" / "a.jsonl", register_history(1))
+    code, _, _ = run(tmp_path / "h", "--model", "register", "--out", tmp_path / "o")
+    assert code == ExitCode.VALID
+    assert (tmp_path / "o" / "a.jsonl" / "results.json").is_file()
+    assert "<canvas" in (tmp_path / "o" / "a.jsonl" / "report.html").read_text()
+
+
+def test_model_is_required_for_history_files(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.jsonl", register_history(1))
+    proc = subprocess_run(path)
+    assert proc.returncode == ExitCode.USAGE
+    assert "--model" in proc.stderr
+
+
+def test_run_directory_is_rechecked_with_its_own_model(tmp_path: Path) -> None:
+    from kvcheck.workloads.config import RunConfig
+    from kvcheck.workloads.run import run_once
+
+    outcome = run_once(RunConfig(workload="register", faults=["partition"], time_limit=3.0, seed=5),
+                       tmp_path / "store", progress=False, echo=lambda _: None)
+    run_dir = outcome.run_dir
+    (run_dir / "results.json").unlink()
+    (run_dir / "report.html").unlink()
+    proc = subprocess_run(run_dir)
+    assert proc.returncode == outcome.code == ExitCode.VALID, proc.stderr
+    assert json.loads((run_dir / "results.json").read_text())["valid"] is True
+    assert (run_dir / "report.html").is_file()
+    proc = subprocess_run(run_dir, "--model", "register")
+    assert proc.returncode == ExitCode.USAGE

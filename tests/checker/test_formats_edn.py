@@ -8,7 +8,6 @@ path and each of its fallbacks to edn_format are exercised.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import edn_format
@@ -172,7 +171,6 @@ def test_fast_reader_equals_edn_format(text: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("KVCHECK_SLOW"), reason="long sweep: set KVCHECK_SLOW=1")
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts())
 def test_fast_reader_equals_edn_format_long(text: str) -> None:

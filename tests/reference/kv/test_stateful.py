@@ -12,7 +12,6 @@ created in the past, retried requests and snapshot/restore onto a new leader.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import pytest
@@ -385,7 +384,6 @@ class LongKVModel(KVModel):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("KVCHECK_SLOW") != "1", reason="long sweep: set KVCHECK_SLOW=1")
 class TestKVModelLong(LongKVModel.TestCase):  # type: ignore[name-defined,misc]
     settings = settings(max_examples=400, stateful_step_count=80, deadline=None,
                         suppress_health_check=[HealthCheck.too_slow])

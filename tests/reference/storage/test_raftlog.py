@@ -4,7 +4,6 @@ are released without losing state, and a crash recovers exactly what was synced.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +338,5 @@ class LongRaftWalMachine(RaftWalMachine):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("KVCHECK_SLOW") != "1", reason="long sweep: set KVCHECK_SLOW=1")
 class TestRaftWalMachineLong(LongRaftWalMachine.TestCase):  # type: ignore[name-defined,misc]
     settings = settings(max_examples=2000, stateful_step_count=60, deadline=None, report_multiple_bugs=False)
