@@ -17,6 +17,7 @@ is one of ``ErrorCode`` and tells the client whether the outcome is definite.
 
 from __future__ import annotations
 
+import os
 import struct
 from enum import StrEnum
 from typing import Any
@@ -200,6 +201,32 @@ class FrameReader:
         payload = bytes(self._buf[_HEADER.size : _HEADER.size + length])
         del self._buf[: _HEADER.size + length]
         return unpack(payload)
+
+
+def send_now(stream: trio.abc.SendStream, data: bytes) -> int:
+    """Write what the kernel takes of ``data`` right now, without a trio checkpoint.
+
+    ``trio.SocketStream.send_all`` yields to the scheduler around every send even when the
+    socket buffer has room, which is most of the cost of a small reply. On a plain TCP stream
+    this writes straight to the (non-blocking) socket and returns how many bytes went out; the
+    caller awaits ``send_all`` for the rest. It returns 0 for any other stream (TLS) or a full
+    buffer. The caller must be the only writer of ``stream`` at that moment (no ``send_all``
+    of it in progress). A broken connection raises OSError, as ``send_all`` would.
+    """
+    if type(stream) is not trio.SocketStream:
+        return 0
+    try:
+        return os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        return 0
+
+
+async def send_frame_bytes(stream: trio.abc.SendStream, data: bytes) -> None:
+    """``stream.send_all(data)``, writing directly first when the socket has room (see
+    ``send_now``); only the part the kernel did not take is sent through trio."""
+    sent = send_now(stream, data)
+    if sent < len(data):
+        await stream.send_all(memoryview(data)[sent:] if sent else data)
 
 
 def request_frame(
