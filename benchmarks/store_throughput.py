@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -80,17 +81,22 @@ def main() -> None:
         print(f"cluster: 3 members in {base}; {args.seconds:.0f}s per run, 100-byte puts, fsync on a majority")
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
         print(f"{'clients':>8} {'acked':>8} {'errors':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
-              f" {'member CPU ms/op':>17} {'load':>5}")
+              f" {'member CPU ms/op':>17} {'client CPU ms/op':>17} {'load':>5}")
         for clients in [int(c) for c in args.clients.split(",")]:
             cpu_before = sum(cpu_seconds(n.pid) for n in info.nodes)
+            self_before = resource.getrusage(resource.RUSAGE_SELF)
             acked, errors, lat = trio.run(run_load, endpoints, clients, args.seconds)
             cpu = sum(cpu_seconds(n.pid) for n in info.nodes) - cpu_before
+            self_after = resource.getrusage(resource.RUSAGE_SELF)
+            client_cpu = (self_after.ru_utime + self_after.ru_stime
+                          - self_before.ru_utime - self_before.ru_stime)
             lat.sort()
             p50 = statistics.median(lat) * 1000 if lat else float("nan")
             p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else float("nan")
             cpu_per_op = cpu * 1000 / acked if acked else float("nan")
+            client_per_op = client_cpu * 1000 / acked if acked else float("nan")
             print(f"{clients:>8} {acked:>8} {errors:>7} {acked / args.seconds:>9.1f} {p50:>8.2f} {p99:>8.2f}"
-                  f" {cpu_per_op:>17.2f} {os.getloadavg()[0]:>5.1f}", flush=True)
+                  f" {cpu_per_op:>17.2f} {client_per_op:>17.2f} {os.getloadavg()[0]:>5.1f}", flush=True)
     finally:
         if info is not None:
             stop_cluster(info)

@@ -32,6 +32,7 @@ from kvcheck.reference.wire import (
     WireError,
     encode_frame,
     request_frame,
+    send_frame_bytes,
 )
 
 DEFAULT_TIMEOUT = 5.0
@@ -169,8 +170,15 @@ class _Connection:
         box: list[Any] = []
         self.pending[rid] = (event, box)
         try:
-            async with self.send_lock:
-                await self.stream.send_all(data)
+            if self.send_lock.locked():
+                async with self.send_lock:
+                    await self.stream.send_all(data)
+            else:  # nobody is mid-write: straight to the socket when it has room
+                self.send_lock.acquire_nowait()
+                try:
+                    await send_frame_bytes(self.stream, data)
+                finally:
+                    self.send_lock.release()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self.pending.pop(rid, None)
             raise _ConnectionLost(f"send to {self.endpoint} failed: {exc}", sent=True) from exc

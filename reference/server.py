@@ -54,6 +54,7 @@ from kvcheck.reference.wire import (
     error_frame,
     ok_frame,
     pack,
+    send_frame_bytes,
 )
 
 log = logging.getLogger("kvcheck.server")
@@ -133,7 +134,7 @@ class _PeerSender:
                                 batch.append(self.recv.receive_nowait())
                             except trio.WouldBlock:
                                 break
-                        await stream.send_all(_peer_frame(coalesce_appends(batch)))
+                        await send_frame_bytes(stream, _peer_frame(coalesce_appends(batch)))
                         for m in batch:
                             if m.type is raft.MessageType.SNAP:
                                 node.report_snapshot(m.to, True)
@@ -303,8 +304,15 @@ class ClientSession:
             data = encode_frame(frame)
         except WireError as exc:
             data = encode_frame(error_frame(frame.get("id"), exc))
-        async with self.lock:
-            await self.stream.send_all(data)
+        if self.lock.locked():
+            async with self.lock:
+                await self.stream.send_all(data)
+            return
+        self.lock.acquire_nowait()  # nobody is mid-write: try the socket directly first
+        try:
+            await send_frame_bytes(self.stream, data)
+        finally:
+            self.lock.release()
 
     async def serve(self) -> None:
         try:

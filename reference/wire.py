@@ -17,6 +17,7 @@ is one of ``ErrorCode`` and tells the client whether the outcome is definite.
 
 from __future__ import annotations
 
+import os
 import struct
 from enum import StrEnum
 from typing import Any
@@ -163,11 +164,50 @@ class FrameReader:
         self._stream = stream
         self._buf = bytearray()
         self._max = max_frame
+        # A plain TCP stream is read straight from its socket (see ``_receive``).
+        self._sock = stream.socket if type(stream) is trio.SocketStream else None
+        self._more = False  # the last direct read filled its buffer: more may be waiting
+
+    async def _receive(self, max_bytes: int) -> bytes | bytearray:
+        """The next chunk of the stream (b"" at its end).
+
+        On a plain TCP socket this waits for readability first and then reads directly, unless
+        the previous read filled its buffer: ``receive_some`` would try a read that usually
+        fails (the peer is waiting for our answer) and yield to the scheduler around it, two
+        costly steps per frame. Closing the stream from another task still wakes the wait
+        with ClosedResourceError, and a broken connection raises OSError, as before.
+        """
+        sock = self._sock
+        if sock is None:
+            return await self._stream.receive_some(max_bytes)
+        fd = sock.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the stream was closed")
+        if self._more:
+            try:
+                chunk = os.read(fd, max_bytes)
+            except BlockingIOError:
+                pass
+            else:
+                self._more = len(chunk) == max_bytes
+                await trio.lowlevel.checkpoint()  # never read a fast sender without yielding
+                return chunk
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            fd = sock.fileno()
+            if fd < 0:
+                raise trio.ClosedResourceError("the stream was closed")
+            try:
+                chunk = os.read(fd, max_bytes)
+            except BlockingIOError:  # a spurious wakeup
+                continue
+            self._more = len(chunk) == max_bytes
+            return chunk
 
     async def _fill(self, n: int) -> bool:
         """Ensure at least n buffered bytes; False on a clean EOF before any byte."""
         while len(self._buf) < n:
-            chunk = await self._stream.receive_some(max(65536, n - len(self._buf)))
+            chunk = await self._receive(max(65536, n - len(self._buf)))
             if not chunk:
                 if not self._buf:
                     return False
@@ -187,7 +227,7 @@ class FrameReader:
             remaining = length
             while remaining:
                 if not self._buf:
-                    chunk = await self._stream.receive_some(min(remaining, 1 << 20))
+                    chunk = await self._receive(min(remaining, 1 << 20))
                     if not chunk:
                         raise BadFrame("connection closed inside an oversize frame")
                     self._buf += chunk
@@ -200,6 +240,32 @@ class FrameReader:
         payload = bytes(self._buf[_HEADER.size : _HEADER.size + length])
         del self._buf[: _HEADER.size + length]
         return unpack(payload)
+
+
+def send_now(stream: trio.abc.SendStream, data: bytes) -> int:
+    """Write what the kernel takes of ``data`` right now, without a trio checkpoint.
+
+    ``trio.SocketStream.send_all`` yields to the scheduler around every send even when the
+    socket buffer has room, which is most of the cost of a small reply. On a plain TCP stream
+    this writes straight to the (non-blocking) socket and returns how many bytes went out; the
+    caller awaits ``send_all`` for the rest. It returns 0 for any other stream (TLS) or a full
+    buffer. The caller must be the only writer of ``stream`` at that moment (no ``send_all``
+    of it in progress). A broken connection raises OSError, as ``send_all`` would.
+    """
+    if type(stream) is not trio.SocketStream:
+        return 0
+    try:
+        return os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        return 0
+
+
+async def send_frame_bytes(stream: trio.abc.SendStream, data: bytes) -> None:
+    """``stream.send_all(data)``, writing directly first when the socket has room (see
+    ``send_now``); only the part the kernel did not take is sent through trio."""
+    sent = send_now(stream, data)
+    if sent < len(data):
+        await stream.send_all(memoryview(data)[sent:] if sent else data)
 
 
 def request_frame(
