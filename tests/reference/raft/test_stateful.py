@@ -48,6 +48,9 @@ class RaftSchedule(RuleBasedStateMachine):
         )
         self.counter = 0
         self.pending_reads: dict[bytes, int] = {}  # ctx -> committed index when asked
+        # Answered reads: a duplicated ReadIndex request (or response) is answered again, as in
+        # etcd-raft; the driver ignores the repeat, and it must still respect the floor.
+        self.answered_reads: dict[bytes, int] = {}
 
     @initialize(seed=st.integers(0, 2**16), pre_vote=st.booleans(), check_quorum=st.booleans(),
                 warm=st.sampled_from([None, 1, 2, 3]))
@@ -87,7 +90,10 @@ class RaftSchedule(RuleBasedStateMachine):
             return
         for rs in rd.read_states:
             floor = self.pending_reads.pop(rs.request_ctx, None)
-            assert floor is not None, f"read state for unknown ctx {rs.request_ctx!r}"
+            if floor is None:
+                floor = self.answered_reads.get(rs.request_ctx)
+            assert floor is not None, f"read state for a ctx never asked {rs.request_ctx!r}"
+            self.answered_reads[rs.request_ctx] = floor
             assert rs.index >= floor, (
                 f"ReadIndex {rs.request_ctx!r} answered {rs.index} but {floor} was already "
                 "committed when it was requested"
