@@ -8,8 +8,10 @@ outcome, feed the watch hub. Usage: python benchmarks/kv_apply.py [--n N] [--key
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from kvcheck.reference.kv import KVStateMachine
 from kvcheck.reference.kv.requests import (
@@ -53,6 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=20_000, help="entries per figure")
     parser.add_argument("--keys", type=int, default=1_000, help="distinct keys")
+    parser.add_argument("--wal-seconds", type=float, default=3.0,
+                        help="time per WAL batch size (0: skip the WAL figures)")
     args = parser.parse_args()
     n, nkeys = args.n, args.keys
     value = b"v" * 100
@@ -99,6 +103,13 @@ def main() -> None:
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"{'snapshot + restore after the puts':<44} {elapsed * 1000:>10,.1f} ms wall "
           f"{cpu * 1000:>8,.1f} ms cpu ({len(snap):,} bytes, {m.revision - 1} versions)")
+    if args.wal_seconds > 0:
+        # The WAL half of issue 4's figures: appends/s with an fsync per batch of 1, 16, 256.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import wal_append
+
+        print()
+        wal_append.main(["--seconds", str(args.wal_seconds), "--batches", "1,16,256"])
 
 
 if __name__ == "__main__":
