@@ -55,8 +55,7 @@ class SimNetwork:
         self.stats = NetworkStats()
         self._heap: list[tuple[float, int, int, int, Any]] = []
         self._seq = 0
-        self._wakeup = trio.Event()
-        self._sleeping_until = -math.inf  # while the delivery task runs, no wakeup is needed
+        self._sleep: trio.CancelScope | None = None  # the delivery task's sleep, while it sleeps
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
 
     # -- topology ---------------------------------------------------------------------
@@ -122,35 +121,38 @@ class SimNetwork:
             self._seq += 1
             when = self.quantize(now + self._latency(src, dst))
             heapq.heappush(self._heap, (when, self._seq, src, dst, payload))
-            if when < self._sleeping_until:  # wake the delivery task only if it sleeps too long
-                self._wakeup.set()
+            sleep = self._sleep
+            if sleep is not None and when < sleep.deadline:
+                # Move the sleeping delivery task's deadline earlier instead of waking it
+                # to re-sleep: no scheduler pass is spent on the change.
+                sleep.deadline = when
 
     async def run(self) -> None:
-        """Deliver queued messages when their time comes (runs for the whole simulation)."""
+        """Deliver queued messages when their time comes (runs for the whole simulation).
+
+        Between deliveries the task sleeps in a cancel scope whose deadline is the earliest
+        queued delivery; ``send`` lowers that deadline for an earlier message, so the task
+        wakes exactly when the next message is due and never just to re-sleep."""
+        heap = self._heap
         while True:
-            if not self._heap:
-                self._wakeup = trio.Event()
-                self._sleeping_until = math.inf
-                await self._wakeup.wait()
-                continue
-            when = self._heap[0][0]
-            if when > trio.current_time():
-                self._wakeup = trio.Event()
-                self._sleeping_until = when
-                with trio.move_on_at(when):
-                    await self._wakeup.wait()
-                self._sleeping_until = -math.inf
-                continue
-            _, _, src, dst, payload = heapq.heappop(self._heap)
-            receiver = self._receivers.get(dst)
-            if receiver is None:
-                self.stats.dropped_down += 1
-                continue
-            if (src, dst) in self.blocked:  # partitioned while in flight
-                self.stats.dropped_blocked += 1
-                continue
-            self.stats.delivered += 1
-            receiver(src, payload)
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, src, dst, payload = heapq.heappop(heap)
+                receiver = self._receivers.get(dst)
+                if receiver is None:
+                    self.stats.dropped_down += 1
+                    continue
+                if (src, dst) in self.blocked:  # partitioned while in flight
+                    self.stats.dropped_blocked += 1
+                    continue
+                self.stats.delivered += 1
+                receiver(src, payload)
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
+                self._sleep = sleep
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._sleep = None
 
     def pending(self) -> int:
         return len(self._heap)
