@@ -8,7 +8,7 @@ exponential jitter, plus the packet-delay fault's extra delay), so messages on a
 reorder whenever the jitter exceeds their spacing. Deliveries wait in one heap ordered by
 (time, sequence number), and one task hands them to the destination's inbox when their time
 comes: no task per message, and a deterministic order for equal times. Delivery times are
-rounded up to a 1 ms grid (``grid``), so messages due in the same millisecond wake their
+rounded up to a time grid (``grid``, 1 ms by default), so messages due in the same millisecond wake their
 receivers once: the simulation's cost is dominated by trio scheduler passes.
 
 A link is blocked as a directed pair (src, dst); ``block``/``heal`` implement every partition
@@ -42,15 +42,18 @@ class SimNetwork:
     """Message delivery between simulated endpoints (node ids)."""
 
     def __init__(self, rng: random.Random, *, base_latency: tuple[float, float] = (0.0002, 0.0008),
-                 jitter: float = 0.0002, grid: float = 0.001) -> None:
+                 jitter: float = 0.0002, grid: float = 0.001, loss: float = 0.0,
+                 duplicate: float = 0.0) -> None:
         self.rng = rng
         self.grid = grid
         self.base_latency = base_latency
         self.jitter = jitter
         self.link_latency: dict[tuple[int, int], float] = {}
         self.blocked: set[tuple[int, int]] = set()
-        self.loss = 0.0
-        self.duplicate = 0.0
+        self.base_loss = loss  # baseline probabilities; the packet fault adds to them
+        self.base_duplicate = duplicate
+        self.loss = loss
+        self.duplicate = duplicate
         self.extra_delay = 0.0
         self.stats = NetworkStats()
         self._heap: list[tuple[float, int, int, int, Any]] = []
@@ -82,7 +85,10 @@ class SimNetwork:
                 raise ValueError(f"packet {name} probability must be in [0, 1], not {p}")
         if delay < 0:
             raise ValueError(f"packet delay must be >= 0, not {delay}")
-        self.loss, self.extra_delay, self.duplicate = loss, delay, duplicate
+        # Independent causes: a packet survives the baseline and the fault.
+        self.loss = _either(self.base_loss, loss)
+        self.duplicate = _either(self.base_duplicate, duplicate)
+        self.extra_delay = delay
 
     def quantize(self, t: float) -> float:
         """Round a delivery time up to the network's time grid: messages due in the same
@@ -156,4 +162,10 @@ class SimNetwork:
 
     def pending(self) -> int:
         return len(self._heap)
+
+
+def _either(p: float, q: float) -> float:
+    """The probability that at least one of two independent events happens (exactly ``q``
+    when ``p`` is 0, so a fault alone draws the same numbers as before baselines existed)."""
+    return q if p == 0 else p if q == 0 else 1.0 - (1.0 - p) * (1.0 - q)
 
