@@ -495,7 +495,13 @@ class Node:
         assert self.raw is not None
         while True:
             await self.clock.sleep(self.config.tick_interval)
-            self._call(self.raw.tick)
+            raw = self.raw
+            if self._in_ready:
+                self._call(raw.tick)
+            else:
+                raw.tick()
+                if raw.has_ready():  # most ticks (a follower's) leave nothing to do: no wakeup
+                    self._kick()
             self._expire_deadlines()
 
     def _expire_deadlines(self) -> None:

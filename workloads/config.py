@@ -1,25 +1,72 @@
 """A run's configuration: everything needed to replay it, as written to config.json.
 
 ``RunConfig`` holds the command-line options (workload, faults, target, nodes, concurrency,
-time limit, rate, seed, timeouts, bug switches) and the fault schedule drawn from the seed.
-``kvcheck replay`` reads config.json back with ``RunConfig.from_json``, which validates every
-field and names the one that is wrong, and re-runs it exactly: the schedule is taken from the
-file, not drawn again.
+time limit, rate, seed, timeouts, bug switches), the fault schedule drawn from the seed, and
+every other parameter that shapes a run, written out in full so a replay never depends on
+the code's defaults: ``network`` (the simulated network's link latency range, jitter, time
+grid, client latency, baseline loss and duplication) and ``node`` (every ``NodeConfig``
+field: tick interval, election and heartbeat ticks, snapshot count, request timeout, ...),
+plus the final-read and startup times. ``kvcheck replay`` reads config.json back with
+``RunConfig.from_json``, which validates every field and names the one that is wrong, and
+re-runs it exactly: the schedule is taken from the file, not drawn again. A file written
+before these sections existed (config version 1) is read with the values pinned for that
+version in ``V1_PARAMETERS``, never with whatever the code's defaults are today.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from kvcheck.reference.bugs import Bugs
+from kvcheck.reference.node import NodeConfig
 from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, Fault, make_schedule, parse_faults
 from kvcheck.workloads.workload import WORKLOADS
 
 TARGETS = ("sim", "local")
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+
+# The simulated network (workloads/sim/network.py): a base one-way latency per directed link
+# drawn once from ``base_latency`` [low, high], plus exponential jitter of mean ``jitter``;
+# delivery times rounded up to ``grid``; a client request and its reply each take
+# ``client_latency`` [low, high]; ``loss`` and ``duplicate`` are baseline probabilities that
+# the packet fault adds to.
+NETWORK_DEFAULTS: dict[str, Any] = {
+    "base_latency": [0.0002, 0.0008],
+    "jitter": 0.0002,
+    "grid": 0.001,
+    "client_latency": [0.0002, 0.001],
+    "loss": 0.0,
+    "duplicate": 0.0,
+}
+
+# NodeConfig fields a run configures (id and name come from the node's slot).
+NODE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name not in ("id", "name"))
+
+
+def node_defaults() -> dict[str, Any]:
+    """Every configurable NodeConfig field with its default, as config.json records it."""
+    base = NodeConfig(id=1)
+    return {name: getattr(base, name) for name in NODE_FIELDS}
+
+
+# What a version-1 config.json (no network/node sections) ran with: pinned here, not taken
+# from today's defaults.
+V1_PARAMETERS: dict[str, Any] = {
+    "network": {"base_latency": [0.0002, 0.0008], "jitter": 0.0002, "grid": 0.001,
+                "client_latency": [0.0002, 0.001], "loss": 0.0, "duplicate": 0.0},
+    "node": {"tick_interval": 0.1, "election_tick": 10, "heartbeat_tick": 1, "pre_vote": True,
+             "check_quorum": True, "request_timeout": 5.0, "snapshot_count": 10_000,
+             "snapshot_catchup_entries": 5_000, "quota_bytes": 2 * 1024**3,
+             "max_request_bytes": 1536 * 1024, "lease_check_interval": 0.5,
+             "progress_notify_interval": 10.0, "watch_buffer": 1024, "cluster_id": 0},
+    "final_read_time": 10.0,
+    "startup_timeout": 10.0,
+}
 
 
 class ConfigError(ValueError):
@@ -44,6 +91,10 @@ class RunConfig:
     bugs: list[str] = field(default_factory=list)
     schedule: list[Fault] = field(default_factory=list)
     model: str = "cas-register"
+    network: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(NETWORK_DEFAULTS))
+    node: dict[str, Any] = field(default_factory=node_defaults)
+    final_read_time: float = 10.0  # the final phase's reads after recovery, seconds
+    startup_timeout: float = 10.0  # the cluster's time to elect a leader before time 0
     version: int = CONFIG_VERSION
 
     def validate(self) -> None:
@@ -79,6 +130,54 @@ class RunConfig:
             Bugs.from_names(self.bugs)
         except ValueError as exc:
             raise ConfigError(f"bugs: {exc}") from None
+        for name in ("final_read_time", "startup_timeout"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"{name}: must be a positive number of seconds, not {v}")
+        self._validate_network()
+        self._validate_node()
+
+    def _validate_network(self) -> None:
+        net = self.network
+        if not isinstance(net, dict):
+            raise ConfigError(f"network: expected an object, got {net!r}")
+        _check_keys("network", net, tuple(NETWORK_DEFAULTS))
+        for name in ("base_latency", "client_latency"):
+            v = net[name]
+            if not (isinstance(v, list) and len(v) == 2 and all(_is_number(x) for x in v)
+                    and 0 <= v[0] <= v[1] and math.isfinite(v[1])):
+                raise ConfigError(f"network.{name}: expected [low, high] seconds with "
+                                  f"0 <= low <= high, got {v!r}")
+        for name in ("jitter", "grid"):
+            v = net[name]
+            if not (_is_number(v) and v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"network.{name}: expected seconds >= 0, got {v!r}")
+        for name in ("loss", "duplicate"):
+            v = net[name]
+            if not (_is_number(v) and 0 <= v <= 1):
+                raise ConfigError(f"network.{name}: expected a probability in [0, 1], got {v!r}")
+
+    def _validate_node(self) -> None:
+        node = self.node
+        if not isinstance(node, dict):
+            raise ConfigError(f"node: expected an object, got {node!r}")
+        _check_keys("node", node, NODE_FIELDS)
+        defaults = node_defaults()
+        for name in NODE_FIELDS:
+            v, d = node[name], defaults[name]
+            ok = isinstance(v, bool) if isinstance(d, bool) else (
+                isinstance(v, int) and not isinstance(v, bool) if isinstance(d, int) else _is_number(v))
+            if not ok:
+                raise ConfigError(f"node.{name}: expected {type(d).__name__}, got {v!r}")
+            if not isinstance(d, bool) and name != "cluster_id" and not v > 0:
+                raise ConfigError(f"node.{name}: must be positive, got {v!r}")
+        if node["heartbeat_tick"] >= node["election_tick"]:
+            raise ConfigError(f"node: heartbeat_tick ({node['heartbeat_tick']}) must be below "
+                              f"election_tick ({node['election_tick']})")
+
+    def node_config(self, node_id: int, name: str) -> NodeConfig:
+        """The NodeConfig of one member of this run."""
+        return dataclasses.replace(NodeConfig(id=node_id, name=name), **self.node)
 
     @property
     def node_ids(self) -> list[int]:
@@ -105,6 +204,10 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown field(s) {', '.join(unknown)}")
         kwargs = dict(d)
+        if kwargs.get("version", CONFIG_VERSION) == 1:
+            for name, value in V1_PARAMETERS.items():
+                kwargs.setdefault(name, copy.deepcopy(value))
+            kwargs["version"] = CONFIG_VERSION
         try:
             kwargs["schedule"] = [Fault.from_json(x) for x in d.get("schedule", [])]
         except (ValueError, TypeError) as exc:
@@ -112,6 +215,7 @@ class RunConfig:
         types: dict[str, type | tuple[type, ...]] = {"nodes": int, "concurrency": int, "seed": int, "keys": int, "version": int,
                  "time_limit": (int, float), "client_timeout": (int, float),
                  "recovery_timeout": (int, float), "recovery_quiet": (int, float),
+                 "final_read_time": (int, float), "startup_timeout": (int, float),
                  "workload": str, "target": str, "model": str}
         for name, typ in types.items():
             if name in kwargs and (not isinstance(kwargs[name], typ) or isinstance(kwargs[name], bool)):
@@ -126,6 +230,23 @@ class RunConfig:
                 raise ConfigError(f"{name}: expected a list of names, got {v!r}")
         if kwargs.get("version", CONFIG_VERSION) != CONFIG_VERSION:
             raise ConfigError(f"version: this kvcheck reads config version {CONFIG_VERSION}, not {kwargs['version']}")
+        for name in V1_PARAMETERS:
+            if name not in kwargs:
+                raise ConfigError(f"{name}: missing (config version {CONFIG_VERSION} records every "
+                                  "parameter that shapes a run)")
         cfg = cls(**kwargs)
         cfg.validate()
         return cfg
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_keys(section: str, d: dict[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"{section}: unknown parameter(s) {', '.join(unknown)}")
+    missing = [k for k in known if k not in d]
+    if missing:
+        raise ConfigError(f"{section}: missing parameter(s) {', '.join(missing)}")

@@ -252,7 +252,8 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
     options = RunnerOptions(concurrency=config.concurrency, time_limit=config.time_limit,
                             rate=config.rate, client_timeout=config.client_timeout,
                             recovery_timeout=config.recovery_timeout,
-                            recovery_quiet=config.recovery_quiet)
+                            recovery_quiet=config.recovery_quiet,
+                            final_read_time=config.final_read_time)
     runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
                     on_phase=on_phase)
     times = await runner.run()

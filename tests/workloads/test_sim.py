@@ -100,3 +100,59 @@ def test_same_seed_same_bytes_across_hash_seeds_and_replay(tmp_path: Path) -> No
     runs = sorted((tmp_path / "h1" / "store" / "kv").iterdir())
     assert len(runs) == 2
     assert runs[0].joinpath("history.jsonl").read_bytes() == runs[1].joinpath("history.jsonl").read_bytes()
+
+
+def _write_latencies(out: RunOutcome) -> list[float]:
+    """Simulated seconds from invoke to ok of each successful write."""
+    return [(c.completion.time - c.invoke.time) / 1e9 for c in pair_calls(out.execution.ops)
+            if c.outcome == "ok" and c.completion is not None and c.invoke.f == "write"]
+
+
+def test_replay_reads_every_run_parameter_from_config_json(tmp_path: Path) -> None:
+    """config.json records the network and node parameters in full; `kvcheck replay` of a
+    config.json edited to a 20-30 ms link latency runs with that latency (every write then
+    waits at least one leader-follower round trip of >= 40 ms), not with the code's default
+    sub-millisecond LAN latency, and the edited config replays to the same bytes again."""
+    from kvcheck.workloads.config import NODE_FIELDS
+    from kvcheck.workloads.run import replay_run_dir
+
+    out = sim(tmp_path / "a", faults=[], time_limit=3.0, seed=2)
+    config = json.loads((out.run_dir / "config.json").read_text())
+    assert config["network"]["base_latency"] == [0.0002, 0.0008]
+    assert set(config["node"]) == set(NODE_FIELDS) and config["node"]["tick_interval"] == 0.1
+    fast = _write_latencies(out)
+    assert fast and min(fast) < 0.04
+
+    config["network"]["base_latency"] = [0.02, 0.03]
+    (out.run_dir / "config.json").write_text(json.dumps(config))
+    slow_out, same = replay_run_dir(out.run_dir, tmp_path / "b", progress=False)
+    assert not same  # a different latency is a different run
+    assert json.loads((slow_out.run_dir / "config.json").read_text())["network"]["base_latency"] == [0.02, 0.03]
+    slow = _write_latencies(slow_out)
+    assert slow and min(slow) >= 0.04, min(slow)
+    _, same = replay_run_dir(slow_out.run_dir, tmp_path / "c", progress=False)
+    assert same
+
+
+def test_config_json_parameters_are_validated_and_version_1_is_pinned() -> None:
+    from kvcheck.workloads.config import V1_PARAMETERS, ConfigError
+
+    good = RunConfig(workload="register").to_json()
+    for edit, message in (
+        (lambda c: c["network"].pop("jitter"), r"network: missing parameter\(s\) jitter"),
+        (lambda c: c["network"].update(base_latency=[0.5, 0.1]), "network.base_latency"),
+        (lambda c: c["network"].update(loss=2), r"network.loss: expected a probability"),
+        (lambda c: c["node"].update(election_tick="10"), "node.election_tick: expected int"),
+        (lambda c: c["node"].update(heartbeat_tick=10), "heartbeat_tick .* must be below election_tick"),
+        (lambda c: c["node"].update(colour=1), r"node: unknown parameter\(s\) colour"),
+        (lambda c: c.pop("node"), "node: missing"),
+    ):
+        bad = json.loads(json.dumps(good))
+        edit(bad)
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.from_json(bad)
+    old = {k: v for k, v in good.items() if k not in V1_PARAMETERS}
+    old["version"] = 1
+    v1 = RunConfig.from_json(old)
+    assert v1.network == V1_PARAMETERS["network"] and v1.node == V1_PARAMETERS["node"]
+    assert v1.version == 2

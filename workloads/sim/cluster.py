@@ -43,7 +43,7 @@ from kvcheck.reference.bugs import Bugs
 from kvcheck.reference.client import Failed, Indeterminate
 from kvcheck.reference.disk import StorageDisk
 from kvcheck.reference.kv import requests as kvr
-from kvcheck.reference.node import Member, Node, NodeConfig
+from kvcheck.reference.node import Member, Node
 from kvcheck.reference.storage import DataDir, MemoryFileSystem
 from kvcheck.reference.wire import ErrorCode, WireError
 from kvcheck.workloads.config import RunConfig
@@ -58,9 +58,6 @@ if TYPE_CHECKING:
     from kvcheck.workloads.run import Execution, Progress
 
 T = TypeVar("T")
-
-CLIENT_LATENCY = (0.0002, 0.001)  # one way, seconds
-
 
 @dataclass
 class Slot:
@@ -109,13 +106,16 @@ class SimTransport:
 class SimCluster:
     """The cluster of one simulation (create inside ``trio.run``; ``await start(nursery)``)."""
 
-    def __init__(self, config: RunConfig, *, node_config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.seed = config.seed
         self.bugs = Bugs.from_names(config.bugs)
-        self.net = SimNetwork(substream(self.seed, "network"))
+        net = config.network  # every parameter from the config (config.json), none from defaults
+        self.net = SimNetwork(substream(self.seed, "network"), base_latency=tuple(net["base_latency"]),
+                              jitter=net["jitter"], grid=net["grid"], loss=net["loss"],
+                              duplicate=net["duplicate"])
+        self.client_latency: tuple[float, float] = tuple(net["client_latency"])
         self.slots: dict[int, Slot] = {}
-        self.node_config = node_config or {}
         self.findings: list[str] = []
         self._nursery: trio.Nursery | None = None
         self._disk_rng = substream(self.seed, "disk")
@@ -148,7 +148,7 @@ class SimCluster:
     async def _start_node(self, slot: Slot) -> None:
         assert self._nursery is not None
         slot.incarnation += 1
-        cfg = NodeConfig(id=slot.id, name=f"n{slot.id}", **self.node_config)
+        cfg = self.config.node_config(slot.id, f"n{slot.id}")
         disk = SimDisk(DataDir(slot.fs, "data"))
         node = Node(cfg, SimTransport(self.net, slot.id), disk, slot.clock,
                     substream(self.seed, "node", slot.id, slot.incarnation),
@@ -410,7 +410,7 @@ class SimClient:
 
     async def _hop(self) -> None:
         net = self.cluster.net
-        when = net.quantize(trio.current_time() + self.cluster._client_rng.uniform(*CLIENT_LATENCY))
+        when = net.quantize(trio.current_time() + self.cluster._client_rng.uniform(*self.cluster.client_latency))
         await trio.sleep_until(when)
 
     async def call(self, fn: Callable[[Node, float], Awaitable[T]], *, write: bool) -> T:
@@ -575,7 +575,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
         async with trio.open_nursery() as nursery:
             await cluster.start(nursery)
             # Let the cluster elect a leader before the workload's time 0.
-            await cluster.wait_healthy(10.0)
+            await cluster.wait_healthy(config.startup_timeout)
             recorder = Recorder(trio.current_time)
             rec = recorder
             rec.on_event(lambda op: progress.event(op, rec.now()))

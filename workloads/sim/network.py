@@ -8,7 +8,7 @@ exponential jitter, plus the packet-delay fault's extra delay), so messages on a
 reorder whenever the jitter exceeds their spacing. Deliveries wait in one heap ordered by
 (time, sequence number), and one task hands them to the destination's inbox when their time
 comes: no task per message, and a deterministic order for equal times. Delivery times are
-rounded up to a 1 ms grid (``grid``), so messages due in the same millisecond wake their
+rounded up to a time grid (``grid``, 1 ms by default), so messages due in the same millisecond wake their
 receivers once: the simulation's cost is dominated by trio scheduler passes.
 
 A link is blocked as a directed pair (src, dst); ``block``/``heal`` implement every partition
@@ -42,21 +42,23 @@ class SimNetwork:
     """Message delivery between simulated endpoints (node ids)."""
 
     def __init__(self, rng: random.Random, *, base_latency: tuple[float, float] = (0.0002, 0.0008),
-                 jitter: float = 0.0002, grid: float = 0.001) -> None:
+                 jitter: float = 0.0002, grid: float = 0.001, loss: float = 0.0,
+                 duplicate: float = 0.0) -> None:
         self.rng = rng
         self.grid = grid
         self.base_latency = base_latency
         self.jitter = jitter
         self.link_latency: dict[tuple[int, int], float] = {}
         self.blocked: set[tuple[int, int]] = set()
-        self.loss = 0.0
-        self.duplicate = 0.0
+        self.base_loss = loss  # baseline probabilities; the packet fault adds to them
+        self.base_duplicate = duplicate
+        self.loss = loss
+        self.duplicate = duplicate
         self.extra_delay = 0.0
         self.stats = NetworkStats()
         self._heap: list[tuple[float, int, int, int, Any]] = []
         self._seq = 0
-        self._wakeup = trio.Event()
-        self._sleeping_until = -math.inf  # while the delivery task runs, no wakeup is needed
+        self._sleep: trio.CancelScope | None = None  # the delivery task's sleep, while it sleeps
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
 
     # -- topology ---------------------------------------------------------------------
@@ -83,7 +85,10 @@ class SimNetwork:
                 raise ValueError(f"packet {name} probability must be in [0, 1], not {p}")
         if delay < 0:
             raise ValueError(f"packet delay must be >= 0, not {delay}")
-        self.loss, self.extra_delay, self.duplicate = loss, delay, duplicate
+        # Independent causes: a packet survives the baseline and the fault.
+        self.loss = _either(self.base_loss, loss)
+        self.duplicate = _either(self.base_duplicate, duplicate)
+        self.extra_delay = delay
 
     def quantize(self, t: float) -> float:
         """Round a delivery time up to the network's time grid: messages due in the same
@@ -122,36 +127,45 @@ class SimNetwork:
             self._seq += 1
             when = self.quantize(now + self._latency(src, dst))
             heapq.heappush(self._heap, (when, self._seq, src, dst, payload))
-            if when < self._sleeping_until:  # wake the delivery task only if it sleeps too long
-                self._wakeup.set()
+            sleep = self._sleep
+            if sleep is not None and when < sleep.deadline:
+                # Move the sleeping delivery task's deadline earlier instead of waking it
+                # to re-sleep: no scheduler pass is spent on the change.
+                sleep.deadline = when
 
     async def run(self) -> None:
-        """Deliver queued messages when their time comes (runs for the whole simulation)."""
+        """Deliver queued messages when their time comes (runs for the whole simulation).
+
+        Between deliveries the task sleeps in a cancel scope whose deadline is the earliest
+        queued delivery; ``send`` lowers that deadline for an earlier message, so the task
+        wakes exactly when the next message is due and never just to re-sleep."""
+        heap = self._heap
         while True:
-            if not self._heap:
-                self._wakeup = trio.Event()
-                self._sleeping_until = math.inf
-                await self._wakeup.wait()
-                continue
-            when = self._heap[0][0]
-            if when > trio.current_time():
-                self._wakeup = trio.Event()
-                self._sleeping_until = when
-                with trio.move_on_at(when):
-                    await self._wakeup.wait()
-                self._sleeping_until = -math.inf
-                continue
-            _, _, src, dst, payload = heapq.heappop(self._heap)
-            receiver = self._receivers.get(dst)
-            if receiver is None:
-                self.stats.dropped_down += 1
-                continue
-            if (src, dst) in self.blocked:  # partitioned while in flight
-                self.stats.dropped_blocked += 1
-                continue
-            self.stats.delivered += 1
-            receiver(src, payload)
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, src, dst, payload = heapq.heappop(heap)
+                receiver = self._receivers.get(dst)
+                if receiver is None:
+                    self.stats.dropped_down += 1
+                    continue
+                if (src, dst) in self.blocked:  # partitioned while in flight
+                    self.stats.dropped_blocked += 1
+                    continue
+                self.stats.delivered += 1
+                receiver(src, payload)
+            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
+                self._sleep = sleep
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._sleep = None
 
     def pending(self) -> int:
         return len(self._heap)
+
+
+def _either(p: float, q: float) -> float:
+    """The probability that at least one of two independent events happens (exactly ``q``
+    when ``p`` is 0, so a fault alone draws the same numbers as before baselines existed)."""
+    return q if p == 0 else p if q == 0 else 1.0 - (1.0 - p) * (1.0 - q)
 
