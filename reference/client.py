@@ -38,6 +38,15 @@ from kvcheck.reference.wire import (
 DEFAULT_TIMEOUT = 5.0
 
 
+
+def cas_compare(key: bytes, expected: bytes | None) -> kvr.Compare:
+    """The compare of a cas-as-txn: ``key`` holds ``expected`` (None: ``key`` is absent)."""
+    if expected is None:
+        return kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VERSION,
+                           key=key, version=0)
+    return kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VALUE,
+                       key=key, value=expected)
+
 class ClientError(Exception):
     """A request that did not succeed; ``code`` says why."""
 
@@ -388,13 +397,7 @@ class Client:
     async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
         """Compare-and-set as a txn: if key's value is ``expected`` (None: the key is absent)
         put ``new``. ``succeeded`` tells whether the swap happened."""
-        if expected is None:
-            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VERSION,
-                              key=key, version=0)
-        else:
-            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VALUE,
-                              key=key, value=expected)
-        return await self.txn([cmp], [kvr.PutRequest(key=key, value=new)])
+        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
 
     async def compact(self, revision: int, physical: bool = False) -> kvr.CompactionResponse:
         req = kvr.CompactionRequest(revision=revision, physical=physical)

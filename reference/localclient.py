@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from kvcheck.reference.client import DEFAULT_TIMEOUT, Failed, Indeterminate
+from kvcheck.reference.client import DEFAULT_TIMEOUT, Failed, Indeterminate, cas_compare
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.node import Node
 from kvcheck.reference.wire import ErrorCode, WireError
@@ -119,11 +119,7 @@ class LocalClient:
         return resp
 
     async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
-        if expected is None:
-            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VERSION, key=key, version=0)
-        else:
-            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VALUE, key=key, value=expected)
-        return await self.txn([cmp], [kvr.PutRequest(key=key, value=new)])
+        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
 
     async def lease_grant(self, ttl: int, lease_id: int = 0) -> kvr.LeaseGrantResponse:
         resp: kvr.LeaseGrantResponse = await self._write(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id))

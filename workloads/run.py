@@ -146,7 +146,7 @@ def compare_failed_ops(ops: list[Op]) -> list[Op]:
     """
     from kvcheck.checker.history import pair_calls
 
-    refused = set()
+    refused: set[int] = set()
     for call in pair_calls(ops):
         c = call.completion
         if call.f == "cas" and c is not None and c.type == "fail" and c.error != COMPARE_FAILED:

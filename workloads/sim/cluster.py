@@ -40,7 +40,7 @@ import trio.testing
 
 from kvcheck.reference import raft
 from kvcheck.reference.bugs import Bugs
-from kvcheck.reference.client import Failed, Indeterminate
+from kvcheck.reference.client import Failed, Indeterminate, cas_compare
 from kvcheck.reference.disk import StorageDisk
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.node import Member, Node
@@ -508,13 +508,7 @@ class SimClient:
         return resp
 
     async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
-        if expected is None:
-            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VERSION,
-                              key=key, version=0)
-        else:
-            cmp = kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.VALUE,
-                              key=key, value=expected)
-        return await self.txn([cmp], [kvr.PutRequest(key=key, value=new)])
+        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
 
     async def lease_grant(self, ttl: int, lease_id: int = 0) -> kvr.LeaseGrantResponse:
         resp: kvr.LeaseGrantResponse = await self._write(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id))
