@@ -100,7 +100,7 @@ def collect_files(paths: tuple[Path, ...]) -> list[HistoryFile]:
 
 
 def check_file(hf: HistoryFile, model: Any, fmt: str | None, timeout: float | None,
-               memory_limit_mb: int | None) -> FileResult:
+               memory_limit_mb: int | None, independent: bool = False) -> FileResult:
     """Read and check one file; a malformed file gives a FileResult with ``error`` set."""
     from kvcheck.checker.linearizable import check_history
 
@@ -109,7 +109,7 @@ def check_file(hf: HistoryFile, model: Any, fmt: str | None, timeout: float | No
     try:
         ops, found_fmt = read_history(hf.path, fmt)
         parse_seconds = time.perf_counter() - t0
-        if model.keyed and not any(op.key is not None for op in ops if not op.is_nemesis):
+        if (independent or model.keyed) and not any(op.key is not None for op in ops if not op.is_nemesis):
             ops = _split_keys(ops, name)
         try:
             result = check_history(ops, model, timeout=timeout, memory_limit_mb=memory_limit_mb)
@@ -306,12 +306,16 @@ def write_file_report(r: FileResult, out_path: Path) -> None:
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               metavar="OUT.html", help="Draw the HTML report for the (one) history file checked.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="The history format (default: detected).")
+@click.option("--independent", is_flag=True,
+              help="Values are Jepsen independent-key pairs [k v]: split them and check each key "
+                   "on its own, whatever the model (keyed models such as kv always split).")
 @click.option("--fail-cas-means-compare-failed", is_flag=True,
               help="Read a failed cas as 'the compare failed' (as etcd tests record it), "
                    "not as 'did not happen'.")
 def check(paths: tuple[Path, ...], model_spec: str | None, init_text: str | None,
           timeout: float | None, memory_limit: int | None, as_json: bool, out: Path | None,
-          report_path: Path | None, fmt: str | None, fail_cas_means_compare_failed: bool) -> int:
+          report_path: Path | None, fmt: str | None, independent: bool,
+          fail_cas_means_compare_failed: bool) -> int:
     """Check history files (or directories of them) for linearizability.
 
     A ``kvcheck run`` directory (config.json + history.jsonl) is re-checked with the model its
@@ -338,7 +342,7 @@ def check(paths: tuple[Path, ...], model_spec: str | None, init_text: str | None
     results = []
     for hf in files:
         try:
-            r = check_file(hf, model, fmt, timeout, memory_limit)
+            r = check_file(hf, model, fmt, timeout, memory_limit, independent)
         except KvcheckError:
             raise
         except Exception:  # a bug: say so, and never exit 1, which would read as "invalid"

@@ -313,3 +313,22 @@ def test_run_directory_is_rechecked_with_its_own_model(tmp_path: Path) -> None:
     assert (run_dir / "report.html").is_file()
     proc = subprocess_run(run_dir, "--model", "register")
     assert proc.returncode == ExitCode.USAGE
+
+
+def test_independent_splits_key_value_pairs_for_any_model(tmp_path: Path) -> None:
+    # Jepsen's independent cas-register: values are [k v], a cas [k [old new]].
+    rows = [
+        {"process": 0, "type": "invoke", "f": "write", "value": ["a", 1]},
+        {"process": 0, "type": "ok", "f": "write", "value": ["a", 1]},
+        {"process": 1, "type": "invoke", "f": "cas", "value": ["b", [None, 5]]},
+        {"process": 1, "type": "ok", "f": "cas", "value": ["b", [None, 5]]},
+        {"process": 2, "type": "invoke", "f": "read", "value": ["a", None]},
+        {"process": 2, "type": "ok", "f": "read", "value": ["a", 1]},
+        {"process": 2, "type": "invoke", "f": "read", "value": ["b", None]},
+        {"process": 2, "type": "ok", "f": "read", "value": ["b", None]},  # stale: b was 5
+    ]
+    path = write(tmp_path / "independent.jsonl", rows)
+    code, out, _ = run(path, "--model", "cas-register", "--independent", "--json")
+    assert code == ExitCode.INVALID
+    keys = json.loads(out)["files"][0]["keys"]
+    assert keys["a"]["valid"] is True and keys["b"]["valid"] is False
