@@ -62,6 +62,14 @@ def emit_json(obj: Any) -> None:
     click.echo(json.dumps(_bytes_to_json(obj), sort_keys=True))
 
 
+def emit(ctx: CtlContext, body: Any, text: str) -> None:
+    """The answer: ``body`` as JSON with ``-w json``, else the one-line ``text``."""
+    if ctx.fmt == "json":
+        emit_json(body)
+    else:
+        click.echo(text)
+
+
 def run_client(ctx: CtlContext, fn: Callable[[Client], Awaitable[T]]) -> T:
     async def main() -> T:
         async with open_client(ctx.endpoints, timeout=ctx.timeout, ssl_context=ctx.ssl_context) as client:
@@ -615,10 +623,7 @@ def member_add_cmd(ctx: CtlContext, name: str, peer_urls: str, client_urls: str,
 def member_remove_cmd(ctx: CtlContext, member_id: str) -> int:
     mid = parse_hex_id(member_id, "member")
     body = run_client(ctx, lambda c: c.member_remove(mid))
-    if ctx.fmt == "json":
-        emit_json(body)
-    else:
-        click.echo(f"Member {mid:x} removed from cluster")
+    emit(ctx, body, f"Member {mid:x} removed from cluster")
     return 0
 
 
@@ -628,10 +633,7 @@ def member_remove_cmd(ctx: CtlContext, member_id: str) -> int:
 def member_promote_cmd(ctx: CtlContext, member_id: str) -> int:
     mid = parse_hex_id(member_id, "member")
     body = run_client(ctx, lambda c: c.member_promote(mid))
-    if ctx.fmt == "json":
-        emit_json(body)
-    else:
-        click.echo(f"Member {mid:x} promoted in cluster")
+    emit(ctx, body, f"Member {mid:x} promoted in cluster")
     return 0
 
 
@@ -642,10 +644,7 @@ def move_leader_cmd(ctx: CtlContext, member_id: str) -> int:
     """Transfer leadership to MEMBER_ID (hex)."""
     mid = parse_hex_id(member_id, "member")
     body = run_client(ctx, lambda c: c.move_leader(mid))
-    if ctx.fmt == "json":
-        emit_json(body)
-    else:
-        click.echo(f"Leadership transferred to {mid:x}")
+    emit(ctx, body, f"Leadership transferred to {mid:x}")
     return 0
 
 
