@@ -417,30 +417,20 @@ def start_metrics(node: Node, host: str, port: int) -> Any:
     class NodeCollector:
         def collect(self) -> Any:
             m = node.metrics
-            c = CounterMetricFamily("kvcheck_server_proposals_committed", "Proposals committed and applied.")
-            c.add_metric([], m.proposals_committed)
-            yield c
-            c = CounterMetricFamily("kvcheck_server_proposals_failed", "Proposals that failed or timed out.")
-            c.add_metric([], m.proposals_failed)
-            yield c
-            c = CounterMetricFamily("kvcheck_server_leader_changes_seen", "Leader changes seen.")
-            c.add_metric([], m.leader_changes)
-            yield c
-            g = GaugeMetricFamily("kvcheck_server_has_leader", "1 if a leader is known.")
-            g.add_metric([], 1 if node.leader else 0)
-            yield g
-            g = GaugeMetricFamily("kvcheck_server_is_leader", "1 if this member leads.")
-            g.add_metric([], 1 if node.is_leader else 0)
-            yield g
-            g = GaugeMetricFamily("kvcheck_mvcc_db_total_size_in_bytes", "Bytes stored by the state machine (what the quota counts).")
-            g.add_metric([], node.db_size)
-            yield g
-            g = GaugeMetricFamily("kvcheck_debugging_mvcc_watcher_total", "Active watchers.")
-            g.add_metric([], node.watcher_count)
-            yield g
-            g = GaugeMetricFamily("kvcheck_server_applied_index", "Applied index.")
-            g.add_metric([], node.applied)
-            yield g
+            series: list[tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str, float]] = [
+                (CounterMetricFamily, "kvcheck_server_proposals_committed", "Proposals committed and applied.", m.proposals_committed),
+                (CounterMetricFamily, "kvcheck_server_proposals_failed", "Proposals that failed or timed out.", m.proposals_failed),
+                (CounterMetricFamily, "kvcheck_server_leader_changes_seen", "Leader changes seen.", m.leader_changes),
+                (GaugeMetricFamily, "kvcheck_server_has_leader", "1 if a leader is known.", 1 if node.leader else 0),
+                (GaugeMetricFamily, "kvcheck_server_is_leader", "1 if this member leads.", 1 if node.is_leader else 0),
+                (GaugeMetricFamily, "kvcheck_mvcc_db_total_size_in_bytes", "Bytes stored by the state machine (what the quota counts).", node.db_size),
+                (GaugeMetricFamily, "kvcheck_debugging_mvcc_watcher_total", "Active watchers.", node.watcher_count),
+                (GaugeMetricFamily, "kvcheck_server_applied_index", "Applied index.", node.applied),
+            ]
+            for family, name, doc, value in series:
+                metric = family(name, doc)
+                metric.add_metric([], value)
+                yield metric
             h = HistogramMetricFamily("kvcheck_server_apply_duration_seconds", "Time to apply a batch of committed entries.")
             # apply_buckets already count observations <= each bound (cumulative)
             buckets = [(str(bound), count) for bound, count in zip(APPLY_BUCKETS, m.apply_buckets, strict=True)]
