@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import trio
-import trio.testing
 
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.workloads.config import RunConfig
@@ -14,21 +13,23 @@ from kvcheck.workloads.determinism import deterministic_trio
 from kvcheck.workloads.sim.clock import SimClock
 from kvcheck.workloads.sim.cluster import SimClient, SimCluster
 from kvcheck.workloads.sim.network import SimNetwork
+from kvcheck.workloads.sim.scheduler import SimScheduler
 
 
 def run(fn, seed: int = 1):  # type: ignore[no-untyped-def]
     with deterministic_trio(seed):
-        return trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(fn, clock=SimScheduler())
 
 
 def test_network_latency_blocking_loss_duplication() -> None:
     async def main() -> dict[str, list[tuple[float, int, object]]]:
-        net = SimNetwork(random.Random(1))
+        sched = SimScheduler.current()
+        net = SimNetwork(random.Random(1), sched)
         got: dict[str, list[tuple[float, int, object]]] = {"2": [], "3": []}
         net.attach(2, lambda src, m: got["2"].append((trio.current_time(), src, m)))
         net.attach(3, lambda src, m: got["3"].append((trio.current_time(), src, m)))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(net.run)
+            await nursery.start(sched.run)
             t0 = trio.current_time()
             for i in range(100):
                 net.send(1, 2, i)
@@ -54,7 +55,7 @@ def test_network_latency_blocking_loss_duplication() -> None:
 
 def test_clock_rate_offset_and_pause() -> None:
     async def main() -> list[float]:
-        clock = SimClock()
+        clock = SimClock(SimScheduler.current())
         out = [clock.now()]
         clock.set(2.0, 0.0)
         await trio.sleep(1.0)

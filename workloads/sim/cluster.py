@@ -1,4 +1,4 @@
-"""The simulation target: 3 to 7 real ``Node`` objects in one trio run under MockClock.
+"""The simulation target: 3 to 7 real ``Node`` objects in one trio run in virtual time.
 
 Each node is the same ``kvcheck.reference.node.Node`` the TCP server runs, given simulated
 shells for its three protocols:
@@ -7,7 +7,10 @@ shells for its three protocols:
 - Disk: the storage package's ``DataDir`` on a per-node ``MemoryFileSystem`` through the
   server's ``StorageDisk`` (inline, no threads), so a power loss (``crash_disk``) loses what
   was not fsynced and may tear the last write, while a process kill keeps the page cache;
-- Clock: ``SimClock`` (per-node rate and offset over MockClock time).
+- Clock: ``SimClock`` (per-node rate and offset over the run's virtual time).
+
+Time is ``SimScheduler``'s (trio's clock for the run, and the heap of timers for ticks,
+message deliveries and client hops): it jumps to the next event whenever every task waits.
 
 Clients are in-process (``SimClient``, implementing the reference client's ``KVClient``
 interface): a request travels to a node with a small latency, calls the node's async method
@@ -36,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
-import trio.testing
 
 from kvcheck.reference import raft
 from kvcheck.reference.bugs import Bugs
@@ -53,6 +55,7 @@ from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
 from kvcheck.workloads.sim.clock import SimClock
 from kvcheck.workloads.sim.network import SimNetwork
+from kvcheck.workloads.sim.scheduler import SimScheduler
 
 if TYPE_CHECKING:
     from kvcheck.workloads.run import Execution, Progress
@@ -110,8 +113,9 @@ class SimCluster:
         self.config = config
         self.seed = config.seed
         self.bugs = Bugs.from_names(config.bugs)
+        self.scheduler = sched = SimScheduler.current()
         net = config.network  # every parameter from the config (config.json), none from defaults
-        self.net = SimNetwork(substream(self.seed, "network"), base_latency=tuple(net["base_latency"]),
+        self.net = SimNetwork(substream(self.seed, "network"), sched, base_latency=tuple(net["base_latency"]),
                               jitter=net["jitter"], grid=net["grid"], loss=net["loss"],
                               duplicate=net["duplicate"])
         self.client_latency: tuple[float, float] = tuple(net["client_latency"])
@@ -122,7 +126,7 @@ class SimCluster:
         self._client_rng = substream(self.seed, "client-latency")
         self._origin = trio.current_time()
         for i in config.node_ids:
-            self.slots[i] = Slot(i, SimClock(), MemoryFileSystem())
+            self.slots[i] = Slot(i, SimClock(sched), MemoryFileSystem())
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -138,7 +142,7 @@ class SimCluster:
 
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        nursery.start_soon(self.net.run)
+        await nursery.start(self.scheduler.run)
         for i in self.node_ids:
             await self._start_node(self.slots[i])
 
@@ -328,7 +332,7 @@ class SimCluster:
         except (WireError, trio.TooSlowError) as exc:
             self._log(slot, f"member add failed: {exc}")
             return None
-        new = Slot(member.id, SimClock(), MemoryFileSystem(), join=True)
+        new = Slot(member.id, SimClock(self.scheduler), MemoryFileSystem(), join=True)
         self.slots[member.id] = new
         await self._start_node(new)
         return member.id
@@ -409,9 +413,10 @@ class SimClient:
         return ids[next(self._rotation) % len(ids)]
 
     async def _hop(self) -> None:
-        net = self.cluster.net
-        when = net.quantize(trio.current_time() + self.cluster._client_rng.uniform(*self.cluster.client_latency))
-        await trio.sleep_until(when)
+        cluster = self.cluster
+        sched = cluster.scheduler
+        when = cluster.net.quantize(sched.current_time() + cluster._client_rng.uniform(*cluster.client_latency))
+        await sched.sleep_until(when)
 
     async def call(self, fn: Callable[[Node, float], Awaitable[T]], *, write: bool) -> T:
         """Send one request until a definite answer or the timeout (see reference.client)."""
@@ -429,7 +434,7 @@ class SimClient:
                 tried.add(target)  # connection refused: nothing was sent
                 if self._preferred == target:
                     self._preferred = None
-                await trio.sleep(min(0.05 * attempt, 0.3))
+                await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
                 continue
             node = slot.node
             remaining = deadline - trio.current_time()
@@ -446,7 +451,7 @@ class SimClient:
                     tried.add(target)
                     self._preferred = err.leader if err.leader else None
                     if not err.leader:
-                        await trio.sleep(min(0.05 * attempt, 0.3))
+                        await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
                     continue
                 if err.code in (ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE):
                     maybe_applied = maybe_applied or (write and slot.node is not node) or \
@@ -454,7 +459,7 @@ class SimClient:
                     tried.add(target)
                     if self._preferred == target:
                         self._preferred = None
-                    await trio.sleep(min(0.05 * attempt, 0.3))
+                    await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
                     continue
                 if err.code.indeterminate and write:
                     raise Indeterminate(err.code, err.message, cause=err) from None
@@ -543,7 +548,7 @@ class SimClient:
 
 
 def execute_sim(config: RunConfig, progress: Progress) -> Execution:
-    """Run ``config`` in the simulation: one deterministic ``trio.run`` under MockClock."""
+    """Run ``config`` in the simulation: one deterministic ``trio.run`` in virtual time."""
     from kvcheck.workloads.run import Execution
 
     records: list[str] = []
@@ -586,7 +591,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     logger.propagate = False  # the store's warnings go to cluster.log, not the terminal
     try:
         with deterministic_trio(config.seed):
-            return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+            return trio.run(main, clock=SimScheduler())
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved[0])

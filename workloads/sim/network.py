@@ -5,10 +5,10 @@ Every message goes through ``send(src, dst, payload)``, which decides its fate a
 the network's random substream: dropped (a blocked link, random loss), or delivered once or
 twice (duplication) after a latency drawn for that link (a base latency per directed link plus
 exponential jitter, plus the packet-delay fault's extra delay), so messages on a link
-reorder whenever the jitter exceeds their spacing. Deliveries wait in one heap ordered by
-(time, sequence number), and one task hands them to the destination's inbox when their time
-comes: no task per message, and a deterministic order for equal times. Delivery times are
-rounded up to a time grid (``grid``, 1 ms by default), so messages due in the same millisecond wake their
+reorder whenever the jitter exceeds their spacing. Each delivery is a callback timer of the
+simulation's ``SimScheduler`` (one heap ordered by (time, sequence number)): no task per
+message, and a deterministic order for equal times. Delivery times are rounded up to a time
+grid (``grid``, 1 ms by default), so messages due in the same millisecond wake their
 receivers once: the simulation's cost is dominated by trio scheduler passes.
 
 A link is blocked as a directed pair (src, dst); ``block``/``heal`` implement every partition
@@ -18,14 +18,14 @@ wait in its inbox until it resumes (the kernel would buffer them).
 
 from __future__ import annotations
 
-import heapq
+import functools
 import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import trio
+from kvcheck.workloads.sim.scheduler import SimScheduler
 
 
 @dataclass(slots=True)
@@ -41,10 +41,11 @@ class NetworkStats:
 class SimNetwork:
     """Message delivery between simulated endpoints (node ids)."""
 
-    def __init__(self, rng: random.Random, *, base_latency: tuple[float, float] = (0.0002, 0.0008),
+    def __init__(self, rng: random.Random, scheduler: SimScheduler, *, base_latency: tuple[float, float] = (0.0002, 0.0008),
                  jitter: float = 0.0002, grid: float = 0.001, loss: float = 0.0,
                  duplicate: float = 0.0) -> None:
         self.rng = rng
+        self.scheduler = scheduler
         self.grid = grid
         self.base_latency = base_latency
         self.jitter = jitter
@@ -56,9 +57,7 @@ class SimNetwork:
         self.duplicate = duplicate
         self.extra_delay = 0.0
         self.stats = NetworkStats()
-        self._heap: list[tuple[float, int, int, int, Any]] = []
-        self._seq = 0
-        self._sleep: trio.CancelScope | None = None  # the delivery task's sleep, while it sleeps
+        self.in_flight = 0
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
 
     # -- topology ---------------------------------------------------------------------
@@ -122,46 +121,27 @@ class SimNetwork:
         if self.duplicate > 0 and self.rng.random() < self.duplicate:
             copies = 2
             self.stats.duplicated += 1
-        now = trio.current_time()
+        sched = self.scheduler
+        now = sched.current_time()
         for _ in range(copies):
-            self._seq += 1
             when = self.quantize(now + self._latency(src, dst))
-            heapq.heappush(self._heap, (when, self._seq, src, dst, payload))
-            sleep = self._sleep
-            if sleep is not None and when < sleep.deadline:
-                # Move the sleeping delivery task's deadline earlier instead of waking it
-                # to re-sleep: no scheduler pass is spent on the change.
-                sleep.deadline = when
+            self.in_flight += 1
+            sched.call_at(when, functools.partial(self._arrive, src, dst, payload))
 
-    async def run(self) -> None:
-        """Deliver queued messages when their time comes (runs for the whole simulation).
-
-        Between deliveries the task sleeps in a cancel scope whose deadline is the earliest
-        queued delivery; ``send`` lowers that deadline for an earlier message, so the task
-        wakes exactly when the next message is due and never just to re-sleep."""
-        heap = self._heap
-        while True:
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                _, _, src, dst, payload = heapq.heappop(heap)
-                receiver = self._receivers.get(dst)
-                if receiver is None:
-                    self.stats.dropped_down += 1
-                    continue
-                if (src, dst) in self.blocked:  # partitioned while in flight
-                    self.stats.dropped_blocked += 1
-                    continue
-                self.stats.delivered += 1
-                receiver(src, payload)
-            with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as sleep:
-                self._sleep = sleep
-                try:
-                    await trio.sleep_forever()
-                finally:
-                    self._sleep = None
+    def _arrive(self, src: int, dst: int, payload: Any) -> None:
+        self.in_flight -= 1
+        receiver = self._receivers.get(dst)
+        if receiver is None:
+            self.stats.dropped_down += 1
+        elif (src, dst) in self.blocked:  # partitioned while in flight
+            self.stats.dropped_blocked += 1
+        else:
+            self.stats.delivered += 1
+            receiver(src, payload)
 
     def pending(self) -> int:
-        return len(self._heap)
+        """Messages sent and not yet delivered or dropped."""
+        return self.in_flight
 
 
 def _either(p: float, q: float) -> float:

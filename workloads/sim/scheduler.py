@@ -1,0 +1,178 @@
+"""The simulation's time: trio's clock for the whole run, and one timer heap for every wakeup.
+
+Why: a simulated second costs what the trio scheduler passes in it cost. Under
+``MockClock(autojump_threshold=0)`` every advance of virtual time is a scheduler pass of its
+own (trio waits for I/O with a zero timeout, finds nothing, jumps the clock, and only the
+next pass expires deadlines), and every ``trio.sleep`` is a cancel scope whose expiry raises
+``Cancelled`` through the sleeper's frames. This module removes both costs for the timers
+the simulation owns (the nodes' tick and lease timers, the network's deliveries, the
+clients' hops), which are most of its wakeups.
+
+How: ``SimScheduler`` is a ``trio.abc.Clock`` whose time is purely virtual. trio asks the
+clock ``deadline_to_sleep_time(deadline)`` only when no task can run, i.e. when the whole
+simulation is idle; the clock then moves time straight to the earlier of trio's next deadline
+and its own next timer, wakes the tasks whose timers are due (``trio.lowlevel.reschedule``)
+and answers "sleep 0": the woken tasks run in that same pass. Timers are kept in one heap
+ordered by (time, sequence number), so equal times fire in the order they were set, and the
+run stays deterministic. A timer is either a sleeping task (``sleep_until``; cancelling the
+task removes its timer) or a callback (``call_at``), which the scheduler's own task runs
+(never code inside the clock hook: a failing callback fails that task, not trio's loop).
+
+trio's own deadlines (``move_on_after``, ``fail_after``, ``trio.sleep``) keep working: they
+are the other half of "the earlier of" above. Nothing in a simulation may wait for real I/O
+or threads: time jumps whenever every task is blocked, as with MockClock's autojump.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+# What trio is told when nothing at all is scheduled (a deadlocked simulation): wait, as
+# trio would with no deadline (Ctrl-C still interrupts the wait).
+_IDLE_FOREVER = 86400.0
+
+
+class Timer:
+    """A pending wakeup: a task to reschedule or a callback to run. ``cancel`` is idempotent."""
+
+    __slots__ = ("callback", "cancelled", "task", "when")
+
+    def __init__(self, when: float, task: trio.lowlevel.Task | None,
+                 callback: Callable[[], None] | None) -> None:
+        self.when = when
+        self.task = task
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class SimScheduler(trio.abc.Clock):
+    """Virtual time for one ``trio.run`` (pass as ``clock=``) and its timers.
+
+    Start ``run`` in the simulation's nursery (``await nursery.start(scheduler.run)``) before
+    calling ``call_at``; ``sleep_until`` and ``sleep`` work without it."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = 0
+        self._callbacks: deque[Callable[[], None]] = deque()
+        self._runner: trio.lowlevel.Task | None = None  # the task running callbacks
+        self._runner_parked = False
+        self.jumps = 0  # time advances (statistics for benchmarks)
+        self.fired = 0  # timers fired
+
+    @staticmethod
+    def current() -> SimScheduler:
+        """The running simulation's scheduler (it must be trio's clock for this run)."""
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, SimScheduler):
+            raise RuntimeError("the simulation must run under trio.run(..., clock=SimScheduler())")
+        return clock
+
+    # -- trio.abc.Clock ---------------------------------------------------------------------
+
+    def start_clock(self) -> None:
+        return None
+
+    def current_time(self) -> float:
+        return self._now
+
+    def deadline_to_sleep_time(self, deadline: float) -> float:
+        # trio calls this only when no task is runnable: the simulation is idle until the
+        # earlier of trio's next deadline and our next timer. Move time there now.
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        ours = heap[0][0] if heap else math.inf
+        target = min(ours, deadline)
+        if target == math.inf:
+            return _IDLE_FOREVER
+        if target > self._now:
+            self._now = target
+            self.jumps += 1
+        if ours <= self._now:
+            self._fire()
+        return 0.0
+
+    def _fire(self) -> None:
+        heap, now = self._heap, self._now
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)[2]
+            if timer.cancelled:
+                continue
+            timer.cancelled = True  # fired: a late cancel() is a no-op
+            self.fired += 1
+            if timer.task is not None:
+                trio.lowlevel.reschedule(timer.task)
+            elif timer.callback is not None:
+                self._callbacks.append(timer.callback)
+        if self._callbacks and self._runner_parked and self._runner is not None:
+            self._runner_parked = False
+            trio.lowlevel.reschedule(self._runner)
+
+    def _push(self, when: float, task: trio.lowlevel.Task | None,
+              callback: Callable[[], None] | None) -> Timer:
+        timer = Timer(when, task, callback)
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, timer))
+        return timer
+
+    # -- timers -----------------------------------------------------------------------------
+
+    async def sleep_until(self, when: float) -> None:
+        """Sleep until virtual time ``when`` (a checkpoint, like ``trio.sleep_until``)."""
+        if when <= self._now:
+            await trio.lowlevel.checkpoint()
+            return
+        timer = self._push(when, trio.lowlevel.current_task(), None)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            timer.cancel()
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self._now + max(0.0, seconds))
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback()`` in the scheduler's task at virtual time ``when`` (at the next
+        idle moment if ``when`` has passed). Callbacks due at one time run in the order they
+        were set; they must not block."""
+        if self._runner is None:
+            raise RuntimeError("SimScheduler.run is not running: start it in the simulation's nursery")
+        return self._push(when, None, callback)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run due callbacks (for the whole simulation)."""
+        if self._runner is not None:
+            raise RuntimeError("SimScheduler.run is already running")
+        self._runner = trio.lowlevel.current_task()
+        task_status.started()
+        callbacks = self._callbacks
+        try:
+            while True:
+                while callbacks:
+                    callbacks.popleft()()
+                self._runner_parked = True
+                await trio.lowlevel.wait_task_rescheduled(self._abort_park)
+        finally:
+            self._runner = None
+            self._runner_parked = False
+
+    def _abort_park(self, _: Any) -> trio.lowlevel.Abort:
+        self._runner_parked = False
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def pending(self) -> int:
+        """Timers not yet fired or cancelled."""
+        return sum(1 for _, _, t in self._heap if not t.cancelled)
