@@ -10,6 +10,12 @@ the generator's random substream) and gets back:
 - ``Wait(until)`` — ask again at that time, or when any op completes if ``until`` is None,
 - ``None`` — this generator is exhausted for this thread.
 
+A ``Wait`` marked ``shared`` promises that any other thread asking at this time would get the
+same wait (e.g. the rate limiter's "no op before t", which no thread can pass): the
+dispatcher then stops asking the other free threads. A generator whose answer depends on the
+thread (``mix``, ``concurrency``, ``each_thread``, ``phases``) drops the mark of what it
+passes on; an unmarked wait is the safe default for user generators.
+
 Combinators wrap generators: ``mix`` (random choice), ``stagger``/``rate`` (spacing between
 ops, shared by all threads), ``limit``, ``time_limit``, ``concurrency`` (only the first n
 threads draw ops), ``once_each`` (a fixed list of ops handed out once, e.g. final reads),
@@ -43,6 +49,12 @@ class Wait:
     whichever comes first; ``until=None`` waits for a completion only."""
 
     until: float | None = None
+    shared: bool = False  # every thread asking now would get this same wait
+
+
+def private(r: Result) -> Result:
+    """``r`` without the ``shared`` mark: for combinators whose answer depends on the thread."""
+    return Wait(r.until) if isinstance(r, Wait) and r.shared else r
 
 
 @dataclass(slots=True)
@@ -109,7 +121,7 @@ class Mix(Base):
                 waits.append(r)
             else:
                 return r
-        return merge_waits(waits)
+        return private(merge_waits(waits))  # per-thread exhausted sets: never shared
 
 
 def merge_waits(waits: Sequence[Wait]) -> Wait | None:
@@ -153,7 +165,7 @@ class TimeLimit(Base):
             return None
         r = self.gen.next(ctx)
         if isinstance(r, Wait) and (r.until is None or r.until >= self.deadline):
-            return Wait(self.deadline)  # wake up at the deadline at the latest
+            return Wait(self.deadline, r.shared)  # wake up at the deadline at the latest
         return r
 
 
@@ -172,7 +184,7 @@ class Stagger(Base):
         if self.next_time is None:
             self.next_time = ctx.time
         if ctx.time < self.next_time:
-            return Wait(self.next_time)
+            return Wait(self.next_time, shared=True)  # no thread may start an op before it
         r = self.gen.next(ctx)
         if isinstance(r, OpSpec):
             self.next_time = max(self.next_time, ctx.time) + ctx.rng.uniform(0, 2 * self.dt)
@@ -191,7 +203,7 @@ class Concurrency(Base):
     def next(self, ctx: Context) -> Result:
         if ctx.thread >= self.n:
             return None
-        return self.gen.next(ctx)
+        return private(self.gen.next(ctx))
 
 
 class OnceEach(Base):
@@ -217,7 +229,7 @@ class EachThread(Base):
         gen = self.copies.get(ctx.thread)
         if gen is None:
             gen = self.copies[ctx.thread] = self.factory()
-        return gen.next(ctx)
+        return private(gen.next(ctx))
 
 
 class Phases(Base):
@@ -245,7 +257,7 @@ class Phases(Base):
             if isinstance(r, OpSpec):
                 self.in_flight += 1
                 r.watchers.append(self)
-            return r
+            return private(r)
         return None
 
     def complete(self, ctx: Context, spec: OpSpec, outcome: str) -> None:

@@ -124,7 +124,8 @@ class Runner:
         thread (in a seeded random order: any free thread may take the next op, and runs
         stay deterministic) and hands ops to the workers;
         it sleeps until the earliest Wait deadline or the next completion. Busy threads are
-        not asked, so a worker wakes only for its own op."""
+        not asked, so a worker wakes only for its own op; after a ``shared`` Wait (one that
+        every thread would get, such as the rate limiter's) the rest of the round is skipped."""
         threads = self.options.concurrency
         sends: list[trio.MemorySendChannel[OpSpec | None]] = []
         free: list[int] = []
@@ -155,6 +156,8 @@ class Runner:
                             progress = True
                         elif isinstance(r, Wait):
                             waits.append(r)
+                            if r.shared:  # every other free thread would get the same wait
+                                break
                         else:
                             free.remove(thread)
                             sends[thread].send_nowait(r)

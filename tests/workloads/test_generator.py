@@ -71,7 +71,24 @@ def test_time_limit_caps_waits_at_the_deadline() -> None:
     g = gen.time_limit(1.0, gen.stagger(10.0, const("a")))
     assert isinstance(g.next(ctx(t=0.0)), OpSpec)
     r = g.next(ctx(t=0.0))
-    assert r == Wait(1.0) or (isinstance(r, OpSpec))
+    assert r == Wait(1.0, shared=True) or (isinstance(r, OpSpec))
+
+
+def test_shared_waits_only_where_every_thread_would_get_them() -> None:
+    # The rate limiter's wait holds for every thread: the dispatcher may stop asking.
+    g = gen.stagger(10.0, const("a"))
+    assert isinstance(g.next(ctx(t=0.0)), OpSpec)
+    w = g.next(ctx(t=0.0, thread=1, threads=3))
+    assert isinstance(w, Wait) and w.shared
+    assert g.next(ctx(t=0.0, thread=2, threads=3)) == w
+    # Combinators whose answer depends on the thread pass the wait on unmarked.
+    for wrapped in (gen.concurrency(2, gen.stagger(10.0, const("a"))),
+                    gen.each_thread(lambda: gen.stagger(10.0, const("a"))),
+                    gen.mix([gen.stagger(10.0, const("a"))]),
+                    gen.phases(gen.stagger(10.0, const("a")))):
+        assert isinstance(wrapped.next(ctx(t=0.0)), OpSpec)
+        w = wrapped.next(ctx(t=0.0))
+        assert isinstance(w, Wait) and not w.shared, wrapped
 
 
 def test_stagger_spaces_ops_by_dt_on_average() -> None:
