@@ -45,6 +45,10 @@ class StorageDisk:
     async def _run(self, fn: Callable[[], T]) -> T:
         if self.offload:
             return await trio.to_thread.run_sync(fn)
+        return await self._inline(fn)
+
+    async def _inline(self, fn: Callable[[], T]) -> T:
+        """Run quick file work in the event loop, then let other tasks run."""
         result = fn()
         await trio.lowlevel.checkpoint()
         return result
@@ -75,8 +79,7 @@ class StorageDisk:
         if sync:
             await self._run(work)
         else:  # no fsync (only the commit index moved): a buffered write, done inline
-            work()
-            await trio.lowlevel.checkpoint()
+            await self._inline(work)
 
     async def save_snapshot(self, snapshot: raft.Snapshot) -> None:
         meta = snapshot.meta

@@ -464,17 +464,15 @@ class Node:
         """A Raft message from a peer (the Transport calls this)."""
         if self.raw is None or not self.running:
             return
-        raw = self.raw
+        self._call(functools.partial(self._step, self.raw, msg))
 
-        def step() -> None:
-            try:
-                raw.step(msg)
-            except raft.StepError as exc:
-                log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
-            except Exception:  # a message from the network must never stop the member
-                log.exception("node %d: stepping %s from %d failed", self.id, msg.type.name, msg.from_)
-
-        self._call(step)
+    def _step(self, raw: raft.RawNode, msg: raft.Message) -> None:
+        try:
+            raw.step(msg)
+        except raft.StepError as exc:
+            log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
+        except Exception:  # a message from the network must never stop the member
+            log.exception("node %d: stepping %s from %d failed", self.id, msg.type.name, msg.from_)
 
     def report_unreachable(self, node_id: int) -> None:
         if self.raw is not None and self.running:
@@ -536,7 +534,8 @@ class Node:
                     self._in_ready = False
                 self._run_deferred()
                 self._issue_reads()
-                await self._maybe_snapshot()
+                if self.applied - self.snapshot_index >= self.config.snapshot_count:
+                    await self._maybe_snapshot()
 
     async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
         self._observe_soft_state(rd.soft_state)

@@ -103,12 +103,16 @@ class RaftLog:
     # --- indices and terms ---
 
     def first_index(self) -> int:
-        i = self.unstable.maybe_first_index()
-        return i if i is not None else self.storage.first_index()
+        snap = self.unstable.snapshot  # Unstable.maybe_first_index, inlined: a hot path
+        return snap.meta.index + 1 if snap is not None else self.storage.first_index()
 
     def last_index(self) -> int:
-        i = self.unstable.maybe_last_index()
-        return i if i is not None else self.storage.last_index()
+        unstable = self.unstable  # Unstable.maybe_last_index, inlined: a hot path
+        if unstable.entries:
+            return unstable.offset + len(unstable.entries) - 1
+        if unstable.snapshot is not None:
+            return unstable.snapshot.meta.index
+        return self.storage.last_index()
 
     def stable_last_index(self) -> int:
         """The last index known persisted: everything before the unstable entries."""
@@ -120,12 +124,15 @@ class RaftLog:
 
     def term(self, i: int) -> int:
         """Term of entry ``i``; raises Compacted / Unavailable outside the known range."""
+        unstable = self.unstable
+        if unstable.offset <= i < unstable.offset + len(unstable.entries):
+            return unstable.entries[i - unstable.offset].term  # the common case: a new entry
         dummy = self.first_index() - 1
         if i < dummy:
             raise Compacted(f"term({i}): compacted up to {dummy}")
         if i > self.last_index():
             raise Unavailable(f"term({i}): last index is {self.last_index()}")
-        t = self.unstable.maybe_term(i)
+        t = unstable.maybe_term(i)
         if t is not None:
             return t
         return self.storage.term(i)

@@ -233,21 +233,21 @@ class RawNode:
         """Whether ``ready()`` has work. False while a Ready is outstanding (not advanced)."""
         if self._outstanding is not None:
             return False
+        # The cheap checks first: the driver asks this after every input and every Ready.
         r = self.raft
+        log = r.log
+        if r.msgs or r.read_states or log.unstable.entries or log.unstable.snapshot is not None:
+            return True
         if r.pending_bcast and r.role is Role.LEADER:
             return True
-        if r.soft_state() != self._prev_soft:
+        prev_soft = self._prev_soft
+        if r.lead != prev_soft.leader or r.role is not prev_soft.role:
             return True
-        hs = r.hard_state()
-        if not hs.is_empty() and hs != self._prev_hard:
+        prev_hard = self._prev_hard
+        if (r.term != prev_hard.term or r.vote != prev_hard.vote or log.committed != prev_hard.commit) \
+                and not r.hard_state().is_empty():
             return True
-        return bool(
-            r.log.unstable.snapshot is not None
-            or r.log.unstable.entries
-            or r.msgs
-            or r.read_states
-            or r.log.has_next_committed_entries()
-        )
+        return log.has_next_committed_entries()
 
     def ready(self) -> Ready:
         """The next batch of work. Call ``advance(rd)`` before the next ``ready()``."""

@@ -45,10 +45,11 @@ class MemoryStorage:
 
     def first_index(self) -> int:
         """The first index that may be read with ``entries`` (snapshot index + 1)."""
-        return self._offset() + 1
+        return self._ents[0].index + 1
 
     def last_index(self) -> int:
-        return self._offset() + len(self._ents) - 1
+        ents = self._ents
+        return ents[0].index + len(ents) - 1
 
     def term(self, i: int) -> int:
         """The term of entry ``i``; ``i`` may be the snapshot index (first_index - 1)."""

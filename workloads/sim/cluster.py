@@ -87,7 +87,7 @@ class SimDisk(StorageDisk):
     def __init__(self, datadir: DataDir) -> None:
         super().__init__(datadir, offload=False)
 
-    async def _run(self, fn: Callable[[], T]) -> T:
+    async def _inline(self, fn: Callable[[], T]) -> T:
         return fn()
 
 

@@ -15,8 +15,10 @@ and its own next timer, wakes the tasks whose timers are due (``trio.lowlevel.re
 and answers "sleep 0": the woken tasks run in that same pass. Timers are kept in one heap
 ordered by (time, sequence number), so equal times fire in the order they were set, and the
 run stays deterministic. A timer is either a sleeping task (``sleep_until``; cancelling the
-task removes its timer) or a callback (``call_at``), which the scheduler's own task runs
-(never code inside the clock hook: a failing callback fails that task, not trio's loop).
+task removes its timer) or a callback (``call_at``: a message delivery), which runs right
+there in the clock hook, so what it wakes (a node's Ready loop) runs in the same pass. A
+callback must be quick and must not block; one that raises does not reach trio's loop: the
+scheduler's guard task (``run``) re-raises it, failing the simulation with its traceback.
 
 trio's own deadlines (``move_on_after``, ``fail_after``, ``trio.sleep``) keep working: they
 are the other half of "the earlier of" above. Nothing in a simulation may wait for real I/O
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -64,9 +65,9 @@ class SimScheduler(trio.abc.Clock):
         self._now = start
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = 0
-        self._callbacks: deque[Callable[[], None]] = deque()
-        self._runner: trio.lowlevel.Task | None = None  # the task running callbacks
-        self._runner_parked = False
+        self._failures: list[Exception] = []  # raised by callbacks, for the guard to re-raise
+        self._guard: trio.lowlevel.Task | None = None  # the task running ``run``
+        self._guard_parked = False
         self.jumps = 0  # time advances (statistics for benchmarks)
         self.fired = 0  # timers fired
 
@@ -104,8 +105,8 @@ class SimScheduler(trio.abc.Clock):
         return 0.0
 
     def _fire(self) -> None:
-        heap, now = self._heap, self._now
-        while heap and heap[0][0] <= now:
+        heap = self._heap
+        while heap and heap[0][0] <= self._now:
             timer = heapq.heappop(heap)[2]
             if timer.cancelled:
                 continue
@@ -114,10 +115,13 @@ class SimScheduler(trio.abc.Clock):
             if timer.task is not None:
                 trio.lowlevel.reschedule(timer.task)
             elif timer.callback is not None:
-                self._callbacks.append(timer.callback)
-        if self._callbacks and self._runner_parked and self._runner is not None:
-            self._runner_parked = False
-            trio.lowlevel.reschedule(self._runner)
+                try:
+                    timer.callback()
+                except Exception as exc:  # never into trio's run loop: the guard re-raises it
+                    self._failures.append(exc)
+        if self._failures and self._guard_parked and self._guard is not None:
+            self._guard_parked = False
+            trio.lowlevel.reschedule(self._guard)
 
     def _push(self, when: float, task: trio.lowlevel.Task | None,
               callback: Callable[[], None] | None) -> Timer:
@@ -145,32 +149,31 @@ class SimScheduler(trio.abc.Clock):
         await self.sleep_until(self._now + max(0.0, seconds))
 
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
-        """Run ``callback()`` in the scheduler's task at virtual time ``when`` (at the next
-        idle moment if ``when`` has passed). Callbacks due at one time run in the order they
-        were set; they must not block."""
-        if self._runner is None:
+        """Call ``callback()`` at virtual time ``when`` (at the next idle moment if ``when``
+        has passed), from the clock hook between scheduler passes: it must be quick, must
+        not block, and may wake tasks. Callbacks due at one time run in the order they were
+        set."""
+        if self._guard is None:
             raise RuntimeError("SimScheduler.run is not running: start it in the simulation's nursery")
         return self._push(when, None, callback)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run due callbacks (for the whole simulation)."""
-        if self._runner is not None:
+        """The guard (for the whole simulation): re-raise the first exception of a callback."""
+        if self._guard is not None:
             raise RuntimeError("SimScheduler.run is already running")
-        self._runner = trio.lowlevel.current_task()
+        self._guard = trio.lowlevel.current_task()
         task_status.started()
-        callbacks = self._callbacks
         try:
-            while True:
-                while callbacks:
-                    callbacks.popleft()()
-                self._runner_parked = True
+            while not self._failures:
+                self._guard_parked = True
                 await trio.lowlevel.wait_task_rescheduled(self._abort_park)
+            raise self._failures[0]
         finally:
-            self._runner = None
-            self._runner_parked = False
+            self._guard = None
+            self._guard_parked = False
 
     def _abort_park(self, _: Any) -> trio.lowlevel.Abort:
-        self._runner_parked = False
+        self._guard_parked = False
         return trio.lowlevel.Abort.SUCCEEDED
 
     def pending(self) -> int:
