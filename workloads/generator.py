@@ -10,9 +10,10 @@ the generator's random substream) and gets back:
 - ``Wait(until)`` — ask again at that time, or when any op completes if ``until`` is None,
 - ``None`` — this generator is exhausted for this thread.
 
-A ``Wait`` marked ``shared`` promises that any other thread asking at this time would get the
-same wait (e.g. the rate limiter's "no op before t", which no thread can pass): the
-dispatcher then stops asking the other free threads. A generator whose answer depends on the
+A ``Wait`` marked ``shared`` promises that any thread asking before its ``until``, whatever
+completes meanwhile, gets the same wait (e.g. the rate limiter's "no op before t", which no
+thread can pass): the dispatcher then stops asking the other free threads and sleeps until
+then. A generator whose answer depends on the
 thread (``mix``, ``concurrency``, ``each_thread``, ``phases``) drops the mark of what it
 passes on; an unmarked wait is the safe default for user generators.
 
@@ -49,7 +50,7 @@ class Wait:
     whichever comes first; ``until=None`` waits for a completion only."""
 
     until: float | None = None
-    shared: bool = False  # every thread asking now would get this same wait
+    shared: bool = False  # every thread asking before ``until`` gets this same wait
 
 
 def private(r: Result) -> Result:

@@ -124,8 +124,9 @@ class Runner:
         thread (in a seeded random order: any free thread may take the next op, and runs
         stay deterministic) and hands ops to the workers;
         it sleeps until the earliest Wait deadline or the next completion. Busy threads are
-        not asked, so a worker wakes only for its own op; after a ``shared`` Wait (one that
-        every thread would get, such as the rate limiter's) the rest of the round is skipped."""
+        not asked, so a worker wakes only for its own op. After a ``shared`` Wait (one that
+        every thread gets until its time, such as the rate limiter's) the rest of the round is
+        skipped and completions before that time do not wake the dispatcher."""
         threads = self.options.concurrency
         sends: list[trio.MemorySendChannel[OpSpec | None]] = []
         free: list[int] = []
@@ -170,7 +171,12 @@ class Runner:
                                        "but no operation is in flight")
                 changed = self._changed
                 untils = [w.until for w in waits if w.until is not None]
-                if untils:
+                if untils and any(w.shared for w in waits):
+                    # Every thread would get this wait until then, whatever completes.
+                    deadline = min(untils)
+                    await trio.sleep_until(origin + deadline)
+                    reached = max(reached, deadline)
+                elif untils:
                     deadline = min(untils)
                     with trio.move_on_at(origin + deadline):
                         await changed.wait()
