@@ -9,8 +9,9 @@ whatever PYTHONHASHSEED is.
 trio shuffles each batch of runnable tasks with a private ``random.Random``
 (``trio._core._run._r``) and, unless its ``_ALLOW_DETERMINISTIC_SCHEDULING`` flag is set,
 also orders the batch by insertion, which follows ``id()`` tie-breaks in its deadline heap.
-``deterministic_trio(seed)`` seeds that generator and sets the flag (trio sorts each batch by
-task creation counter before shuffling) for the duration of one ``trio.run``. These are
+``deterministic_trio(seed)`` replaces that generator with a seeded one and sets the flag
+(trio sorts each batch by task creation counter before shuffling) for the duration of one
+``trio.run``. These are
 private names: trio is pinned to 0.35.0 and tests/workloads/test_determinism.py runs one
 seed in two processes with different PYTHONHASHSEED and compares history hashes.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import trio
 
@@ -41,11 +43,21 @@ def deterministic_trio(seed: int) -> Iterator[None]:
         )
     run_mod = trio._core._run
     saved_flag = run_mod._ALLOW_DETERMINISTIC_SCHEDULING
-    saved_state = run_mod._r.getstate()
+    saved_random = run_mod._r
     run_mod._ALLOW_DETERMINISTIC_SCHEDULING = True  # type: ignore[misc]
-    run_mod._r.seed(f"{seed}:trio-scheduler")
+    run_mod._r = _SchedulerRandom(f"{seed}:trio-scheduler")
     try:
         yield
     finally:
         run_mod._ALLOW_DETERMINISTIC_SCHEDULING = saved_flag  # type: ignore[misc]
-        run_mod._r.setstate(saved_state)
+        run_mod._r = saved_random
+
+
+class _SchedulerRandom(random.Random):
+    """trio's scheduler generator for one run. Most scheduler passes run a single task, and
+    shuffling a list of fewer than two draws nothing: skipping the call gives the same
+    sequence, without its cost on every pass."""
+
+    def shuffle(self, x: Any) -> None:
+        if len(x) > 1:
+            super().shuffle(x)

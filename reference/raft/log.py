@@ -124,9 +124,15 @@ class RaftLog:
 
     def term(self, i: int) -> int:
         """Term of entry ``i``; raises Compacted / Unavailable outside the known range."""
+        # The common cases first: an entry below the unstable tail is the storage's (which
+        # raises Compacted below its snapshot), one inside it is a new entry.
         unstable = self.unstable
-        if unstable.offset <= i < unstable.offset + len(unstable.entries):
-            return unstable.entries[i - unstable.offset].term  # the common case: a new entry
+        offset = unstable.offset
+        if i < offset:
+            if unstable.snapshot is None:
+                return self.storage.term(i)
+        elif i < offset + len(unstable.entries):
+            return unstable.entries[i - offset].term
         dummy = self.first_index() - 1
         if i < dummy:
             raise Compacted(f"term({i}): compacted up to {dummy}")
