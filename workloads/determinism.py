@@ -12,7 +12,7 @@ also orders the batch by insertion, which follows ``id()`` tie-breaks in its dea
 ``deterministic_trio(seed)`` replaces that generator with a seeded one and sets the flag
 (trio sorts each batch by task creation counter before shuffling) for the duration of one
 ``trio.run``. These are
-private names: trio is pinned to 0.35.0 and tests/workloads/test_determinism.py runs one
+private names: trio is pinned to 0.35.0 and tests/workloads/test_sim.py runs one
 seed in two processes with different PYTHONHASHSEED and compares history hashes.
 """
 
