@@ -255,19 +255,21 @@ class RawNode:
             raise RuntimeError("ready() called again before advance() of the previous Ready")
         r = self.raft
         r.flush_proposals()
-        hs = r.hard_state()
+        prev_hard, prev_soft = self._prev_hard, self._prev_soft
+        hard_changed = (r.term, r.vote, r.log.committed) != (prev_hard.term, prev_hard.vote, prev_hard.commit)
+        hs = r.hard_state() if hard_changed else prev_hard
         entries = list(r.log.unstable.entries)
         snapshot = r.log.unstable.snapshot
         rd = Ready(
-            soft_state=r.soft_state(),
-            hard_state=hs if hs != self._prev_hard and not hs.is_empty() else None,
+            soft_state=prev_soft if (r.lead, r.role) == (prev_soft.leader, prev_soft.role) else r.soft_state(),
+            hard_state=hs if hard_changed and not hs.is_empty() else None,
             entries=entries,
             snapshot=snapshot,
             committed_entries=r.log.next_committed_entries(),
             messages=r.msgs,
             read_states=r.read_states,
             must_sync=bool(entries) or snapshot is not None
-            or hs.term != self._prev_hard.term or hs.vote != self._prev_hard.vote,
+            or hs.term != prev_hard.term or hs.vote != prev_hard.vote,
         )
         r.msgs = []
         r.read_states = []
