@@ -440,12 +440,21 @@ class Node:
 
     def _call(self, fn: Callable[[], None]) -> None:
         """Run an input to the Raft core now, or right after the outstanding Ready is advanced
-        (inputs are never interleaved with a Ready being handled)."""
+        (inputs are never interleaved with a Ready being handled). The Ready loop is woken
+        only when there is something for it to do: many inputs (a follower's tick, a late
+        append response) leave nothing."""
         if self._in_ready:
             self._deferred.append(fn)
-        else:
-            fn()
-        self._kick()
+            self._kick()
+            return
+        fn()
+        if self._has_work():
+            self._kick()
+
+    def _has_work(self) -> bool:
+        """Whether the Ready loop has something to do now."""
+        raw = self.raw
+        return bool(self._read_batch or self._deferred) or (raw is not None and raw.has_ready())
 
     def _run_deferred(self) -> None:
         while self._deferred:
@@ -493,13 +502,7 @@ class Node:
         assert self.raw is not None
         while True:
             await self.clock.sleep(self.config.tick_interval)
-            raw = self.raw
-            if self._in_ready:
-                self._call(raw.tick)
-            else:
-                raw.tick()
-                if raw.has_ready():  # most ticks (a follower's) leave nothing to do: no wakeup
-                    self._kick()
+            self._call(self.raw.tick)
             self._expire_deadlines()
 
     def _expire_deadlines(self) -> None:
@@ -520,6 +523,8 @@ class Node:
         raw = self.raw
         assert raw is not None
         while True:
+            if self._wake.is_set() and not self._has_work():
+                self._wake = trio.Event()  # kicked during the last Ready for work done since
             await self._wake.wait()
             self._wake = trio.Event()
             self._issue_reads()
