@@ -4,7 +4,7 @@ Clients call ``invoke`` before they send a request and ``complete`` when they kn
 outcome; the nemesis records the start and end of each fault as its own invoke/info pairs
 (process ``"nemesis"``, f ``"start-<kind>"`` / ``"stop-<kind>"``). Each event gets the next
 ``index`` and its ``time`` in integer nanoseconds since the run started, read from the clock
-the recorder was given (trio's MockClock time in the simulation, so the history is
+the recorder was given (the simulation's virtual time there, so the history is
 deterministic). The order of the list is the real-time order the checkers use.
 
 ``write_jsonl`` writes one JSON object per line with Jepsen's field names in Jepsen's order
