@@ -27,7 +27,43 @@ from kvcheck.reference.wire import ErrorCode, WireError
 T = TypeVar("T")
 
 
-class LocalClient:
+class LogRequests:
+    """The ``KVClient`` methods that are one request through the log (put, delete, txn, cas,
+    lease grant and revoke), for in-process clients that implement ``_write``: send the
+    request with one (client id, seq) across its retries and return its response."""
+
+    async def _write(self, request: kvr.Message) -> Any:
+        raise NotImplementedError
+
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0, prev_kv: bool = False) -> kvr.PutResponse:
+        resp: kvr.PutResponse = await self._write(
+            kvr.PutRequest(key=key, value=value, lease=lease, prev_kv=prev_kv))
+        return resp
+
+    async def delete(self, key: bytes, *, range_end: bytes = b"", prev_kv: bool = False) -> kvr.DeleteRangeResponse:
+        resp: kvr.DeleteRangeResponse = await self._write(
+            kvr.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv))
+        return resp
+
+    async def txn(self, compare: Sequence[kvr.Compare], success: Sequence[kvr.RequestOp],
+                  failure: Sequence[kvr.RequestOp] = ()) -> kvr.TxnResponse:
+        resp: kvr.TxnResponse = await self._write(
+            kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure)))
+        return resp
+
+    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
+        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
+
+    async def lease_grant(self, ttl: int, lease_id: int = 0) -> kvr.LeaseGrantResponse:
+        resp: kvr.LeaseGrantResponse = await self._write(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id))
+        return resp
+
+    async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
+        resp: kvr.LeaseRevokeResponse = await self._write(kvr.LeaseRevokeRequest(id=lease_id))
+        return resp
+
+
+class LocalClient(LogRequests):
     """``KVClient`` over in-process members. ``client_id`` must be unique per client (> 0)."""
 
     def __init__(self, members: Callable[[], Mapping[int, Node]], client_id: int,
@@ -95,10 +131,6 @@ class LocalClient:
 
     # -- the KVClient interface ------------------------------------------------------------------
 
-    async def put(self, key: bytes, value: bytes, *, lease: int = 0, prev_kv: bool = False) -> kvr.PutResponse:
-        resp: kvr.PutResponse = await self._write(kvr.PutRequest(key=key, value=value, lease=lease, prev_kv=prev_kv))
-        return resp
-
     async def get(
         self, key: bytes, *, range_end: bytes = b"", revision: int = 0, limit: int = 0,
         serializable: bool = False, keys_only: bool = False, count_only: bool = False,
@@ -106,28 +138,6 @@ class LocalClient:
         req = kvr.RangeRequest(key=key, range_end=range_end, revision=revision, limit=limit,
                                serializable=serializable, keys_only=keys_only, count_only=count_only)
         return await self._call(lambda node: node.range(req), write=False)
-
-    async def delete(self, key: bytes, *, range_end: bytes = b"", prev_kv: bool = False) -> kvr.DeleteRangeResponse:
-        resp: kvr.DeleteRangeResponse = await self._write(
-            kvr.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv))
-        return resp
-
-    async def txn(self, compare: Sequence[kvr.Compare], success: Sequence[kvr.RequestOp],
-                  failure: Sequence[kvr.RequestOp] = ()) -> kvr.TxnResponse:
-        resp: kvr.TxnResponse = await self._write(
-            kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure)))
-        return resp
-
-    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
-        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
-
-    async def lease_grant(self, ttl: int, lease_id: int = 0) -> kvr.LeaseGrantResponse:
-        resp: kvr.LeaseGrantResponse = await self._write(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id))
-        return resp
-
-    async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
-        resp: kvr.LeaseRevokeResponse = await self._write(kvr.LeaseRevokeRequest(id=lease_id))
-        return resp
 
     async def lease_keepalive(self, lease_id: int) -> int:
         resp = await self._call(lambda node: node.lease_keepalive(lease_id), write=False)

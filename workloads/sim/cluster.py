@@ -42,9 +42,10 @@ import trio
 
 from kvcheck.reference import raft
 from kvcheck.reference.bugs import Bugs
-from kvcheck.reference.client import Failed, Indeterminate, cas_compare
+from kvcheck.reference.client import Failed, Indeterminate
 from kvcheck.reference.disk import StorageDisk
 from kvcheck.reference.kv import requests as kvr
+from kvcheck.reference.localclient import LogRequests
 from kvcheck.reference.node import Member, Node
 from kvcheck.reference.storage import DataDir, MemoryFileSystem
 from kvcheck.reference.wire import ErrorCode, WireError
@@ -386,7 +387,7 @@ class _Status:
         self.fn()
 
 
-class SimClient:
+class SimClient(LogRequests):
     """An in-process client of the simulated cluster (the reference ``KVClient`` interface)."""
 
     def __init__(self, cluster: SimCluster, client_id: int, timeout: float) -> None:
@@ -493,35 +494,6 @@ class SimClient:
             return await node.range(req, timeout=remaining)
 
         return await self.call(go, write=False)
-
-    async def put(self, key: bytes, value: bytes, *, lease: int = 0,
-                  prev_kv: bool = False) -> kvr.PutResponse:
-        resp: kvr.PutResponse = await self._write(kvr.PutRequest(key=key, value=value, lease=lease,
-                                                                  prev_kv=prev_kv))
-        return resp
-
-    async def delete(self, key: bytes, *, range_end: bytes = b"",
-                     prev_kv: bool = False) -> kvr.DeleteRangeResponse:
-        resp: kvr.DeleteRangeResponse = await self._write(
-            kvr.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv))
-        return resp
-
-    async def txn(self, compare: Sequence[kvr.Compare], success: Sequence[Any],
-                  failure: Sequence[Any] = ()) -> kvr.TxnResponse:
-        resp: kvr.TxnResponse = await self._write(
-            kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure)))
-        return resp
-
-    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
-        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
-
-    async def lease_grant(self, ttl: int, lease_id: int = 0) -> kvr.LeaseGrantResponse:
-        resp: kvr.LeaseGrantResponse = await self._write(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id))
-        return resp
-
-    async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
-        resp: kvr.LeaseRevokeResponse = await self._write(kvr.LeaseRevokeRequest(id=lease_id))
-        return resp
 
     async def lease_keepalive(self, lease_id: int) -> int:
         async def go(node: Node, remaining: float) -> int:
