@@ -9,9 +9,7 @@ root); outside CI a missing corpus skips these tests, with CI=true it fails them
 from __future__ import annotations
 
 import csv
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,17 +18,8 @@ from kvcheck.checker.formats import read_history
 from kvcheck.checker.linearizable import check_history
 from kvcheck.checker.models import get_model
 
-ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT.parent / "shared" / "corpora" / "knossos"
-
-
-def _corpus() -> Path:
-    if not (CORPUS / "manifest.tsv").is_file():
-        msg = f"Knossos corpus not found at {CORPUS}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return CORPUS
+from .conftest import KNOSSOS as CORPUS
+from .conftest import knossos_dir as _corpus
 
 
 def _rows() -> list[dict[str, str]]:
