@@ -46,9 +46,9 @@ class LazyGroup(click.Group):
             rv = super().main(*args, **kwargs)
         except click.exceptions.Exit as exc:  # --help, --version
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(ExitCode.SOFTWARE)
+        except click.exceptions.Abort:  # click's name for Ctrl-C (or end of input at a prompt)
+            click.echo("kvcheck: interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
         except click.BadParameter as exc:
             exc.show()
             missing = isinstance(exc.ctx and exc.ctx.command, click.Command) and _is_missing_path(exc)
@@ -63,6 +63,11 @@ class LazyGroup(click.Group):
             traceback.print_exc()
             click.echo("kvcheck: internal error (exit 70)", err=True)
             sys.exit(ExitCode.SOFTWARE)
+        except BaseExceptionGroup as group:  # Ctrl-C inside trio arrives wrapped in a group
+            if group.split(KeyboardInterrupt)[1] is not None:
+                raise
+            click.echo("kvcheck: interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
         # Commands return an exit code (or None for success).
         sys.exit(int(rv) if rv is not None else 0)
 
@@ -77,5 +82,5 @@ def main() -> None:
     """Find consistency bugs in distributed key-value stores.
 
     Exit codes: 0 valid, 1 invalid, 2 unknown, 64 usage error, 65 malformed input,
-    66 missing input, 70 internal error.
+    66 missing input, 70 internal error, 130 interrupted (Ctrl-C).
     """

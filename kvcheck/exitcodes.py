@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     DATAERR = 65  # unreadable or malformed input
     NOINPUT = 66  # missing input
     SOFTWARE = 70  # internal error
+    INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), the shell's 128 + 2
 
 
 class KvcheckError(Exception):
