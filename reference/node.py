@@ -16,6 +16,9 @@ apply the snapshot and committed entries to the KV state machine, resolve waiter
 out together in the next Ready: one fsync per batch (group commit). Nothing is acknowledged
 before it is fsynced on a majority: the leader counts its own entries only after ``advance``
 and followers ack only after their fsync (the messages of a Ready are sent after its persist).
+The Ready loop is a task woken when an input leaves work; a shell whose Disk never waits (the
+simulation) may instead pass ``ready_soon`` and have each pass run to completion outside any
+task, saving a scheduler pass per Ready: the same code, another driver.
 
 Client-facing logic is here too, as async methods the server and the simulation's in-process
 client both call: ``propose`` (a write through the log, answered when applied; proposals are
@@ -309,8 +312,14 @@ class Node:
         join: bool = False,
         bugs: Bugs = NO_BUGS,
         on_finding: Callable[[str], None] | None = None,
+        ready_soon: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.config = config
+        # How the Ready loop runs: a task woken by an Event (a real member), or, when the
+        # shell gives ``ready_soon(fn)`` (the simulation, whose Disk never waits), each pass
+        # run to completion by ``fn`` whenever the shell calls it: no scheduler pass per Ready.
+        self._ready_soon = ready_soon
+        self._drain_scheduled = False
         self.id = config.id
         self.transport = transport
         self.disk = disk
@@ -354,7 +363,6 @@ class Node:
         self._watches: dict[int, trio.MemorySendChannel[kvr.WatchResponse]] = {}
         self._progress_watches: set[int] = set()
         self._member_lock = trio.Lock()
-        self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
         self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
         self._in_ready = False  # a Ready is outstanding: inputs to the core wait in _deferred
         self._deferred: list[Callable[[], None]] = []
@@ -410,7 +418,10 @@ class Node:
         self.running = True
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._ready_loop)
+                if self._ready_soon is None:
+                    nursery.start_soon(self._ready_loop)
+                elif self._has_work():
+                    self._kick()
                 nursery.start_soon(self._ticker)
                 nursery.start_soon(self._lessor_loop)
                 nursery.start_soon(self._progress_loop)
@@ -436,7 +447,25 @@ class Node:
         self._progress_watches.clear()
 
     def _kick(self) -> None:
-        self._wake.set()
+        if self._ready_soon is None:
+            self._wake.set()
+        elif not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._ready_soon(self._drain_inline)
+
+    def _drain_inline(self) -> None:
+        """One pass of the Ready loop, run to completion outside any task (``ready_soon``)."""
+        self._drain_scheduled = False
+        if not self.running or self.raw is None:
+            return
+        coro = self._drain()
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        coro.close()
+        raise RuntimeError(f"member {self.id}: the Ready loop waited on its Disk, which an "
+                           "inline driver (ready_soon) cannot do")
 
     def _call(self, fn: Callable[[], None]) -> None:
         """Run an input to the Raft core now, or right after the outstanding Ready is advanced
@@ -520,27 +549,31 @@ class Node:
         return waiter
 
     async def _ready_loop(self) -> None:
-        raw = self.raw
-        assert raw is not None
         while True:
             if self._wake.is_set() and not self._has_work():
                 self._wake = trio.Event()  # kicked during the last Ready for work done since
             await self._wake.wait()
             self._wake = trio.Event()
-            self._issue_reads()
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """Handle every Ready the core has now (the Ready contract on ``raft.Ready``)."""
+        raw = self.raw
+        assert raw is not None
+        self._issue_reads()
+        self._run_deferred()
+        while raw.has_ready():
+            rd = raw.ready()
+            self._in_ready = True
+            try:
+                await self._handle_ready(raw, rd)
+                raw.advance(rd)
+            finally:
+                self._in_ready = False
             self._run_deferred()
-            while raw.has_ready():
-                rd = raw.ready()
-                self._in_ready = True
-                try:
-                    await self._handle_ready(raw, rd)
-                    raw.advance(rd)
-                finally:
-                    self._in_ready = False
-                self._run_deferred()
-                self._issue_reads()
-                if self.applied - self.snapshot_index >= self.config.snapshot_count:
-                    await self._maybe_snapshot()
+            self._issue_reads()
+            if self.applied - self.snapshot_index >= self.config.snapshot_count:
+                await self._maybe_snapshot()
 
     async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
         self._observe_soft_state(rd.soft_state)

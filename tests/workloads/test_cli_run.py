@@ -78,7 +78,11 @@ def test_ctrl_c_stops_a_run_with_exit_130_and_no_traceback(tmp_path: Path) -> No
                              "--faults", "partition", "--time-limit", "3600"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(4.0)  # well inside the simulation (an hour of simulated time)
+        started = tmp_path / "store" / "latest" / "config.json"  # written as the run begins
+        deadline = time.monotonic() + 60
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # inside the simulation now (it has an hour of simulated time to go)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -109,3 +109,26 @@ def test_sim_client_speaks_the_kv_client_interface() -> None:
             nursery.cancel_scope.cancel()
 
     run(main)
+
+
+def test_a_ready_pass_that_would_wait_on_its_disk_crashes_that_node_loudly(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The nodes' Ready loops run inline (Node ready_soon): their Disk must never wait. One that
+    # does is a crash of that node with the reason, never a silently skipped Ready.
+    from kvcheck.workloads.sim import cluster as sim_cluster
+
+    async def waiting_inline(self, fn):  # type: ignore[no-untyped-def]
+        await trio.lowlevel.checkpoint()
+        return fn()
+
+    monkeypatch.setattr(sim_cluster.SimDisk, "_inline", waiting_inline)
+
+    async def main() -> list[str]:
+        cluster = SimCluster(RunConfig(nodes=3, seed=4))
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            await cluster.scheduler.sleep(3.0)
+            nursery.cancel_scope.cancel()
+        return cluster.findings
+
+    findings = run(main)
+    assert findings and all("crashed" in f and "waited on its Disk" in f for f in findings), findings

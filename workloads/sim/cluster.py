@@ -158,7 +158,8 @@ class SimCluster:
         node = Node(cfg, SimTransport(self.net, slot.id), disk, slot.clock,
                     substream(self.seed, "node", slot.id, slot.incarnation),
                     initial_members=self._members(), join=slot.join, bugs=self.bugs,
-                    on_finding=functools.partial(self._finding, slot))
+                    on_finding=functools.partial(self._finding, slot),
+                    ready_soon=functools.partial(self._ready_soon, slot))
         scope = trio.CancelScope()
         slot.node, slot.scope = node, scope
         slot.finished = finished = trio.Event()
@@ -199,6 +200,20 @@ class SimCluster:
         if slot.node is node and slot.state in ("up", "paused"):
             slot.state = "down"
             self.net.detach(slot.id)
+
+    def _ready_soon(self, slot: Slot, drain: Callable[[], None]) -> None:
+        """The nodes' Ready loops run as scheduler callbacks, at the next moment every task
+        waits (their Disk never does): a crash there is the node's, as in a Ready-loop task."""
+
+        def run() -> None:
+            try:
+                drain()
+            except Exception as exc:
+                self._finding(slot, f"node {slot.id} crashed: {exc!r}")
+                if slot.scope is not None:
+                    slot.scope.cancel()
+
+        self.scheduler.call_at(self.scheduler.current_time(), run)
 
     def _finding(self, slot: Slot, text: str) -> None:
         self.findings.append(text)
