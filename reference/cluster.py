@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,14 +147,14 @@ class PortAllocator:
     """Hands out 127.0.0.1 ports outside the ephemeral range, each checked by binding it and
     never twice from one allocator (see the module text)."""
 
-    def __init__(self, pool: range | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, pool: Sequence[int] | None = None, rng: random.Random | None = None) -> None:
         self._pool = pool
         self.rng = rng or random.Random(int.from_bytes(os.urandom(8), "big") ^ os.getpid())
         self.handed_out: set[int] = set()
         self._lock = threading.Lock()
 
     @property
-    def pool(self) -> range:
+    def pool(self) -> Sequence[int]:
         if self._pool is None:
             self._pool = port_pool()
         return self._pool
@@ -166,7 +167,7 @@ class PortAllocator:
                 if port not in self.handed_out and port_is_free(port):
                     self.handed_out.add(port)
                     return port
-        raise OSError(f"no free port on 127.0.0.1 in {pool.start}-{pool.stop - 1} "
+        raise OSError(f"no free port on 127.0.0.1 in {min(pool)}-{max(pool)} "
                       f"({len(self.handed_out)} handed out by this process)")
 
 

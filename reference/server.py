@@ -19,7 +19,16 @@ connection until the client cancels it (``watch_cancel``) or disconnects.
 
 Run one member: ``python -m kvcheck.reference.server --id 1 --data-dir D --listen-peer
 127.0.0.1:P --listen-client 127.0.0.1:C --member 1,n1,127.0.0.1:P,127.0.0.1:C ...``
-(``kvcheck cluster`` does this for you).
+(``kvcheck cluster`` does this for you). Every NodeConfig field a run records has a flag
+(``NODE_FLAGS``: etcd's name where etcd has the setting, e.g. --snapshot-count,
+--quota-backend-bytes, --max-request-bytes, --pre-vote=false; timing stays in Raft ticks as
+NodeConfig is); ``node_flags(values)`` writes them for the launchers, and an unset flag keeps
+NodeConfig's default. The status answer carries the NodeConfig the member runs with.
+
+The peer and client ports are bound before the member joins the cluster; if one cannot be
+(e.g. another process holds it), the member logs ``member N cannot listen for peer|client|
+metrics connections on HOST:PORT: <reason>`` and exits with status 71 (EX_OSERR), so a
+launcher can say which member failed instead of waiting for a leader.
 """
 
 from __future__ import annotations
