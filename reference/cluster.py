@@ -226,15 +226,19 @@ class MemberFailed(KvcheckError):
 _EXIT_CODES: dict[int, int] = {}
 
 
+def _reap(pid: int) -> None:
+    """Reap pid if it is our exited child (started in this process), keeping its exit code."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+
+
 def _proc_state(pid: int) -> str | None:
     """The /proc state letter of pid (R, S, T, Z, ...), or None if it does not exist."""
     if pid <= 0:
         return None
-    with contextlib.suppress(ChildProcessError, OSError):
-        # reap our own children (when we started them in-process), keeping the exit code
-        reaped, status = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+    _reap(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -267,15 +271,20 @@ def log_path(node: NodeInfo) -> Path:
 def exit_report(node: NodeInfo, lines: int = 3) -> str:
     """Why a stopped member stopped: its exit code (when this process reaped it) and the
     last lines of its log."""
+    _reap(node.pid)  # it may have become a zombie after process_state looked
     code = _EXIT_CODES.get(node.pid)
     how = "exited" if code is None else (
         f"was killed by signal {-code}" if code < 0 else f"exited with status {code}")
+    return f"member {node.name} (pid {node.pid}, client {node.client}, peer {node.peer}) {how}; {log_tail(node, lines)}"
+
+
+def log_tail(node: NodeInfo, lines: int = 3) -> str:
+    """'PATH: last | lines' of a member's log."""
     try:
         tail = [ln for ln in log_path(node).read_text(errors="replace").splitlines() if ln.strip()][-lines:]
     except OSError:
         tail = []
-    text = " | ".join(tail) if tail else "(empty log)"
-    return f"member {node.name} (pid {node.pid}, client {node.client}, peer {node.peer}) {how}; {log_path(node)}: {text}"
+    return f"{log_path(node)}: {' | '.join(tail) if tail else '(empty log)'}"
 
 
 def check_running(nodes: list[NodeInfo]) -> None:

@@ -788,12 +788,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trio.run(_main, options)
         except* ListenError as group:
-            for exc in group.exceptions:
+            for exc in _leaves(group):
                 log.error("%s", exc)
             failed = True
         if failed:
             return LISTEN_FAILED_EXIT
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 if __name__ == "__main__":

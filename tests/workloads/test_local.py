@@ -61,6 +61,8 @@ def test_local_members_run_with_the_recorded_node_config(tmp_path: Path) -> None
         try:
             async with trio.open_nursery() as nursery:
                 await cluster.start(nursery)
+                with pytest.raises(RuntimeError, match=r"found no leader within 0 s: node1: .*; node3: "):
+                    await cluster.wait_started(0.0)  # no time: the error says what each member shows
                 await cluster.wait_started(60.0)
                 seen["started"] = {i: s["config"] for i, s in (await cluster._statuses()).items()}
                 await cluster.kill(1)

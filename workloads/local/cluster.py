@@ -114,7 +114,12 @@ class LocalCluster:
                                           + "; ".join(rc.exit_report(n.info) for n in failed))
                 if await self.wait_healthy(0.5):
                     return
-        raise RuntimeError(f"the local cluster in {self.path} found no leader within {timeout:.0f} s")
+        answered = await self._statuses()  # the run directory is removed: say what we saw here
+        seen = "; ".join(f"{n.info.name}: " + (
+            f"leader {answered[i].get('leader')} term {answered[i].get('term')}" if i in answered
+            else f"no answer ({rc.process_state(n.info)}), {rc.log_tail(n.info, 1)}")
+            for i, n in sorted(self.nodes.items()))
+        raise RuntimeError(f"the local cluster in {self.path} found no leader within {timeout:.0f} s: {seen}")
 
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery

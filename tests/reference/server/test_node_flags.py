@@ -5,7 +5,10 @@ limits act on requests)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,3 +162,22 @@ def test_the_configured_limits_act_on_requests(configured: tuple[rc.ClusterInfo,
     assert "exceeds 1000" in refused
     assert snapshot_index > 0
     assert cluster_id == 77
+
+
+def test_cluster_start_options_reach_the_members(tmp_path: Path) -> None:
+    d = tmp_path / "cli"
+
+    def kv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kvcheck", "cluster", *args, "--data-dir", str(d)],
+                              capture_output=True, text=True, timeout=90)
+
+    started = kv("start", "--nodes", "3", "--tick-ms", "50", "--snapshot-count", "300")
+    try:
+        assert started.returncode == 0, started.stderr
+        statuses = rc.statuses(rc.ClusterInfo.load(d), timeout=5.0)
+        for status in statuses.values():
+            assert isinstance(status, dict), status
+            assert (status["config"]["tick_interval"], status["config"]["snapshot_count"]) == (0.05, 300)
+            assert status["config"]["election_tick"] == NodeConfig(id=1).election_tick
+    finally:
+        assert kv("stop").returncode == 0

@@ -92,13 +92,16 @@ def test_a_taken_port_is_passed_over_and_an_exhausted_pool_says_so(held_port: in
         allocator.take()  # the spare was handed out, the other one is held
 
 
-def test_a_member_whose_port_is_taken_exits_naming_the_address(tmp_path: Path, held_port: int) -> None:
-    peer, taken = f"127.0.0.1:{rc.free_port()}", f"127.0.0.1:{held_port}"
+@pytest.mark.parametrize("role", ["peer", "client", "metrics"])
+def test_a_member_whose_port_is_taken_exits_naming_the_address(tmp_path: Path, held_port: int, role: str) -> None:
+    addr = {r: f"127.0.0.1:{rc.free_port()}" for r in ("peer", "client", "metrics")}
+    addr[role] = taken = f"127.0.0.1:{held_port}"
     cmd = [sys.executable, "-m", rc.SERVER_MODULE, "--id", "1", "--data-dir", str(tmp_path / "d"),
-           "--listen-peer", peer, "--listen-client", taken, "--member", f"1,node1,{peer},{taken}"]
+           "--listen-peer", addr["peer"], "--listen-client", addr["client"],
+           "--listen-metrics", addr["metrics"], "--member", f"1,node1,{addr['peer']},{addr['client']}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == LISTEN_FAILED_EXIT, proc.stderr
-    assert f"member 1 cannot listen for client connections on {taken}: Address already in use" in proc.stderr
+    assert f"member 1 cannot listen for {role} connections on {taken}: Address already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
