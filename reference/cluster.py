@@ -221,17 +221,30 @@ class MemberFailed(KvcheckError):
     """A member process exited on its own (e.g. it could not listen on its port)."""
 
 
+# Member processes this process started and has not reaped yet. Holding the Popen keeps
+# the subprocess module from reaping them behind our back (it reaps dropped children in
+# its next Popen), which would lose their exit codes.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 # Exit codes of member processes this process started and reaped (pid -> code; a negative
 # code is the signal that ended it).
 _EXIT_CODES: dict[int, int] = {}
+_REAP_LOCK = threading.Lock()  # the local target polls from worker threads
 
 
 def _reap(pid: int) -> None:
     """Reap pid if it is our exited child (started in this process), keeping its exit code."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        reaped, status = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+    with _REAP_LOCK:
+        child = _CHILDREN.get(pid)
+        if child is not None:
+            code = child.poll()
+            if code is not None:
+                _EXIT_CODES[pid] = code
+                del _CHILDREN[pid]
+            return
+        with contextlib.suppress(ChildProcessError, OSError):  # a child of an earlier Popen
+            reaped, status = os.waitpid(pid, os.WNOHANG)
+            if reaped == pid:
+                _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
 
 
 def _proc_state(pid: int) -> str | None:
@@ -354,7 +367,9 @@ def launch(info: ClusterInfo, node: NodeInfo, command: list[str] | None = None) 
             stderr=logf, start_new_session=True, close_fds=True,
         )
     node.pid = proc.pid
-    _EXIT_CODES.pop(proc.pid, None)
+    with _REAP_LOCK:
+        _EXIT_CODES.pop(proc.pid, None)
+        _CHILDREN[proc.pid] = proc
 
 
 def client_ssl(info: ClusterInfo) -> Any:

@@ -117,7 +117,7 @@ def test_start_cluster_reports_the_member_that_cannot_listen(
     with pytest.raises(rc.MemberFailed) as failed:
         rc.start_cluster(tmp_path / "c", 3, wait=60)
     message = str(failed.value)
-    assert "member node1 (pid " in message
+    assert "member node1 (pid " in message, message
     assert f"exited with status {LISTEN_FAILED_EXIT}" in message
     assert f"member 1 cannot listen for peer connections on 127.0.0.1:{held_port}" in message
     info = rc.ClusterInfo.load(tmp_path / "c")
