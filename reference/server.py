@@ -705,14 +705,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", action="append", type=parse_member, default=[],
                    help="ID,NAME,PEER,CLIENT of an initial member (repeat for each)")
     p.add_argument("--join", action="store_true", help="join an existing cluster (added by member add)")
-    node = p.add_argument_group("node settings (NodeConfig)")
+    node = p.add_argument_group("node settings (NodeConfig; an unset one keeps the default shown)")
+    defaults = NodeConfig(id=1)
+    metavars = {"int": "N", "int0": "N", "duration": "DURATION", "bool": "BOOL"}
     for f in NODE_FLAGS:
         extra: dict[str, Any] = {"nargs": "?", "const": True} if f.kind == "bool" else {}
+        shown = getattr(defaults, f.field)
+        shown = f"{shown}s" if f.kind == "duration" else str(shown).lower() if f.kind == "bool" else shown
         node.add_argument(f.flag, dest=f"node_{f.field}", type=_KIND_PARSERS[f.kind], default=None,
-                          help=f.help, **extra)
+                          metavar=metavars[f.kind], help=f"{f.help} [{shown}]", **extra)
+    by_field = {f.field: f.flag for f in NODE_FLAGS}
     for alias, (field_name, parser) in _ALIASES.items():
-        node.add_argument(alias, dest=f"alias_{field_name}", type=parser, default=None,
-                          help=f"older spelling of the {field_name} flag ({alias.removeprefix('--')})")
+        node.add_argument(alias, dest=f"alias_{field_name}", type=parser, default=None, metavar="N",
+                          help=f"older spelling of {by_field[field_name]}"
+                               + (" in milliseconds" if alias == "--tick-ms" else ""))
     p.add_argument("--cert", type=Path)
     p.add_argument("--key", type=Path)
     p.add_argument("--ca", type=Path)
