@@ -20,7 +20,10 @@ down. So ports are drawn at random (seeded per process) from the widest stretch 
 that file does not exist), checked by binding them (without SO_REUSEADDR, so a port with
 a listener or a TIME_WAIT connection is passed over), and never handed out twice by one
 process. The kernel never picks a source port outside the ephemeral range for an outgoing
-connection or a bind(0), so only another program choosing ports explicitly can take one.
+connection or a bind(0), so only a program choosing ports explicitly can take one: another
+kvcheck process draws from the same pool, and the bind check keeps it off listening ports,
+but a port handed out and not yet bound, or a killed member's port while it is down, can be
+drawn there too (each draw hits a given port with chance 1/len(pool), ~1/22000 on Linux).
 Should that happen, the member exits at once with the address in its error (server.py),
 and ``start_cluster`` / ``wait_for_leader`` report that member's exit and log tail
 (``MemberFailed``) instead of waiting for a leader that cannot appear.
