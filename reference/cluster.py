@@ -234,20 +234,25 @@ _EXIT_CODES: dict[int, int] = {}
 _REAP_LOCK = threading.Lock()  # the local target polls from worker threads
 
 
-def _reap(pid: int) -> None:
-    """Reap pid if it is our exited child (started in this process), keeping its exit code."""
+def _reap(pid: int, wait: float = 0.0) -> None:
+    """Reap pid if it is our exited child (started in this process), keeping its exit code;
+    ``wait``: seconds to wait for one of ours that is still exiting."""
     with _REAP_LOCK:
         child = _CHILDREN.get(pid)
-        if child is not None:
-            code = child.poll()
-            if code is not None:
+    if child is not None:
+        try:
+            code = child.wait(wait) if wait > 0 else child.poll()
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None:
+            with _REAP_LOCK:
                 _EXIT_CODES[pid] = code
-                del _CHILDREN[pid]
-            return
-        with contextlib.suppress(ChildProcessError, OSError):  # a child of an earlier Popen
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-            if reaped == pid:
-                _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
+                _CHILDREN.pop(pid, None)
+        return
+    with _REAP_LOCK, contextlib.suppress(ChildProcessError, OSError):  # a child of an earlier Popen
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+        if reaped == pid:
+            _EXIT_CODES[pid] = os.waitstatus_to_exitcode(status)
 
 
 def _proc_state(pid: int) -> str | None:
@@ -272,9 +277,15 @@ def _is_member_process(node: NodeInfo) -> bool:
 
 
 def process_state(node: NodeInfo) -> str:
-    """running | paused | stopped (no process)."""
+    """running | paused | stopped (no process).
+
+    A member started by this process is ours until we reap it (its pid cannot be reused
+    meanwhile), so its command line is not checked: an exiting process's reads empty before
+    it becomes a zombie, and it is not stopped until it is one."""
+    with _REAP_LOCK:
+        ours = node.pid in _CHILDREN
     state = _proc_state(node.pid)
-    if state is None or state in ("Z", "X") or not _is_member_process(node):
+    if state is None or state in ("Z", "X") or not (ours or _is_member_process(node)):
         return "stopped"
     return "paused" if state in ("T", "t") else "running"
 
@@ -287,7 +298,7 @@ def log_path(node: NodeInfo) -> Path:
 def exit_report(node: NodeInfo, lines: int = 3) -> str:
     """Why a stopped member stopped: its exit code (when this process reaped it) and the
     last lines of its log."""
-    _reap(node.pid)  # it may have become a zombie after process_state looked
+    _reap(node.pid, wait=5.0)  # it may still be exiting when process_state looked
     code = _EXIT_CODES.get(node.pid)
     how = "exited" if code is None else (
         f"was killed by signal {-code}" if code < 0 else f"exited with status {code}")
