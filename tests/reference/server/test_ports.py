@@ -122,3 +122,17 @@ def test_start_cluster_reports_the_member_that_cannot_listen(
     assert f"member 1 cannot listen for peer connections on 127.0.0.1:{held_port}" in message
     info = rc.ClusterInfo.load(tmp_path / "c")
     assert [rc.process_state(n) for n in info.nodes] == ["stopped"] * 3  # nothing left running
+
+
+def test_a_killed_member_restarts_at_once_on_its_own_ports(tmp_path: Path) -> None:
+    """kill_node returns only once the process is gone, listeners closed: an immediate
+    restart binds the same ports (a dying process's command line reads empty before then)."""
+    info = rc.start_cluster(tmp_path / "c", 3)
+    try:
+        for round_ in range(4):
+            node = info.nodes[round_ % 3]
+            rc.kill_node(info, node)
+            rc.restart_node(info, node)
+            rc.wait_for_leader(info, 60, launched=[node])  # MemberFailed if it could not listen
+    finally:
+        rc.stop_cluster(info)
