@@ -106,3 +106,34 @@ def test_the_local_target_reports_a_member_that_cannot_listen(
     assert message.startswith("the local cluster cannot start: member node2 (pid ")
     assert f"exited with status {LISTEN_FAILED_EXIT}" in message
     assert f"member 2 cannot listen for client connections on 127.0.0.1:{taken}" in message
+
+
+def test_a_member_exit_seen_first_by_a_status_poll_still_fails_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = rc.free_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", real()))
+        held.listen()
+        taken = held.getsockname()[1]
+        calls = iter(range(1000))
+        monkeypatch.setattr(rc, "free_port", lambda: taken if next(calls) == 5 else real())
+        cfg = RunConfig(workload="kv", target="local", nodes=3, seed=4)
+
+        async def main() -> None:
+            cluster = LocalCluster(cfg, tmp_path)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await cluster.start(nursery)
+                    with trio.fail_after(60):
+                        while rc.process_state(cluster.nodes[2].info) != "stopped":
+                            await trio.sleep(0.05)
+                    await cluster._statuses()  # the health poll notices the exit first
+                    assert "unexpected exit: member node2" in "\n".join(cluster.events)
+                    with pytest.raises(rc.MemberFailed, match=f"127.0.0.1:{taken}: Address already in use"):
+                        await cluster.wait_started(60.0)
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cluster.shutdown()
+
+        trio.run(main)

@@ -66,6 +66,7 @@ class LocalCluster:
         self._nursery: trio.Nursery | None = None
         self._status_client: Client | None = None
         self.events: list[str] = []
+        self.unexpected_exits: list[str] = []  # exit reports of members that stopped on their own
 
     @property
     def node_ids(self) -> list[int]:
@@ -102,16 +103,17 @@ class LocalCluster:
     def _note_exits(self) -> None:
         for n in self.exited():
             n.up = False
-            self._log(f"unexpected exit: {rc.exit_report(n.info)}")
+            report = rc.exit_report(n.info)
+            self.unexpected_exits.append(report)
+            self._log(f"unexpected exit: {report}")
 
     async def wait_started(self, timeout: float) -> None:
         """Wait for the new cluster's leader; fail at once if a member process exits."""
         with trio.move_on_after(timeout):
             while True:
-                failed = self.exited()
-                if failed:
-                    raise rc.MemberFailed("the local cluster cannot start: "
-                                          + "; ".join(rc.exit_report(n.info) for n in failed))
+                self._note_exits()  # also noted by every status poll
+                if self.unexpected_exits:
+                    raise rc.MemberFailed("the local cluster cannot start: " + "; ".join(self.unexpected_exits))
                 if await self.wait_healthy(0.5):
                     return
         answered = await self._statuses()  # the run directory is removed: say what we saw here
