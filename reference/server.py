@@ -19,7 +19,16 @@ connection until the client cancels it (``watch_cancel``) or disconnects.
 
 Run one member: ``python -m kvcheck.reference.server --id 1 --data-dir D --listen-peer
 127.0.0.1:P --listen-client 127.0.0.1:C --member 1,n1,127.0.0.1:P,127.0.0.1:C ...``
-(``kvcheck cluster`` does this for you).
+(``kvcheck cluster`` does this for you). Every NodeConfig field a run records has a flag
+(``NODE_FLAGS``: etcd's name where etcd has the setting, e.g. --snapshot-count,
+--quota-backend-bytes, --max-request-bytes, --pre-vote=false; timing stays in Raft ticks as
+NodeConfig is); ``node_flags(values)`` writes them for the launchers, and an unset flag keeps
+NodeConfig's default. The status answer carries the NodeConfig the member runs with.
+
+The peer and client ports are bound before the member joins the cluster; if one cannot be
+(e.g. another process holds it), the member logs ``member N cannot listen for peer|client|
+metrics connections on HOST:PORT: <reason>`` and exits with status 71 (EX_OSERR), so a
+launcher can say which member failed instead of waiting for a leader.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,8 +272,8 @@ async def dispatch(node: Node, op: Any, body: Any, client: Any, seq: Any) -> Any
             return _wire_body(await node.lease_leases())
         if isinstance(req, kvr.HashKVRequest):
             return _wire_body(node.hash_kv(req.revision))
-    if op == "status":
-        return node.status()
+    if op == "status":  # plus the NodeConfig the member runs with (what its flags set)
+        return {**node.status(), "config": asdict(node.config)}
     if op == "member_list":
         return {"members": [m.to_wire() for m in node.member_list()], "leader": node.leader}
     if op == "member_add":
@@ -448,6 +457,19 @@ def start_metrics(node: Node, host: str, port: int) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+LISTEN_FAILED_EXIT = 71  # sysexits EX_OSERR: the member could not listen on one of its ports
+
+
+class ListenError(Exception):
+    """A member cannot listen on one of its addresses (e.g. the port is taken)."""
+
+    def __init__(self, member: int, role: str, address: str, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(f"member {member} cannot listen for {role} connections on {address}: {reason}")
+        self.address = address
+        self.role = role
+
+
 @dataclass
 class ServerOptions:
     node: NodeConfig
@@ -468,6 +490,21 @@ async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = 
 
     server_ssl = server_context(options.tls) if options.tls else None
     client_ssl = client_context(options.tls) if options.tls else None
+    # Listen before the member takes part in the cluster: a member that cannot serve its
+    # ports exits (ListenError) instead of campaigning and voting unreachable.
+    bound: dict[str, Sequence[trio.abc.Listener[Any]]] = {}
+    for role, address in (("peer", options.listen_peer), ("client", options.listen_client)):
+        host, port = parse_endpoint(address)
+        try:
+            listeners: Sequence[trio.abc.Listener[Any]] = await trio.open_tcp_listeners(port, host=host)
+        except OSError as exc:
+            for opened in bound.values():
+                for lst in opened:
+                    await lst.aclose()
+            raise ListenError(options.node.id, role, address, exc) from None
+        if server_ssl is not None:
+            listeners = [trio.SSLListener(lst, server_ssl, https_compatible=False) for lst in listeners]
+        bound[role] = listeners
     disk = await open_disk(options.data_dir)
     rng = random.Random(options.seed if options.seed is not None else options.node.id)
     async with trio.open_nursery() as nursery:
@@ -475,6 +512,12 @@ async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = 
         node = Node(options.node, transport, disk, TrioClock(), rng,
                     initial_members=options.members, join=options.join, bugs=options.bugs)
         transport.node = node
+        if options.listen_metrics:
+            host, port = parse_endpoint(options.listen_metrics)
+            try:
+                start_metrics(node, host, port)
+            except OSError as exc:
+                raise ListenError(options.node.id, "metrics", options.listen_metrics, exc) from None
         await nursery.start(node.run)
 
         async def peer_handler(stream: trio.abc.Stream) -> None:
@@ -483,15 +526,8 @@ async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = 
         async def client_handler(stream: trio.abc.Stream) -> None:
             await ClientSession(node, stream).serve()
 
-        for address, handler in ((options.listen_peer, peer_handler), (options.listen_client, client_handler)):
-            host, port = parse_endpoint(address)
-            listeners: Sequence[trio.abc.Listener[Any]] = await trio.open_tcp_listeners(port, host=host)
-            if server_ssl is not None:
-                listeners = [trio.SSLListener(lst, server_ssl, https_compatible=False) for lst in listeners]
-            nursery.start_soon(_serve_listeners, handler, listeners)
-        if options.listen_metrics:
-            host, port = parse_endpoint(options.listen_metrics)
-            start_metrics(node, host, port)
+        nursery.start_soon(_serve_listeners, peer_handler, bound["peer"])
+        nursery.start_soon(_serve_listeners, client_handler, bound["client"])
         log.info("member %d serving peers on %s, clients on %s", node.id, options.listen_peer, options.listen_client)
         task_status.started(node)
         await node.removed.wait()
@@ -520,9 +556,146 @@ def parse_member(text: str) -> Member:
     return Member(int(parts[0]), parts[1], parts[2], parts[3])
 
 
+# --------------------------------------------------------------------------------------------
+# Command line: every NodeConfig field a run records has a flag
+# --------------------------------------------------------------------------------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '0.5', '500ms', '1.5s', '2m' or '1h' (a bare number is seconds)."""
+    t = text.strip().lower()
+    for unit in ("ms", "s", "m", "h"):
+        if t.endswith(unit):
+            number, scale = t[: -len(unit)], _DURATION_UNITS[unit]
+            break
+    else:
+        number, scale = t, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 0.5, 500ms, 2s, 1m)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be positive and finite")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    """etcd's boolean flag values: true/false (also 1/0, yes/no, on/off)."""
+    t = text.strip().lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 0")
+    return value
+
+
+@dataclass(frozen=True)
+class NodeFlag:
+    """The server flag of one NodeConfig field: its name, how its text parses, and help."""
+
+    field: str
+    flag: str
+    kind: str  # "int" (>= 1), "int0" (>= 0), "duration" (seconds), "bool"
+    help: str
+
+
+# etcd's flag name where etcd has the same setting (--snapshot-count, --quota-backend-bytes,
+# --max-request-bytes, --pre-vote, and 3.6's --snapshot-catchup-entries and
+# --watch-progress-notify-interval); ours otherwise. Timing stays tick-based, as NodeConfig
+# is: etcd's --heartbeat-interval=H (ms) --election-timeout=E (ms) is ours
+# --tick-interval=Hms --heartbeat-ticks=1 --election-ticks=E/H.
+NODE_FLAGS: tuple[NodeFlag, ...] = (
+    NodeFlag("tick_interval", "--tick-interval", "duration",
+             "length of a Raft tick (etcd: --heartbeat-interval when --heartbeat-ticks is 1)"),
+    NodeFlag("election_tick", "--election-ticks", "int", "ticks without a leader before an election"),
+    NodeFlag("heartbeat_tick", "--heartbeat-ticks", "int", "ticks between a leader's heartbeats"),
+    NodeFlag("pre_vote", "--pre-vote", "bool", "run a pre-vote before an election (etcd --pre-vote)"),
+    NodeFlag("check_quorum", "--check-quorum", "bool", "a leader steps down when it loses its quorum"),
+    NodeFlag("request_timeout", "--request-timeout", "duration",
+             "a proposal not applied within this is answered timeout"),
+    NodeFlag("snapshot_count", "--snapshot-count", "int", "applied entries between snapshots (etcd)"),
+    NodeFlag("snapshot_catchup_entries", "--snapshot-catchup-entries", "int",
+             "entries kept in the log after a snapshot (etcd 3.6)"),
+    NodeFlag("quota_bytes", "--quota-backend-bytes", "int",
+             "state-machine bytes before writes fail with no space (etcd)"),
+    NodeFlag("max_request_bytes", "--max-request-bytes", "int",
+             "largest proposal in bytes (etcd; client frames stay capped at the wire limit)"),
+    NodeFlag("lease_check_interval", "--lease-check-interval", "duration",
+             "how often the leader revokes expired leases"),
+    NodeFlag("progress_notify_interval", "--watch-progress-notify-interval", "duration",
+             "progress notifications on idle watches (etcd 3.6)"),
+    NodeFlag("watch_buffer", "--watch-buffer", "int",
+             "responses buffered per watch before it is closed as too slow"),
+    NodeFlag("cluster_id", "--cluster-id", "int0", "the cluster id in response headers"),
+)
+_KIND_PARSERS: dict[str, Any] = {"int": _positive_int, "int0": _nonnegative_int,
+                                 "duration": parse_duration, "bool": parse_bool}
+# Flags kept for older command lines: flag -> (field, parser)
+_ALIASES: dict[str, tuple[str, Any]] = {
+    "--tick-ms": ("tick_interval", lambda t: parse_duration(f"{t}ms")),
+    "--quota-bytes": ("quota_bytes", _positive_int),
+}
+
+
+def _flag_value(flag: NodeFlag, value: Any) -> str:
+    if flag.kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"NodeConfig.{flag.field} must be a bool, got {value!r}")
+        return "true" if value else "false"
+    if flag.kind == "duration":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"NodeConfig.{flag.field} must be seconds, got {value!r}")
+        return repr(float(value))  # repr round-trips a float exactly
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"NodeConfig.{flag.field} must be an integer, got {value!r}")
+    return str(value)
+
+
+def node_flags(values: Mapping[str, Any]) -> list[str]:
+    """Server arguments that set the given NodeConfig fields (``RunConfig.node``, a cluster's
+    ``options["node"]``); the inverse of what ``options_from_args`` reads. Raises ValueError
+    naming a field the server has no flag for."""
+    by_field = {f.field: f for f in NODE_FLAGS}
+    out: list[str] = []
+    for name, value in values.items():
+        if name in ("id", "name"):
+            raise ValueError(f"NodeConfig.{name} comes from --id/--name, not from the node values")
+        flag = by_field.get(name)
+        if flag is None:
+            raise ValueError(f"the server has no flag for NodeConfig field {name!r} "
+                             f"(known: {', '.join(by_field)})")
+        out.append(f"{flag.flag}={_flag_value(flag, value)}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kvcheck.reference.server",
-                                description="Run one member of the kvcheck reference store.")
+    p = argparse.ArgumentParser(
+        prog="python -m kvcheck.reference.server",
+        description="Run one member of the kvcheck reference store. Durations take 500ms, 2s, "
+                    "1m or a bare number of seconds; an unset node setting keeps NodeConfig's "
+                    "default.")
     p.add_argument("--id", type=int, required=True)
     p.add_argument("--name", default="")
     p.add_argument("--data-dir", type=Path, required=True)
@@ -532,12 +705,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", action="append", type=parse_member, default=[],
                    help="ID,NAME,PEER,CLIENT of an initial member (repeat for each)")
     p.add_argument("--join", action="store_true", help="join an existing cluster (added by member add)")
-    p.add_argument("--tick-ms", type=int, default=100)
-    p.add_argument("--election-ticks", type=int, default=10)
-    p.add_argument("--snapshot-count", type=int, default=10_000)
-    p.add_argument("--snapshot-catchup-entries", type=int, default=5_000)
-    p.add_argument("--quota-bytes", type=int, default=2 * 1024**3)
-    p.add_argument("--request-timeout", type=float, default=5.0)
+    node = p.add_argument_group("node settings (NodeConfig; an unset one keeps the default shown)")
+    defaults = NodeConfig(id=1)
+    metavars = {"int": "N", "int0": "N", "duration": "DURATION", "bool": "BOOL"}
+    for f in NODE_FLAGS:
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if f.kind == "bool" else {}
+        shown = getattr(defaults, f.field)
+        shown = f"{shown}s" if f.kind == "duration" else str(shown).lower() if f.kind == "bool" else shown
+        node.add_argument(f.flag, dest=f"node_{f.field}", type=_KIND_PARSERS[f.kind], default=None,
+                          metavar=metavars[f.kind], help=f"{f.help} [{shown}]", **extra)
+    by_field = {f.field: f.flag for f in NODE_FLAGS}
+    for alias, (field_name, parser) in _ALIASES.items():
+        node.add_argument(alias, dest=f"alias_{field_name}", type=parser, default=None, metavar="N",
+                          help=f"older spelling of {by_field[field_name]}"
+                               + (" in milliseconds" if alias == "--tick-ms" else ""))
     p.add_argument("--cert", type=Path)
     p.add_argument("--key", type=Path)
     p.add_argument("--ca", type=Path)
@@ -547,22 +728,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def node_config_from_args(args: argparse.Namespace) -> NodeConfig:
+    """The member's NodeConfig: NodeConfig's defaults, overridden by every flag given."""
+    values: dict[str, Any] = {}
+    for field_name, _ in _ALIASES.values():
+        if getattr(args, f"alias_{field_name}") is not None:
+            values[field_name] = getattr(args, f"alias_{field_name}")
+    for f in NODE_FLAGS:
+        value = getattr(args, f"node_{f.field}")
+        if value is not None:
+            if f.field in values:
+                raise SystemExit(f"error: {f.flag} and its older spelling were both given")
+            values[f.field] = value
+    config = replace(NodeConfig(id=args.id, name=args.name or f"node{args.id}"), **values)
+    if config.heartbeat_tick >= config.election_tick:
+        raise SystemExit(f"error: --heartbeat-ticks ({config.heartbeat_tick}) must be below "
+                         f"--election-ticks ({config.election_tick})")
+    return config
+
+
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
     tls = None
     if args.cert or args.key or args.ca:
         if not (args.cert and args.key and args.ca):
             raise SystemExit("TLS needs all of --cert, --key and --ca")
         tls = TLSFiles(args.cert, args.key, args.ca)
-    node = NodeConfig(
-        id=args.id, name=args.name or f"node{args.id}", tick_interval=args.tick_ms / 1000,
-        election_tick=args.election_ticks, snapshot_count=args.snapshot_count,
-        snapshot_catchup_entries=args.snapshot_catchup_entries, quota_bytes=args.quota_bytes,
-        request_timeout=args.request_timeout,
-    )
-    return ServerOptions(node=node, data_dir=args.data_dir, listen_peer=args.listen_peer,
-                         listen_client=args.listen_client, members=args.member,
-                         listen_metrics=args.listen_metrics, join=args.join, tls=tls,
-                         seed=args.seed, bugs=Bugs.from_names(args.bug))
+    return ServerOptions(node=node_config_from_args(args), data_dir=args.data_dir,
+                         listen_peer=args.listen_peer, listen_client=args.listen_client,
+                         members=args.member, listen_metrics=args.listen_metrics, join=args.join,
+                         tls=tls, seed=args.seed, bugs=Bugs.from_names(args.bug))
 
 
 async def _main(options: ServerOptions) -> None:
@@ -596,8 +790,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             profiler.dump_stats(f"{profile_to}.{args.id}")
     else:
-        trio.run(_main, options)
+        failed = False
+        try:
+            trio.run(_main, options)
+        except* ListenError as group:
+            for exc in _leaves(group):
+                log.error("%s", exc)
+            failed = True
+        if failed:
+            return LISTEN_FAILED_EXIT
     return 0
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 if __name__ == "__main__":

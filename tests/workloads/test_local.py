@@ -1,13 +1,21 @@
 """The local target: real server processes on 127.0.0.1 with kill -9, SIGSTOP/SIGCONT,
-membership changes, and partitions/packet faults through the peer-link proxy."""
+membership changes, and partitions/packet faults through the peer-link proxy; its members
+run with the run's recorded node config, and a member that cannot listen fails the start."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import pytest
+import trio
+
+from kvcheck.reference import cluster as rc
+from kvcheck.reference.server import LISTEN_FAILED_EXIT
 from kvcheck.workloads.config import RunConfig
-from kvcheck.workloads.local.cluster import LOCAL_FAULTS
+from kvcheck.workloads.local.cluster import LOCAL_FAULTS, LocalCluster
 from kvcheck.workloads.run import run_once
 
 
@@ -29,3 +37,103 @@ def test_local_target_every_supported_fault(tmp_path: Path) -> None:
     # no server process of the run survives it
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert run["cluster_dir"] not in ps
+
+
+def recorded_node_values() -> dict[str, Any]:
+    """Node values a run records, none of them NodeConfig's default."""
+    return RunConfig().node | {
+        "tick_interval": 0.05, "election_tick": 16, "heartbeat_tick": 2, "check_quorum": False,
+        "request_timeout": 3.0, "snapshot_count": 500, "snapshot_catchup_entries": 40,
+        "quota_bytes": 64 * 1024**2, "max_request_bytes": 4096, "lease_check_interval": 0.2,
+        "progress_notify_interval": 5.0, "watch_buffer": 100, "cluster_id": 4242,
+    }
+
+
+def test_local_members_run_with_the_recorded_node_config(tmp_path: Path) -> None:
+    """Started, restarted after kill -9 and added members all report the run's node values
+    as the config they run with (not just flags on a command line)."""
+    cfg = RunConfig(workload="kv", target="local", nodes=3, seed=1, node=recorded_node_values())
+    cfg.validate()
+
+    async def main() -> dict[str, dict[int, dict[str, Any]]]:
+        cluster = LocalCluster(cfg, tmp_path)
+        seen: dict[str, dict[int, dict[str, Any]]] = {}
+        try:
+            async with trio.open_nursery() as nursery:
+                await cluster.start(nursery)
+                with pytest.raises(RuntimeError, match=r"found no leader within 0 s: node1: .*; node3: "):
+                    await cluster.wait_started(0.0)  # no time: the error says what each member shows
+                await cluster.wait_started(60.0)
+                seen["started"] = {i: s["config"] for i, s in (await cluster._statuses()).items()}
+                await cluster.kill(1)
+                await cluster.restart(1)
+                added = await cluster.add_member(0)
+                assert added is not None, cluster.events
+                assert await cluster.wait_healthy(60.0), cluster.events
+                statuses = await cluster._statuses()
+                seen["restarted"] = {1: statuses[1]["config"]}
+                seen["added"] = {added: statuses[added]["config"]}
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await cluster.shutdown()
+        return seen
+
+    seen = trio.run(main)
+    assert set(seen["started"]) == {1, 2, 3}
+    for configs in seen.values():
+        for node_id, config in configs.items():
+            assert config == {"id": node_id, "name": f"node{node_id}", **cfg.node}
+
+
+def test_the_local_target_reports_a_member_that_cannot_listen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = rc.free_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", real()))
+        held.listen()
+        taken = held.getsockname()[1]
+        calls = iter(range(1000))
+
+        def free_port() -> int:  # node2's client port (the 6th port handed out) is taken
+            return taken if next(calls) == 5 else real()
+
+        monkeypatch.setattr(rc, "free_port", free_port)
+        cfg = RunConfig(workload="kv", target="local", nodes=3, time_limit=5.0, seed=3)
+        with pytest.raises(rc.MemberFailed) as failed:
+            run_once(cfg, tmp_path, progress=False)
+    message = str(failed.value)
+    assert message.startswith("the local cluster cannot start: member node2 (pid ")
+    assert f"exited with status {LISTEN_FAILED_EXIT}" in message
+    assert f"member 2 cannot listen for client connections on 127.0.0.1:{taken}" in message
+
+
+def test_a_member_exit_seen_first_by_a_status_poll_still_fails_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = rc.free_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", real()))
+        held.listen()
+        taken = held.getsockname()[1]
+        calls = iter(range(1000))
+        monkeypatch.setattr(rc, "free_port", lambda: taken if next(calls) == 5 else real())
+        cfg = RunConfig(workload="kv", target="local", nodes=3, seed=4)
+
+        async def main() -> None:
+            cluster = LocalCluster(cfg, tmp_path)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await cluster.start(nursery)
+                    with trio.fail_after(60):
+                        while rc.process_state(cluster.nodes[2].info) != "stopped":
+                            await trio.sleep(0.05)
+                    await cluster._statuses()  # the health poll notices the exit first
+                    assert "unexpected exit: member node2" in "\n".join(cluster.events)
+                    with pytest.raises(rc.MemberFailed, match=f"127.0.0.1:{taken}: Address already in use"):
+                        await cluster.wait_started(60.0)
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cluster.shutdown()
+
+        trio.run(main)

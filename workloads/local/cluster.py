@@ -10,6 +10,14 @@ store's TCP ``Client`` (leader discovery, failover, indeterminate writes) behind
 workload's ``KVRegisterClient``. Clock and disk faults cannot be injected into real
 processes here: ``RunConfig.validate`` rejects them for this target (exit 64).
 
+Every member, started, restarted or added, runs with the run's recorded node values
+(``RunConfig.node``, written to config.json) as server flags (``server.node_flags``), so a
+local run's timing, snapshot and quota settings are the ones its config.json shows. Ports
+(members' peer/client/metrics and the proxies') come from ``cluster.free_port``: outside the
+kernel's ephemeral range, so no outgoing connection can take one meanwhile. A member that
+exits on its own (e.g. it could not bind its port) fails the start at once with its exit
+report (``MemberFailed``); one that exits later is recorded in cluster-events.log.
+
 Runs on real time: they are not deterministic and ``kvcheck replay`` refuses them.
 """
 
@@ -18,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +51,7 @@ LOCAL_FAULTS = ("partition", "kill", "pause", "packet", "member")
 class LocalNode:
     info: rc.NodeInfo
     listen_peer: str  # the private port the process listens on; info.peer is the proxy
+    up: bool = False  # launched and not killed or removed by us: it should be running
 
 
 class LocalCluster:
@@ -53,11 +61,12 @@ class LocalCluster:
         self.config = config
         self.path = path
         self.proxy = FaultProxy(random.Random(f"{config.seed}:proxy"))
-        self.info = rc.ClusterInfo(path, options={"bugs": list(config.bugs)})
+        self.info = rc.ClusterInfo(path, options={"bugs": list(config.bugs), "node": dict(config.node)})
         self.nodes: dict[int, LocalNode] = {}
         self._nursery: trio.Nursery | None = None
         self._status_client: Client | None = None
         self.events: list[str] = []
+        self.unexpected_exits: list[str] = []  # exit reports of members that stopped on their own
 
     @property
     def node_ids(self) -> list[int]:
@@ -81,13 +90,38 @@ class LocalCluster:
     def _launch(self, node: LocalNode) -> None:
         cmd = rc.server_command(self.info, node.info)
         cmd[cmd.index("--listen-peer") + 1] = node.listen_peer  # the proxy takes the advertised port
-        Path(node.info.data_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(node.info.data_dir).parent / f"{node.info.name}.log", "ab") as logf:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                    start_new_session=True, close_fds=True)
-        node.info.pid = proc.pid
+        rc.launch(self.info, node.info, cmd)
+        node.up = True
         self.info.save()
-        self._log(f"started {node.info.name} (pid {proc.pid})")
+        self._log(f"started {node.info.name} (pid {node.info.pid})")
+
+    def exited(self) -> list[LocalNode]:
+        """Members that should be running but whose process has stopped on its own."""
+        return [n for n in self.nodes.values()
+                if n.up and not n.info.removed and rc.process_state(n.info) == "stopped"]
+
+    def _note_exits(self) -> None:
+        for n in self.exited():
+            n.up = False
+            report = rc.exit_report(n.info)
+            self.unexpected_exits.append(report)
+            self._log(f"unexpected exit: {report}")
+
+    async def wait_started(self, timeout: float) -> None:
+        """Wait for the new cluster's leader; fail at once if a member process exits."""
+        with trio.move_on_after(timeout):
+            while True:
+                self._note_exits()  # also noted by every status poll
+                if self.unexpected_exits:
+                    raise rc.MemberFailed("the local cluster cannot start: " + "; ".join(self.unexpected_exits))
+                if await self.wait_healthy(0.5):
+                    return
+        answered = await self._statuses()  # the run directory is removed: say what we saw here
+        seen = "; ".join(f"{n.info.name}: " + (
+            f"leader {answered[i].get('leader')} term {answered[i].get('term')}" if i in answered
+            else f"no answer ({rc.process_state(n.info)}), {rc.log_tail(n.info, 1)}")
+            for i, n in sorted(self.nodes.items()))
+        raise RuntimeError(f"the local cluster in {self.path} found no leader within {timeout:.0f} s: {seen}")
 
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -103,7 +137,11 @@ class LocalCluster:
     async def _start_proxy(self, node: LocalNode) -> None:
         assert self._nursery is not None
         port = int(node.info.peer.rsplit(":", 1)[1])
-        await self._nursery.start(self.proxy.serve, node.info.id, port, node.listen_peer)
+        try:
+            await self._nursery.start(self.proxy.serve, node.info.id, port, node.listen_peer)
+        except OSError as exc:
+            raise OSError(exc.errno, f"the fault proxy for {node.info.name} cannot listen on "
+                                     f"{node.info.peer}: {exc.strerror or exc}") from exc
 
     def _client(self, timeout: float) -> Client:
         assert self._nursery is not None
@@ -111,12 +149,16 @@ class LocalCluster:
         return Client(ClientConfig(endpoints=endpoints, timeout=timeout), self._nursery)
 
     async def shutdown(self) -> None:
+        self._note_exits()
+        for n in self.nodes.values():
+            n.up = False
         await trio.to_thread.run_sync(rc.stop_cluster, self.info, 2.0)
 
     # -- health -------------------------------------------------------------------------
 
     async def _statuses(self) -> dict[int, dict[str, Any]]:
         assert self._status_client is not None
+        self._note_exits()
         out: dict[int, dict[str, Any]] = {}
         for i in self.node_ids:
             node = self.nodes[i]
@@ -165,6 +207,7 @@ class LocalCluster:
 
     async def kill(self, node: int) -> None:
         n = self.nodes[node]
+        n.up = False
         if rc.process_state(n.info) != "stopped":
             await trio.to_thread.run_sync(rc.kill_node, self.info, n.info)
             self._log(f"killed {n.info.name} (SIGKILL)")
@@ -207,7 +250,7 @@ class LocalCluster:
         finally:
             await client.aclose()
         n = self.nodes[node]
-        n.info.removed = True
+        n.info.removed, n.up = True, False
         self.info.save()
         await trio.to_thread.run_sync(rc.stop_cluster, rc.ClusterInfo(self.path, [n.info]), 2.0)
         self.proxy.stop(node)
@@ -237,7 +280,7 @@ class LocalCluster:
     def logs(self) -> dict[str, str]:
         out = {"cluster-events.log": "\n".join(self.events) + "\n"}
         for n in self.nodes.values():
-            path = Path(n.info.data_dir).parent / f"{n.info.name}.log"
+            path = rc.log_path(n.info)
             if path.is_file():
                 out[f"{n.info.name}.log"] = path.read_text(errors="replace")
         return out
@@ -254,8 +297,7 @@ def execute_local(config: RunConfig, progress: Progress) -> Execution:
         try:
             async with trio.open_nursery() as nursery:
                 await cluster.start(nursery)
-                if not await cluster.wait_healthy(30.0):
-                    raise RuntimeError(f"the local cluster in {path} found no leader within 30 s")
+                await cluster.wait_started(30.0)
                 recorder = Recorder(trio.current_time)
                 recorder.on_event(lambda op: progress.event(op, recorder.now()))
                 info = await drive(cluster, config, recorder)
@@ -269,5 +311,18 @@ def execute_local(config: RunConfig, progress: Progress) -> Execution:
 
     try:
         return trio.run(main)
+    except BaseExceptionGroup as group:
+        # trio wraps what the nursery raised; one cause (a member that could not start, a
+        # proxy that could not listen) is re-raised bare so its message reaches the user
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from group
+        raise
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
