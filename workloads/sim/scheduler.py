@@ -40,15 +40,13 @@ _IDLE_FOREVER = 86400.0
 
 
 class Timer:
-    """A pending wakeup: a task to reschedule or a callback to run. ``cancel`` is idempotent."""
+    """A sleeping task's wakeup. ``cancel`` (when the task is cancelled) is idempotent."""
 
-    __slots__ = ("callback", "cancelled", "task", "when")
+    __slots__ = ("cancelled", "task", "when")
 
-    def __init__(self, when: float, task: trio.lowlevel.Task | None,
-                 callback: Callable[[], None] | None) -> None:
+    def __init__(self, when: float, task: trio.lowlevel.Task) -> None:
         self.when = when
         self.task = task
-        self.callback = callback
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -63,7 +61,7 @@ class SimScheduler(trio.abc.Clock):
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
-        self._heap: list[tuple[float, int, Timer]] = []
+        self._heap: list[tuple[float, int, Timer | Callable[[], None]]] = []
         self._seq = 0
         self._failures: list[Exception] = []  # raised by callbacks, for the guard to re-raise
         self._guard: trio.lowlevel.Task | None = None  # the task running ``run``
@@ -91,7 +89,10 @@ class SimScheduler(trio.abc.Clock):
         # trio calls this only when no task is runnable: the simulation is idle until the
         # earlier of trio's next deadline and our next timer. Move time there now.
         heap = self._heap
-        while heap and heap[0][2].cancelled:
+        while heap:
+            top = heap[0][2]
+            if not isinstance(top, Timer) or not top.cancelled:
+                break
             heapq.heappop(heap)
         ours = heap[0][0] if heap else math.inf
         target = min(ours, deadline)
@@ -107,25 +108,26 @@ class SimScheduler(trio.abc.Clock):
     def _fire(self) -> None:
         heap = self._heap
         while heap and heap[0][0] <= self._now:
-            timer = heapq.heappop(heap)[2]
-            if timer.cancelled:
-                continue
-            timer.cancelled = True  # fired: a late cancel() is a no-op
+            entry = heapq.heappop(heap)[2]
             self.fired += 1
-            if timer.task is not None:
-                trio.lowlevel.reschedule(timer.task)
-            elif timer.callback is not None:
+            if not isinstance(entry, Timer):  # a callback (call_at): not cancellable
                 try:
-                    timer.callback()
+                    entry()
                 except Exception as exc:  # never into trio's run loop: the guard re-raises it
                     self._failures.append(exc)
+                continue
+            if entry.cancelled:
+                self.fired -= 1
+                continue
+            entry.cancelled = True  # fired: a late cancel() is a no-op
+            assert entry.task is not None
+            trio.lowlevel.reschedule(entry.task)
         if self._failures and self._guard_parked and self._guard is not None:
             self._guard_parked = False
             trio.lowlevel.reschedule(self._guard)
 
-    def _push(self, when: float, task: trio.lowlevel.Task | None,
-              callback: Callable[[], None] | None) -> Timer:
-        timer = Timer(when, task, callback)
+    def _push(self, when: float, task: trio.lowlevel.Task) -> Timer:
+        timer = Timer(when, task)
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, timer))
         return timer
@@ -137,7 +139,7 @@ class SimScheduler(trio.abc.Clock):
         if when <= self._now:
             await trio.lowlevel.checkpoint()
             return
-        timer = self._push(when, trio.lowlevel.current_task(), None)
+        timer = self._push(when, trio.lowlevel.current_task())
 
         def abort(_: Any) -> trio.lowlevel.Abort:
             timer.cancel()
@@ -148,14 +150,16 @@ class SimScheduler(trio.abc.Clock):
     async def sleep(self, seconds: float) -> None:
         await self.sleep_until(self._now + max(0.0, seconds))
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+    def call_at(self, when: float, callback: Callable[[], None]) -> None:
         """Call ``callback()`` at virtual time ``when`` (at the next idle moment if ``when``
         has passed), from the clock hook between scheduler passes: it must be quick, must
         not block, and may wake tasks. Callbacks due at one time run in the order they were
-        set."""
+        set. (Not cancellable: the heap holds the callable itself, the cheapest entry for
+        the simulation's most frequent timer, a message delivery.)"""
         if self._guard is None:
             raise RuntimeError("SimScheduler.run is not running: start it in the simulation's nursery")
-        return self._push(when, None, callback)
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, callback))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The guard (for the whole simulation): re-raise the first exception of a callback."""
@@ -178,4 +182,4 @@ class SimScheduler(trio.abc.Clock):
 
     def pending(self) -> int:
         """Timers not yet fired or cancelled."""
-        return sum(1 for _, _, t in self._heap if not t.cancelled)
+        return sum(1 for _, _, t in self._heap if not (isinstance(t, Timer) and t.cancelled))
