@@ -11,9 +11,8 @@ trio shuffles each batch of runnable tasks with a private ``random.Random``
 also orders the batch by insertion, which follows ``id()`` tie-breaks in its deadline heap.
 ``deterministic_trio(seed)`` replaces that generator with a seeded one and sets the flag
 (trio sorts each batch by task creation counter before shuffling) for the duration of one
-``trio.run``. These are
-private names: trio is pinned to 0.35.0 and tests/workloads/test_sim.py runs one
-seed in two processes with different PYTHONHASHSEED and compares history hashes.
+``trio.run``. These are private names: trio is pinned to 0.35.0 and tests/workloads/test_sim.py
+runs one seed in two processes with different PYTHONHASHSEED and compares history hashes.
 """
 
 from __future__ import annotations

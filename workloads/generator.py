@@ -13,9 +13,9 @@ the generator's random substream) and gets back:
 A ``Wait`` marked ``shared`` promises that any thread asking before its ``until``, whatever
 completes meanwhile, gets the same wait (e.g. the rate limiter's "no op before t", which no
 thread can pass): the dispatcher then stops asking the other free threads and sleeps until
-then. A generator whose answer depends on the
-thread (``mix``, ``concurrency``, ``each_thread``, ``phases``) drops the mark of what it
-passes on; an unmarked wait is the safe default for user generators.
+then. A generator whose answer depends on the thread (``mix``, ``concurrency``,
+``each_thread``, ``phases``) drops the mark of what it passes on; an unmarked wait is the
+safe default for user generators.
 
 Combinators wrap generators: ``mix`` (random choice), ``stagger``/``rate`` (spacing between
 ops, shared by all threads), ``limit``, ``time_limit``, ``concurrency`` (only the first n

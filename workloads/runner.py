@@ -171,15 +171,14 @@ class Runner:
                                        "but no operation is in flight")
                 changed = self._changed
                 untils = [w.until for w in waits if w.until is not None]
-                if untils and any(w.shared for w in waits):
-                    # Every thread would get this wait until then, whatever completes.
+                if untils:
                     deadline = min(untils)
-                    await trio.sleep_until(origin + deadline)
-                    reached = max(reached, deadline)
-                elif untils:
-                    deadline = min(untils)
-                    with trio.move_on_at(origin + deadline):
-                        await changed.wait()
+                    if any(w.shared for w in waits):
+                        # Every thread would get this wait until then, whatever completes.
+                        await trio.sleep_until(origin + deadline)
+                    else:
+                        with trio.move_on_at(origin + deadline):
+                            await changed.wait()
                     if trio.current_time() >= origin + deadline:
                         reached = max(reached, deadline)
                 else:

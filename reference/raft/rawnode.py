@@ -243,11 +243,14 @@ class RawNode:
         prev_soft = self._prev_soft
         if r.lead != prev_soft.leader or r.role is not prev_soft.role:
             return True
-        prev_hard = self._prev_hard
-        if (r.term != prev_hard.term or r.vote != prev_hard.vote or log.committed != prev_hard.commit) \
-                and not r.hard_state().is_empty():
+        if self._hard_state_changed() and not r.hard_state().is_empty():
             return True
         return log.has_next_committed_entries()
+
+    def _hard_state_changed(self) -> bool:
+        """Whether term, vote or commit moved since the last Ready (no HardState built)."""
+        r, prev = self.raft, self._prev_hard
+        return r.term != prev.term or r.vote != prev.vote or r.log.committed != prev.commit
 
     def ready(self) -> Ready:
         """The next batch of work. Call ``advance(rd)`` before the next ``ready()``."""
@@ -256,7 +259,7 @@ class RawNode:
         r = self.raft
         r.flush_proposals()
         prev_hard, prev_soft = self._prev_hard, self._prev_soft
-        hard_changed = (r.term, r.vote, r.log.committed) != (prev_hard.term, prev_hard.vote, prev_hard.commit)
+        hard_changed = self._hard_state_changed()
         hs = r.hard_state() if hard_changed else prev_hard
         entries = list(r.log.unstable.entries)
         snapshot = r.log.unstable.snapshot

@@ -1,11 +1,11 @@
 """Simulated per-node clocks over trio's virtual time.
 
 A node's clock reads ``offset + anchor_value + rate * (t - anchor_time)`` where ``t`` is
-the simulation's virtual time (``SimScheduler``, trio's clock for the run). Changing the rate re-anchors, so a
-skewed clock drifts without jumping; changing the offset is a bump. ``sleep(d)`` waits ``d``
-seconds of *node* time, i.e. ``d / rate`` of simulated time, so a fast clock fires its
-election and heartbeat timers early; it is one timer in the scheduler's heap. A paused node's clock does not wake its sleepers until
-the node resumes.
+the simulation's virtual time (``SimScheduler``, trio's clock for the run). Changing the rate
+re-anchors, so a skewed clock drifts without jumping; changing the offset is a bump.
+``sleep(d)`` waits ``d`` seconds of *node* time, i.e. ``d / rate`` of simulated time (one
+timer in the scheduler's heap), so a fast clock fires its election and heartbeat timers
+early. A paused node's clock does not wake its sleepers until the node resumes.
 """
 
 from __future__ import annotations

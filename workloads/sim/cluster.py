@@ -434,6 +434,10 @@ class SimClient(LogRequests):
         when = cluster.net.quantize(sched.current_time() + cluster._client_rng.uniform(*cluster.client_latency))
         await sched.sleep_until(when)
 
+    async def _backoff(self, attempt: int) -> None:
+        """The pause before retrying elsewhere: longer with each attempt, at most 0.3 s."""
+        await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
+
     async def call(self, fn: Callable[[Node, float], Awaitable[T]], *, write: bool) -> T:
         """Send one request until a definite answer or the timeout (see reference.client)."""
         deadline = trio.current_time() + self.timeout
@@ -450,7 +454,7 @@ class SimClient(LogRequests):
                 tried.add(target)  # connection refused: nothing was sent
                 if self._preferred == target:
                     self._preferred = None
-                await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
+                await self._backoff(attempt)
                 continue
             node = slot.node
             remaining = deadline - trio.current_time()
@@ -467,7 +471,7 @@ class SimClient(LogRequests):
                     tried.add(target)
                     self._preferred = err.leader if err.leader else None
                     if not err.leader:
-                        await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
+                        await self._backoff(attempt)
                     continue
                 if err.code in (ErrorCode.TIMEOUT, ErrorCode.UNAVAILABLE):
                     maybe_applied = maybe_applied or (write and slot.node is not node) or \
@@ -475,7 +479,7 @@ class SimClient(LogRequests):
                     tried.add(target)
                     if self._preferred == target:
                         self._preferred = None
-                    await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
+                    await self._backoff(attempt)
                     continue
                 if err.code.indeterminate and write:
                     raise Indeterminate(err.code, err.message, cause=err) from None

@@ -42,10 +42,9 @@ _IDLE_FOREVER = 86400.0
 class Timer:
     """A sleeping task's wakeup. ``cancel`` (when the task is cancelled) is idempotent."""
 
-    __slots__ = ("cancelled", "task", "when")
+    __slots__ = ("cancelled", "task")
 
-    def __init__(self, when: float, task: trio.lowlevel.Task) -> None:
-        self.when = when
+    def __init__(self, task: trio.lowlevel.Task) -> None:
         self.task = task
         self.cancelled = False
 
@@ -66,7 +65,6 @@ class SimScheduler(trio.abc.Clock):
         self._failures: list[Exception] = []  # raised by callbacks, for the guard to re-raise
         self._guard: trio.lowlevel.Task | None = None  # the task running ``run``
         self._guard_parked = False
-        self.jumps = 0  # time advances (statistics for benchmarks)
         self.fired = 0  # timers fired
 
     @staticmethod
@@ -100,7 +98,6 @@ class SimScheduler(trio.abc.Clock):
             return _IDLE_FOREVER
         if target > self._now:
             self._now = target
-            self.jumps += 1
         if ours <= self._now:
             self._fire()
         return 0.0
@@ -127,7 +124,7 @@ class SimScheduler(trio.abc.Clock):
             trio.lowlevel.reschedule(self._guard)
 
     def _push(self, when: float, task: trio.lowlevel.Task) -> Timer:
-        timer = Timer(when, task)
+        timer = Timer(task)
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, timer))
         return timer
