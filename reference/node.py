@@ -376,9 +376,16 @@ class Node:
         return {"min_lease_ttl": self.config.min_lease_ttl, "quota_bytes": self.config.quota_bytes,
                 "max_request_bytes": self.config.max_request_bytes, "bugs": self.bugs}
 
+    def _event(self, text: str, *args: Any) -> None:
+        """A lifecycle event worth a line in this member's log (elections, leader changes,
+        snapshots, membership): INFO on ``kvcheck.node`` with the member's id as
+        ``record.member``, so a shell can route it to that member's log file."""
+        if log.isEnabledFor(logging.INFO):
+            log.info("node %d: " + text, self.id, *args, extra={"member": self.id})
+
     def _finding(self, violation: raft.InvariantViolation) -> None:
         text = f"invariant violation on node {self.id}: {violation}"
-        log.error("%s", text)
+        log.error("%s", text, extra={"member": self.id})
         self.findings.append(text)
         if self._on_finding is not None:
             self._on_finding(text)
@@ -393,6 +400,7 @@ class Node:
         if state.hard_state is not None:
             self.storage.set_hard_state(state.hard_state)
             self._durable_term_vote = (state.hard_state.term, state.hard_state.vote)
+            self.term, self.commit = state.hard_state.term, state.hard_state.commit
         if state.entries:
             self.storage.append(state.entries)
         fresh = state.snapshot is None and state.hard_state is None and not state.entries
@@ -409,6 +417,15 @@ class Node:
             if not self.initial_members:
                 raise ValueError(f"node {self.id}: empty disk and no initial members to bootstrap")
             self.raw.bootstrap(sorted(m.id for m in self.initial_members))
+            self._event("bootstrapped a new cluster of members %s",
+                        sorted(m.id for m in self.initial_members))
+        elif fresh:
+            self._event("empty disk: joining an existing cluster")
+        else:
+            hs = state.hard_state
+            self._event("recovered from disk: term %d, vote %d, commit %d, snapshot index %d, "
+                        "log up to index %d", hs.term if hs else 0, hs.vote if hs else 0,
+                        hs.commit if hs else 0, applied, self.storage.last_index())
         self.transport.update_members(self.members)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -508,9 +525,11 @@ class Node:
         try:
             raw.step(msg)
         except raft.StepError as exc:
-            log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc)
+            log.warning("node %d: dropped message %s from %d: %s", self.id, msg.type.name, msg.from_, exc,
+                        extra={"member": self.id})
         except Exception:  # a message from the network must never stop the member
-            log.exception("node %d: stepping %s from %d failed", self.id, msg.type.name, msg.from_)
+            log.exception("node %d: stepping %s from %d failed", self.id, msg.type.name, msg.from_,
+                          extra={"member": self.id})
 
     def report_unreachable(self, node_id: int) -> None:
         if self.raw is not None and self.running:
@@ -576,7 +595,7 @@ class Node:
                 await self._maybe_snapshot()
 
     async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
-        self._observe_soft_state(rd.soft_state)
+        self._observe_soft_state(rd.soft_state, rd.hard_state)
         # 0. A leader may replicate before its own fsync (etcd's Raft thesis 10.2.1): its own
         # entries count towards commit only once advance() reports them persisted, and its
         # term and vote are already durable. Everything else waits for the persist step.
@@ -637,10 +656,17 @@ class Node:
         self._wake_applied()
         self._deliver_watch_responses()
 
-    def _observe_soft_state(self, ss: raft.SoftState) -> None:
+    def _observe_soft_state(self, ss: raft.SoftState, hs: raft.HardState | None) -> None:
+        if ss.role is not self.role:
+            self._event("became %s at term %d", ss.role.name.lower().replace("_", "-"),
+                        hs.term if hs is not None else self.term)
         if ss.leader != self.leader:
             if ss.leader != raft.NONE:
                 self.metrics.leader_changes += 1
+                self._event("leader is node %d (term %d)", ss.leader,
+                            hs.term if hs is not None else self.term)
+            else:
+                self._event("lost the leader (term %d)", hs.term if hs is not None else self.term)
             self.leader = ss.leader
             for target, waiter in self._leader_waiters:
                 if target == ss.leader:
@@ -707,6 +733,8 @@ class Node:
             base = member or old or Member(cc.node_id, f"node{cc.node_id}")
             self.members[cc.node_id] = Member(base.id, base.name, base.peer, base.client, learner)
         self.transport.update_members(self.members)
+        self._event("applied conf change at index %d: %s %d; members now %s", entry.index,
+                    cc.type.name.lower().replace("_", " "), cc.node_id, sorted(self.members))
         token = info.get("token")
         waiter = self._conf_waiters.pop(token, None) if isinstance(token, int) else None
         result = self.members.get(cc.node_id, member or Member(cc.node_id, ""))
@@ -732,6 +760,7 @@ class Node:
         compact_to = index - self.config.snapshot_catchup_entries
         if compact_to > self.storage.first_index():
             self.storage.compact(compact_to)
+        self._event("snapshot at index %d; log kept from index %d", index, self.storage.first_index())
 
     def _snapshot_data(self) -> bytes:
         data: bytes = msgpack.packb({
@@ -760,6 +789,7 @@ class Node:
 
     def _install_snapshot(self, snap: raft.Snapshot) -> None:
         """A follower got the leader's snapshot: replace the state machine wholesale."""
+        self._event("installed the leader's snapshot at index %d, term %d", snap.meta.index, snap.meta.term)
         self._restore_state(snap)
         self.applied = snap.meta.index
         self.snapshot_index = snap.meta.index

@@ -137,7 +137,7 @@ def fake_executor(stale_reads: bool = False):  # type: ignore[no-untyped-def]
             rec = Recorder(trio.current_time)
             rec.on_event(lambda op: progress.event(op, rec.now()))
             info = await drive(target, config, rec)
-            return Execution(rec.ops, info, {"n1.log": "fake node log\n"})
+            return Execution(rec.ops, info, {"node1.log": "fake node log\n"})
 
         with deterministic_trio(config.seed):
             return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

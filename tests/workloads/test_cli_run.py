@@ -51,7 +51,7 @@ def test_readme_quick_start_run_command(tmp_path: Path) -> None:
     p = kvcheck(*command[1:], cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     latest = tmp_path / "store" / "latest"
-    for name in ("config.json", "history.jsonl", "results.json", "report.html", "n1.log"):
+    for name in ("config.json", "history.jsonl", "results.json", "report.html", "node1.log"):
         assert (latest / name).is_file(), name
     assert "linearizable (cas-register): valid" in p.stdout
     assert "partition x" in p.stdout

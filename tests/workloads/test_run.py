@@ -27,7 +27,7 @@ def test_run_writes_a_complete_run_directory(tmp_path: Path, make_fake_executor:
     d = out.run_dir
     assert d.parent == tmp_path / "register"
     assert (tmp_path / "latest").resolve() == d.resolve()
-    for name in ("config.json", "history.jsonl", "results.json", "n1.log"):
+    for name in ("config.json", "history.jsonl", "results.json", "node1.log"):
         assert (d / name).is_file(), name
     config = json.loads((d / "config.json").read_text())
     assert (config["seed"] == 11 and [f["kind"] for f in config["schedule"]] == ["partition", "kill"]) or \

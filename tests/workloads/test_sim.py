@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,27 @@ def test_wrong_read_path_is_caught(tmp_path: Path) -> None:
     assert key["op"]["f"] == "read"
     clean = sim(tmp_path, seed=3, time_limit=10.0)
     assert clean.code == 0
+
+
+def test_node_logs_tell_each_members_story(tmp_path: Path) -> None:
+    """Each nN.log has the member's own events in simulated time beside the harness's: its
+    elections and leader changes, and after a kill -9 what it recovered from its disk."""
+    out = sim(tmp_path, faults=["partition", "kill"], seed=4, time_limit=10.0)
+    logs = {p.name: p.read_text() for p in sorted(out.run_dir.glob("node*.log"))}
+    assert sorted(logs) == [f"node{i}.log" for i in range(1, 6)]
+    assert sum("became leader at term" in text for text in logs.values()) >= 1
+    for name, text in logs.items():
+        node = name[4:-4]
+        assert f"node {node}: bootstrapped a new cluster of members [1, 2, 3, 4, 5]" in text
+        assert "leader is node" in text, text
+        times = [float(line.split()[0]) for line in text.splitlines()]
+        assert times == sorted(times)
+    killed = [text for text in logs.values() if "killed (kill -9)" in text]
+    assert len(killed) == 1
+    recovered = killed[0].split("killed (kill -9)", 1)[1]
+    term = int(recovered.split("recovered from disk: term ", 1)[1].split(",")[0])
+    later = [int(t) for t in re.findall(r"term (\d+)", recovered.split("started (incarnation 2)")[1])]
+    assert term >= 1 and later and min(later) >= term, recovered
 
 
 def test_recheck_of_a_sim_run(tmp_path: Path) -> None:

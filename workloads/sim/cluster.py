@@ -389,7 +389,7 @@ class SimCluster:
         return out
 
     def logs(self) -> dict[str, str]:
-        return {f"n{i}.log": "\n".join(slot.log) + "\n" for i, slot in sorted(self.slots.items())}
+        return {f"node{i}.log": "\n".join(slot.log) + "\n" for i, slot in sorted(self.slots.items())}
 
 
 class _Status:
@@ -543,12 +543,21 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     from kvcheck.workloads.run import Execution
 
     records: list[str] = []
+    clusters: list[SimCluster] = []
 
     class Capture(logging.Handler):
-        """The store's log records (warnings and up) into cluster.log, stamped with
-        simulated time instead of wall time."""
+        """The store's log records, stamped with simulated time instead of wall time: a
+        member's events (records carrying ``member``, INFO and up) into that member's log,
+        and every warning and up into cluster.log."""
 
         def emit(self, record: logging.LogRecord) -> None:
+            member = getattr(record, "member", None)
+            slot = clusters[0].slots.get(member) if clusters and isinstance(member, int) else None
+            if slot is not None:
+                prefix = "" if record.levelno == logging.INFO else f"{record.levelname} "
+                clusters[0]._log(slot, prefix + record.getMessage())
+            if record.levelno < logging.WARNING:
+                return
             try:
                 now = f"{trio.current_time():10.4f}"
             except RuntimeError:
@@ -556,11 +565,12 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             records.append(f"{now} {record.levelname:7} {record.name}: {record.getMessage()}")
 
     logger = logging.getLogger("kvcheck")
-    handler = Capture(logging.WARNING)
+    handler = Capture(logging.INFO)
     saved = (logger.level, logger.propagate)
 
     async def main() -> Execution:
         cluster = SimCluster(config)
+        clusters.append(cluster)
         recorder: Recorder | None = None
         async with trio.open_nursery() as nursery:
             await cluster.start(nursery)
@@ -578,8 +588,8 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
         return Execution(recorder.ops, info, {**cluster.logs(), "cluster.log": "\n".join(records) + "\n"})
 
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False  # the store's warnings go to cluster.log, not the terminal
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the store's records go to the run's logs, not the terminal
     try:
         with deterministic_trio(config.seed):
             return trio.run(main, clock=SimScheduler())
