@@ -26,7 +26,10 @@ scheduling of the exact searches, bounds and counterexamples.
    op's return: the last op linearized and the state after it, then the step the model
    rejects) and a minimal failing sub-history found by delta debugging (1-minimal: removing
    any one of its calls makes it linearizable), which keeps the failing op whenever some
-   1-minimal failing sub-history contains it. Finding the op and the final paths, and delta
+   1-minimal failing sub-history contains it. For registers with unique values it is
+   self-contained: it keeps the write behind every value its calls read or compared, and
+   removing any one call together with the calls that observed its write makes it
+   linearizable. Finding the op and the final paths, and delta
    debugging, each take at most EXPLAIN_BUDGET seconds more (and never pass the deadline):
    a verdict found fast is never held up long by its explanation.
 """
@@ -269,6 +272,81 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
         return items, False
 
 
+class _ValueSources:
+    """Which call wrote the value another call observed, for registers whose written values
+    are unique (and differ from the initial value): an ok read of v and an ok cas from v
+    observed the one write or successful cas that wrote v. A sub-history that keeps an
+    observer keeps its source too (``close``), so a minimal counterexample shows where
+    the values it reads came from — a stale read comes with the write it saw and the write
+    that overwrote it — instead of a read of a value nothing in it wrote."""
+
+    def __init__(self, entries: Sequence[Entry], initial: Any) -> None:
+        self.order = {id(e): i for i, e in enumerate(entries)}
+        writer: dict[Any, Entry] = {}
+        for e in entries:
+            a = e.action
+            if a.f == "write" or (a.f == "cas" and a.outcome != "fail"):
+                v = a.value if a.f == "write" else a.value[1]
+                if v in writer or v == initial:
+                    raise ValueError("written values are not unique")
+                writer[v] = e
+        self.source: dict[int, Entry] = {}
+        for e in entries:
+            a = e.action
+            if e.end == math.inf:
+                continue  # an info call observed nothing we know
+            v = a.value if a.f == "read" else a.value[0] if a.f == "cas" and a.outcome == "ok" else initial
+            if v != initial and v in writer:
+                self.source[id(e)] = writer[v]
+
+    @classmethod
+    def of(cls, model: Model, entries: Sequence[Entry]) -> _ValueSources | None:
+        if not _fast_applies(model):
+            return None
+        try:
+            return cls(entries, model.initial())
+        except (ValueError, TypeError):  # repeated or unhashable values: no single source
+            return None
+
+    def close(self, calls: Sequence[Entry]) -> list[Entry]:
+        """``calls`` with the sources of what they observed, transitively, in history order."""
+        keep = {id(e): e for e in calls}
+        todo = list(calls)
+        while todo:
+            src = self.source.get(id(todo.pop()))
+            if src is not None and id(src) not in keep:
+                keep[id(src)] = src
+                todo.append(src)
+        return sorted(keep.values(), key=lambda e: self.order[id(e)])
+
+    def without(self, calls: Sequence[Entry], drop: Entry) -> list[Entry]:
+        """``calls`` less ``drop`` and every call that observed what it wrote, transitively."""
+        gone = {id(drop)}
+        changed = True
+        while changed:
+            changed = False
+            for e in calls:
+                src = self.source.get(id(e))
+                if id(e) not in gone and src is not None and id(src) in gone:
+                    gone.add(id(e))
+                    changed = True
+        return [e for e in calls if id(e) not in gone]
+
+
+def _drop_while_failing(calls: list[Entry], sources: _ValueSources,
+                        fails: Callable[[list[Entry]], bool], keep_first: Entry) -> list[Entry]:
+    """Drop single calls (each with the calls that observed its write) while the rest still
+    fails, trying ``keep_first`` last; raises _OutOfBounds."""
+    while True:
+        for e in sorted(calls, key=lambda c: c is keep_first):
+            smaller = sources.without(calls, e)
+            if fails(smaller):
+                calls = smaller
+                break
+        else:
+            return calls
+
+
 def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
                  bounds: _Bounds) -> list[list[dict[str, Any]]]:
     """Final paths: for each configuration just before the failing return, the last op it
@@ -372,14 +450,22 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
     sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
     # Keep the failing op, so the minimal history explains the op reported above: shrink the
     # other calls while they still fail together with it. If what remains fails without it
-    # too, shrink on without it, so the result is always 1-minimal.
+    # too, shrink on without it, so the result is always 1-minimal. With unique register
+    # values every candidate keeps the sources of the values it observed (_ValueSources),
+    # and a last pass makes the result 1-minimal in that sense: dropping any one call
+    # together with the calls that observed its write leaves a linearizable history.
+    sources = _ValueSources.of(model, entries)
+    close: Callable[[list[Entry]], list[Entry]] = sources.close if sources is not None else list
     others = [e for e in prefix if e is not x]
-    rest, complete = ddmin(others, lambda cand: fails([*cand, x]))
-    minimal = [*rest, x]
+    rest, complete = ddmin(others, lambda cand: fails(close([*cand, x])))
+    minimal = close([*rest, x])
     if complete:
         try:
-            if fails(rest):
-                minimal, complete = ddmin(rest, fails)
+            if fails(close(rest)):
+                found, complete = ddmin(rest, lambda cand: fails(close(cand)))
+                minimal = close(found)
+            if complete and sources is not None:
+                minimal = _drop_while_failing(minimal, sources, fails, keep_first=x)
         except _OutOfBounds:
             complete = False
     ops: list[Op] = []
