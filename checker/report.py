@@ -669,8 +669,10 @@ def dot_path_for(out_path: Path) -> Path:
 
 
 def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
-                  config: Mapping[str, Any] | None = None, dot_name: str | None = None) -> tuple[str, str | None]:
-    """(the report's HTML, the DOT source or None when there is no minimal failing sub-history)."""
+                  config: Mapping[str, Any] | None = None, dot_name: str | None = None,
+                  logs: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """(the report's HTML, the DOT source or None when there is no minimal failing sub-history).
+    ``logs`` (file name -> text: a run's node logs) are embedded, collapsed, at the end."""
     norm = normalise_results(results)
     timeline, call_of_op = build_timeline(ops)
     failures, unknown, other = _failures(norm)
@@ -700,6 +702,7 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
     config_html = _findings_html(norm.get("findings")) + _json_details("run", "Run facts", norm.get("run"))
     if config is not None:
         config_html += _json_details("config", "Run configuration", config)
+    config_html += _logs_html(logs or {})
     body = "\n".join([
         _summary_html(norm, timeline, len(ops), n_nemesis, bool(failures or other), title),
         _timeline_html(),
@@ -733,6 +736,25 @@ def _json_details(section_id: str, summary: str, value: Any) -> str:
             f"<pre>{_e(text)}</pre></details></section>")
 
 
+LOG_CHARS = 200_000  # per embedded log file; the rest stays in the file beside the report
+
+
+def _logs_html(logs: Mapping[str, str]) -> str:
+    """The run's log files, each collapsed; a long one is cut to its last LOG_CHARS."""
+    if not logs:
+        return ""
+    parts = []
+    for name, text in logs.items():
+        if len(text) > LOG_CHARS:
+            text = f"… ({len(text) - LOG_CHARS} characters before this are in {name})\n" + text[-LOG_CHARS:]
+        lines = text.count("\n") + (not text.endswith("\n"))
+        parts.append(f'<details class="log" data-log="{_e(name)}"><summary>{_e(name)} '
+                     f'<span class="note">({lines} lines)</span></summary><pre>{_e(text)}</pre></details>')
+    return ('<section id="logs"><h2>Logs</h2><p class="note">The run\'s log files as written beside '
+            "this report: each member's elections, leader changes, recoveries and the faults it "
+            "suffered.</p>" + "".join(parts) + "</section>")
+
+
 def _findings_html(findings: Any) -> str:
     """Internal invariant findings the store reported during the run (results["findings"])."""
     if not isinstance(findings, list) or not findings:
@@ -764,7 +786,7 @@ def _timeline_html() -> str:
 
 
 def write_report(ops: Sequence[Op], results: Mapping[str, Any], out_path: Path, *, title: str,
-                 config: dict[str, Any] | None = None) -> Path:
+                 config: dict[str, Any] | None = None, logs: Mapping[str, str] | None = None) -> Path:
     """Write report.html to ``out_path`` and, when the results hold a minimal failing
     sub-history, its DOT graph beside it (``dot_path_for(out_path)``). Returns out_path.
 
@@ -776,7 +798,8 @@ def write_report(ops: Sequence[Op], results: Mapping[str, Any], out_path: Path, 
     """
     out_path = Path(out_path)
     dot_file = dot_path_for(out_path)
-    page, dot_source = render_report(ops, results, title=title, config=config, dot_name=dot_file.name)
+    page, dot_source = render_report(ops, results, title=title, config=config, dot_name=dot_file.name,
+                                     logs=logs)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if dot_source is not None:
         dot_file.write_text(dot_source + "\n", encoding="utf-8")

@@ -175,7 +175,8 @@ def write_report(run_dir: Path, ops: list[Op], results: dict[str, Any], config: 
     from kvcheck.checker.report import write_report as draw
 
     title = f"{config.workload} / {','.join(config.faults) or 'no faults'} / seed {config.seed}"
-    return draw(ops, results, run_dir / "report.html", title=title, config=config.to_json())
+    logs = {p.name: p.read_text(encoding="utf-8", errors="replace") for p in sorted(run_dir.glob("*.log"))}
+    return draw(ops, results, run_dir / "report.html", title=title, config=config.to_json(), logs=logs)
 
 
 def check_and_report(run_dir: Path, ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[str, Any]:

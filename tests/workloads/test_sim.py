@@ -78,10 +78,18 @@ def test_node_logs_tell_each_members_story(tmp_path: Path) -> None:
         node = name[4:-4]
         assert f"node {node}: bootstrapped a new cluster of members [1, 2, 3, 4, 5]" in text
         assert "leader is node" in text, text
-        times = [float(line.split()[0]) for line in text.splitlines()]
-        assert times == sorted(times)
+        header, *lines = text.splitlines()
+        assert header.startswith("# seconds on the history's clock")
+        times = [float(line.split()[0]) for line in lines]
+        assert times == sorted(times) and times[0] < 0  # bootstrapped before the workload's time 0
+    html = (out.run_dir / "report.html").read_text()  # the report embeds them
+    assert all(f'data-log="{name}"' in html for name in logs) and "became leader at term" in html
     killed = [text for text in logs.values() if "killed (kill -9)" in text]
     assert len(killed) == 1
+    # One clock: the kill is logged at the time the history's nemesis op records it.
+    kill_at = float(killed[0].split(" killed (kill -9)")[0].rsplit("\n", 1)[1])
+    start_kill = [op.time for op in out.execution.ops if op.f == "start-kill" and op.type == "info"]
+    assert start_kill and abs(kill_at - start_kill[0] / 1e9) < 1e-3
     recovered = killed[0].split("killed (kill -9)", 1)[1]
     term = int(recovered.split("recovered from disk: term ", 1)[1].split(",")[0])
     later = [int(t) for t in re.findall(r"term (\d+)", recovered.split("started (incarnation 2)")[1])]

@@ -76,7 +76,7 @@ class Slot:
     incarnation: int = 0
     join: bool = False
     held: list[raft.Message] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
+    log: list[tuple[float, str]] = field(default_factory=list)  # (trio time, line)
     finished: trio.Event | None = None  # set when the current node process has ended
 
 
@@ -125,14 +125,16 @@ class SimCluster:
         self._nursery: trio.Nursery | None = None
         self._disk_rng = substream(self.seed, "disk")
         self._client_rng = substream(self.seed, "client-latency")
-        self._origin = trio.current_time()
+        # Log times are printed relative to this: the history's time 0 once the workload
+        # starts (execute_sim moves it there), so node logs and history read on one clock.
+        self.origin = trio.current_time()
         for i in config.node_ids:
             self.slots[i] = Slot(i, SimClock(sched), MemoryFileSystem())
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def _log(self, slot: Slot, text: str) -> None:
-        slot.log.append(f"{trio.current_time() - self._origin:10.4f} {text}")
+        slot.log.append((trio.current_time(), text))
 
     @property
     def node_ids(self) -> list[int]:
@@ -389,7 +391,13 @@ class SimCluster:
         return out
 
     def logs(self) -> dict[str, str]:
-        return {f"node{i}.log": "\n".join(slot.log) + "\n" for i, slot in sorted(self.slots.items())}
+        """Each member's log: its events and the faults it suffered, in seconds on the
+        history's clock (negative: before the workload started)."""
+        return {f"node{i}.log": LOG_HEADER + "".join(f"{t - self.origin:10.4f} {text}\n" for t, text in slot.log)
+                for i, slot in sorted(self.slots.items())}
+
+
+LOG_HEADER = "# seconds on the history's clock (0: the workload's start; negative: cluster start-up)\n"
 
 
 class _Status:
@@ -542,7 +550,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` in the simulation: one deterministic ``trio.run`` in virtual time."""
     from kvcheck.workloads.run import Execution
 
-    records: list[str] = []
+    records: list[tuple[float | None, str]] = []
     clusters: list[SimCluster] = []
 
     class Capture(logging.Handler):
@@ -559,10 +567,10 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             if record.levelno < logging.WARNING:
                 return
             try:
-                now = f"{trio.current_time():10.4f}"
+                now: float | None = trio.current_time()
             except RuntimeError:
-                now = "         -"
-            records.append(f"{now} {record.levelname:7} {record.name}: {record.getMessage()}")
+                now = None
+            records.append((now, f"{record.levelname:7} {record.name}: {record.getMessage()}"))
 
     logger = logging.getLogger("kvcheck")
     handler = Capture(logging.INFO)
@@ -577,6 +585,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             # Let the cluster elect a leader before the workload's time 0.
             await cluster.wait_healthy(config.startup_timeout)
             recorder = Recorder(trio.current_time)
+            cluster.origin = trio.current_time()
             rec = recorder
             rec.on_event(lambda op: progress.event(op, rec.now()))
             info = await drive(cluster, config, recorder)
@@ -585,7 +594,9 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             info["findings"] = list(cluster.findings)
             info["simulated_seconds"] = round(recorder.now(), 3)
             nursery.cancel_scope.cancel()
-        return Execution(recorder.ops, info, {**cluster.logs(), "cluster.log": "\n".join(records) + "\n"})
+        cluster_log = "".join(f"{'-' if t is None else f'{t - cluster.origin:.4f}':>10} {text}\n"
+                              for t, text in records)
+        return Execution(recorder.ops, info, {**cluster.logs(), "cluster.log": LOG_HEADER + cluster_log})
 
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
