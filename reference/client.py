@@ -208,6 +208,14 @@ class ClientConfig:
     dial_timeout: float = 2.0
     ssl_context: ssl.SSLContext | None = None
     client_id: int | None = None  # default: a random 62-bit id
+    # Reads go to this endpoint first (it must be one of ``endpoints``), as Jepsen binds
+    # each client to a node: a test then sees what that member answers, follower or not.
+    # Writes still follow the leader. None: every request goes to the last known leader.
+    home: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.home is not None and self.home not in self.endpoints:
+            raise ValueError(f"the home endpoint {self.home} is not one of the endpoints")
 
 
 class Client:
@@ -257,7 +265,10 @@ class Client:
             del self._dialing[endpoint]
             done.set()
 
-    def _pick(self, tried: set[str]) -> str:
+    def _pick(self, tried: set[str], *, read: bool = False) -> str:
+        home = self.config.home
+        if read and home is not None and home not in tried:
+            return home
         if self._preferred is not None and self._preferred not in tried:
             return self._preferred
         for _ in range(len(self._endpoints)):
@@ -296,7 +307,7 @@ class Client:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 break
-            target = endpoint or self._pick(tried)
+            target = endpoint or self._pick(tried, read=not write)
             attempt += 1
             try:
                 with trio.fail_after(remaining):
@@ -556,13 +567,13 @@ async def open_client(
     timeout: float = DEFAULT_TIMEOUT,
     ssl_context: ssl.SSLContext | None = None,
     client_id: int | None = None,
+    home: str | None = None,
 ) -> AsyncIterator[Client]:
     error: Exception | None = None
+    config = ClientConfig(list(endpoints), timeout=timeout, ssl_context=ssl_context, client_id=client_id,
+                          home=home)
     async with trio.open_nursery() as nursery:
-        client = Client(
-            ClientConfig(list(endpoints), timeout=timeout, ssl_context=ssl_context, client_id=client_id),
-            nursery,
-        )
+        client = Client(config, nursery)
         try:
             yield client
         except Exception as exc:  # re-raised below, outside the nursery (no ExceptionGroup)

@@ -14,6 +14,7 @@ import trio
 
 from kvcheck.reference import cluster as rc
 from kvcheck.reference.server import LISTEN_FAILED_EXIT
+from kvcheck.workloads.client import DefiniteFailure
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.local.cluster import LOCAL_FAULTS, LocalCluster
 from kvcheck.workloads.run import run_once
@@ -137,3 +138,47 @@ def test_a_member_exit_seen_first_by_a_status_poll_still_fails_the_start(
                     await cluster.shutdown()
 
         trio.run(main)
+
+
+@pytest.mark.parametrize("bugs", [["local_reads"], []])
+def test_local_clients_read_from_their_own_member(tmp_path: Path, bugs: list[str]) -> None:
+    """As in the simulation, a process's reads go to its own member first (Jepsen binds a
+    client to a node), so a follower's read path is tested too: with the local_reads bug an
+    isolated follower serves a value the cluster has overwritten; the clean store fails that
+    read (no ReadIndex without the leader) instead of answering it stale."""
+    cfg = RunConfig(workload="register", target="local", nodes=3, seed=1, bugs=bugs, client_timeout=2.0)
+    cfg.validate()
+
+    async def main() -> Any:
+        cluster = LocalCluster(cfg, tmp_path)
+        try:
+            async with trio.open_nursery() as nursery:
+                await cluster.start(nursery)
+                await cluster.wait_started(60.0)
+                leader = await cluster.leader()
+                assert leader is not None
+                home = next(i for i in cluster.node_ids if i != leader)
+                process = next(p for p in range(3) if cluster.node_ids[(p + 1) % 3] == home)
+                bound, other = cluster.client(process), cluster.client(leader)
+                await bound.write("r", 1)
+                with trio.fail_after(10):
+                    while await bound.read("r") != 1:  # the home member has applied it
+                        await trio.sleep(0.05)
+                await cluster.block_links([[a, b] for a in cluster.node_ids for b in cluster.node_ids
+                                           if a != b and home in (a, b)])
+                await other.write("r", 2)  # acknowledged by the leader and the third member
+                try:
+                    seen: Any = await bound.read("r")
+                except DefiniteFailure as exc:  # the clean store's answer
+                    seen = exc
+                nursery.cancel_scope.cancel()
+                return seen
+        finally:
+            with trio.CancelScope(shield=True):
+                await cluster.shutdown()
+
+    seen = trio.run(main)
+    if bugs:
+        assert seen == 1  # stale: 2 was acknowledged before this read began
+    else:
+        assert isinstance(seen, DefiniteFailure), seen

@@ -143,10 +143,13 @@ class LocalCluster:
             raise OSError(exc.errno, f"the fault proxy for {node.info.name} cannot listen on "
                                      f"{node.info.peer}: {exc.strerror or exc}") from exc
 
-    def _client(self, timeout: float) -> Client:
+    def _client(self, timeout: float, home: int | None = None) -> Client:
+        """A client of the running members; ``home``: the member its reads go to first."""
         assert self._nursery is not None
-        endpoints = [self.nodes[i].info.client for i in self.node_ids]
-        return Client(ClientConfig(endpoints=endpoints, timeout=timeout), self._nursery)
+        ids = self.node_ids
+        endpoints = [self.nodes[i].info.client for i in ids]
+        home_endpoint = endpoints[home % len(ids)] if home is not None else None
+        return Client(ClientConfig(endpoints=endpoints, timeout=timeout, home=home_endpoint), self._nursery)
 
     async def shutdown(self) -> None:
         self._note_exits()
@@ -191,7 +194,9 @@ class LocalCluster:
         return False
 
     def client(self, process: int) -> KVRegisterClient:
-        return KVRegisterClient(self._client(timeout=self.config.client_timeout))
+        # Reads go to the process's own member first, as in the simulation (SimClient._pick)
+        # and as Jepsen binds a client to a node; writes follow the leader.
+        return KVRegisterClient(self._client(timeout=self.config.client_timeout, home=process + 1))
 
     # -- faults ---------------------------------------------------------------------------
 

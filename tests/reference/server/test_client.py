@@ -39,6 +39,7 @@ async def fake_server(nursery: trio.Nursery, behaviour: Behaviour, seen: list[di
 
 
 PUT_OK = {"header": {"revision": 5, "raft_term": 1, "member_id": 1, "cluster_id": 0}, "prev_kv": None}
+RANGE_OK = {"header": {"revision": 5, "raft_term": 1, "member_id": 1, "cluster_id": 0}}
 
 
 async def hang(stream: trio.SocketStream, frame: dict[str, Any]) -> bool:
@@ -52,6 +53,11 @@ async def drop(stream: trio.SocketStream, frame: dict[str, Any]) -> bool:
 
 async def answer(stream: trio.SocketStream, frame: dict[str, Any]) -> bool:
     await stream.send_all(encode_frame(ok_frame(frame["id"], PUT_OK)))
+    return True
+
+
+async def answer_any(stream: trio.SocketStream, frame: dict[str, Any]) -> bool:
+    await stream.send_all(encode_frame(ok_frame(frame["id"], RANGE_OK if frame["op"] == "range" else PUT_OK)))
     return True
 
 
@@ -118,6 +124,40 @@ async def test_not_leader_hints_are_followed() -> None:
         nursery.cancel_scope.cancel()
     assert len(seen_f) == 1 and len(seen_l) == 2
     assert seen_f[0]["seq"] == seen_l[0]["seq"]
+
+
+@pytest.mark.trio
+async def test_reads_go_to_the_home_member_first_and_writes_to_the_leader() -> None:
+    """A client bound to a member (Jepsen's way): its reads ask that member, even after a
+    write found the leader; a home that drops the connection fails the read over."""
+    seen_l: list[dict[str, Any]] = []
+    seen_h: list[dict[str, Any]] = []
+    home_up = True
+    async with trio.open_nursery() as nursery:
+        leader = await fake_server(nursery, answer_any, seen_l)
+
+        async def home_member(stream: trio.SocketStream, frame: dict[str, Any]) -> bool:
+            if not home_up:
+                return False
+            if frame["op"] != "range":
+                err = WireError(ErrorCode.NOT_LEADER, "not the leader", leader=1, endpoint=leader)
+                await stream.send_all(encode_frame(error_frame(frame["id"], err)))
+                return True
+            return await answer_any(stream, frame)
+
+        home = await fake_server(nursery, home_member, seen_h)
+        async with open_client([leader, home], timeout=5, home=home) as client:
+            await client.get(b"k")
+            await client.put(b"k", b"v")
+            await client.get(b"k")
+            home_up = False
+            await client.get(b"k")  # fails over to the leader
+        nursery.cancel_scope.cancel()
+    assert [f["op"] for f in seen_h] == ["range", "put", "range", "range"]
+    assert [f["op"] for f in seen_l] == ["put", "range"]
+    with pytest.raises(ValueError, match="home endpoint"):
+        async with open_client([leader], home="127.0.0.1:1"):
+            pass
 
 
 @pytest.mark.trio
