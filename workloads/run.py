@@ -241,14 +241,32 @@ def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
     lin = r["checkers"]["linearizable"]
     verdict = {True: "valid", False: "INVALID"}.get(lin["valid"], "unknown")
     extra = f" ({lin.get('unknown_cause')})" if lin["valid"] == "unknown" and lin.get("unknown_cause") else ""
-    lines.append(f"  linearizable ({lin.get('model')}): {verdict}{extra}, checked in {r.get('check_seconds', 0):g}s")
-    for name, key in lin.get("keys", {}).items():
+    keys = lin.get("keys") or {}
+    model = f"{lin.get('model')}, {len(keys)} keys" if len(keys) > 1 else lin.get("model")
+    lines.append(f"  linearizable ({model}): {verdict}{extra}, checked in {r.get('check_seconds', 0):g}s")
+    for name, key in keys.items():
         if key.get("valid") is False and key.get("op"):
-            lines.append(f"    key {name}: op {key['op'].get('index')} cannot be linearized")
+            lines.append(f"    key {name}: op {key['op'].get('index')} ({_describe_call(key['op'])}) "
+                         "cannot be linearized")
+            minimal = [op for op in key.get("minimal_history") or [] if op.get("type") != "invoke"]
+            if minimal:
+                shown = "; ".join(_describe_call(op) for op in minimal[:MINIMAL_SHOWN])
+                more = f"; … {len(minimal) - MINIMAL_SHOWN} more" if len(minimal) > MINIMAL_SHOWN else ""
+                lines.append(f"      minimal failing sub-history: {shown}{more}")
     if r.get("findings"):
         lines.append(f"  internal invariant findings: {len(r['findings'])} (see results.json)")
     lines.append(f"  wall {outcome.wall_seconds:.2f}s; report {outcome.run_dir / 'report.html'}")
     return "\n".join(lines)
+
+
+MINIMAL_SHOWN = 8  # calls of a minimal failing sub-history the summary lists
+
+
+def _describe_call(op: dict[str, Any]) -> str:
+    """``p6 read 78 ok``: a completed call as one short phrase (from its completion)."""
+    value = op.get("value")
+    shown = "nil" if value is None else json.dumps(value, separators=(",", ":"), default=str)
+    return f"p{op.get('process')} {op.get('f')} {shown[:40]} {op.get('type')}"
 
 
 def read_config(run_dir: Path) -> RunConfig:

@@ -17,7 +17,7 @@ import pytest
 from kvcheck.checker.history import pair_calls
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.nemesis import FAULT_KINDS
-from kvcheck.workloads.run import RunOutcome, recheck_run_dir, run_once
+from kvcheck.workloads.run import RunOutcome, recheck_run_dir, render_summary, run_once
 
 SWEEP_SEEDS = range(int(os.environ.get("KVCHECK_SWEEP_SEEDS", "10")))
 
@@ -63,6 +63,12 @@ def test_wrong_read_path_is_caught(tmp_path: Path) -> None:
     assert out.code == 1 and out.results["valid"] is False
     key = out.results["checkers"]["linearizable"]["keys"]["null"]
     assert key["op"]["f"] == "read"
+    # The summary tells the story: the stale read, the write it saw, the write after it.
+    summary = render_summary(out, RunConfig(workload="register", faults=["partition"], seed=3))
+    read = key["op"]["value"]
+    story = re.search(r"minimal failing sub-history: (.*)", summary)
+    assert story and f"write {read} ok" in story[1] and story[1].endswith(f"read {read} ok"), summary
+    assert len(story[1].split("; ")) >= 3
     clean = sim(tmp_path, seed=3, time_limit=10.0)
     assert clean.code == 0
 
