@@ -541,7 +541,23 @@ def _summary_html(results: Mapping[str, Any], timeline: Mapping[str, Any], n_eve
 <details class="by-f"><summary>calls by function and outcome</summary>
 <table><thead><tr><th>f</th><th>ok</th><th>fail</th><th>info</th><th>pending</th></tr></thead><tbody>{"".join(f_rows)}</tbody></table>
 </details>
+{_latency_html(results)}
 </header>"""
+
+
+def _latency_html(results: Mapping[str, Any]) -> str:
+    """The run's latency quantiles of ok calls by f (results["run"]["summary"]), if any."""
+    run = results.get("run")
+    summary = run.get("summary") if isinstance(run, Mapping) else None
+    latency = summary.get("latency_ms") if isinstance(summary, Mapping) else None
+    if not isinstance(latency, Mapping) or not latency:
+        return ""
+    cols = ("p50", "p95", "p99", "max")
+    rows = "".join(
+        f"<tr><td>{_e(f)}</td>" + "".join(f"<td>{_e(q.get(c, ''))}</td>" for c in cols) + "</tr>"
+        for f, q in latency.items() if isinstance(q, Mapping))
+    return ('<details class="latency"><summary>latency of ok calls (ms)</summary><table><thead><tr><th>f</th>'
+            + "".join(f"<th>{c}</th>" for c in cols) + f"</tr></thead><tbody>{rows}</tbody></table></details>")
 
 
 def _paths_html(paths: Any) -> str:

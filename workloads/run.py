@@ -233,6 +233,10 @@ def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
                  f"  {config.workload} on {config.target} ({config.nodes} nodes), {config.time_limit:g}s")
     lines.append("  ops:      " + "; ".join(
         f"{f} " + " ".join(f"{k} {v}" for k, v in row.items()) for f, row in sorted(s["ops"].items())))
+    if s.get("latency_ms"):
+        lines.append("  latency:  " + "; ".join(
+            f"{f} p50 {q['p50']:.3g} p99 {q['p99']:.3g} max {q['max']:.3g}" for f, q in s["latency_ms"].items())
+            + " ms (ok calls)")
     if s["faults"]:
         lines.append("  faults:   " + ", ".join(
             f"{k} x{v['start']} (healed {v['stop']})" for k, v in sorted(s["faults"].items())))

@@ -16,6 +16,7 @@ An op whose client call exceeds ``client_timeout`` (or raises ``Indeterminate``)
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -233,10 +234,20 @@ class Runner:
 
 
 def summarize(ops: list[Any]) -> dict[str, Any]:
-    """Counts of client ops by f and outcome, and nemesis faults started/stopped by kind."""
+    """Counts of client ops by f and outcome, nemesis faults started/stopped by kind, and the
+    latency of ok calls by f in milliseconds (median, 95th and 99th percentile, max)."""
     by: dict[str, dict[str, int]] = {}
     faults: dict[str, dict[str, int]] = {}
+    invoked: dict[Any, int] = {}
+    latencies: dict[str, list[int]] = {}
     for op in ops:
+        if not op.is_nemesis and op.time is not None:
+            if op.type == "invoke":
+                invoked[op.process] = op.time
+            else:
+                start = invoked.pop(op.process, None)
+                if op.type == "ok" and start is not None:
+                    latencies.setdefault(str(op.f), []).append(op.time - start)
         if op.is_nemesis:
             if op.type == "info":
                 what, _, kind = str(op.f).partition("-")
@@ -248,7 +259,18 @@ def summarize(ops: list[Any]) -> dict[str, Any]:
             continue
         row = by.setdefault(str(op.f), {"ok": 0, "fail": 0, "info": 0})
         row[op.type] = row.get(op.type, 0) + 1
-    return {"ops": by, "faults": faults}
+    return {"ops": by, "faults": faults,
+            "latency_ms": {f: _quantiles_ms(ns) for f, ns in sorted(latencies.items())}}
+
+
+def _quantiles_ms(ns: list[int]) -> dict[str, float]:
+    """Nearest-rank quantiles of nanosecond latencies, in milliseconds."""
+    ns = sorted(ns)
+
+    def rank(q: float) -> float:
+        return round(ns[min(len(ns) - 1, max(0, math.ceil(q * len(ns)) - 1))] / 1e6, 3)
+
+    return {"p50": rank(0.5), "p95": rank(0.95), "p99": rank(0.99), "max": round(ns[-1] / 1e6, 3)}
 
 
 async def drive(target: Target, config: RunConfig, recorder: Recorder,

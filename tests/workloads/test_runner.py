@@ -48,6 +48,25 @@ def test_runner_phases_and_final_reads(fake_target: Any) -> None:
     assert sum(1 for op in final if op.type == "ok") == 4  # one read per thread, one key
     s = summarize(rec.ops)
     assert s["faults"]["partition"] == {"start": 1, "stop": 1}
+    # latency quantiles of ok calls, from each call's own invocation and completion times
+    for f, q in s["latency_ms"].items():
+        ms = sorted((c.completion.time - c.invoke.time) / 1e6 for c in calls
+                    if c.f == f and c.outcome == "ok" and c.completion is not None)
+        assert q["max"] == round(ms[-1], 3) and q["p50"] == round(ms[(len(ms) + 1) // 2 - 1], 3)
+        assert q["p50"] <= q["p95"] <= q["p99"] <= q["max"]
+    assert set(s["latency_ms"]) == {"read", "write", "cas"}
+
+
+def test_latency_quantiles_are_nearest_rank() -> None:
+    from kvcheck.checker.history import Op
+
+    ops = []
+    for i, ms in enumerate([5, 1, 3, 2, 4, 100, 6, 7, 8, 9]):
+        ops.append(Op(type="invoke", f="read", value=None, process=i, time=i * 10**9))
+        ops.append(Op(type="ok", f="read", value=1, process=i, time=i * 10**9 + ms * 10**6))
+    ops.append(Op(type="invoke", f="write", value=1, process=99, time=0))
+    ops.append(Op(type="info", f="write", value=1, process=99, time=50 * 10**9))  # not ok: no latency
+    assert summarize(ops)["latency_ms"] == {"read": {"p50": 5.0, "p95": 100.0, "p99": 100.0, "max": 100.0}}
 
 
 def test_client_timeout_is_info_and_retires_the_process(fake_target: Any) -> None:

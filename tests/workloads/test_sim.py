@@ -89,6 +89,7 @@ def test_node_logs_tell_each_members_story(tmp_path: Path) -> None:
         times = [float(line.split()[0]) for line in lines]
         assert times == sorted(times) and times[0] < 0  # bootstrapped before the workload's time 0
     html = (out.run_dir / "report.html").read_text()  # the report embeds them
+    assert 'class="latency"' in html  # and the latency table of the run's summary
     assert all(f'data-log="{name}"' in html for name in logs) and "became leader at term" in html
     killed = [text for text in logs.values() if "killed (kill -9)" in text]
     assert len(killed) == 1
