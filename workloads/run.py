@@ -235,7 +235,7 @@ def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
         f"{f} " + " ".join(f"{k} {v}" for k, v in row.items()) for f, row in sorted(s["ops"].items())))
     if s.get("latency_ms"):
         lines.append("  latency:  " + "; ".join(
-            f"{f} p50 {q['p50']:.3g} p99 {q['p99']:.3g} max {q['max']:.3g}" for f, q in s["latency_ms"].items())
+            f"{f} p50 {_ms(q['p50'])} p99 {_ms(q['p99'])} max {_ms(q['max'])}" for f, q in s["latency_ms"].items())
             + " ms (ok calls)")
     if s["faults"]:
         lines.append("  faults:   " + ", ".join(
@@ -261,6 +261,11 @@ def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
         lines.append(f"  internal invariant findings: {len(r['findings'])} (see results.json)")
     lines.append(f"  wall {outcome.wall_seconds:.2f}s; report {outcome.run_dir / 'report.html'}")
     return "\n".join(lines)
+
+
+def _ms(v: float) -> str:
+    """Milliseconds, three significant digits without an exponent: 0.512, 4.17, 56.5, 1570."""
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
 MINIMAL_SHOWN = 8  # calls of a minimal failing sub-history the summary lists
