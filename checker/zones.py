@@ -18,9 +18,12 @@ or not happen at all).
 
 A cas that failed its compare (kept only with --fail-cas-means-compare-failed) is a negative
 read the zones do not model: it is left out, which makes the check a relaxation whose
-"invalid" is still sound and whose "valid" is not decided (``None``). One sound test for
-negative reads is added (§4.2): a failed cas from v whose interval lies wholly inside the
-window in which the register certainly holds v is a violation.
+"invalid" is still sound. One sound test for negative reads is added (§4.2): a failed cas
+from v whose interval lies wholly inside the window in which the register certainly holds
+v is a violation. "Valid" then needs a witness (§4.4, ``_witness``): one linearization built
+from the chains' layout with every failed cas put where the register does not hold its old
+value, checked step by step; a few layouts are tried, and when none checks out the answer
+is ``None`` (undecided: the exact search decides).
 
 ``check_unique`` returns (True, None) / (False, reason) when decided, or None when the fast
 path does not apply (values repeat, an action it does not know); the caller then falls back
@@ -128,6 +131,7 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
     # chains from each head: the initial value (virtual write at -inf) and each blind write
     zones_fwd: list[tuple[float, float, str]] = []
     zones_bwd: list[tuple[float, float, str]] = []
+    chains: list[tuple[list[int], float, float]] = []  # (ops in chain order, f, s)
     in_chain = 0
     heads: list[tuple[Any, int | None]] = [(initial, None)]
     heads += [(entries[i].action.value, i) for i in ops if entries[i].action.f == "write"]
@@ -138,9 +142,11 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
         v = v0
         step_op = head
         name = f"chain from {'the initial value' if head is None else f'op {entries[head].call.id}'}"
+        members: list[int] = []
         while True:
             if step_op is not None:  # the producer (write or cas) of v
                 e = entries[step_op]
+                members.append(step_op)
                 in_chain += 1
                 t = max(t, e.start)
                 if t > e.end:
@@ -151,6 +157,7 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
             t_next = t
             for r in group:
                 e = entries[r]
+                members.append(r)
                 in_chain += 1
                 if max(t, e.start) > e.end:
                     return False, f"op {e.call.id} read {v!r} before it could have been written ({name})"
@@ -167,6 +174,8 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
             zones_fwd.append((f_min, s_max, name))
         else:
             zones_bwd.append((s_max, f_min, name))
+        if members:
+            chains.append((members, f_min, s_max))
     if in_chain != len(ops):
         return False, "a cycle of cas ops that no write starts"
 
@@ -203,8 +212,159 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
             if held_from < e.start and e.end < held_to:
                 return False, (f"op {e.call.id} failed to cas from {v!r}, but the register "
                                f"held {v!r} for its whole duration")
+        failed_cas = [i for i, e in enumerate(entries) if e.action.f == "cas" and e.action.outcome == "fail"]
+        # Lay backward chains out early; a value some failed cas cannot avoid moves its chain
+        # late in the next round (held as briefly as possible), until all are placed.
+        late: set[Any] = set()
+        for _ in range(WITNESS_ROUNDS):
+            unplaced = _witness(entries, chains, zones_fwd, failed_cas, initial, late)
+            if unplaced is None or not unplaced or unplaced <= late:
+                return (True, None) if unplaced is None else None
+            late |= unplaced
         return None
     return True, None
+
+
+WITNESS_SCAN = 64  # places a failed cas may try before the witness gives up (then: search)
+WITNESS_ROUNDS = 4  # layouts tried, each moving more chains late
+
+
+def _witness(entries: Sequence[Entry], chains: list[tuple[list[int], float, float]],
+             zones_fwd: list[tuple[float, float, str]], failed_cas: list[int], initial: Any,
+             late: set[Any]) -> set[Any] | None:
+    """§4.4: try to prove a history with compare-failed cas linearizable by building one
+    linearization and checking it. Each chain is laid out as in Gibbons–Korach's proof (a
+    forward chain inside its zone, a backward chain at one point outside every forward
+    zone; each at its earliest, or at its latest when it writes a value in ``late``, so
+    that a value failed cas compare against is held as briefly as possible),
+    then each failed cas from v is put at a point of its interval where the register does
+    not hold v. The result is a certificate only after an independent check: points never
+    decrease along the order, each point lies in its call's interval, and the sequential
+    register accepts every step. Returns None when certified, else the old values of the
+    failed cas it could not place (empty when the check failed): the caller then tries
+    another layout or runs the exact search, so this never decides "invalid"."""
+    starts = [z[0] for z in zones_fwd]
+    placed: list[tuple[float, int, int]] = []  # (point, chain number, entry), chain contiguous
+    for c, (members, f, s) in enumerate(chains):
+        if f < s and _writes(entries, members) & late:  # forward, latest placement
+            t = nxt = s
+            backwards: list[tuple[float, int, int]] = []
+            for i in reversed(members):
+                e = entries[i]
+                if e.action.f == "read":  # before the next producer
+                    point = min(nxt, e.end)
+                    t = min(t, point)
+                else:  # before every read of its value
+                    point = min(t, e.end)
+                    t = nxt = point
+                backwards.append((point, c, i))
+            placed.extend(reversed(backwards))
+        elif f < s:  # forward: earliest placement from the zone's start
+            t = f
+            last_write = t
+            for i in members:
+                e = entries[i]
+                if e.action.f == "read":
+                    point = max(last_write, e.start)
+                    t = max(t, point)
+                else:  # the next producer goes after every read of the value before it
+                    point = max(t, e.start)
+                    t = last_write = point
+                placed.append((point, c, i))
+        else:  # backward: one point in [s, f] outside every forward zone
+            if _writes(entries, members) & late and f != math.inf:
+                k = bisect.bisect_right(starts, f) - 1
+                point = f if k < 0 or zones_fwd[k][1] < f else zones_fwd[k][0] - 0.5
+            else:
+                k = bisect.bisect_right(starts, s) - 1
+                point = s if k < 0 or zones_fwd[k][1] < s else zones_fwd[k][1] + 0.5
+            placed.extend((point, c, i) for i in members)
+    # chains never interleave: sort by each chain's first point, keep chain order inside
+    first: dict[int, float] = {}
+    for point, c, _ in placed:
+        first.setdefault(c, point)
+    placed.sort(key=lambda p: (first[p[1]], p[1]))
+    points = [p[0] for p in placed]
+    order = [p[2] for p in placed]
+    held: list[Any] = []  # the register after each placed op
+    value = initial
+    for i in order:
+        a = entries[i].action
+        if a.f == "write":
+            value = a.value
+        elif a.f == "cas":
+            value = a.value[1]
+        held.append(value)
+    after: dict[int, list[tuple[float, int]]] = {}  # order slot -> failed cas placed after it
+    unplaced: set[Any] = set()
+    for i in failed_cas:
+        slot = _place_failed_cas(entries[i], points, held, initial)
+        if slot is None:
+            unplaced.add(entries[i].action.value[0])
+        else:
+            after.setdefault(slot[0], []).append((slot[1], i))
+    if unplaced:
+        return unplaced
+    final: list[tuple[float, int]] = sorted(after.get(-1, []))
+    for k, i in enumerate(order):
+        final.append((points[k], i))
+        final.extend(sorted(after.get(k, [])))
+    return None if _replay(entries, final, initial) else set()
+
+
+def _writes(entries: Sequence[Entry], members: list[int]) -> set[Any]:
+    """The values a chain's writes and cas put in the register."""
+    return {entries[i].action.value if entries[i].action.f == "write" else entries[i].action.value[1]
+            for i in members if entries[i].action.f != "read"}
+
+
+def _place_failed_cas(e: Entry, points: list[float], values: list[Any],
+                      initial: Any) -> tuple[int, float] | None:
+    """(k, x): put the failed cas right after the k-th placed op (-1: first of all), at point x
+    in its interval and before the next op, where the register does not hold its old value."""
+    old = e.action.value[0]
+    k = bisect.bisect_right(points, e.start) - 1  # the last op placed at or before its start
+    for _ in range(WITNESS_SCAN):
+        x = max(e.start, points[k] if k >= 0 else NEG_INF)
+        if x > e.end:
+            return None
+        nxt = points[k + 1] if k + 1 < len(points) else math.inf
+        if x <= nxt and (values[k] if k >= 0 else initial) != old:
+            return k, x
+        k += 1
+        if k >= len(points):
+            return None
+    return None
+
+
+def _replay(entries: Sequence[Entry], final: list[tuple[float, int]], initial: Any) -> bool:
+    """Check a linearization: points non-decreasing, each inside its call's interval, and
+    every step legal for a cas-register starting at ``initial``."""
+    value = initial
+    last = NEG_INF
+    for point, i in final:
+        e = entries[i]
+        if point < last or not (e.start <= point <= e.end):
+            return False
+        last = point
+        a = e.action
+        if a.f == "read":
+            if a.value != value:
+                return False
+        elif a.f == "write":
+            value = a.value
+        elif a.f == "cas":
+            old, new = a.value
+            if a.outcome == "fail":
+                if value == old:
+                    return False
+            elif value != old:
+                return False
+            else:
+                value = new
+        else:
+            return False
+    return True
 
 
 def truncate(entries: Sequence[Entry], last: float) -> list[Entry]:
