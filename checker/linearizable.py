@@ -47,7 +47,12 @@ from kvcheck.checker.history import Call, Op, pair_calls
 from kvcheck.checker.models import INCONSISTENT, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
 from kvcheck.checker.wgl import DepthFirstSearch
-from kvcheck.checker.zones import check_unique, first_failing_end, observers_if_unique
+from kvcheck.checker.zones import (
+    check_unique,
+    first_failing_end,
+    observers_if_unique,
+    unique_writers,
+)
 
 Verdict = bool | Literal["unknown"]
 NULL_KEY = "null"  # the report key of ops without a key field
@@ -280,33 +285,26 @@ class _ValueSources:
     the values it reads came from — a stale read comes with the write it saw and the write
     that overwrote it — instead of a read of a value nothing in it wrote."""
 
-    def __init__(self, entries: Sequence[Entry], initial: Any) -> None:
+    def __init__(self, entries: Sequence[Entry], writers: dict[Any, int], initial: Any) -> None:
         self.order = {id(e): i for i, e in enumerate(entries)}
-        writer: dict[Any, Entry] = {}
-        for e in entries:
-            a = e.action
-            if a.f == "write" or (a.f == "cas" and a.outcome != "fail"):
-                v = a.value if a.f == "write" else a.value[1]
-                if v in writer or v == initial:
-                    raise ValueError("written values are not unique")
-                writer[v] = e
         self.source: dict[int, Entry] = {}
         for e in entries:
             a = e.action
             if e.end == math.inf:
                 continue  # an info call observed nothing we know
             v = a.value if a.f == "read" else a.value[0] if a.f == "cas" and a.outcome == "ok" else initial
-            if v != initial and v in writer:
-                self.source[id(e)] = writer[v]
+            if v != initial and v in writers:
+                self.source[id(e)] = entries[writers[v]]
 
     @classmethod
     def of(cls, model: Model, entries: Sequence[Entry]) -> _ValueSources | None:
         if not _fast_applies(model):
             return None
         try:
-            return cls(entries, model.initial())
-        except (ValueError, TypeError):  # repeated or unhashable values: no single source
+            writers = unique_writers(entries, model.initial())
+        except TypeError:  # unhashable values: no single source
             return None
+        return None if writers is None else cls(entries, writers, model.initial())
 
     def close(self, calls: Sequence[Entry]) -> list[Entry]:
         """``calls`` with the sources of what they observed, transitively, in history order."""

@@ -39,9 +39,30 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from kvcheck.checker.models import INCONSISTENT, Action, CasRegister
 from kvcheck.checker.search import Entry
 
 NEG_INF = -math.inf
+_CAS_REGISTER = CasRegister()  # its step() replays a witness (the state is passed in)
+
+
+def written(a: Action) -> Any:
+    """The value a write or a cas puts in the register."""
+    return a.value if a.f == "write" else a.value[1]
+
+
+def unique_writers(entries: Sequence[Entry], initial: Any) -> dict[Any, int] | None:
+    """Value -> the entry of the one write or not-failed cas that puts it in the register,
+    when every written value is unique and differs from ``initial``; else None."""
+    writers: dict[Any, int] = {}
+    for i, e in enumerate(entries):
+        a = e.action
+        if a.f == "write" or (a.f == "cas" and a.outcome != "fail"):
+            v = written(a)
+            if v in writers or v == initial:
+                return None
+            writers[v] = i
+    return writers
 
 
 def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | None] | None:
@@ -85,7 +106,7 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
             work.append(i)
         else:
             a = e.action
-            pending_by_value[a.value if a.f == "write" else a.value[1]] = i
+            pending_by_value[written(a)] = i
     while work:
         a = entries[work.pop()].action
         if a.f == "read":
@@ -107,7 +128,7 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
             ops.append(i)
         else:
             a = entries[i].action
-            del producer[a.value if a.f == "write" else a.value[1]]
+            del producer[written(a)]
 
     reads: dict[Any, list[int]] = {}
     consumer: dict[Any, int] = {}
@@ -290,10 +311,8 @@ def _witness(entries: Sequence[Entry], chains: list[tuple[list[int], float, floa
     value = initial
     for i in order:
         a = entries[i].action
-        if a.f == "write":
-            value = a.value
-        elif a.f == "cas":
-            value = a.value[1]
+        if a.f != "read":
+            value = written(a)
         held.append(value)
     after: dict[int, list[tuple[float, int]]] = {}  # order slot -> failed cas placed after it
     unplaced: set[Any] = set()
@@ -314,8 +333,7 @@ def _witness(entries: Sequence[Entry], chains: list[tuple[list[int], float, floa
 
 def _writes(entries: Sequence[Entry], members: list[int]) -> set[Any]:
     """The values a chain's writes and cas put in the register."""
-    return {entries[i].action.value if entries[i].action.f == "write" else entries[i].action.value[1]
-            for i in members if entries[i].action.f != "read"}
+    return {written(entries[i].action) for i in members if entries[i].action.f != "read"}
 
 
 def _place_failed_cas(e: Entry, points: list[float], values: list[Any],
@@ -339,30 +357,16 @@ def _place_failed_cas(e: Entry, points: list[float], values: list[Any],
 
 def _replay(entries: Sequence[Entry], final: list[tuple[float, int]], initial: Any) -> bool:
     """Check a linearization: points non-decreasing, each inside its call's interval, and
-    every step legal for a cas-register starting at ``initial``."""
-    value = initial
+    every step legal for the cas-register model starting at ``initial``."""
+    state = initial
     last = NEG_INF
     for point, i in final:
         e = entries[i]
         if point < last or not (e.start <= point <= e.end):
             return False
         last = point
-        a = e.action
-        if a.f == "read":
-            if a.value != value:
-                return False
-        elif a.f == "write":
-            value = a.value
-        elif a.f == "cas":
-            old, new = a.value
-            if a.outcome == "fail":
-                if value == old:
-                    return False
-            elif value != old:
-                return False
-            else:
-                value = new
-        else:
+        state = _CAS_REGISTER.step(state, e.action)
+        if state is INCONSISTENT:
             return False
     return True
 
@@ -407,15 +411,11 @@ def observers_if_unique(entries: Sequence[Entry], initial: Any) -> dict[Any, lis
     """For dead-value pruning in the exact search: value -> the calls that certainly must see
     it (ok reads of it, ok cas replacing it), when every written value is unique and differs
     from the initial value; else None."""
-    written: set[Any] = set()
+    if unique_writers(entries, initial) is None:
+        return None
     observers: dict[Any, list[int]] = {}
     for i, e in enumerate(entries):
         a = e.action
-        if a.f == "write" or (a.f == "cas" and a.outcome != "fail"):
-            v = a.value if a.f == "write" else a.value[1]
-            if v in written or v == initial:
-                return None
-            written.add(v)
         if e.end == math.inf:
             continue
         if a.f == "read":
