@@ -380,8 +380,7 @@ class Node:
         """A lifecycle event worth a line in this member's log (elections, leader changes,
         snapshots, membership): INFO on ``kvcheck.node`` with the member's id as
         ``record.member``, so a shell can route it to that member's log file."""
-        if log.isEnabledFor(logging.INFO):
-            log.info("node %d: " + text, self.id, *args, extra={"member": self.id})
+        log.info("node %d: " + text, self.id, *args, extra={"member": self.id})
 
     def _finding(self, violation: raft.InvariantViolation) -> None:
         text = f"invariant violation on node {self.id}: {violation}"
@@ -422,10 +421,9 @@ class Node:
         elif fresh:
             self._event("empty disk: joining an existing cluster")
         else:
-            hs = state.hard_state
             self._event("recovered from disk: term %d, vote %d, commit %d, snapshot index %d, "
-                        "log up to index %d", hs.term if hs else 0, hs.vote if hs else 0,
-                        hs.commit if hs else 0, applied, self.storage.last_index())
+                        "log up to index %d", self.term, self._durable_term_vote[1], self.commit,
+                        applied, self.storage.last_index())
         self.transport.update_members(self.members)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -657,16 +655,15 @@ class Node:
         self._deliver_watch_responses()
 
     def _observe_soft_state(self, ss: raft.SoftState, hs: raft.HardState | None) -> None:
+        term = hs.term if hs is not None else self.term  # this Ready's, before it is persisted
         if ss.role is not self.role:
-            self._event("became %s at term %d", ss.role.name.lower().replace("_", "-"),
-                        hs.term if hs is not None else self.term)
+            self._event("became %s at term %d", ss.role.name.lower().replace("_", "-"), term)
         if ss.leader != self.leader:
             if ss.leader != raft.NONE:
                 self.metrics.leader_changes += 1
-                self._event("leader is node %d (term %d)", ss.leader,
-                            hs.term if hs is not None else self.term)
+                self._event("leader is node %d (term %d)", ss.leader, term)
             else:
-                self._event("lost the leader (term %d)", hs.term if hs is not None else self.term)
+                self._event("lost the leader (term %d)", term)
             self.leader = ss.leader
             for target, waiter in self._leader_waiters:
                 if target == ss.leader:
