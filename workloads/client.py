@@ -13,7 +13,14 @@ Values are ints (unique per write); keys are strings. The adapters encode them a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
+
+
+def home_member(process: int, members: Sequence[int]) -> int:
+    """The member a client process is bound to, as Jepsen binds each client to a node: its
+    reads go there first, its writes follow the leader. One rule for every target."""
+    return members[(process + 1) % len(members)]
 
 
 class ClientError(Exception):

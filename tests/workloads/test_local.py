@@ -14,7 +14,7 @@ import trio
 
 from kvcheck.reference import cluster as rc
 from kvcheck.reference.server import LISTEN_FAILED_EXIT
-from kvcheck.workloads.client import DefiniteFailure
+from kvcheck.workloads.client import DefiniteFailure, home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.local.cluster import LOCAL_FAULTS, LocalCluster
 from kvcheck.workloads.run import run_once
@@ -150,32 +150,23 @@ def test_local_clients_read_from_their_own_member(tmp_path: Path, bugs: list[str
     cfg.validate()
 
     async def main() -> Any:
-        cluster = LocalCluster(cfg, tmp_path)
-        try:
-            async with trio.open_nursery() as nursery:
-                await cluster.start(nursery)
-                await cluster.wait_started(60.0)
-                leader = await cluster.leader()
-                assert leader is not None
-                home = next(i for i in cluster.node_ids if i != leader)
-                process = next(p for p in range(3) if cluster.node_ids[(p + 1) % 3] == home)
-                bound, other = cluster.client(process), cluster.client(leader)
-                await bound.write("r", 1)
-                with trio.fail_after(10):
-                    while await bound.read("r") != 1:  # the home member has applied it
-                        await trio.sleep(0.05)
-                await cluster.block_links([[a, b] for a in cluster.node_ids for b in cluster.node_ids
-                                           if a != b and home in (a, b)])
-                await other.write("r", 2)  # acknowledged by the leader and the third member
-                try:
-                    seen: Any = await bound.read("r")
-                except DefiniteFailure as exc:  # the clean store's answer
-                    seen = exc
-                nursery.cancel_scope.cancel()
-                return seen
-        finally:
-            with trio.CancelScope(shield=True):
-                await cluster.shutdown()
+        async with LocalCluster.running(cfg, tmp_path, 60.0) as cluster:
+            leader = await cluster.leader()
+            assert leader is not None
+            home = next(i for i in cluster.node_ids if i != leader)
+            process = next(p for p in range(3) if home_member(p, cluster.node_ids) == home)
+            bound, other = cluster.client(process), cluster.client(leader)
+            await bound.write("r", 1)
+            with trio.fail_after(10):
+                while await bound.read("r") != 1:  # the home member has applied it
+                    await trio.sleep(0.05)
+            await cluster.block_links([[a, b] for a in cluster.node_ids for b in cluster.node_ids
+                                       if a != b and home in (a, b)])
+            await other.write("r", 2)  # acknowledged by the leader and the third member
+            try:
+                return await bound.read("r")
+            except DefiniteFailure as exc:  # the clean store's answer
+                return exc
 
     seen = trio.run(main)
     if bugs:

@@ -23,11 +23,13 @@ Runs on real time: they are not deterministic and ``kvcheck replay`` refuses the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,7 @@ import trio
 
 from kvcheck.reference import cluster as rc
 from kvcheck.reference.client import Client, ClientConfig, ClientError
+from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.kvclient import KVRegisterClient
 from kvcheck.workloads.local.proxy import FaultProxy
@@ -143,12 +146,27 @@ class LocalCluster:
             raise OSError(exc.errno, f"the fault proxy for {node.info.name} cannot listen on "
                                      f"{node.info.peer}: {exc.strerror or exc}") from exc
 
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, config: RunConfig, path: Path, startup_timeout: float) -> AsyncIterator[LocalCluster]:
+        """The cluster started under ``path`` with a leader elected; when the block ends its
+        tasks are cancelled and every member is stopped, even if the block failed."""
+        cluster = cls(config, path)
+        try:
+            async with trio.open_nursery() as nursery:
+                await cluster.start(nursery)
+                await cluster.wait_started(startup_timeout)
+                yield cluster
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await cluster.shutdown()
+
     def _client(self, timeout: float, home: int | None = None) -> Client:
         """A client of the running members; ``home``: the member its reads go to first."""
         assert self._nursery is not None
-        ids = self.node_ids
-        endpoints = [self.nodes[i].info.client for i in ids]
-        home_endpoint = endpoints[home % len(ids)] if home is not None else None
+        endpoints = [self.nodes[i].info.client for i in self.node_ids]
+        home_endpoint = self.nodes[home].info.client if home is not None else None
         return Client(ClientConfig(endpoints=endpoints, timeout=timeout, home=home_endpoint), self._nursery)
 
     async def shutdown(self) -> None:
@@ -194,9 +212,8 @@ class LocalCluster:
         return False
 
     def client(self, process: int) -> KVRegisterClient:
-        # Reads go to the process's own member first, as in the simulation (SimClient._pick)
-        # and as Jepsen binds a client to a node; writes follow the leader.
-        return KVRegisterClient(self._client(timeout=self.config.client_timeout, home=process + 1))
+        home = home_member(process, self.node_ids)
+        return KVRegisterClient(self._client(timeout=self.config.client_timeout, home=home))
 
     # -- faults ---------------------------------------------------------------------------
 
@@ -298,20 +315,12 @@ def execute_local(config: RunConfig, progress: Progress) -> Execution:
     path = Path(tempfile.mkdtemp(prefix="kvcheck-local-"))
 
     async def main() -> Execution:
-        cluster = LocalCluster(config, path)
-        try:
-            async with trio.open_nursery() as nursery:
-                await cluster.start(nursery)
-                await cluster.wait_started(30.0)
-                recorder = Recorder(trio.current_time)
-                recorder.on_event(lambda op: progress.event(op, recorder.now()))
-                info = await drive(cluster, config, recorder)
-                info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
-                info["cluster_dir"] = str(path)
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await cluster.shutdown()
+        async with LocalCluster.running(config, path, 30.0) as cluster:
+            recorder = Recorder(trio.current_time)
+            recorder.on_event(lambda op: progress.event(op, recorder.now()))
+            info = await drive(cluster, config, recorder)
+            info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
+            info["cluster_dir"] = str(path)
         return Execution(recorder.ops, info, cluster.logs())
 
     try:

@@ -49,6 +49,7 @@ from kvcheck.reference.localclient import LogRequests
 from kvcheck.reference.node import Member, Node
 from kvcheck.reference.storage import DataDir, MemoryFileSystem
 from kvcheck.reference.wire import ErrorCode, WireError
+from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import deterministic_trio, substream
 from kvcheck.workloads.kvclient import KVRegisterClient
@@ -423,8 +424,8 @@ class SimClient(LogRequests):
 
     def _pick(self, tried: set[int], *, read: bool = False) -> int:
         ids = self.cluster.node_ids
-        if read:  # reads go to the client's own member first, as Jepsen binds a client to a node
-            home = ids[self.client_id % len(ids)]
+        if read:  # reads go to the client's own member first (client_id is process + 1)
+            home = home_member(self.client_id - 1, ids)
             if home not in tried:
                 return home
         if self._preferred is not None and self._preferred not in tried and self._preferred in ids:
