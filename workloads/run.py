@@ -225,6 +225,8 @@ def run_once(config: RunConfig, store: Path, *, executor: Executor | None = None
 
 
 def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
+    from kvcheck.checker.cli import op_text
+
     r = outcome.results
     s = r["run"]["summary"]
     lines = [f"run {outcome.run_dir}"]
@@ -250,11 +252,10 @@ def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
     lines.append(f"  linearizable ({model}): {verdict}{extra}, checked in {r.get('check_seconds', 0):g}s")
     for name, key in keys.items():
         if key.get("valid") is False and key.get("op"):
-            lines.append(f"    key {name}: op {key['op'].get('index')} ({_describe_call(key['op'])}) "
-                         "cannot be linearized")
+            lines.append(f"    key {name}: {op_text(key['op'])} cannot be linearized")
             minimal = [op for op in key.get("minimal_history") or [] if op.get("type") != "invoke"]
             if minimal:
-                shown = "; ".join(_describe_call(op) for op in minimal[:MINIMAL_SHOWN])
+                shown = "; ".join(op_text(op) for op in minimal[:MINIMAL_SHOWN])
                 more = f"; … {len(minimal) - MINIMAL_SHOWN} more" if len(minimal) > MINIMAL_SHOWN else ""
                 lines.append(f"      minimal failing sub-history: {shown}{more}")
     if r.get("findings"):
@@ -269,13 +270,6 @@ def _ms(v: float) -> str:
 
 
 MINIMAL_SHOWN = 8  # calls of a minimal failing sub-history the summary lists
-
-
-def _describe_call(op: dict[str, Any]) -> str:
-    """``p6 read 78 ok``: a completed call as one short phrase (from its completion)."""
-    value = op.get("value")
-    shown = "nil" if value is None else json.dumps(value, separators=(",", ":"), default=str)
-    return f"p{op.get('process')} {op.get('f')} {shown[:40]} {op.get('type')}"
 
 
 def read_config(run_dir: Path) -> RunConfig:

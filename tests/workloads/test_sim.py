@@ -67,7 +67,7 @@ def test_wrong_read_path_is_caught(tmp_path: Path) -> None:
     summary = render_summary(out, RunConfig(workload="register", faults=["partition"], seed=3))
     read = key["op"]["value"]
     story = re.search(r"minimal failing sub-history: (.*)", summary)
-    assert story and f"write {read} ok" in story[1] and story[1].endswith(f"read {read} ok"), summary
+    assert story and f"ok write {read})" in story[1] and story[1].endswith(f"ok read {read})"), summary
     assert len(story[1].split("; ")) >= 3
     clean = sim(tmp_path, seed=3, time_limit=10.0)
     assert clean.code == 0
