@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import trio
 
+from kvcheck.checker.history import pair_calls
 from kvcheck.workloads.client import DefiniteFailure, Indeterminate, RegisterClient
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import substream
@@ -238,16 +239,12 @@ def summarize(ops: list[Any]) -> dict[str, Any]:
     latency of ok calls by f in milliseconds (median, 95th and 99th percentile, max)."""
     by: dict[str, dict[str, int]] = {}
     faults: dict[str, dict[str, int]] = {}
-    invoked: dict[Any, int] = {}
     latencies: dict[str, list[int]] = {}
+    for call in pair_calls(ops):
+        done = call.completion
+        if done is not None and done.type == "ok" and done.time is not None and call.invoke.time is not None:
+            latencies.setdefault(str(call.f), []).append(done.time - call.invoke.time)
     for op in ops:
-        if not op.is_nemesis and op.time is not None:
-            if op.type == "invoke":
-                invoked[op.process] = op.time
-            else:
-                start = invoked.pop(op.process, None)
-                if op.type == "ok" and start is not None:
-                    latencies.setdefault(str(op.f), []).append(op.time - start)
         if op.is_nemesis:
             if op.type == "info":
                 what, _, kind = str(op.f).partition("-")
