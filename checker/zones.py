@@ -239,8 +239,10 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
         late: set[Any] = set()
         for _ in range(WITNESS_ROUNDS):
             unplaced = _witness(entries, chains, zones_fwd, failed_cas, initial, late)
-            if unplaced is None or not unplaced or unplaced <= late:
-                return (True, None) if unplaced is None else None
+            if unplaced is None:
+                return True, None
+            if unplaced <= late:  # no new value to move (or the final check failed): give up
+                return None
             late |= unplaced
         return None
     return True, None
@@ -267,7 +269,8 @@ def _witness(entries: Sequence[Entry], chains: list[tuple[list[int], float, floa
     starts = [z[0] for z in zones_fwd]
     placed: list[tuple[float, int, int]] = []  # (point, chain number, entry), chain contiguous
     for c, (members, f, s) in enumerate(chains):
-        if f < s and _writes(entries, members) & late:  # forward, latest placement
+        go_late = bool(late) and not late.isdisjoint(_writes(entries, members))
+        if f < s and go_late:  # forward, latest placement
             t = nxt = s
             backwards: list[tuple[float, int, int]] = []
             for i in reversed(members):
@@ -293,7 +296,7 @@ def _witness(entries: Sequence[Entry], chains: list[tuple[list[int], float, floa
                     t = last_write = point
                 placed.append((point, c, i))
         else:  # backward: one point in [s, f] outside every forward zone
-            if _writes(entries, members) & late and f != math.inf:
+            if go_late and f != math.inf:
                 k = bisect.bisect_right(starts, f) - 1
                 point = f if k < 0 or zones_fwd[k][1] < f else zones_fwd[k][0] - 0.5
             else:
