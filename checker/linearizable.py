@@ -43,6 +43,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kvcheck.checker.api import Anomaly, CheckerBase, CheckOptions, CheckResult
 from kvcheck.checker.history import Call, Op, pair_calls
 from kvcheck.checker.models import INCONSISTENT, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
@@ -578,3 +579,67 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
         keys=keys,
         unknown_cause=cause if valid == "unknown" else None,
     )
+
+
+class LinearizableChecker(CheckerBase):
+    """The linearizability checker behind the one checker interface (``checker.api``).
+
+    ``options.model`` is a model name or a ``Model``; with ``options.extra["compare_failed"]``
+    a ``fail`` cas with error "compare-failed" means the compare failed (the kvcheck
+    recorders' convention) and any other failed cas is dropped as certainly not applied.
+    Each invalid key becomes one ``nonlinearizable`` anomaly naming the op that cannot be
+    linearized and the ops of its minimal failing sub-history."""
+
+    name = "linearizable"
+    description = "linearizability against a model, key by key (Wing–Gong search with zones)"
+
+    def check(self, ops: Sequence[Op], options: CheckOptions) -> CheckResult:
+        from kvcheck.checker.models import DEFAULT, get_model
+
+        compare_failed = bool(options.extra.get("compare_failed"))
+        model = options.model
+        if model is None or isinstance(model, str):
+            init = DEFAULT if options.init is None else options.init
+            model = get_model(model or "cas-register", init,
+                              fail_cas_means_compare_failed=compare_failed)
+        if compare_failed:
+            ops = compare_failed_ops(ops)
+        result = check_history(ops, model, timeout=options.timeout,
+                               memory_limit_mb=options.memory_limit_mb)
+        detail = result.to_json()
+        anomalies = []
+        for name, key in result.keys.items():
+            if key.valid is False and key.op is not None:
+                ids = [key.op.get("index", -1)]
+                ids += [o.get("index", -1) for o in key.minimal_history or []
+                        if o.get("type") != "invoke" and o.get("index") not in ids]
+                where = "" if name == "null" else f"key {name}: "
+                anomalies.append(Anomaly(
+                    "nonlinearizable",
+                    f"{where}op {key.op.get('index')} cannot be linearized"
+                    + (f" ({key.reason})" if key.reason else ""),
+                    [int(i) for i in ids if isinstance(i, int) and i >= 0],
+                    {"key": name}))
+        return CheckResult(self.name, result.valid, anomalies, result.check_seconds,
+                           result.unknown_cause, detail)
+
+
+COMPARE_FAILED = "compare-failed"
+
+
+def compare_failed_ops(ops: Sequence[Op]) -> list[Op]:
+    """The history with every failed cas meaning "the compare failed".
+
+    kvcheck's clients record a cas whose compare failed as ``fail`` with error
+    "compare-failed": it happened and read a value other than ``old``, which the
+    cas-register model checks with fail_cas_means_compare_failed (a stronger check than
+    Jepsen's "a failed op did not happen"). A cas refused for any other reason (not leader,
+    no space, ...) certainly did not happen, so its invocation and completion are dropped,
+    which is exact.
+    """
+    refused: set[int] = set()
+    for call in pair_calls(ops):
+        c = call.completion
+        if call.f == "cas" and c is not None and c.type == "fail" and c.error != COMPARE_FAILED:
+            refused.update((id(call.invoke), id(c)))
+    return [op for op in ops if id(op) not in refused] if refused else list(ops)

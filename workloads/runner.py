@@ -25,19 +25,26 @@ from typing import Any, Protocol
 import trio
 
 from kvcheck.checker.history import pair_calls
+from kvcheck.reference.client import KVClient
 from kvcheck.workloads.client import DefiniteFailure, Indeterminate, RegisterClient
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.generator import Context, Generator, OpSpec, Wait
 from kvcheck.workloads.nemesis import FaultTarget, Nemesis
 from kvcheck.workloads.recorder import Recorder
-from kvcheck.workloads.workload import Workload, make_workload
+from kvcheck.workloads.workload import WorkloadLike, make_workload
 
 
 class Target(FaultTarget, Protocol):
-    """A cluster the runner can test: clients per process, health, and the faults."""
+    """A cluster the runner can test: clients per process, health, and the faults.
+
+    ``client`` is the register client the register and kv workloads use; ``kv_client`` the
+    store's whole client interface (``kvcheck.reference.client.KVClient``: put, range, txn,
+    leases, watches) for workloads that need more. Each client process gets its own."""
 
     def client(self, process: int) -> RegisterClient: ...
+
+    def kv_client(self, process: int) -> KVClient: ...
 
     async def wait_healthy(self, timeout: float) -> bool: ...
 
@@ -65,7 +72,7 @@ class RunnerOptions:
 @dataclass
 class Runner:
     target: Target
-    workload: Workload
+    workload: WorkloadLike
     recorder: Recorder
     nemesis: Nemesis
     options: RunnerOptions
@@ -196,7 +203,7 @@ class Runner:
                       thread: int) -> None:
         threads = self.options.concurrency
         process = self._process(thread)
-        client = self.target.client(process)
+        client = self.workload.client(self.target, process)
         try:
             async for spec in recv:
                 if spec is None:
@@ -209,14 +216,14 @@ class Runner:
                     await client.close()
                     process += threads
                     self._processes[thread] = process
-                    client = self.target.client(process)
+                    client = self.workload.client(self.target, process)
                 self._freed.add(thread)
                 self._notify()
         finally:
             with trio.CancelScope(shield=True):
                 await client.close()
 
-    async def _invoke(self, client: RegisterClient, process: int, spec: OpSpec) -> str:
+    async def _invoke(self, client: Any, process: int, spec: OpSpec) -> str:
         inv = self.recorder.invoke(process, spec.f, spec.value, key=spec.key)
         try:
             with trio.fail_after(self.options.client_timeout):

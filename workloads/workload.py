@@ -6,6 +6,14 @@ compares the value and writes only if it matches); checked with the ``cas-regist
 kv: ``keys`` keys, each used as a register the same way; ops carry ``key`` and the history is
 checked key by key (the checker splits a history by its ``key`` field) with ``cas-register``.
 
+Every workload has the same outer shape (``WorkloadLike``): a name, the checkers that judge
+its history (``checkers``, names from ``kvcheck.checker.api.CHECKERS``, with
+``check_options`` for them), a main-phase generator, a final generator run after every fault
+is healed, the client each process uses (``client(target, process)``: the register client
+here, the store's whole ``KVClient`` for workloads that need transactions, leases or
+watches) and ``invoke`` to run one op on it. ``WORKLOADS`` maps each name to its factory;
+a new workload is a module plus one line there.
+
 Writes use unique values (a counter per run), which keeps the checker on its fast paths; a
 cas compares against a value written recently (so some succeed) and writes a fresh one.
 Read completions carry the value read (None: the key is absent).
@@ -14,8 +22,9 @@ Read completions carry the value read (None: the key is absent).
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kvcheck.exitcodes import UsageError
 from kvcheck.workloads import generator as gen
@@ -23,6 +32,27 @@ from kvcheck.workloads.client import RegisterClient
 from kvcheck.workloads.generator import Context, Generator, OpSpec
 
 REGISTER_KEY = "register"
+
+
+class WorkloadLike(Protocol):
+    """What the runner and ``kvcheck run`` need of a workload."""
+
+    name: str
+    checkers: tuple[str, ...]
+
+    def check_options(self) -> dict[str, Any]:
+        """Settings for ``CheckOptions`` (model, extra ...) that this workload's history needs."""
+        ...
+
+    def generator(self) -> Generator: ...
+
+    def final_generator(self, threads: int) -> Generator: ...
+
+    def client(self, target: Any, process: int) -> Any:
+        """A client for ``process`` on ``target`` (closed with ``await client.close()``)."""
+        ...
+
+    async def invoke(self, client: Any, spec: OpSpec) -> tuple[str, Any]: ...
 
 
 @dataclass
@@ -36,6 +66,7 @@ class Workload:
     read_weight: float = 0.4
     write_weight: float = 0.3
     cas_weight: float = 0.3
+    checkers: tuple[str, ...] = ("linearizable",)
     _next_value: int = 0
     _written: dict[str, list[int]] = field(default_factory=dict)
 
@@ -67,6 +98,13 @@ class Workload:
         self._written.setdefault(key, []).append(new)
         return OpSpec("cas", [old, new], self._hist_key(key))
 
+    def check_options(self) -> dict[str, Any]:
+        # A cas whose compare failed is recorded fail/"compare-failed": it read another value.
+        return {"model": self.model, "extra": {"compare_failed": True}}
+
+    def client(self, target: Any, process: int) -> RegisterClient:
+        return target.client(process)
+
     def generator(self) -> Generator:
         """The main phase's ops (endless: wrap in a time limit)."""
         return gen.mix([gen.fn(self.read), gen.fn(self.write), gen.fn(self.cas)],
@@ -95,14 +133,27 @@ class Workload:
         raise ValueError(f"workload {self.name} cannot run f={spec.f!r}")
 
 
-WORKLOADS = ("register", "kv")
+def _register(keys: int) -> Workload:
+    return Workload("register", "cas-register", [REGISTER_KEY], keyed=False)
 
 
-def make_workload(name: str, *, keys: int = 8) -> Workload:
-    if name == "register":
-        return Workload("register", "cas-register", [REGISTER_KEY], keyed=False)
-    if name == "kv":
-        if keys < 1:
-            raise UsageError(f"--keys must be at least 1, not {keys}")
-        return Workload("kv", "cas-register", [f"k{i}" for i in range(keys)], keyed=True)
-    raise UsageError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+def _kv(keys: int) -> Workload:
+    if keys < 1:
+        raise UsageError(f"--keys must be at least 1, not {keys}")
+    return Workload("kv", "cas-register", [f"k{i}" for i in range(keys)], keyed=True)
+
+
+# name -> factory(keys). A new workload module adds one line here.
+WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
+    "register": _register,
+    "kv": _kv,
+}
+WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
+
+
+def make_workload(name: str, *, keys: int = 8) -> WorkloadLike:
+    try:
+        factory = WORKLOAD_FACTORIES[name]
+    except KeyError:
+        raise UsageError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}") from None
+    return factory(keys)

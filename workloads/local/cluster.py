@@ -212,8 +212,11 @@ class LocalCluster:
         return False
 
     def client(self, process: int) -> KVRegisterClient:
+        return KVRegisterClient(self.kv_client(process))
+
+    def kv_client(self, process: int) -> Client:
         home = home_member(process, self.node_ids)
-        return KVRegisterClient(self._client(timeout=self.config.client_timeout, home=home))
+        return self._client(timeout=self.config.client_timeout, home=home)
 
     # -- faults ---------------------------------------------------------------------------
 

@@ -379,7 +379,10 @@ class SimCluster:
         return True
 
     def client(self, process: int) -> KVRegisterClient:
-        return KVRegisterClient(SimClient(self, process + 1, self.config.client_timeout))
+        return KVRegisterClient(self.kv_client(process))
+
+    def kv_client(self, process: int) -> SimClient:
+        return SimClient(self, process + 1, self.config.client_timeout)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
