@@ -9,24 +9,29 @@ member's ports and data directory. A pid is only signalled after checking that i
 line is that member's server. ``options["node"]`` holds NodeConfig overrides (field name ->
 value) that every member, restarted or added, gets as server flags (server.node_flags).
 
-Ports (``free_port``): a port is handed out here and bound later by another process (a
-member, or the local target's fault proxy), so it must stay free in between. Asking the
-kernel (bind port 0, close) is not enough: that port comes from the ephemeral range, the
-kernel picks it at random each time (20 such ports in a row repeat one about 1.7% of the
-time: two members then share a port), and in that range any process's next bind(0) or
-outgoing connection may take it before the member binds it, or while a killed member is
-down. So ports are drawn at random (seeded per process) from the widest stretch of
-[10000, 65535] OUTSIDE /proc/sys/net/ipv4/ip_local_port_range (32768-65535 assumed where
-that file does not exist), checked by binding them (without SO_REUSEADDR, so a port with
-a listener or a TIME_WAIT connection is passed over), and never handed out twice by one
-process. The kernel never picks a source port outside the ephemeral range for an outgoing
-connection or a bind(0), so only a program choosing ports explicitly can take one: another
-kvcheck process draws from the same pool, and the bind check keeps it off listening ports,
-but a port handed out and not yet bound, or a killed member's port while it is down, can be
-drawn there too (each draw hits a given port with chance 1/len(pool), ~1/22000 on Linux).
-Should that happen, the member exits at once with the address in its error (server.py),
-and ``start_cluster`` / ``wait_for_leader`` report that member's exit and log tail
-(``MemberFailed``) instead of waiting for a leader that cannot appear.
+Ports (``PortHold``): a member's ports are chosen here and bound later by its own process,
+so between the two no other socket may take them. Binding port 0 and closing (what an
+earlier free_port did) leaves the number unprotected: any process's next bind(0) or
+outgoing connection may take it. So a port is HELD from the moment it is chosen until the
+member owns it: ``PortHold.take`` binds a socket to it exclusively (no SO_REUSEADDR, so a
+port with any socket on it, a TIME_WAIT included, is passed over), then sets SO_REUSEADDR on
+that bound, never-listening socket and keeps it open. The member's listeners (trio and the
+metrics HTTP server both set SO_REUSEADDR) bind the same port beside it; nothing else can:
+an exclusive bind conflicts with the held socket, the kernel's bind(0) and outgoing
+connections skip ports that are explicitly bound, and a connection to a held port with no
+listener is refused, so a killed member still looks killed. ``start_cluster`` and
+``add_node`` hold a member's ports until it answers (every listener is up by then); the
+local target holds them for the whole run, kill -9 and restart included.
+
+Ports are drawn at random (seeded per process) from the widest stretch of [10000, 65535]
+OUTSIDE /proc/sys/net/ipv4/ip_local_port_range (32768-65535 assumed where that file does
+not exist) and never twice by one process: a port of a ``kvcheck cluster`` member killed
+by ``kvcheck cluster kill`` is free until its restart (no process is left to hold it), and
+outside the ephemeral range no outgoing connection can take it meanwhile. Should a port be
+taken anyway, the member exits at once with the address in its error (server.py), and
+``start_cluster`` / ``wait_for_leader`` report that member's exit and log tail
+(``MemberFailed``) instead of waiting for a leader that cannot appear. The local target's
+fault proxies listen on port 0 themselves and report the port they got.
 
 cluster.json: ``{"version": 1, "tls": {ca, cert, key, client_cert, client_key} | null,
 "options": {"bugs": [...], "node": {NodeConfig field: value}}, "nodes": [{"id", "name", "peer", "client", "metrics",
@@ -147,8 +152,8 @@ def port_pool(ephemeral: tuple[int, int] | None = None) -> range:
 
 
 class PortAllocator:
-    """Hands out 127.0.0.1 ports outside the ephemeral range, each checked by binding it and
-    never twice from one allocator (see the module text)."""
+    """Chooses 127.0.0.1 ports outside the ephemeral range, each bound exclusively when chosen
+    and never chosen twice by one allocator (see the module text)."""
 
     def __init__(self, pool: Sequence[int] | None = None, rng: random.Random | None = None) -> None:
         self._pool = pool
@@ -162,34 +167,84 @@ class PortAllocator:
             self._pool = port_pool()
         return self._pool
 
-    def take(self) -> int:
+    def reserve(self) -> socket.socket:
+        """A socket bound to a new port of the pool, held for a listener that binds it with
+        SO_REUSEADDR: exclusive when bound, SO_REUSEADDR set after, never listening."""
         with self._lock:
             pool = self.pool
             for _ in range(4 * len(pool)):
                 port = self.rng.choice(pool)
-                if port not in self.handed_out and port_is_free(port):
+                if port in self.handed_out:
+                    continue
+                sock = _bind_exclusive(port)
+                if sock is not None:
                     self.handed_out.add(port)
-                    return port
+                    return sock
         raise OSError(f"no free port on 127.0.0.1 in {min(pool)}-{max(pool)} "
                       f"({len(self.handed_out)} handed out by this process)")
 
 
+def _bind_exclusive(port: int, host: str = "127.0.0.1") -> socket.socket | None:
+    """A socket bound to host:port if no other socket is on that port, else None; once bound
+    it allows SO_REUSEADDR listeners beside it (it never listens itself)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a listener could bind host:port now (no SO_REUSEADDR: a TIME_WAIT counts as taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
+    sock = _bind_exclusive(port, host)
+    if sock is None:
+        return False
+    sock.close()
     return True
 
 
 _PORTS = PortAllocator()
 
 
-def free_port() -> int:
-    """A 127.0.0.1 port for a member or proxy to listen on (see the module text)."""
-    return _PORTS.take()
+class PortHold:
+    """Ports held for member listeners until those own them (see the module text); a context
+    manager that releases whatever it still holds."""
+
+    def __init__(self, allocator: PortAllocator | None = None) -> None:
+        self.allocator = allocator or _PORTS
+        self.sockets: dict[int, socket.socket] = {}
+
+    def take(self) -> int:
+        """A new port, held from now on."""
+        sock = self.allocator.reserve()
+        port: int = sock.getsockname()[1]
+        self.sockets[port] = sock
+        return port
+
+    def address(self) -> str:
+        """'127.0.0.1:PORT' of a new held port."""
+        return f"127.0.0.1:{self.take()}"
+
+    def release(self, *addresses: str) -> None:
+        """Stop holding these ports ('HOST:PORT'; the members own them now)."""
+        for address in addresses:
+            sock = self.sockets.pop(int(address.rsplit(":", 1)[1]), None)
+            if sock is not None:
+                sock.close()
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+    def __enter__(self) -> PortHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def make_tls(path: Path) -> dict[str, str]:
@@ -462,23 +517,22 @@ def start_cluster(path: Path, nodes: int = 3, *, tls: bool = False, options: dic
     if tls:
         info.tls = make_tls(path)
     restored = _restored_members(path)
-    for i in range(1, nodes + 1):
-        name = f"node{i}"
-        info.nodes.append(NodeInfo(
-            id=i, name=name, peer=f"127.0.0.1:{free_port()}", client=f"127.0.0.1:{free_port()}",
-            metrics=f"127.0.0.1:{free_port()}", data_dir=str(path / name / "data"),
-        ))
     if restored is not None and restored != nodes:
         raise UsageError(f"{path} holds a snapshot restored for {restored} members; start it with --nodes {restored}")
-    info.save()
-    for node in info.nodes:
-        launch(info, node)
-    info.save()
-    try:
-        wait_for_leader(info, wait, launched=info.nodes)
-    except MemberFailed:
-        stop_cluster(info)  # a new cluster that cannot start leaves no process behind
-        raise
+    with PortHold() as ports:  # held until every member answers: its listeners are up then
+        for i in range(1, nodes + 1):
+            name = f"node{i}"
+            info.nodes.append(NodeInfo(id=i, name=name, peer=ports.address(), client=ports.address(),
+                                       metrics=ports.address(), data_dir=str(path / name / "data")))
+        info.save()
+        for node in info.nodes:
+            launch(info, node)
+        info.save()
+        try:
+            wait_for_leader(info, wait, launched=info.nodes)
+        except MemberFailed:
+            stop_cluster(info)  # a new cluster that cannot start leaves no process behind
+            raise
     return info
 
 
@@ -525,25 +579,27 @@ def restart_node(info: ClusterInfo, node: NodeInfo) -> None:
     info.save()
 
 
-def add_node(info: ClusterInfo, learner: bool = False) -> NodeInfo:
-    """member add through the leader, then start the new member with --join."""
+def add_node(info: ClusterInfo, learner: bool = False, wait: float = 30.0) -> NodeInfo:
+    """member add through the leader, then start the new member with --join; returns once it
+    knows the leader (MemberFailed if its process exits first)."""
     from kvcheck.reference.client import open_client
 
     new_name = f"node{max(n.id for n in info.nodes) + 1}"
-    peer, client = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    with PortHold() as ports:  # held until the new member answers: its listeners are up then
+        peer, client, metrics = ports.address(), ports.address(), ports.address()
 
-    async def add() -> dict[str, Any]:
-        async with open_client(info.endpoints(), ssl_context=client_ssl(info)) as c:
-            return await c.member_add(new_name, peer, client, learner=learner)
+        async def add() -> dict[str, Any]:
+            async with open_client(info.endpoints(), ssl_context=client_ssl(info)) as c:
+                return await c.member_add(new_name, peer, client, learner=learner)
 
-    member = trio.run(add)["member"]
-    node = NodeInfo(id=member["id"], name=member["name"], peer=peer, client=client,
-                    metrics=f"127.0.0.1:{free_port()}", data_dir=str(info.path / member["name"] / "data"),
-                    join=True)
-    info.nodes.append(node)
-    info.save()
-    launch(info, node)
-    info.save()
+        member = trio.run(add)["member"]
+        node = NodeInfo(id=member["id"], name=member["name"], peer=peer, client=client, metrics=metrics,
+                        data_dir=str(info.path / member["name"] / "data"), join=True)
+        info.nodes.append(node)
+        info.save()
+        launch(info, node)
+        info.save()
+        wait_for_leader(info, wait, nodes=[node], launched=[node])
     return node
 
 

@@ -1,10 +1,12 @@
-"""Ports for real-process members: outside the kernel's ephemeral range, checked by binding,
-never handed out twice; a member whose port is taken exits at once naming the address, and
-``start_cluster`` reports that member instead of waiting for a leader.
+"""Ports for real-process members: held (a bound socket) from the moment they are chosen
+until the member owns them, outside the kernel's ephemeral range, never handed out twice; a
+member whose port is taken exits at once naming the address, and ``start_cluster`` reports
+that member instead of waiting for a leader.
 
-Why these properties: a port handed out before its member binds it must stay free meanwhile.
-The kernel draws bind(0) and outgoing source ports from the ephemeral range, so a port
-outside it cannot be taken by either (see reference/cluster.py's module text).
+Why these properties: a port chosen before its member binds it must stay free meanwhile. A
+held port admits the member's SO_REUSEADDR listener and nothing else; the kernel draws
+bind(0) and outgoing source ports from the ephemeral range, so a port outside it cannot be
+taken by either while a ``kvcheck cluster`` member is down (see reference/cluster.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from kvcheck.reference.server import LISTEN_FAILED_EXIT
 def held_port() -> Iterator[int]:
     """A port taken by a listener of the test (as another program could take one)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", rc.free_port()))
+        s.bind(("127.0.0.1", 0))
         s.listen()
         yield s.getsockname()[1]
 
@@ -56,14 +58,53 @@ def test_no_pool_when_the_ephemeral_range_covers_every_port() -> None:
         rc.port_pool((1024, 65535))
 
 
-def test_handed_out_ports_are_outside_the_ephemeral_range_distinct_and_bindable() -> None:
+def test_held_ports_are_outside_the_ephemeral_range_distinct_and_held() -> None:
     low, high = rc.ephemeral_range()
-    ports = [rc.free_port() for _ in range(200)]
-    assert len(set(ports)) == len(ports)
-    assert all(not low <= p <= high for p in ports), (low, high, ports)
-    for p in ports:  # a member could bind every one of them now
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", p))
+    with rc.PortHold() as hold:
+        ports = [hold.take() for _ in range(200)]
+        assert len(set(ports)) == len(ports)
+        assert all(not low <= p <= high for p in ports), (low, high, ports)
+        assert not any(rc.port_is_free(p) for p in ports)  # no one else can bind them now
+    assert all(rc.port_is_free(p) for p in ports)  # released
+    with rc.PortHold() as hold:  # and not handed out again by this process
+        assert not set(ports) & {hold.take() for _ in range(200)}
+
+
+def _listen_reuseaddr(port: int) -> socket.socket:
+    """A listener as the member's (trio and the metrics server set SO_REUSEADDR)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    return s
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_a_held_port_admits_the_members_listener_again_and_again_and_nothing_else() -> None:
+    """While held: an exclusive bind (another program, another kvcheck) is refused, a
+    connection with no listener is refused (a killed member looks killed), and the member's
+    SO_REUSEADDR listener binds it, also after a kill with connections left in TIME_WAIT."""
+    with rc.PortHold() as hold:
+        port = hold.take()
+        assert not _connects(port)
+        for _ in range(3):  # start, kill, restart, ...
+            member = _listen_reuseaddr(port)
+            client = socket.create_connection(("127.0.0.1", port), timeout=5)
+            conn, _ = member.accept()
+            conn.close()  # the member's side closes first: TIME_WAIT on the held port
+            client.close()
+            assert not rc.port_is_free(port)
+            member.close()
+            assert not _connects(port)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other, pytest.raises(OSError):
+                other.bind(("127.0.0.1", port))
 
 
 def test_outgoing_connections_never_take_a_pool_port() -> None:
@@ -84,22 +125,29 @@ def test_outgoing_connections_never_take_a_pool_port() -> None:
     assert not sources & pool
 
 
-def test_a_taken_port_is_passed_over_and_an_exhausted_pool_says_so(held_port: int) -> None:
-    spare = rc.free_port()
-    allocator = rc.PortAllocator(pool=[held_port, spare])
-    assert allocator.take() == spare
-    with pytest.raises(OSError, match=f"no free port on 127.0.0.1 in {min(held_port, spare)}-"):
-        allocator.take()  # the spare was handed out, the other one is held
+def test_a_taken_port_is_passed_over_and_an_exhausted_pool_says_so() -> None:
+    with rc.PortHold() as others, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:
+        held_elsewhere, spare = others.take(), others.take()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        others.release(f"127.0.0.1:{spare}")
+        pool = [held_elsewhere, listening.getsockname()[1], spare]
+        with rc.PortHold(rc.PortAllocator(pool=pool)) as hold:
+            assert hold.take() == spare
+            with pytest.raises(OSError, match=f"no free port on 127.0.0.1 in {min(pool)}-{max(pool)}"):
+                hold.take()  # the spare was handed out, the other two are taken
 
 
 @pytest.mark.parametrize("role", ["peer", "client", "metrics"])
 def test_a_member_whose_port_is_taken_exits_naming_the_address(tmp_path: Path, held_port: int, role: str) -> None:
-    addr = {r: f"127.0.0.1:{rc.free_port()}" for r in ("peer", "client", "metrics")}
+    hold = rc.PortHold()
+    addr = {r: hold.address() for r in ("peer", "client", "metrics")}
     addr[role] = taken = f"127.0.0.1:{held_port}"
     cmd = [sys.executable, "-m", rc.SERVER_MODULE, "--id", "1", "--data-dir", str(tmp_path / "d"),
            "--listen-peer", addr["peer"], "--listen-client", addr["client"],
            "--listen-metrics", addr["metrics"], "--member", f"1,node1,{addr['peer']},{addr['client']}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    with hold:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert proc.returncode == LISTEN_FAILED_EXIT, proc.stderr
     assert f"member 1 cannot listen for {role} connections on {taken}: Address already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -107,13 +155,13 @@ def test_a_member_whose_port_is_taken_exits_naming_the_address(tmp_path: Path, h
 
 def test_start_cluster_reports_the_member_that_cannot_listen(
         tmp_path: Path, held_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = rc.free_port
+    real = rc.PortHold.take
     ports = iter([held_port])  # node1's peer port is taken by another program
 
-    def free_port() -> int:
-        return next(ports, None) or real()
+    def take(self: rc.PortHold) -> int:
+        return next(ports, None) or real(self)
 
-    monkeypatch.setattr(rc, "free_port", free_port)
+    monkeypatch.setattr(rc.PortHold, "take", take)
     with pytest.raises(rc.MemberFailed) as failed:
         rc.start_cluster(tmp_path / "c", 3, wait=60)
     message = str(failed.value)
