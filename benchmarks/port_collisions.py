@@ -13,11 +13,13 @@ a proxy on port 0: 15 for 5 members) both ways and prints how many batches hold 
 port. ``--starts`` then starts and stops that many clusters back to back (``--target
 cluster``: ``kvcheck cluster``'s start_cluster; ``local``: the local target's LocalCluster
 with its fault proxies) and prints how many failed; ``--rival`` runs a thread meanwhile
-that binds and listens on random ports of the same pool, as a second kvcheck process
-starting its own members would (it can take any port not held or bound).
+that listens on random ports of the same pool: ``kvcheck`` as a second kvcheck process
+starting its own members would (it cannot take a held port), ``reuseaddr`` as a program
+binding ports of its own choosing with SO_REUSEADDR would (it can bind beside a held port
+that has no listener yet: the limit of holding, see reference/cluster.py).
 
     python benchmarks/port_collisions.py [--batches 2000] [--ports 15] [--starts 200]
-        [--nodes 3] [--target cluster|local] [--rival]
+        [--nodes 3] [--target cluster|local] [--rival kvcheck|reuseaddr]
 """
 
 from __future__ import annotations
@@ -63,10 +65,15 @@ def batches(count: int, size: int) -> None:
 
 
 class Rival(threading.Thread):
-    """Binds and listens on random pool ports, each for a moment, as another kvcheck would."""
+    """Takes random pool ports meanwhile. ``kvcheck``: as a second kvcheck process starting
+    members does (its own PortHold, then its member's SO_REUSEADDR listener on the port,
+    for a moment). ``reuseaddr``: as any program that binds a port of its choosing with
+    SO_REUSEADDR does, without asking anyone: it can bind beside a held port (see the
+    module text of reference/cluster.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str) -> None:
         super().__init__(daemon=True)
+        self.mode = mode
         self.stopping = threading.Event()
         self.taken = 0
         self.refused = 0
@@ -74,23 +81,33 @@ class Rival(threading.Thread):
     def run(self) -> None:
         pool = rc.port_pool()
         rng = random.Random(7)
-        held: list[socket.socket] = []
+        hold = rc.PortHold(rc.PortAllocator(rng=random.Random(8)))  # another process's allocator
+        held: list[tuple[socket.socket, int | None]] = []
         while not self.stopping.is_set():
+            try:
+                port = hold.take() if self.mode == "kvcheck" else rng.choice(pool)
+            except OSError:  # its pool ran dry: start over, as a new process would
+                hold = rc.PortHold(rc.PortAllocator(rng=random.Random(rng.random())))
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a member's listener
             try:
-                s.bind(("127.0.0.1", rng.choice(pool)))
+                s.bind(("127.0.0.1", port))
                 s.listen()
-                held.append(s)
+                held.append((s, port if self.mode == "kvcheck" else None))
                 self.taken += 1
             except OSError:
                 s.close()
                 self.refused += 1
             if len(held) > 200:
-                held.pop(0).close()
+                old, old_port = held.pop(0)
+                old.close()
+                if old_port is not None:
+                    hold.release(f"127.0.0.1:{old_port}")
             time.sleep(0.0005)
-        for s in held:
+        for s, _ in held:
             s.close()
+        hold.close()
 
 
 def start_once(target: str, nodes: int, path: Path) -> None:
@@ -111,8 +128,8 @@ def start_once(target: str, nodes: int, path: Path) -> None:
     trio.run(main)
 
 
-def starts(count: int, nodes: int, target: str, rival: bool) -> None:
-    rival_thread = Rival() if rival else None
+def starts(count: int, nodes: int, target: str, rival: str | None) -> None:
+    rival_thread = Rival(rival) if rival else None
     if rival_thread is not None:
         rival_thread.start()
     failures: list[str] = []
@@ -130,7 +147,7 @@ def starts(count: int, nodes: int, target: str, rival: bool) -> None:
     if rival_thread is not None:
         rival_thread.stopping.set()
         rival_thread.join()
-    rival_text = (f"; a rival bound {rival_thread.taken} pool ports meanwhile "
+    rival_text = (f"; a {rival} rival bound {rival_thread.taken} pool ports meanwhile "
                   f"({rival_thread.refused} binds refused)" if rival_thread else "")
     print(f"{count} back-to-back starts of {nodes}-member clusters (--target {target}): "
           f"{len(failures)} failed; {seconds / count:.2f} s per start{rival_text}")
@@ -145,7 +162,8 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=0, help="cluster starts to run back to back")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--target", choices=["cluster", "local"], default="cluster")
-    ap.add_argument("--rival", action="store_true", help="bind random pool ports meanwhile")
+    ap.add_argument("--rival", choices=["kvcheck", "reuseaddr"], default=None,
+                    help="take random pool ports meanwhile, as another kvcheck or any program would")
     args = ap.parse_args()
     if args.batches:
         batches(args.batches, args.ports)

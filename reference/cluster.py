@@ -19,7 +19,10 @@ that bound, never-listening socket and keeps it open. The member's listeners (tr
 metrics HTTP server both set SO_REUSEADDR) bind the same port beside it; nothing else can:
 an exclusive bind conflicts with the held socket, the kernel's bind(0) and outgoing
 connections skip ports that are explicitly bound, and a connection to a held port with no
-listener is refused, so a killed member still looks killed. ``start_cluster`` and
+listener is refused, so a killed member still looks killed. (The one thing holding does
+not stop: a program that binds a port of its own choosing WITH SO_REUSEADDR can bind beside
+a held port before the member listens on it. Another kvcheck cannot: its ``take`` binds
+exclusively first.) ``start_cluster`` and
 ``add_node`` hold a member's ports until it answers (every listener is up by then); the
 local target holds them for the whole run, kill -9 and restart included.
 
