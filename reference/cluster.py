@@ -9,22 +9,25 @@ member's ports and data directory. A pid is only signalled after checking that i
 line is that member's server. ``options["node"]`` holds NodeConfig overrides (field name ->
 value) that every member, restarted or added, gets as server flags (server.node_flags).
 
-Ports (``PortHold``): a member's ports are chosen here and bound later by its own process,
-so between the two no other socket may take them. Binding port 0 and closing (what an
-earlier free_port did) leaves the number unprotected: any process's next bind(0) or
-outgoing connection may take it. So a port is HELD from the moment it is chosen until the
-member owns it: ``PortHold.take`` binds a socket to it exclusively (no SO_REUSEADDR, so a
-port with any socket on it, a TIME_WAIT included, is passed over), then sets SO_REUSEADDR on
-that bound, never-listening socket and keeps it open. The member's listeners (trio and the
-metrics HTTP server both set SO_REUSEADDR) bind the same port beside it; nothing else can:
-an exclusive bind conflicts with the held socket, the kernel's bind(0) and outgoing
-connections skip ports that are explicitly bound, and a connection to a held port with no
-listener is refused, so a killed member still looks killed. (The one thing holding does
-not stop: a program that binds a port of its own choosing WITH SO_REUSEADDR can bind beside
-a held port before the member listens on it. Another kvcheck cannot: its ``take`` binds
-exclusively first.) ``start_cluster`` and
-``add_node`` hold a member's ports until it answers (every listener is up by then); the
-local target holds them for the whole run, kill -9 and restart included.
+Ports (``PortHold``): a member's ports are chosen here, before its process exists (every
+member's --member list names the others' addresses), so between the choice and the
+member's listen no other socket may take them. Binding port 0 and closing (what an earlier
+free_port did) leaves the number unprotected: any process's next bind(0) or outgoing
+connection may take it. So a port is HELD from the moment it is chosen: ``PortHold.take``
+binds a socket to it exclusively (no SO_REUSEADDR: a port with any socket on it, a
+TIME_WAIT included, is passed over), and ``launch`` hands that very socket to the member
+process (``--listen-fd ROLE=FD``, server.py), which sets SO_REUSEADDR and listens on it;
+the launcher then closes its copy. The port is bound at every moment from the choice on:
+nothing can bind it (an exclusive bind, SO_REUSEADDR or not, conflicts with it), and the
+kernel's bind(0) and outgoing connections skip explicitly bound ports. ``start_cluster``,
+``add_node`` and the local target's starts all launch this way.
+
+A killed member's ports are free until its restart. The local target holds them again at
+once (``hold_again``: bound with SO_REUSEADDR, to get past the TIME_WAIT connections the
+member left; a connection to a port with no listener is refused, so the member still looks
+killed) and hands them to the restarted process. That re-held socket has SO_REUSEADDR, so
+a program binding a port of its own choosing with SO_REUSEADDR could still bind beside it
+while the member is down; another kvcheck cannot (its ``take`` binds exclusively).
 
 Ports are drawn at random (seeded per process) from the widest stretch of [10000, 65535]
 OUTSIDE /proc/sys/net/ipv4/ip_local_port_range (32768-65535 assumed where that file does
@@ -171,8 +174,7 @@ class PortAllocator:
         return self._pool
 
     def reserve(self) -> socket.socket:
-        """A socket bound to a new port of the pool, held for a listener that binds it with
-        SO_REUSEADDR: exclusive when bound, SO_REUSEADDR set after, never listening."""
+        """A socket bound exclusively to a new port of the pool (not listening)."""
         with self._lock:
             pool = self.pool
             for _ in range(4 * len(pool)):
@@ -188,12 +190,11 @@ class PortAllocator:
 
 
 def _bind_exclusive(port: int, host: str = "127.0.0.1") -> socket.socket | None:
-    """A socket bound to host:port if no other socket is on that port, else None; once bound
-    it allows SO_REUSEADDR listeners beside it (it never listens itself)."""
+    """A socket bound to host:port if no other socket is on that port (no SO_REUSEADDR: a
+    TIME_WAIT connection counts), else None."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind((host, port))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     except OSError:
         sock.close()
         return None
@@ -213,15 +214,15 @@ _PORTS = PortAllocator()
 
 
 class PortHold:
-    """Ports held for member listeners until those own them (see the module text); a context
-    manager that releases whatever it still holds."""
+    """Ports held for member listeners until the members own them (see the module text); a
+    context manager that closes whatever it still holds."""
 
     def __init__(self, allocator: PortAllocator | None = None) -> None:
         self.allocator = allocator or _PORTS
         self.sockets: dict[int, socket.socket] = {}
 
     def take(self) -> int:
-        """A new port, held from now on."""
+        """A new port of the pool, held (bound exclusively) from now on."""
         sock = self.allocator.reserve()
         port: int = sock.getsockname()[1]
         self.sockets[port] = sock
@@ -231,10 +232,31 @@ class PortHold:
         """'127.0.0.1:PORT' of a new held port."""
         return f"127.0.0.1:{self.take()}"
 
+    def hold_again(self, address: str) -> bool:
+        """Hold a known port again (a killed member's, until its restart): bound with
+        SO_REUSEADDR, so past the TIME_WAIT connections it left. False if another socket
+        has the port."""
+        port = _port(address)
+        if port in self.sockets:
+            return True
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            return False
+        self.sockets[port] = sock
+        return True
+
+    def held(self, roles: dict[str, str]) -> dict[str, socket.socket]:
+        """The held sockets of ``roles`` (role -> 'HOST:PORT'), for ``launch`` to hand over."""
+        return {role: self.sockets[_port(a)] for role, a in roles.items() if _port(a) in self.sockets}
+
     def release(self, *addresses: str) -> None:
-        """Stop holding these ports ('HOST:PORT'; the members own them now)."""
+        """Stop holding these ports ('HOST:PORT'): a member owns them now, or nobody will."""
         for address in addresses:
-            sock = self.sockets.pop(int(address.rsplit(":", 1)[1]), None)
+            sock = self.sockets.pop(_port(address), None)
             if sock is not None:
                 sock.close()
 
@@ -248,6 +270,10 @@ class PortHold:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 def make_tls(path: Path) -> dict[str, str]:
@@ -430,18 +456,43 @@ def server_command(info: ClusterInfo, node: NodeInfo) -> list[str]:
     return cmd
 
 
-def launch(info: ClusterInfo, node: NodeInfo, command: list[str] | None = None) -> None:
-    """Start ``node``'s server process (``command``: server_command(info, node) unless given)."""
+def launch(info: ClusterInfo, node: NodeInfo, command: list[str] | None = None,
+           sockets: dict[str, socket.socket] | None = None) -> None:
+    """Start ``node``'s server process (``command``: server_command(info, node) unless given).
+
+    ``sockets`` (role -> a socket bound to that role's address, from ``PortHold.held``) are
+    handed to the process (``--listen-fd``), which listens on them; this process closes its
+    copies, so the member is their only owner."""
     Path(node.data_dir).mkdir(parents=True, exist_ok=True)
+    command = list(command or server_command(info, node))
+    sockets = sockets or {}
+    for role, sock in sockets.items():
+        command += ["--listen-fd", f"{role}={sock.fileno()}"]
     with open(log_path(node), "ab") as logf:
         proc = subprocess.Popen(
-            command or server_command(info, node), stdin=subprocess.DEVNULL, stdout=logf,
-            stderr=logf, start_new_session=True, close_fds=True,
+            command, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            close_fds=True, pass_fds=[sock.fileno() for sock in sockets.values()],
         )
+    for sock in sockets.values():
+        sock.close()
     node.pid = proc.pid
     with _REAP_LOCK:
         _EXIT_CODES.pop(proc.pid, None)
         _CHILDREN[proc.pid] = proc
+
+
+def member_roles(node: NodeInfo) -> dict[str, str]:
+    """What a member listens on: role -> address."""
+    return {"peer": node.peer, "client": node.client, "metrics": node.metrics}
+
+
+def launch_held(info: ClusterInfo, node: NodeInfo, ports: PortHold, command: list[str] | None = None,
+                roles: dict[str, str] | None = None) -> None:
+    """``launch`` handing over the ports of ``roles`` (default: member_roles(node)) that
+    ``ports`` holds; ``ports`` holds them no more."""
+    roles = roles or member_roles(node)
+    launch(info, node, command, ports.held(roles))
+    ports.release(*roles.values())
 
 
 def client_ssl(info: ClusterInfo) -> Any:
@@ -522,14 +573,14 @@ def start_cluster(path: Path, nodes: int = 3, *, tls: bool = False, options: dic
     restored = _restored_members(path)
     if restored is not None and restored != nodes:
         raise UsageError(f"{path} holds a snapshot restored for {restored} members; start it with --nodes {restored}")
-    with PortHold() as ports:  # held until every member answers: its listeners are up then
+    with PortHold() as ports:  # each member is handed its held ports as it starts
         for i in range(1, nodes + 1):
             name = f"node{i}"
             info.nodes.append(NodeInfo(id=i, name=name, peer=ports.address(), client=ports.address(),
                                        metrics=ports.address(), data_dir=str(path / name / "data")))
         info.save()
         for node in info.nodes:
-            launch(info, node)
+            launch_held(info, node, ports)
         info.save()
         try:
             wait_for_leader(info, wait, launched=info.nodes)
@@ -588,7 +639,7 @@ def add_node(info: ClusterInfo, learner: bool = False, wait: float = 30.0) -> No
     from kvcheck.reference.client import open_client
 
     new_name = f"node{max(n.id for n in info.nodes) + 1}"
-    with PortHold() as ports:  # held until the new member answers: its listeners are up then
+    with PortHold() as ports:  # handed to the new member as it starts
         peer, client, metrics = ports.address(), ports.address(), ports.address()
 
         async def add() -> dict[str, Any]:
@@ -600,7 +651,7 @@ def add_node(info: ClusterInfo, learner: bool = False, wait: float = 30.0) -> No
                         data_dir=str(info.path / member["name"] / "data"), join=True)
         info.nodes.append(node)
         info.save()
-        launch(info, node)
+        launch_held(info, node, ports)
         info.save()
         wait_for_leader(info, wait, nodes=[node], launched=[node])
     return node

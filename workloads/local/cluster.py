@@ -14,8 +14,9 @@ Every member, started, restarted or added, runs with the run's recorded node val
 (``RunConfig.node``, written to config.json) as server flags (``server.node_flags``), so a
 local run's timing, snapshot and quota settings are the ones its config.json shows. A
 member's ports (private peer, client, metrics) are held by the run's ``cluster.PortHold``
-from the moment they are chosen until the cluster is shut down, so no other socket can take
-one before the member binds it or while it is killed; each proxy listens on port 0 and
+from the moment they are chosen and handed to the member process as it starts (it listens
+on those very sockets); after a kill -9 they are held again until the restart hands them
+over anew, so no other socket can take one meanwhile. Each proxy listens on port 0 and
 reports the port it got, which becomes the member's advertised peer address. A member that
 exits on its own (e.g. it could not bind its port) fails the start at once with its exit
 report (``MemberFailed``); one that exits later is recorded in cluster-events.log.
@@ -67,7 +68,7 @@ class LocalCluster:
         self.path = path
         self.proxy = FaultProxy(random.Random(f"{config.seed}:proxy"))
         self.info = rc.ClusterInfo(path, options={"bugs": list(config.bugs), "node": dict(config.node)})
-        self.ports = rc.PortHold()  # every member's own ports, held until shutdown
+        self.ports = rc.PortHold()  # members' own ports while no process of theirs listens
         self.nodes: dict[int, LocalNode] = {}
         self._nursery: trio.Nursery | None = None
         self._status_client: Client | None = None
@@ -96,10 +97,14 @@ class LocalCluster:
         self.nodes[node.info.id] = node
         self.info.nodes.append(node.info)
 
+    def _roles(self, node: LocalNode) -> dict[str, str]:
+        """What the member's process listens on (its peer port is behind the proxy)."""
+        return {"peer": node.listen_peer, "client": node.info.client, "metrics": node.info.metrics}
+
     def _launch(self, node: LocalNode) -> None:
         cmd = rc.server_command(self.info, node.info)
         cmd[cmd.index("--listen-peer") + 1] = node.listen_peer  # the proxy takes the advertised port
-        rc.launch(self.info, node.info, cmd)
+        rc.launch_held(self.info, node.info, self.ports, cmd, self._roles(node))
         node.up = True
         self.info.save()
         self._log(f"started {node.info.name} (pid {node.info.pid})")
@@ -238,10 +243,17 @@ class LocalCluster:
         if rc.process_state(n.info) != "stopped":
             await trio.to_thread.run_sync(rc.kill_node, self.info, n.info)
             self._log(f"killed {n.info.name} (SIGKILL)")
+        self._hold_again(n)  # until the restart: its process is gone, its ports closed
+
+    def _hold_again(self, node: LocalNode) -> None:
+        for role, address in self._roles(node).items():
+            if not self.ports.hold_again(address):
+                self._log(f"{node.info.name}'s {role} port {address} is taken by another socket")
 
     async def restart(self, node: int) -> None:
         n = self.nodes[node]
         if not n.info.removed and rc.process_state(n.info) == "stopped":
+            self._hold_again(n)  # a member that exited on its own was not held again at its kill
             self._launch(n)
 
     async def pause(self, node: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,15 +71,6 @@ def test_held_ports_are_outside_the_ephemeral_range_distinct_and_held() -> None:
         assert not set(ports) & {hold.take() for _ in range(200)}
 
 
-def _listen_reuseaddr(port: int) -> socket.socket:
-    """A listener as the member's (trio and the metrics server set SO_REUSEADDR)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
-    s.listen()
-    return s
-
-
 def _connects(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
@@ -87,24 +79,63 @@ def _connects(port: int) -> bool:
     return True
 
 
-def test_a_held_port_admits_the_members_listener_again_and_again_and_nothing_else() -> None:
-    """While held: an exclusive bind (another program, another kvcheck) is refused, a
-    connection with no listener is refused (a killed member looks killed), and the member's
-    SO_REUSEADDR listener binds it, also after a kill with connections left in TIME_WAIT."""
+def _bind(port: int, reuseaddr: bool) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        if reuseaddr:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+
+
+def test_a_held_port_admits_no_other_socket() -> None:
+    """Held (bound exclusively, not listening): no other bind, with SO_REUSEADDR or without,
+    and a connection is refused."""
     with rc.PortHold() as hold:
         port = hold.take()
+        for reuseaddr in (False, True):
+            with pytest.raises(OSError, match="Address already in use"):
+                _bind(port, reuseaddr)
         assert not _connects(port)
-        for _ in range(3):  # start, kill, restart, ...
-            member = _listen_reuseaddr(port)
-            client = socket.create_connection(("127.0.0.1", port), timeout=5)
-            conn, _ = member.accept()
-            conn.close()  # the member's side closes first: TIME_WAIT on the held port
-            client.close()
-            assert not rc.port_is_free(port)
-            member.close()
-            assert not _connects(port)
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other, pytest.raises(OSError):
-                other.bind(("127.0.0.1", port))
+
+
+def test_a_member_listens_on_the_sockets_it_is_handed_and_again_after_kill_9(tmp_path: Path) -> None:
+    """start_cluster hands each member its held sockets and keeps no copy (a killed member's
+    ports refuse connections); held again past the TIME_WAITs the kill left, they are handed
+    to the restarted member, which serves on them."""
+    info = rc.start_cluster(tmp_path / "c", 1)
+    try:
+        node = info.nodes[0]
+        args = Path(f"/proc/{node.pid}/cmdline").read_bytes().decode().split("\0")
+        handed = sorted(args[i + 1].split("=")[0] for i, a in enumerate(args) if a == "--listen-fd")
+        assert handed == ["client", "metrics", "peer"], args
+        metrics_port = int(node.metrics.rsplit(":", 1)[1])
+        for _ in range(3):  # HTTP/1.0: the member closes first, leaving TIME_WAITs on its port
+            assert b"kvcheck_server_applied_index" in urllib.request.urlopen(f"http://{node.metrics}/metrics").read()
+        rc.kill_node(info, node)
+        assert not _connects(metrics_port)
+        assert not rc.port_is_free(metrics_port)  # the TIME_WAITs: an exclusive bind is refused
+        with rc.PortHold() as hold:
+            roles = rc.member_roles(node)
+            assert all(hold.hold_again(a) for a in roles.values())
+            rc.launch_held(info, node, hold)
+            assert hold.sockets == {}
+        rc.wait_for_leader(info, 60, launched=[node])
+        assert b"kvcheck_server_applied_index" in urllib.request.urlopen(f"http://{node.metrics}/metrics").read()
+    finally:
+        rc.stop_cluster(info)
+
+
+def test_a_member_refuses_an_inherited_socket_bound_elsewhere(tmp_path: Path) -> None:
+    with rc.PortHold() as hold:
+        peer, client, other = hold.address(), hold.address(), hold.address()
+        fd = hold.sockets[int(other.rsplit(":", 1)[1])].fileno()
+        hold.release(peer, client)  # the member binds these itself (held, they would refuse it)
+        cmd = [sys.executable, "-m", rc.SERVER_MODULE, "--id", "1", "--data-dir", str(tmp_path / "d"),
+               "--listen-peer", peer, "--listen-client", client, "--listen-fd", f"client={fd}",
+               "--member", f"1,node1,{peer},{client}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, pass_fds=[fd])
+    assert proc.returncode == LISTEN_FAILED_EXIT, proc.stderr
+    assert f"member 1 cannot listen for client connections on {client}: inherited descriptor {fd} is " in proc.stderr
+    assert f"not a TCP socket bound to {client}" in proc.stderr
 
 
 def test_outgoing_connections_never_take_a_pool_port() -> None:
@@ -146,8 +177,12 @@ def test_a_member_whose_port_is_taken_exits_naming_the_address(tmp_path: Path, h
     cmd = [sys.executable, "-m", rc.SERVER_MODULE, "--id", "1", "--data-dir", str(tmp_path / "d"),
            "--listen-peer", addr["peer"], "--listen-client", addr["client"],
            "--listen-metrics", addr["metrics"], "--member", f"1,node1,{addr['peer']},{addr['client']}"]
-    with hold:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    with hold:  # the other two are handed over as a launcher does; the taken one is bound by address
+        handed = hold.held(addr)
+        for r, sock in handed.items():
+            cmd += ["--listen-fd", f"{r}={sock.fileno()}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                              pass_fds=[sock.fileno() for sock in handed.values()])
     assert proc.returncode == LISTEN_FAILED_EXIT, proc.stderr
     assert f"member 1 cannot listen for {role} connections on {taken}: Address already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
