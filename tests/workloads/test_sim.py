@@ -66,9 +66,15 @@ def test_wrong_read_path_is_caught(tmp_path: Path) -> None:
     # The summary tells the story: the stale read, the write it saw, the write after it.
     summary = render_summary(out, RunConfig(workload="register", faults=["partition"], seed=3))
     read = key["op"]["value"]
-    story = re.search(r"minimal failing sub-history: (.*)", summary)
-    assert story and f"ok write {read})" in story[1] and story[1].endswith(f"ok read {read})"), summary
-    assert len(story[1].split("; ")) >= 3
+    story = re.search(r"minimal failing sub-history \((\d+) calls\):\n((?:      .*\n)+)", summary)
+    assert story and int(story[1]) >= 3, summary
+    calls = story[2].splitlines()
+    assert f"ok write {read})" in story[2] and f"ok read {read})" in calls[-1], summary
+    # each op says when it was invoked, which member answered it and what fault was active
+    facts = re.compile(r"\[invoked \d+\.\d{3}s; served by n\d; (during [a-z, ]+|no fault active)\]$")
+    assert all(facts.search(line) for line in calls), summary
+    assert "during partition" in calls[-1]  # the stale read came from an isolated member
+    assert "key null" not in summary  # the register workload's single key is not named
     clean = sim(tmp_path, seed=3, time_limit=10.0)
     assert clean.code == 0
 
