@@ -199,3 +199,21 @@ def test_config_json_parameters_are_validated_and_version_1_is_pinned() -> None:
     v1 = RunConfig.from_json(old)
     assert v1.network == V1_PARAMETERS["network"] and v1.node == V1_PARAMETERS["node"]
     assert v1.version == 2
+
+
+def test_disk_fault_log_says_what_was_torn(tmp_path: Path) -> None:
+    """A disk fault asked to tear the last write names the torn file, or says that no file
+    had an unsynced write to tear — never "torn: none" beside a schedule saying torn."""
+    out = sim(tmp_path, faults=["disk"], seed=2, time_limit=8.0)
+    starts = [op.value for op in out.execution.ops if op.f == "start-disk" and op.type == "info"]
+    assert starts
+    logs = "".join(p.read_text() for p in out.run_dir.glob("node*.log"))
+    lines = [line for line in logs.splitlines() if "disk lost unsynced writes" in line]
+    assert len(lines) == len(starts)
+    assert all(("torn last write in " in line) or ("no file had an unsynced write" in line)
+               or ("not asked to" in line) for line in lines), lines
+    assert "torn: none" not in logs
+    if not any(v["torn"] for v in starts):
+        assert not any("torn last write" in line for line in lines)
+    if all(v["torn"] for v in starts):
+        assert not any("not asked to" in line for line in lines)
