@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,7 +111,10 @@ def test_a_member_listens_on_the_sockets_it_is_handed_and_again_after_kill_9(tmp
         metrics_port = int(node.metrics.rsplit(":", 1)[1])
         for _ in range(3):  # HTTP/1.0: the member closes first, leaving TIME_WAITs on its port
             assert b"kvcheck_server_applied_index" in urllib.request.urlopen(f"http://{node.metrics}/metrics").read()
-        rc.kill_node(info, node)
+        rc.kill_node(info, node)  # bounded: on a loaded machine the process may outlive it
+        deadline = time.monotonic() + 60
+        while rc.process_state(node) != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert not _connects(metrics_port)
         assert not rc.port_is_free(metrics_port)  # the TIME_WAITs: an exclusive bind is refused
         with rc.PortHold() as hold:
