@@ -169,7 +169,7 @@ class ClusterBrowser:
         """One level of the tree under ``prefix`` ("" or ending with "/")."""
         client = self._client()
         end = prefix_end(prefix)
-        start = prefix
+        start = prefix or b"\0"  # the empty prefix: every key, etcd's ("\0", "\0")
         dirs: list[dict[str, Any]] = []
         keys: list[dict[str, Any]] = []
         more = False
@@ -266,5 +266,5 @@ class ClusterBrowser:
 
     @contextlib.asynccontextmanager
     async def watch(self, prefix: bytes) -> AsyncIterator[AsyncIterator[kvr.WatchResponse]]:
-        async with self._client().watch(prefix, range_end=prefix_end(prefix)) as stream:
+        async with self._client().watch(prefix or b"\0", range_end=prefix_end(prefix)) as stream:
             yield stream

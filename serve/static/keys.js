@@ -44,9 +44,9 @@ async function listing(prefixHex) {
   if (!resp.ok) throw new Error(body.error || resp.statusText);
   return body;
 }
+const openPrefixes = new Set();  // folders the user has expanded: kept open across reloads
 function renderList(ul, body) {
   const prefixLen = textOfHex(body.prefix).length;
-  const open = new Set([...ul.querySelectorAll(":scope > li > .dir.open")].map(d => d.dataset.prefix));
   ul.innerHTML = body.dirs.map(d => `<li><span class="dir" data-prefix="${d.prefix}">▸ ${esc(d.name)}</span><ul hidden></ul></li>`).join("") +
     body.keys.map(k => `<li><span class="leaf${k.key === selectedKey ? " selected" : ""}" data-key="${k.key}">${esc(k.name.slice(prefixLen) || k.name)}</span></li>`).join("") +
     (body.more ? `<li class="muted">… more (only the first entries are listed)</li>` : "") +
@@ -54,7 +54,7 @@ function renderList(ul, body) {
   ul.dataset.prefix = body.prefix;
   ul.querySelectorAll(":scope > li > .dir").forEach(d => {
     d.onclick = () => toggle(d);
-    if (open.has(d.dataset.prefix)) toggle(d);
+    if (openPrefixes.has(d.dataset.prefix)) expand(d);
   });
   ul.querySelectorAll(":scope > li > .leaf").forEach(l => l.onclick = () => selectKey(l.dataset.key));
 }
@@ -70,24 +70,26 @@ async function loadRoot() {
     tree.innerHTML = `<p class="error">${esc(e.message)}</p>`;
   }
 }
-async function toggle(dirEl) {
+async function expand(dirEl) {
   const ul = dirEl.nextElementSibling;
-  if (dirEl.classList.contains("open")) {
-    dirEl.classList.remove("open"); ul.hidden = true;
-    dirEl.textContent = "▸" + dirEl.textContent.slice(1);
-    return;
-  }
+  openPrefixes.add(dirEl.dataset.prefix);
   dirEl.classList.add("open"); ul.hidden = false;
   dirEl.textContent = "▾" + dirEl.textContent.slice(1);
   try { renderList(ul, await listing(dirEl.dataset.prefix)); }
   catch (e) { ul.innerHTML = `<li class="error">${esc(e.message)}</li>`; }
+}
+async function toggle(dirEl) {
+  if (dirEl.classList.contains("open")) {
+    openPrefixes.delete(dirEl.dataset.prefix);
+    dirEl.classList.remove("open"); dirEl.nextElementSibling.hidden = true;
+    dirEl.textContent = "▸" + dirEl.textContent.slice(1);
+    return;
+  }
+  await expand(dirEl);
   if (selectedKey === null) watch(dirEl.dataset.prefix);
 }
 async function reloadListings() {
-  for (const ul of document.querySelectorAll("#tree ul")) {
-    if (ul.hidden || ul.dataset.prefix === undefined) continue;
-    try { renderList(ul, await listing(ul.dataset.prefix)); } catch (e) { /* shown on the next status */ }
-  }
+  await loadRoot();  // re-expands every open folder
 }
 
 // -- one key --------------------------------------------------------------------------------

@@ -94,9 +94,11 @@ function esc(s) {
 async function refresh() {
   try {
     const resp = await fetch("/api/runs");
-    data = await resp.json();
-    document.getElementById("timing").textContent = `listed in ${data.seconds.toFixed(3)} s`;
-    render();
+    const fresh = await resp.json();
+    document.getElementById("timing").textContent = `listed in ${fresh.seconds.toFixed(3)} s`;
+    const changed = JSON.stringify([fresh.runs, fresh.checkers]) !== JSON.stringify([data.runs, data.checkers]);
+    data = fresh;
+    if (changed) render();
   } catch (e) {
     document.getElementById("timing").textContent = "cannot reach the server: " + e;
   }
