@@ -95,7 +95,7 @@ async def _serve(store: Path, host: str, port: int, open_browser: bool, source: 
         if isinstance(source, ClusterSource):
             browser = ClusterBrowser(source)
             await nursery.start(browser.run)
-        state = ServeState(RunIndex(store), browser, allow_writes, nursery)
+        state = ServeState(RunIndex(store, background=True), browser, allow_writes, nursery)
         app = create_app(state)
         binds = await nursery.start(lambda task_status: serve(
             app, config, shutdown_trigger=stop.wait, task_status=task_status))  # type: ignore[arg-type]

@@ -4,10 +4,16 @@ Why: a person wants to see hundreds of runs at once, sorted and filtered, withou
 taking seconds and without a broken run breaking the list. How: ``RunIndex.rows()`` walks the
 store (a run directory is one holding config.json; symlinks such as ``latest`` are not
 followed, so each run appears once) and builds one ``RunRow`` per run from config.json,
-results.json and history.jsonl. Each row is cached under the (mtime, size) of those three
-files, so a listing reads only what changed since the last one: new runs appear without a
-restart and a re-check shows its new verdict. Any problem reading a file (missing, not JSON,
-a malformed history line) becomes the row's ``error`` instead of an exception.
+results.json and history.jsonl. Each row is cached under the (mtime, size) of its files, so a
+listing reads only what changed since the last one: new runs appear without a restart and a
+re-check shows its new verdict. Any problem reading a file (missing, not JSON, a malformed
+history line) becomes the row's ``error`` instead of an exception.
+
+Reading a history with the checker's own reader (so a bad line is reported as ``kvcheck
+check`` reports it) costs milliseconds per run, which would make the first listing of a
+large store take seconds; so histories are read by one background thread (``background=True``,
+what the server uses) and a row shows ``history_pending`` until its history has been read,
+then its op count (the history's client invocations) or the history's error.
 
 ``resolve_run`` and ``run_file`` turn URL parts into paths and refuse (None) anything that
 would leave the store: absolute paths, ``..`` parts, symlinks pointing outside, and names that
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +64,8 @@ class RunRow:
     sim_seconds: float | None = None
     wall_seconds: float | None = None
     error: str | None = None
+    history_pending: bool = False
+    base_errors: list[str] = field(default_factory=list)  # config.json's and results.json's
     # not listed, but used by the plots and the compare page
     config: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
@@ -66,7 +75,8 @@ class RunRow:
                 "faults": self.faults, "nodes": self.nodes, "seed": self.seed, "bugs": self.bugs,
                 "ops": self.ops, "verdict": self.verdict, "checkers": self.checkers,
                 "anomalies": self.anomalies, "sim_seconds": self.sim_seconds,
-                "wall_seconds": self.wall_seconds, "error": self.error}
+                "wall_seconds": self.wall_seconds, "error": self.error,
+                "history_pending": self.history_pending}
 
 
 def checker_anomalies(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -127,6 +137,7 @@ def _history_ops(path: Path) -> int:
 
 
 def build_row(store: Path, run_dir: Path) -> RunRow:
+    """The row from config.json and results.json (the history is read separately)."""
     row = RunRow(id=run_dir.relative_to(store).as_posix(), time=_run_time(run_dir))
     errors: list[str] = []
     try:
@@ -158,21 +169,27 @@ def build_row(store: Path, run_dir: Path) -> RunRow:
             row.wall_seconds = run.get("wall_seconds")
         except ValueError as exc:
             errors.append(str(exc))
-    history = run_dir / "history.jsonl"
-    if history.exists():
-        try:
-            row.ops = _history_ops(history)
-        except Exception as exc:  # MalformedInput, or anything else the reader trips on
-            errors.append(f"history: {exc}")
-    else:
-        errors.append("history.jsonl: missing")
-    row.error = "; ".join(errors) or None
+    row.base_errors = errors
     return row
 
 
-def _signature(run_dir: Path) -> tuple[tuple[int, int], ...]:
+def read_history_ops(run_dir: Path) -> tuple[int | None, str | None]:
+    """(client invocations, None) or (None, the problem) for a run's history.jsonl."""
+    history = run_dir / "history.jsonl"
+    if not history.exists():
+        return None, "history.jsonl: missing"
+    try:
+        return _history_ops(history), None
+    except Exception as exc:  # MalformedInput, or anything else the reader trips on
+        return None, f"history: {exc}"
+
+
+Signature = tuple[tuple[int, int], ...]
+
+
+def _signature(run_dir: Path, names: tuple[str, ...]) -> Signature:
     sig = []
-    for name in ("config.json", "results.json", "history.jsonl"):
+    for name in names:
         try:
             st = os.stat(run_dir / name)
             sig.append((st.st_mtime_ns, st.st_size))
@@ -181,13 +198,22 @@ def _signature(run_dir: Path) -> tuple[tuple[int, int], ...]:
     return tuple(sig)
 
 
-class RunIndex:
-    """The runs under ``root``, rebuilt per listing from a cache keyed by file mtimes."""
+ROW_FILES = ("config.json", "results.json")
+HISTORY_FILES = ("history.jsonl",)
 
-    def __init__(self, root: Path) -> None:
+
+class RunIndex:
+    """The runs under ``root``, rebuilt per listing from caches keyed by file mtimes."""
+
+    def __init__(self, root: Path, *, background: bool = False) -> None:
         self.root = root.resolve()
-        self._cache: dict[Path, tuple[tuple[tuple[int, int], ...], RunRow]] = {}
+        self.background = background
+        self._rows: dict[Path, tuple[Signature, RunRow]] = {}
+        self._histories: dict[Path, tuple[Signature, int | None, str | None]] = {}
         self._lock = threading.Lock()
+        self._queue: queue.Queue[Path] = queue.Queue()
+        self._queued: set[Path] = set()
+        self._worker: threading.Thread | None = None
 
     def run_dirs(self) -> list[Path]:
         found: list[Path] = []
@@ -209,34 +235,74 @@ class RunIndex:
         walk(self.root, 0)
         return found
 
+    def _row(self, run_dir: Path, background: bool) -> RunRow:
+        """The cached row of ``run_dir`` brought up to date (call with the lock held)."""
+        sig = _signature(run_dir, ROW_FILES)
+        cached = self._rows.get(run_dir)
+        if cached is None or cached[0] != sig:
+            cached = (sig, build_row(self.root, run_dir))
+            self._rows[run_dir] = cached
+        row = cached[1]
+        hsig = _signature(run_dir, HISTORY_FILES)
+        hist = self._histories.get(run_dir)
+        if hist is None or hist[0] != hsig:
+            if background:
+                self._enqueue(run_dir)
+                row.history_pending = True
+                row.ops = None
+                row.error = "; ".join(row.base_errors) or None
+                return row
+            ops, err = read_history_ops(run_dir)
+            hist = (hsig, ops, err)
+            self._histories[run_dir] = hist
+        row.history_pending = False
+        row.ops = hist[1]
+        row.error = "; ".join([*row.base_errors, *([hist[2]] if hist[2] else [])]) or None
+        return row
+
+    def _enqueue(self, run_dir: Path) -> None:
+        if run_dir in self._queued:
+            return
+        self._queued.add(run_dir)
+        self._queue.put(run_dir)
+
+    def _start_worker(self) -> None:
+        """Start the history reader once a listing is done (so it does not slow that one)."""
+        if self._worker is None and self._queued:
+            self._worker = threading.Thread(target=self._read_histories, name="kvcheck-serve-histories",
+                                            daemon=True)
+            self._worker.start()
+
+    def _read_histories(self) -> None:
+        while True:
+            run_dir = self._queue.get()
+            hsig = _signature(run_dir, HISTORY_FILES)
+            ops, err = read_history_ops(run_dir)
+            with self._lock:
+                self._histories[run_dir] = (hsig, ops, err)
+                self._queued.discard(run_dir)
+
     def rows(self) -> list[RunRow]:
         with self._lock:
             out: list[RunRow] = []
             seen: set[Path] = set()
             for run_dir in self.run_dirs():
                 seen.add(run_dir)
-                sig = _signature(run_dir)
-                cached = self._cache.get(run_dir)
-                if cached is None or cached[0] != sig:
-                    cached = (sig, build_row(self.root, run_dir))
-                    self._cache[run_dir] = cached
-                out.append(cached[1])
-            for gone in set(self._cache) - seen:
-                del self._cache[gone]
+                out.append(self._row(run_dir, self.background))
+            for gone in set(self._rows) - seen:
+                del self._rows[gone]
+                self._histories.pop(gone, None)
+            self._start_worker()
         out.sort(key=lambda r: (r.time, r.id), reverse=True)
         return out
 
     def row(self, run_id: str) -> RunRow | None:
+        """One run's row, its history read now if it has not been (a run page needs it)."""
         run_dir = self.resolve_run(run_id)
         if run_dir is None:
             return None
         with self._lock:
-            sig = _signature(run_dir)
-            cached = self._cache.get(run_dir)
-            if cached is None or cached[0] != sig:
-                cached = (sig, build_row(self.root, run_dir))
-                self._cache[run_dir] = cached
-            return cached[1]
+            return self._row(run_dir, False)
 
     def resolve_run(self, run_id: str) -> Path | None:
         """The run directory named by ``run_id`` (relative to the store), or None when it is

@@ -69,6 +69,7 @@ function render() {
       if (key === "id") return `<td><a href="/run/${encodeURI(r.id)}">${esc(v)}</a></td>`;
       if (key === "verdict" || key.startsWith("checker:")) return `<td data-col="${key}">${v ? `<span class="badge ${esc(v)}">${esc(v)}</span>` : ""}</td>`;
       if (key === "error") return `<td class="err">${esc(v)}</td>`;
+      if (key === "ops" && r.history_pending) return `<td data-col="ops" class="muted" title="reading the history">…</td>`;
       return `<td data-col="${key}" class="${typeof v === "number" ? "num" : ""}">${esc(v)}</td>`;
     }).join("");
     return `<tr data-run="${esc(r.id)}" class="${r.error ? "has-error" : ""}"><td><input type="checkbox" class="pick" ${selected.has(r.id) ? "checked" : ""}></td>${tds}</tr>`;

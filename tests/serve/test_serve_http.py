@@ -81,6 +81,14 @@ def test_corrupt_files_show_on_their_row(run_store: Path, tmp_path: Path) -> Non
     err2 = rows[ids[("kv", 2)]].error
     assert err2 is not None and "history" in err2 and ":5:" in err2  # the file's line 5
     assert rows[ids[("register", 4)]].error is None
+    # the server reads histories in a background thread: rows first say so, then the same
+    background = RunIndex(store, background=True)
+    assert all(r.history_pending and r.ops is None for r in background.rows())
+    deadline = time.monotonic() + 30
+    while any(r.history_pending for r in background.rows()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    later = {r.id: r for r in background.rows()}
+    assert {i: (r.ops, r.error) for i, r in later.items()} == {i: (r.ops, r.error) for i, r in rows.items()}
 
 
 def test_paths_never_leave_the_store(run_store: Path, serve: type, tmp_path: Path) -> None:
