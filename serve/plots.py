@@ -79,7 +79,7 @@ def _bars(title: str, groups: list[str], series: list[str], values: dict[tuple[s
     top_value = max([*values.values(), *(hi for _, hi in (ranges or {}).values())]) or 1.0
     left, top, plot_h = 70, 24, 180
     bw = 18
-    gw = bw * len(series) + 24
+    gw = max(bw * len(series) + 24, 7 * max(len(g) for g in groups) + 12)  # room for the labels
     width = max(left + gw * len(groups) + 20 + 90, left + 7 * len(title))
     height = top + plot_h + 50
     out = [f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '

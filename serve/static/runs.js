@@ -6,7 +6,7 @@ const BASE = [
   ["faults", "faults"], ["nodes", "nodes"], ["seed", "seed"], ["bugs", "bugs"], ["ops", "ops"],
   ["verdict", "verdict"],
 ];
-const TAIL = [["anomalies", "anomalies"], ["sim_seconds", "sim s"], ["wall_seconds", "wall s"], ["error", "error"]];
+const TAIL = [["anomalies", "anomalies"], ["sim_seconds", "sim s"], ["wall_seconds", "wall s"]];
 let data = { runs: [], checkers: [] };
 let sortKey = "time", sortDir = -1;
 const selected = new Set();
@@ -15,7 +15,8 @@ const filterBox = document.getElementById("filter");
 filterBox.value = params.get("q") || "";
 
 function columns() {
-  return [...BASE, ...data.checkers.map(n => ["checker:" + n, n]), ...TAIL];
+  const errors = data.runs.some(r => r.error) ? [["error", "error"]] : [];  // only when there are some
+  return [...BASE, ...data.checkers.map(n => ["checker:" + n, n]), ...TAIL, ...errors];
 }
 function cell(run, key) {
   if (key.startsWith("checker:")) return run.checkers[key.slice(8)] || "";
@@ -110,5 +111,9 @@ filterBox.addEventListener("input", () => {
   history.replaceState(null, "", "?" + p.toString());
   render();
 });
-refresh();
-setInterval(refresh, 3000);
+async function loop() {
+  await refresh();
+  // sooner while histories are still being read, then every few seconds for new runs
+  setTimeout(loop, data.runs.some(r => r.history_pending) ? 700 : 3000);
+}
+loop();
