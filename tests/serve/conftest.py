@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,11 +116,24 @@ def serve() -> Iterator[type]:
         stop_server(server)
 
 
+def start_cluster_dir(data_dir: Path, *extra: str) -> None:
+    """``kvcheck cluster start``; again (at most twice more) when a port it picked was taken
+    by another process of this shared machine in the meantime."""
+    for attempt in range(3):
+        proc = kvcheck("cluster", "start", "--nodes", "3", "--data-dir", str(data_dir), *extra, check=False)
+        if proc.returncode == 0:
+            return
+        kvcheck("cluster", "stop", "--data-dir", str(data_dir), check=False)
+        if "Address already in use" not in proc.stderr or attempt == 2:
+            raise AssertionError(f"kvcheck cluster start exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        shutil.rmtree(data_dir)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Path]:
     """A real 3-member ``kvcheck cluster`` with a few keys; stopped after the test."""
     data_dir = tmp_path / "cluster"
-    kvcheck("cluster", "start", "--nodes", "3", "--data-dir", str(data_dir))
+    start_cluster_dir(data_dir)
     try:
         for key, value in [("/registry/pods/default/web-1", "v1"), ("/registry/pods/default/web-2", "v2"),
                            ("/registry/services/api", "svc"), ("/config/app.json", '{"replicas": 3}')]:

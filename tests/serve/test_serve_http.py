@@ -14,7 +14,7 @@ import pytest
 
 from kvcheck.serve.store import RunIndex
 
-from .conftest import Server, kvcheck, run_ids
+from .conftest import Server, kvcheck, run_ids, start_cluster_dir
 
 
 def raw_get(server: Server, target: str) -> int:
@@ -154,3 +154,48 @@ def test_unreachable_cluster_keeps_serving(serve: type, run_store: Path) -> None
 def test_bad_hex_is_a_400(serve: type, run_store: Path, bad: str) -> None:
     server = serve("--store", str(run_store), "--endpoints", "127.0.0.1:1")
     assert httpx.get(server.url + "/api/keys/children", params={"prefix": bad}).status_code == 400
+
+
+def test_key_history_and_compaction(serve: type, run_store: Path, cluster: Path) -> None:
+    server = serve("--store", str(run_store), "--data-dir", str(cluster))
+    key = "/config/app.json"
+    for n in (4, 5, 6):
+        kvcheck("ctl", "--data-dir", str(cluster), "put", key, f'{{"replicas": {n}}}')
+    got = httpx.get(server.url + "/api/keys/key", params={"key": key.encode().hex()}).json()
+    assert got["value"]["json"] == '{\n  "replicas": 6\n}' and got["version"] == 4
+    assert [h["value"]["text"] for h in got["history"]] == [
+        '{"replicas": 5}', '{"replicas": 4}', '{"replicas": 3}']
+    assert [h["version"] for h in got["history"]] == [3, 2, 1]
+    # compact at the revision of the second version: the first is gone, and the page says why
+    kvcheck("ctl", "--data-dir", str(cluster), "compaction", str(got["history"][1]["mod_revision"]))
+    got = httpx.get(server.url + "/api/keys/key", params={"key": key.encode().hex()}).json()
+    assert [h["version"] for h in got["history"]] == [3, 2]
+    assert "compaction revision" in got["history_note"]
+    # the tree: one level at a time
+    root = httpx.get(server.url + "/api/keys/children", params={"prefix": ""}).json()
+    assert [d["name"] for d in root["dirs"]] == ["/"] and root["keys"] == []
+    top = httpx.get(server.url + "/api/keys/children", params={"prefix": b"/".hex()}).json()
+    assert [d["name"] for d in top["dirs"]] == ["config/", "registry/"]
+    pods = httpx.get(server.url + "/api/keys/children",
+                     params={"prefix": b"/registry/pods/default/".hex()}).json()
+    assert [k["name"] for k in pods["keys"]] == ["/registry/pods/default/web-1", "/registry/pods/default/web-2"]
+
+
+def test_tls_cluster(serve: type, run_store: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "tls"
+    start_cluster_dir(data_dir, "--tls")
+    try:
+        kvcheck("ctl", "--data-dir", str(data_dir), "put", "/secure/k", "v")
+        tls = json.loads((data_dir / "cluster.json").read_text())["tls"]
+        endpoints = ",".join(n["client"] for n in json.loads((data_dir / "cluster.json").read_text())["nodes"])
+        for args in (["--data-dir", str(data_dir)],
+                     ["--endpoints", endpoints, "--cacert", tls["ca"], "--cert", tls["client_cert"],
+                      "--key", tls["client_key"]]):
+            server = serve("--store", str(run_store), *args)
+            got = httpx.get(server.url + "/api/keys/key", params={"key": b"/secure/k".hex()})
+            assert got.status_code == 200 and got.json()["value"]["text"] == "v", got.text
+        # without the client certificate the cluster does not answer, and the page says so
+        server = serve("--store", str(run_store), "--endpoints", endpoints)
+        assert httpx.get(server.url + "/api/keys/key", params={"key": b"/secure/k".hex()}).status_code == 503
+    finally:
+        kvcheck("cluster", "stop", "--data-dir", str(data_dir), check=False)
