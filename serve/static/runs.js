@@ -25,16 +25,22 @@ function cell(run, key) {
   return v === null || v === undefined ? "" : v;
 }
 function tokens(text) { return String(text).toLowerCase().split(/[\s,+/]+/).filter(Boolean); }
+// A term is a word (it must start a word of some column), column:word (of that column; a
+// number must equal it), or column<N, column>N, column<=N, column>=N for numbers.
 function matches(run, cols, query) {
   for (const term of query.toLowerCase().split(/\s+/).filter(Boolean)) {
-    const colon = term.indexOf(":");
+    const m = term.match(/^([a-z_ ]+?)(:|=|<=|>=|<|>)(.*)$/);
     let ok = false;
-    if (colon > 0) {
-      const name = term.slice(0, colon), want = term.slice(colon + 1);
+    if (m) {
+      const [, name, op, want] = m;
       for (const [key, label] of cols) {
-        if (label.toLowerCase() === name || key.toLowerCase() === name) {
-          ok = tokens(cell(run, key)).some(t => t.startsWith(want)) ||
-               String(cell(run, key)).toLowerCase() === want;
+        if (label.toLowerCase() !== name && key.toLowerCase() !== name && label.toLowerCase().replace(" ", "_") !== name) continue;
+        const v = cell(run, key);
+        if (typeof v === "number" && want !== "" && !isNaN(Number(want))) {
+          const w = Number(want);
+          ok = op === "<" ? v < w : op === ">" ? v > w : op === "<=" ? v <= w : op === ">=" ? v >= w : v === w;
+        } else if (op === ":" || op === "=") {
+          ok = tokens(v).some(t => t.startsWith(want)) || String(v).toLowerCase() === want;
         }
       }
     } else {

@@ -100,6 +100,10 @@ def test_runs_list_filter_open_recheck_compare(browser: Any, run_store: Path, tm
     wait(d, lambda d: visible_runs(d) == [kv_id], what="only the kv run with kill")
     set_filter(d, "valid register")
     wait(d, lambda d: visible_runs(d) == [valid_id], what="only the valid register run")
+    set_filter(d, "seed<3 nodes:5")
+    wait(d, lambda d: sorted(visible_runs(d)) == sorted([valid_id, kv_id]), what="seeds 1 and 2")
+    set_filter(d, "seed:4")
+    wait(d, lambda d: visible_runs(d) == [invalid_id], what="seed 4")
     set_filter(d, "")
     wait(d, lambda d: len(visible_runs(d)) == 3)
 
