@@ -87,6 +87,21 @@ def not_found(what: str = "not found") -> PlainTextResponse:
     return PlainTextResponse(what, status_code=404)
 
 
+def cross_site(request: Request) -> Response | None:
+    """A 403 for a state-changing request another web site could have made: the UI's own
+    requests come from its own origin, and writes carry a JSON content type (which a plain
+    cross-site form cannot send without the browser asking first, and this server never
+    allows it)."""
+    origin = request.headers.get("origin")
+    host = request.headers.get("host", "")
+    if origin is not None and origin.split("://", 1)[-1] != host:
+        return JSONResponse({"error": f"cross-site request from {origin} refused"}, status_code=403)
+    if request.url.path.startswith("/api/keys/") and \
+            request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return JSONResponse({"error": "writes must be sent as application/json"}, status_code=403)
+    return None
+
+
 def create_app(state: ServeState) -> Starlette:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
     templates = Jinja2Templates(env=env)
@@ -170,6 +185,9 @@ def create_app(state: ServeState) -> Starlette:
         return JSONResponse(job.to_json() if job else {"run": run_id, "state": "idle"})
 
     async def recheck_start(request: Request) -> Response:
+        refused = cross_site(request)
+        if refused is not None:
+            return refused
         run_id = request.path_params["run_id"]
         run_dir = state.index.resolve_run(run_id)
         if run_dir is None:
@@ -285,6 +303,9 @@ def create_app(state: ServeState) -> Starlette:
         if not state.allow_writes:
             return JSONResponse({"error": "writes are disabled: start kvcheck serve with --allow-writes"},
                                 status_code=403)
+        refused = cross_site(request)
+        if refused is not None:
+            return refused
         browser = browser_or_error()
         if isinstance(browser, JSONResponse):
             return browser

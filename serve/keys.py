@@ -124,7 +124,10 @@ class ClusterBrowser:
             self.client = client
             task_status.started()
             while True:
-                await self.refresh_status()
+                try:
+                    await self.refresh_status()
+                except Exception as exc:  # e.g. a reply this client cannot decode: show it, go on
+                    self.status.update(state="error", error=f"{type(exc).__name__}: {exc}", updated=time.time())
                 await trio.sleep(STATUS_INTERVAL)
 
     async def refresh_status(self) -> None:

@@ -125,7 +125,17 @@ def test_writes_refused_without_allow_writes(serve: type, run_store: Path, clust
     got = kvcheck("ctl", "--data-dir", str(cluster), "get", "/x").stdout
     assert got == ""  # nothing was written
     writer = serve("--store", str(run_store), "--data-dir", str(cluster), "--allow-writes")
-    resp = httpx.post(writer.url + "/api/keys/put", json={"key": "/x", "value": "1"})
+    # another web site's page cannot make the browser write: a foreign origin, or a body
+    # that is not declared JSON (what a cross-site form can send), is refused
+    resp = httpx.post(writer.url + "/api/keys/put", json={"key": "/x", "value": "evil"},
+                      headers={"Origin": "http://evil.example"})
+    assert resp.status_code == 403 and "cross-site" in resp.json()["error"]
+    resp = httpx.post(writer.url + "/api/keys/put", content=json.dumps({"key": "/x", "value": "evil"}),
+                      headers={"Content-Type": "text/plain"})
+    assert resp.status_code == 403
+    assert kvcheck("ctl", "--data-dir", str(cluster), "get", "/x").stdout == ""
+    resp = httpx.post(writer.url + "/api/keys/put", json={"key": "/x", "value": "1"},
+                      headers={"Origin": writer.url})
     assert resp.status_code == 200, resp.text
     assert kvcheck("ctl", "--data-dir", str(cluster), "get", "/x").stdout.split() == ["/x", "1"]
 
