@@ -209,3 +209,31 @@ def test_tls_cluster(serve: type, run_store: Path, tmp_path: Path) -> None:
         assert httpx.get(server.url + "/api/keys/key", params={"key": b"/secure/k".hex()}).status_code == 503
     finally:
         kvcheck("cluster", "stop", "--data-dir", str(data_dir), check=False)
+
+
+def test_tree_is_loaded_lazily_with_limits(serve: type, run_store: Path, cluster: Path) -> None:
+    """A folder with many keys under one child is listed as that child; a folder with more
+    children than the listing limit says there are more."""
+    import trio
+
+    from kvcheck.reference.client import open_client
+    from kvcheck.reference.cluster import ClusterInfo
+    from kvcheck.serve.keys import LIST_LIMIT
+
+    async def fill() -> None:
+        async with open_client(ClusterInfo.load(cluster).endpoints()) as client:
+            for i in range(LIST_LIMIT + 50):
+                await client.put(f"/big/sub/{i:04d}".encode(), b"x")
+            for i in range(3):
+                await client.put(f"/big/k{i}".encode(), b"y")
+            await client.put(b"/big/zz/last", b"z")
+
+    trio.run(fill)
+    server = serve("--store", str(run_store), "--data-dir", str(cluster))
+    big = httpx.get(server.url + "/api/keys/children", params={"prefix": b"/big/".hex()}).json()
+    assert [d["name"] for d in big["dirs"]] == ["sub/", "zz/"]
+    assert [k["name"] for k in big["keys"]] == ["/big/k0", "/big/k1", "/big/k2"]
+    assert big["more"] is False
+    sub = httpx.get(server.url + "/api/keys/children", params={"prefix": b"/big/sub/".hex()}).json()
+    assert len(sub["keys"]) == LIST_LIMIT and sub["more"] is True
+    assert sub["keys"][0]["name"] == "/big/sub/0000" and "value" not in sub["keys"][0]  # keys only
