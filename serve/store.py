@@ -11,8 +11,9 @@ history line) becomes the row's ``error`` instead of an exception.
 
 Reading a history with the checker's own reader (so a bad line is reported as ``kvcheck
 check`` reports it) costs milliseconds per run, which would make the first listing of a
-large store take seconds; so histories are read by one background thread (``background=True``,
-what the server uses) and a row shows ``history_pending`` until its history has been read,
+large store take seconds; so histories are read in the background (``background=True``, what
+the server uses: a thread hands them in batches to one child process, so the parsing does not
+hold this process's GIL) and a row shows ``history_pending`` until its history has been read,
 then its op count (the history's client invocations) or the history's error.
 
 ``resolve_run`` and ``run_file`` turn URL parts into paths and refuse (None) anything that
@@ -23,9 +24,11 @@ are not plain files of a known run directory.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import queue
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,7 +187,12 @@ def read_history_ops(run_dir: Path) -> tuple[int | None, str | None]:
         return None, f"history: {exc}"
 
 
+def read_history_batch(run_dirs: list[Path]) -> list[tuple[int | None, str | None]]:
+    return [read_history_ops(run_dir) for run_dir in run_dirs]
+
+
 Signature = tuple[tuple[int, int], ...]
+HISTORY_BATCH = 50
 
 
 def _signature(run_dir: Path, names: tuple[str, ...]) -> Signature:
@@ -274,13 +282,23 @@ class RunIndex:
             self._worker.start()
 
     def _read_histories(self) -> None:
-        while True:
-            run_dir = self._queue.get()
-            hsig = _signature(run_dir, HISTORY_FILES)
-            ops, err = read_history_ops(run_dir)
-            with self._lock:
-                self._histories[run_dir] = (hsig, ops, err)
-                self._queued.discard(run_dir)
+        """Read queued histories in batches in a child process (parsing is CPU-bound Python:
+        in this process it would hold the GIL and slow every listing while it runs)."""
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            while True:
+                batch = [self._queue.get()]
+                while len(batch) < HISTORY_BATCH and not self._queue.empty():
+                    batch.append(self._queue.get())
+                sigs = [_signature(run_dir, HISTORY_FILES) for run_dir in batch]
+                try:
+                    results = pool.submit(read_history_batch, batch).result()
+                except Exception as exc:  # the child died (e.g. out of memory): say so per run
+                    results = [(None, f"history: not read: {type(exc).__name__}: {exc}")] * len(batch)
+                with self._lock:
+                    for run_dir, hsig, (ops, err) in zip(batch, sigs, results, strict=True):
+                        self._histories[run_dir] = (hsig, ops, err)
+                        self._queued.discard(run_dir)
 
     def rows(self) -> list[RunRow]:
         with self._lock:

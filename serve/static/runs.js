@@ -50,12 +50,13 @@ function matches(run, cols, query) {
   }
   return true;
 }
+const collator = new Intl.Collator(undefined, { numeric: true });
 function compare(a, b) {
   const x = cell(a, sortKey), y = cell(b, sortKey);
   if (typeof x === "number" && typeof y === "number") return (x - y) * sortDir;
   if (x === "" && y !== "") return 1;
   if (y === "" && x !== "") return -1;
-  return String(x).localeCompare(String(y), undefined, { numeric: true }) * sortDir;
+  return collator.compare(String(x), String(y)) * sortDir;
 }
 function render() {
   const cols = columns();
