@@ -21,7 +21,7 @@ async function poll(reloadWhenDone) {
   show(job);
   if (job.state === "running") setTimeout(() => poll(true), 500);
   else if (reloadWhenDone && job.state === "done") {
-    stateBox.dataset.finished = "1";
+    document.getElementById("recheck-reload").hidden = false;  // results.json was rewritten
   }
 }
 button.onclick = async () => {

@@ -149,6 +149,8 @@ def test_runs_list_filter_open_recheck_compare(browser: Any, run_store: Path, tm
     assert "exit 1 (invalid)" in d.find_element(By.ID, "recheck-state").text
     assert "INVALID" in d.find_element(By.ID, "recheck-output").text
     assert (store / invalid_id / "results.json").stat().st_mtime_ns > before
+    d.find_element(By.ID, "recheck-reload").click()
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#checkers tr.anomaly"), what="the reloaded run page")
 
     d.get(server.url + f"/view/{invalid_id}/history.jsonl")
     first_line = (store / invalid_id / "history.jsonl").read_text().splitlines()[0]
