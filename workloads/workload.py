@@ -143,10 +143,20 @@ def _kv(keys: int) -> Workload:
     return Workload("kv", "cas-register", [f"k{i}" for i in range(keys)], keyed=True)
 
 
+def _txn(name: str, keys: int) -> Any:
+    from kvcheck.workloads.txn import TxnWorkload
+
+    if keys < 1:
+        raise UsageError(f"--keys must be at least 1, not {keys}")
+    return TxnWorkload(name, keys=keys)
+
+
 # name -> factory(keys). A new workload module adds one line here.
 WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
     "register": _register,
     "kv": _kv,
+    "append": lambda keys: _txn("append", keys),
+    "wr": lambda keys: _txn("wr", keys),
 }
 WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
 

@@ -253,3 +253,36 @@ def test_lattice_is_monotone() -> None:
     assert prohibited("read-committed") < prohibited("serializable") < prohibited("strict-serializable")
     assert lattice(set()) == (["strict-serializable"], [])
     assert lattice({"G2-item"}) == (["snapshot-isolation"], ["repeatable-read"])
+
+
+# ---- generated histories (Hypothesis)
+
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from kvcheck.checker.txnsim import corrupt_one_read, simulate  # noqa: E402
+
+_histories = st.builds(
+    lambda n, seed, clients, kind, conc, keys: simulate(
+        n, seed=seed, clients=clients, kind=kind, concurrency=conc, active_keys=keys, key_bound=6, info_rate=0.1),
+    st.integers(1, 60), st.integers(0, 2**32), st.integers(1, 6), st.sampled_from(["append", "wr"]),
+    st.floats(0.0, 0.9), st.integers(1, 6))
+
+
+@settings(max_examples=150, deadline=None)
+@given(_histories)
+def test_sequential_store_histories_are_valid(ops: list[Op]) -> None:
+    r = check(ops)
+    assert r.valid is True, [a.explanation for a in r.anomalies]
+
+
+@settings(max_examples=150, deadline=None)
+@given(_histories, st.integers(0, 2**32))
+def test_one_impossible_read_makes_it_invalid(ops: list[Op], seed: int) -> None:
+    import random
+
+    bad = corrupt_one_read(ops, random.Random(seed))
+    assume(bad is not None)
+    assert bad is not None
+    r = check(bad)
+    assert r.valid is False
