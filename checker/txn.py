@@ -138,7 +138,7 @@ def _check_mop(m: Any, op: Op, completed: bool) -> list[Any]:
     if not isinstance(k, str | int) or isinstance(k, bool):
         raise HistoryError(f"op {op.id}: micro-op key {json.dumps(k, default=str)} is not a string or integer", op)
     if f != READ and (isinstance(v, list | dict) or v is None):
-        raise HistoryError(f"op {op.id}: {f} of {json.dumps(v, default=str)} to {k}: a written value must be a scalar", op)
+        raise HistoryError(f"op {op.id}: {f} of {json.dumps(v, default=str)} to key {k}: a written value must be a scalar", op)
     if f == READ and v is not None and not completed:
         v = None  # an invocation's read value means nothing
     return [f, k, v]
@@ -279,7 +279,7 @@ def analyse_append(a: Analysis) -> None:
                     continue
                 other = a.writer.get((k, v))
                 if other is not None:
-                    raise HistoryError(f"{_show(v)} is appended to {k} twice (ops {a.nodes[other].id} and {t.id}): "
+                    raise HistoryError(f"{_show(v)} is appended to key {k} twice (ops {a.nodes[other].id} and {t.id}): "
                                        "appended values must be unique per key")
                 a.writer[(k, v)] = t.node
                 last_append[t.node][k] = v
@@ -301,17 +301,17 @@ def analyse_append(a: Analysis) -> None:
             if v is None:
                 v = []
             if not isinstance(v, list):
-                raise HistoryError(f"op {t.id}: read of {k} returned {json.dumps(v, default=str)}, not a list")
+                raise HistoryError(f"op {t.id}: read of key {k} returned {json.dumps(v, default=str)}, not a list")
             reads[k].append((t, v))
             known, mine = state.get(k, (None, []))
             if k not in state:
                 ext[k] = v
             elif known is not None:
                 if v != known + mine:
-                    a.add("internal", f"{t.name} read {k} as {_show(v)}, but its own earlier read and appends make it {_show(known + mine)}", [t],
+                    a.add("internal", f"{t.name} read key {k} as {_show(v)}, but its own earlier read and appends make it {_show(known + mine)}", [t],
                           {"key": k, "read": v, "expected": known + mine})
             elif mine and v[-len(mine):] != mine:
-                a.add("internal", f"{t.name} read {k} as {_show(v)}, which does not end with its own appends {_show(mine)}", [t],
+                a.add("internal", f"{t.name} read key {k} as {_show(v)}, which does not end with its own appends {_show(mine)}", [t],
                       {"key": k, "read": v, "expected_suffix": mine})
             state[k] = (v, [])
         for k in appended:
@@ -321,7 +321,7 @@ def analyse_append(a: Analysis) -> None:
     for (k, last), group in lost.items():
         if len(group) > 1:
             names = ", ".join(t.name for t in group[:6])
-            a.add("lost-update", f"{names} all read {k} at {_show(last) if last is not None else 'its empty list'} and all appended to it: "
+            a.add("lost-update", f"{names} all read key {k} at {_show(last) if last is not None else 'its empty list'} and all appended to it: "
                   "each one's append is lost to the others' reads", group, {"key": k, "read_last": last})
     for k, rs in reads.items():
         bounds.tick()
@@ -330,7 +330,7 @@ def analyse_append(a: Analysis) -> None:
         for t, r in rs:
             if len(r) and r != longest[: len(r)]:
                 compatible = False
-                a.add("incompatible-order", f"{t.name} read {k} as {_show(r)}, but {longest_t.name} read it as {_show(longest)}: "
+                a.add("incompatible-order", f"{t.name} read key {k} as {_show(r)}, but {longest_t.name} read it as {_show(longest)}: "
                       "no single order of appends gives both", [t, longest_t], {"key": k, "reads": [r, longest]})
                 if len(set(r)) != len(r):
                     _duplicates(a, t, k, r)
@@ -350,15 +350,15 @@ def analyse_append(a: Analysis) -> None:
             reader = next(t for t, r in rs if len(r) > i)
             fw = failed_writer.get((k, x))
             if fw is not None:
-                a.add("G1a", f"{reader.name} read {fw.name}'s append of {_show(x)} to {k}, but {fw.name} failed (aborted)",
+                a.add("G1a", f"{reader.name} read {fw.name}'s append of {_show(x)} to key {k}, but {fw.name} failed (aborted)",
                       [reader, fw], {"key": k, "value": x})
                 later = [wl[j] for j in range(i + 1, len(order)) if wl[j] >= 0]
                 if later:
                     w2 = a.nodes[later[0]]
-                    a.add("dirty-update", f"{w2.name} appended to {k} after {fw.name}'s aborted append of {_show(x)} in the version order {_show(order)}",
+                    a.add("dirty-update", f"{w2.name} appended to key {k} after {fw.name}'s aborted append of {_show(x)} in the version order {_show(order)}",
                           [fw, w2], {"key": k, "value": x})
             else:
-                a.add("garbage-read", f"{reader.name} read {_show(x)} in {k}, a value no transaction appended", [reader], {"key": k, "value": x})
+                a.add("garbage-read", f"{reader.name} read {_show(x)} in key {k}, a value no transaction appended", [reader], {"key": k, "value": x})
         # ww between consecutive versions
         for i in range(len(order) - 1):
             u, w = wl[i], wl[i + 1]
@@ -375,7 +375,7 @@ def analyse_append(a: Analysis) -> None:
                         g.add(w, t.node, WR)
                     if last_append[w].get(k) != last:
                         wt = a.nodes[w]
-                        a.add("G1b", f"{t.name} read {k} as {_show(r)}, ending in {wt.name}'s append of {_show(last)}, "
+                        a.add("G1b", f"{t.name} read key {k} as {_show(r)}, ending in {wt.name}'s append of {_show(last)}, "
                               f"but {wt.name} went on to append {_show(last_append[w][k])}: an intermediate state", [t, wt],
                               {"key": k, "value": last})
             if k in a.ext_reads[t.node] and a.ext_reads[t.node][k] is r and len(r) < n:
@@ -389,7 +389,7 @@ def _duplicates(a: Analysis, t: Txn, k: Any, r: list[Any]) -> None:
     for x in r:
         counts[x] += 1
     dups = {x: c for x, c in counts.items() if c > 1}
-    a.add("duplicate-elements", f"{t.name} read {k} as {_show(r)}, holding " + ", ".join(f"{_show(x)} {c} times" for x, c in list(dups.items())[:5]),
+    a.add("duplicate-elements", f"{t.name} read key {k} as {_show(r)}, holding " + ", ".join(f"{_show(x)} {c} times" for x, c in list(dups.items())[:5]),
           [t], {"key": k, "duplicates": {str(x): c for x, c in dups.items()}})
 
 
@@ -409,7 +409,7 @@ def analyse_wr(a: Analysis) -> None:
                     continue
                 other = a.writer.get((k, v))
                 if other is not None and other != t.node:
-                    raise HistoryError(f"{_show(v)} is written to {k} twice (ops {a.nodes[other].id} and {t.id}): "
+                    raise HistoryError(f"{_show(v)} is written to key {k} twice (ops {a.nodes[other].id} and {t.id}): "
                                        "written values must be unique per key")
                 if other is None:
                     writers_of[k].append(t.node)
@@ -434,7 +434,7 @@ def analyse_wr(a: Analysis) -> None:
                 continue
             if k in expect:
                 if v != expect[k]:
-                    a.add("internal", f"{t.name} read {k} = {_show(v)}, but it had just read or written {_show(expect[k])}", [t],
+                    a.add("internal", f"{t.name} read key {k} = {_show(v)}, but it had just read or written {_show(expect[k])}", [t],
                           {"key": k, "read": v, "expected": expect[k]})
                 continue
             expect[k] = v
@@ -446,22 +446,22 @@ def analyse_wr(a: Analysis) -> None:
             if w < 0:
                 fw = failed_writer.get((k, v))
                 if fw is not None:
-                    a.add("G1a", f"{t.name} read {k} = {_show(v)}, written by {fw.name} which failed (aborted)", [t, fw], {"key": k, "value": v})
+                    a.add("G1a", f"{t.name} read key {k} = {_show(v)}, written by {fw.name} which failed (aborted)", [t, fw], {"key": k, "value": v})
                 else:
-                    a.add("garbage-read", f"{t.name} read {k} = {_show(v)}, a value no transaction wrote", [t], {"key": k, "value": v})
+                    a.add("garbage-read", f"{t.name} read key {k} = {_show(v)}, a value no transaction wrote", [t], {"key": k, "value": v})
                 continue
             if w == t.node:
                 continue
             g.add(w, t.node, WR)
             if last_write[w].get(k) != v:
                 wt = a.nodes[w]
-                a.add("G1b", f"{t.name} read {k} = {_show(v)}, {wt.name}'s intermediate write (it went on to write {_show(last_write[w][k])})",
+                a.add("G1b", f"{t.name} read key {k} = {_show(v)}, {wt.name}'s intermediate write (it went on to write {_show(last_write[w][k])})",
                       [t, wt], {"key": k, "value": v})
     for (k, v), succ in successors.items():
         a.bounds.tick()
         if len(succ) > 1:
             group = [a.nodes[i] for i in succ]
-            a.add("lost-update", f"{', '.join(t.name for t in group[:6])} all read {k} = {_show(v)} and all wrote it: each one's write is lost to the others' reads",
+            a.add("lost-update", f"{', '.join(t.name for t in group[:6])} all read key {k} = {_show(v)} and all wrote it: each one's write is lost to the others' reads",
                   group, {"key": k, "read": v})
         if v is not None:
             w = a.writer.get((k, v), -1)
@@ -630,36 +630,36 @@ def explain_step(a: Analysis, s: Step) -> tuple[str, dict[str, Any]]:
                 if f == APPEND and k in a.pos and v in a.pos[k]:
                     i = a.pos[k][v]
                     if i + 1 < len(a.order[k]) and a.wl[k][i + 1] == u.node:
-                        return (f"{u.name} appended {_show(a.order[k][i + 1])} to {k} right after {t.name}'s append of {_show(v)}",
+                        return (f"{u.name} appended {_show(a.order[k][i + 1])} to key {k} right after {t.name}'s append of {_show(v)}",
                                 {"key": k, "value": v, "next": a.order[k][i + 1]})
         if s.kind == WR:
             for k, r in a.ext_reads[u.node].items():
                 if r and k in a.pos and r[-1] in a.pos[k] and a.wl[k][a.pos[k][r[-1]]] == t.node:
-                    return f"{u.name} read {t.name}'s append of {_show(r[-1])} to {k}", {"key": k, "value": r[-1]}
+                    return f"{u.name} read {t.name}'s append of {_show(r[-1])} to key {k}", {"key": k, "value": r[-1]}
         if s.kind == RW:
             for k, r in a.ext_reads[t.node].items():
                 if k in a.order and len(r) < len(a.order[k]) and a.wl[k][len(r)] == u.node:
                     v = a.order[k][len(r)]
-                    return (f"{t.name} read {k} as {_show(r)}, without {u.name}'s append of {_show(v)} that came next",
+                    return (f"{t.name} read key {k} as {_show(r)}, without {u.name}'s append of {_show(v)} that came next",
                             {"key": k, "value": v})
     else:
         if s.kind == WW:
             for k, old, new in a.overwrites.get(u.node, ()):
                 if old is not None and a.writer.get((k, old)) == t.node:
-                    return f"{u.name} read {t.name}'s write of {_show(old)} to {k} and overwrote it with {_show(new)}", {"key": k, "value": old}
+                    return f"{u.name} read {t.name}'s write of {_show(old)} to key {k} and overwrote it with {_show(new)}", {"key": k, "value": old}
         if s.kind == WR:
             for k, v in a.ext_reads[u.node].items():
                 if v is not None and a.writer.get((k, v)) == t.node:
-                    return f"{u.name} read {t.name}'s write of {_show(v)} to {k}", {"key": k, "value": v}
+                    return f"{u.name} read {t.name}'s write of {_show(v)} to key {k}", {"key": k, "value": v}
         if s.kind == RW:
             for k, v in a.ext_reads[t.node].items():
                 for k2, old, new in a.overwrites.get(u.node, ()):
                     if k2 == k and old == v:
-                        return f"{t.name} read {k} = {_show(v)}, which {u.name} overwrote with {_show(new)}", {"key": k, "value": new}
+                        return f"{t.name} read key {k} = {_show(v)}, which {u.name} overwrote with {_show(new)}", {"key": k, "value": new}
                 if v is None:
                     for f, k2, w in u.mops:
                         if f == WRITE and k2 == k:
-                            return f"{t.name} read {k} before any write (nil), and {u.name} wrote {_show(w)} to it", {"key": k, "value": w}
+                            return f"{t.name} read key {k} before any write (nil), and {u.name} wrote {_show(w)} to it", {"key": k, "value": w}
     return f"{t.name} precedes {u.name}", {}
 
 

@@ -71,7 +71,7 @@ def test_g0_write_cycle() -> None:
     assert r.valid is False
     assert "G0" in kinds(r)
     g0 = next(a for a in r.anomalies if a.kind == "G0")
-    assert "appended 2 to x right after T2's append of 1" in g0.explanation
+    assert "appended 2 to key x right after T2's append of 1" in g0.explanation
     assert "a contradiction" in g0.explanation
     assert g0.detail["dot"].startswith("digraph")
     assert r.detail["weakest_violated"] == ["read-uncommitted"]
