@@ -523,13 +523,13 @@ def _rss_mb() -> float:
 # Cycles
 
 
-# (class, special edge kinds, allowed path kinds before order edges, nonadjacent search)
-_SEARCHES: tuple[tuple[str, int, int, bool], ...] = (
-    ("G0", WW, WW, False),
-    ("G1c", WR, WW | WR, False),
-    ("G-single", RW, WW | WR, False),
-    ("G-nonadjacent", RW, DATA, True),
-    ("G2-item", RW, DATA, False),
+# (class, special edge kinds, allowed path kinds before order edges, nonadjacent, >= 2 rw)
+_SEARCHES: tuple[tuple[str, int, int, bool, bool], ...] = (
+    ("G0", WW, WW, False, False),
+    ("G1c", WR, WW | WR, False, False),
+    ("G-single", RW, WW | WR, False, False),
+    ("G-nonadjacent", RW, DATA, True, True),
+    ("G2-item", RW, DATA, False, True),
 )
 _LEVELS = (("", 0), ("-process", PROCESS), ("-realtime", PROCESS | REALTIME))
 
@@ -575,10 +575,10 @@ def search_cycles(a: Analysis, seconds: float | None, bounds: _Bounds) -> CycleS
         budget = Budget(seconds, bounds.deadline)
         found_here: dict[str, list[Step]] = {}
         try:
-            for _cls, special, allowed, nonadj in _SEARCHES:
+            for _cls, special, allowed, nonadj, more_rw in _SEARCHES:
                 for _suffix, extra in _LEVELS:
                     steps = find_cycle(a.graph, members, special, allowed | extra, budget,
-                                       nonadjacent_rw=nonadj, start_nodes=starts)
+                                       nonadjacent_rw=nonadj, more_rw=more_rw, start_nodes=starts)
                     if steps is not None:
                         name = classify(steps)
                         if name not in found_here:

@@ -16,8 +16,8 @@ the graph has O(n) edges instead of O(n²). Strongly connected components come f
 iterative Tarjan (no recursion limit). Inside a component, ``find_cycle`` runs a
 breadth-first search from the head of one "special" edge back to its tail over the allowed
 edge kinds: the shortest such cycle, found in O(V + E) per special edge; a search may carry
-whether the last edge was an anti-dependency, which finds cycles whose rw edges are never
-adjacent (G-nonadjacent). Searches stop at a deadline (``Budget``).
+whether the last edge was an anti-dependency and whether one was seen, which finds cycles
+with two or more rw edges, never adjacent ones for G-nonadjacent. Searches stop at a deadline (``Budget``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Budget:
 
     def tick(self) -> None:
         self.steps += 1
-        if self.steps & 255 == 0 and time.monotonic() > self.deadline:
+        if self.steps & 255 == 1 and time.monotonic() > self.deadline:
             raise OutOfTime()
 
 
@@ -148,14 +148,15 @@ def label(mask: int, allowed: int) -> int:
 
 
 def find_cycle(graph: Graph, members: set[int] | None, special: int, allowed: int,
-               budget: Budget, *, nonadjacent_rw: bool = False,
+               budget: Budget, *, nonadjacent_rw: bool = False, more_rw: bool = False,
                start_nodes: Iterable[int] | None = None) -> list[Step] | None:
     """A shortest cycle through one edge of a ``special`` kind whose other edges are of
     ``allowed`` kinds, inside ``members`` (a component; None: anywhere).
 
-    With ``nonadjacent_rw`` the special edge is rw, the path may use rw edges too, but no
-    two rw edges are adjacent around the cycle (G-nonadjacent). Returns the steps or None.
-    Raises OutOfTime when the budget runs out.
+    With ``more_rw`` the special edge is rw and the path back must hold another rw edge (a
+    cycle with at least two); with ``nonadjacent_rw`` besides, no two rw edges are adjacent
+    around the cycle (G-nonadjacent). Returns the steps or None. Raises OutOfTime when the
+    budget runs out.
     """
     succ = graph.succ
     nodes = start_nodes if start_nodes is not None else (members if members is not None else range(len(succ)))
@@ -164,7 +165,10 @@ def find_cycle(graph: Graph, members: set[int] | None, special: int, allowed: in
             if not mask & special or (members is not None and v not in members):
                 continue
             budget.tick()
-            path = _bfs(graph, members, v, u, allowed, budget, nonadjacent_rw)
+            if more_rw:
+                path = _bfs_rw(graph, members, v, u, allowed, budget, nonadjacent_rw)
+            else:
+                path = _bfs(graph, members, v, u, allowed, budget)
             if path is not None:
                 first = Step(u, v, label(mask, special))
                 return [first, *path]
@@ -172,52 +176,53 @@ def find_cycle(graph: Graph, members: set[int] | None, special: int, allowed: in
 
 
 def _bfs(graph: Graph, members: set[int] | None, src: int, dst: int, allowed: int,
-         budget: Budget, nonadjacent_rw: bool) -> list[Step] | None:
-    """Shortest path src -> dst over ``allowed`` edges inside ``members``. With
-    ``nonadjacent_rw`` the path must not start or end with rw (the closing special edge is
-    rw) and never takes two rw edges in a row."""
+         budget: Budget) -> list[Step] | None:
+    """Shortest path src -> dst over ``allowed`` edges inside ``members``."""
     succ = graph.succ
-    if not nonadjacent_rw:
-        if src == dst:
-            return []
-        parent: dict[int, int] = {src: -1}
-        queue = deque([src])
-        while queue:
-            budget.tick()
-            u = queue.popleft()
-            for v, mask in succ[u].items():
-                if not mask & allowed or v in parent or (members is not None and v not in members):
-                    continue
-                parent[v] = u
-                if v == dst:
-                    return _unwind_plain(graph, parent, dst, allowed)
-                queue.append(v)
-        return None
-    # States (node, last edge was rw); the start state follows the special rw edge.
-    start = (src, True)
-    goal = (dst, False)
     if src == dst:
-        return None  # the path must have at least one non-rw edge before closing with rw
-    parents: dict[tuple[int, bool], tuple[tuple[int, bool], int] | None] = {start: None}
-    q2: deque[tuple[int, bool]] = deque([start])
-    non_rw = allowed & ~RW
-    while q2:
+        return []
+    parent: dict[int, int] = {src: -1}
+    queue = deque([src])
+    while queue:
         budget.tick()
-        state = q2.popleft()
-        u, last_rw = state
+        u = queue.popleft()
+        for v, mask in succ[u].items():
+            if not mask & allowed or v in parent or (members is not None and v not in members):
+                continue
+            parent[v] = u
+            if v == dst:
+                return _unwind_plain(graph, parent, dst, allowed)
+            queue.append(v)
+    return None
+
+
+def _bfs_rw(graph: Graph, members: set[int] | None, src: int, dst: int, allowed: int,
+            budget: Budget, nonadjacent: bool) -> list[Step] | None:
+    """Shortest path src -> dst holding at least one rw edge, the special rw edge dst -> src
+    closing the cycle. States are (node, last edge was rw, an rw edge seen); with
+    ``nonadjacent`` the path neither starts nor ends with rw nor takes two rw in a row."""
+    succ = graph.succ
+    start = (src, True, False)
+    parents: dict[tuple[int, bool, bool], tuple[tuple[int, bool, bool], int] | None] = {start: None}
+    queue: deque[tuple[int, bool, bool]] = deque([start])
+    non_rw = allowed & ~RW
+    while queue:
+        budget.tick()
+        state = queue.popleft()
+        u, last_rw, seen_rw = state
         for v, mask in succ[u].items():
             if members is not None and v not in members:
                 continue
-            options: list[tuple[tuple[int, bool], int]] = []
+            options: list[tuple[tuple[int, bool, bool], int]] = []
             if mask & non_rw:
-                options.append(((v, False), label(mask, non_rw)))
-            if mask & allowed & RW and not last_rw:
-                options.append(((v, True), RW))
+                options.append(((v, False, seen_rw), label(mask, non_rw)))
+            if mask & allowed & RW and not (nonadjacent and last_rw):
+                options.append(((v, True, True), RW))
             for nxt, kind in options:
                 if nxt in parents:
                     continue
                 parents[nxt] = (state, kind)
-                if nxt == goal:
+                if nxt[0] == dst and nxt[2] and not (nonadjacent and nxt[1]):
                     steps: list[Step] = []
                     cur = nxt
                     while True:
@@ -229,7 +234,8 @@ def _bfs(graph: Graph, members: set[int] | None, src: int, dst: int, allowed: in
                         cur = prev
                     steps.reverse()
                     return steps
-                q2.append(nxt)
+                if nxt[0] != dst:
+                    queue.append(nxt)
     return None
 
 
@@ -251,7 +257,7 @@ def any_cycle(graph: Graph, members: set[int], start: int) -> list[Step] | None:
     unbounded = Budget(None)
     for v, mask in graph.succ[start].items():
         if v in members:
-            path = _bfs(graph, members, v, start, ALL, unbounded, False)
+            path = _bfs(graph, members, v, start, ALL, unbounded)
             if path is not None:
                 return [Step(start, v, label(mask, ALL)), *path]
     return None

@@ -286,3 +286,53 @@ def test_one_impossible_read_makes_it_invalid(ops: list[Op], seed: int) -> None:
     assert bad is not None
     r = check(bad)
     assert r.valid is False
+
+
+def test_one_component_with_several_classes_names_each() -> None:
+    # A read skew (G-single) between T_a and T_b, and a G-nonadjacent cycle through T_b.
+    ops = concurrent(
+        (0, "ok", [["r", "a", []], ["r", "d", [1]], ["r", "e", [1]]]),
+        (1, "ok", [["append", "a", 1], ["append", "b", 1], ["append", "e", 1]]),
+        (2, "ok", [["r", "b", [1]], ["r", "c", []]]),
+        (3, "ok", [["append", "c", 1], ["append", "d", 1]]),
+    )
+    ops += serial((4, "ok", [["r", "a", [1]], ["r", "c", [1]]]))
+    ops = [Op(o.type, o.f, o.value, o.process, index=i) for i, o in enumerate(ops)]
+    r = check(ops)
+    assert r.detail["components"] == 1
+    assert {"G-single", "G-nonadjacent"} <= kinds(r)
+
+
+def test_bounds_give_unknown_with_the_cause() -> None:
+    from kvcheck.checker.txnsim import simulate
+
+    ops = simulate(3000, seed=3)
+    r = get_checker("txn").check(ops, CheckOptions(timeout=1e-9))
+    assert r.valid == "unknown" and r.unknown_cause and "timeout" in r.unknown_cause
+    r = get_checker("txn").check(ops, CheckOptions(memory_limit_mb=1))
+    assert r.valid == "unknown" and r.unknown_cause and "memory" in r.unknown_cause
+
+
+def test_cycle_search_bound_is_reported() -> None:
+    # One big component (every read misses the previous append: stale reads in real time)
+    # with a zero search budget: still invalid (a cycle is always named), and the cause says
+    # the search stopped.
+    txns = [(i % 3, "ok", [["append", "x", i + 1], ["r", "y", []]]) for i in range(30)]
+    txns += [(5, "ok", [["append", "y", 1]])]
+    txns += [(i % 3, "ok", [["r", "y", []], ["r", "x", list(range(1, 31))]]) for i in range(30)]
+    txns += [(6, "ok", [["r", "y", [1]]])]
+    ops = serial(*txns)
+    r = get_checker("txn").check(ops, CheckOptions(extra={"cycle_search_seconds": 0.0}))
+    assert r.valid is False
+    assert any("stopped" in c for c in r.detail.get("search_causes", []))
+
+
+def test_html_section_draws_each_cycle() -> None:
+    ops = serial((0, "ok", [["append", "x", 1]]), (1, "ok", [["r", "x", []]]), (2, "ok", [["r", "x", [1]]]))
+    r = check(ops)
+    html = get_checker("txn").html_section(r.to_json(), ops)
+    assert "G-single-realtime" in html and "digraph" in html
+    import shutil
+
+    if shutil.which("dot"):
+        assert "<svg" in html
