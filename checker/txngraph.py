@@ -77,8 +77,10 @@ class Graph:
         return sum(len(d) for d in self.succ)
 
 
-def tarjan(graph: Graph, budget: Budget | None = None) -> list[list[int]]:
-    """Strongly connected components with more than one node (iterative Tarjan)."""
+def tarjan(graph: Graph, budget: Budget | None = None, *, mask: int = ALL,
+           members: Iterable[int] | None = None) -> list[list[int]]:
+    """Strongly connected components with more than one node (iterative Tarjan), over the
+    edges of kinds ``mask`` between ``members`` (default: the whole graph)."""
     succ = graph.succ
     n = len(succ)
     index = [-1] * n
@@ -87,14 +89,22 @@ def tarjan(graph: Graph, budget: Budget | None = None) -> list[list[int]]:
     stack: list[int] = []
     out: list[list[int]] = []
     counter = 0
-    for root in range(n):
+    inside: set[int] | None = None if members is None else set(members)
+
+    def edges(v: int) -> Iterable[int]:
+        if mask == ALL and inside is None:
+            return iter(succ[v])
+        return (w for w, m in succ[v].items() if m & mask and (inside is None or w in inside))
+
+    roots: Iterable[int] = range(n) if inside is None else sorted(inside)
+    for root in roots:
         if index[root] != -1:
             continue
         index[root] = low[root] = counter
         counter += 1
         stack.append(root)
         on_stack[root] = True
-        work: list[tuple[int, Iterable[int]]] = [(root, iter(succ[root]))]
+        work: list[tuple[int, Iterable[int]]] = [(root, edges(root))]
         while work:
             if budget is not None:
                 budget.tick()
@@ -106,7 +116,7 @@ def tarjan(graph: Graph, budget: Budget | None = None) -> list[list[int]]:
                     counter += 1
                     stack.append(w)
                     on_stack[w] = True
-                    work.append((w, iter(succ[w])))
+                    work.append((w, edges(w)))
                     advanced = True
                     break
                 if on_stack[w] and index[w] < low[v]:
@@ -155,32 +165,47 @@ def find_cycle(graph: Graph, members: set[int] | None, special: int, allowed: in
 
     With ``more_rw`` the special edge is rw and the path back must hold another rw edge (a
     cycle with at least two); with ``nonadjacent_rw`` besides, no two rw edges are adjacent
-    around the cycle (G-nonadjacent). Returns the steps or None. Raises OutOfTime when the
-    budget runs out.
+    around the cycle (G-nonadjacent). Such a cycle lies inside one component of the
+    ``special | allowed`` edges, so only special edges inside one are tried, and one
+    breadth-first search from each head serves every special edge into it. Returns the steps
+    or None. Raises OutOfTime when the budget runs out.
     """
     succ = graph.succ
-    nodes = start_nodes if start_nodes is not None else (members if members is not None else range(len(succ)))
+    region = members if members is not None else set(range(len(succ)))
+    comp_of: dict[int, int] = {}
+    comp_sets = [set(c) for c in tarjan(graph, budget, mask=special | allowed, members=region)]
+    for i, comp in enumerate(comp_sets):
+        for x in comp:
+            comp_of[x] = i
+    tails_of: dict[int, list[int]] = {}
+    nodes = start_nodes if start_nodes is not None else sorted(region)
     for u in nodes:
+        cu = comp_of.get(u)
+        if cu is None:
+            continue
         for v, mask in succ[u].items():
-            if not mask & special or (members is not None and v not in members):
-                continue
-            budget.tick()
-            if more_rw:
-                path = _bfs_rw(graph, members, v, u, allowed, budget, nonadjacent_rw)
-            else:
-                path = _bfs(graph, members, v, u, allowed, budget)
-            if path is not None:
-                first = Step(u, v, label(mask, special))
-                return [first, *path]
+            if mask & special and comp_of.get(v) == cu:
+                tails_of.setdefault(v, []).append(u)
+    for v, tails in tails_of.items():
+        budget.tick()
+        sub = comp_sets[comp_of[v]]
+        if more_rw:
+            found = _bfs_rw(graph, sub, v, set(tails), allowed, budget, nonadjacent_rw)
+        else:
+            found = _bfs(graph, sub, v, set(tails), allowed, budget)
+        if found is not None:
+            u, path = found
+            return [Step(u, v, label(succ[u][v], special)), *path]
     return None
 
 
-def _bfs(graph: Graph, members: set[int] | None, src: int, dst: int, allowed: int,
-         budget: Budget) -> list[Step] | None:
-    """Shortest path src -> dst over ``allowed`` edges inside ``members``."""
+def _bfs(graph: Graph, members: set[int] | None, src: int, dsts: set[int], allowed: int,
+         budget: Budget) -> tuple[int, list[Step]] | None:
+    """The nearest of ``dsts`` from src over ``allowed`` edges inside ``members``, and the
+    path to it."""
     succ = graph.succ
-    if src == dst:
-        return []
+    if src in dsts:
+        return src, []
     parent: dict[int, int] = {src: -1}
     queue = deque([src])
     while queue:
@@ -190,17 +215,18 @@ def _bfs(graph: Graph, members: set[int] | None, src: int, dst: int, allowed: in
             if not mask & allowed or v in parent or (members is not None and v not in members):
                 continue
             parent[v] = u
-            if v == dst:
-                return _unwind_plain(graph, parent, dst, allowed)
+            if v in dsts:
+                return v, _unwind_plain(graph, parent, v, allowed)
             queue.append(v)
     return None
 
 
-def _bfs_rw(graph: Graph, members: set[int] | None, src: int, dst: int, allowed: int,
-            budget: Budget, nonadjacent: bool) -> list[Step] | None:
-    """Shortest path src -> dst holding at least one rw edge, the special rw edge dst -> src
-    closing the cycle. States are (node, last edge was rw, an rw edge seen); with
-    ``nonadjacent`` the path neither starts nor ends with rw nor takes two rw in a row."""
+def _bfs_rw(graph: Graph, members: set[int] | None, src: int, dsts: set[int], allowed: int,
+            budget: Budget, nonadjacent: bool) -> tuple[int, list[Step]] | None:
+    """The nearest of ``dsts`` from src by a path holding at least one rw edge (the special
+    rw edge dst -> src closes the cycle). States are (node, last edge was rw, an rw edge
+    seen); with ``nonadjacent`` the path neither starts nor ends with rw nor takes two rw
+    in a row."""
     succ = graph.succ
     start = (src, True, False)
     parents: dict[tuple[int, bool, bool], tuple[tuple[int, bool, bool], int] | None] = {start: None}
@@ -211,7 +237,7 @@ def _bfs_rw(graph: Graph, members: set[int] | None, src: int, dst: int, allowed:
         state = queue.popleft()
         u, last_rw, seen_rw = state
         for v, mask in succ[u].items():
-            if members is not None and v not in members:
+            if v == src or (members is not None and v not in members):
                 continue
             options: list[tuple[tuple[int, bool, bool], int]] = []
             if mask & non_rw:
@@ -222,7 +248,7 @@ def _bfs_rw(graph: Graph, members: set[int] | None, src: int, dst: int, allowed:
                 if nxt in parents:
                     continue
                 parents[nxt] = (state, kind)
-                if nxt[0] == dst and nxt[2] and not (nonadjacent and nxt[1]):
+                if nxt[0] in dsts and nxt[2] and not (nonadjacent and nxt[1]):
                     steps: list[Step] = []
                     cur = nxt
                     while True:
@@ -233,9 +259,10 @@ def _bfs_rw(graph: Graph, members: set[int] | None, src: int, dst: int, allowed:
                         steps.append(Step(prev[0], cur[0], k))
                         cur = prev
                     steps.reverse()
-                    return steps
-                if nxt[0] != dst:
-                    queue.append(nxt)
+                    if len({st.dst for st in steps}) != len(steps):
+                        return None  # the walk repeats a node: its simple cycles are other classes
+                    return nxt[0], steps
+                queue.append(nxt)
     return None
 
 
@@ -257,7 +284,7 @@ def any_cycle(graph: Graph, members: set[int], start: int) -> list[Step] | None:
     unbounded = Budget(None)
     for v, mask in graph.succ[start].items():
         if v in members:
-            path = _bfs(graph, members, v, start, ALL, unbounded)
-            if path is not None:
-                return [Step(start, v, label(mask, ALL)), *path]
+            found = _bfs(graph, members, v, {start}, ALL, unbounded)
+            if found is not None:
+                return [Step(start, v, label(mask, ALL)), *found[1]]
     return None

@@ -63,9 +63,10 @@ def decode_register(raw: bytes) -> Any:
 
 @dataclass
 class TxnWorkload:
-    """append (list-append) or wr (read-write registers) transactions."""
+    """append (list-append) or wr (read-write registers) transactions; ``name`` is the
+    workload's registered name (the kind, or e.g. "append-serializable-reads")."""
 
-    name: str
+    kind: str
     keys: int = 8
     max_ops: int = 5
     key_bound: int = 32
@@ -77,24 +78,26 @@ class TxnWorkload:
     # store's session table must answer such a retry without applying it twice.
     attempt_timeout: float | None = 0.25
     checkers: tuple[str, ...] = ("txn",)
+    name: str = ""
     _active: list[int] = field(default_factory=list)
     _next_key: int = 0
     _writes: dict[int, int] = field(default_factory=dict)
     _used: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        if self.name not in ("append", "wr"):
-            raise ValueError(f"unknown txn workload {self.name!r}")
+        if self.kind not in ("append", "wr"):
+            raise ValueError(f"unknown txn workload kind {self.kind!r}")
+        self.name = self.name or self.kind + ("-serializable-reads" if self.serializable_reads else "")
         self._active = list(range(self.keys))
         self._next_key = self.keys
 
     @property
     def write_f(self) -> str:
-        return "append" if self.name == "append" else "w"
+        return "append" if self.kind == "append" else "w"
 
     def check_options(self) -> dict[str, Any]:
         model = "serializable" if self.serializable_reads else "strict-serializable"
-        return {"consistency_model": model, "extra": {"txn_kind": self.name}}
+        return {"consistency_model": model, "extra": {"txn_kind": self.kind}}
 
     # -- generation
 
@@ -155,7 +158,7 @@ class TxnWorkload:
         """The completed micro-ops and the new value of each written key."""
         cur: dict[int, Any] = {}
         for k, (raw, _rev) in state.items():
-            if self.name == "append":
+            if self.kind == "append":
                 cur[k] = decode_list(raw) if raw is not None else []
             else:
                 cur[k] = decode_register(raw) if raw is not None else None
@@ -178,7 +181,7 @@ class TxnWorkload:
     async def invoke(self, client: _Closing, spec: OpSpec) -> tuple[str, Any]:
         kv = client.kv
         mops: list[list[Any]] = spec.value
-        if self.name == "append":
+        if self.kind == "append":
             touched = sorted({k for _f, k, _v in mops})
         else:  # a register written before it is read needs no read
             seen: set[int] = set()
@@ -223,9 +226,3 @@ class _Closing:
         await self.kv.aclose()
 
 
-def append_workload(keys: int) -> TxnWorkload:
-    return TxnWorkload("append", keys=keys)
-
-
-def wr_workload(keys: int) -> TxnWorkload:
-    return TxnWorkload("wr", keys=keys)

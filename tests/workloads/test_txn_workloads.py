@@ -76,7 +76,9 @@ def test_workload_shapes() -> None:
     w = make_workload("append", keys=4)
     assert w.checkers == ("txn",)
     assert w.check_options() == {"consistency_model": "strict-serializable", "extra": {"txn_kind": "append"}}
-    assert TxnWorkload("wr", serializable_reads=True).check_options()["consistency_model"] == "serializable"
+    sr = make_workload("append-serializable-reads", keys=4)
+    assert sr.name == "append-serializable-reads"
+    assert sr.check_options()["consistency_model"] == "serializable"
     assert decode_list(b"1 2 x") == [1, 2, "x"]
     with pytest.raises(ValueError):
         TxnWorkload("nope")
