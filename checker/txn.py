@@ -123,6 +123,7 @@ class Txn:
     start: float
     end: float
     invoke_id: int
+    op: Op | None = None  # the op the micro-ops come from (for error messages)
 
     @property
     def name(self) -> str:
@@ -179,7 +180,7 @@ def txns_of(ops: Sequence[Op]) -> list[Txn]:
                     or [m[:2] for m in iv if isinstance(m, list | tuple)] != [m[:2] for m in mops]):
                 raise HistoryError(f"op {src.id}: the completion's micro-ops differ from its invocation's (op {inv.id})", src)
         out.append(Txn(-1, (c.id if c is not None else inv.id), inv.process, outcome, mops,
-                       call.start, call.end, inv.id))
+                       call.start, call.end, inv.id, src))
     return out
 
 
@@ -280,7 +281,7 @@ def analyse_append(a: Analysis) -> None:
                 other = a.writer.get((k, v))
                 if other is not None:
                     raise HistoryError(f"{_show(v)} is appended to key {k} twice (ops {a.nodes[other].id} and {t.id}): "
-                                       "appended values must be unique per key")
+                                       "appended values must be unique per key", t.op)
                 a.writer[(k, v)] = t.node
                 last_append[t.node][k] = v
     reads: dict[Any, list[tuple[Txn, list[Any]]]] = defaultdict(list)
@@ -301,7 +302,7 @@ def analyse_append(a: Analysis) -> None:
             if v is None:
                 v = []
             if not isinstance(v, list):
-                raise HistoryError(f"op {t.id}: read of key {k} returned {json.dumps(v, default=str)}, not a list")
+                raise HistoryError(f"op {t.id}: read of key {k} returned {json.dumps(v, default=str)}, not a list", t.op)
             reads[k].append((t, v))
             known, mine = state.get(k, (None, []))
             if k not in state:
@@ -410,7 +411,7 @@ def analyse_wr(a: Analysis) -> None:
                 other = a.writer.get((k, v))
                 if other is not None and other != t.node:
                     raise HistoryError(f"{_show(v)} is written to key {k} twice (ops {a.nodes[other].id} and {t.id}): "
-                                       "written values must be unique per key")
+                                       "written values must be unique per key", t.op)
                 if other is None:
                     writers_of[k].append(t.node)
                 a.writer[(k, v)] = t.node
