@@ -779,11 +779,9 @@ def check_txns(ops: Sequence[Op], options: CheckOptions) -> CheckResult:
         valid = "unknown"
     else:
         valid = True
-    if bounded:
-        strongest = []  # not decided
     detail.update({
         "anomaly_counts": {k: f.count for k, f in sorted(a.found.items(), key=lambda kv: _severity(kv[0]))},
-        "strongest_satisfied": strongest if not causes or anomalies else [],
+        "strongest_satisfied": [] if causes else strongest,  # undecided when a search stopped
         "weakest_violated": weakest,
         "not_prohibited": allowed,
         "ruled_out_by": {m: sorted(prohibited(m) & kinds, key=_severity) for m in weakest},
@@ -791,7 +789,7 @@ def check_txns(ops: Sequence[Op], options: CheckOptions) -> CheckResult:
     if allowed:
         detail["allowed_anomalies"] = [an.to_json() for k in allowed for an in a.found[k].items[:3]]
     cause = "; ".join(causes) if valid == "unknown" else None
-    if causes and valid is not True:
+    if causes:
         detail["search_causes"] = causes
     return CheckResult("txn", valid, anomalies, time.monotonic() - t0, cause, detail)
 
