@@ -172,7 +172,7 @@ def get_checker(name: str) -> Checker:
         raise ValueError(f"unknown checker {name!r}; known: {', '.join(CHECKERS)}") from None
     module, _, cls = target.partition(":")
     checker = getattr(importlib.import_module(module), cls)()
-    return checker  # type: ignore[no-any-return]
+    return checker
 
 
 def parse_checker_names(text: str | Iterable[str]) -> list[str]:

@@ -22,8 +22,10 @@ COMMANDS: dict[str, str] = {
     "check": "kvcheck.checker.cli:check",
     "cluster": "kvcheck.reference.cluster:cluster",
     "ctl": "kvcheck.reference.ctl:ctl",
+    "regress": "kvcheck.workloads.cli:regress_command",
     "replay": "kvcheck.workloads.cli:replay_command",
     "run": "kvcheck.workloads.cli:run_command",
+    "shrink": "kvcheck.workloads.cli:shrink_command",
 }
 
 
