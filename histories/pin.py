@@ -21,11 +21,11 @@ PINNED = Path(__file__).resolve().parent / "pinned"
 
 def expectation(run_dir: Path, note: str = "") -> dict[str, Any]:
     """expected.json for a checked run directory."""
-    from kvcheck.workloads.regress import anomalies_of
+    from kvcheck.workloads.regress import anomalies_of, checkers_verdict
 
     results = json.loads((run_dir / "results.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    valid = results.get("valid")
+    valid = checkers_verdict(results)
     verdict = "valid" if valid is True else "invalid" if valid is False else "unknown"
     return {"verdict": verdict,
             "anomalies": sorted({f"{a['checker']}:{a['kind']}" for a in anomalies_of(results)}),

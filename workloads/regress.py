@@ -87,6 +87,7 @@ class SeedResult:
     finding_count: int
     healthy: Any
     error: str | None = None  # the harness crashed (a bug of ours, or of the store's process)
+    fired: int | None = None  # how often the run's switches changed behaviour (results.json bugs.fired)
 
     def key(self) -> tuple[str, int, Any, str]:
         """What must be equal whichever executor ran the seed."""
@@ -116,9 +117,23 @@ def run_seed(task: SeedTask) -> SeedResult:
     results = outcome.results
     findings, count = distinct_findings(results.get("findings") or results.get("run", {}).get("findings") or [])
     ops = sum(1 for op in outcome.execution.ops if op.type != "invoke" and not op.is_nemesis)
-    return SeedResult(task.row, task.seed, results.get("valid"), anomalies_of(results), digest, ops,
+    fired = (results.get("bugs") or {}).get("fired")
+    return SeedResult(task.row, task.seed, checkers_verdict(results), anomalies_of(results), digest, ops,
                       round(wall, 3), str(outcome.run_dir), findings, count,
-                      (results.get("run", {}).get("phases") or {}).get("healthy"))
+                      (results.get("run", {}).get("phases") or {}).get("healthy"),
+                      fired=sum(fired.get(b, 0) for b in task.settings.get("bugs", []))
+                      if isinstance(fired, dict) else None)
+
+
+def checkers_verdict(results: dict[str, Any]) -> Any:
+    """The black-box verdict of a results.json: the worst of its checkers' verdicts (never
+    the store's internal findings, which a run may also count against itself)."""
+    from kvcheck.checker.api import worst_verdict
+
+    checkers = results.get("checkers") or {}
+    if not checkers:
+        return "unknown"
+    return worst_verdict(r.get("valid") if isinstance(r, dict) else None for r in checkers.values())
 
 
 def anomalies_of(results: dict[str, Any]) -> list[dict[str, str]]:

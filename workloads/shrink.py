@@ -3,7 +3,7 @@ fails with the same anomaly class.
 
 The run's config.json holds everything a replay needs (seed, parameters, the fault schedule
 as data), so a smaller run is a smaller config re-run by seed in the simulation. The
-shrinker keeps a candidate when its run is invalid with the original's first anomaly
+shrinker keeps a candidate when its checkers call it invalid with the original's first anomaly
 (``checker:kind``, e.g. ``linearizable:nonlinearizable``), and tries, in rounds until a round
 changes nothing or the budget (candidate runs, wall seconds) is spent:
 
@@ -34,7 +34,7 @@ from typing import Any
 from kvcheck.exitcodes import UsageError
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.nemesis import Fault
-from kvcheck.workloads.regress import anomalies_of
+from kvcheck.workloads.regress import anomalies_of, checkers_verdict
 from kvcheck.workloads.run import RunOutcome, read_config, run_once
 
 
@@ -114,7 +114,7 @@ class Shrinker:
         self.runs += 1
         outcome = run_once(dataclasses.replace(config, schedule=list(config.schedule)), self.scratch, progress=False)
         kinds = {(a["checker"], a["kind"]) for a in anomalies_of(outcome.results)}
-        return outcome.results.get("valid") is False and self.anomaly in kinds
+        return checkers_verdict(outcome.results) is False and self.anomaly in kinds
 
     def keep(self, config: RunConfig, what: str) -> None:
         self.best = config
@@ -256,7 +256,7 @@ def shrink_run(path: Path | str, *, max_runs: int = 80, max_seconds: float = 600
         raise UsageError(f"{run_dir}: no results.json (check it first: kvcheck check {run_dir})")
     results = json.loads(results_path.read_text())
     found = anomalies_of(results)
-    if results.get("valid") is not False or not found:
+    if checkers_verdict(results) is not False or not found:
         raise UsageError(f"{run_dir}: the run is not invalid; only a failing run can be shrunk")
     anomaly = (found[0]["checker"], found[0]["kind"])
     before = size_of(config, results, count_ops(run_dir / "history.jsonl"))
@@ -283,7 +283,7 @@ def shrink_run(path: Path | str, *, max_runs: int = 80, max_seconds: float = 600
     store = run_dir.resolve().parent.parent
     outcome: RunOutcome = run_once(best, store, progress=False)
     kinds = {(a["checker"], a["kind"]) for a in anomalies_of(outcome.results)}
-    if outcome.results.get("valid") is not False or anomaly not in kinds:  # deterministic: cannot happen
+    if checkers_verdict(outcome.results) is not False or anomaly not in kinds:  # deterministic: cannot happen
         raise UsageError(f"the shrunk config did not fail again in {outcome.run_dir}: the simulation is not "
                          "deterministic for this run")
     after = size_of(best, outcome.results, count_ops(outcome.run_dir / "history.jsonl"))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from kvcheck.workloads.config import RunConfig
-from kvcheck.workloads.regress import anomalies_of
+from kvcheck.workloads.regress import anomalies_of, checkers_verdict
 from kvcheck.workloads.run import replay_run_dir, run_once
 from kvcheck.workloads.shrink import shrink_run
 
@@ -19,9 +19,9 @@ def test_shrink_keeps_the_anomaly_with_fewer_faults_and_replays(tmp_path: Path) 
         config = RunConfig(workload="register", faults=["partition", "pause", "kill"], seed=seed,
                            time_limit=12.0, bugs=["local_reads"])
         original = run_once(config, tmp_path / "store", progress=False)
-        if original.results["valid"] is False:
+        if checkers_verdict(original.results) is False:
             break
-    assert original.results["valid"] is False, "local_reads is caught in one of seeds 0-9"
+    assert checkers_verdict(original.results) is False, "local_reads is caught in one of seeds 0-9"
     kind = anomalies_of(original.results)[0]
     before = json.loads((original.run_dir / "config.json").read_text())
 
@@ -29,7 +29,7 @@ def test_shrink_keeps_the_anomaly_with_fewer_faults_and_replays(tmp_path: Path) 
 
     assert result.run_dir != original.run_dir and result.run_dir.parent.parent == (tmp_path / "store").resolve()
     shrunk = json.loads((result.run_dir / "results.json").read_text())
-    assert shrunk["valid"] is False
+    assert checkers_verdict(shrunk) is False
     assert (kind["checker"], kind["kind"]) in {(a["checker"], a["kind"]) for a in anomalies_of(shrunk)}
     assert result.anomaly == f"{kind['checker']}:{kind['kind']}"
     after = json.loads((result.run_dir / "config.json").read_text())
@@ -48,7 +48,7 @@ def test_shrink_keeps_the_anomaly_with_fewer_faults_and_replays(tmp_path: Path) 
 def test_shrink_refuses_a_valid_run(tmp_path: Path) -> None:
     config = RunConfig(workload="register", faults=[], seed=1, time_limit=2.0)
     outcome = run_once(config, tmp_path / "store", progress=False)
-    assert outcome.results["valid"] is True
+    assert checkers_verdict(outcome.results) is True
     p = subprocess.run([sys.executable, "-m", "kvcheck", "shrink", str(outcome.run_dir)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 64 and "not invalid" in p.stderr
