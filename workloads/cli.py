@@ -177,6 +177,8 @@ check_command = click.Command(
               help="Most seeds per switch (default 40; --quick 12).")
 @click.option("--bug-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Most wall seconds per switch, summed over its runs (default 300; --quick 40).")
+@click.option("--run-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Kill a local run still going after S wall seconds (default 300; --quick 60).")
 @click.option("--clean/--no-clean", "clean", default=True, show_default=True, help="Run the clean matrix.")
 @click.option("--bugs/--no-bugs", "run_bugs", default=True, show_default=True, help="Run the bug matrix.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, metavar="N",
@@ -188,7 +190,8 @@ check_command = click.Command(
               show_default=True, help="regress.json, regress.html and the runs go to STORE/regress/<time>/.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_seeds: int | None,
-                    bug_budget: float | None, clean: bool, run_bugs: bool, jobs: int | None,
+                    bug_budget: float | None, run_timeout: float | None, clean: bool, run_bugs: bool,
+                    jobs: int | None,
                     dask_scheduler: str | None, store: Path, progress: bool) -> int:
     """The regression suite: a clean matrix (every workload x fault mix x seeds) that must be
     valid, and a bug matrix whose every switch must be caught from the client history.
@@ -204,7 +207,8 @@ def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_s
     budget = QUICK if quick else FULL
     budget = dataclasses.replace(
         budget, clean_seeds=seeds or budget.clean_seeds, bug_seeds=bug_seeds or budget.bug_seeds,
-        bug_wall=bug_budget if bug_budget is not None else budget.bug_wall)
+        bug_wall=bug_budget if bug_budget is not None else budget.bug_wall,
+        run_timeout=run_timeout if run_timeout is not None else budget.run_timeout)
     if not run_bugs and bugs:
         raise UsageError("--bug names a switch to run, but --no-bugs skips the bug matrix")
     plan = make_plan(budget, list(bugs) if bugs else None, clean=clean)

@@ -28,12 +28,14 @@ when the clean matrix is all valid and every switch is caught.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as dt
 import hashlib
 import html
 import json
 import multiprocessing
 import os
+import queue
 import statistics
 import sys
 import threading
@@ -57,10 +59,11 @@ class Budget:
     bug_seeds: int  # most seeds per switch
     bug_wall: float | None  # most wall seconds per switch (summed over its runs); None: no bound
     clean_time_limit: float  # simulated seconds of a clean run
+    run_timeout: float | None = None  # wall seconds before a local worker's run is killed
 
 
-FULL = Budget(clean_seeds=25, bug_seeds=40, bug_wall=300.0, clean_time_limit=30.0)
-QUICK = Budget(clean_seeds=2, bug_seeds=12, bug_wall=40.0, clean_time_limit=20.0)
+FULL = Budget(clean_seeds=25, bug_seeds=40, bug_wall=300.0, clean_time_limit=30.0, run_timeout=300.0)
+QUICK = Budget(clean_seeds=2, bug_seeds=12, bug_wall=40.0, clean_time_limit=20.0, run_timeout=60.0)
 
 
 @dataclass(frozen=True)
@@ -334,9 +337,105 @@ class Scheduler:
 # Executors
 
 
-def local_executor(jobs: int) -> cf.Executor:
-    """Worker processes started fresh (spawn), one simulation each at a time."""
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+class LocalPool(cf.Executor):
+    """``jobs`` worker processes (started fresh: spawn), one simulation each at a time, each
+    run bounded in wall time: a run still going after ``run_timeout`` seconds has its worker
+    killed (and replaced) and is recorded as an error, so one store that loops cannot hold
+    the suite. (A run's own wall budget, when the runner has one, ends it more gracefully.)
+
+    Only ``run_seed`` tasks are accepted: each slot is a thread that hands a task to its
+    worker over a pipe and waits for the answer."""
+
+    def __init__(self, jobs: int, run_timeout: float | None) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.run_timeout = run_timeout
+        self.queue: queue.SimpleQueue[tuple[cf.Future[SeedResult], SeedTask] | None] = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._slot, daemon=True, name=f"regress-slot-{i}")
+                        for i in range(jobs)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        if fn is not run_seed or len(args) != 1 or kwargs:
+            raise TypeError("LocalPool runs run_seed(task) only")
+        fut: cf.Future[SeedResult] = cf.Future()
+        self.queue.put((fut, args[0]))
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            pending = []
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+                    pending.append(item)
+        for _ in self.threads:
+            self.queue.put(None)
+        if wait:
+            for t in self.threads:
+                t.join()
+
+    def _start(self) -> tuple[Any, Any]:
+        parent, child = self.ctx.Pipe()
+        proc = self.ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        proc.start()
+        child.close()
+        parent.recv()  # "ready": imported, so run_timeout bounds the run, not the start-up
+        return proc, parent
+
+    def _slot(self) -> None:
+        proc, conn = None, None
+        try:
+            while (item := self.queue.get()) is not None:
+                fut, task = item
+                if not fut.set_running_or_notify_cancel():
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    if proc is None or conn is None or not proc.is_alive():
+                        proc, conn = self._start()
+                    t0 = time.perf_counter()
+                    conn.send(task)
+                    if conn.poll(self.run_timeout):
+                        fut.set_result(conn.recv())
+                        continue
+                    why = f"killed after {self.run_timeout:g} s wall (the run did not finish)"
+                except (EOFError, OSError) as exc:
+                    why = f"worker process died: {exc!r}"
+                if proc is not None:
+                    proc.kill()
+                    proc.join()
+                proc, conn = None, None
+                wall = round(time.perf_counter() - t0, 3)
+                fut.set_result(SeedResult(task.row, task.seed, "unknown", [], "", 0, wall, "", [], 0, None,
+                                          error=why))
+        finally:
+            if proc is not None and conn is not None:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.kill()
+
+
+def _worker_main(conn: Any) -> None:
+    """A LocalPool worker: run the tasks it is sent until it is sent None."""
+    import kvcheck.workloads.run  # noqa: F401  (the simulation's imports, before "ready")
+
+    try:
+        conn.send("ready")
+        while (task := conn.recv()) is not None:
+            conn.send(run_seed(task))
+    except (EOFError, BrokenPipeError):  # the suite is gone (interrupted): so is its worker
+        return
+
+
+def local_executor(jobs: int, run_timeout: float | None = None) -> cf.Executor:
+    return LocalPool(jobs, run_timeout)
 
 
 class DaskExecutor:
@@ -607,7 +706,7 @@ def run_regress(plan: Plan, store: Path, *, jobs: int | None = None, dask_schedu
         label = f"dask {dask_scheduler} ({slots} workers)"
     else:
         slots = jobs or os.cpu_count() or 1
-        executor = local_executor(slots)
+        executor = local_executor(slots, plan.budget.run_timeout)
         label = f"local ({slots} processes)"
     bar = _bar(sched, progress)
     try:

@@ -125,3 +125,20 @@ def test_regress_usage_errors(tmp_path: Path) -> None:
     p = subprocess.run([sys.executable, "-m", "kvcheck", "regress", "--bug", "nope", "--store", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 64 and "unknown switch" in p.stderr
+
+
+def test_a_local_run_past_its_wall_timeout_is_killed_and_its_worker_replaced(tmp_path: Path) -> None:
+    from kvcheck.workloads.regress import LocalPool, SeedTask, run_seed
+
+    def task(seed: int, time_limit: float) -> SeedTask:
+        return SeedTask("clean register / none", seed, {"workload": "register", "faults": [], "seed": seed,
+                                                        "time_limit": time_limit, "bugs": []}, str(tmp_path))
+
+    pool = LocalPool(1, run_timeout=5.0)
+    try:
+        endless = pool.submit(run_seed, task(0, 100_000.0)).result(timeout=300)  # days, simulated
+        short = pool.submit(run_seed, task(1, 0.5)).result(timeout=300)
+    finally:
+        pool.shutdown()
+    assert endless.valid == "unknown" and endless.error is not None and "killed after 5 s wall" in endless.error
+    assert short.error is None and short.valid is True and short.history_sha256
