@@ -26,6 +26,9 @@ class Exposure:
     faults: str = "all"
     time_limit: float = 30.0
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Each seed draws its own run shape (``kvcheck run --swarm``: kvcheck.workloads.swarm),
+    # from ``faults``; ``settings`` stay as given.
+    swarm: bool = False
 
 
 DEFAULT_EXPOSURE = Exposure()

@@ -47,8 +47,19 @@ from typing import Any
 
 from kvcheck.workloads.exposure import exposure_for
 
-# The clean matrix's fault mixes: none, two halves that together hold every kind, and all.
-CLEAN_FAULT_MIXES: tuple[str, ...] = ("none", "partition,kill,pause,member", "clock,packet,disk", "all")
+# The clean matrix's fault mixes: none, two halves that together hold every kind, and all;
+# and "swarm" (each seed draws its own kinds and run shape) when the harness has swarm runs.
+SWARM = "swarm"
+
+
+def swarm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("kvcheck.workloads.swarm") is not None
+
+
+CLEAN_FAULT_MIXES: tuple[str, ...] = ("none", "partition,kill,pause,member", "clock,packet,disk", "all",
+                                      *((SWARM,) if swarm_available() else ()))
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,7 @@ class SeedTask:
     seed: int
     settings: dict[str, Any]
     store: str
+    swarm: bool = False  # draw this seed's run shape (kvcheck run --swarm), keeping ``settings``
 
 
 @dataclass
@@ -110,6 +122,10 @@ def run_seed(task: SeedTask) -> SeedResult:
         t0 = time.perf_counter()
         try:
             config = RunConfig(**task.settings)
+            if task.swarm:
+                from kvcheck.workloads.swarm import draw_swarm
+
+                draw_swarm(config, frozenset(task.settings) - {"workload", "faults", "seed", "bugs"})
             outcome = run_once(config, Path(task.store), progress=False)
         except Exception as exc:  # reported as an error row, never as a verdict
             return SeedResult(task.row, task.seed, "unknown", [], "", 0, round(time.perf_counter() - t0, 3),
@@ -196,6 +212,7 @@ class BugRow:
     time_limit: float
     settings: dict[str, Any]
     from_table: bool
+    swarm: bool = False
     runnable: str | None = None  # why it cannot run (unknown workload), else None
     results: dict[int, SeedResult] = field(default_factory=dict)
     submitted: int = 0  # seeds 0..submitted-1 have been handed out
@@ -234,9 +251,12 @@ def make_plan(budget: Budget, bugs: Sequence[str] | None, *, clean: bool = True,
     rows = []
     for name in names:
         exp, from_table = exposure_for(name)
-        row = BugRow(name, exp.workload, exp.faults, exp.time_limit, dict(exp.settings), from_table)
+        row = BugRow(name, exp.workload, exp.faults, exp.time_limit, dict(exp.settings), from_table, exp.swarm)
         if exp.workload not in WORKLOADS:
             row.runnable = f"workload {exp.workload!r} is not registered (known: {', '.join(WORKLOADS)})"
+        elif exp.swarm and not swarm_available():
+            row.runnable = "swarm runs need kvcheck.workloads.swarm, which this kvcheck lacks"
+        if row.runnable is not None:
             row.stopped = "not run"
         rows.append(row)
     return Plan(cells, rows, budget)
@@ -260,8 +280,9 @@ class Scheduler:
         b = plan.budget
         self.clean_queue: list[SeedTask] = [
             SeedTask(cell.row, plan.seed_base + s,
-                     _settings(cell.workload, cell.faults, plan.seed_base + s, b.clean_time_limit, [], {}),
-                     self.store)
+                     _settings(cell.workload, "all" if cell.faults == SWARM else cell.faults,
+                               plan.seed_base + s, b.clean_time_limit, [], {}),
+                     self.store, swarm=cell.faults == SWARM)
             for s in range(b.clean_seeds) for cell in plan.clean]
         self.cells = {cell.row: cell for cell in plan.clean}
         self.rows = {row.bug: row for row in plan.bugs}
@@ -305,7 +326,7 @@ class Scheduler:
         seed = self.plan.seed_base + row.submitted
         row.submitted += 1
         return SeedTask(row.bug, seed, _settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
-                                                 row.settings), self.store)
+                                                 row.settings), self.store, swarm=row.swarm)
 
     def take(self, result: SeedResult) -> None:
         self.in_flight[result.row] -= 1
@@ -562,6 +583,9 @@ def summarize_plan(plan: Plan, out_dir: Path, *, executor: str, jobs: int, wall:
             "findings": {"runs_with_findings": sum(r.finding_count > 0 for r in rec),
                          "total": sum(r.finding_count for r in rec), "distinct": list(distinct)[:20],
                          "distinct_count": len(distinct)},
+            "fired": sum(r.fired for r in rec if r.fired is not None)
+            if any(r.fired is not None for r in rec) else None,
+            "swarm": row.swarm,
             "unhealthy_runs": sum(r.healthy is False for r in rec),
             "errors": sum(r.error is not None for r in rec),
             "seeds": [seed_json(r) for r in rec]})
@@ -580,6 +604,21 @@ def _report_of(run_dir: str | None) -> str | None:
 
 def _caught_by(row: dict[str, Any]) -> str:
     return ", ".join(dict.fromkeys(f"{a['checker']}:{a['kind']}" for a in row["caught_by"])) or "-"
+
+
+def _why_not(row: dict[str, Any]) -> str:
+    """Why a switch was not caught, telling "never fired" (the faults must reach it) from
+    "fired and missed" (a checker must see it) when the runs counted firings."""
+    if row["not_run"]:
+        return f"not run: {row['not_run']}"
+    why = row["stopped"]
+    if row["fired"] == 0:
+        why += "; never fired (the faults never reached its line)"
+    elif row["fired"]:
+        why += f"; fired {row['fired']} times, not detected"
+    if row["errors"]:
+        why += f"; {row['errors']} runs failed or were killed"
+    return why
 
 
 def render_table(doc: dict[str, Any]) -> str:
@@ -605,15 +644,17 @@ def render_table(doc: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"bug matrix: {b['caught']} of {b['switches']} switches caught from the history")
     lines.append(f"  {'switch':26} {'workload':9} {'faults':22} {'caught':6} {'seeds':>5} {'seed':>4} "
-                 f"{'wall':>7} {'findings':>8}  caught by / why not")
+                 f"{'wall':>7} {'fired':>6} {'findings':>8}  caught by / why not")
     for r in b["rows"]:
         wall = r["wall_to_detection"] if r["caught"] else sum(s["wall_seconds"] for s in r["seeds"])
-        faults = r["faults"] if len(r["faults"]) <= 22 else r["faults"][:21] + "…"
-        why = _caught_by(r) if r["caught"] else (r["not_run"] or r["stopped"])
+        faults = ("swarm " if r["swarm"] else "") + r["faults"]
+        faults = faults if len(faults) <= 22 else faults[:21] + "…"
+        why = _caught_by(r) if r["caught"] else _why_not(r)
         exposure = "" if r["exposure"] == "table" else " (default exposure)"
         lines.append(f"  {r['bug']:26} {r['workload']:9} {faults:22} {'yes' if r['caught'] else 'NO':6} "
                      f"{r['seeds_run']:>5} {'-' if r['first_seed'] is None else r['first_seed']:>4} "
-                     f"{wall:>6.1f}s {r['findings']['runs_with_findings']:>8}  {why}{exposure}")
+                     f"{wall:>6.1f}s {'-' if r['fired'] is None else r['fired']:>6} "
+                     f"{r['findings']['runs_with_findings']:>8}  {why}{exposure}")
     lines.append("")
     lines.append(f"{'OK' if doc['ok'] else 'FAILED'}: clean matrix {'valid' if c['ok'] else 'NOT valid'}, "
                  f"{b['caught']}/{b['switches']} switches caught; {doc['wall_seconds']:.1f}s wall "
@@ -643,11 +684,13 @@ def render_html(doc: dict[str, Any]) -> str:
                  + (f": {e(findings['distinct'][0])}" if findings["distinct"] else "")) if findings["total"] else "none"
         bug_rows.append(
             f"<tr class=\"{'ok' if r['caught'] else 'bad'}\"><td><code>{e(r['bug'])}</code></td>"
-            f"<td>{e(r['workload'])}</td><td>{e(r['faults'])}{'' if r['exposure'] == 'table' else ' (default)'}</td>"
+            f"<td>{e(r['workload'])}</td><td>{'swarm ' if r['swarm'] else ''}{e(r['faults'])}"
+            f"{'' if r['exposure'] == 'table' else ' (default)'}</td>"
             f"<td>{'yes' if r['caught'] else 'no'}</td><td>{r['seeds_run']}</td>"
             f"<td>{'-' if r['first_seed'] is None else r['first_seed']}</td>"
             f"<td>{'-' if r['wall_to_detection'] is None else r['wall_to_detection']}</td>"
-            f"<td>{e(_caught_by(r)) if r['caught'] else e(r['not_run'] or r['stopped'])}</td>"
+            f"<td>{'-' if r['fired'] is None else r['fired']}</td>"
+            f"<td>{e(_caught_by(r)) if r['caught'] else e(_why_not(r))}</td>"
             f"<td>{link(r['report'], 'report') if r['report'] else ''}</td><td>{ftext}</td></tr>")
     title = f"kvcheck regress {doc['started']}: {'OK' if doc['ok'] else 'FAILED'}"
     return f"""<!doctype html>
@@ -668,7 +711,7 @@ Internal invariant findings are the store's own assertions: shown, never counted
 <tbody>{''.join(clean_rows)}</tbody></table>
 <h2>Bug matrix: {doc['bugs']['caught']} of {doc['bugs']['switches']} caught</h2>
 <table><thead><tr><th>switch</th><th>workload</th><th>faults</th><th>caught</th><th>seeds</th><th>first seed</th>
-<th>wall s to detection</th><th>caught by / why not</th><th>failing run</th><th>internal findings</th></tr></thead>
+<th>wall s to detection</th><th>fired</th><th>caught by / why not</th><th>failing run</th><th>internal findings</th></tr></thead>
 <tbody>{''.join(bug_rows)}</tbody></table>
 </body></html>
 """

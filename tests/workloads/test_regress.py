@@ -142,3 +142,16 @@ def test_a_local_run_past_its_wall_timeout_is_killed_and_its_worker_replaced(tmp
         pool.shutdown()
     assert endless.valid == "unknown" and endless.error is not None and "killed after 5 s wall" in endless.error
     assert short.error is None and short.valid is True and short.history_sha256
+
+
+def test_a_swarm_exposure_draws_each_seeds_run_shape(tmp_path: Path) -> None:
+    pytest.importorskip("kvcheck.workloads.swarm")
+    from kvcheck.workloads.regress import SeedTask, run_seed
+
+    settings = {"workload": "register", "faults": ["partition", "kill"], "seed": 3, "time_limit": 3.0,
+                "bugs": [], "nodes": 3}
+    result = run_seed(SeedTask("clean register / swarm", 3, settings, str(tmp_path), swarm=True))
+    config = json.loads((Path(result.run_dir) / "config.json").read_text())
+    assert config["swarm"], "the seed's draw is recorded"
+    assert config["nodes"] == 3, "settings the exposure gives are kept"
+    assert set(config["faults"]) <= {"partition", "kill"}
