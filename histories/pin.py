@@ -1,4 +1,6 @@
-"""Pin a run's history as a regression case: ``python -m kvcheck.histories.pin RUN_DIR NAME``.
+"""Pin a run's history as a regression case: ``python -m kvcheck.histories.pin RUN_DIR NAME``,
+or ``python -m kvcheck.histories.pin --from-regress STORE/regress/<time>`` to shrink and pin
+the failing run of every switch a ``kvcheck regress`` run caught.
 
 Copies RUN_DIR's history.jsonl and config.json to ``histories/pinned/NAME/`` and writes
 expected.json beside them: the verdict and the anomaly classes (``checker:kind``) its
@@ -45,12 +47,40 @@ def pin(run_dir: Path, name: str, *, note: str = "", root: Path = PINNED) -> Pat
     return dest
 
 
+def pin_caught_switches(regress_dir: Path, *, root: Path = PINNED, max_runs: int = 80) -> list[Path]:
+    """Shrink the failing run of every switch a ``kvcheck regress`` run caught and pin it as
+    ``bug-<switch>`` (replacing an older pin of that switch)."""
+    from kvcheck.workloads.shrink import render, shrink_run
+
+    doc = json.loads((regress_dir / "regress.json").read_text())
+    pinned = []
+    for row in doc["bugs"]["rows"]:
+        if not row["caught"] or not row["report"]:
+            continue
+        failing = (regress_dir / row["report"]).parent
+        result = shrink_run(failing, max_runs=max_runs)
+        print(render(result))
+        note = (f"kvcheck shrink of {row['bug']}'s first catching run in kvcheck regress "
+                f"(seed {row['first_seed']}, {row['workload']}, faults {row['faults']}): {result.anomaly}")
+        pinned.append(pin(result.run_dir, f"bug-{row['bug']}", note=note, root=root))
+    return pinned
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run_dir", type=Path)
-    ap.add_argument("name", help="directory name under histories/pinned/ (e.g. bug-local_reads)")
+    ap.add_argument("run_dir", type=Path, nargs="?", help="a checked kvcheck run directory")
+    ap.add_argument("name", nargs="?", help="directory name under histories/pinned/ (e.g. bug-local_reads)")
     ap.add_argument("--note", default="", help="where it came from (the bug, the fix's commit)")
+    ap.add_argument("--from-regress", type=Path, metavar="DIR",
+                    help="instead: shrink and pin every switch caught by the kvcheck regress run in DIR "
+                         "(STORE/regress/<time>) as bug-<switch>")
     args = ap.parse_args(argv)
+    if args.from_regress is not None:
+        for dest in pin_caught_switches(args.from_regress):
+            print(f"pinned {dest}: {(dest / 'expected.json').read_text().strip()}")
+        return 0
+    if args.run_dir is None or args.name is None:
+        ap.error("give RUN_DIR and NAME, or --from-regress DIR")
     dest = pin(args.run_dir, args.name, note=args.note)
     print(f"pinned {args.run_dir} as {dest}: {(dest / 'expected.json').read_text().strip()}")
     return 0
