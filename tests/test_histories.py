@@ -40,3 +40,19 @@ def test_pinned_history_keeps_its_verdict_and_anomaly(case: Path, tmp_path: Path
     results = json.loads((run / "results.json").read_text())
     found = sorted({f"{a['checker']}:{a['kind']}" for a in anomalies_of(results)})
     assert found == expected["anomalies"]
+
+
+def test_pin_from_regress_shrinks_and_pins_each_caught_switch(tmp_path: Path) -> None:
+    from kvcheck.histories.pin import pin_caught_switches
+    from kvcheck.workloads.regress import Budget, make_plan, run_regress
+
+    plan = make_plan(Budget(clean_seeds=1, bug_seeds=6, bug_wall=None, clean_time_limit=5.0), ["local_reads"],
+                     clean=False)
+    plan.bugs[0].time_limit = 10.0
+    outcome = run_regress(plan, tmp_path / "store", jobs=1, progress=False)
+    assert outcome.document["bugs"]["caught"] == 1
+    pinned = pin_caught_switches(outcome.out_dir, root=tmp_path / "pinned", max_runs=4)
+    assert [p.name for p in pinned] == ["bug-local_reads"]
+    expected = json.loads((pinned[0] / "expected.json").read_text())
+    assert expected["verdict"] == "invalid" and expected["anomalies"] == ["linearizable:nonlinearizable"]
+    assert expected["bugs"] == ["local_reads"] and (pinned[0] / "history.jsonl").is_file()
