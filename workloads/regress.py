@@ -656,7 +656,8 @@ def render_table(doc: dict[str, Any]) -> str:
                      f"{wall:>6.1f}s {'-' if r['fired'] is None else r['fired']:>6} "
                      f"{r['findings']['runs_with_findings']:>8}  {why}{exposure}")
     lines.append("")
-    lines.append(f"{'OK' if doc['ok'] else 'FAILED'}: clean matrix {'valid' if c['ok'] else 'NOT valid'}, "
+    clean = "not run" if not c["cells"] else "valid" if c["ok"] else "NOT valid"
+    lines.append(f"{'OK' if doc['ok'] else 'FAILED'}: clean matrix {clean}, "
                  f"{b['caught']}/{b['switches']} switches caught; {doc['wall_seconds']:.1f}s wall "
                  f"on {doc['executor']}")
     return "\n".join(lines)
