@@ -737,7 +737,7 @@ class RegressOutcome:
 def run_regress(plan: Plan, store: Path, *, jobs: int | None = None, dask_scheduler: str | None = None,
                 progress: bool = True, quick: bool = False) -> RegressOutcome:
     """Run the plan's seeds on local processes or a Dask cluster; write regress.json/html."""
-    out_dir = regress_dir(store)
+    out_dir = regress_dir(store.resolve())  # absolute: workers may run elsewhere
     runs = out_dir / "runs"
     runs.mkdir()
     sched = Scheduler(plan, runs)
