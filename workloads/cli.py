@@ -177,6 +177,8 @@ check_command = click.Command(
               help="Most seeds per switch (default 40; --quick 12).")
 @click.option("--bug-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Most wall seconds per switch, summed over its runs (default 300; --quick 40).")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Seeds run from N (clean cells: N..N+seeds-1; switches: N, N+1, ...).")
 @click.option("--run-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Kill a local run still going after S wall seconds (default 300; --quick 60).")
 @click.option("--clean/--no-clean", "clean", default=True, show_default=True, help="Run the clean matrix.")
@@ -190,7 +192,8 @@ check_command = click.Command(
               show_default=True, help="regress.json, regress.html and the runs go to STORE/regress/<time>/.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_seeds: int | None,
-                    bug_budget: float | None, run_timeout: float | None, clean: bool, run_bugs: bool,
+                    bug_budget: float | None, first_seed: int, run_timeout: float | None, clean: bool,
+                    run_bugs: bool,
                     jobs: int | None,
                     dask_scheduler: str | None, store: Path, progress: bool) -> int:
     """The regression suite: a clean matrix (every workload x fault mix x seeds) that must be
@@ -214,6 +217,7 @@ def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_s
     plan = make_plan(budget, list(bugs) if bugs else None, clean=clean)
     if not run_bugs:
         plan.bugs = []
+    plan.seed_base = first_seed
     with _internal_errors():
         outcome = run_regress(plan, store, jobs=jobs, dask_scheduler=dask_scheduler, progress=progress,
                               quick=quick)

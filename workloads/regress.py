@@ -591,7 +591,7 @@ def summarize_plan(plan: Plan, out_dir: Path, *, executor: str, jobs: int, wall:
             "seeds": [seed_json(r) for r in rec]})
     bugs_ok = all(r["caught"] for r in rows)
     return {"version": 1, "started": out_dir.name, "quick": quick, "executor": executor, "jobs": jobs,
-            "budget": asdict(plan.budget), "wall_seconds": round(wall, 3),
+            "budget": asdict(plan.budget), "first_seed": plan.seed_base, "wall_seconds": round(wall, 3),
             "ok": clean_ok and bugs_ok,
             "clean": {"ok": clean_ok, "fault_mixes": list(dict.fromkeys(c.faults for c in plan.clean)),
                       "runs": sum(c["runs"] for c in cells), "cells": cells},
