@@ -5,7 +5,9 @@
 
 Prints the wall time of the same clean matrix (every workload x fault mix x seeds) run with
 1 worker process and with ``--jobs`` processes, the speedup, and whether every seed gave the
-same history (sha256) both times. ``--full`` then runs ``kvcheck regress`` with its default
+same history (sha256) both times; and the runs' CPU seconds per worker process, since on a
+shared machine (Linux autogroups give a session one share however many processes it runs)
+the wall speedup says more about the neighbours than about the suite. ``--full`` then runs ``kvcheck regress`` with its default
 budget (the bug matrix's time to detection per switch is in its table). Exits 1 if a clean
 run was not valid or the histories differ.
 """
@@ -33,6 +35,7 @@ def main() -> int:
     store = args.store or Path(tempfile.mkdtemp(prefix="kvcheck-regress-bench-"))
     budget = dataclasses.replace(FULL, clean_seeds=args.seeds, clean_time_limit=args.time_limit)
     walls: dict[int, float] = {}
+    cpu: dict[int, tuple[float, float]] = {}
     keys = []
     ok = True
     for jobs in (1, args.jobs):
@@ -43,9 +46,18 @@ def main() -> int:
         runs = outcome.document["clean"]["runs"]
         ok &= outcome.document["clean"]["ok"]
         keys.append(outcome.seed_keys())
+        results = [r for cell in plan.clean for r in cell.results]
+        per_worker: dict[str, float] = {}
+        for r in results:
+            per_worker[r.worker] = per_worker.get(r.worker, 0.0) + r.cpu_seconds
+        cpu[jobs] = (sum(per_worker.values()), max(per_worker.values(), default=0.0))
         print(f"clean matrix, {runs} runs, {jobs} worker process{'es' if jobs > 1 else ''}: "
               f"{walls[jobs]:.1f} s wall ({'all valid' if outcome.document['clean']['ok'] else 'NOT all valid'})")
     same = keys[0] == keys[1]
+    total, busiest = cpu[args.jobs]
+    print(f"CPU seconds of the runs: {cpu[1][0]:.1f} on 1 process; {total:.1f} on {args.jobs}, the busiest "
+          f"process {busiest:.1f} (on idle cores the wall speedup is bounded by {total / busiest:.2f}x)"
+          if busiest else "no CPU time recorded")
     print(f"speedup with {args.jobs} processes: {walls[1] / walls[args.jobs]:.2f}x (target >= 1.8x with 2)")
     print(f"same histories with 1 and {args.jobs} processes: {'yes' if same else 'NO'}")
     if args.full:

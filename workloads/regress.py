@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import queue
+import socket
 import statistics
 import sys
 import threading
@@ -103,6 +104,8 @@ class SeedResult:
     healthy: Any
     error: str | None = None  # the harness crashed (a bug of ours, or of the store's process)
     fired: int | None = None  # how often the run's switches changed behaviour (results.json bugs.fired)
+    cpu_seconds: float = 0.0  # the worker's CPU time for this run (wall time depends on the machine's load)
+    worker: str = ""  # which worker process ran it (host:pid)
 
     def key(self) -> tuple[str, int, Any, str]:
         """What must be equal whichever executor ran the seed."""
@@ -119,7 +122,7 @@ def run_seed(task: SeedTask) -> SeedResult:
     from kvcheck.workloads.run import run_once
 
     with _SIM_LOCK:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             config = RunConfig(**task.settings)
             if task.swarm:
@@ -130,7 +133,7 @@ def run_seed(task: SeedTask) -> SeedResult:
         except Exception as exc:  # reported as an error row, never as a verdict
             return SeedResult(task.row, task.seed, "unknown", [], "", 0, round(time.perf_counter() - t0, 3),
                               "", [], 0, None, error=f"{type(exc).__name__}: {exc}")
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     history = outcome.run_dir / "history.jsonl"
     digest = hashlib.sha256(history.read_bytes()).hexdigest()
     results = outcome.results
@@ -141,7 +144,8 @@ def run_seed(task: SeedTask) -> SeedResult:
                       round(wall, 3), str(outcome.run_dir), findings, count,
                       (results.get("run", {}).get("phases") or {}).get("healthy"),
                       fired=sum(fired.get(b, 0) for b in task.settings.get("bugs", []))
-                      if isinstance(fired, dict) else None)
+                      if isinstance(fired, dict) else None,
+                      cpu_seconds=round(cpu, 3), worker=f"{socket.gethostname()}:{os.getpid()}")
 
 
 def checkers_verdict(results: dict[str, Any]) -> Any:
