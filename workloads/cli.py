@@ -181,6 +181,9 @@ check_command = click.Command(
               help="Seeds run from N (clean cells: N..N+seeds-1; switches: N, N+1, ...).")
 @click.option("--run-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Kill a local run still going after S wall seconds (default 300; --quick 60).")
+@click.option("--prune-valid", is_flag=True,
+              help="Delete the directory of every valid run without internal findings (a long sweep "
+                   "keeps only the runs worth reading; regress.json still has each seed's history hash).")
 @click.option("--clean/--no-clean", "clean", default=True, show_default=True, help="Run the clean matrix.")
 @click.option("--bugs/--no-bugs", "run_bugs", default=True, show_default=True, help="Run the bug matrix.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, metavar="N",
@@ -192,8 +195,8 @@ check_command = click.Command(
               show_default=True, help="regress.json, regress.html and the runs go to STORE/regress/<time>/.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_seeds: int | None,
-                    bug_budget: float | None, first_seed: int, run_timeout: float | None, clean: bool,
-                    run_bugs: bool,
+                    bug_budget: float | None, first_seed: int, run_timeout: float | None,
+                    prune_valid: bool, clean: bool, run_bugs: bool,
                     jobs: int | None,
                     dask_scheduler: str | None, store: Path, progress: bool) -> int:
     """The regression suite: a clean matrix (every workload x fault mix x seeds) that must be
@@ -218,6 +221,7 @@ def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_s
     if not run_bugs:
         plan.bugs = []
     plan.seed_base = first_seed
+    plan.prune_valid = prune_valid
     with _internal_errors():
         outcome = run_regress(plan, store, jobs=jobs, dask_scheduler=dask_scheduler, progress=progress,
                               quick=quick)

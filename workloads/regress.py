@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import queue
+import shutil
 import socket
 import statistics
 import sys
@@ -87,6 +88,7 @@ class SeedTask:
     settings: dict[str, Any]
     store: str
     swarm: bool = False  # draw this seed's run shape (kvcheck run --swarm), keeping ``settings``
+    prune_valid: bool = False  # delete the run directory when the run is valid without findings
 
 
 @dataclass
@@ -140,8 +142,13 @@ def run_seed(task: SeedTask) -> SeedResult:
     findings, count = distinct_findings(results.get("findings") or results.get("run", {}).get("findings") or [])
     ops = sum(1 for op in outcome.execution.ops if op.type != "invoke" and not op.is_nemesis)
     fired = (results.get("bugs") or {}).get("fired")
-    return SeedResult(task.row, task.seed, checkers_verdict(results), anomalies_of(results), digest, ops,
-                      round(wall, 3), str(outcome.run_dir), findings, count,
+    verdict = checkers_verdict(results)
+    run_dir = str(outcome.run_dir)
+    if task.prune_valid and verdict is True and count == 0:
+        shutil.rmtree(outcome.run_dir)
+        run_dir = ""
+    return SeedResult(task.row, task.seed, verdict, anomalies_of(results), digest, ops,
+                      round(wall, 3), run_dir, findings, count,
                       (results.get("run", {}).get("phases") or {}).get("healthy"),
                       fired=sum(fired.get(b, 0) for b in task.settings.get("bugs", []))
                       if isinstance(fired, dict) else None,
@@ -238,6 +245,7 @@ class Plan:
     bugs: list[BugRow]
     budget: Budget
     seed_base: int = 0
+    prune_valid: bool = False  # keep only the run directories worth reading (see SeedTask)
 
 
 def make_plan(budget: Budget, bugs: Sequence[str] | None, *, clean: bool = True,
@@ -286,7 +294,7 @@ class Scheduler:
             SeedTask(cell.row, plan.seed_base + s,
                      _settings(cell.workload, "all" if cell.faults == SWARM else cell.faults,
                                plan.seed_base + s, b.clean_time_limit, [], {}),
-                     self.store, swarm=cell.faults == SWARM)
+                     self.store, swarm=cell.faults == SWARM, prune_valid=plan.prune_valid)
             for s in range(b.clean_seeds) for cell in plan.clean]
         self.cells = {cell.row: cell for cell in plan.clean}
         self.rows = {row.bug: row for row in plan.bugs}
@@ -330,7 +338,8 @@ class Scheduler:
         seed = self.plan.seed_base + row.submitted
         row.submitted += 1
         return SeedTask(row.bug, seed, _settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
-                                                 row.settings), self.store, swarm=row.swarm)
+                                                 row.settings), self.store, swarm=row.swarm,
+                        prune_valid=self.plan.prune_valid)
 
     def take(self, result: SeedResult) -> None:
         self.in_flight[result.row] -= 1

@@ -155,3 +155,17 @@ def test_a_swarm_exposure_draws_each_seeds_run_shape(tmp_path: Path) -> None:
     assert config["swarm"], "the seed's draw is recorded"
     assert config["nodes"] == 3, "settings the exposure gives are kept"
     assert set(config["faults"]) <= {"partition", "kill"}
+
+
+def test_prune_valid_deletes_valid_runs_but_keeps_their_hashes_and_the_failing_runs(tmp_path: Path) -> None:
+    plan = make_plan(Budget(clean_seeds=1, bug_seeds=6, bug_wall=None, clean_time_limit=3.0), ["local_reads"],
+                     workloads=["register"], fault_mixes=["none"])
+    plan.bugs[0].time_limit = 10.0
+    plan.prune_valid = True
+    outcome = run_regress(plan, tmp_path, jobs=1, progress=False)
+    clean = outcome.plan.clean[0].results[0]
+    assert clean.valid is True and clean.run_dir == "" and clean.history_sha256
+    row = outcome.plan.bugs[0]
+    assert row.first is not None, "local_reads is caught within 6 seeds"
+    kept = [r for r in row.recorded() if r.run_dir]
+    assert [r.seed for r in kept] == [row.first] and (Path(kept[0].run_dir) / "report.html").is_file()
