@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import socket
 import statistics
 import sys
@@ -384,6 +385,7 @@ class LocalPool(cf.Executor):
         self.ctx = multiprocessing.get_context("spawn")
         self.run_timeout = run_timeout
         self.queue: queue.SimpleQueue[tuple[cf.Future[SeedResult], SeedTask] | None] = queue.SimpleQueue()
+        self.procs: set[Any] = set()  # live worker processes
         self.threads = [threading.Thread(target=self._slot, daemon=True, name=f"regress-slot-{i}")
                         for i in range(jobs)]
         for t in self.threads:
@@ -407,6 +409,8 @@ class LocalPool(cf.Executor):
                 if item is not None:
                     item[0].cancel()
                     pending.append(item)
+            for proc in list(self.procs):  # runs still going are abandoned (Ctrl-C, an error)
+                proc.kill()
         for _ in self.threads:
             self.queue.put(None)
         if wait:
@@ -417,6 +421,7 @@ class LocalPool(cf.Executor):
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=_worker_main, args=(child,), daemon=True)
         proc.start()
+        self.procs.add(proc)
         child.close()
         parent.recv()  # "ready": imported, so run_timeout bounds the run, not the start-up
         return proc, parent
@@ -443,6 +448,7 @@ class LocalPool(cf.Executor):
                 if proc is not None:
                     proc.kill()
                     proc.join()
+                    self.procs.discard(proc)
                 proc, conn = None, None
                 wall = round(time.perf_counter() - t0, 3)
                 fut.set_result(SeedResult(task.row, task.seed, "unknown", [], "", 0, wall, "", [], 0, None,
@@ -454,11 +460,15 @@ class LocalPool(cf.Executor):
                 proc.join(timeout=5)
                 if proc.is_alive():
                     proc.kill()
+                self.procs.discard(proc)
 
 
 def _worker_main(conn: Any) -> None:
     """A LocalPool worker: run the tasks it is sent until it is sent None."""
     import kvcheck.workloads.run  # noqa: F401  (the simulation's imports, before "ready")
+
+    # Ctrl-C is the suite's to handle: it kills the workers (trio keeps an ignored SIGINT).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     try:
         conn.send("ready")
