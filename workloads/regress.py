@@ -10,8 +10,9 @@ assertions) are reported beside each row and never count as a detection.
 
 Each seed is one ``SeedTask``: a dict of ``RunConfig`` fields, run by ``run_seed`` in a
 worker with ``run_once`` into ``STORE/regress/<stamp>/runs/``. Workers are local processes
-(``concurrent.futures.ProcessPoolExecutor``, one simulation per process) or, with
-``--dask-scheduler``, a Dask distributed cluster (``Client.get_executor``); a process-wide
+(``LocalPool``: one simulation per process, a run past ``--run-timeout`` killed with its
+worker) or, with ``--dask-scheduler``, a Dask distributed cluster (``Client.get_executor``,
+behind the same ``concurrent.futures`` interface); a process-wide
 lock keeps one simulation per worker process even when a Dask worker has several threads
 (the simulation seeds trio's process-global scheduler randomness). The simulation is
 deterministic, so a seed gives the same history (``history_sha256``) whichever executor runs
@@ -43,7 +44,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -807,10 +808,3 @@ def _bar(sched: Scheduler, enabled: bool) -> Any:
 
     return tqdm(total=sched.total(), desc="regress", unit="run", leave=False)
 
-
-def iter_seeds(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every seed entry of a regress.json document."""
-    for cell in doc["clean"]["cells"]:
-        yield from cell["seeds"]
-    for row in doc["bugs"]["rows"]:
-        yield from row["seeds"]
