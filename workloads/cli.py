@@ -174,7 +174,7 @@ check_command = click.Command(
 @click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="N",
               help="Seeds per clean (workload, fault mix) cell (default 25; --quick 2).")
 @click.option("--bug-seeds", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Most seeds per switch (default 40; --quick 12).")
+              help="Most seeds per switch (default 40; --quick 20).")
 @click.option("--bug-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
               help="Most wall seconds per switch, summed over its runs (default 300; --quick 40).")
 @click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",

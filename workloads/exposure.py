@@ -33,10 +33,21 @@ class Exposure:
 
 DEFAULT_EXPOSURE = Exposure()
 
-# switch name -> how regress runs it. One line per switch.
+# switch name -> how regress runs it. One line per switch, with where the choice comes from.
+# Workloads named here that are not registered yet (watch, lease, append: their branches)
+# make the switch "not run" until they land.
 EXPOSURE: dict[str, Exposure] = {
     # A follower's local read is stale as soon as a partition or pause leaves it behind.
     "local_reads": Exposure("register", "partition,pause,kill"),
+    # A retried append applied twice shows as a duplicate element (the txn branch's
+    # test_no_session_dedup_is_caught_as_duplicate_elements: 8 s at 80 ops/s, every fault kind).
+    "no_session_dedup": Exposure("append", "all", 8.0, {"rate": 80.0}),
+    # A resumed watch misses a revision (the watch branch's test_watch_resume_gap_is_caught).
+    "watch_resume_gap": Exposure("watch", "partition,kill", 10.0),
+    # A lease's keys vanish outside the log (the watch branch's test_lease_expiry_local_is_caught).
+    "lease_expiry_local": Exposure("lease", "partition,kill", 20.0),
+    # Only a lease workload grants leases (bugs.py: expose: pause,clock,partition).
+    "lease_renew_after_expiry": Exposure("lease", "pause,clock,partition", 20.0),
 }
 
 

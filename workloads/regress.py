@@ -78,7 +78,7 @@ class Budget:
 
 
 FULL = Budget(clean_seeds=25, bug_seeds=40, bug_wall=300.0, clean_time_limit=30.0, run_timeout=300.0)
-QUICK = Budget(clean_seeds=2, bug_seeds=12, bug_wall=40.0, clean_time_limit=20.0, run_timeout=60.0)
+QUICK = Budget(clean_seeds=2, bug_seeds=20, bug_wall=40.0, clean_time_limit=20.0, run_timeout=60.0)
 
 
 @dataclass(frozen=True)
