@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvcheck.exitcodes import UsageError
+from kvcheck.exitcodes import ExitCode, KvcheckError, UsageError
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.nemesis import Fault
 from kvcheck.workloads.regress import anomalies_of, checkers_verdict
@@ -284,8 +284,8 @@ def shrink_run(path: Path | str, *, max_runs: int = 80, max_seconds: float = 600
     outcome: RunOutcome = run_once(best, store, progress=False)
     kinds = {(a["checker"], a["kind"]) for a in anomalies_of(outcome.results)}
     if checkers_verdict(outcome.results) is not False or anomaly not in kinds:  # deterministic: cannot happen
-        raise UsageError(f"the shrunk config did not fail again in {outcome.run_dir}: the simulation is not "
-                         "deterministic for this run")
+        raise KvcheckError(f"the shrunk config did not fail again in {outcome.run_dir}: the simulation is "
+                           "not deterministic for this run (a bug in kvcheck)", ExitCode.SOFTWARE)
     after = size_of(best, outcome.results, count_ops(outcome.run_dir / "history.jsonl"))
     result = ShrinkResult(run_dir, outcome.run_dir, f"{anomaly[0]}:{anomaly[1]}", before, after, s.runs,
                           time.perf_counter() - t0, s.steps, stopped)
