@@ -22,9 +22,11 @@ COMMANDS: dict[str, str] = {
     "check": "kvcheck.workloads.cli:check_command",
     "cluster": "kvcheck.reference.cluster:cluster",
     "ctl": "kvcheck.reference.ctl:ctl",
+    "regress": "kvcheck.workloads.cli:regress_command",
     "replay": "kvcheck.workloads.cli:replay_command",
     "run": "kvcheck.workloads.cli:run_command",
     "serve": "kvcheck.serve.cli:serve_command",
+    "shrink": "kvcheck.workloads.cli:shrink_command",
 }
 
 

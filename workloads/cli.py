@@ -165,3 +165,85 @@ _files_command: click.Command = importlib.import_module("kvcheck.checker.cli").c
 check_command = click.Command(
     "check", params=_files_command.params, callback=_check_files_or_runs, help=_files_command.help,
     context_settings=_files_command.context_settings)
+
+
+@click.command("regress")
+@click.option("--quick", is_flag=True, help="A budget that fits CI (<= 10 minutes on 2 cores).")
+@click.option("--bug", "bugs", multiple=True, metavar="NAME",
+              help="Run only this switch in the bug matrix (repeatable; default: every switch).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Seeds per clean (workload, fault mix) cell (default 25; --quick 2).")
+@click.option("--bug-seeds", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Most seeds per switch (default 40; --quick 20).")
+@click.option("--bug-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Most wall seconds per switch, summed over its runs (default 300; --quick 40).")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Seeds run from N (clean cells: N..N+seeds-1; switches: N, N+1, ...).")
+@click.option("--run-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Kill a local run still going after S wall seconds (default 300; --quick 60).")
+@click.option("--prune-valid", is_flag=True,
+              help="Delete the directory of every valid run without internal findings (a long sweep "
+                   "keeps only the runs worth reading; regress.json still has each seed's history hash).")
+@click.option("--clean/--no-clean", "clean", default=True, show_default=True, help="Run the clean matrix.")
+@click.option("--bugs/--no-bugs", "run_bugs", default=True, show_default=True, help="Run the bug matrix.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Local worker processes (default: every core).")
+@click.option("--dask-scheduler", metavar="ADDRESS", default=None,
+              help="Run the seeds on this Dask distributed scheduler (tcp://host:8786) instead of "
+                   "local processes; needs kvcheck[dask] and a store path the workers share.")
+@click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
+              show_default=True, help="regress.json, regress.html and the runs go to STORE/regress/<time>/.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_seeds: int | None,
+                    bug_budget: float | None, first_seed: int, run_timeout: float | None,
+                    prune_valid: bool, clean: bool, run_bugs: bool,
+                    jobs: int | None,
+                    dask_scheduler: str | None, store: Path, progress: bool) -> int:
+    """The regression suite: a clean matrix (every workload x fault mix x seeds) that must be
+    valid, and a bug matrix whose every switch must be caught from the client history.
+
+    Exit 0 only when the clean matrix is all valid and every switch is caught, else 1.
+    """
+    import dataclasses
+
+    from kvcheck.workloads.regress import FULL, QUICK, make_plan, render_table, run_regress
+
+    if jobs is not None and dask_scheduler is not None:
+        raise UsageError("--jobs sets local worker processes; with --dask-scheduler the cluster's workers run the seeds")
+    budget = QUICK if quick else FULL
+    budget = dataclasses.replace(
+        budget, clean_seeds=seeds or budget.clean_seeds, bug_seeds=bug_seeds or budget.bug_seeds,
+        bug_wall=bug_budget if bug_budget is not None else budget.bug_wall,
+        run_timeout=run_timeout if run_timeout is not None else budget.run_timeout)
+    if not run_bugs and bugs:
+        raise UsageError("--bug names a switch to run, but --no-bugs skips the bug matrix")
+    plan = make_plan(budget, list(bugs) if bugs else None, clean=clean)
+    if not run_bugs:
+        plan.bugs = []
+    plan.seed_base = first_seed
+    plan.prune_valid = prune_valid
+    with _internal_errors():
+        outcome = run_regress(plan, store, jobs=jobs, dask_scheduler=dask_scheduler, progress=progress,
+                              quick=quick)
+    click.echo(render_table(outcome.document))
+    click.echo(f"regress.json and regress.html in {outcome.out_dir}")
+    return 0 if outcome.ok else 1
+
+
+@click.command("shrink")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-runs", type=click.IntRange(min=1), default=80, show_default=True,
+              help="Most candidate runs to try.")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+              help="Most wall seconds to spend.")
+def shrink_command(run_dir: Path, max_runs: int, max_seconds: float) -> int:
+    """Shrink a failing simulation run to a minimal one failing with the same anomaly: fewer
+    faults, a shorter time limit, fewer nodes, client threads and keys. Writes a new run
+    directory beside RUN_DIR and prints the sizes before and after and the command that
+    reproduces it. Exit 1 (the new run is invalid, as RUN_DIR was)."""
+    from kvcheck.workloads.shrink import render, shrink_run
+
+    with _internal_errors():
+        result = shrink_run(run_dir, max_runs=max_runs, max_seconds=max_seconds, echo=click.echo)
+    click.echo(render(result))
+    return int(ExitCode.INVALID)

@@ -1,0 +1,54 @@
+"""`kvcheck shrink`: a failing simulation run becomes a smaller one that fails with the same
+anomaly, written as a new run directory that replays byte for byte."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.regress import anomalies_of, checkers_verdict
+from kvcheck.workloads.run import replay_run_dir, run_once
+from kvcheck.workloads.shrink import shrink_run
+
+
+def test_shrink_keeps_the_anomaly_with_fewer_faults_and_replays(tmp_path: Path) -> None:
+    for seed in range(10):  # the first seed whose run catches local_reads is the input
+        config = RunConfig(workload="register", faults=["partition", "pause", "kill"], seed=seed,
+                           time_limit=12.0, bugs=["local_reads"])
+        original = run_once(config, tmp_path / "store", progress=False)
+        if checkers_verdict(original.results) is False:
+            break
+    assert checkers_verdict(original.results) is False, "local_reads is caught in one of seeds 0-9"
+    kind = anomalies_of(original.results)[0]
+    before = json.loads((original.run_dir / "config.json").read_text())
+
+    result = shrink_run(original.run_dir, max_runs=14)
+
+    assert result.run_dir != original.run_dir and result.run_dir.parent.parent == (tmp_path / "store").resolve()
+    shrunk = json.loads((result.run_dir / "results.json").read_text())
+    assert checkers_verdict(shrunk) is False
+    assert (kind["checker"], kind["kind"]) in {(a["checker"], a["kind"]) for a in anomalies_of(shrunk)}
+    assert result.anomaly == f"{kind['checker']}:{kind['kind']}"
+    after = json.loads((result.run_dir / "config.json").read_text())
+    assert result.steps, "something was removed"
+    assert len(after["schedule"]) <= len(before["schedule"])
+    assert (len(after["schedule"]), after["time_limit"], after["nodes"], after["concurrency"]) != (
+        len(before["schedule"]), before["time_limit"], before["nodes"], before["concurrency"])
+    assert result.after.faults == len(after["schedule"]) and result.before.faults == len(before["schedule"])
+    assert after["seed"] == seed and after["bugs"] == ["local_reads"]
+    info = json.loads((result.run_dir / "shrink.json").read_text())
+    assert info["anomaly"] == result.anomaly and info["after"]["faults"] == result.after.faults
+    _, same = replay_run_dir(result.run_dir, tmp_path / "replays", progress=False)
+    assert same
+
+
+def test_shrink_refuses_a_valid_run(tmp_path: Path) -> None:
+    config = RunConfig(workload="register", faults=[], seed=1, time_limit=2.0)
+    outcome = run_once(config, tmp_path / "store", progress=False)
+    assert checkers_verdict(outcome.results) is True
+    p = subprocess.run([sys.executable, "-m", "kvcheck", "shrink", str(outcome.run_dir)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 64 and "not invalid" in p.stderr

@@ -1,0 +1,57 @@
+"""How ``kvcheck regress`` runs each bug switch: the workload, fault mix and run settings
+that tend to expose it.
+
+The bug matrix takes its list of switches from ``kvcheck.reference.bugs.Bugs.names()`` (a
+new switch is picked up without an edit here) and, for each, the ``Exposure`` in
+``EXPOSURE``; a switch without an entry runs with ``DEFAULT_EXPOSURE`` (the register
+workload under every fault kind, 30 s simulated), and the regress table says so. An entry
+names its workload by name: a workload that is not registered (``WORKLOAD_FACTORIES``) makes
+that switch "not run", which counts as not caught.
+
+The entries are measured choices, one line each, with the switch's comment in
+``reference/bugs.py`` saying why; ``settings`` are further ``RunConfig`` fields (e.g.
+``{"client_timeout": 0.5}``) given to every seed of that switch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Exposure:
+    workload: str = "register"
+    faults: str = "all"
+    time_limit: float = 30.0
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    # Each seed draws its own run shape (``kvcheck run --swarm``: kvcheck.workloads.swarm),
+    # from ``faults``; ``settings`` stay as given.
+    swarm: bool = False
+
+
+DEFAULT_EXPOSURE = Exposure()
+
+# switch name -> how regress runs it. One line per switch, with where the choice comes from.
+# Workloads named here that are not registered yet (watch, lease, append: their branches)
+# make the switch "not run" until they land.
+EXPOSURE: dict[str, Exposure] = {
+    # A follower's local read is stale as soon as a partition or pause leaves it behind.
+    "local_reads": Exposure("register", "partition,pause,kill"),
+    # A retried append applied twice shows as a duplicate element (the txn branch's
+    # test_no_session_dedup_is_caught_as_duplicate_elements: 8 s at 80 ops/s, every fault kind).
+    "no_session_dedup": Exposure("append", "all", 8.0, {"rate": 80.0}),
+    # A resumed watch misses a revision (the watch branch's test_watch_resume_gap_is_caught).
+    "watch_resume_gap": Exposure("watch", "partition,kill", 10.0),
+    # A lease's keys vanish outside the log (the watch branch's test_lease_expiry_local_is_caught).
+    "lease_expiry_local": Exposure("lease", "partition,kill", 20.0),
+    # Only a lease workload grants leases (bugs.py: expose: pause,clock,partition).
+    "lease_renew_after_expiry": Exposure("lease", "pause,clock,partition", 20.0),
+}
+
+
+def exposure_for(bug: str) -> tuple[Exposure, bool]:
+    """The switch's exposure and whether it comes from the table (False: the default)."""
+    found = EXPOSURE.get(bug)
+    return (found, True) if found is not None else (DEFAULT_EXPOSURE, False)
