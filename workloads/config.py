@@ -47,9 +47,10 @@ NETWORK_DEFAULTS: dict[str, Any] = {
 # The etcd target (workloads/etcd): its timing flags as etcd 3.4 names them (pre-vote off is
 # etcd 3.4's default), and ``endpoints`` of an existing cluster (empty: start one). After the
 # cluster starts, the target adds ``version``, ``cluster_version`` and every member's
-# ``members`` flags, so config.json shows exactly what ran.
+# ``members`` flags, so config.json shows exactly what ran, and the key ``namespace`` a run on
+# an existing cluster keeps to.
 ETCD_DEFAULTS: dict[str, Any] = {"heartbeat_ms": 100, "election_ms": 1000, "pre_vote": False, "endpoints": []}
-ETCD_RECORDED = ("version", "cluster_version", "members")
+ETCD_RECORDED = ("version", "cluster_version", "members", "namespace")
 
 # NodeConfig fields a run configures (id and name come from the node's slot).
 NODE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name not in ("id", "name"))

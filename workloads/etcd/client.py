@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -216,6 +217,70 @@ def encode_watch_create(r: kvr.WatchCreateRequest) -> dict[str, Any]:
                                "watch_id": r.watch_id}}
 
 
+def prefix_end(prefix: bytes) -> bytes:
+    """The range_end that covers every key starting with ``prefix``."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return b"\0"
+    end[-1] += 1
+    return bytes(end)
+
+
+class Namespace:
+    """Keys under a prefix (an existing cluster is shared: a run keeps to its own keys).
+    Requests get the prefix added to every key and range end; responses lose it."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.end = prefix_end(prefix)
+
+    def key(self, key: bytes) -> bytes:
+        return self.prefix + key
+
+    def range_end(self, key: bytes, range_end: bytes) -> bytes:
+        if not range_end:
+            return b""
+        if range_end == b"\0":
+            return self.end  # "every key >= key" stays inside the namespace
+        return self.prefix + range_end
+
+    def request(self, msg: Any) -> Any:
+        if isinstance(msg, kvr.RangeRequest | kvr.DeleteRangeRequest | kvr.Compare | kvr.WatchCreateRequest):
+            return dataclasses.replace(msg, key=self.key(msg.key), range_end=self.range_end(msg.key, msg.range_end))
+        if isinstance(msg, kvr.PutRequest):
+            return dataclasses.replace(msg, key=self.key(msg.key))
+        if isinstance(msg, kvr.TxnRequest):
+            return kvr.TxnRequest(compare=[self.request(c) for c in msg.compare],
+                                  success=[self.request(o) for o in msg.success],
+                                  failure=[self.request(o) for o in msg.failure])
+        return msg
+
+    def strip(self, key: bytes) -> bytes:
+        return key[len(self.prefix):] if key.startswith(self.prefix) else key
+
+    def kv(self, kv: kvr.KeyValue | None) -> kvr.KeyValue | None:
+        return None if kv is None else dataclasses.replace(kv, key=self.strip(kv.key))
+
+    def response(self, msg: Any) -> Any:
+        if isinstance(msg, kvr.RangeResponse):
+            msg.kvs = [self.kv(kv) for kv in msg.kvs]  # type: ignore[misc]
+        elif isinstance(msg, kvr.PutResponse):
+            msg.prev_kv = self.kv(msg.prev_kv)
+        elif isinstance(msg, kvr.DeleteRangeResponse):
+            msg.prev_kvs = [self.kv(kv) for kv in msg.prev_kvs]  # type: ignore[misc]
+        elif isinstance(msg, kvr.TxnResponse):
+            msg.responses = [self.response(r) for r in msg.responses]
+        elif isinstance(msg, kvr.WatchResponse):
+            for e in msg.events:
+                e.kv = self.kv(e.kv)  # type: ignore[assignment]
+                e.prev_kv = self.kv(e.prev_kv)
+        elif isinstance(msg, kvr.LeaseTimeToLiveResponse):
+            msg.keys = [self.strip(k) for k in msg.keys]
+        return msg
+
+
 class _Unsent(Exception):
     """The request certainly did not reach the member (refused, connect timeout)."""
 
@@ -224,7 +289,7 @@ class EtcdClient:
     """``KVClient`` over etcd's JSON gateway. Close with ``await client.aclose()``."""
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
-                 dial_timeout: float = 1.0, home: str | None = None) -> None:
+                 dial_timeout: float = 1.0, home: str | None = None, namespace: bytes = b"") -> None:
         if not endpoints:
             raise ValueError("the client needs at least one endpoint")
         for endpoint in endpoints:
@@ -236,6 +301,7 @@ class EtcdClient:
         self.timeout = timeout
         self.dial_timeout = dial_timeout
         self._preferred: str | None = None
+        self.ns = Namespace(namespace) if namespace else None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=dial_timeout),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=8))
@@ -312,6 +378,10 @@ class EtcdClient:
     # -- the key-value interface ----------------------------------------------------------
 
     async def range(self, req: kvr.RangeRequest, *, timeout: float | None = None) -> kvr.RangeResponse:
+        if self.ns is not None:
+            req = self.ns.request(req)
+            return self.ns.response(decode_range(
+                await self.call("/v3/kv/range", encode_range(req), write=False, timeout=timeout)))
         return decode_range(await self.call("/v3/kv/range", encode_range(req), write=False, timeout=timeout))
 
     async def get(
@@ -323,12 +393,18 @@ class EtcdClient:
             serializable=serializable, keys_only=keys_only, count_only=count_only))
 
     async def put_request(self, req: kvr.PutRequest) -> kvr.PutResponse:
+        if self.ns is not None:
+            return self.ns.response(decode_put(await self.call("/v3/kv/put", encode_put(self.ns.request(req)),
+                                                               write=True)))
         return decode_put(await self.call("/v3/kv/put", encode_put(req), write=True))
 
     async def put(self, key: bytes, value: bytes, *, lease: int = 0, prev_kv: bool = False) -> kvr.PutResponse:
         return await self.put_request(kvr.PutRequest(key=key, value=value, lease=lease, prev_kv=prev_kv))
 
     async def delete_request(self, req: kvr.DeleteRangeRequest) -> kvr.DeleteRangeResponse:
+        if self.ns is not None:
+            return self.ns.response(decode_delete(
+                await self.call("/v3/kv/deleterange", encode_delete(self.ns.request(req)), write=True)))
         return decode_delete(await self.call("/v3/kv/deleterange", encode_delete(req), write=True))
 
     async def delete(self, key: bytes, *, range_end: bytes = b"", prev_kv: bool = False) -> kvr.DeleteRangeResponse:
@@ -337,6 +413,9 @@ class EtcdClient:
     async def txn(self, compare: Sequence[kvr.Compare], success: Sequence[kvr.RequestOp],
                   failure: Sequence[kvr.RequestOp] = ()) -> kvr.TxnResponse:
         req = kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
+        if self.ns is not None:
+            return self.ns.response(decode_txn(
+                await self.call("/v3/kv/txn", encode_txn(self.ns.request(req)), write=True)))
         return decode_txn(await self.call("/v3/kv/txn", encode_txn(req), write=True))
 
     async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
@@ -364,9 +443,10 @@ class EtcdClient:
 
     async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> kvr.LeaseTimeToLiveResponse:
         d = await self.call("/v3/lease/timetolive", {"ID": lease_id, "keys": keys}, write=False)
-        return kvr.LeaseTimeToLiveResponse(
+        resp = kvr.LeaseTimeToLiveResponse(
             header=decode_header(d.get("header")), id=_int(d, "ID"), ttl=_int(d, "TTL"),
             granted_ttl=_int(d, "grantedTTL"), keys=[base64.b64decode(k) for k in d.get("keys") or ()])
+        return self.ns.response(resp) if self.ns is not None else resp
 
     async def lease_leases(self) -> kvr.LeaseLeasesResponse:
         d = await self.call("/v3/lease/leases", {}, write=False)
@@ -482,6 +562,8 @@ class WatchStream:
                         key=self.create.key, range_end=self.create.range_end, start_revision=self._next,
                         progress_notify=self.create.progress_notify, filters=self.create.filters,
                         prev_kv=self.create.prev_kv)
+                    if self.client.ns is not None:
+                        create = self.client.ns.request(create)
                     try:
                         if await self._stream(target, create):
                             return
@@ -526,6 +608,8 @@ class WatchStream:
                     if self._created:
                         continue  # a resumed watch: the consumer saw its creation
                     self._created = True
+                if self.client.ns is not None:
+                    resp = self.client.ns.response(resp)
                 await self._send.send(resp)
                 if resp.canceled:
                     return True

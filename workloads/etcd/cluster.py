@@ -40,7 +40,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 ETCD_FAULTS = ("partition", "kill", "pause", "packet", "member")
 ETCD_PACKAGE = "Debian's etcd-server package (apt-get install etcd-server etcd-client)"
 STOP_GRACE = 10.0
+REMOVE_RETRY = 8.0
 
 
 class EtcdMissing(RuntimeError):
@@ -119,6 +120,8 @@ class EtcdCluster:
         self._nursery: trio.Nursery | None = None
         self._status: EtcdClient | None = None
         self.token = f"kvcheck-{config.seed}-{os.getpid()}-{time.monotonic_ns()}"
+        # an existing cluster is shared and not empty: a run keeps to keys of its own
+        self.namespace = f"kvcheck/{self.token}/".encode() if self.external else b""
 
     # -- shape ------------------------------------------------------------------------------
 
@@ -226,7 +229,8 @@ class EtcdCluster:
                 version = await self._status.version(self.members[i].client)
                 break
         return {"version": version.get("etcdserver", ""), "cluster_version": version.get("etcdcluster", ""),
-                "members": {m.name: m.flags for m in self.members.values() if m.flags}}
+                "members": {m.name: m.flags for m in self.members.values() if m.flags},
+                "namespace": self.namespace.decode()}
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -334,7 +338,7 @@ class EtcdCluster:
     def kv_client(self, process: int) -> EtcdClient:
         endpoints = [self.members[i].client for i in self.node_ids]
         home = self.members[home_member(process, self.node_ids)].client
-        return EtcdClient(endpoints, timeout=self.config.client_timeout, home=home)
+        return EtcdClient(endpoints, timeout=self.config.client_timeout, home=home, namespace=self.namespace)
 
     def client(self, process: int) -> KVRegisterClient:
         return KVRegisterClient(self.kv_client(process))
@@ -395,7 +399,20 @@ class EtcdCluster:
         m = self.members[node]
         admin = self._admin(exclude=node)
         try:
-            await admin.member_remove(m.member_id)
+            # etcd refuses a removal while a remaining member has been connected for less than
+            # 5 s ("unhealthy cluster", its strict reconfiguration check): ask again meanwhile
+            with trio.move_on_after(REMOVE_RETRY):
+                while True:
+                    try:
+                        await admin.member_remove(m.member_id)
+                        break
+                    except ClientError as exc:
+                        if "unhealthy cluster" not in str(exc):
+                            raise
+                        await trio.sleep(0.5)
+            if not m.removed and await self._still_member(admin, m):
+                self._log(f"member remove {m.name} refused for {REMOVE_RETRY:g} s: unhealthy cluster")
+                return False
         except ClientError as exc:
             self._log(f"member remove {m.name} failed: {exc}")
             return False
@@ -413,7 +430,16 @@ class EtcdCluster:
         self.proxy.stop(node)
         return True
 
+    async def _still_member(self, admin: EtcdClient, m: EtcdMember) -> bool:
+        with contextlib.suppress(ClientError):
+            return m.member_id in {row["id"] for row in await admin.member_list()}
+        return True
+
     async def add_member(self, node: int) -> int | None:
+        """A new member in place of removed ``node`` (None if ``node`` was not removed: its
+        removal was refused, so the cluster keeps its size)."""
+        if node in self.node_ids:
+            return None
         new = self._new_member(max(self.members) + 1)
         new.removed = True  # not a member until etcd accepts it
         await self._start_proxy(new)
@@ -490,3 +516,77 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
     return [exc]
+
+
+@contextlib.contextmanager
+def plain_cluster(path: Path, nodes: int = 3, *, timeout: float = 30.0,
+                  pre_vote: bool = False) -> Iterator[list[str]]:
+    """A plain etcd cluster (no proxies, no faults) under ``path`` for tests and benchmarks:
+    yields the client endpoints once a leader is elected; stops every member (followers
+    first, then the leader, SIGKILL after ``STOP_GRACE``) when the block ends."""
+    import httpx
+
+    binary = etcd_binary()
+    members = []
+    for i in range(1, nodes + 1):
+        members.append({"name": f"node{i}", "client": f"127.0.0.1:{rc.free_port()}",
+                        "peer": f"127.0.0.1:{rc.free_port()}"})
+    initial = ",".join(f"{m['name']}=http://{m['peer']}" for m in members)
+    token = f"kvcheck-plain-{os.getpid()}-{time.monotonic_ns()}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for m in members:
+            (path / m["name"]).mkdir(parents=True, exist_ok=True)
+            with open(path / f"{m['name']}.log", "ab") as logf:
+                procs.append(subprocess.Popen(
+                    [binary, "--name", m["name"], "--data-dir", str(path / m["name"] / "data"),
+                     "--listen-client-urls", f"http://{m['client']}", "--advertise-client-urls", f"http://{m['client']}",
+                     "--listen-peer-urls", f"http://{m['peer']}", "--initial-advertise-peer-urls", f"http://{m['peer']}",
+                     "--initial-cluster", initial, "--initial-cluster-state", "new",
+                     "--initial-cluster-token", token, f"--pre-vote={'true' if pre_vote else 'false'}",
+                     "--logger", "zap", "--log-outputs", "stderr"],
+                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True, close_fds=True))
+        endpoints = [m["client"] for m in members]
+        deadline = time.monotonic() + timeout
+        leader = ""
+        while not leader:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"the etcd cluster in {path} did not elect a leader within {timeout:g} s: "
+                                   + "; ".join(f"node{i + 1}: {_tail(path / f'node{i + 1}.log')}"
+                                               for i in range(nodes)))
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                d = httpx.post(f"http://{endpoints[0]}/v3/maintenance/status", json={}, timeout=0.5).json()
+                leader = str(d.get("leader") or "")
+            if not leader:
+                time.sleep(0.1)
+        yield endpoints
+    finally:
+        _stop_plain(procs, path, members)
+
+
+def _stop_plain(procs: list[subprocess.Popen[bytes]], path: Path, members: list[dict[str, str]]) -> None:
+    import httpx
+
+    leader = ""
+    for m in members:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            leader = str(httpx.post(f"http://{m['client']}/v3/maintenance/status", json={}, timeout=0.5)
+                         .json().get("leader") or "")
+            if leader:
+                break
+    last: list[subprocess.Popen[bytes]] = []
+    for m, p in zip(members, procs, strict=False):
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            own = httpx.post(f"http://{m['client']}/v3/maintenance/status", json={}, timeout=0.5).json()
+            if leader and str(own.get("header", {}).get("member_id")) == leader:
+                last.append(p)
+    for group in ([p for p in procs if p not in last], last):
+        for p in group:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in group:
+            try:
+                p.wait(STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
