@@ -65,6 +65,13 @@ STOP_GRACE = 10.0
 REMOVE_RETRY = 8.0
 
 
+START_ATTEMPTS = 3
+
+
+class PortTaken(RuntimeError):
+    """A member could not bind a port chosen for it (another process took it meanwhile)."""
+
+
 class EtcdMissing(RuntimeError):
     pass
 
@@ -117,6 +124,7 @@ class EtcdCluster:
         self.members: dict[int, EtcdMember] = {}
         self.events: list[str] = []
         self.unexpected_exits: list[str] = []
+        self.port_taken = False
         self._nursery: trio.Nursery | None = None
         self._status: EtcdClient | None = None
         self.token = f"kvcheck-{config.seed}-{os.getpid()}-{time.monotonic_ns()}"
@@ -138,7 +146,7 @@ class EtcdCluster:
     def _new_member(self, node: int) -> EtcdMember:
         name = f"node{node}"
         m = EtcdMember(node=node, name=name, client=f"127.0.0.1:{rc.free_port()}",
-                       peer=f"127.0.0.1:{rc.free_port()}", listen_peer=f"127.0.0.1:{rc.free_port()}",
+                       peer="", listen_peer=f"127.0.0.1:{rc.free_port()}",
                        data_dir=self.path / "etcd-data" / name, log=self.path / f"{name}.log")
         self.members[node] = m
         return m
@@ -164,9 +172,10 @@ class EtcdCluster:
         self._log(f"started {m.name} (pid {m.proc.pid})")
 
     async def _start_proxy(self, m: EtcdMember) -> None:
+        """The member's proxy, on a port the OS chooses: it becomes the advertised peer URL."""
         assert self._nursery is not None
-        port = int(m.peer.rsplit(":", 1)[1])
-        await self._nursery.start(self.proxy.serve, m.node, port, m.listen_peer)
+        port = await self._nursery.start(self.proxy.serve, m.node, 0, m.listen_peer)
+        m.peer = f"127.0.0.1:{port}"
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -176,11 +185,10 @@ class EtcdCluster:
             await self._attach(list(self.config.etcd["endpoints"]))
             return
         for i in self.config.node_ids:
-            self._new_member(i)
+            await self._start_proxy(self._new_member(i))
         initial = ",".join(f"{m.name}=http://{m.peer}" for m in self.members.values())
         for m in self.members.values():
             m.flags = self._flags(m, initial, "new")
-            await self._start_proxy(m)
         for m in self.members.values():
             self._launch(m)
         self._status = EtcdClient([m.client for m in self.members.values()], timeout=1.0, dial_timeout=0.5)
@@ -210,6 +218,9 @@ class EtcdCluster:
             while True:
                 self._note_exits()
                 if self.unexpected_exits:
+                    if any("address already in use" in e for e in self.unexpected_exits):
+                        self.port_taken = True
+                        raise PortTaken("; ".join(self.unexpected_exits))
                     raise RuntimeError("the etcd cluster cannot start: " + "; ".join(self.unexpected_exits))
                 if await self.leader() is not None:
                     with contextlib.suppress(ClientError):
@@ -235,16 +246,30 @@ class EtcdCluster:
     @classmethod
     @contextlib.asynccontextmanager
     async def running(cls, config: RunConfig, path: Path, startup_timeout: float) -> AsyncIterator[EtcdCluster]:
-        cluster = cls(config, path)
-        try:
-            async with trio.open_nursery() as nursery:
-                await cluster.start(nursery)
-                await cluster.wait_started(startup_timeout)
-                yield cluster
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await cluster.shutdown()
+        """The cluster started under ``path`` with a leader; stopped when the block ends.
+        etcd's own client and peer ports are chosen before it starts (checked free, outside
+        the ephemeral range), so another process can take one meanwhile: a start whose
+        member could not bind its port is retried with new ports, up to START_ATTEMPTS."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            cluster = cls(config, path)
+            try:
+                async with trio.open_nursery() as nursery:
+                    await cluster.start(nursery)
+                    try:
+                        await cluster.wait_started(startup_timeout)
+                    except PortTaken:
+                        if attempt == START_ATTEMPTS:
+                            raise
+                        nursery.cancel_scope.cancel()
+                        continue
+                    yield cluster
+                    nursery.cancel_scope.cancel()
+                    return
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cluster.shutdown()
+                    if cluster.port_taken:
+                        shutil.rmtree(path / "etcd-data", ignore_errors=True)
 
     async def shutdown(self) -> None:
         self._note_exits()
@@ -523,48 +548,63 @@ def plain_cluster(path: Path, nodes: int = 3, *, timeout: float = 30.0,
                   pre_vote: bool = False) -> Iterator[list[str]]:
     """A plain etcd cluster (no proxies, no faults) under ``path`` for tests and benchmarks:
     yields the client endpoints once a leader is elected; stops every member (followers
-    first, then the leader, SIGKILL after ``STOP_GRACE``) when the block ends."""
+    first, then the leader, SIGKILL after ``STOP_GRACE``) when the block ends. A start whose
+    member could not bind its port is retried with new ports (see ``EtcdCluster.running``)."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        procs: list[subprocess.Popen[bytes]] = []
+        members: list[dict[str, str]] = []
+        try:
+            try:
+                endpoints = _start_plain(path / f"attempt{attempt}", nodes, timeout, pre_vote, procs, members)
+            except PortTaken:
+                if attempt == START_ATTEMPTS:
+                    raise
+                continue
+            yield endpoints
+            return
+        finally:
+            _stop_plain(procs, members)
+
+
+def _start_plain(path: Path, nodes: int, timeout: float, pre_vote: bool,
+                 procs: list[subprocess.Popen[bytes]], members: list[dict[str, str]]) -> list[str]:
     import httpx
 
     binary = etcd_binary()
-    members = []
     for i in range(1, nodes + 1):
         members.append({"name": f"node{i}", "client": f"127.0.0.1:{rc.free_port()}",
                         "peer": f"127.0.0.1:{rc.free_port()}"})
     initial = ",".join(f"{m['name']}=http://{m['peer']}" for m in members)
     token = f"kvcheck-plain-{os.getpid()}-{time.monotonic_ns()}"
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for m in members:
-            (path / m["name"]).mkdir(parents=True, exist_ok=True)
-            with open(path / f"{m['name']}.log", "ab") as logf:
-                procs.append(subprocess.Popen(
-                    [binary, "--name", m["name"], "--data-dir", str(path / m["name"] / "data"),
-                     "--listen-client-urls", f"http://{m['client']}", "--advertise-client-urls", f"http://{m['client']}",
-                     "--listen-peer-urls", f"http://{m['peer']}", "--initial-advertise-peer-urls", f"http://{m['peer']}",
-                     "--initial-cluster", initial, "--initial-cluster-state", "new",
-                     "--initial-cluster-token", token, f"--pre-vote={'true' if pre_vote else 'false'}",
-                     "--logger", "zap", "--log-outputs", "stderr"],
-                    stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True, close_fds=True))
-        endpoints = [m["client"] for m in members]
-        deadline = time.monotonic() + timeout
-        leader = ""
-        while not leader:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"the etcd cluster in {path} did not elect a leader within {timeout:g} s: "
-                                   + "; ".join(f"node{i + 1}: {_tail(path / f'node{i + 1}.log')}"
-                                               for i in range(nodes)))
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                d = httpx.post(f"http://{endpoints[0]}/v3/maintenance/status", json={}, timeout=0.5).json()
-                leader = str(d.get("leader") or "")
-            if not leader:
-                time.sleep(0.1)
-        yield endpoints
-    finally:
-        _stop_plain(procs, path, members)
+    for m in members:
+        (path / m["name"]).mkdir(parents=True, exist_ok=True)
+        with open(path / f"{m['name']}.log", "ab") as logf:
+            procs.append(subprocess.Popen(
+                [binary, "--name", m["name"], "--data-dir", str(path / m["name"] / "data"),
+                 "--listen-client-urls", f"http://{m['client']}", "--advertise-client-urls", f"http://{m['client']}",
+                 "--listen-peer-urls", f"http://{m['peer']}", "--initial-advertise-peer-urls", f"http://{m['peer']}",
+                 "--initial-cluster", initial, "--initial-cluster-state", "new",
+                 "--initial-cluster-token", token, f"--pre-vote={'true' if pre_vote else 'false'}",
+                 "--logger", "zap", "--log-outputs", "stderr"],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True, close_fds=True))
+    endpoints = [m["client"] for m in members]
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = [f"{m['name']}: {_tail(path / (m['name'] + '.log'))}"
+                  for m, p in zip(members, procs, strict=True) if p.poll() is not None]
+        if exited and any("address already in use" in e for e in exited):
+            raise PortTaken("; ".join(exited))
+        if exited or time.monotonic() > deadline:
+            raise RuntimeError(f"the etcd cluster in {path} did not elect a leader within {timeout:g} s: "
+                               + "; ".join(exited or [_tail(path / f"node{i + 1}.log") for i in range(nodes)]))
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            d = httpx.post(f"http://{endpoints[0]}/v3/maintenance/status", json={}, timeout=0.5).json()
+            if d.get("leader"):
+                return endpoints
+        time.sleep(0.1)
 
 
-def _stop_plain(procs: list[subprocess.Popen[bytes]], path: Path, members: list[dict[str, str]]) -> None:
+def _stop_plain(procs: list[subprocess.Popen[bytes]], members: list[dict[str, str]]) -> None:
     import httpx
 
     leader = ""

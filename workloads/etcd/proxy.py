@@ -87,14 +87,18 @@ class EtcdPeerProxy:
                 conn.scope.cancel()
 
     async def serve(self, dst: int, listen_port: int, upstream: str,
-                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on 127.0.0.1:``listen_port`` (0: the OS chooses; the port is what
+        ``nursery.start`` returns) for connections to member ``dst``, whose own peer listener
+        is ``upstream``, until cancelled."""
         listeners = await trio.open_tcp_listeners(listen_port, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
         scope = trio.CancelScope()
         self._scopes[dst] = scope
         with scope:
             async with trio.open_nursery() as nursery:
                 await nursery.start(trio.serve_listeners, lambda s: self._connection(dst, upstream, s), listeners)
-                task_status.started()
+                task_status.started(port)
 
     def stop(self, dst: int) -> None:
         scope = self._scopes.pop(dst, None)
