@@ -421,12 +421,13 @@ class KVStateMachine:
         self._check_plan_state(plan)
         if cost:
             self._check_space(cost)
+        begin = self.store.revision
         self.store.begin()
         try:
-            resp = self._exec_plan(plan)
+            resp = self._exec_plan(plan, begin, [False])
         finally:
             self._commit()
-        self._set_headers(resp, self.store.revision)
+        resp.header = ResponseHeader(revision=self.store.revision)
         return resp
 
     def _check_txn_shape(self, txn: TxnRequest) -> int:
@@ -500,32 +501,30 @@ class KVStateMachine:
             elif isinstance(op, PutRequest):
                 self._check_put_state(op)
 
-    def _exec_plan(self, plan: _Plan) -> TxnResponse:
+    def _exec_plan(self, plan: _Plan, begin: int, changed: list[bool]) -> TxnResponse:
+        """Run a txn's chosen branch. Each response's header revision is etcd's: ``begin``
+        (the revision before the txn) until the txn has changed something, ``begin + 1``
+        from then on; a put always has ``begin + 1``, a delete that deleted nothing and
+        follows no change has ``begin``; a nested txn's own header is empty (revision 0)."""
         responses: list[ResponseOp] = []
         for op, child in zip(plan.ops, plan.children, strict=True):
             if child is not None:
-                responses.append(self._exec_plan(child))
+                responses.append(self._exec_plan(child, begin, changed))
             elif isinstance(op, RangeRequest):
-                responses.append(self._do_range(op))
+                resp = self._do_range(op)
+                resp.header = ResponseHeader(revision=begin + 1 if changed[0] else begin)
+                responses.append(resp)
             elif isinstance(op, PutRequest):
                 prev = self._do_put(op)
-                responses.append(PutResponse(ResponseHeader(), prev if op.prev_kv else None))
+                changed[0] = True
+                responses.append(PutResponse(ResponseHeader(revision=begin + 1), prev if op.prev_kv else None))
             else:
                 assert isinstance(op, DeleteRangeRequest)
                 prevs = self._do_delete_range(op)
-                responses.append(DeleteRangeResponse(ResponseHeader(), len(prevs),
-                                                     prevs if op.prev_kv else []))
+                changed[0] = changed[0] or bool(prevs)
+                responses.append(DeleteRangeResponse(ResponseHeader(revision=begin + 1 if changed[0] else begin),
+                                                     len(prevs), prevs if op.prev_kv else []))
         return TxnResponse(ResponseHeader(), plan.succeeded, responses)
-
-    @classmethod
-    def _set_headers(cls, resp: TxnResponse, revision: int) -> None:
-        """Every response of a txn carries the revision after the txn (headers made in _exec_plan)."""
-        resp.header.revision = revision
-        for sub in resp.responses:
-            if type(sub) is TxnResponse:
-                cls._set_headers(sub, revision)
-            else:
-                sub.header.revision = revision
 
     # -- compaction and hash -----------------------------------------------------------------
 

@@ -141,7 +141,7 @@ def operations() -> st.SearchStrategy[Op]:
 
 
 def sequences(max_size: int = 16) -> st.SearchStrategy[list[Op]]:
-    return st.lists(operations(), min_size=1, max_size=max_size)
+    return st.lists(operations(), min_size=min(4, max_size), max_size=max_size)
 
 
 # -- the stores ---------------------------------------------------------------------------
