@@ -66,6 +66,14 @@ def test_differential_runs_every_kind(stores: tuple[list[str], list[str]], tmp_p
                                    "key": b"a", "end": b"", "operand": 0}],
                       "success": [Op("delete", {"key": b"a", "end": b"\0", "prev_kv": True})], "failure": []}),
            Op("ttl", {"slot": 0, "keys": True}),
+           # found by the differential test: sub-response header revisions (see
+           # tests/reference/kv/test_kv_rules.py::test_txn_sub_response_revisions_are_etcds)
+           Op("txn", {"compare": [], "failure": [], "success": [
+               Op("delete", {"key": b"z", "end": b"", "prev_kv": False}),
+               Op("txn", {"compare": [], "success": [], "failure": []}),
+               Op("put", {"key": b"b", "value": b"2", "lease": None, "prev_kv": False, "ignore_value": False,
+                          "ignore_lease": False}),
+               Op("delete", {"key": b"z", "end": b"", "prev_kv": False})]}),
            Op("range", {"key": b"a", "end": b"\0", "limit": 0, "revision": 3, "sort_order": kvr.SortOrder.DESCEND,
                         "sort_target": kvr.SortTarget.MOD, "keys_only": False, "count_only": False,
                         "min_mod_revision": 0, "max_mod_revision": 0, "min_create_revision": 0,

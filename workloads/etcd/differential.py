@@ -120,10 +120,11 @@ def sub_op() -> st.SearchStrategy[Op]:
 
 
 @st.composite
-def txn_op(draw: st.DrawFn) -> Op:
+def txn_op(draw: st.DrawFn, depth: int = 0) -> Op:
+    ops = sub_op() if depth else st.one_of(sub_op(), sub_op(), sub_op(), txn_op(depth=1))
     return Op("txn", {"compare": draw(st.lists(compare(), max_size=3)),
-                      "success": draw(st.lists(sub_op(), max_size=3)),
-                      "failure": draw(st.lists(sub_op(), max_size=3))})
+                      "success": draw(st.lists(ops, max_size=3)),
+                      "failure": draw(st.lists(ops, max_size=3))})
 
 
 def operations() -> st.SearchStrategy[Op]:
