@@ -416,7 +416,7 @@ class EtcdCluster:
 
     def _admin(self, exclude: int | None = None) -> EtcdClient:
         endpoints = [self.members[i].client for i in self.node_ids if i != exclude]
-        return EtcdClient(endpoints, timeout=5.0, dial_timeout=0.5)
+        return EtcdClient(endpoints, timeout=10.0, dial_timeout=0.5)
 
     async def remove_member(self, node: int) -> bool:
         if len(self.node_ids) <= 3 or node not in self.node_ids:
@@ -446,12 +446,12 @@ class EtcdCluster:
         m.removed, m.up = True, False
         self._log(f"removed {m.name} (member {m.member_id:x})")
         if m.proc is not None:
-            with trio.move_on_after(5.0):  # a removed member stops by itself
+            with trio.move_on_after(2.0):  # a removed member stops by itself, mostly
                 while m.state() == "running":
                     await trio.sleep(0.05)
-            if m.state() == "paused":
-                os.kill(m.proc.pid, signal.SIGCONT)
-            await self._stop_group([m])
+            if m.state() != "stopped":  # it is out of the cluster and its data is discarded
+                m.proc.kill()
+                await trio.to_thread.run_sync(m.proc.wait)
         self.proxy.stop(node)
         return True
 
@@ -469,19 +469,34 @@ class EtcdCluster:
         new.removed = True  # not a member until etcd accepts it
         await self._start_proxy(new)
         admin = self._admin()
+        url = f"http://{new.peer}"
         try:
-            added = await admin.member_add([f"http://{new.peer}"])
-        except ClientError as exc:
-            self._log(f"member add {new.name} failed: {exc}")
-            self.proxy.stop(new.node)
-            return None
+            try:
+                added = await admin.member_add([url])
+                member_id, rows = added["id"], added["members"]
+            except ClientError as exc:
+                # a timed-out add may still have been applied: the member list says
+                rows = []
+                with trio.move_on_after(10.0):
+                    while not rows:
+                        with contextlib.suppress(ClientError):
+                            rows = await admin.member_list()
+                        if not rows:
+                            await trio.sleep(0.5)
+                mine = [row for row in rows if url in row["peer_urls"]]
+                if not mine:
+                    self._log(f"member add {new.name} failed: {exc}")
+                    self.proxy.stop(new.node)
+                    return None
+                self._log(f"member add {new.name} answered {exc}, but the member list has it")
+                member_id = mine[0]["id"]
         finally:
             await admin.aclose()
-        new.member_id = added["id"]
+        new.member_id = member_id
         self.proxy.members[format(new.member_id, "x")] = new.node
         names = {m.member_id: m.name for m in self.members.values()}
         initial = ",".join(f"{names.get(row['id']) or new.name}={row['peer_urls'][0]}"
-                           for row in added["members"] if row["peer_urls"])
+                           for row in rows if row["peer_urls"])
         new.flags = self._flags(new, initial, "existing")
         new.removed = False
         self._launch(new)
