@@ -560,11 +560,12 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 @contextlib.contextmanager
 def plain_cluster(path: Path, nodes: int = 3, *, timeout: float = 30.0,
-                  pre_vote: bool = False) -> Iterator[list[str]]:
+                  pre_vote: bool = False, pids: list[int] | None = None) -> Iterator[list[str]]:
     """A plain etcd cluster (no proxies, no faults) under ``path`` for tests and benchmarks:
     yields the client endpoints once a leader is elected; stops every member (followers
     first, then the leader, SIGKILL after ``STOP_GRACE``) when the block ends. A start whose
-    member could not bind its port is retried with new ports (see ``EtcdCluster.running``)."""
+    member could not bind its port is retried with new ports (see ``EtcdCluster.running``).
+    ``pids``, when given, receives the members' process ids."""
     for attempt in range(1, START_ATTEMPTS + 1):
         procs: list[subprocess.Popen[bytes]] = []
         members: list[dict[str, str]] = []
@@ -575,6 +576,8 @@ def plain_cluster(path: Path, nodes: int = 3, *, timeout: float = 30.0,
                 if attempt == START_ATTEMPTS:
                     raise
                 continue
+            if pids is not None:
+                pids[:] = [p.pid for p in procs]
             yield endpoints
             return
         finally:
