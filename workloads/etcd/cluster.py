@@ -57,7 +57,7 @@ from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
 
 if TYPE_CHECKING:
-    from kvcheck.workloads.run import Execution, Progress
+    from kvcheck.workloads.execution import Execution, Progress
 
 ETCD_FAULTS = ("partition", "kill", "pause", "packet", "member")
 ETCD_PACKAGE = "Debian's etcd-server package (apt-get install etcd-server etcd-client)"
@@ -518,7 +518,7 @@ def _tail(path: Path, lines: int = 2) -> str:
 def execute_etcd(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` against real etcd (real time). Member logs and data directories go to
     the run directory (``progress.run_dir``; a temporary directory when there is none)."""
-    from kvcheck.workloads.run import Execution
+    from kvcheck.workloads.execution import Execution
 
     own_dir = progress.run_dir is None
     path = Path(tempfile.mkdtemp(prefix="kvcheck-etcd-")) if own_dir else Path(progress.run_dir)  # type: ignore[arg-type]
