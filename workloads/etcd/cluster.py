@@ -40,9 +40,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -59,10 +59,11 @@ from kvcheck.workloads.runner import drive
 if TYPE_CHECKING:
     from kvcheck.workloads.execution import Execution, Progress
 
+T = TypeVar("T")
 ETCD_FAULTS = ("partition", "kill", "pause", "packet", "member")
 ETCD_PACKAGE = "Debian's etcd-server package (apt-get install etcd-server etcd-client)"
 STOP_GRACE = 10.0
-REMOVE_RETRY = 8.0
+RECONFIG_RETRY = 20.0
 
 
 START_ATTEMPTS = 3
@@ -423,26 +424,30 @@ class EtcdCluster:
             return False
         m = self.members[node]
         admin = self._admin(exclude=node)
+        removed = False
+        last = ""
         try:
-            # etcd refuses a removal while a remaining member has been connected for less than
-            # 5 s ("unhealthy cluster", its strict reconfiguration check): ask again meanwhile
-            with trio.move_on_after(REMOVE_RETRY):
-                while True:
+            with trio.move_on_after(RECONFIG_RETRY):
+                while not removed:
                     try:
                         await admin.member_remove(m.member_id)
+                        removed = True
                         break
                     except ClientError as exc:
-                        if "unhealthy cluster" not in str(exc):
-                            raise
+                        last = str(exc)
+                        if "member not found" in last:
+                            removed = True  # an earlier attempt that timed out was applied
+                            break
+                        if not any(r in last for r in RECONFIG_REFUSALS):
+                            with contextlib.suppress(ClientError):
+                                removed = not await self._still_member(admin, m)
+                    if not removed:
                         await trio.sleep(0.5)
-            if not m.removed and await self._still_member(admin, m):
-                self._log(f"member remove {m.name} refused for {REMOVE_RETRY:g} s: unhealthy cluster")
-                return False
-        except ClientError as exc:
-            self._log(f"member remove {m.name} failed: {exc}")
-            return False
         finally:
             await admin.aclose()
+        if not removed:
+            self._log(f"member remove {m.name} failed for {RECONFIG_RETRY:g} s: {last}")
+            return False
         m.removed, m.up = True, False
         self._log(f"removed {m.name} (member {m.member_id:x})")
         if m.proc is not None:
@@ -456,9 +461,7 @@ class EtcdCluster:
         return True
 
     async def _still_member(self, admin: EtcdClient, m: EtcdMember) -> bool:
-        with contextlib.suppress(ClientError):
-            return m.member_id in {row["id"] for row in await admin.member_list()}
-        return True
+        return m.member_id in {row["id"] for row in await admin.member_list()}
 
     async def add_member(self, node: int) -> int | None:
         """A new member in place of removed ``node`` (None if ``node`` was not removed: its
@@ -470,28 +473,35 @@ class EtcdCluster:
         await self._start_proxy(new)
         admin = self._admin()
         url = f"http://{new.peer}"
+        member_id: int | None = None
+        rows: list[dict[str, Any]] = []
+        last = ""
         try:
-            try:
-                added = await admin.member_add([url])
-                member_id, rows = added["id"], added["members"]
-            except ClientError as exc:
-                # a timed-out add may still have been applied: the member list says
-                rows = []
-                with trio.move_on_after(10.0):
-                    while not rows:
-                        with contextlib.suppress(ClientError):
-                            rows = await admin.member_list()
-                        if not rows:
-                            await trio.sleep(0.5)
-                mine = [row for row in rows if url in row["peer_urls"]]
-                if not mine:
-                    self._log(f"member add {new.name} failed: {exc}")
-                    self.proxy.stop(new.node)
-                    return None
-                self._log(f"member add {new.name} answered {exc}, but the member list has it")
-                member_id = mine[0]["id"]
+            with trio.move_on_after(RECONFIG_RETRY):
+                while member_id is None:
+                    try:
+                        added = await admin.member_add([url])
+                        member_id, rows = added["id"], added["members"]
+                        break
+                    except ClientError as exc:
+                        last = str(exc)
+                        if not any(r in last for r in RECONFIG_REFUSALS):
+                            # no answer (e.g. a leader election meanwhile): it may have been
+                            # applied, and the member list says whether it was
+                            with contextlib.suppress(ClientError):
+                                rows = await admin.member_list()
+                                mine = [row for row in rows if url in row["peer_urls"]]
+                                if mine:
+                                    member_id = mine[0]["id"]
+                                    self._log(f"member add {new.name} answered {last}, but the member list has it")
+                                    break
+                    await trio.sleep(0.5)
         finally:
             await admin.aclose()
+        if member_id is None:
+            self._log(f"member add {new.name} failed for {RECONFIG_RETRY:g} s: {last}")
+            self.proxy.stop(new.node)
+            return None
         new.member_id = member_id
         self.proxy.members[format(new.member_id, "x")] = new.node
         names = {m.member_id: m.name for m in self.members.values()}
@@ -505,6 +515,23 @@ class EtcdCluster:
 
     def logs(self) -> dict[str, str]:
         return {"cluster-events.log": "\n".join(self.events) + "\n"}
+
+
+# etcd's strict reconfiguration check refuses a membership change while the cluster would
+# be short of connected (or started) members; it passes once they have been up a few seconds
+RECONFIG_REFUSALS = ("unhealthy cluster", "not enough started members")
+
+
+async def _reconfig(call: Callable[[], Awaitable[T]]) -> T:
+    """``call`` (a member add or remove), asked again while etcd's strict reconfiguration
+    check refuses it; the caller bounds the time."""
+    while True:
+        try:
+            return await call()
+        except ClientError as exc:
+            if not any(r in str(exc) for r in RECONFIG_REFUSALS):
+                raise
+            await trio.sleep(0.5)
 
 
 def _tail(path: Path, lines: int = 2) -> str:
