@@ -123,6 +123,7 @@ class EtcdCluster:
         self.external = bool(config.etcd.get("endpoints"))
         self.proxy = EtcdPeerProxy(random.Random(f"{config.seed}:proxy"))
         self.members: dict[int, EtcdMember] = {}
+        self.node_of_member: dict[int, int] = {}  # etcd member id -> node number (history "node")
         self.events: list[str] = []
         self.unexpected_exits: list[str] = []
         self.port_taken = False
@@ -202,6 +203,7 @@ class EtcdCluster:
             peer = row["peer_urls"][0].split("://", 1)[-1] if row["peer_urls"] else ""
             self.members[i] = EtcdMember(node=i, name=row["name"] or f"member{i}", client=client, peer=peer,
                                          listen_peer=peer, data_dir=Path(), log=Path(), member_id=row["id"])
+            self.node_of_member[row["id"]] = i
         await self._status.aclose()
         self._status = EtcdClient([m.client for m in self.members.values()], timeout=1.0, dial_timeout=0.5)
 
@@ -213,6 +215,7 @@ class EtcdCluster:
             if m.name in by_name:
                 m.member_id = by_name[m.name]
                 self.proxy.members[format(m.member_id, "x")] = m.node
+                self.node_of_member[m.member_id] = m.node
 
     async def wait_started(self, timeout: float) -> None:
         with trio.move_on_after(timeout):
@@ -367,7 +370,7 @@ class EtcdCluster:
         return EtcdClient(endpoints, timeout=self.config.client_timeout, home=home, namespace=self.namespace)
 
     def client(self, process: int) -> KVRegisterClient:
-        return KVRegisterClient(self.kv_client(process))
+        return _EtcdRegisterClient(self.kv_client(process), self.node_of_member)
 
     # -- faults -----------------------------------------------------------------------------
 
@@ -504,6 +507,7 @@ class EtcdCluster:
             return None
         new.member_id = member_id
         self.proxy.members[format(new.member_id, "x")] = new.node
+        self.node_of_member[member_id] = new.node
         names = {m.member_id: m.name for m in self.members.values()}
         initial = ",".join(f"{names.get(row['id']) or new.name}={row['peer_urls'][0]}"
                            for row in rows if row["peer_urls"])
@@ -532,6 +536,19 @@ async def _reconfig(call: Callable[[], Awaitable[T]]) -> T:
             if not any(r in str(exc) for r in RECONFIG_REFUSALS):
                 raise
             await trio.sleep(0.5)
+
+
+class _EtcdRegisterClient(KVRegisterClient):
+    """The register client whose answering member (the history's ``node``) is the target's
+    node number, not etcd's 64-bit member id."""
+
+    def __init__(self, kv: EtcdClient, node_of_member: dict[int, int]) -> None:
+        super().__init__(kv)
+        self.node_of_member = node_of_member
+
+    def _served(self, header: object) -> None:
+        member = getattr(header, "member_id", 0)
+        self.served_by = self.node_of_member.get(member, member) or None
 
 
 def _tail(path: Path, lines: int = 2) -> str:
