@@ -94,6 +94,10 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
             config.etcd.update(endpoints=endpoints, pre_vote=etcd_pre_vote)
             if nodes != 5 and endpoints:
                 raise UsageError("--nodes does not apply to an existing cluster (--etcd-endpoints)")
+            if not endpoints:
+                from kvcheck.workloads.etcd.cluster import etcd_binary
+
+                etcd_binary()  # exit 64 naming the package when etcd is not installed
         try:
             config.validate()
         except ConfigError as exc:

@@ -288,3 +288,6 @@ def test_existing_cluster_and_replay(tmp_path: Path, etcd: list[str]) -> None:
     p = kvcheck("replay", str(tmp_path / "latest"), "--no-progress")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "not byte-identical" in p.stdout
+    # a recorded etcd run is re-checked anywhere, etcd installed or not
+    p = kvcheck("check", str(tmp_path / "latest"), env={**os.environ, "PATH": str(tmp_path)})
+    assert p.returncode == 0, p.stdout + p.stderr

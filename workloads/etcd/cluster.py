@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from kvcheck.exitcodes import UsageError
 from kvcheck.reference import cluster as rc
 from kvcheck.reference.client import ClientError
 from kvcheck.workloads.client import home_member
@@ -73,14 +74,14 @@ class PortTaken(RuntimeError):
     """A member could not bind a port chosen for it (another process took it meanwhile)."""
 
 
-class EtcdMissing(RuntimeError):
-    pass
+class EtcdMissing(UsageError):
+    """No etcd binary: exit 64, naming the package."""
 
 
 def etcd_binary() -> str:
     path = shutil.which("etcd")
     if path is None:
-        raise EtcdMissing(f"the etcd binary is not on PATH: install {ETCD_PACKAGE}")
+        raise EtcdMissing(f"--target etcd: etcd is not installed (no etcd binary on PATH): install {ETCD_PACKAGE}")
     return path
 
 
@@ -564,6 +565,8 @@ def execute_etcd(config: RunConfig, progress: Progress) -> Execution:
     the run directory (``progress.run_dir``; a temporary directory when there is none)."""
     from kvcheck.workloads.execution import Execution
 
+    if not config.etcd.get("endpoints"):
+        etcd_binary()  # exit 64 naming the package when etcd is not installed
     own_dir = progress.run_dir is None
     path = Path(tempfile.mkdtemp(prefix="kvcheck-etcd-")) if own_dir else Path(progress.run_dir)  # type: ignore[arg-type]
 
