@@ -432,7 +432,16 @@ class KVStateMachine:
 
     def _check_txn_shape(self, txn: TxnRequest) -> int:
         """Check what needs no state (op counts, empty keys, a key written twice); return the
-        bytes the txn may write (quota): the larger branch's puts, nested txns included."""
+        bytes the txn may write (quota): the larger branch's puts, nested txns included.
+        As etcd, every op of both branches (nested txns included) is checked before any
+        branch is checked for a key written twice."""
+        cost = self._check_ops_shape(txn)
+        for ops in (txn.success, txn.failure):
+            if len(ops) > 1 or (ops and type(ops[0]) is TxnRequest):
+                _check_intervals(ops)
+        return cost
+
+    def _check_ops_shape(self, txn: TxnRequest) -> int:
         limit = self.max_txn_ops
         if len(txn.compare) > limit or len(txn.success) > limit or len(txn.failure) > limit:
             raise ErrTooManyOps()
@@ -452,11 +461,9 @@ class KVStateMachine:
                     if not op.key:
                         raise ErrEmptyKey()
                 elif isinstance(op, TxnRequest):
-                    cost += self._check_txn_shape(op)
+                    cost += self._check_ops_shape(op)
                 else:
                     raise ErrBadRequest(f"TxnRequest: {type(op).__name__} is not a request op")
-            if len(ops) > 1 or (ops and type(ops[0]) is TxnRequest):
-                _check_intervals(ops)
             costs[branch] = cost
         return max(costs)
 
@@ -493,13 +500,28 @@ class KVStateMachine:
         return _Plan(ok, ops, [self._plan(op) if isinstance(op, TxnRequest) else None for op in ops])
 
     def _check_plan_state(self, plan: _Plan) -> None:
+        """As etcd: every put of the chosen path first (nested txns included), then every
+        range, so a txn with both kinds of error fails with the put's."""
+        self._check_plan_puts(plan)
+        self._check_plan_ranges(plan)
+
+    def _check_plan_puts(self, plan: _Plan) -> None:
         for op, child in zip(plan.ops, plan.children, strict=True):
             if child is not None:
-                self._check_plan_state(child)
+                self._check_plan_puts(child)
+            elif isinstance(op, PutRequest):
+                # inside a txn etcd asks for the key of an ignore_value/ignore_lease put
+                # before it looks the lease up (a lone put does it the other way round)
+                if (op.ignore_value or op.ignore_lease) and self.store.get(op.key) is None:
+                    raise ErrKeyNotFound()
+                self._check_put_state(op)
+
+    def _check_plan_ranges(self, plan: _Plan) -> None:
+        for op, child in zip(plan.ops, plan.children, strict=True):
+            if child is not None:
+                self._check_plan_ranges(child)
             elif isinstance(op, RangeRequest):
                 self.store.check_revision(op.revision)
-            elif isinstance(op, PutRequest):
-                self._check_put_state(op)
 
     def _exec_plan(self, plan: _Plan, begin: int, changed: list[bool]) -> TxnResponse:
         """Run a txn's chosen branch. Each response's header revision is etcd's: ``begin``

@@ -82,6 +82,26 @@ def test_differential_runs_every_kind(stores: tuple[list[str], list[str]], tmp_p
            Op("compact", {"revision": 4}),
            Op("watch", {"key": b"a", "end": b"", "start": 2, "prev_kv": False}),
            Op("bigtxn", {"n": 129}),
+           # found by the differential test: error precedence (see tests/reference/kv/
+           # test_kv_rules.py::test_txn_error_precedence_is_etcds)
+           Op("txn", {"compare": [], "success": [
+               Op("range", {"key": b"a", "end": b"", "limit": 0, "revision": 99, "sort_order": kvr.SortOrder.NONE,
+                            "sort_target": kvr.SortTarget.KEY, "keys_only": False, "count_only": False,
+                            "min_mod_revision": 0, "max_mod_revision": 0, "min_create_revision": 0,
+                            "max_create_revision": 0}),
+               Op("put", {"key": b"b", "value": b"x", "lease": 2, "prev_kv": False, "ignore_value": False,
+                          "ignore_lease": False})], "failure": []}),
+           Op("txn", {"compare": [], "success": [
+               Op("put", {"key": b"c", "value": b"", "lease": None, "prev_kv": False, "ignore_value": False,
+                          "ignore_lease": False}),
+               Op("delete", {"key": b"c", "end": b"\0", "prev_kv": False})], "failure": [
+               Op("put", {"key": b"d", "value": b"", "lease": 0, "prev_kv": False, "ignore_value": True,
+                          "ignore_lease": True})]}),
+           Op("put", {"key": b"zz", "value": b"", "lease": 2, "prev_kv": False, "ignore_value": True,
+                      "ignore_lease": False}),
+           Op("txn", {"compare": [], "failure": [], "success": [
+               Op("put", {"key": b"zz", "value": b"", "lease": 2, "prev_kv": False, "ignore_value": True,
+                          "ignore_lease": False})]}),
            # found by the differential test: a watch of an empty range (key >= range_end) is
            # created and canceled at once in etcd; the reference store used to leave it open
            Op("watch", {"key": b"c", "end": b"c", "start": 1, "prev_kv": False}),

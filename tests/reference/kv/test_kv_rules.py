@@ -542,3 +542,19 @@ def test_txn_sub_response_revisions_are_etcds(kv: Any) -> None:
     assert [r.header.revision for r in resp.responses[6].responses] == [3]
     read_only = kv.apply(TxnRequest(success=[RangeRequest(b"x"), DeleteRangeRequest(b"nothing")]))
     assert read_only.header.revision == 3 and [r.header.revision for r in read_only.responses] == [3, 3]
+
+
+def test_txn_error_precedence_is_etcds(kv: Any) -> None:
+    """etcd 3.4 (found by the differential test against it): every op of both branches is
+    checked for shape before any branch for a key written twice; on the chosen path every
+    put is checked before any range; inside a txn an ignore_value put asks for its key
+    before its lease (a lone put the other way round)."""
+    with pytest.raises(ErrLeaseProvided):
+        kv.apply(TxnRequest([], [put(b"x"), put(b"x")], [put(b"y", b"", ignore_lease=True, lease=5)]))
+    with pytest.raises(ErrLeaseNotFound):
+        kv.apply(TxnRequest([], [RangeRequest(b"x", revision=100), put(b"x", lease=999)]))
+    with pytest.raises(ErrKeyNotFound):
+        kv.apply(TxnRequest([], [put(b"none", b"", ignore_value=True, lease=999)]))
+    with pytest.raises(ErrLeaseNotFound):
+        kv.apply(put(b"none", b"", ignore_value=True, lease=999))
+    assert kv.rev == 1
