@@ -111,7 +111,8 @@ class EtcdPeerProxy:
         conn = _Conn(dst)
         try:
             async with downstream:
-                with trio.move_on_after(10):
+                head = b""
+                with trio.move_on_after(10):  # a dialer that sends no request head is dropped
                     head = await _read_head(downstream)
                 if not head:
                     return
