@@ -64,7 +64,7 @@ T = TypeVar("T")
 ETCD_FAULTS = ("partition", "kill", "pause", "packet", "member")
 ETCD_PACKAGE = "Debian's etcd-server package (apt-get install etcd-server etcd-client)"
 STOP_GRACE = 10.0
-RECONFIG_RETRY = 20.0
+RECONFIG_RETRY = 10.0  # about a fault slot: a change still refused then is recorded as refused
 
 
 START_ATTEMPTS = 3
