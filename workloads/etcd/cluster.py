@@ -64,7 +64,13 @@ T = TypeVar("T")
 ETCD_FAULTS = ("partition", "kill", "pause", "packet", "member")
 ETCD_PACKAGE = "Debian's etcd-server package (apt-get install etcd-server etcd-client)"
 STOP_GRACE = 10.0
-RECONFIG_RETRY = 10.0  # about a fault slot: a change still refused then is recorded as refused
+# how long a membership change is asked for: a removal about a fault slot (one still refused
+# then is recorded as refused); an add longer, since a cluster left one member short should get
+# it back. Each attempt waits ADMIN_TIMEOUT: a conf change proposed while a new leader still
+# has one pending is dropped by raft and never answered, so it is asked again.
+RECONFIG_RETRY = 10.0
+ADD_RETRY = 20.0
+ADMIN_TIMEOUT = 4.0
 
 
 START_ATTEMPTS = 3
@@ -421,7 +427,7 @@ class EtcdCluster:
 
     def _admin(self, exclude: int | None = None) -> EtcdClient:
         endpoints = [self.members[i].client for i in self.node_ids if i != exclude]
-        return EtcdClient(endpoints, timeout=10.0, dial_timeout=0.5)
+        return EtcdClient(endpoints, timeout=ADMIN_TIMEOUT, dial_timeout=0.5)
 
     async def remove_member(self, node: int) -> bool:
         if len(self.node_ids) <= 3 or node not in self.node_ids:
@@ -481,7 +487,7 @@ class EtcdCluster:
         rows: list[dict[str, Any]] = []
         last = ""
         try:
-            with trio.move_on_after(RECONFIG_RETRY):
+            with trio.move_on_after(ADD_RETRY):
                 while member_id is None:
                     try:
                         added = await admin.member_add([url])
@@ -503,7 +509,7 @@ class EtcdCluster:
         finally:
             await admin.aclose()
         if member_id is None:
-            self._log(f"member add {new.name} failed for {RECONFIG_RETRY:g} s: {last}")
+            self._log(f"member add {new.name} failed for {ADD_RETRY:g} s: {last}")
             self.proxy.stop(new.node)
             return None
         new.member_id = member_id
