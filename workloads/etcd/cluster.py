@@ -1,8 +1,9 @@
 """The etcd target: a cluster of real ``etcd`` processes on 127.0.0.1, or an existing one.
 
 ``kvcheck run --target etcd`` starts ``--nodes`` members of the ``etcd`` binary on PATH
-(Debian's etcd-server) with ports from ``reference.cluster.free_port`` (checked free on
-127.0.0.1, outside the kernel's ephemeral range) and data directories inside the run
+(Debian's etcd-server) with ports held by ``reference.cluster.PortHold`` (outside the
+kernel's ephemeral range, bound from their choice until etcd starts: etcd takes no inherited
+socket, so they are let go just before it binds them) and data directories inside the run
 directory (``etcd-data/nodeN``, removed when the run ends: etcd preallocates 64 MB WAL
 segments), waits for a leader, runs the workload and tears the cluster down. Each member's
 output goes to ``nodeN.log`` in the run directory; ``cluster-events.log`` lists what the
@@ -134,6 +135,9 @@ class EtcdCluster:
         self.events: list[str] = []
         self.unexpected_exits: list[str] = []
         self.port_taken = False
+        # etcd's own client and peer ports, held (reference.cluster.PortHold) from their
+        # choice until the member starts, and again while a killed member is down
+        self.ports = rc.PortHold()
         self._nursery: trio.Nursery | None = None
         self._status: EtcdClient | None = None
         self.token = f"kvcheck-{config.seed}-{os.getpid()}-{time.monotonic_ns()}"
@@ -154,8 +158,8 @@ class EtcdCluster:
 
     def _new_member(self, node: int) -> EtcdMember:
         name = f"node{node}"
-        m = EtcdMember(node=node, name=name, client=f"127.0.0.1:{rc.free_port()}",
-                       peer="", listen_peer=f"127.0.0.1:{rc.free_port()}",
+        m = EtcdMember(node=node, name=name, client=self.ports.address(),
+                       peer="", listen_peer=self.ports.address(),
                        data_dir=self.path / "etcd-data" / name, log=self.path / f"{name}.log")
         self.members[node] = m
         return m
@@ -174,6 +178,8 @@ class EtcdCluster:
 
     def _launch(self, m: EtcdMember) -> None:
         m.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # etcd takes no inherited socket: its held ports are let go just before it binds them
+        self.ports.release(m.client, m.listen_peer)
         with open(m.log, "ab") as logf:
             m.proc = subprocess.Popen([etcd_binary(), *m.flags], stdin=subprocess.DEVNULL, stdout=logf,
                                       stderr=logf, start_new_session=True, close_fds=True)
@@ -258,8 +264,8 @@ class EtcdCluster:
     @contextlib.asynccontextmanager
     async def running(cls, config: RunConfig, path: Path, startup_timeout: float) -> AsyncIterator[EtcdCluster]:
         """The cluster started under ``path`` with a leader; stopped when the block ends.
-        etcd's own client and peer ports are chosen before it starts (checked free, outside
-        the ephemeral range), so another process can take one meanwhile: a start whose
+        etcd's own client and peer ports are chosen before it starts and let go just before it
+        binds them, so another process could still take one in between: a start whose
         member could not bind its port is retried with new ports, up to START_ATTEMPTS."""
         for attempt in range(1, START_ATTEMPTS + 1):
             cluster = cls(config, path)
@@ -290,6 +296,7 @@ class EtcdCluster:
         if not live:
             if self._status is not None:
                 await self._status.aclose()
+            self.ports.close()
             return
         for m in live:
             if m.state() == "paused":
@@ -303,6 +310,7 @@ class EtcdCluster:
             await self._stop_group(group)
         if self._status is not None:
             await self._status.aclose()
+        self.ports.close()
         self._log("stopped the cluster")
 
     async def _stop_group(self, group: list[EtcdMember]) -> None:
@@ -398,6 +406,8 @@ class EtcdCluster:
             m.proc.kill()
             await trio.to_thread.run_sync(m.proc.wait)
             self._log(f"killed {m.name} (SIGKILL)")
+            for address in (m.client, m.listen_peer):  # kept for its restart
+                self.ports.hold_again(address)
 
     async def restart(self, node: int) -> None:
         m = self.members[node]
@@ -642,13 +652,14 @@ def _start_plain(path: Path, nodes: int, timeout: float, pre_vote: bool,
     import httpx
 
     binary = etcd_binary()
+    ports = rc.PortHold()
     for i in range(1, nodes + 1):
-        members.append({"name": f"node{i}", "client": f"127.0.0.1:{rc.free_port()}",
-                        "peer": f"127.0.0.1:{rc.free_port()}"})
+        members.append({"name": f"node{i}", "client": ports.address(), "peer": ports.address()})
     initial = ",".join(f"{m['name']}=http://{m['peer']}" for m in members)
     token = f"kvcheck-plain-{os.getpid()}-{time.monotonic_ns()}"
     for m in members:
         (path / m["name"]).mkdir(parents=True, exist_ok=True)
+        ports.release(m["client"], m["peer"])  # etcd binds them itself, now
         with open(path / f"{m['name']}.log", "ab") as logf:
             procs.append(subprocess.Popen(
                 [binary, "--name", m["name"], "--data-dir", str(path / m["name"] / "data"),
