@@ -291,3 +291,15 @@ def test_existing_cluster_and_replay(tmp_path: Path, etcd: list[str]) -> None:
     # a recorded etcd run is re-checked anywhere, etcd installed or not
     p = kvcheck("check", str(tmp_path / "latest"), env={**os.environ, "PATH": str(tmp_path)})
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("workload", ["append", "wr"])
+def test_txn_workloads_run_against_etcd(tmp_path: Path, workload: str) -> None:
+    """The transactional workloads (list append, write/read registers) on real etcd: their
+    checker finds no anomaly under a partition and a kill."""
+    kinds = ["partition", "kill"]
+    cfg = RunConfig(workload=workload, faults=kinds, target="etcd", nodes=3, time_limit=8.0, seed=3,
+                    recovery_quiet=0.5, final_read_time=3.0)
+    out = run_once(cfg, tmp_path, progress=False)
+    _check_run(out, kinds)
+    assert sum(1 for op in out.execution.ops if op.type == "ok" and op.process != "nemesis") > 20
