@@ -3,7 +3,11 @@ store. Every run must be valid (0 invalid, 0 unknown), have >= 200 ok ops, and s
 requested fault kind started and healed.
 
     python benchmarks/sweep.py [--seeds 200] [--workloads register,kv] [--time-limit 30]
-                               [--faults all] [--store DIR] [--bug NAME]
+                               [--faults all] [--store DIR] [--bug NAME] [--target sim|local|etcd]
+                               [--nodes 5]
+
+``--faults all`` means every kind the target supports (real-process targets cannot inject
+clock and disk faults).
 
 Prints one line per run and a summary; exits 1 if any run broke the rule. With ``--bug``
 it reports how many seeds it took to catch the bug instead.
@@ -19,8 +23,8 @@ import time
 from pathlib import Path
 
 from kvcheck.checker.history import pair_calls
-from kvcheck.workloads.config import RunConfig
-from kvcheck.workloads.nemesis import parse_faults
+from kvcheck.workloads.config import TARGETS, RunConfig
+from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, parse_faults
 from kvcheck.workloads.run import run_once
 
 
@@ -33,8 +37,12 @@ def main() -> int:
     ap.add_argument("--time-limit", type=float, default=30.0)
     ap.add_argument("--store", type=Path, default=None, help="keep run directories here")
     ap.add_argument("--bug", action="append", default=[])
+    ap.add_argument("--target", choices=TARGETS, default="sim")
+    ap.add_argument("--nodes", type=int, default=5)
     args = ap.parse_args()
     kinds = parse_faults(args.faults)
+    if args.target != "sim" and args.faults == "all":
+        kinds = [k for k in kinds if k not in SIM_ONLY_KINDS]
     store = args.store or Path(tempfile.mkdtemp(prefix="kvcheck-sweep-"))
     bad = 0
     t_start = time.perf_counter()
@@ -45,7 +53,7 @@ def main() -> int:
         caught_at = None
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             cfg = RunConfig(workload=workload, faults=kinds, time_limit=args.time_limit, seed=seed,
-                            bugs=args.bug)
+                            bugs=args.bug, target=args.target, nodes=args.nodes)
             w0 = time.perf_counter()
             out = run_once(cfg, store, progress=False)
             walls.append(time.perf_counter() - w0)

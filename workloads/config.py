@@ -27,7 +27,7 @@ from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, Fault, make_schedule, parse_faults
 from kvcheck.workloads.workload import WORKLOADS
 
-TARGETS = ("sim", "local")
+TARGETS = ("sim", "local", "etcd")
 CONFIG_VERSION = 2
 
 # The simulated network (workloads/sim/network.py): a base one-way latency per directed link
@@ -43,6 +43,14 @@ NETWORK_DEFAULTS: dict[str, Any] = {
     "loss": 0.0,
     "duplicate": 0.0,
 }
+
+# The etcd target (workloads/etcd): its timing flags as etcd 3.4 names them (pre-vote off is
+# etcd 3.4's default), and ``endpoints`` of an existing cluster (empty: start one). After the
+# cluster starts, the target adds ``version``, ``cluster_version`` and every member's
+# ``members`` flags, so config.json shows exactly what ran, and the key ``namespace`` a run on
+# an existing cluster keeps to.
+ETCD_DEFAULTS: dict[str, Any] = {"heartbeat_ms": 100, "election_ms": 1000, "pre_vote": False, "endpoints": []}
+ETCD_RECORDED = ("version", "cluster_version", "members", "namespace")
 
 # NodeConfig fields a run configures (id and name come from the node's slot).
 NODE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(NodeConfig) if f.name not in ("id", "name"))
@@ -96,6 +104,7 @@ class RunConfig:
     final_read_time: float = 10.0  # the final phase's reads after recovery, seconds
     startup_timeout: float = 10.0  # the cluster's time to elect a leader before time 0
     version: int = CONFIG_VERSION
+    etcd: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(ETCD_DEFAULTS))
 
     def validate(self) -> None:
         if self.workload not in WORKLOADS:
@@ -110,6 +119,8 @@ class RunConfig:
                     f"faults: {', '.join(bad)} can only be injected in the simulation "
                     f"(--target sim); --target {self.target} supports "
                     f"{', '.join(k for k in parse_faults('all') if k not in SIM_ONLY_KINDS)}")
+        if self.target == "etcd":
+            self._validate_etcd()
         if not 3 <= self.nodes <= 7:
             raise ConfigError(f"nodes: a cluster has 3 to 7 nodes, not {self.nodes}")
         if self.concurrency < 1:
@@ -136,6 +147,34 @@ class RunConfig:
                 raise ConfigError(f"{name}: must be a positive number of seconds, not {v}")
         self._validate_network()
         self._validate_node()
+
+    def _validate_etcd(self) -> None:
+        """The etcd section's shape (whether etcd is installed is asked when a run starts, so
+        a recorded etcd run can be re-checked anywhere)."""
+        e = self.etcd
+        if not isinstance(e, dict):
+            raise ConfigError(f"etcd: expected an object, got {e!r}")
+        unknown = sorted(set(e) - set(ETCD_DEFAULTS) - set(ETCD_RECORDED))
+        if unknown:
+            raise ConfigError(f"etcd: unknown parameter(s) {', '.join(unknown)}")
+        for name, default in ETCD_DEFAULTS.items():
+            e.setdefault(name, copy.deepcopy(default))
+        for name in ("heartbeat_ms", "election_ms"):
+            if not (isinstance(e[name], int) and not isinstance(e[name], bool) and e[name] > 0):
+                raise ConfigError(f"etcd.{name}: expected a positive number of milliseconds, got {e[name]!r}")
+        if e["heartbeat_ms"] * 5 > e["election_ms"]:
+            raise ConfigError(f"etcd: the election timeout ({e['election_ms']} ms) must be at least 5 "
+                              f"heartbeats ({e['heartbeat_ms']} ms), as etcd requires")
+        if not isinstance(e["pre_vote"], bool):
+            raise ConfigError(f"etcd.pre_vote: expected true or false, got {e['pre_vote']!r}")
+        endpoints = e["endpoints"]
+        if not (isinstance(endpoints, list) and all(isinstance(x, str) and ":" in x for x in endpoints)):
+            raise ConfigError(f"etcd_endpoints: expected HOST:PORT,..., got {endpoints!r}")
+        if endpoints and self.faults:
+            raise ConfigError(
+                f"faults: {', '.join(self.faults)} need control of the members' processes or "
+                "peer links, which kvcheck does not have over an existing cluster "
+                "(--etcd-endpoints); run without faults, or let kvcheck start the cluster")
 
     def _validate_network(self) -> None:
         net = self.network

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kvcheck.checker.history import Op
@@ -32,6 +33,7 @@ class Progress:
 
     def __init__(self, total: float, *, enabled: bool = True, desc: str = "run") -> None:
         self.total = total
+        self.run_dir: Path | None = None  # the run directory, for targets that write into it
         self.ops = 0
         self.faults = 0
         self.shown = 0.0

@@ -39,6 +39,10 @@ def default_executor(config: RunConfig, progress: Progress) -> Execution:
         from kvcheck.workloads.sim.cluster import execute_sim
 
         return execute_sim(config, progress)
+    if config.target == "etcd":
+        from kvcheck.workloads.etcd.cluster import execute_etcd
+
+        return execute_etcd(config, progress)
     from kvcheck.workloads.local import execute_local
 
     return execute_local(config, progress)
@@ -132,11 +136,14 @@ def run_once(config: RunConfig, store: Path, *, executor: Executor | None = None
     (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1) + "\n")
     point_latest(store, run_dir)
     bar = Progress(config.time_limit, enabled=progress, desc=f"{config.workload} seed {config.seed}")
+    bar.run_dir = run_dir
     t0 = time.perf_counter()
     try:
         execution = (executor or default_executor)(config, bar)
     finally:
         bar.close()
+    # a target may record what it learned while starting (the etcd target: version, flags)
+    (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1) + "\n")
     wall = time.perf_counter() - t0
     write_jsonl(execution.ops, run_dir / "history.jsonl")
     for name, text in execution.logs.items():

@@ -433,17 +433,27 @@ class KVStateMachine:
         self._check_plan_state(plan)
         if cost:
             self._check_space(cost)
+        begin = self.store.revision
         self.store.begin()
         try:
-            resp = self._exec_plan(plan)
+            resp = self._exec_plan(plan, begin, [False])
         finally:
             self._commit()
-        self._set_headers(resp, self.store.revision)
+        resp.header = ResponseHeader(revision=self.store.revision)
         return resp
 
     def _check_txn_shape(self, txn: TxnRequest) -> int:
         """Check what needs no state (op counts, empty keys, a key written twice); return the
-        bytes the txn may write (quota): the larger branch's puts, nested txns included."""
+        bytes the txn may write (quota): the larger branch's puts, nested txns included.
+        As etcd, every op of both branches (nested txns included) is checked before any
+        branch is checked for a key written twice."""
+        cost = self._check_ops_shape(txn)
+        for ops in (txn.success, txn.failure):
+            if len(ops) > 1 or (ops and type(ops[0]) is TxnRequest):
+                _check_intervals(ops)
+        return cost
+
+    def _check_ops_shape(self, txn: TxnRequest) -> int:
         limit = self.max_txn_ops
         if len(txn.compare) > limit or len(txn.success) > limit or len(txn.failure) > limit:
             raise ErrTooManyOps()
@@ -463,11 +473,9 @@ class KVStateMachine:
                     if not op.key:
                         raise ErrEmptyKey()
                 elif isinstance(op, TxnRequest):
-                    cost += self._check_txn_shape(op)
+                    cost += self._check_ops_shape(op)
                 else:
                     raise ErrBadRequest(f"TxnRequest: {type(op).__name__} is not a request op")
-            if len(ops) > 1 or (ops and type(ops[0]) is TxnRequest):
-                _check_intervals(ops)
             costs[branch] = cost
         return max(costs)
 
@@ -507,44 +515,57 @@ class KVStateMachine:
         return _Plan(ok, ops, [self._plan(op) if isinstance(op, TxnRequest) else None for op in ops])
 
     def _check_plan_state(self, plan: _Plan) -> None:
+        """As etcd: every put of the chosen path first (nested txns included), then every
+        range, so a txn with both kinds of error fails with the put's."""
+        self._check_plan_puts(plan)
+        self._check_plan_ranges(plan)
+
+    def _check_plan_puts(self, plan: _Plan) -> None:
         for op, child in zip(plan.ops, plan.children, strict=True):
             if child is not None:
-                self._check_plan_state(child)
-            elif isinstance(op, RangeRequest):
-                self.store.check_revision(op.revision)
+                self._check_plan_puts(child)
             elif isinstance(op, PutRequest):
+                # inside a txn etcd asks for the key of an ignore_value/ignore_lease put
+                # before it looks the lease up (a lone put does it the other way round)
+                if (op.ignore_value or op.ignore_lease) and self.store.get(op.key) is None:
+                    raise ErrKeyNotFound()
                 self._check_put_state(op)
 
-    def _exec_plan(self, plan: _Plan) -> TxnResponse:
+    def _check_plan_ranges(self, plan: _Plan) -> None:
+        for op, child in zip(plan.ops, plan.children, strict=True):
+            if child is not None:
+                self._check_plan_ranges(child)
+            elif isinstance(op, RangeRequest):
+                self.store.check_revision(op.revision)
+
+    def _exec_plan(self, plan: _Plan, begin: int, changed: list[bool]) -> TxnResponse:
+        """Run a txn's chosen branch. Each response's header revision is etcd's: ``begin``
+        (the revision before the txn) until the txn has changed something, ``begin + 1``
+        from then on; a put always has ``begin + 1``, a delete that deleted nothing and
+        follows no change has ``begin``; a nested txn's own header is empty (revision 0)."""
         responses: list[ResponseOp] = []
         for op, child in zip(plan.ops, plan.children, strict=True):
             if child is not None:
-                responses.append(self._exec_plan(child))
+                responses.append(self._exec_plan(child, begin, changed))
             elif isinstance(op, RangeRequest):
-                responses.append(self._do_range(op))
+                resp = self._do_range(op)
+                resp.header = ResponseHeader(revision=begin + 1 if changed[0] else begin)
+                responses.append(resp)
             elif isinstance(op, PutRequest):
                 if self.bugs.txn_non_atomic and any(type(r) is PutResponse for r in responses):
                     self._deferred_puts.append(op)  # applied when the next entry is (apply)
                     responses.append(PutResponse(ResponseHeader(), None))
                     continue
                 prev = self._do_put(op)
-                responses.append(PutResponse(ResponseHeader(), prev if op.prev_kv else None))
+                changed[0] = True
+                responses.append(PutResponse(ResponseHeader(revision=begin + 1), prev if op.prev_kv else None))
             else:
                 assert isinstance(op, DeleteRangeRequest)
                 prevs = self._do_delete_range(op)
-                responses.append(DeleteRangeResponse(ResponseHeader(), len(prevs),
-                                                     prevs if op.prev_kv else []))
+                changed[0] = changed[0] or bool(prevs)
+                responses.append(DeleteRangeResponse(ResponseHeader(revision=begin + 1 if changed[0] else begin),
+                                                     len(prevs), prevs if op.prev_kv else []))
         return TxnResponse(ResponseHeader(), plan.succeeded, responses)
-
-    @classmethod
-    def _set_headers(cls, resp: TxnResponse, revision: int) -> None:
-        """Every response of a txn carries the revision after the txn (headers made in _exec_plan)."""
-        resp.header.revision = revision
-        for sub in resp.responses:
-            if type(sub) is TxnResponse:
-                cls._set_headers(sub, revision)
-            else:
-                sub.header.revision = revision
 
     # -- compaction and hash -----------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from kvcheck.reference.kv.requests import (
 )
 
 DEFAULT_MAX_EVENTS = 1000
+EMPTY_WATCH_RANGE = "mvcc: watcher range is empty"  # etcd's cancel reason for key >= range_end
 
 
 @dataclass(slots=True)
@@ -110,6 +111,10 @@ class WatchHub:
             wid = self._next_id
             self._next_id += 1
         store = self.store
+        if req.range_end and req.range_end != b"\0" and req.key >= req.range_end:
+            # etcd: an empty range is answered with one created-and-canceled response
+            return wid, [WatchResponse(header=self._header(), watch_id=wid, created=True, canceled=True,
+                                       cancel_reason=EMPTY_WATCH_RANGE)]
         created = WatchResponse(header=self._header(), watch_id=wid, created=True)
         start = req.start_revision or store.revision + 1
         if self.bugs.watch_resume_gap and req.start_revision and start <= store.revision:

@@ -524,3 +524,37 @@ def test_corrupt_alarm_refuses_every_kv_request(kv: Any) -> None:
         kv.m.range(RangeRequest(b"a"))
     kv.apply(AlarmRequest(AlarmAction.DEACTIVATE, 3, AlarmType.CORRUPT))
     assert kv.get(b"a") is not None
+
+
+def test_txn_sub_response_revisions_are_etcds(kv: Any) -> None:
+    """etcd 3.4 (checked against it by tests/workloads/test_etcd_differential.py): a sub-op's
+    header has the revision before the txn until the txn changed something, the new one
+    after; a put always the new one; a nested txn's own header is empty."""
+    kv.apply(put(b"x"))  # revision 2
+    resp = kv.apply(TxnRequest(success=[
+        RangeRequest(b"x"), DeleteRangeRequest(b"nothing"), TxnRequest(success=[RangeRequest(b"x")]),
+        put(b"a"), DeleteRangeRequest(b"nothing"), RangeRequest(b"x"),
+        TxnRequest(success=[RangeRequest(b"x")])]))
+    revs = [r.header.revision for r in resp.responses]
+    assert resp.header.revision == 3
+    assert revs == [2, 2, 0, 3, 3, 3, 0]
+    assert [r.header.revision for r in resp.responses[2].responses] == [2]
+    assert [r.header.revision for r in resp.responses[6].responses] == [3]
+    read_only = kv.apply(TxnRequest(success=[RangeRequest(b"x"), DeleteRangeRequest(b"nothing")]))
+    assert read_only.header.revision == 3 and [r.header.revision for r in read_only.responses] == [3, 3]
+
+
+def test_txn_error_precedence_is_etcds(kv: Any) -> None:
+    """etcd 3.4 (found by the differential test against it): every op of both branches is
+    checked for shape before any branch for a key written twice; on the chosen path every
+    put is checked before any range; inside a txn an ignore_value put asks for its key
+    before its lease (a lone put the other way round)."""
+    with pytest.raises(ErrLeaseProvided):
+        kv.apply(TxnRequest([], [put(b"x"), put(b"x")], [put(b"y", b"", ignore_lease=True, lease=5)]))
+    with pytest.raises(ErrLeaseNotFound):
+        kv.apply(TxnRequest([], [RangeRequest(b"x", revision=100), put(b"x", lease=999)]))
+    with pytest.raises(ErrKeyNotFound):
+        kv.apply(TxnRequest([], [put(b"none", b"", ignore_value=True, lease=999)]))
+    with pytest.raises(ErrLeaseNotFound):
+        kv.apply(put(b"none", b"", ignore_value=True, lease=999))
+    assert kv.rev == 1
