@@ -587,6 +587,8 @@ class LinearizableChecker(CheckerBase):
     ``options.model`` is a model name or a ``Model``; with ``options.extra["compare_failed"]``
     a ``fail`` cas with error "compare-failed" means the compare failed (the kvcheck
     recorders' convention) and any other failed cas is dropped as certainly not applied.
+    With ``options.extra["kv_ops"]`` a key-value history (put, delete, txn, range ...) is
+    checked as one register per key (``checker.kvops.register_view``).
     Each invalid key becomes one ``nonlinearizable`` anomaly naming the op that cannot be
     linearized and the ops of its minimal failing sub-history."""
 
@@ -602,6 +604,10 @@ class LinearizableChecker(CheckerBase):
             init = DEFAULT if options.init is None else options.init
             model = get_model(model or "cas-register", init,
                               fail_cas_means_compare_failed=compare_failed)
+        if options.extra.get("kv_ops"):  # put/delete/txn/range histories: one register per key
+            from kvcheck.checker.kvops import register_view
+
+            ops = register_view(ops)
         if compare_failed:
             ops = compare_failed_ops(ops)
         result = check_history(ops, model, timeout=options.timeout,

@@ -479,11 +479,14 @@ class Client:
     async def watch(
         self, key: bytes, *, range_end: bytes = b"", start_revision: int = 0,
         prev_kv: bool = False, progress_notify: bool = False,
-        filters: Sequence[Any] = (),
+        filters: Sequence[Any] = (), resume: bool = True,
     ) -> AsyncIterator[AsyncIterator[kvr.WatchResponse]]:
         """A watch stream that survives member failures: after a reconnect it resumes from
         the revision after the last one it delivered, so no event is lost or repeated.
-        Canceled responses (e.g. compaction) are delivered and end the stream."""
+        Canceled responses (e.g. compaction) are delivered and end the stream.
+        ``resume=False``: one stream on one member (the home endpoint, when configured):
+        the iteration ends when that stream breaks, and the caller decides what next (a
+        test that records each underlying stream must see every reconnect)."""
         send, recv = trio.open_memory_channel[kvr.WatchResponse](256)
         state = {"next": start_revision, "created": 0}
         failure: list[Failed] = []
@@ -493,7 +496,7 @@ class Client:
             tried: set[str] = set()
             async with send:
                 while True:
-                    target = self._pick(tried)
+                    target = self._pick(tried, read=not resume)
                     req = kvr.WatchCreateRequest(
                         key=key, range_end=range_end, start_revision=state["next"],
                         prev_kv=prev_kv, progress_notify=progress_notify, filters=list(filters),
@@ -502,6 +505,8 @@ class Client:
                         with trio.fail_after(self.config.dial_timeout):
                             stream = await open_stream(target, self.config.ssl_context)
                     except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError):
+                        if not resume:
+                            return
                         tried.add(target)
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))
@@ -538,6 +543,8 @@ class Client:
                             if resp.canceled:
                                 return
                     except (BadFrame, kvr.KVError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        if not resume:
+                            return
                         tried.add(target)
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))

@@ -30,6 +30,7 @@ from kvcheck.exitcodes import UsageError
 from kvcheck.workloads import generator as gen
 from kvcheck.workloads.client import RegisterClient
 from kvcheck.workloads.generator import Context, Generator, OpSpec
+from kvcheck.workloads.watch import make_watch
 
 REGISTER_KEY = "register"
 
@@ -52,7 +53,9 @@ class WorkloadLike(Protocol):
         """A client for ``process`` on ``target`` (closed with ``await client.close()``)."""
         ...
 
-    async def invoke(self, client: Any, spec: OpSpec) -> tuple[str, Any]: ...
+    async def invoke(self, client: Any, spec: OpSpec) -> tuple[Any, ...]:
+        """("ok"|"fail", value) or ("ok"|"fail", value, extra fields for the completion line)."""
+        ...
 
 
 @dataclass
@@ -147,6 +150,7 @@ def _kv(keys: int) -> Workload:
 WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
     "register": _register,
     "kv": _kv,
+    "watch": make_watch,
 }
 WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
 
