@@ -43,6 +43,11 @@ class Bugs:
     read_index_before_commit: bool = False
     # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied.
     unsafe_conf_change: bool = False
+    # node (Node._send_progress): a member answers a progress notification at its applied
+    # revision plus the log entries it holds but has not applied, as if they were revisions
+    # it had already delivered (a member behind the leader then bookmarks events it has not
+    # sent yet).
+    watch_from_lagging_member: bool = False
 
     @classmethod
     def names(cls) -> list[str]:
