@@ -158,6 +158,7 @@ def op_links(ids: Iterable[Any]) -> str:
 CHECKERS: dict[str, str] = {
     "linearizable": "kvcheck.checker.linearizable:LinearizableChecker",
     "watch": "kvcheck.checker.watch:WatchChecker",
+    "lease": "kvcheck.checker.lease:LeaseChecker",
 }
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from kvcheck.checker.api import UNKNOWN, Anomaly, CheckerBase, CheckOptions, CheckResult, op_links
 from kvcheck.checker.history import Call, Op, pair_calls
 
-WRITE_FS = ("put", "delete", "txn", "cas")
+WRITE_FS = ("put", "delete", "txn", "cas", "lease-revoke")
 READ_FS = ("read", "range")
 PER_STREAM_KIND_LIMIT = 3  # anomalies of one kind listed per stream (the rest are counted)
 
@@ -51,25 +51,30 @@ class _OutOfTime(Exception):
 @dataclass(slots=True)
 class Effect:
     """One key change a write asks for. ``maybe``: a delete whose count is unknown (an info
-    write): it changes the key only if the key is present."""
+    write): it changes the key only if the key is present. ``revoke`` (value: the lease id)
+    deletes every key attached to the lease, in key order; ``expire`` deletes the keys of the
+    lease ``key`` is attached to (a lease expiry a watch event showed); ``unseen`` is a
+    server-side delete nobody saw (every leased key becomes uncertain)."""
 
-    type: str  # put | delete
+    type: str  # put | delete | revoke | expire | unseen
     key: str
     value: Any
     maybe: bool = False
+    lease: int = 0  # a put's lease
 
 
 @dataclass(slots=True)
 class Write:
-    call: Call
+    call: Call | None  # None: the server's own write (a lease expiry)
     effects: list[Effect]
     ok: bool
     revision: int | None = None
     how: str = ""  # for info writes: how the revision was found (event, read, guess)
+    op: int = -1  # the op that shows a server write
 
     @property
     def id(self) -> int:
-        return self.call.id
+        return self.call.id if self.call is not None else self.op
 
 
 @dataclass(slots=True)
@@ -107,7 +112,10 @@ def _effects(op: Op, ok: bool) -> list[Effect]:
     """The key changes of a write call from its completion (ok) or invocation (info)."""
     f, v = op.f, op.value
     if f == "put":
-        return [Effect("put", str(op.key), v)]
+        lease = op.extra.get("lease")
+        return [Effect("put", str(op.key), v, lease=lease if isinstance(lease, int) else 0)]
+    if f == "lease-revoke":
+        return [Effect("revoke", "", v)]
     if f == "cas":
         return [Effect("put", str(op.key), v[1] if isinstance(v, list | tuple) and len(v) == 2 else None)]
     if f == "delete":
@@ -190,6 +198,10 @@ class _Run:
         self.events = 0
         self.counts: dict[str, int] = {}
         self.uncertain_revisions: set[int] = set()
+        self.leases = any(op.f == "lease-grant" for op in ops)
+        self.expiries: list[Write] = []  # server writes: lease expiries a watch event showed
+        self.attached_at: dict[int, dict[str, int]] = {}  # revision -> key -> lease, after it (leased keys only)
+        self.deleted_leases: dict[int, int] = {}  # revision -> the lease an expiry/revoke deleted
 
     def _tick(self) -> None:
         if self.deadline is not None and time.perf_counter() > self.deadline:
@@ -204,7 +216,8 @@ class _Run:
                 "final_read": self.final_op.id if self.final_op is not None else None,
                 "anomaly_counts": dict(sorted(self.counts.items())),
                 "placements": [{"op": w.id, "revision": w.revision, "how": w.how}
-                               for w in self.writes if not w.ok],
+                               for w in self.writes if not w.ok]
+                              + [{"op": w.id, "revision": w.revision, "how": w.how} for w in self.expiries],
                 "uncertain_revisions": sorted(self.uncertain_revisions)[:100]}
 
     # -- 1. the committed order of writes ------------------------------------------------
@@ -299,18 +312,29 @@ class _Run:
                     break
             if not placed:
                 unplaced.append(w)
-        # a DELETE seen at a revision no write explains: an info delete of that key
+        # a DELETE seen at a revision no write explains: an info delete of that key (or an
+        # info revoke), else, in a history with leases, the lease expiry of that key
         for rev in sorted(observed_at):
             if rev in self.at or rev < 2:
                 continue
             seen = observed_at[rev]
+            if not all(t == "delete" for t, _, _ in seen.values()):
+                continue
             for w in unplaced:
                 keys = {e.key for e in w.effects}
-                if all(t == "delete" for t, _, _ in seen.values()) and set(seen) <= keys:
+                if set(seen) <= keys or any(e.type == "revoke" for e in w.effects):
                     w.revision, w.how = rev, "a watch event shows a delete of its key at this revision"
                     self.at[rev] = w
                     unplaced.remove(w)
                     break
+            else:
+                if self.leases:
+                    key = min(seen)
+                    w = Write(None, [Effect("expire", key, None)], True, rev,
+                              "a lease expiry: a watch event shows the delete and no client write made it",
+                              seen[key][2])
+                    self.at[rev] = w
+                    self.expiries.append(w)
         # revisions nobody saw: an unplaced info write invoked before any later revision completed
         gaps = [r for r in range(2, self.final_revision + 1) if r not in self.at]
         by_rev = sorted((r, p) for p, r in self.ok_write_done)
@@ -322,7 +346,14 @@ class _Run:
             self._tick()
             j = bisect.bisect_right(done_revs, rev)
             bound = suffix_min[j] if j < len(suffix_min) else None
-            cand = next((w for w in unplaced if bound is None or w.call.invoke.position < bound), None)
+            cand = next((w for w in unplaced if w.call is not None and (
+                bound is None or w.call.invoke.position < bound)), None)
+            if cand is None and self.leases and rev not in observed_at:
+                # a lease expiry nobody saw: which keys it deleted is unknown
+                self.at[rev] = Write(None, [Effect("unseen", "", None)], True, rev,
+                                     "guessed: a lease expiry no event or read shows")
+                self.uncertain_revisions.add(rev)
+                continue
             if cand is None or rev in observed_at:
                 shown = observed_at.get(rev) or {}
                 self.add("watch:revision-gap",
@@ -338,20 +369,40 @@ class _Run:
             w.how = "not placed: nothing shows it took effect"
 
         self._replay()
+        self._check_reads()
 
     def _replay(self) -> None:
         state: dict[str, tuple[Any, int, int, int]] = {}  # key -> (value, create, mod, version)
+        attached: dict[str, int] = {}  # key -> its lease
         uncertain: set[str] = set()
         for rev in sorted(r for r in self.at if r <= self.final_revision):
             self._tick()
             w = self.at[rev]
             guessed = rev in self.uncertain_revisions
             out: list[Change] = []
-            for e in w.effects:
+            effects: list[Effect] = []
+            for e in w.effects:  # lease revokes and expiries delete the lease's keys now
+                if e.type in ("revoke", "expire"):
+                    lease = e.value if e.type == "revoke" else attached.get(e.key, 0)
+                    if lease:
+                        self.deleted_leases[rev] = lease
+                    keys = sorted(k for k, v in attached.items() if v == lease) if lease else [e.key]
+                    effects.extend(Effect("delete", k, None, maybe=e.type == "revoke") for k in keys)
+                elif e.type == "unseen":  # which of the leased keys it deleted is unknown
+                    uncertain.update(attached)
+                    out.extend(Change("unknown", k, None, 0, rev, 0, state.get(k), w.id, False)
+                               for k in sorted(attached))
+                else:
+                    effects.append(e)
+            for e in effects:
                 prev = state.get(e.key)
                 if guessed:
                     uncertain.add(e.key)
                 if e.type == "put":
+                    if e.lease:
+                        attached[e.key] = e.lease
+                    else:
+                        attached.pop(e.key, None)
                     create, version = (rev, 1) if prev is None else (prev[1], prev[3] + 1)
                     state[e.key] = (e.value, create, rev, version)
                     out.append(Change("put", e.key, e.value, create, rev, version, prev, w.id,
@@ -364,11 +415,14 @@ class _Run:
                                      revision=rev, key=e.key)
                         continue
                     del state[e.key]
+                    attached.pop(e.key, None)
                     out.append(Change("delete", e.key, None, 0, rev, 0, prev, w.id, e.key not in uncertain))
                     if not guessed:
                         uncertain.discard(e.key)  # absent for sure now
             self.changes[rev] = out
-            if not out:
+            if attached:
+                self.attached_at[rev] = dict(attached)
+            if not out and not (w.effects and w.effects[0].type in ("revoke", "unseen")):
                 self.add("watch:replay", f"op {w.id} sits at revision {rev} but changes nothing there",
                          [w.id], revision=rev)
         final = self.final_op
@@ -398,6 +452,68 @@ class _Run:
                          f"the replay of the writes {list(fields)}", [final.id], key=key)
 
     # -- 2. each stream ------------------------------------------------------------------
+
+    def _check_reads(self) -> None:
+        """Reads against the write order: an op that began after another completed at
+        revision R answers at R or later (``kv:revision-order``), and a read at header
+        revision H shows each key as the replay has it at H (``kv:read-state``)."""
+        hist: dict[str, list[int]] = {}
+        at: dict[str, list[Change]] = {}
+        for rev in sorted(self.changes):
+            for c in self.changes[rev]:
+                hist.setdefault(c.key, []).append(rev)
+                at.setdefault(c.key, []).append(c)
+        done_max = 0
+        done_op: Op | None = None
+        began: dict[Any, tuple[int, Op | None]] = {}
+        shown = 0
+        for op in self.ops:
+            if op.is_nemesis or op.f not in (*WRITE_FS, *READ_FS, "lease-grant"):
+                continue
+            if op.type == "invoke":
+                began[op.process] = (done_max, done_op)
+                continue
+            answered = op.extra.get("revision")
+            if op.type != "ok" or not isinstance(answered, int):
+                continue
+            rev = answered
+            floor, by = began.get(op.process, (0, None))
+            if rev < floor and shown < 20:
+                shown += 1
+                self.add("kv:revision-order", f"op {op.id} ({op.f}) answered at revision {rev}, but op "
+                         f"{by.id if by else '?'} had completed at revision {floor} before it began",
+                         [op.id] + ([by.id] if by else []), revisions=[floor, rev])
+            if rev > done_max:
+                done_max, done_op = rev, op
+            if op.f not in READ_FS or rev > self.final_revision or rev in self.uncertain_revisions:
+                continue
+            if op.f == "read":
+                keys = [str(op.key)]
+                kv = op.extra.get("kv")
+                got = {str(op.key): kv} if isinstance(kv, dict) else {}
+            else:
+                got = {str(kv.get("key")): kv for kv in op.extra.get("kvs") or () if isinstance(kv, dict)}
+                keys = sorted(set(got) | set(hist))
+            for key in keys:
+                revs = hist.get(key, [])
+                i = bisect.bisect_right(revs, rev) - 1
+                want = at[key][i] if i >= 0 else None
+                if want is not None and not want.certain:
+                    continue
+                if want is None or want.type == "delete":
+                    want_t = None
+                else:
+                    want_t = (want.value, want.create, want.mod, want.version)
+                kv = got.get(key)
+                got_t = None if kv is None else (kv.get("value"), kv.get("create_revision", want_t[1] if want_t else 0),
+                                                 kv.get("mod_revision", want_t[2] if want_t else 0),
+                                                 kv.get("version", want_t[3] if want_t else 0))
+                if got_t != want_t and shown < 20:
+                    shown += 1
+                    self.add("kv:read-state", f"op {op.id} ({op.f}) at revision {rev} shows {key} = "
+                             f"{list(got_t) if got_t else None}, the write order has "
+                             f"{list(want_t) if want_t else None} (value, create, mod, version) there",
+                             [op.id] + ([want.op] if want is not None else []), revision=rev, key=key)
 
     def check_streams(self) -> None:
         created_linearizable = bool(self.options.extra.get("created_linearizable"))
@@ -452,12 +568,13 @@ class _StreamCheck:
             revs = run._by_key.get(self.key, [])
             i = bisect.bisect_left(revs, lo)
             while i < len(revs) and revs[i] <= hi:
-                out.extend(c for c in run.changes[revs[i]] if c.key == self.key and self.matches(c.key, c.type))
+                out.extend(c for c in run.changes[revs[i]] if c.key == self.key and c.type != "unknown"
+                           and self.matches(c.key, c.type))
                 i += 1
             return out
         for rev in range(max(lo, 2), hi + 1):
             for c in run.changes.get(rev, ()):
-                if self.matches(c.key, c.type):
+                if c.type != "unknown" and self.matches(c.key, c.type):
                     out.append(c)
         return out
 

@@ -37,8 +37,11 @@ PREFIX_END = "w0"  # etcd's range end of the prefix "w/"
 
 
 def kv_json(kv: kvr.KeyValue) -> dict[str, Any]:
-    return {"key": kv.key.decode("utf-8", "replace"), "value": decode_value(kv.value) if kv.version else None,
-            "create_revision": kv.create_revision, "mod_revision": kv.mod_revision, "version": kv.version}
+    out = {"key": kv.key.decode("utf-8", "replace"), "value": decode_value(kv.value) if kv.version else None,
+           "create_revision": kv.create_revision, "mod_revision": kv.mod_revision, "version": kv.version}
+    if kv.lease:
+        out["lease"] = kv.lease
+    return out
 
 
 def event_json(ev: kvr.Event) -> dict[str, Any]:
@@ -78,8 +81,11 @@ class WatchWorkload:
     name = "watch"
     checkers: tuple[str, ...] = ("linearizable", "watch")
 
+    prefix = PREFIX
+    prefix_end = PREFIX_END
+
     def __init__(self, keys: int = 5, watchers: int = 4) -> None:
-        self.keys = [f"{PREFIX}k{i}" for i in range(max(1, keys))]
+        self.keys = [f"{self.prefix}k{i}" for i in range(max(1, keys))]
         self.watchers = watchers
         self.max_revision = 1  # the highest revision any response has shown
         self.compacted = 0
@@ -173,7 +179,7 @@ class WatchWorkload:
                 extra["kv"] = kv_json(kv)
             return "ok", decode_value(kv.value) if kv is not None else None, extra
         if f == "range":
-            r = await client.get(PREFIX.encode(), range_end=PREFIX_END.encode())
+            r = await client.get(self.prefix.encode(), range_end=self.prefix_end.encode())
             kvs = [kv_json(kv) for kv in r.kvs]
             return "ok", {kv["key"]: kv["value"] for kv in kvs}, {"revision": self._saw(r.header), "kvs": kvs}
         raise ValueError(f"workload {self.name} cannot run f={f!r}")
@@ -189,13 +195,13 @@ class WatchWorkload:
     def _new_request(self, rng: random.Random) -> dict[str, Any]:
         shape = rng.random()
         if shape < 0.4:
-            key, end = PREFIX, PREFIX_END
+            key, end = self.prefix, self.prefix_end
         elif shape < 0.8:
             key, end = rng.choice(self.keys), ""
         else:  # a range of two or three keys
             i = rng.randrange(len(self.keys))
             key = self.keys[i]
-            end = self.keys[i + 2] if i + 2 < len(self.keys) else PREFIX_END
+            end = self.keys[i + 2] if i + 2 < len(self.keys) else self.prefix_end
         start = 0
         if rng.random() < 0.5 and self.max_revision > 1:
             start = rng.randint(max(1, self.max_revision - 40), self.max_revision)

@@ -30,6 +30,7 @@ from kvcheck.exitcodes import UsageError
 from kvcheck.workloads import generator as gen
 from kvcheck.workloads.client import RegisterClient
 from kvcheck.workloads.generator import Context, Generator, OpSpec
+from kvcheck.workloads.lease import make_lease
 from kvcheck.workloads.watch import make_watch
 
 REGISTER_KEY = "register"
@@ -151,6 +152,7 @@ WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
     "register": _register,
     "kv": _kv,
     "watch": make_watch,
+    "lease": make_lease,
 }
 WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
 
