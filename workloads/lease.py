@@ -14,7 +14,8 @@ either keep it alive for a while and revoke it (``lease-revoke``), or stop the k
 and let it expire (then one more keepalive after the lease must have expired must answer
 TTL 0), or keep it alive for a while and then let it go. Keepalives (``lease-keepalive``,
 value = lease id, ok value = the TTL answered, 0: not found) run every TTL/3. The workers
-read keys; watchers (as in the watch workload) watch the prefix ``l/``; after recovery the
+read keys and put keys no lease holds (``l/w<i>``: revisions around every expiry);
+watchers (as in the watch workload) watch the prefix ``l/``; after recovery the
 final phase waits until every lease left behind must have expired (TTL + the bound) and
 reads every key and the whole prefix. Each lessor owns its keys, so a revoke always deletes
 some and no write detaches a key from its lease.
@@ -82,14 +83,20 @@ class LeaseWorkload(WatchWorkload):
     def __init__(self, lessors: int = 3, watchers: int = 2) -> None:
         super().__init__(keys=1, watchers=watchers)
         self.lessors = lessors
-        self.keys = [f"{self.prefix}s{i}{c}" for i in range(lessors) for c in "ab"]
+        self.plain_keys = [f"{self.prefix}w{i}" for i in range(3)]
+        self.keys = [f"{self.prefix}s{i}{c}" for i in range(lessors) for c in "ab"] + self.plain_keys
         self.bound = lease_bound()
 
     def check_options(self) -> dict[str, Any]:
         return {"extra": {"lease_bound": self.bound["bound"], "lease_bound_parts": self.bound}}
 
     def generator(self) -> Generator:
-        return gen.fn(self._read)
+        # reads of every key, and puts of keys no lease holds (revisions around the expiries)
+        return gen.mix([gen.fn(self._read), gen.fn(self._plain_put)], [0.5, 0.5])
+
+    def _plain_put(self, ctx: Context) -> OpSpec:
+        key = ctx.rng.choice(self.plain_keys)
+        return OpSpec("put", self._fresh(key), key)
 
     def final_generator(self, threads: int) -> Generator:
         specs = [OpSpec("read", None, k) for k in self.keys] + [OpSpec("range", None, None)]
