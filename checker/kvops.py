@@ -25,6 +25,12 @@ from kvcheck.checker.history import Op
 PROJECTED = ("put", "delete", "txn", "cas", "read", "range")
 
 
+def is_kv_history(ops: Sequence[Op]) -> bool:
+    """Whether the history has key-value ops (put, delete, txn, range) that the register
+    models do not know: then it is checked through ``register_view``."""
+    return any(op.f in ("put", "delete", "txn", "range") for op in ops if not op.is_nemesis)
+
+
 def _keys(ops: Sequence[Op]) -> list[str]:
     keys: dict[str, None] = {}
     for op in ops:

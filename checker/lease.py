@@ -16,7 +16,8 @@ when not found, ``lease-revoke``; README "Lease histories"):
 - ``lease:late-expiry``: a read shows a key still attached to its lease later than TTL +
   the bound after the lease's last successful keepalive (and after the last fault stopped;
   never while a fault is active); the bound is ``options.extra["lease_bound"]`` seconds,
-  derived by the workload from the store's settings, and printed;
+  derived by the workload from the store's settings, and printed (without it this check is
+  skipped, and the summary says so);
 - ``lease:keepalive-after-expiry`` / ``lease:keepalive-after-revoke``: a keepalive invoked
   after the lease's expiry was seen, or after its revoke completed, answered a TTL > 0;
 - ``lease:revoked-key-present``: a read invoked after a revoke completed shows a key still
@@ -46,7 +47,8 @@ class LeaseChecker(CheckerBase):
 
     def check(self, ops: Sequence[Op], options: CheckOptions) -> CheckResult:
         t0 = time.perf_counter()
-        bound = float(options.extra.get("lease_bound", 0.0))
+        given = options.extra.get("lease_bound")
+        bound = float(given) if isinstance(given, int | float) else None
         parts = options.extra.get("lease_bound_parts") or {}
         deadline = None if options.timeout is None else t0 + options.timeout
         run = _Run(ops, options, deadline)
@@ -158,7 +160,7 @@ class LeaseChecker(CheckerBase):
                 if not renewed:
                     continue
                 base = max([max(renewed)] + [b for a, b in faults if b <= t_r])
-                if t_r > base + ttl[lease] + bound:
+                if bound is not None and t_r > base + ttl[lease] + bound:
                     add("lease:late-expiry", f"read (op {done.id}) at {t_r:.3f} s shows key {kv.get('key')} "
                         f"still attached to lease {lease} (TTL {ttl[lease]} s), {t_r - base:.3f} s after its last "
                         f"keepalive or the last fault, beyond TTL + the bound {bound:g} s",
@@ -173,5 +175,7 @@ class LeaseChecker(CheckerBase):
         how = " + ".join(f"{k} {v:g}" for k, v in parts.items() if k != "bound")
         head = (f"    {result.get('leases', 0)} leases, {result.get('keepalives', 0)} keepalives, "
                 f"{result.get('revokes', 0)} revokes, {result.get('expiries_seen', 0)} expiries seen; "
-                f"expiry bound TTL + {result.get('bound_seconds', 0):g} s" + (f" ({how})" if how else ""))
+                + (f"expiry bound TTL + {result['bound_seconds']:g} s" + (f" ({how})" if how else "")
+                   if result.get("bound_seconds") is not None
+                   else "no expiry bound given (options.extra lease_bound): late expiry not checked"))
         return [head, *super().summary_lines(result, op_text)]

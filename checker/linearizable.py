@@ -39,7 +39,7 @@ import gc
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -587,8 +587,8 @@ class LinearizableChecker(CheckerBase):
     ``options.model`` is a model name or a ``Model``; with ``options.extra["compare_failed"]``
     a ``fail`` cas with error "compare-failed" means the compare failed (the kvcheck
     recorders' convention) and any other failed cas is dropped as certainly not applied.
-    With ``options.extra["kv_ops"]`` a key-value history (put, delete, txn, range ...) is
-    checked as one register per key (``checker.kvops.register_view``).
+    A key-value history (any put, delete, txn or range op; or ``options.extra["kv_ops"]``)
+    is checked as one register per key (``checker.kvops.register_view``).
     Each invalid key becomes one ``nonlinearizable`` anomaly naming the op that cannot be
     linearized and the ops of its minimal failing sub-history."""
 
@@ -604,9 +604,9 @@ class LinearizableChecker(CheckerBase):
             init = DEFAULT if options.init is None else options.init
             model = get_model(model or "cas-register", init,
                               fail_cas_means_compare_failed=compare_failed)
-        if options.extra.get("kv_ops"):  # put/delete/txn/range histories: one register per key
-            from kvcheck.checker.kvops import register_view
+        from kvcheck.checker.kvops import is_kv_history, register_view
 
+        if options.extra.get("kv_ops") or is_kv_history(ops):  # put/delete/txn/range: a register per key
             ops = register_view(ops)
         if compare_failed:
             ops = compare_failed_ops(ops)
@@ -628,6 +628,28 @@ class LinearizableChecker(CheckerBase):
                     {"key": name}))
         return CheckResult(self.name, result.valid, anomalies, result.check_seconds,
                            result.unknown_cause, detail)
+
+    minimal_shown = 8  # calls of a minimal failing sub-history the summary lists
+
+    def summary_lines(self, result: Mapping[str, Any], op_text: Callable[[Any], str]) -> list[str]:
+        """For each invalid key: the op that cannot be linearized and the completions of its
+        minimal failing sub-history, one per line (the whole history has no key line)."""
+        lines: list[str] = []
+        for name, key in (result.get("keys") or {}).items():
+            if key.get("valid") is not False or not key.get("op"):
+                continue
+            indent = "    "
+            if name != "null":
+                lines.append(f"    key {name}:")
+                indent = "      "
+            lines.append(f"{indent}{op_text(key['op'])} cannot be linearized")
+            minimal = [op for op in key.get("minimal_history") or [] if op.get("type") != "invoke"]
+            if minimal:
+                lines.append(f"{indent}minimal failing sub-history ({len(minimal)} calls):")
+                lines.extend(f"{indent}  {op_text(op)}" for op in minimal[: self.minimal_shown])
+                if len(minimal) > self.minimal_shown:
+                    lines.append(f"{indent}  … {len(minimal) - self.minimal_shown} more (results.json)")
+        return lines
 
 
 COMPARE_FAILED = "compare-failed"

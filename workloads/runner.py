@@ -301,7 +301,7 @@ class Runner:
             self.recorder.complete(inv, "fail", spec.value, error=exc.error)
             return "fail"
         self.recorder.complete(inv, typ, value, error="compare-failed" if typ == "fail" else None,
-                               extra=extra)
+                               node=getattr(client, "served_by", None), extra=extra)
         return typ
 
 

@@ -70,6 +70,7 @@ class KVHandle:
 
     def __init__(self, kv: Any) -> None:
         self.kv = kv
+        self.served_by: int | None = None  # the member that answered the last call (history ``node``)
 
     async def close(self) -> None:
         await self.kv.aclose()
@@ -142,8 +143,9 @@ class WatchWorkload:
         return header.revision
 
     async def invoke(self, client: KVHandle, spec: OpSpec) -> tuple[Any, ...]:
+        client.served_by = None
         try:
-            return await self._invoke(client.kv, spec)
+            return await self._invoke(client, spec)
         except Failed as exc:
             raise DefiniteFailure(exc.code.value, exc.message) from None
         except ClientIndeterminate as exc:
@@ -151,14 +153,19 @@ class WatchWorkload:
                 raise DefiniteFailure(exc.code.value, exc.message) from None
             raise Indeterminate(exc.code.value, exc.message) from None
 
-    async def _invoke(self, client: Any, spec: OpSpec) -> tuple[Any, ...]:
-        f, key = spec.f, spec.key
+    async def _invoke(self, handle: KVHandle, spec: OpSpec) -> tuple[Any, ...]:
+        f, key, client = spec.f, spec.key, handle.kv
+
+        def saw(header: kvr.ResponseHeader) -> int:
+            handle.served_by = header.member_id or None
+            return self._saw(header)
+
         if f == "put":
             put = await client.put(key.encode(), encode_value(spec.value))
-            return "ok", spec.value, {"revision": self._saw(put.header)}
+            return "ok", spec.value, {"revision": saw(put.header)}
         if f == "delete":
             d = await client.delete(key.encode())
-            return "ok", None, {"revision": self._saw(d.header), "deleted": d.deleted}
+            return "ok", None, {"revision": saw(d.header), "deleted": d.deleted}
         if f == "txn":
             success: list[kvr.RequestOp] = [
                 kvr.PutRequest(key=k.encode(), value=encode_value(v)) if op == "put"
@@ -166,22 +173,22 @@ class WatchWorkload:
             t = await client.txn([], success)
             done = [[op, k, v if op == "put" else int(getattr(r, "deleted", 0))]
                     for (op, k, v), r in zip(spec.value, t.responses, strict=True)]
-            return "ok", done, {"revision": self._saw(t.header)}
+            return "ok", done, {"revision": saw(t.header)}
         if f == "cas":
             old, new = spec.value
             c = await client.cas(key.encode(), encode_value(old), encode_value(new))
-            return ("ok" if c.succeeded else "fail"), spec.value, {"revision": self._saw(c.header)}
+            return ("ok" if c.succeeded else "fail"), spec.value, {"revision": saw(c.header)}
         if f == "read":
             r = await client.get(key.encode())
             kv = r.kvs[0] if r.kvs else None
-            extra: dict[str, Any] = {"revision": self._saw(r.header)}
+            extra: dict[str, Any] = {"revision": saw(r.header)}
             if kv is not None:
                 extra["kv"] = kv_json(kv)
             return "ok", decode_value(kv.value) if kv is not None else None, extra
         if f == "range":
             r = await client.get(self.prefix.encode(), range_end=self.prefix_end.encode())
             kvs = [kv_json(kv) for kv in r.kvs]
-            return "ok", {kv["key"]: kv["value"] for kv in kvs}, {"revision": self._saw(r.header), "kvs": kvs}
+            return "ok", {kv["key"]: kv["value"] for kv in kvs}, {"revision": saw(r.header), "kvs": kvs}
         raise ValueError(f"workload {self.name} cannot run f={f!r}")
 
     # -- the background: watch streams and compactions -----------------------------------------
