@@ -171,14 +171,81 @@ class WatchChecker(CheckerBase):
         return lines
 
     def html_section(self, result: Mapping[str, Any], ops: Sequence[Op]) -> str:
+        """The anomaly table, the watch streams drawn as rows (each event a tick at its
+        revision, the revisions an anomaly names in red, progress notifications as grey
+        ticks) and where each info write was placed."""
         base = super().html_section(result, ops)
+        parts = [base, _streams_svg(result, ops)]
         placements = result.get("placements") or []
-        if not placements:
-            return base
-        rows = "".join(f"<tr><td>{op_links([p['op']])}</td><td>{html.escape(str(p.get('revision')))}</td>"
-                       f"<td>{html.escape(str(p.get('how')))}</td></tr>" for p in placements[:200])
-        return base + ("<h4>Where each info write was placed</h4><table class=\"anomalies\"><thead><tr>"
-                       f"<th>op</th><th>revision</th><th>how</th></tr></thead><tbody>{rows}</tbody></table>")
+        if placements:
+            rows = "".join(f"<tr><td>{op_links([p['op']])}</td><td>{html.escape(str(p.get('revision')))}</td>"
+                           f"<td>{html.escape(str(p.get('how')))}</td></tr>" for p in placements[:200])
+            parts.append("<h4>Where each info write was placed</h4><table class=\"anomalies\"><thead><tr>"
+                         f"<th>op</th><th>revision</th><th>how</th></tr></thead><tbody>{rows}</tbody></table>")
+        return "".join(parts)
+
+
+def _streams_svg(result: Mapping[str, Any], ops: Sequence[Op], max_ticks: int = 20_000) -> str:
+    """One row per watch stream over revisions 1..final: events as ticks, progress in grey,
+    anomalous revisions in red; a row's label and each red mark are the report's op links
+    (a click shows the stream's request or the anomaly's first op on the timeline)."""
+    final = int(result.get("final_revision") or 1)
+    streams: dict[Any, dict[str, Any]] = {}
+    for op in ops:
+        if op.f != "watch" or op.is_nemesis:
+            continue
+        if op.type == "invoke":
+            streams[op.process] = {"req": op.value if isinstance(op.value, dict) else {}, "ev": [], "pr": [],
+                                   "op": op.id}
+            continue
+        st = streams.get(op.process)
+        v = op.value if isinstance(op.value, dict) else {}
+        if st is None or "end" in v or v.get("progress_request"):
+            continue
+        evs = v.get("events") or []
+        if evs:
+            st["ev"].extend((int(e.get("mod_revision") or 0), op.id) for e in evs)
+        elif not v.get("created") and not v.get("canceled"):
+            st["pr"].append((int(v.get("revision") or 0), op.id))
+    if not streams:
+        return ""
+    final = max([final] + [r for st in streams.values() for r, _ in st["ev"] + st["pr"]])
+    bad: dict[Any, list[tuple[int, int]]] = {}
+    for a in result.get("anomalies") or []:
+        d = a.get("detail") or {}
+        if "stream" not in d:
+            continue
+        revs = d.get("revisions") or ([d["revision"]] if "revision" in d else [])
+        first = (a.get("ops") or [0])[0]
+        bad.setdefault(d["stream"], []).extend((int(r), int(first)) for r in revs[:20])
+    left, width, row = 230, 760, 16
+    height = row * len(streams) + 24
+
+    def x(rev: int) -> float:
+        return left + width * (rev - 1) / max(1, final - 1)
+
+    out = [f'<h4>Watch streams (revisions 1..{final})</h4><svg xmlns="http://www.w3.org/2000/svg" '
+           f'width="{left + width + 10}" height="{height}" font-family="monospace" font-size="10">']
+    ticks = 0
+    for i, (proc, st) in enumerate(streams.items()):
+        y = 12 + i * row
+        req = st["req"]
+        label = f"p{proc} {req.get('key', '')}{'..' + str(req.get('range_end')) if req.get('range_end') else ''}"
+        label += f" from {req.get('start_revision')}" if req.get("start_revision") else " now"
+        out.append(f'<a class="op-ref" href="#timeline-section" data-op="{st["op"]}"><text x="2" y="{y + 4}">{html.escape(label[:36])}</text></a>'
+                   f'<line x1="{left}" x2="{left + width}" y1="{y}" y2="{y}" stroke="#ddd"/>')
+        for rev, _ in st["pr"]:
+            out.append(f'<line x1="{x(rev):.1f}" x2="{x(rev):.1f}" y1="{y - 6}" y2="{y + 6}" stroke="#aaa"/>')
+        for rev, _ in st["ev"]:
+            ticks += 1
+            if ticks > max_ticks:
+                break
+            out.append(f'<line x1="{x(rev):.1f}" x2="{x(rev):.1f}" y1="{y - 4}" y2="{y + 4}" stroke="#36c"/>')
+        for rev, op_id in bad.get(proc, []):
+            out.append(f'<a class="op-ref" href="#timeline-section" data-op="{op_id}"><circle cx="{x(rev):.1f}" cy="{y}" r="4" fill="#d22">'
+                       f'<title>revision {rev}</title></circle></a>')
+    out.append("</svg>")
+    return "".join(out)
 
 
 class _Run:
