@@ -269,3 +269,34 @@ def test_created_behind_a_completed_write_is_reported_only_when_asked() -> None:
 def test_the_check_is_bounded_in_time() -> None:
     r = WatchChecker().check(to_ops(base()), CheckOptions(timeout=0.0))
     assert r.valid == "unknown" and "within" in (r.unknown_cause or "")
+
+
+def _write(path: Path, dicts: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps({"index": i, **d}) + "\n" for i, d in enumerate(dicts)))
+    return path
+
+
+def test_kvcheck_check_runs_the_watch_checker_on_a_bare_history_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kvcheck.cli import main
+
+    good = _write(tmp_path / "good.jsonl", base())
+    bad = _write(tmp_path / "bad.jsonl", mutated(_reliable))
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["check", *args], catch_exceptions=False)
+
+    r = run(str(good), "--checker", "watch")
+    assert r.exit_code == 0, r.stdout
+    r = run(str(good), "--checker", "linearizable,watch", "--model", "cas-register")
+    assert r.exit_code == 0 and "watch" in r.stdout and "linearizable" in r.stdout, r.stdout
+    r = run(str(bad), "--checker", "watch", "--json")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    watch = doc["files"][0]["checkers"]["watch"]
+    assert watch["valid"] is False and watch["anomalies"][0]["kind"] == "watch:reliable"
+    assert watch["anomalies"][0]["detail"]["stream"] == 100
+    r = run(str(bad), "--checker", "watch", "--report", str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert "Watch streams" in page and "watch:reliable" in page
