@@ -30,6 +30,7 @@ check is bounded by ``options.timeout`` (``unknown`` with the cause when it is h
 from __future__ import annotations
 
 import bisect
+import gc
 import html
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,9 @@ PER_STREAM_KIND_LIMIT = 3  # anomalies of one kind listed per stream (the rest a
 
 class _OutOfTime(Exception):
     pass
+
+
+_NO_INDEX: dict[str, Any] = {}
 
 
 @dataclass(slots=True)
@@ -100,14 +104,6 @@ class Stream:
     lines: list[Op] = field(default_factory=list)
 
 
-def _in_range(key: str, start: str, end: str) -> bool:
-    if not end:
-        return key == start
-    if end == "\0":
-        return key >= start
-    return start <= key < end
-
-
 def _effects(op: Op, ok: bool) -> list[Effect]:
     """The key changes of a write call from its completion (ok) or invocation (info)."""
     f, v = op.f, op.value
@@ -152,6 +148,8 @@ class WatchChecker(CheckerBase):
         t0 = time.perf_counter()
         deadline = None if options.timeout is None else t0 + options.timeout
         run = _Run(ops, options, deadline)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # many small acyclic objects: no cyclic GC passes while checking
         try:
             run.reconstruct()
             run.check_streams()
@@ -159,6 +157,9 @@ class WatchChecker(CheckerBase):
             return CheckResult(self.name, UNKNOWN, run.anomalies, time.perf_counter() - t0,
                                f"the watch check did not finish within {options.timeout} s",
                                run.detail())
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         valid = not run.anomalies
         return CheckResult(self.name, valid, run.anomalies, time.perf_counter() - t0, None, run.detail())
 
@@ -257,6 +258,7 @@ class _Run:
         self.writes: list[Write] = []
         self.at: dict[int, Write] = {}  # revision -> the write that made it
         self.changes: dict[int, list[Change]] = {}  # revision -> its changes, in op order
+        self.index: dict[int, dict[str, tuple[int, Change]]] = {}  # revision -> key -> (position, change)
         self.final_revision = 1
         self.final_op: Op | None = None
         self.streams: list[Stream] = []
@@ -291,42 +293,7 @@ class _Run:
 
     def reconstruct(self) -> None:
         ops = self.ops
-        stream_of: dict[Any, Stream] = {}
-        observed: dict[Any, set[int]] = {}  # put value -> revisions it was seen at
-        observed_at: dict[int, dict[str, tuple[str, Any, int]]] = {}  # rev -> key -> (type, value, op)
         max_seen = 1
-        for op in ops:
-            if op.is_nemesis:
-                continue
-            if op.f == "watch":
-                if op.type == "invoke":
-                    req = op.value if isinstance(op.value, dict) else {}
-                    s = Stream(op.process, op, req)
-                    stream_of[op.process] = s
-                    self.streams.append(s)
-                elif op.process in stream_of:
-                    stream_of[op.process].lines.append(op)
-                    v = op.value if isinstance(op.value, dict) else {}
-                    for ev in v.get("events") or ():
-                        self.events += 1
-                        rev = int(ev.get("mod_revision") or 0)
-                        max_seen = max(max_seen, rev)
-                        key = str(ev.get("key"))
-                        typ = ev.get("type")
-                        observed_at.setdefault(rev, {}).setdefault(key, (typ, ev.get("value"), op.id))
-                        if typ == "put":
-                            observed.setdefault(ev.get("value"), set()).add(rev)
-            elif op.f in READ_FS and op.type == "ok":
-                kvs = op.extra.get("kvs") if op.f == "range" else [op.extra.get("kv")]
-                for kv in kvs or ():
-                    if isinstance(kv, dict) and kv.get("mod_revision"):
-                        observed.setdefault(kv.get("value"), set()).add(int(kv["mod_revision"]))
-                        observed_at.setdefault(int(kv["mod_revision"]), {}).setdefault(
-                            str(kv.get("key")), ("put", kv.get("value"), op.id))
-                if op.f == "range" and isinstance(op.extra.get("revision"), int):
-                    self.final_op = op  # the last ok range read is the final read
-            elif op.f == "compact" and op.type in ("ok", "info") and isinstance(op.value, int):
-                self.compactions.add(op.value)
         for call in pair_calls(ops):
             if call.f not in WRITE_FS or call.outcome == "fail":
                 continue
@@ -346,12 +313,7 @@ class _Run:
                 self.ok_write_done.append((done.position, answered))
                 max_seen = max(max_seen, answered)
             self.writes.append(w)
-        if self.final_op is not None:
-            self.final_revision = int(self.final_op.extra["revision"])
-        else:
-            self.final_revision = max_seen
         self.ok_write_done.sort()
-
         for w in self.writes:
             if not w.ok:
                 continue
@@ -363,6 +325,63 @@ class _Run:
                          [other.id, w.id], revision=w.revision)
                 continue
             self.at[w.revision] = w
+
+        # What events and reads show: the revisions of info writes' values, and what is seen
+        # at revisions no ok write explains (only those are kept: a valid history with no
+        # info writes keeps nothing here).
+        info_values = {e.value for w in self.writes if not w.ok for e in w.effects if e.type == "put"}
+        claimed = self.at
+        stream_of: dict[Any, Stream] = {}
+        observed: dict[Any, set[int]] = {}  # info put value -> revisions it was seen at
+        observed_at: dict[int, dict[str, tuple[str, Any, int]]] = {}  # rev -> key -> (type, value, op)
+        events = 0
+        for op in ops:
+            if op.is_nemesis:
+                continue
+            if op.f == "watch":
+                if op.type == "invoke":
+                    req = op.value if isinstance(op.value, dict) else {}
+                    s = Stream(op.process, op, req)
+                    stream_of[op.process] = s
+                    self.streams.append(s)
+                elif op.process in stream_of:
+                    stream_of[op.process].lines.append(op)
+                    v = op.value if isinstance(op.value, dict) else {}
+                    evs = v.get("events")
+                    if not evs:
+                        continue
+                    events += len(evs)
+                    for ev in evs:
+                        rev = ev.get("mod_revision")
+                        if type(rev) is not int:
+                            rev = int(rev or 0)
+                        if rev > max_seen:
+                            max_seen = rev
+                        if rev in claimed:
+                            continue
+                        typ = ev.get("type")
+                        observed_at.setdefault(rev, {}).setdefault(str(ev.get("key")), (typ, ev.get("value"), op.id))
+                        if typ == "put" and ev.get("value") in info_values:
+                            observed.setdefault(ev.get("value"), set()).add(rev)
+            elif op.f in READ_FS and op.type == "ok":
+                kvs = op.extra.get("kvs") if op.f == "range" else [op.extra.get("kv")]
+                for kv in kvs or ():
+                    if isinstance(kv, dict) and kv.get("mod_revision"):
+                        rev = int(kv["mod_revision"])
+                        if rev in claimed:
+                            continue
+                        if kv.get("value") in info_values:
+                            observed.setdefault(kv.get("value"), set()).add(rev)
+                        observed_at.setdefault(rev, {}).setdefault(str(kv.get("key")), ("put", kv.get("value"), op.id))
+                if op.f == "range" and isinstance(op.extra.get("revision"), int):
+                    self.final_op = op  # the last ok range read is the final read
+            elif op.f == "compact" and op.type in ("ok", "info") and isinstance(op.value, int):
+                self.compactions.add(op.value)
+        self.events = events
+        if self.final_op is not None:
+            self.final_revision = int(self.final_op.extra["revision"])
+        else:
+            self.final_revision = max_seen
 
         # info writes: placed by the revision an event or a read shows one of their values
         unplaced: list[Write] = []
@@ -487,6 +506,7 @@ class _Run:
                     if not guessed:
                         uncertain.discard(e.key)  # absent for sure now
             self.changes[rev] = out
+            self.index[rev] = {c.key: (i, c) for i, c in enumerate(out)}
             if attached:
                 self.attached_at[rev] = dict(attached)
             if not out and not (w.effects and w.effects[0].type in ("revoke", "unseen")):
@@ -609,11 +629,23 @@ class _StreamCheck:
         self.no_delete = "nodelete" in filters
         self.created_linearizable = created_linearizable
         self.shown: dict[str, int] = {}
+        self.matches = self._matcher()
 
-    def matches(self, key: str, typ: str) -> bool:
-        if (typ == "put" and self.no_put) or (typ == "delete" and self.no_delete):
-            return False
-        return _in_range(key, self.key, self.end)
+    def _matcher(self) -> Callable[[str, str], bool]:
+        """``matches(key, type)``: the event is in the watched range and of an unfiltered type."""
+        start, end, no_put, no_delete = self.key, self.end, self.no_put, self.no_delete
+        if not end:
+            def in_range(key: str) -> bool:
+                return key == start
+        elif end == "\0":
+            def in_range(key: str) -> bool:
+                return key >= start
+        else:
+            def in_range(key: str) -> bool:
+                return start <= key < end
+        if not (no_put or no_delete):
+            return lambda key, typ: in_range(key)
+        return lambda key, typ: not ((typ == "put" and no_put) or (typ == "delete" and no_delete)) and in_range(key)
 
     def add(self, kind: str, explanation: str, ops: list[int], **detail: Any) -> None:
         n = self.shown.get(kind, 0)
@@ -659,6 +691,9 @@ class _StreamCheck:
         resp_no = 0
         first_event: tuple[dict[str, Any], Op] | None = None
         rev_resp: dict[int, tuple[int, Op]] = {}
+        index = run.index
+        matches = self.matches
+        prev_kv = self.prev_kv
         flagged_rev = -1
         for line in self.s.lines:
             v = line.value if isinstance(line.value, dict) else {}
@@ -685,12 +720,18 @@ class _StreamCheck:
                 window_end = max(window_end, rev_h)
                 continue
             for ev in events:
-                key = str(ev.get("key"))
-                typ = str(ev.get("type"))
-                rev = int(ev.get("mod_revision") or 0)
+                key = ev.get("key")
+                if type(key) is not str:
+                    key = str(key)
+                typ = ev.get("type")
+                if type(typ) is not str:
+                    typ = str(typ)
+                rev = ev.get("mod_revision")
+                if type(rev) is not int:
+                    rev = int(rev or 0)
                 if first_event is None:
                     first_event = (ev, line)
-                if not self.matches(key, typ):
+                if not matches(key, typ):
                     self.add("watch:filter", f"{typ} event of key {key} at revision {rev} is outside the "
                              "watched range or of a filtered type", [line.id], revision=rev, key=key)
                 if rev <= progress and rev != flagged_rev:
@@ -698,13 +739,16 @@ class _StreamCheck:
                     self.add("watch:bookmarkable", f"event at revision {rev} after a progress notification "
                              f"at {progress}", [progress_op.id if progress_op else line.id, line.id],
                              revisions=[progress, rev])
-                changes = run.changes.get(rev, [])
-                pos = next((i for i, c in enumerate(changes) if c.key == key), -1)
+                found = index.get(rev, _NO_INDEX).get(key)
+                pos = found[0] if found is not None else -1
                 if rev < last_rev or (rev == last_rev and pos != -1 and pos < last_key_pos):
                     self.add("watch:ordered", f"event ({rev}, {key}) after an event at revision {last_rev}",
                              [line.id], revisions=[last_rev, rev])
-                last_rev, last_key_pos = max(last_rev, rev), pos
-                window_end = max(window_end, rev)
+                if rev > last_rev:
+                    last_rev = rev
+                last_key_pos = pos
+                if rev > window_end:
+                    window_end = rev
                 ident = (rev, key)
                 if ident in delivered:
                     self.add("watch:unique", f"event ({rev}, {key}) delivered twice",
@@ -715,7 +759,22 @@ class _StreamCheck:
                     self.add("watch:atomic", f"the events of revision {rev} arrived in two responses",
                              [first_resp[1].id, line.id], revision=rev)
                 delivered[ident] = (ev, line, resp_no)
-                self._event_fields(ev, line, changes[pos] if pos != -1 else None, key, typ, rev)
+                want = found[1] if found is not None else None
+                if (want is not None and want.certain and want.type == typ == "put"
+                        and want.value == ev.get("value") and want.create == ev.get("create_revision")
+                        and want.version == ev.get("version")):
+                    # the common case: a PUT as the replay has it; then its prev_kv
+                    p, wp = ev.get("prev_kv"), want.prev
+                    if not prev_kv:
+                        if p is None:
+                            continue
+                    elif p is None:
+                        if wp is None:
+                            continue
+                    elif wp is not None and (p.get("value"), p.get("create_revision"), p.get("mod_revision"),
+                                             p.get("version")) == wp:
+                        continue
+                self._event_fields(ev, line, want, key, typ, rev)
         # created / compaction
         if canceled is not None and compact_rev:
             if compact_rev not in run.compactions:
