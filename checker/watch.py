@@ -434,10 +434,12 @@ class _Run:
             bound = suffix_min[j] if j < len(suffix_min) else None
             cand = next((w for w in unplaced if w.call is not None and (
                 bound is None or w.call.invoke.position < bound)), None)
-            if cand is None and self.leases and rev not in observed_at:
-                # a lease expiry nobody saw: which keys it deleted is unknown
-                self.at[rev] = Write(None, [Effect("unseen", "", None)], True, rev,
-                                     "guessed: a lease expiry no event or read shows")
+            if self.leases and rev not in observed_at:
+                # a lease expiry nobody saw, or an info write nobody saw: which keys changed is
+                # unknown (every leased key, and the keys of the info write that might be it)
+                keys = sorted({e.key for e in cand.effects if e.key}) if cand is not None else []
+                self.at[rev] = Write(None, [Effect("unseen", "", keys)], True, rev,
+                                     "guessed: a lease expiry or info write no event or read shows")
                 self.uncertain_revisions.add(rev)
                 continue
             if cand is None or rev in observed_at:
@@ -474,10 +476,11 @@ class _Run:
                         self.deleted_leases[rev] = lease
                     keys = sorted(k for k, v in attached.items() if v == lease) if lease else [e.key]
                     effects.extend(Effect("delete", k, None, maybe=e.type == "revoke") for k in keys)
-                elif e.type == "unseen":  # which of the leased keys it deleted is unknown
-                    uncertain.update(attached)
+                elif e.type == "unseen":  # which of these keys it changed is unknown
+                    unknown = sorted(set(attached) | set(e.value or ()))
+                    uncertain.update(unknown)
                     out.extend(Change("unknown", k, None, 0, rev, 0, state.get(k), w.id, False)
-                               for k in sorted(attached))
+                               for k in unknown)
                 else:
                     effects.append(e)
             for e in effects:
