@@ -425,7 +425,8 @@ class Client:
     async def lease_keepalive(self, lease_id: int) -> int:
         """One keepalive; the remaining TTL (0: the lease is unknown or expired)."""
         body = await self.call("lease_keepalive", {"id": lease_id}, write=False)
-        return int(body["ttl"])
+        # a field at its default is left off the wire: an expired lease's reply has no ttl
+        return kvr.LeaseKeepAliveResponse.from_wire(body).ttl
 
     async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> kvr.LeaseTimeToLiveResponse:
         req = kvr.LeaseTimeToLiveRequest(id=lease_id, keys=keys)
