@@ -160,6 +160,7 @@ CHECKERS: dict[str, str] = {
     "linearizable": "kvcheck.checker.linearizable:LinearizableChecker",
     "watch": "kvcheck.checker.watch:WatchChecker",
     "lease": "kvcheck.checker.lease:LeaseChecker",
+    "informer": "kvcheck.checker.informer:InformerChecker",
 }
 
 

@@ -246,7 +246,7 @@ class WatchWorkload:
         process = env.new_process()
         client = env.target.kv_client(process)
         value = {k: request[k] for k in ("key", "range_end", "start_revision", "prev_kv", "progress_notify",
-                                          "filters")}
+                                          "filters", "informer") if k in request}
         inv = rec.invoke(process, "watch", value)
         last_seen = 0
         outcome = "broken"

@@ -30,6 +30,7 @@ from kvcheck.exitcodes import UsageError
 from kvcheck.workloads import generator as gen
 from kvcheck.workloads.client import RegisterClient
 from kvcheck.workloads.generator import Context, Generator, OpSpec
+from kvcheck.workloads.kubernetes import make_kubernetes
 from kvcheck.workloads.lease import make_lease
 from kvcheck.workloads.watch import make_watch
 
@@ -153,6 +154,7 @@ WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
     "kv": _kv,
     "watch": make_watch,
     "lease": make_lease,
+    "kubernetes": make_kubernetes,
 }
 WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
 
