@@ -71,11 +71,11 @@ def main() -> int:
             elif verdict == "invalid" and caught_at is None:
                 caught_at = seed
             bad += bool(problems)
-            kinds = sorted({a.get("kind") for c in out.results["checkers"].values()
+            found = sorted({a.get("kind") for c in out.results["checkers"].values()
                             for a in c.get("anomalies") or []})
             print(f"{workload:8} seed {seed:4} {verdict:8} ok ops {ok:5} wall {walls[-1]:6.2f}s "
                   f"{'PROBLEM: ' + '; '.join(problems) if problems else ''} "
-                  f"{'anomalies: ' + ','.join(kinds) + ' ' if kinds else ''}{out.run_dir}", flush=True)
+                  f"{'anomalies: ' + ','.join(found) + ' ' if found else ''}{out.run_dir}", flush=True)
             if args.bug and caught_at is not None:
                 break
         print(f"== {workload}: {sum(verdicts.values())} runs: {dict(verdicts)}; min ok ops {min_ok}; "

@@ -300,3 +300,12 @@ def test_kvcheck_check_runs_the_watch_checker_on_a_bare_history_file(tmp_path: P
     r = run(str(bad), "--checker", "watch", "--report", str(tmp_path / "r.html"))
     page = (tmp_path / "r.html").read_text()
     assert "Watch streams" in page and "watch:reliable" in page
+
+
+def test_a_prev_kv_dropped_by_a_compaction_at_that_revision_is_excused() -> None:
+    # the compaction at 3 keeps a's version at 3 and drops its version at 2: no prev_kv for
+    # the event at 3; the one at 4 (after the compaction too) still needs its prev_kv
+    h = mutated(lambda h: events_line(h, 100, 3)["value"]["events"][0].pop("prev_kv"))
+    assert check(h).valid is True
+    h = mutated(lambda h: events_line(h, 100, 4)["value"]["events"][0].pop("prev_kv"))
+    assert "watch:prev-kv" in kinds(check(h))
