@@ -57,3 +57,38 @@ def test_watch_from_lagging_member_is_caught() -> None:
     _, results = run(2, ["partition", "kill"], ["watch_from_lagging_member"])
     assert results["watch"].valid is False
     assert "watch:bookmarkable" in {a.kind for a in results["watch"].anomalies}
+
+
+def test_a_history_with_30_percent_info_writes_is_decided_and_each_placement_explained() -> None:
+    # Take a clean run's history and forget the outcome of 30% of its ok writes (each becomes
+    # info, its process retired: later ops of that thread move to a fresh process id). The
+    # checker must still decide (valid) and say where it put each of them.
+    import random
+
+    from kvcheck.checker.history import Op
+    from kvcheck.checker.watch import WatchChecker
+
+    ex, _ = run(5, ["partition"], [])
+    rng = random.Random(0)
+    alias: dict[object, object] = {}
+    fresh = iter(range(1_000_000, 2_000_000))
+    ops: list[Op] = []
+    forgotten = 0
+    for op in ex.ops:
+        d = op.to_dict()
+        d["process"] = alias.get(op.process, op.process)
+        if op.type == "ok" and op.f in ("put", "delete", "txn") and rng.random() < 0.3:
+            d = {k: v for k, v in d.items() if k not in ("revision", "deleted")}
+            d["type"], d["error"] = "info", "timeout"
+            if op.f == "txn":  # an info txn's value is the request's: no deleted counts known
+                d["value"] = [[m[0], m[1], m[2] if m[0] == "put" else None] for m in d["value"]]
+            alias[op.process] = next(fresh)
+            forgotten += 1
+        ops.append(Op.from_dict(d, position=len(ops)))
+    result = WatchChecker().check(ops, CheckOptions())
+    assert forgotten >= 50
+    assert result.valid is True, [a.to_json() for a in result.anomalies[:5]]
+    placements = result.detail["placements"]
+    assert len(placements) == forgotten and all(p["how"] for p in placements)
+    placed = [p for p in placements if p["revision"] is not None]
+    assert len(placed) >= 0.9 * forgotten
