@@ -268,6 +268,7 @@ class _Run:
         self.events = 0
         self.counts: dict[str, int] = {}
         self.uncertain_revisions: set[int] = set()
+        self.unsure_keys: dict[int, list[str]] = {}  # revision -> keys an ambiguous placement may have changed
         self.leases = any(op.f == "lease-grant" for op in ops)
         self.expiries: list[Write] = []  # server writes: lease expiries a watch event showed
         self.attached_at: dict[int, dict[str, int]] = {}  # revision -> key -> lease, after it (leased keys only)
@@ -334,7 +335,7 @@ class _Run:
         claimed = self.at
         stream_of: dict[Any, Stream] = {}
         observed: dict[Any, set[int]] = {}  # info put value -> revisions it was seen at
-        observed_at: dict[int, dict[str, tuple[str, Any, int]]] = {}  # rev -> key -> (type, value, op)
+        observed_at: dict[int, dict[str, tuple[str, Any, int, int]]] = {}  # rev -> key -> (type, value, op, pos)
         events = 0
         for op in ops:
             if op.is_nemesis:
@@ -358,10 +359,16 @@ class _Run:
                             rev = int(rev or 0)
                         if rev > max_seen:
                             max_seen = rev
+                        if info_values:  # a prev_kv shows an earlier version's value and revision too
+                            p = ev.get("prev_kv")
+                            if isinstance(p, dict) and p.get("value") in info_values and isinstance(
+                                    p.get("mod_revision"), int) and p["mod_revision"] not in claimed:
+                                observed.setdefault(p["value"], set()).add(p["mod_revision"])
                         if rev in claimed:
                             continue
                         typ = ev.get("type")
-                        observed_at.setdefault(rev, {}).setdefault(str(ev.get("key")), (typ, ev.get("value"), op.id))
+                        observed_at.setdefault(rev, {}).setdefault(str(ev.get("key")),
+                                                                  (typ, ev.get("value"), op.id, op.position))
                         if typ == "put" and ev.get("value") in info_values:
                             observed.setdefault(ev.get("value"), set()).add(rev)
             elif op.f in READ_FS and op.type == "ok":
@@ -373,7 +380,8 @@ class _Run:
                             continue
                         if kv.get("value") in info_values:
                             observed.setdefault(kv.get("value"), set()).add(rev)
-                        observed_at.setdefault(rev, {}).setdefault(str(kv.get("key")), ("put", kv.get("value"), op.id))
+                        observed_at.setdefault(rev, {}).setdefault(str(kv.get("key")),
+                                                                  ("put", kv.get("value"), op.id, op.position))
                 if op.f == "range" and isinstance(op.extra.get("revision"), int):
                     self.final_op = op  # the last ok range read is the final read
             elif op.f == "compact" and op.type in ("ok", "info") and isinstance(op.value, int):
@@ -400,21 +408,34 @@ class _Run:
                     break
             if not placed:
                 unplaced.append(w)
+        ambiguous: dict[int, list[int]] = {}  # info write id -> revisions it may have made
         # a DELETE seen at a revision no write explains: an info delete of that key (or an
         # info revoke), else, in a history with leases, the lease expiry of that key
         for rev in sorted(observed_at):
             if rev in self.at or rev < 2:
                 continue
             seen = observed_at[rev]
-            if not all(t == "delete" for t, _, _ in seen.values()):
+            if not all(v[0] == "delete" for v in seen.values()):
                 continue
-            for w in unplaced:
-                keys = {e.key for e in w.effects}
-                if set(seen) <= keys or any(e.type == "revoke" for e in w.effects):
+            first = min(v[3] for v in seen.values())
+            first_id = min(seen.values(), key=lambda v: v[3])[2]
+            cands = [w for w in unplaced if w.call is not None and w.call.invoke.position < first and (
+                set(seen) <= {e.key for e in w.effects if e.type == "delete"}
+                or any(e.type == "revoke" for e in w.effects))]
+            if cands:
+                sigs = {frozenset((e.type, e.key) for e in c.effects) for c in cands}
+                if len(sigs) == 1:  # every candidate changes the same keys the same way
+                    w = cands[0]
                     w.revision, w.how = rev, "a watch event shows a delete of its key at this revision"
                     self.at[rev] = w
                     unplaced.remove(w)
-                    break
+                else:  # which of them it was is unknown: every key they touch is uncertain here
+                    self.at[rev] = Write(None, [Effect("unseen", "", sorted(
+                        {e.key for c in cands for e in c.effects if e.key}))], True, rev,
+                        f"one of {len(cands)} info writes that fit the delete a watch event shows", first_id)
+                    self.uncertain_revisions.add(rev)
+                    for c in cands:
+                        ambiguous.setdefault(c.id, []).append(rev)
             else:
                 if self.leases:
                     key = min(seen)
@@ -430,33 +451,42 @@ class _Run:
         suffix_min = [p for _, p in by_rev]
         for i in range(len(suffix_min) - 2, -1, -1):
             suffix_min[i] = min(suffix_min[i], suffix_min[i + 1])
+        maybe = ambiguous  # info write id -> revisions it may have made
         for rev in gaps:
             self._tick()
             j = bisect.bisect_right(done_revs, rev)
             bound = suffix_min[j] if j < len(suffix_min) else None
-            cand = next((w for w in unplaced if w.call is not None and (
-                bound is None or w.call.invoke.position < bound)), None)
-            if self.leases and rev not in observed_at:
-                # a lease expiry nobody saw, or an info write nobody saw: which keys changed is
-                # unknown (every leased key, and the keys of the info write that might be it)
-                keys = sorted({e.key for e in cand.effects if e.key}) if cand is not None else []
-                self.at[rev] = Write(None, [Effect("unseen", "", keys)], True, rev,
-                                     "guessed: a lease expiry or info write no event or read shows")
-                self.uncertain_revisions.add(rev)
-                continue
-            if cand is None or rev in observed_at:
+            cands = [w for w in unplaced if w.call is not None and (
+                bound is None or w.call.invoke.position < bound)]
+            if rev in observed_at or not (cands or self.leases):
                 shown = observed_at.get(rev) or {}
                 self.add("watch:revision-gap",
                          f"revision {rev} is explained by no write" +
                          (f" (op {next(iter(shown.values()))[2]} shows an event there)" if shown else ""),
                          [v[2] for v in shown.values()], revision=rev)
                 continue
-            unplaced.remove(cand)
-            cand.revision, cand.how = rev, "guessed: no event or read shows this revision"
-            self.at[rev] = cand
+            # Nobody saw this revision: one of the info writes invoked in time made it (or, with
+            # leases, an expiry). Which one is unknown, so every key any of them touches (and,
+            # with leases, every leased key) is uncertain from here on.
+            keys = sorted({e.key for w in cands for e in w.effects if e.key})
+            if any(e.type == "revoke" for w in cands for e in w.effects):
+                keys = []  # a revoke's keys are the leased keys: "unseen" covers them
+            self.at[rev] = Write(None, [Effect("unseen", "", keys, lease=int(self.leases or any(
+                e.type == "revoke" for w in cands for e in w.effects)))], True, rev,
+                "guessed: no event or read shows this revision; one of the info writes invoked "
+                f"before it completed made it ({len(cands)} candidates)")
             self.uncertain_revisions.add(rev)
+            if len(cands) == 1:
+                (w,) = cands
+                unplaced.remove(w)
+                w.revision, w.how = rev, "guessed: the only info write that can have made this revision, which nobody saw"
+                continue
+            for w in cands:
+                maybe.setdefault(w.id, []).append(rev)
         for w in unplaced:
-            w.how = "not placed: nothing shows it took effect"
+            revs = maybe.get(w.id)
+            w.how = ("not placed: nothing shows it took effect" if not revs else
+                     f"not placed: it may have made one of the revisions {sorted(revs)[:10]} (which one is unknown)")
 
         self._replay()
         self._check_reads()
@@ -469,6 +499,7 @@ class _Run:
             self._tick()
             w = self.at[rev]
             guessed = rev in self.uncertain_revisions
+            uncertain.update(self.unsure_keys.get(rev, ()))
             out: list[Change] = []
             effects: list[Effect] = []
             for e in w.effects:  # lease revokes and expiries delete the lease's keys now
@@ -479,7 +510,7 @@ class _Run:
                     keys = sorted(k for k, v in attached.items() if v == lease) if lease else [e.key]
                     effects.extend(Effect("delete", k, None, maybe=e.type == "revoke") for k in keys)
                 elif e.type == "unseen":  # which of these keys it changed is unknown
-                    unknown = sorted(set(attached) | set(e.value or ()))
+                    unknown = sorted((set(attached) if e.lease else set()) | set(e.value or ()))
                     uncertain.update(unknown)
                     out.extend(Change("unknown", k, None, 0, rev, 0, state.get(k), w.id, False)
                                for k in unknown)
@@ -500,7 +531,9 @@ class _Run:
                                       e.key not in uncertain))
                 else:
                     if prev is None:
-                        if not e.maybe and e.key not in uncertain:
+                        if e.key in uncertain:  # the key's state is unknown: so is this delete's
+                            out.append(Change("delete", e.key, None, 0, rev, 0, None, w.id, False))
+                        elif not e.maybe:
                             self.add("watch:replay", f"op {w.id} deleted key {e.key} at revision {rev}, "
                                      "but the replay of the writes before has no such key", [w.id],
                                      revision=rev, key=e.key)
@@ -826,6 +859,8 @@ class _StreamCheck:
     def _event_fields(self, ev: dict[str, Any], line: Op, want: Change | None, key: str, typ: str, rev: int) -> None:
         run = self.run_
         if want is None or want.type != typ or (typ == "put" and want.value != ev.get("value")):
+            if rev in run.uncertain_revisions or (want is not None and want.type == "unknown"):
+                return  # nobody knows what this revision did to the key
             if typ == "delete" and (want is None or want.type != "delete"):
                 revs = [r for r in run._by_key.get(key, []) if any(
                     c.key == key and c.type == "delete" for c in run.changes[r])]
