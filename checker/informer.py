@@ -143,11 +143,11 @@ class InformerChecker(CheckerBase):
                         "informer:lost-update", f"ops {other.id} and {op.id} both updated {key} from the version "
                         f"at revision {m}: one of the two updates is lost", [other.id, op.id],
                         {"key": key, "revision": m}))
-                rev = op.extra.get("revision")
-                if isinstance(rev, int) and rev <= m:
+                done_at = op.extra.get("revision")
+                if isinstance(done_at, int) and done_at <= m:
                     anomalies.append(Anomaly(
                         "informer:update-order", f"op {op.id} updated {key} from revision {m} but completed at "
-                        f"revision {rev}", [op.id], {"key": key, "revision": m}))
+                        f"revision {done_at}", [op.id], {"key": key, "revision": m}))
         detail = {"informers": len(caches), "cache_checks": checks, "updates": len(updates)}
         return CheckResult(self.name, not anomalies, anomalies, time.perf_counter() - t0, None, detail)
 

@@ -268,7 +268,6 @@ class _Run:
         self.events = 0
         self.counts: dict[str, int] = {}
         self.uncertain_revisions: set[int] = set()
-        self.unsure_keys: dict[int, list[str]] = {}  # revision -> keys an ambiguous placement may have changed
         self.leases = any(op.f == "lease-grant" for op in ops)
         self.expiries: list[Write] = []  # server writes: lease expiries a watch event showed
         self.attached_at: dict[int, dict[str, int]] = {}  # revision -> key -> lease, after it (leased keys only)
@@ -484,9 +483,9 @@ class _Run:
             for w in cands:
                 maybe.setdefault(w.id, []).append(rev)
         for w in unplaced:
-            revs = maybe.get(w.id)
-            w.how = ("not placed: nothing shows it took effect" if not revs else
-                     f"not placed: it may have made one of the revisions {sorted(revs)[:10]} (which one is unknown)")
+            could = maybe.get(w.id)
+            w.how = ("not placed: nothing shows it took effect" if not could else
+                     f"not placed: it may have made one of the revisions {sorted(could)[:10]} (which one is unknown)")
 
         self._replay()
         self._check_reads()
@@ -499,7 +498,6 @@ class _Run:
             self._tick()
             w = self.at[rev]
             guessed = rev in self.uncertain_revisions
-            uncertain.update(self.unsure_keys.get(rev, ()))
             out: list[Change] = []
             effects: list[Effect] = []
             for e in w.effects:  # lease revokes and expiries delete the lease's keys now
