@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -491,6 +491,7 @@ class Client:
         send, recv = trio.open_memory_channel[kvr.WatchResponse](256)
         state = {"next": start_revision, "created": 0}
         failure: list[Failed] = []
+        current: dict[str, Any] = {}  # the stream the watch is on now, and its watch id
 
         async def pump() -> None:
             attempt = 0
@@ -512,6 +513,8 @@ class Client:
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))
                         continue
+                    current.clear()
+                    current["stream"] = stream
                     try:
                         await stream.send_all(encode_frame(request_frame(
                             self.next_seq(), "watch_create", req.to_wire(), self.client_id, 0)))
@@ -527,6 +530,8 @@ class Client:
                                 failure.append(Failed(err.code, err.message, cause=err))
                                 return  # ends the stream; raised when the watch context exits
                             resp = kvr.WatchResponse.from_wire(frame["ok"])
+                            if resp.created:
+                                current["watch_id"] = resp.watch_id
                             attempt = 0
                             tried.clear()
                             if resp.events:
@@ -550,14 +555,23 @@ class Client:
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))
                     finally:
+                        current.clear()
                         await trio.aclose_forcefully(stream)
+
+        async def request_progress() -> None:
+            stream, wid = current.get("stream"), current.get("watch_id")
+            if stream is None or wid is None:
+                return
+            frame = request_frame(self.next_seq(), "watch_progress", {"watch_id": wid}, self.client_id, 0)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.send_all(encode_frame(frame))
 
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump)
             try:
                 async with recv:
-                    yield recv
+                    yield WatchHandle(recv, request_progress)
             except Exception as exc:  # re-raised below, outside the nursery
                 error = exc
             finally:
@@ -566,6 +580,28 @@ class Client:
             raise error
         if failure:
             raise failure[0]
+
+
+class WatchHandle:
+    """A watch stream of the TCP client: iterate its responses; ``await request_progress()``
+    asks the serving member for a progress notification (no-op while reconnecting)."""
+
+    def __init__(self, recv: trio.MemoryReceiveChannel[kvr.WatchResponse],
+                 request: Callable[[], Awaitable[None]]) -> None:
+        self._recv = recv
+        self._request = request
+
+    def __aiter__(self) -> WatchHandle:
+        return self
+
+    async def __anext__(self) -> kvr.WatchResponse:
+        return await self._recv.__anext__()
+
+    async def receive(self) -> kvr.WatchResponse:
+        return await self._recv.receive()
+
+    async def request_progress(self) -> None:
+        await self._request()
 
 
 @contextlib.asynccontextmanager

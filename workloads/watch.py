@@ -20,6 +20,7 @@ format is documented in the README ("Watch histories").
 
 from __future__ import annotations
 
+import inspect
 import random
 from typing import Any
 
@@ -278,7 +279,9 @@ class WatchWorkload:
                         wake = min(wake, next_progress)
                     if can_request and trio.current_time() >= next_progress:
                         rec.respond(inv, "ok", {"progress_request": True}, node=member)
-                        stream.request_progress()
+                        asked = stream.request_progress()  # the TCP client's is async
+                        if inspect.isawaitable(asked):
+                            await asked
                         next_progress = trio.current_time() + rng.uniform(0.3, 1.5)
                         continue
                     resp: kvr.WatchResponse | None = None
