@@ -38,7 +38,9 @@ REGISTER_KEY = "register"
 
 
 class WorkloadLike(Protocol):
-    """What the runner and ``kvcheck run`` need of a workload."""
+    """What the runner and ``kvcheck run`` need of a workload. A workload may also have an
+    ``async background(env)`` (watch streams, lease keepalives, compactions beside the
+    worker threads; see ``workloads.runner.Background``)."""
 
     name: str
     checkers: tuple[str, ...]
