@@ -161,6 +161,7 @@ CHECKERS: dict[str, str] = {
     "watch": "kvcheck.checker.watch:WatchChecker",
     "lease": "kvcheck.checker.lease:LeaseChecker",
     "informer": "kvcheck.checker.informer:InformerChecker",
+    "txn": "kvcheck.checker.txn:TxnChecker",
 }
 
 

@@ -43,6 +43,12 @@ class Bugs:
     read_index_before_commit: bool = False
     # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied.
     unsafe_conf_change: bool = False
+    # kv.machine (KVStateMachine._compare): a txn's compares read the revision before the
+    # latest, while its writes apply at the head (a guard passes on a stale snapshot).
+    txn_read_stale_snapshot: bool = False
+    # kv.machine (KVStateMachine._exec_plan): a txn's puts after its first wait for the next
+    # applied entry, so its writes become visible one at a time, across revisions.
+    txn_non_atomic: bool = False
     # node (Node._send_progress): a member answers a progress notification at its applied
     # revision plus the log entries it holds but has not applied, as if they were revisions
     # it had already delivered (a member behind the leader then bookmarks events it has not

@@ -421,7 +421,13 @@ class _Status:
 
 
 class SimClient(LogRequests):
-    """An in-process client of the simulated cluster (the reference ``KVClient`` interface)."""
+    """An in-process client of the simulated cluster (the reference ``KVClient`` interface).
+
+    ``attempt_timeout`` (None: the whole remaining timeout) bounds how long one member may
+    hold a write before the client retries it elsewhere under the same seq, as etcd's client
+    retries; a workload sets it (the txn workloads do, so retries of an applied write happen)."""
+
+    attempt_timeout: float | None = None
 
     def __init__(self, cluster: SimCluster, client_id: int, timeout: float) -> None:
         self.cluster = cluster
@@ -515,9 +521,11 @@ class SimClient(LogRequests):
 
     async def _write(self, request: kvr.Message) -> Any:
         seq = next(self._seq)  # one seq across every retry: the session table dedups
+        per_attempt = self.attempt_timeout
 
         async def go(node: Node, remaining: float) -> Any:
-            return await node.propose(request, self.client_id, seq, timeout=remaining)
+            timeout = remaining if per_attempt is None else min(remaining, per_attempt)
+            return await node.propose(request, self.client_id, seq, timeout=timeout)
 
         return await self.call(go, write=True)
 
