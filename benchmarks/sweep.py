@@ -1,10 +1,11 @@
-"""The acceptance sweep: many seeds of register and kv with every fault kind on the clean
-store. Every run must be valid (0 invalid, 0 unknown), have >= 200 ok ops, and show each
-requested fault kind started and healed.
+"""The acceptance sweep: many seeds of a workload (register, kv, watch, lease: each checked
+by its own checkers) with every fault kind on the clean store. Every run must be valid
+(0 invalid, 0 unknown), have >= 200 ok ops, and show each requested fault kind started and
+healed.
 
-    python benchmarks/sweep.py [--seeds 200] [--workloads register,kv] [--time-limit 30]
-                               [--faults all] [--store DIR] [--bug NAME] [--target sim|local|etcd]
-                               [--nodes 5]
+    python benchmarks/sweep.py [--seeds 200] [--workloads register,kv,watch,lease]
+                               [--time-limit 30] [--faults all] [--store DIR] [--bug NAME]
+                               [--target sim|local|etcd] [--nodes 5]
 
 ``--faults all`` means every kind the target supports (real-process targets cannot inject
 clock and disk faults).
@@ -78,8 +79,11 @@ def main() -> int:
             elif verdict == "invalid" and caught_at is None:
                 caught_at = seed
             bad += bool(problems)
+            found = sorted({a.get("kind") for c in out.results["checkers"].values()
+                            for a in c.get("anomalies") or []})
             print(f"{workload:8} seed {seed:4} {verdict:8} ok ops {ok:5} wall {walls[-1]:6.2f}s "
-                  f"{'PROBLEM: ' + '; '.join(problems) if problems else ''} {out.run_dir}", flush=True)
+                  f"{'PROBLEM: ' + '; '.join(problems) if problems else ''} "
+                  f"{'anomalies: ' + ','.join(found) + ' ' if found else ''}{out.run_dir}", flush=True)
             if args.bug and caught_at is not None:
                 break
         print(f"== {workload}: {sum(verdicts.values())} runs: {dict(verdicts)}; min ok ops {min_ok}; "

@@ -158,6 +158,9 @@ def op_links(ids: Iterable[Any]) -> str:
 # name -> "module:Class". Add a line here with a new checker module.
 CHECKERS: dict[str, str] = {
     "linearizable": "kvcheck.checker.linearizable:LinearizableChecker",
+    "watch": "kvcheck.checker.watch:WatchChecker",
+    "lease": "kvcheck.checker.lease:LeaseChecker",
+    "informer": "kvcheck.checker.informer:InformerChecker",
     "txn": "kvcheck.checker.txn:TxnChecker",
 }
 

@@ -25,6 +25,10 @@ OP_TYPES: tuple[str, ...] = ("invoke", "ok", "fail", "info")
 NEMESIS = "nemesis"
 INFINITY = math.inf
 
+# Stream ops: one invocation answered by any number of completion lines (a watch: one ``ok``
+# line per response received, then an end line, ``ok`` or ``info``). See pair_calls.
+STREAM_FS: frozenset[str] = frozenset({"watch"})
+
 # Fields with a meaning of their own; anything else is kept in Op.extra.
 KNOWN_FIELDS = ("index", "time", "process", "type", "f", "value", "key", "node", "error")
 
@@ -147,10 +151,15 @@ class HistoryError(ValueError):
 def pair_calls(ops: Sequence[Op], *, include_nemesis: bool = False) -> list[Call]:
     """Pair each invocation with its process's next completion, in history order.
 
+    A stream op (f in ``STREAM_FS``, e.g. ``watch``) is answered by several lines: every
+    completion after the first joins the same call (its ``completion`` and ``end`` are the
+    latest line) until an ``info`` line ends the stream and retires the process.
+
     Raises HistoryError for a completion without an invocation, a second invocation while
     one is open, or an invocation by a process that already saw ``info``.
     """
     open_calls: dict[Any, Call] = {}
+    streams: dict[Any, Call] = {}  # process -> its stream call still answering
     retired: set[Any] = set()
     calls: list[Call] = []
     for pos, op in enumerate(ops):
@@ -158,6 +167,8 @@ def pair_calls(ops: Sequence[Op], *, include_nemesis: bool = False) -> list[Call
             continue
         proc = op.process
         if op.type == "invoke":
+            if proc in streams:
+                raise HistoryError(f"process {proc!r} invokes while its stream op {streams[proc].id} is open", op)
             if proc in open_calls:
                 raise HistoryError(f"process {proc!r} invokes while its op {open_calls[proc].id} is open", op)
             if proc in retired and not op.is_nemesis:
@@ -168,12 +179,18 @@ def pair_calls(ops: Sequence[Op], *, include_nemesis: bool = False) -> list[Call
         elif op.type in ("ok", "fail", "info"):
             call_or_none = open_calls.pop(proc, None)
             if call_or_none is None:
+                call_or_none = streams.get(proc)
+            if call_or_none is None:
                 if op.is_nemesis:
                     continue  # nemesis info ops often stand alone
                 raise HistoryError(f"process {proc!r} completes ({op.type}) with no open invocation", op)
             call_or_none.completion = op
+            if call_or_none.f in STREAM_FS:
+                streams[proc] = call_or_none
             if op.type == "info":
                 retired.add(proc)
+                streams.pop(proc, None)
+                call_or_none.end = INFINITY
             else:
                 call_or_none.end = pos
         else:

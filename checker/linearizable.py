@@ -587,6 +587,9 @@ class LinearizableChecker(CheckerBase):
     ``options.model`` is a model name or a ``Model``; with ``options.extra["compare_failed"]``
     a ``fail`` cas with error "compare-failed" means the compare failed (the kvcheck
     recorders' convention) and any other failed cas is dropped as certainly not applied.
+    A key-value history (any put, delete, txn or range op) checked with a register model, or
+    with ``options.extra["kv_ops"]``, is checked as one register per key
+    (``checker.kvops.register_view``).
     Each invalid key becomes one ``nonlinearizable`` anomaly naming the op that cannot be
     linearized and the ops of its minimal failing sub-history."""
 
@@ -602,6 +605,11 @@ class LinearizableChecker(CheckerBase):
             init = DEFAULT if options.init is None else options.init
             model = get_model(model or "cas-register", init,
                               fail_cas_means_compare_failed=compare_failed)
+        from kvcheck.checker.kvops import is_kv_history, register_view
+
+        # put/delete/txn/range histories under a register model: one register per key
+        if options.extra.get("kv_ops") or (model.name in ("register", "cas-register") and is_kv_history(ops)):
+            ops = register_view(ops)
         if compare_failed:
             ops = compare_failed_ops(ops)
         result = check_history(ops, model, timeout=options.timeout,

@@ -49,6 +49,11 @@ class Bugs:
     # kv.machine (KVStateMachine._exec_plan): a txn's puts after its first wait for the next
     # applied entry, so its writes become visible one at a time, across revisions.
     txn_non_atomic: bool = False
+    # node (Node._send_progress): a member answers a progress notification at its applied
+    # revision plus the log entries it holds but has not applied, as if they were revisions
+    # it had already delivered (a member behind the leader then bookmarks events it has not
+    # sent yet).
+    watch_from_lagging_member: bool = False
 
     @classmethod
     def names(cls) -> list[str]:

@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -425,7 +425,8 @@ class Client:
     async def lease_keepalive(self, lease_id: int) -> int:
         """One keepalive; the remaining TTL (0: the lease is unknown or expired)."""
         body = await self.call("lease_keepalive", {"id": lease_id}, write=False)
-        return int(body["ttl"])
+        # a field at its default is left off the wire: an expired lease's reply has no ttl
+        return kvr.LeaseKeepAliveResponse.from_wire(body).ttl
 
     async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> kvr.LeaseTimeToLiveResponse:
         req = kvr.LeaseTimeToLiveRequest(id=lease_id, keys=keys)
@@ -479,21 +480,25 @@ class Client:
     async def watch(
         self, key: bytes, *, range_end: bytes = b"", start_revision: int = 0,
         prev_kv: bool = False, progress_notify: bool = False,
-        filters: Sequence[Any] = (),
+        filters: Sequence[Any] = (), resume: bool = True,
     ) -> AsyncIterator[AsyncIterator[kvr.WatchResponse]]:
         """A watch stream that survives member failures: after a reconnect it resumes from
         the revision after the last one it delivered, so no event is lost or repeated.
-        Canceled responses (e.g. compaction) are delivered and end the stream."""
+        Canceled responses (e.g. compaction) are delivered and end the stream.
+        ``resume=False``: one stream on one member (the home endpoint, when configured):
+        the iteration ends when that stream breaks, and the caller decides what next (a
+        test that records each underlying stream must see every reconnect)."""
         send, recv = trio.open_memory_channel[kvr.WatchResponse](256)
         state = {"next": start_revision, "created": 0}
         failure: list[Failed] = []
+        current: dict[str, Any] = {}  # the stream the watch is on now, and its watch id
 
         async def pump() -> None:
             attempt = 0
             tried: set[str] = set()
             async with send:
                 while True:
-                    target = self._pick(tried)
+                    target = self._pick(tried, read=not resume)
                     req = kvr.WatchCreateRequest(
                         key=key, range_end=range_end, start_revision=state["next"],
                         prev_kv=prev_kv, progress_notify=progress_notify, filters=list(filters),
@@ -502,10 +507,14 @@ class Client:
                         with trio.fail_after(self.config.dial_timeout):
                             stream = await open_stream(target, self.config.ssl_context)
                     except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError):
+                        if not resume:
+                            return
                         tried.add(target)
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))
                         continue
+                    current.clear()
+                    current["stream"] = stream
                     try:
                         await stream.send_all(encode_frame(request_frame(
                             self.next_seq(), "watch_create", req.to_wire(), self.client_id, 0)))
@@ -521,6 +530,8 @@ class Client:
                                 failure.append(Failed(err.code, err.message, cause=err))
                                 return  # ends the stream; raised when the watch context exits
                             resp = kvr.WatchResponse.from_wire(frame["ok"])
+                            if resp.created:
+                                current["watch_id"] = resp.watch_id
                             attempt = 0
                             tried.clear()
                             if resp.events:
@@ -538,18 +549,29 @@ class Client:
                             if resp.canceled:
                                 return
                     except (BadFrame, kvr.KVError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        if not resume:
+                            return
                         tried.add(target)
                         attempt += 1
                         await trio.sleep(min(0.05 * attempt, 0.5))
                     finally:
+                        current.clear()
                         await trio.aclose_forcefully(stream)
+
+        async def request_progress() -> None:
+            stream, wid = current.get("stream"), current.get("watch_id")
+            if stream is None or wid is None:
+                return
+            frame = request_frame(self.next_seq(), "watch_progress", {"watch_id": wid}, self.client_id, 0)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.send_all(encode_frame(frame))
 
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump)
             try:
                 async with recv:
-                    yield recv
+                    yield WatchHandle(recv, request_progress)
             except Exception as exc:  # re-raised below, outside the nursery
                 error = exc
             finally:
@@ -558,6 +580,28 @@ class Client:
             raise error
         if failure:
             raise failure[0]
+
+
+class WatchHandle:
+    """A watch stream of the TCP client: iterate its responses; ``await request_progress()``
+    asks the serving member for a progress notification (no-op while reconnecting)."""
+
+    def __init__(self, recv: trio.MemoryReceiveChannel[kvr.WatchResponse],
+                 request: Callable[[], Awaitable[None]]) -> None:
+        self._recv = recv
+        self._request = request
+
+    def __aiter__(self) -> WatchHandle:
+        return self
+
+    async def __anext__(self) -> kvr.WatchResponse:
+        return await self._recv.__anext__()
+
+    async def receive(self) -> kvr.WatchResponse:
+        return await self._recv.receive()
+
+    async def request_progress(self) -> None:
+        await self._request()
 
 
 @contextlib.asynccontextmanager

@@ -1016,6 +1016,8 @@ class Node:
         if watch_id not in self._watches:
             return
         for wid, resp in self.kv.progress(watch_id):
+            if self.bugs.watch_from_lagging_member:  # Bugs.watch_from_lagging_member
+                resp.header.revision += self.storage.last_index() - self.applied
             self._push_watch(wid, self._header(resp))
 
     @property

@@ -15,7 +15,8 @@ request frame ``{"id", "op", "body", "client", "seq"}`` is served in its own tas
 answered ``{"id", "ok"}`` or ``{"id", "err"}``; a frame over 1.5 MiB is answered with
 ``request_too_large`` and the connection stays; an undecodable frame closes the connection
 (the member stays up). ``watch_create`` streams ``{"id", "ok": WatchResponse}`` frames on the
-connection until the client cancels it (``watch_cancel``) or disconnects.
+connection until the client cancels it (``watch_cancel``) or disconnects; ``watch_progress``
+(body ``{"watch_id"}``) asks for a progress notification on that watch, which is its answer.
 
 Run one member: ``python -m kvcheck.reference.server --id 1 --data-dir D --listen-peer
 127.0.0.1:P --listen-client 127.0.0.1:C --member 1,n1,127.0.0.1:P,127.0.0.1:C ...``
@@ -315,6 +316,7 @@ class ClientSession:
         self.stream = stream
         self.lock = trio.Lock()
         self.watches: dict[int, trio.CancelScope] = {}
+        self.watch_streams: dict[int, Any] = {}  # watch id -> its WatchStream (progress requests)
 
     async def reply(self, frame: dict[str, Any]) -> None:
         try:
@@ -364,6 +366,13 @@ class ClientSession:
                     if scope is not None:
                         scope.cancel()
                     await self.reply(ok_frame(frame["id"], {"watch_id": wid, "canceled": scope is not None}))
+                elif frame["op"] == "watch_progress":
+                    # no reply of its own: the progress notification on the watch answers it (etcd)
+                    body = frame.get("body")
+                    wid = body.get("watch_id") if isinstance(body, dict) else None
+                    stream = self.watch_streams.get(wid) if isinstance(wid, int) else None
+                    if stream is not None:
+                        stream.request_progress()
                 else:
                     nursery.start_soon(self.handle, frame)
         except BadFrame as exc:
@@ -395,6 +404,7 @@ class ClientSession:
         try:
             with self.node.watch(req) as stream:
                 self.watches[stream.watch_id] = scope
+                self.watch_streams[stream.watch_id] = stream
                 with scope:
                     async for resp in stream:
                         await self.reply(ok_frame(rid, resp.to_wire()))
@@ -413,6 +423,7 @@ class ClientSession:
             pass
         finally:
             self.watches = {k: v for k, v in self.watches.items() if v is not scope}
+            self.watch_streams = {k: v for k, v in self.watch_streams.items() if k in self.watches}
 
 
 # --------------------------------------------------------------------------------------------

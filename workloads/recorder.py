@@ -51,26 +51,36 @@ class Recorder:
         return op
 
     def invoke(self, process: int | str, f: str, value: Any = None, *, key: Any = None,
-               node: Any = None) -> Op:
+               node: Any = None, extra: dict[str, Any] | None = None) -> Op:
         """Record an invocation; the process must have no open operation."""
         if process in self._open:
             raise ValueError(f"process {process!r} invokes {f!r} while op {self._open[process].index} is open")
-        op = self._append(Op(type="invoke", f=f, value=value, process=process, key=key, node=node))
+        op = self._append(Op(type="invoke", f=f, value=value, process=process, key=key, node=node,
+                             extra=dict(extra or {})))
         self._open[process] = op
         return op
 
     def complete(self, invocation: Op, type: str, value: Any = None, *, error: Any = None,
-                 node: Any = None) -> Op:
-        """Record the completion (ok, fail or info) of an open invocation."""
+                 node: Any = None, extra: dict[str, Any] | None = None) -> Op:
+        """Record the completion (ok, fail or info) of an open invocation. ``extra`` adds
+        fields to the line (e.g. a write's response ``revision``)."""
+        return self.respond(invocation, type, value, error=error, node=node, extra=extra, last=True)
+
+    def respond(self, invocation: Op, type: str, value: Any = None, *, error: Any = None,
+                node: Any = None, extra: dict[str, Any] | None = None, last: bool = False) -> Op:
+        """Record one line answering an open invocation. A stream op (a watch) gets one
+        line per response with ``last=False`` and stays open; its end line has
+        ``last=True`` (or type ``info``, which always ends it)."""
         if type not in COMPLETIONS:
             raise ValueError(f"completion type must be one of {COMPLETIONS}, not {type!r}")
         proc = invocation.process
         assert proc is not None
         if self._open.get(proc) is not invocation:
             raise ValueError(f"op {invocation.index} of process {proc!r} is not open")
-        del self._open[proc]
+        if last or type == "info":
+            del self._open[proc]
         return self._append(Op(type=type, f=invocation.f, value=value, process=proc,
-                               key=invocation.key, node=node, error=error))
+                               key=invocation.key, node=node, error=error, extra=dict(extra or {})))
 
     def nemesis(self, f: str, value: Any = None) -> tuple[Op, Op]:
         """Record a nemesis action that has happened: an invoke and an info with its value."""

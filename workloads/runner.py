@@ -9,6 +9,13 @@ Phases of a run (times are seconds since the workload began, the history's time 
    and then ``recovery_quiet`` seconds more;
 4. final reads: each key is read again with fresh processes.
 
+A workload may also run long-lived tasks beside the worker threads (watch streams, lease
+keepalives, compactions): if it has ``async background(env: Background)``, that runs from
+the start of the main phase until recovery is over (``env.stop`` is then set and the task
+gets ``stop_grace`` seconds to wind down before it is cancelled), with its own process ids
+(``env.new_process()``, from ``BACKGROUND_PROCESS_BASE`` up) and its own random substream,
+so workloads without it run exactly as before.
+
 An op whose client call exceeds ``client_timeout`` (or raises ``Indeterminate``) completes as
 ``info`` and its process is retired: the thread continues as process ``p + concurrency``.
 ``DefiniteFailure`` completes as ``fail``; the process stays.
@@ -49,6 +56,32 @@ class Target(FaultTarget, Protocol):
     async def wait_healthy(self, timeout: float) -> bool: ...
 
 
+BACKGROUND_PROCESS_BASE = 100_000
+
+
+@dataclass
+class Background:
+    """What a workload's background task gets: the target, the recorder, a random substream,
+    fresh process ids, and ``stop`` (set when the run wants the task to end)."""
+
+    target: Target
+    recorder: Recorder
+    rng: random.Random
+    client_timeout: float
+    time_limit: float
+    stop: trio.Event = field(default_factory=trio.Event)
+    _next_process: int = BACKGROUND_PROCESS_BASE
+
+    def new_process(self) -> int:
+        p = self._next_process
+        self._next_process += 1
+        return p
+
+    def now(self) -> float:
+        """Seconds on the history's clock."""
+        return self.recorder.now()
+
+
 @dataclass
 class PhaseTimes:
     main_end: float = 0.0
@@ -67,6 +100,7 @@ class RunnerOptions:
     recovery_timeout: float = 20.0
     recovery_quiet: float = 1.0
     final_read_time: float = 10.0
+    stop_grace: float = 5.0
 
 
 @dataclass
@@ -79,6 +113,7 @@ class Runner:
     rng: random.Random
     times: PhaseTimes = field(default_factory=PhaseTimes)
     on_phase: Callable[[str], None] | None = None
+    background_rng: random.Random | None = None
     _changed: trio.Event = field(default_factory=trio.Event)
     _processes: dict[int, int] = field(default_factory=dict)  # thread -> current process
     _freed: set[int] = field(default_factory=set)  # threads whose op completed
@@ -88,6 +123,27 @@ class Runner:
         self._changed = trio.Event()
 
     async def run(self) -> PhaseTimes:
+        background = getattr(self.workload, "background", None)
+        if background is None:
+            return await self._run()
+        env = Background(self.target, self.recorder, self.background_rng or random.Random(0),
+                         self.options.client_timeout, self.options.time_limit)
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def run_background() -> None:
+                try:
+                    await background(env)
+                finally:
+                    done.set()
+
+            nursery.start_soon(run_background)
+            times = await self._run(before_final=env, background_done=done)
+            nursery.cancel_scope.cancel()
+        return times
+
+    async def _run(self, before_final: Background | None = None,
+                   background_done: trio.Event | None = None) -> PhaseTimes:
         from kvcheck.workloads import generator as gen
 
         opts = self.options
@@ -118,6 +174,10 @@ class Runner:
         self.times.healthy = await self.target.wait_healthy(opts.recovery_timeout)
         await trio.sleep(opts.recovery_quiet)
         self.times.recovered = trio.current_time() - origin
+        if before_final is not None and background_done is not None:
+            before_final.stop.set()  # the background winds down before the final reads
+            with trio.move_on_after(opts.stop_grace):
+                await background_done.wait()
         self._phase("final")
         final = gen.time_limit(opts.final_read_time, self.workload.final_generator(opts.concurrency))
         await self._run_clients(final, trio.current_time())
@@ -227,7 +287,10 @@ class Runner:
         inv = self.recorder.invoke(process, spec.f, spec.value, key=spec.key)
         try:
             with trio.fail_after(self.options.client_timeout):
-                typ, value = await self.workload.invoke(client, spec)
+                answer = await self.workload.invoke(client, spec)
+                # (type, value) or (type, value, extra fields for the completion line)
+                typ, value = answer[0], answer[1]
+                extra = answer[2] if len(answer) > 2 else None
         except trio.TooSlowError:
             self.recorder.complete(inv, "info", spec.value, error="timeout")
             return "info"
@@ -238,7 +301,7 @@ class Runner:
             self.recorder.complete(inv, "fail", spec.value, error=exc.error)
             return "fail"
         self.recorder.complete(inv, typ, value, error="compare-failed" if typ == "fail" else None,
-                               node=getattr(client, "served_by", None))
+                               node=getattr(client, "served_by", None), extra=extra)
         return typ
 
 
@@ -290,7 +353,7 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
                             recovery_quiet=config.recovery_quiet,
                             final_read_time=config.final_read_time)
     runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
-                    on_phase=on_phase)
+                    on_phase=on_phase, background_rng=substream(config.seed, "background"))
     times = await runner.run()
     return {"phases": asdict(times), "faults_started": dict(nemesis.started),
             "faults_healed": dict(nemesis.healed)}

@@ -30,12 +30,17 @@ from kvcheck.exitcodes import UsageError
 from kvcheck.workloads import generator as gen
 from kvcheck.workloads.client import RegisterClient
 from kvcheck.workloads.generator import Context, Generator, OpSpec
+from kvcheck.workloads.kubernetes import make_kubernetes
+from kvcheck.workloads.lease import make_lease
+from kvcheck.workloads.watch import make_watch
 
 REGISTER_KEY = "register"
 
 
 class WorkloadLike(Protocol):
-    """What the runner and ``kvcheck run`` need of a workload."""
+    """What the runner and ``kvcheck run`` need of a workload. A workload may also have an
+    ``async background(env)`` (watch streams, lease keepalives, compactions beside the
+    worker threads; see ``workloads.runner.Background``)."""
 
     name: str
     checkers: tuple[str, ...]
@@ -52,7 +57,9 @@ class WorkloadLike(Protocol):
         """A client for ``process`` on ``target`` (closed with ``await client.close()``)."""
         ...
 
-    async def invoke(self, client: Any, spec: OpSpec) -> tuple[str, Any]: ...
+    async def invoke(self, client: Any, spec: OpSpec) -> tuple[Any, ...]:
+        """("ok"|"fail", value) or ("ok"|"fail", value, extra fields for the completion line)."""
+        ...
 
 
 @dataclass
@@ -155,6 +162,9 @@ def _txn(kind: str, keys: int, serializable_reads: bool = False) -> Any:
 WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
     "register": _register,
     "kv": _kv,
+    "watch": make_watch,
+    "lease": make_lease,
+    "kubernetes": make_kubernetes,
     "append": lambda keys: _txn("append", keys),
     "wr": lambda keys: _txn("wr", keys),
     "append-serializable-reads": lambda keys: _txn("append", keys, serializable_reads=True),

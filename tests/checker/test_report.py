@@ -347,7 +347,7 @@ def test_unknown_keys_are_listed_with_their_cause() -> None:
 
 def test_other_invalid_checkers_are_shown_not_hidden() -> None:
     res = {"valid": False, "checkers": {"linearizable": {"valid": True, "keys": {}},
-                                        "watch": {"valid": False, "anomalies": [{"kind": "gap", "ops": [3]}]}}}
+                                        "not-registered": {"valid": False, "anomalies": [{"kind": "gap", "ops": [3]}]}}}
     page, _ = report.render_report(stale_read_history(), res, title="t")
     assert 'id="anomaly"' in page and "&quot;gap&quot;" in page and 'id="jump-to-anomaly"' in page
 

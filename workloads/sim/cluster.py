@@ -546,22 +546,58 @@ class SimClient(LogRequests):
 
         return await self.call(go, write=False)
 
+    async def compact(self, revision: int, physical: bool = False) -> kvr.CompactionResponse:
+        resp: kvr.CompactionResponse = await self._write(
+            kvr.CompactionRequest(revision=revision, physical=physical))
+        return resp
+
     @contextlib.asynccontextmanager
     async def watch(self, key: bytes, *, range_end: bytes = b"", start_revision: int = 0,
-                    prev_kv: bool = False, progress_notify: bool = False
-                    ) -> AsyncIterator[AsyncIterator[kvr.WatchResponse]]:
-        """A watch on one node (no resume across nodes yet: the stream ends if it dies)."""
+                    prev_kv: bool = False, progress_notify: bool = False,
+                    filters: Sequence[kvr.FilterType] = ()) -> AsyncIterator[SimWatch]:
+        """A watch on one live member, chosen as reads are (the client's own member first):
+        no resume across members — the stream ends if its member stops or drops it, and the
+        caller decides whether to open another. ``request_progress()`` asks for a progress
+        notification on the stream."""
         req = kvr.WatchCreateRequest(key=key, range_end=range_end, start_revision=start_revision,
-                                     prev_kv=prev_kv, progress_notify=progress_notify)
-        target = self._pick(set())
-        slot = self.cluster.slots[target]
-        if slot.node is None:
-            raise Failed(ErrorCode.UNAVAILABLE, f"node {target} is down")
+                                     prev_kv=prev_kv, progress_notify=progress_notify,
+                                     filters=list(filters))
+        tried: set[int] = set()
+        await self._hop()
+        for _ in range(len(self.cluster.node_ids)):
+            target = self._pick(tried, read=True)
+            slot = self.cluster.slots.get(target)
+            if slot is not None and slot.state == "up" and slot.node is not None:
+                break
+            tried.add(target)
+        else:
+            raise Failed(ErrorCode.UNAVAILABLE, "no member is up")
+        assert slot.node is not None
         with slot.node.watch(req) as stream:
-            yield stream.__aiter__()
+            yield SimWatch(stream, target)
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()
+
+
+class SimWatch:
+    """One watch stream of a ``SimClient``: iterate its responses; ``member`` is the member
+    serving it."""
+
+    def __init__(self, stream: Any, member: int) -> None:
+        self._stream = stream
+        self._it = stream.__aiter__()
+        self.member = member
+
+    def __aiter__(self) -> SimWatch:
+        return self
+
+    async def __anext__(self) -> kvr.WatchResponse:
+        resp: kvr.WatchResponse = await self._it.__anext__()
+        return resp
+
+    def request_progress(self) -> None:
+        self._stream.request_progress()
 
 
 def execute_sim(config: RunConfig, progress: Progress) -> Execution:

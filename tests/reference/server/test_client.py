@@ -198,3 +198,22 @@ async def test_an_oversize_request_fails_without_being_sent() -> None:
             assert info.value.code is ErrorCode.REQUEST_TOO_LARGE
         nursery.cancel_scope.cancel()
     assert seen == []
+
+
+@pytest.mark.trio
+async def test_a_keepalive_of_an_expired_lease_answers_ttl_0() -> None:
+    # The server leaves a field at its default off the wire, so the reply for an expired or
+    # unknown lease has no ttl at all (found by the lease workload on the local target).
+    from kvcheck.reference.kv import requests as kvr
+
+    async def expired(stream: trio.SocketStream, frame: dict[str, Any]) -> bool:
+        body = kvr.LeaseKeepAliveResponse(kvr.ResponseHeader(revision=5), id=42, ttl=0).to_wire()
+        assert "ttl" not in body
+        await stream.send_all(encode_frame(ok_frame(frame["id"], body)))
+        return True
+
+    async with trio.open_nursery() as nursery:
+        endpoint = await fake_server(nursery, expired, [])
+        async with open_client([endpoint], timeout=5) as client:
+            assert await client.lease_keepalive(42) == 0
+        nursery.cancel_scope.cancel()

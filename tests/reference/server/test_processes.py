@@ -488,3 +488,23 @@ def test_a_watch_resumes_on_another_member_after_its_member_dies(fresh_cluster: 
     keys, created = trio.run(go)
     assert keys == [f"r/{i:02d}".encode() for i in range(20)]  # none lost, none repeated
     assert created == 1  # the resumed watch does not announce itself again
+
+
+def test_a_progress_request_over_the_wire_answers_with_a_progress_notification(cluster: ClusterInfo) -> None:
+    async def go() -> None:
+        async with open_client(cluster.endpoints()) as c, \
+                c.watch(b"progress/", range_end=b"progress0", resume=False) as stream:
+            it = stream.__aiter__()
+            with trio.fail_after(10):
+                created = await it.__anext__()
+                assert created.created
+                rev = (await c.put(b"elsewhere", b"x")).header.revision
+                while True:  # the member may still be applying the put: ask until it has
+                    await stream.request_progress()
+                    resp = await it.__anext__()
+                    assert not resp.events and not resp.created
+                    if resp.header.revision >= rev:
+                        break
+                    await trio.sleep(0.05)
+
+    trio.run(go)

@@ -1,0 +1,181 @@
+"""The lease checker: do leased keys live as long as their lease, and no longer?
+
+Why: a lease promises that its keys live at least TTL after the last successful keepalive
+and are gone not long after it lapses, that an expired or revoked lease stays dead (a
+keepalive answers TTL 0), and that a revoke deletes its keys at the revoke's revision.
+Reads and watches alone do not state these, so the watch and linearizability checkers pass
+histories that break them.
+
+How: the committed order of writes is rebuilt as the watch checker does (kvcheck.checker.
+watch: lease expiries are the revisions a watch event shows as deletes no client write
+made; a revoke deletes the keys attached to its lease), then, from the history's lease ops
+(``lease-grant``, ``put`` with a ``lease`` field, ``lease-keepalive`` answering the TTL, 0
+when not found, ``lease-revoke``; README "Lease histories"):
+- ``lease:early-expiry``: an expiry seen (its first watch event) before TTL had passed since
+  the invocation of the last successful keepalive or grant (skipped across clock faults);
+- ``lease:late-expiry``: a read shows a key still attached to its lease later than TTL +
+  the bound after the lease's last successful keepalive (and after the last fault stopped;
+  never while a fault is active); the bound is ``options.extra["lease_bound"]`` seconds,
+  derived by the workload from the store's settings, and printed (without it this check is
+  skipped, and the summary says so);
+- ``lease:keepalive-after-expiry`` / ``lease:keepalive-after-revoke``: a keepalive invoked
+  after the lease's expiry was seen, or after its revoke completed, answered a TTL > 0;
+- ``lease:revoked-key-present``: a read invoked after a revoke completed shows a key still
+  attached to the revoked lease.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kvcheck.checker.api import UNKNOWN, Anomaly, CheckerBase, CheckOptions, CheckResult
+from kvcheck.checker.history import Op, pair_calls
+from kvcheck.checker.watch import _OutOfTime, _Run
+
+NS = 1e9
+
+
+class LeaseChecker(CheckerBase):
+    name = "lease"
+    description = "lease lifetimes: keys live TTL after the last keepalive and are gone within the bound"
+
+    def reads(self, op: Op) -> bool:
+        return not op.is_nemesis and (str(op.f).startswith("lease-") or "lease" in op.extra or op.f in (
+            "read", "range", "watch"))
+
+    def check(self, ops: Sequence[Op], options: CheckOptions) -> CheckResult:
+        t0 = time.perf_counter()
+        given = options.extra.get("lease_bound")
+        bound = float(given) if isinstance(given, int | float) else None
+        parts = options.extra.get("lease_bound_parts") or {}
+        deadline = None if options.timeout is None else t0 + options.timeout
+        run = _Run(ops, options, deadline)
+        anomalies: list[Anomaly] = []
+        try:
+            run.reconstruct()
+        except _OutOfTime:
+            return CheckResult(self.name, UNKNOWN, [], time.perf_counter() - t0,
+                               f"the lease check did not finish within {options.timeout} s")
+
+        def add(kind: str, text: str, ids: list[int], **detail: Any) -> None:
+            anomalies.append(Anomaly(kind, text, ids, detail))
+
+        by_id = {op.id: op for op in ops}
+        calls = pair_calls(ops)
+        ttl: dict[int, int] = {}
+        renewals: dict[int, list[tuple[float, float]]] = {}  # lease -> (invoke time, completion time) ok
+        revoked: dict[int, Op] = {}  # lease -> its ok revoke's completion
+        keepalives = []
+        for c in calls:
+            done = c.completion
+            if done is None or done.type != "ok":
+                continue
+            t_inv = (c.invoke.time or 0) / NS
+            t_done = (done.time or 0) / NS
+            if c.f == "lease-grant" and isinstance(done.extra.get("lease"), int):
+                lease = done.extra["lease"]
+                ttl[lease] = int(done.value or c.invoke.value or 0)
+                renewals.setdefault(lease, []).append((t_inv, t_done))
+            elif c.f == "lease-keepalive" and isinstance(c.invoke.value, int):
+                keepalives.append(c)
+                if isinstance(done.value, int) and done.value > 0:
+                    renewals.setdefault(c.invoke.value, []).append((t_inv, t_done))
+            elif c.f == "lease-revoke" and isinstance(c.invoke.value, int):
+                revoked.setdefault(c.invoke.value, done)
+        # fault intervals (nemesis start/stop by kind), and clock faults on their own
+        faults: list[tuple[float, float]] = []
+        clock: list[tuple[float, float]] = []
+        open_f: dict[str, float] = {}
+        end_time = max(((op.time or 0) / NS for op in ops), default=0.0)
+        for op in ops:
+            if op.is_nemesis and op.type == "info" and isinstance(op.f, str):
+                what, _, kind = op.f.partition("-")
+                if what == "start":
+                    open_f.setdefault(kind, (op.time or 0) / NS)
+                elif what == "stop" and kind in open_f:
+                    span = (open_f.pop(kind), (op.time or 0) / NS)
+                    faults.append(span)
+                    if kind == "clock":
+                        clock.append(span)
+        for kind, start in open_f.items():
+            faults.append((start, end_time))
+            if kind == "clock":
+                clock.append((start, end_time))
+
+        # expiries seen by a watch event: the lease each deleted and when it was first seen
+        expired_seen: dict[int, Op] = {}
+        for w in run.expiries:
+            lease = run.deleted_leases.get(w.revision or -1)
+            seen = by_id.get(w.op)
+            if lease is None or seen is None:
+                continue
+            expired_seen.setdefault(lease, seen)
+            t_seen = (seen.time or 0) / NS
+            before = [r for r in renewals.get(lease, []) if r[0] <= t_seen]
+            if not before or lease not in ttl:
+                continue
+            t_k = max(r[0] for r in before)
+            if t_seen < t_k + ttl[lease] and not any(a < t_seen and b > t_k - ttl[lease] for a, b in clock):
+                add("lease:early-expiry", f"lease {lease} (TTL {ttl[lease]} s) expired at revision {w.revision}, "
+                    f"seen at {t_seen:.3f} s, only {t_seen - t_k:.3f} s after its last successful keepalive "
+                    f"was invoked", [seen.id], lease=lease, revision=w.revision)
+        for c in keepalives:
+            done = c.completion
+            assert done is not None
+            lease = c.invoke.value
+            if not (isinstance(done.value, int) and done.value > 0):
+                continue
+            rv = revoked.get(lease)
+            if rv is not None and rv.position < c.invoke.position:
+                add("lease:keepalive-after-revoke", f"keepalive of lease {lease} answered TTL {done.value} "
+                    f"after its revoke (op {rv.id}) completed", [c.id, rv.id], lease=lease)
+            seen = expired_seen.get(lease)
+            if seen is not None and seen.position < c.invoke.position:
+                add("lease:keepalive-after-expiry", f"keepalive of lease {lease} answered TTL {done.value} "
+                    f"after a watch saw it expire (op {seen.id})", [c.id, seen.id], lease=lease)
+
+        # reads that show a leased key
+        for c in calls:
+            done = c.completion
+            if c.f not in ("read", "range") or done is None or done.type != "ok":
+                continue
+            kvs = done.extra.get("kvs") if c.f == "range" else [done.extra.get("kv")]
+            t_r = (c.invoke.time or 0) / NS
+            for kv in kvs or ():
+                if not isinstance(kv, dict) or not isinstance(kv.get("lease"), int):
+                    continue
+                lease = kv["lease"]
+                rv = revoked.get(lease)
+                if rv is not None and rv.position < c.invoke.position:
+                    add("lease:revoked-key-present", f"read (op {done.id}) shows key {kv.get('key')} still "
+                        f"attached to lease {lease} after its revoke (op {rv.id}) completed",
+                        [done.id, rv.id], lease=lease, key=kv.get("key"))
+                    continue
+                if lease not in ttl or any(a <= t_r <= b for a, b in faults):
+                    continue
+                done_t = (done.time or 0) / NS
+                renewed = [r[1] for r in renewals.get(lease, []) if r[0] <= done_t]
+                if not renewed:
+                    continue
+                base = max([max(renewed)] + [b for a, b in faults if b <= t_r])
+                if bound is not None and t_r > base + ttl[lease] + bound:
+                    add("lease:late-expiry", f"read (op {done.id}) at {t_r:.3f} s shows key {kv.get('key')} "
+                        f"still attached to lease {lease} (TTL {ttl[lease]} s), {t_r - base:.3f} s after its last "
+                        f"keepalive or the last fault, beyond TTL + the bound {bound:g} s",
+                        [done.id], lease=lease, key=kv.get("key"))
+        detail = {"leases": len(ttl), "keepalives": len(keepalives), "revokes": len(revoked),
+                  "expiries_seen": len(expired_seen), "bound_seconds": bound, "bound_parts": parts}
+        return CheckResult(self.name, not anomalies, anomalies,
+                           time.perf_counter() - t0, None, detail)
+
+    def summary_lines(self, result: Mapping[str, Any], op_text: Callable[[Any], str]) -> list[str]:
+        parts = result.get("bound_parts") or {}
+        how = " + ".join(f"{k} {v:g}" for k, v in parts.items() if k != "bound")
+        head = (f"    {result.get('leases', 0)} leases, {result.get('keepalives', 0)} keepalives, "
+                f"{result.get('revokes', 0)} revokes, {result.get('expiries_seen', 0)} expiries seen; "
+                + (f"expiry bound TTL + {result['bound_seconds']:g} s" + (f" ({how})" if how else "")
+                   if result.get("bound_seconds") is not None
+                   else "no expiry bound given (options.extra lease_bound): late expiry not checked"))
+        return [head, *super().summary_lines(result, op_text)]

@@ -1,0 +1,99 @@
+"""The lease checker on small hand-written histories (times in seconds; TTL 2, bound 1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kvcheck.checker.api import CheckOptions
+from kvcheck.checker.history import Op
+from kvcheck.checker.lease import LeaseChecker
+from kvcheck.checker.watch import WatchChecker
+
+S = 1_000_000_000
+
+
+def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
+            final_read_at: float = 9.0, final_has_key: bool = False, revoke: bool = False,
+            clock_fault: bool = False) -> list[Op]:
+    h: list[dict[str, Any]] = []
+
+    def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
+
+    watch = {"key": "l/", "range_end": "l0", "start_revision": 0}
+    op(0.0, 100, "invoke", "watch", watch)
+    op(0.01, 100, "ok", "watch", {"watch_id": 1, "created": True, "canceled": False, "compact_revision": 0,
+                                  "revision": 1, "events": []})
+    op(0.1, 0, "invoke", "lease-grant", 2)
+    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1)
+    op(0.3, 0, "invoke", "put", 1, key="l/a", lease=7)
+    op(0.4, 0, "ok", "put", 1, key="l/a", lease=7, revision=2)
+    op(0.45, 100, "ok", "watch", {"watch_id": 1, "created": False, "canceled": False, "compact_revision": 0,
+                                  "revision": 2, "events": [{"type": "put", "key": "l/a", "value": 1,
+                                                             "create_revision": 2, "mod_revision": 2,
+                                                             "version": 1}]})
+    op(1.0, 0, "invoke", "lease-keepalive", 7)
+    op(1.1, 0, "ok", "lease-keepalive", 2)
+    if clock_fault:
+        op(1.2, "nemesis", "invoke", "start-clock", {})
+        op(1.2, "nemesis", "info", "start-clock", {})
+        op(1.3, "nemesis", "invoke", "stop-clock", {})
+        op(1.3, "nemesis", "info", "stop-clock", {})
+    if revoke:
+        op(1.5, 0, "invoke", "lease-revoke", 7)
+        op(1.6, 0, "ok", "lease-revoke", 7, revision=3)
+    delete = {"type": "delete", "key": "l/a", "value": None, "create_revision": 0, "mod_revision": 3, "version": 0}
+    op(expiry_seen_at, 100, "ok", "watch", {"watch_id": 1, "created": False, "canceled": False,
+                                            "compact_revision": 0, "revision": 3, "events": [delete]})
+    op(6.0, 0, "invoke", "lease-keepalive", 7)
+    op(6.1, 0, "ok", "lease-keepalive", keepalive_ttl_after_expiry)
+    op(8.0, 100, "ok", "watch", {"end": "closed"})
+    kv = [{"key": "l/a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 7}]
+    op(final_read_at, 1, "invoke", "range", None)
+    op(final_read_at + 0.01, 1, "ok", "range", {"l/a": 1} if final_has_key else {}, revision=3,
+       kvs=kv if final_has_key else [])
+    return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+
+
+OPTS = CheckOptions(extra={"lease_bound": 1.0, "lease_bound_parts": {"election": 0.5, "check": 0.5, "bound": 1.0}})
+
+
+def kinds(ops: list[Op]) -> set[str]:
+    return {a.kind for a in LeaseChecker().check(ops, OPTS).anomalies}
+
+
+def test_a_lease_that_expires_in_time_is_valid_for_both_checkers() -> None:
+    ops = history()
+    r = LeaseChecker().check(ops, OPTS)
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert r.detail["leases"] == 1 and r.detail["expiries_seen"] == 1 and r.detail["bound_seconds"] == 1.0
+    w = WatchChecker().check(ops, OPTS)
+    assert w.valid is True, [a.to_json() for a in w.anomalies]
+    assert any("lease expiry" in p["how"] for p in w.detail["placements"])
+    assert "TTL + 1 s" in LeaseChecker().summary_lines(r.to_json(), str)[0]
+
+
+def test_an_expiry_before_ttl_is_early() -> None:
+    assert "lease:early-expiry" in kinds(history(expiry_seen_at=2.5))  # last keepalive invoked at 1.0, TTL 2
+
+
+def test_clock_faults_excuse_an_early_expiry() -> None:
+    assert kinds(history(expiry_seen_at=2.5, clock_fault=True)) == set()
+
+
+def test_a_keepalive_that_revives_an_expired_lease_is_reported() -> None:
+    assert "lease:keepalive-after-expiry" in kinds(history(keepalive_ttl_after_expiry=2))
+
+
+def test_a_key_still_there_long_after_its_lease_lapsed_is_late() -> None:
+    assert "lease:late-expiry" in kinds(history(final_has_key=True, final_read_at=9.0))
+    # within TTL + bound of the last keepalive (completed at 1.1): not late
+    assert "lease:late-expiry" not in kinds(history(final_has_key=True, final_read_at=3.5))
+
+
+def test_a_revoke_deletes_at_its_revision_and_stays_revoked() -> None:
+    ops = history(revoke=True)
+    assert WatchChecker().check(ops, OPTS).valid is True
+    assert kinds(ops) == set()
+    assert "lease:keepalive-after-revoke" in kinds(history(revoke=True, keepalive_ttl_after_expiry=2))
+    assert "lease:revoked-key-present" in kinds(history(revoke=True, final_has_key=True, final_read_at=3.0))

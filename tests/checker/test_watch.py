@@ -1,0 +1,311 @@
+"""The watch checker on small hand-written histories: a valid one, then one mutation per
+guarantee, each of which must be reported under its own name (and nothing else)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvcheck.checker.api import CheckOptions, run_checkers
+from kvcheck.checker.formats import read_history
+from kvcheck.checker.history import Op
+from kvcheck.checker.watch import WatchChecker
+
+
+def ev(typ: str, key: str, value: Any, create: int, mod: int, version: int,
+       prev: tuple[Any, int, int, int] | None = None) -> dict[str, Any]:
+    e: dict[str, Any] = {"type": typ, "key": key, "value": value, "create_revision": create,
+                         "mod_revision": mod, "version": version}
+    if prev is not None:
+        e["prev_kv"] = {"key": key, "value": prev[0], "create_revision": prev[1], "mod_revision": prev[2],
+                        "version": prev[3]}
+    return e
+
+
+def resp(rev: int, events: list[dict[str, Any]], *, created: bool = False, canceled: bool = False,
+         compact: int = 0) -> dict[str, Any]:
+    return {"watch_id": 1, "created": created, "canceled": canceled, "compact_revision": compact,
+            "revision": rev, "events": events}
+
+
+# The writes: a=1 @2, a=2 @3, delete a @4, txn [b=3, a=4] @5, compaction at 3.
+EVENTS = {
+    2: ev("put", "a", 1, 2, 2, 1),
+    3: ev("put", "a", 2, 2, 3, 2, prev=(1, 2, 2, 1)),
+    4: ev("delete", "a", None, 0, 4, 0, prev=(2, 2, 3, 2)),
+    "5b": ev("put", "b", 3, 5, 5, 1),
+    "5a": ev("put", "a", 4, 5, 5, 1),
+}
+
+
+def base() -> list[dict[str, Any]]:
+    """Dicts (history.jsonl lines without index/time) of a valid history."""
+    h: list[dict[str, Any]] = []
+
+    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+
+    # stream 100: the whole space from now, with prev_kv
+    op(100, "invoke", "watch", {"key": "a", "range_end": "\u0000", "start_revision": 0, "prev_kv": True})
+    op(100, "ok", "watch", resp(1, [], created=True))
+    op(0, "invoke", "put", 1, key="a")
+    op(0, "ok", "put", 1, key="a", revision=2)
+    op(100, "ok", "watch", resp(2, [EVENTS[2]]))
+    op(0, "invoke", "put", 2, key="a")
+    op(0, "ok", "put", 2, key="a", revision=3)
+    op(100, "ok", "watch", resp(3, [EVENTS[3]]))
+    op(1, "invoke", "delete", None, key="a")
+    op(1, "ok", "delete", None, key="a", revision=4, deleted=1)
+    op(100, "ok", "watch", resp(4, [EVENTS[4]]))
+    op(9, "invoke", "compact", 3)
+    op(9, "ok", "compact", 3, revision=4)
+    op(1, "invoke", "txn", [["put", "b", 3], ["put", "a", 4]])
+    op(1, "ok", "txn", [["put", "b", 3], ["put", "a", 4]], revision=5)
+    op(100, "ok", "watch", resp(5, [EVENTS["5b"], EVENTS["5a"]]))
+    op(100, "ok", "watch", {"progress_request": True})
+    op(100, "ok", "watch", resp(5, []))
+    op(100, "ok", "watch", {"end": "closed"})
+    # stream 101: key a from revision 3, no prev_kv
+    op(101, "invoke", "watch", {"key": "a", "range_end": "", "start_revision": 3, "prev_kv": False})
+    op(101, "ok", "watch", resp(5, [], created=True))
+    plain = [{k: v for k, v in EVENTS[i].items() if k != "prev_kv"} for i in (3, 4, "5a")]
+    op(101, "ok", "watch", resp(5, plain))
+    op(101, "info", "watch", {"end": "broken"}, error="stream broken")
+    # stream 102: from revision 2, compacted at 3: canceled
+    op(102, "invoke", "watch", {"key": "a", "range_end": "", "start_revision": 2})
+    op(102, "ok", "watch", resp(5, [], created=True))
+    op(102, "ok", "watch", resp(5, [], canceled=True, compact=3))
+    op(102, "ok", "watch", {"end": "canceled"})
+    op(2, "invoke", "range", None)
+    op(2, "ok", "range", {"a": 4, "b": 3}, revision=5,
+       kvs=[{"key": "a", "value": 4, "create_revision": 5, "mod_revision": 5, "version": 1},
+            {"key": "b", "value": 3, "create_revision": 5, "mod_revision": 5, "version": 1}])
+    return h
+
+
+def to_ops(dicts: list[dict[str, Any]]) -> list[Op]:
+    return [Op.from_dict({"index": i, "time": i, **d}, position=i) for i, d in enumerate(dicts)]
+
+
+def check(dicts: list[dict[str, Any]], **extra: Any) -> Any:
+    return WatchChecker().check(to_ops(dicts), CheckOptions(extra=extra))
+
+
+def kinds(result: Any) -> set[str]:
+    return {a.kind for a in result.anomalies}
+
+
+def find(h: list[dict[str, Any]], process: int, pred: Any) -> dict[str, Any]:
+    return next(d for d in h if d["process"] == process and pred(d))
+
+
+def events_line(h: list[dict[str, Any]], process: int, rev: int) -> dict[str, Any]:
+    return find(h, process, lambda d: isinstance(d["value"], dict) and d["value"].get("events")
+                and d["value"]["events"][0]["mod_revision"] == rev)
+
+
+def test_the_valid_history_is_valid_and_names_its_streams() -> None:
+    r = check(base())
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert r.detail["streams"] == 3 and r.detail["final_revision"] == 5 and r.detail["events"] == 8
+
+
+def test_a_watch_history_file_loads_and_checks_with_both_checkers(tmp_path: Path) -> None:
+    # several ok lines answer one watch invocation: the loader pairs them as one stream
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps({"index": i, **d}) + "\n" for i, d in enumerate(base())))
+    ops, fmt = read_history(path)
+    assert fmt == "jsonl"
+    results = run_checkers(["linearizable", "watch"], ops,
+                           CheckOptions(model="cas-register", extra={"kv_ops": True, "compare_failed": True}))
+    assert results["watch"].valid is True and results["linearizable"].valid is True
+
+
+def mutated(fn: Any) -> list[dict[str, Any]]:
+    h = copy.deepcopy(base())
+    fn(h)
+    return h
+
+
+def _filter(h: list[dict[str, Any]]) -> None:
+    events_line(h, 101, 3)["value"]["events"].append(
+        {k: v for k, v in EVENTS["5b"].items() if k != "prev_kv"})
+
+
+def _ordered(h: list[dict[str, Any]]) -> None:
+    line = events_line(h, 100, 5)
+    line["value"]["events"].reverse()
+
+
+def _unique(h: list[dict[str, Any]]) -> None:
+    events_line(h, 100, 3)["value"]["events"].append(copy.deepcopy(EVENTS[3]))
+
+
+def _atomic(h: list[dict[str, Any]]) -> None:
+    line = events_line(h, 100, 5)
+    second = copy.deepcopy(line)
+    second["value"]["events"] = [line["value"]["events"].pop()]
+    h.insert(h.index(line) + 1, second)
+
+
+def _resumable(h: list[dict[str, Any]]) -> None:
+    line = events_line(h, 101, 3)
+    line["value"]["events"] = line["value"]["events"][1:]
+
+
+def _reliable(h: list[dict[str, Any]]) -> None:
+    h.remove(events_line(h, 100, 3))
+
+
+def _phantom(h: list[dict[str, Any]]) -> None:
+    events_line(h, 100, 2)["value"]["events"][0]["value"] = 99
+
+
+def _bookmarkable(h: list[dict[str, Any]]) -> None:
+    line = events_line(h, 100, 4)
+    h.insert(h.index(line), {"process": 100, "type": "ok", "f": "watch", "value": resp(4, [])})
+
+
+def _is_create(h: list[dict[str, Any]]) -> None:
+    e = events_line(h, 100, 5)["value"]["events"][1]
+    e["version"], e["create_revision"] = 2, 2
+
+
+def _prev_kv(h: list[dict[str, Any]]) -> None:
+    events_line(h, 100, 3)["value"]["events"][0]["prev_kv"]["value"] = 7
+
+
+def _prev_kv_unasked(h: list[dict[str, Any]]) -> None:
+    events_line(h, 101, 3)["value"]["events"][0]["prev_kv"] = {"key": "a", "value": 1, "create_revision": 2,
+                                                               "mod_revision": 2, "version": 1}
+
+
+def _delete_revision(h: list[dict[str, Any]]) -> None:
+    events_line(h, 100, 4)["value"]["events"][0]["mod_revision"] = 6  # the delete of a happened at 4
+
+
+def _compaction(h: list[dict[str, Any]]) -> None:
+    find(h, 102, lambda d: isinstance(d["value"], dict) and d["value"].get("canceled"))["value"]["compact_revision"] = 2
+
+
+@pytest.mark.parametrize("mutation, kind", [
+    (_filter, "watch:filter"), (_ordered, "watch:ordered"), (_unique, "watch:unique"),
+    (_atomic, "watch:atomic"), (_resumable, "watch:resumable"), (_reliable, "watch:reliable"),
+    (_phantom, "watch:reliable"), (_bookmarkable, "watch:bookmarkable"), (_is_create, "watch:is-create"),
+    (_prev_kv, "watch:prev-kv"), (_prev_kv_unasked, "watch:prev-kv"),
+    (_delete_revision, "watch:delete-revision"), (_compaction, "watch:compaction"),
+])
+def test_each_guarantee_is_named_when_broken(mutation: Any, kind: str) -> None:
+    r = check(mutated(mutation))
+    assert r.valid is False
+    assert kind in kinds(r), [a.to_json() for a in r.anomalies]
+    a = next(a for a in r.anomalies if a.kind == kind)
+    assert a.ops and "stream" in a.detail and a.explanation.startswith("stream p")
+
+
+def test_the_phantom_is_called_one() -> None:
+    r = check(mutated(_phantom))
+    assert any(a.detail.get("phantom") for a in r.anomalies if a.kind == "watch:reliable")
+
+
+def test_a_missing_event_names_the_write_and_the_window() -> None:
+    r = check(mutated(_reliable))
+    (a,) = [a for a in r.anomalies if a.kind == "watch:reliable"]
+    assert a.detail["revisions"] == [3] and a.detail["window"] == [2, 5]
+    assert 5 in a.ops  # the put that completed at revision 3
+
+
+def test_reconstruction_failures_are_named() -> None:
+    gap = mutated(lambda h: find(h, 0, lambda d: d["type"] == "ok" and d["value"] == 2).update(revision=6))
+    assert "watch:revision-gap" in kinds(check(gap))
+    dup = mutated(lambda h: find(h, 0, lambda d: d["type"] == "ok" and d["value"] == 2).update(revision=2))
+    assert "watch:duplicate-revision" in kinds(check(dup))
+    final = mutated(lambda h: h[-1]["kvs"][0].update(value=2))
+    assert "watch:final-state" in kinds(check(final))
+
+
+def test_an_info_write_is_placed_where_an_event_shows_its_value() -> None:
+    def info_put(h: list[dict[str, Any]]) -> None:
+        line = find(h, 0, lambda d: d["type"] == "ok" and d["value"] == 2)
+        line.clear()
+        line.update({"process": 0, "type": "info", "f": "put", "value": 2, "key": "a", "error": "timeout"})
+        # the next op of that thread is a new process
+        for d in h:
+            if d["process"] == 1:
+                d["process"] = 10
+
+    h = mutated(info_put)
+    r = check(h)
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    (p,) = r.detail["placements"]
+    assert p["revision"] == 3 and "event" in p["how"]
+
+
+def test_a_revision_nobody_saw_is_given_to_an_info_write_as_a_guess() -> None:
+    # an info put nobody observed, then an ok put at revision 3: revision 2 is the info put's
+    h = [{"process": 0, "type": "invoke", "f": "put", "value": 1, "key": "a"},
+         {"process": 0, "type": "info", "f": "put", "value": 1, "key": "a"},
+         {"process": 1, "type": "invoke", "f": "put", "value": 2, "key": "a"},
+         {"process": 1, "type": "ok", "f": "put", "value": 2, "key": "a", "revision": 3},
+         {"process": 2, "type": "invoke", "f": "range", "value": None},
+         {"process": 2, "type": "ok", "f": "range", "value": {"a": 2}, "revision": 3}]
+    r = check(h)
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert r.detail["placements"][0]["revision"] == 2 and "guess" in r.detail["placements"][0]["how"]
+
+
+def test_created_behind_a_completed_write_is_reported_only_when_asked() -> None:
+    def late(h: list[dict[str, Any]]) -> None:
+        find(h, 101, lambda d: d["type"] == "ok" and d["value"].get("created"))["value"]["revision"] = 2
+    h = mutated(late)
+    assert check(h).valid is True
+    assert "watch:created" in kinds(check(h, created_linearizable=True))
+
+
+def test_the_check_is_bounded_in_time() -> None:
+    r = WatchChecker().check(to_ops(base()), CheckOptions(timeout=0.0))
+    assert r.valid == "unknown" and "within" in (r.unknown_cause or "")
+
+
+def _write(path: Path, dicts: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps({"index": i, **d}) + "\n" for i, d in enumerate(dicts)))
+    return path
+
+
+def test_kvcheck_check_runs_the_watch_checker_on_a_bare_history_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kvcheck.cli import main
+
+    good = _write(tmp_path / "good.jsonl", base())
+    bad = _write(tmp_path / "bad.jsonl", mutated(_reliable))
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["check", *args], catch_exceptions=False)
+
+    r = run(str(good), "--checker", "watch")
+    assert r.exit_code == 0, r.stdout
+    r = run(str(good), "--checker", "linearizable,watch", "--model", "cas-register")
+    assert r.exit_code == 0 and "watch" in r.stdout and "linearizable" in r.stdout, r.stdout
+    r = run(str(bad), "--checker", "watch", "--json")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    watch = doc["files"][0]["checkers"]["watch"]
+    assert watch["valid"] is False and watch["anomalies"][0]["kind"] == "watch:reliable"
+    assert watch["anomalies"][0]["detail"]["stream"] == 100
+    r = run(str(bad), "--checker", "watch", "--report", str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert "Watch streams" in page and "watch:reliable" in page
+
+
+def test_a_prev_kv_dropped_by_a_compaction_at_that_revision_is_excused() -> None:
+    # the compaction at 3 keeps a's version at 3 and drops its version at 2: no prev_kv for
+    # the event at 3; the one at 4 (after the compaction too) still needs its prev_kv
+    h = mutated(lambda h: events_line(h, 100, 3)["value"]["events"][0].pop("prev_kv"))
+    assert check(h).valid is True
+    h = mutated(lambda h: events_line(h, 100, 4)["value"]["events"][0].pop("prev_kv"))
+    assert "watch:prev-kv" in kinds(check(h))

@@ -1,0 +1,153 @@
+"""The kubernetes workload: the store used as Kubernetes' API server uses etcd.
+
+Why: Kubernetes is etcd's biggest client, and it leans on exactly the guarantees the other
+workloads test one by one: optimistic concurrency on ``mod_revision`` (no lost update),
+ranges at a revision, and informers — list at revision R, then watch from R + 1 with
+prev_kv, re-list when the watch is canceled by compaction — whose caches must equal the
+store at every revision they reach.
+
+How: objects live under ``/registry/pods/default/<name>``. Workers run the API server's
+storage calls: create = a txn ``mod_revision == 0`` then put; update = read, then a txn
+``mod_revision == seen`` then put, retried on conflict (up to 3 reads); delete = read, then
+a txn ``mod_revision == seen`` then delete; get = a linearizable read; list = a range of the
+prefix. Each is one op in the history: f ``txn`` with the micro-ops as the watch workload
+records them and ``compare`` ([["mod_revision", key, seen]]) on the completion (``fail``
+with ``compare-failed`` when every attempt conflicted). Informers (background) list the
+prefix (``range`` with ``informer`` = n) and watch it from the list's revision + 1
+(``watch`` with ``informer`` = n in the request), resume from the last revision seen + 1
+when the stream breaks and re-list when compaction cancels it. Checked with
+``linearizable`` (per object), ``watch`` and ``informer`` (kvcheck.checker.informer).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from kvcheck.reference.client import Failed
+from kvcheck.reference.client import Indeterminate as ClientIndeterminate
+from kvcheck.reference.kv import requests as kvr
+from kvcheck.workloads import generator as gen
+from kvcheck.workloads.client import encode_value
+from kvcheck.workloads.generator import Context, Generator, OpSpec
+from kvcheck.workloads.watch import KVHandle, WatchWorkload, kv_json
+
+PREFIX = "/registry/pods/default/"
+PREFIX_END = "/registry/pods/default0"
+CONFLICT_RETRIES = 3
+
+
+def _mod_is(key: str, revision: int) -> kvr.Compare:
+    return kvr.Compare(result=kvr.CompareResult.EQUAL, target=kvr.CompareTarget.MOD, key=key.encode(),
+                       mod_revision=revision)
+
+
+class KubernetesWorkload(WatchWorkload):
+    name = "kubernetes"
+    checkers: tuple[str, ...] = ("linearizable", "watch", "informer")
+    prefix = PREFIX
+    prefix_end = PREFIX_END
+
+    def __init__(self, objects: int = 5, informers: int = 3) -> None:
+        super().__init__(keys=1, watchers=0)
+        self.keys = [f"{PREFIX}pod-{i}" for i in range(objects)]
+        self.informers = informers
+        self._calls: dict[int, str] = {}  # id(spec) -> the API call (create, update, delete)
+
+    def _call(self, call: str, value: list[list[Any]]) -> OpSpec:
+        spec = OpSpec("txn", value)
+        self._calls[id(spec)] = call
+        return spec
+
+    def generator(self) -> Generator:
+        return gen.mix([gen.fn(self._create), gen.fn(self._update), gen.fn(self._remove), gen.fn(self._read),
+                        gen.fn(self._list)], [0.2, 0.35, 0.1, 0.2, 0.15])
+
+    def _create(self, ctx: Context) -> OpSpec:
+        key = ctx.rng.choice(self.keys)
+        return self._call("create", [["put", key, self._fresh(key)]])
+
+    def _update(self, ctx: Context) -> OpSpec:
+        key = ctx.rng.choice(self.keys)
+        return self._call("update", [["put", key, self._fresh(key)]])
+
+    def _remove(self, ctx: Context) -> OpSpec:
+        return self._call("delete", [["delete", ctx.rng.choice(self.keys), None]])
+
+    def _list(self, ctx: Context) -> OpSpec:
+        return OpSpec("range", None, None)
+
+    def final_generator(self, threads: int) -> Generator:
+        specs = [OpSpec("read", None, k) for k in self.keys] + [OpSpec("range", None, None)]
+        return gen.once_each(specs)
+
+    async def _invoke(self, handle: KVHandle, spec: OpSpec) -> tuple[Any, ...]:
+        if spec.f != "txn":
+            return await super()._invoke(handle, spec)
+        call = self._calls.pop(id(spec), "update")
+        client = handle.kv
+        (op, key, value), = spec.value
+        for _attempt in range(CONFLICT_RETRIES):
+            seen = 0
+            if call != "create":
+                got = await client.get(key.encode())
+                if not got.kvs:
+                    return "fail", spec.value, {"compare": [["mod_revision", key, 0]], "call": call,
+                                                "reason": "not found"}
+                seen = got.kvs[0].mod_revision
+            request = (kvr.PutRequest(key=key.encode(), value=encode_value(value)) if op == "put"
+                       else kvr.DeleteRangeRequest(key=key.encode()))
+            t = await client.txn([_mod_is(key, seen)], [request])
+            handle.served_by = t.header.member_id or None
+            extra = {"compare": [["mod_revision", key, seen]], "revision": self._saw(t.header)}
+            if t.succeeded:
+                done = value if op == "put" else int(getattr(t.responses[0], "deleted", 0))
+                return "ok", [[op, key, done]], {**extra, "call": call}
+            if call == "create":
+                break  # it exists: a create does not retry
+        return "fail", spec.value, {**extra, "call": call}
+
+    async def background(self, env: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            for n in range(self.informers):
+                nursery.start_soon(self._informer, env, n)
+            nursery.start_soon(self._compactor, env)
+
+    async def _informer(self, env: Any, n: int) -> None:
+        rec = env.recorder
+        process = env.new_process()
+        client = env.target.kv_client(process)
+        try:
+            while not env.stop.is_set():
+                inv = rec.invoke(process, "range", None, extra={"informer": n})
+                try:
+                    with trio.fail_after(env.client_timeout):
+                        r = await client.get(PREFIX.encode(), range_end=PREFIX_END.encode())
+                except (Failed, ClientIndeterminate, trio.TooSlowError) as exc:
+                    error = exc.code.value if isinstance(exc, Failed | ClientIndeterminate) else "timeout"
+                    rec.complete(inv, "fail", None, error=error, extra={"informer": n})
+                    with trio.move_on_after(0.3):
+                        await env.stop.wait()
+                    continue
+                kvs = [kv_json(kv) for kv in r.kvs]
+                rec.complete(inv, "ok", {kv["key"]: kv["value"] for kv in kvs},
+                             extra={"informer": n, "revision": self._saw(r.header), "kvs": kvs})
+                start = r.header.revision + 1
+                while not env.stop.is_set():
+                    request = {"key": PREFIX, "range_end": PREFIX_END, "start_revision": start, "prev_kv": True,
+                               "progress_notify": True, "filters": [], "progress_requests": True, "informer": n}
+                    outcome, last_seen = await self._stream(env, request, env.rng.uniform(*self.stream_duration))
+                    if outcome == "canceled":
+                        break  # compacted: list again
+                    start = max(start, last_seen + 1)
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+
+
+def make_kubernetes(keys: int) -> KubernetesWorkload:
+    return KubernetesWorkload()
+
+
+__all__ = ["KubernetesWorkload", "make_kubernetes"]

@@ -1,0 +1,206 @@
+"""The lease workload: keys attached to leases that are kept alive, left to expire or revoked,
+while watch streams and linearizable reads look on.
+
+Why: a lease is a promise about time — its keys live at least TTL after the last keepalive
+and are gone not long after — and about the log: an expiry deletes the keys at one revision
+that every member agrees on. A store can break either (expiring on a member's own timer,
+outside the log, is the ``lease_expiry_local`` bug) while plain reads and writes stay
+linearizable. The lease checker (kvcheck.checker.lease) and the watch checker judge it.
+
+How: a few lessors (background tasks, one process each) loop: grant a lease with a TTL of
+2 or 3 s (``lease-grant``, ok value = TTL, ``lease`` = its id, ``revision``), put the
+lessor's own keys ``l/s<slot><a|b>`` attached to it (``put`` with a ``lease`` field), then
+either keep it alive for a while and revoke it (``lease-revoke``), or stop the keepalives
+and let it expire (then one more keepalive after the lease must have expired must answer
+TTL 0), or keep it alive for a while and then let it go. Keepalives (``lease-keepalive``,
+value = lease id, ok value = the TTL answered, 0: not found) run every TTL/3. The workers
+read keys and put keys no lease holds (``l/w<i>``: revisions around every expiry);
+watchers (as in the watch workload) watch the prefix ``l/``; after recovery the
+final phase waits until every lease left behind must have expired (TTL + the bound) and
+reads every key and the whole prefix. Each lessor owns its keys, so a revoke always deletes
+some and no write detaches a key from its lease.
+
+The bound: an expiry is acted on by the leader's lessor loop (every ``lease_check_interval``),
+proposed through the log, retried after ``lease_revoke_retry`` if lost, and a new leader
+restarts every lease's clock (an election takes up to twice the election timeout). From the
+store's defaults: 2 x election timeout + check interval + revoke retry.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from typing import Any
+
+import trio
+
+from kvcheck.reference.client import Failed
+from kvcheck.reference.client import Indeterminate as ClientIndeterminate
+from kvcheck.reference.kv.machine import KVStateMachine
+from kvcheck.reference.node import NodeConfig
+from kvcheck.workloads import generator as gen
+from kvcheck.workloads.client import encode_value
+from kvcheck.workloads.generator import Context, Generator, OpSpec, Result, Wait
+from kvcheck.workloads.watch import WatchWorkload
+
+TTLS = (2, 3)
+
+
+def lease_bound() -> dict[str, float]:
+    """The expiry bound's parts, from the store's default settings (the run's config uses
+    them: RunConfig.node only overrides tick/election/heartbeat with the same values)."""
+    node = NodeConfig(id=1, name="n1")
+    election_timeout = node.election_tick * node.tick_interval
+    machine = KVStateMachine()
+    parts = {"election": 2 * election_timeout, "lease_check_interval": node.lease_check_interval,
+             "lease_revoke_retry": machine.lease_revoke_retry}
+    parts["bound"] = round(sum(parts.values()), 3)
+    return parts
+
+
+class _Delayed:
+    """``inner`` once ``delay`` seconds of the phase have passed."""
+
+    def __init__(self, delay: float, inner: Generator) -> None:
+        self.delay = delay
+        self.inner = inner
+
+    def next(self, ctx: Context) -> Result:
+        if ctx.time < self.delay:
+            return Wait(self.delay)
+        return self.inner.next(ctx)
+
+    def complete(self, ctx: Context, spec: OpSpec, outcome: str) -> None:
+        self.inner.complete(ctx, spec, outcome)
+
+
+class LeaseWorkload(WatchWorkload):
+    name = "lease"
+    checkers: tuple[str, ...] = ("watch", "lease")
+    prefix = "l/"
+    prefix_end = "l0"
+
+    def __init__(self, lessors: int = 3, watchers: int = 2) -> None:
+        super().__init__(keys=1, watchers=watchers)
+        self.lessors = lessors
+        self.plain_keys = [f"{self.prefix}w{i}" for i in range(3)]
+        self.keys = [f"{self.prefix}s{i}{c}" for i in range(lessors) for c in "ab"] + self.plain_keys
+        self.bound = lease_bound()
+
+    def check_options(self) -> dict[str, Any]:
+        return {"extra": {"lease_bound": self.bound["bound"], "lease_bound_parts": self.bound}}
+
+    def generator(self) -> Generator:
+        # reads of every key, and puts of keys no lease holds (revisions around the expiries)
+        return gen.mix([gen.fn(self._read), gen.fn(self._plain_put)], [0.5, 0.5])
+
+    def _plain_put(self, ctx: Context) -> OpSpec:
+        key = ctx.rng.choice(self.plain_keys)
+        return OpSpec("put", self._fresh(key), key)
+
+    def final_generator(self, threads: int) -> Generator:
+        specs = [OpSpec("read", None, k) for k in self.keys] + [OpSpec("range", None, None)]
+        return _Delayed(max(TTLS) + self.bound["bound"] + 0.5, gen.once_each(specs))
+
+    async def background(self, env: Any) -> None:
+        async with trio.open_nursery() as nursery:
+            for slot in range(self.watchers):
+                nursery.start_soon(self._watcher, env, slot)
+            for slot in range(self.lessors):
+                nursery.start_soon(self._lessor, env, slot)
+            nursery.start_soon(self._compactor, env)
+
+    async def _lessor(self, env: Any, slot: int) -> None:
+        lessor = _Lessor(self, env, slot)
+        try:
+            await lessor.run()
+        finally:
+            with trio.CancelScope(shield=True):
+                await lessor.client.aclose()
+
+
+class _Lessor:
+    """One lessor's loop (see the module docstring); ``call`` records one op."""
+
+    def __init__(self, workload: LeaseWorkload, env: Any, slot: int) -> None:
+        self.w = workload
+        self.env = env
+        self.rng: random.Random = env.rng
+        self.keys = [k for k in workload.keys if k.startswith(f"{workload.prefix}s{slot}")]
+        self.process = env.new_process()
+        self.client = env.target.kv_client(self.process)
+
+    async def call(self, f: str, value: Any, fn: Any, *, key: Any = None,
+                   extra: dict[str, Any] | None = None) -> tuple[str, Any]:
+        rec = self.env.recorder
+        inv = rec.invoke(self.process, f, value, key=key, extra=extra)
+        try:
+            with trio.fail_after(self.env.client_timeout):
+                typ, out, more = await fn()
+        except Failed as exc:
+            rec.complete(inv, "fail", value, error=exc.code.value, extra=extra)
+            return "fail", None
+        except (ClientIndeterminate, trio.TooSlowError) as exc:
+            error = exc.code.value if isinstance(exc, ClientIndeterminate) else "timeout"
+            rec.complete(inv, "info", value, error=error, extra=extra)
+            await self.client.aclose()  # an info op retires the process
+            self.process = self.env.new_process()
+            self.client = self.env.target.kv_client(self.process)
+            return "info", None
+        rec.complete(inv, typ, out, extra={**(extra or {}), **more})
+        return typ, out
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep; False when the run asked the background to stop."""
+        with trio.move_on_after(seconds):
+            await self.env.stop.wait()
+        return not self.env.stop.is_set()
+
+    async def run(self) -> None:
+        w, rng = self.w, self.rng
+        while not self.env.stop.is_set():
+            ttl = rng.choice(TTLS)
+            typ, _ = await self.call("lease-grant", ttl, functools.partial(self._grant, ttl))
+            if typ != "ok":
+                await self.sleep(0.5)
+                continue
+            lease = self.env.recorder.ops[-1].extra["lease"]
+            for key in self.keys:
+                value = w._fresh(key)
+                await self.call("put", value, functools.partial(self._put, key, value, lease), key=key,
+                                extra={"lease": lease})
+            mode = rng.choice(("revoke", "expire", "keep-then-expire"))
+            if mode in ("revoke", "keep-then-expire"):
+                until = trio.current_time() + rng.uniform(ttl, 3 * ttl)
+                while trio.current_time() < until:
+                    if not await self.sleep(ttl / 3):
+                        return
+                    await self.keepalive(lease)
+            if mode == "revoke":
+                await self.call("lease-revoke", lease, functools.partial(self._revoke, lease))
+            else:  # let it expire, then ask once more: TTL 0
+                if not await self.sleep(ttl + w.bound["bound"] + rng.uniform(0.1, 1.0)):
+                    return
+                await self.keepalive(lease)
+
+    async def _grant(self, ttl: int) -> tuple[str, Any, dict[str, Any]]:
+        g = await self.client.lease_grant(ttl)
+        return "ok", g.ttl, {"lease": g.id, "revision": self.w._saw(g.header)}
+
+    async def _put(self, key: str, value: int, lease: int) -> tuple[str, Any, dict[str, Any]]:
+        p = await self.client.put(key.encode(), encode_value(value), lease=lease)
+        return "ok", value, {"revision": self.w._saw(p.header)}
+
+    async def _revoke(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
+        r = await self.client.lease_revoke(lease)
+        return "ok", lease, {"revision": self.w._saw(r.header)}
+
+    async def _keepalive(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
+        return "ok", await self.client.lease_keepalive(lease), {}
+
+    async def keepalive(self, lease: int) -> None:
+        await self.call("lease-keepalive", lease, functools.partial(self._keepalive, lease))
+
+
+def make_lease(keys: int) -> LeaseWorkload:
+    return LeaseWorkload()
