@@ -49,7 +49,9 @@ from kvcheck.checker.linearizable import check_history
 from kvcheck.checker.models import get_model
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpora" / "knossos"
+CORPUS = next((p for p in (ROOT.parent / "shared" / "corpora" / "knossos",  # beside the checkout
+                            ROOT.parent.parent / "shared" / "corpora" / "knossos")  # a worktree
+               if p.is_dir()), ROOT.parent / "shared" / "corpora" / "knossos")
 INIT: dict[str, Any] = {"cas-register": None, "multi-register": {"x": 0, "y": 0}, "mutex": False}
 
 
@@ -488,19 +490,23 @@ def run_scale_one(name: str, index: int, timeout: float, all_keys: bool) -> dict
         else:
             write_jsonl(ops, path)
         t1 = time.perf_counter()
+        c1 = time.process_time()
         read, fmt = read_history(path)
         t2 = time.perf_counter()
+        c2 = time.process_time()
     model = get_model(model_name, fail_cas_means_compare_failed=compare_failed)
     kwargs: dict[str, Any] = {"timeout": timeout}
     if "all_keys" in inspect.signature(check_history).parameters:
         kwargs["all_keys"] = all_keys
     res = check_history(read, model, **kwargs)
     t3 = time.perf_counter()
+    c3 = time.process_time()
     doc = res.to_json()
     keys = doc["keys"]
     per_key = [k.get("seconds") for k in keys.values() if k.get("seconds") is not None]
     return {"history": hname, "format": fmt, "ops": len(read), "keys": len(keys),
             "valid": res.valid, "parse_seconds": t2 - t1, "check_seconds": t3 - t2,
+            "parse_cpu": c2 - c1, "check_cpu": c3 - c2, "load_average": os.getloadavg()[0],
             "verdict_seconds": doc.get("verdict_seconds"),
             "explain_seconds": doc.get("explain_seconds"),
             "op_is_first": [k.get("op_is_first") for k in keys.values() if k["valid"] is False],
@@ -645,6 +651,8 @@ def run_scale_set(name: str, timeout: float) -> None:
                   + f", valid={r['valid']}, keys decided {r['decided_keys']}/{r['keys']}"
                   + (f", slowest key {mk:.3f}s" if mk is not None else "")
                   + f", via {'/'.join(r['methods'])}, peak {r['peak_mb']:.0f} MB"
+                  + f" [CPU: parse {r['parse_cpu']:.3f}s check {r['check_cpu']:.3f}s; "
+                    f"load average {r['load_average']:.1f}]"
                   + (f", minimal {r['minimal_ops']} ops" if r["minimal_ops"] else "")
                   + (f", op proven first {r['op_is_first']}" if r["op_is_first"] else "")
                   + (f"; {r['reason']}" if r["reason"] else "")
