@@ -49,10 +49,14 @@ from kvcheck.checker.models import INCONSISTENT, KV, CasRegister, Model, Registe
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
 from kvcheck.checker.wgl import DepthFirstSearch
 from kvcheck.checker.zones import (
+    INITIAL_GENERATION,
+    AppendState,
+    append_parses,
     check_appends,
     check_unique,
     first_failing_end,
     observers_if_unique,
+    reduce_appends,
     truncate,
     unique_writers,
 )
@@ -299,7 +303,8 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
 
 class _ValueSources:
     """Which call wrote the value another call observed, for registers whose written values
-    are unique (and differ from the initial value): an ok read of v observed the one write
+    are unique (and differ from the initial value), and for kv keys through their append
+    chains (``_of_appends``): an ok read of v observed the one write
     or cas that wrote v, and a cas from v (ok, info or compare-failed: whether and how it
     took effect depends on v) compared against it. A sub-history that keeps an
     observer keeps its source too (``close``), so a minimal counterexample shows where
@@ -308,7 +313,7 @@ class _ValueSources:
 
     def __init__(self, entries: Sequence[Entry], writers: dict[Any, int], initial: Any) -> None:
         self.order = {id(e): i for i, e in enumerate(entries)}
-        self.source: dict[int, Entry] = {}
+        self.source: dict[int, list[Entry]] = {}
         for e in entries:
             a = e.action
             if a.f == "read":
@@ -320,10 +325,12 @@ class _ValueSources:
             else:
                 continue
             if v != initial and v in writers:
-                self.source[id(e)] = entries[writers[v]]
+                self.source[id(e)] = [entries[writers[v]]]
 
     @classmethod
     def of(cls, model: Model, entries: Sequence[Entry]) -> _ValueSources | None:
+        if type(model) is KV:
+            return cls._of_appends(entries, model.initial())
         if type(model) not in (Register, CasRegister):
             return None
         try:
@@ -332,15 +339,45 @@ class _ValueSources:
             return None
         return None if writers is None else cls(entries, writers, model.initial())
 
+    @classmethod
+    def _of_appends(cls, entries: Sequence[Entry], initial: Any) -> _ValueSources | None:
+        """For kv keys the append chains decide: a get's source is the last append (or the
+        put) its value shows, an append's the one before it, so a kept get keeps the put
+        and every append it read."""
+        reduced = reduce_appends(entries, initial)
+        if isinstance(reduced, tuple):  # the gets disagree: each get keeps what it shows
+            parses = append_parses(entries, initial)
+            if parses is None:
+                return None
+            out = cls(entries, {}, initial)
+            for i, parts in parses.items():
+                if parts:
+                    out.source[id(entries[i])] = [entries[j] for j in parts]
+            return out
+        if reduced is None:
+            return None
+        start = AppendState(INITIAL_GENERATION, 0)
+        writers = unique_writers(reduced, start)
+        if writers is None:
+            return None
+        on_reduced = cls(reduced, writers, start)
+        original = {id(e.call): e for e in entries}
+        out = cls(entries, {}, initial)
+        for r in reduced:
+            srcs = on_reduced.source.get(id(r), ())
+            if srcs:
+                out.source[id(original[id(r.call)])] = [original[id(x.call)] for x in srcs]
+        return out
+
     def close(self, calls: Sequence[Entry]) -> list[Entry]:
         """``calls`` with the sources of what they observed, transitively, in history order."""
         keep = {id(e): e for e in calls}
         todo = list(calls)
         while todo:
-            src = self.source.get(id(todo.pop()))
-            if src is not None and id(src) not in keep:
-                keep[id(src)] = src
-                todo.append(src)
+            for src in self.source.get(id(todo.pop()), ()):
+                if id(src) not in keep:
+                    keep[id(src)] = src
+                    todo.append(src)
         return sorted(keep.values(), key=lambda e: self.order[id(e)])
 
     def without(self, calls: Sequence[Entry], drop: Entry) -> list[Entry]:
@@ -350,8 +387,7 @@ class _ValueSources:
         while changed:
             changed = False
             for e in calls:
-                src = self.source.get(id(e))
-                if id(e) not in gone and src is not None and id(src) in gone:
+                if id(e) not in gone and any(id(x) in gone for x in self.source.get(id(e), ())):
                     gone.add(id(e))
                     changed = True
         return [e for e in calls if id(e) not in gone]

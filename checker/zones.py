@@ -632,6 +632,46 @@ def reduce_appends(entries: Sequence[Entry], initial: Any,
     return out
 
 
+def append_parses(entries: Sequence[Entry], initial: Any) -> dict[int, list[int]] | None:
+    """Each ok get's value split into the put (if any) and the appends it shows, as entry
+    indices in order, for every get whose value splits (each on its own, whether or not the
+    gets agree); None when the chain reduction does not apply."""
+    found = _append_values(entries, initial)
+    if found is None:
+        return None
+    puts, appends = found
+    put_lens = sorted({len(v) for v in puts})
+    lens = sorted({len(v) for v in appends})
+    out: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        v = e.action.value
+        if e.action.f != "get" or not isinstance(v, str):
+            continue
+        parts: list[int] = []
+        pos = len(initial) if initial and v.startswith(initial) else -1
+        if pos < 0:
+            for n in put_lens:
+                j = puts.get(v[:n])
+                if j is not None:
+                    parts.append(j)
+                    pos = n
+                    break
+            else:
+                pos = 0 if not initial else -1
+        while 0 <= pos < len(v):
+            for n in lens:
+                j = appends.get(v[pos:pos + n])
+                if j is not None:
+                    parts.append(j)
+                    pos += n
+                    break
+            else:
+                pos = -1
+        if pos >= 0:
+            out[i] = parts
+    return out
+
+
 def check_appends(entries: Sequence[Entry], initial: Any, witness: list[int] | None = None,
                   *, prove_valid: bool = True) -> tuple[bool, str | None] | None:
     """Decide a kv key (get/put/append) by its append chains, or None when they do not apply.

@@ -3,7 +3,8 @@ histories (get/put/append) with unique tokens from a simulated store, half of th
 get corrupted (a token dropped, two swapped, one repeated, the put left out, a token nobody
 appended, another get's list), must get the same verdict from the chains as from the exact
 search, and the same first op that cannot be linearized; check_history decides them by the
-chains and explains them."""
+chains and explains them with a 1-minimal failing sub-history that keeps, for each get in
+it, the put and the appends its value shows."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from kvcheck.checker.history import Call, pair_calls
 from kvcheck.checker.linearizable import build_entries, check_history
 from kvcheck.checker.models import get_model
 from kvcheck.checker.search import Search, run_to_end
-from kvcheck.checker.zones import check_appends, first_failing_end, reduce_appends
+from kvcheck.checker.zones import append_parses, check_appends, first_failing_end, reduce_appends
 
 _spec = importlib.util.spec_from_file_location(
     "kvcheck_test_props_appends", Path(__file__).with_name("test_linearizable_props.py"))
@@ -119,6 +120,13 @@ def test_check_history_decides_kv_by_chains_and_explains(seed: int, n: int, corr
             assert exact.failed is not None and res.op is not None
             assert res.op["index"] == entries[exact.failed].call.completion.id  # type: ignore[union-attr]
             assert res.reason and res.minimal_history and res.minimal_is_1_minimal
+            # self-contained: each get it keeps comes with the put and appends it shows
+            parses = append_parses(entries, model.initial())
+            assert parses is not None
+            kept = {o["index"] for o in res.minimal_history}
+            for i, parts in parses.items():
+                if entries[i].call.completion.id in kept:  # type: ignore[union-attr]
+                    assert all(entries[j].call.invoke.id in kept for j in parts), (i, parts)
 
 
 def test_chains_step_aside_when_tokens_repeat_or_nest() -> None:
