@@ -11,27 +11,38 @@ scheduling of the exact searches, bounds and counterexamples.
    e.g. a compare-failed cas); read-only calls with unknown outcome observed nothing (dropped);
    ``model.droppable`` drops writes with unknown outcome whose value nobody observes and
    compare-failed cas from a value never written;
-3. for register and cas-register keys whose written values are unique, decides the key in
-   O(n log n) with Gibbons–Korach zones over cas chains (``kvcheck.checker.zones``);
-4. otherwise runs the exact search (``kvcheck.checker.search``: breadth-first over
-   configurations, read-only greedy, dead-value pruning with unique values), joined by a
-   depth-first WGL search (``kvcheck.checker.wgl``) on keys that take long; all keys are
-   interleaved round-robin in small slices so one hard key cannot hide another key's
-   violation, under a shared deadline (``timeout``) and a memory bound (``memory_limit_mb``,
-   the process's resident size); a key that runs out of either is ``"unknown"`` with the
-   cause;
-5. for an invalid key: the op that cannot be linearized (its completion, as Knossos reports
-   it: the first return no linearization of the history so far survives), the previous ok op
-   of that key, final paths (from each configuration the search could reach just before that
-   op's return: the last op linearized and the state after it, then the step the model
-   rejects) and a minimal failing sub-history found by delta debugging (1-minimal: removing
-   any one of its calls makes it linearizable), which keeps the failing op whenever some
-   1-minimal failing sub-history contains it. For registers with unique values it is
-   self-contained: it keeps the write behind every value its calls read or compared, and
-   removing any one call together with the calls that observed its write makes it
-   linearizable. Finding the op and the final paths, and delta
-   debugging, each take at most EXPLAIN_BUDGET seconds more (and never pass the deadline):
-   a verdict found fast is never held up long by its explanation.
+3. decides every key it can in about O(n log n) (``kvcheck.checker.zones``): register and
+   cas-register keys whose written values are unique by Gibbons–Korach zones over cas
+   chains; kv keys (get/put/append) whose put and append values are unique and prefix-free
+   by their append chains;
+4. with ``all_keys=False``, stops there when a key is invalid (so is the history): the keys
+   left are "unknown", saying they were not finished and why. Otherwise runs the exact
+   search on the other keys (``kvcheck.checker.search``: breadth-first over configurations,
+   read-only greedy, dead-value pruning with unique values), joined by a depth-first WGL
+   search (``kvcheck.checker.wgl``) on keys that take long; the keys are interleaved
+   round-robin in small slices, so each key still searching gets an equal share of the
+   time left and one hard key cannot hide another key's violation, under the file's
+   deadline (``timeout``) and a memory bound (``memory_limit_mb``, the process's resident
+   size); a key that runs out of either is ``"unknown"`` with the cause and how far its
+   search got (seconds searched, frontier, states explored). With ``all_keys=False`` the
+   search stops at the first key it finds invalid;
+5. for an invalid key (only the first one with ``all_keys=False``): the op that cannot be
+   linearized (its completion, as Knossos reports it: the first return no linearization of
+   the history so far survives; from the fast path by binary search over prefixes,
+   ``op_is_first`` saying whether the exact search confirmed no earlier op fails), the
+   previous ok op of that key, final paths (from each configuration the search could reach
+   just before that op's return: the last op linearized and the state after it, then the
+   step the model rejects) and a minimal failing sub-history found by delta debugging
+   (1-minimal: removing any one of its calls makes it linearizable), which starts from the
+   ops the fast path names as its witness and keeps the failing op whenever some 1-minimal
+   failing sub-history contains it. For registers with unique values and for kv append
+   chains it is self-contained: it keeps the write behind every value its calls read or
+   compared (info and compare-failed cas included) and the put and appends each get
+   shows, and removing any one call together with the calls that observed its write makes
+   it linearizable. Each phase (the op, the final paths, delta debugging) takes at most
+   twice the key's verdict time (at least MIN_PHASE, at most EXPLAIN_BUDGET seconds, never
+   past the deadline): a verdict found fast is never held up long by its explanation, and
+   the result says how long the verdict and the explanation took.
 """
 from __future__ import annotations
 
