@@ -25,6 +25,10 @@ from the chains' layout with every failed cas put where the register does not ho
 value, checked step by step; a few layouts are tried, and when none checks out the answer
 is ``None`` (undecided: the exact search decides).
 
+``check_appends`` does the same for kv keys (get/put/append, CHECKER-ALGORITHMS §6): a
+get shows every append since the last put, in order, so each append is a cas from the list
+before it and the key becomes a cas-register with unique values (see "Append chains" below).
+
 ``check_unique`` returns (True, None) / (False, reason) when decided, or None when the fast
 path does not apply (values repeat, an action it does not know); the caller then falls back
 to the exact search. ``first_failing_end`` finds the first return event that cannot be
