@@ -688,6 +688,8 @@ def check_appends(entries: Sequence[Entry], initial: Any, witness: list[int] | N
     if witness is not None and found:
         index = {id(e.call): i for i, e in enumerate(entries)}
         witness.extend(index[id(reduced[i].call)] for i in found)
+    if res is not None and res[1] is not None:  # name the kv ops, not the cas they became
+        res = res[0], res[1].replace("(cas)", "(append)").replace("(write)", "(put)")
     return res
 
 

@@ -392,7 +392,7 @@ def test_kv_keys_are_decided_by_append_chains(tmp_path: Path) -> None:
     keys = json.loads(out)["files"][0]["keys"]
     assert [keys[k]["valid"] for k in "abcd"] == [True, True, False, True]
     assert {keys[k]["method"] for k in "abcd"} == {"zones"}
-    assert "neither extends" in keys["c"]["reason"] or "cas" in keys["c"]["reason"]
+    assert "neither extends" in keys["c"]["reason"] or "(append)" in keys["c"]["reason"]
     assert keys["c"]["minimal_history"] and keys["c"]["minimal_is_1_minimal"]
 
 
