@@ -667,9 +667,11 @@ def default_memory_limit_mb() -> int:
 def _search_cause(run: _KeyRun, spent: float, why: str) -> str:
     search = run.bfs
     queued = f", {search.pending} queued at one return" if search.pending else ""
-    return (f"{why}; this key was searched for {spent:.2f} s: frontier {search.frontier_size} "
-            f"configurations (largest {search.max_frontier}){queued}, "
-            f"{search.steps} states explored")
+    ends = [e.end for e in run.entries]
+    done = sum(1 for t in ends if t <= search.events_done)
+    return (f"{why}; this key was searched for {spent:.2f} s: {done} of its {len(ends)} calls "
+            f"linearized for sure, frontier {search.frontier_size} configurations (largest "
+            f"{search.max_frontier}){queued}, {search.steps} states explored")
 
 
 def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_mb: int | None,
