@@ -663,7 +663,7 @@ def run_scale_set(name: str, timeout: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sets", nargs="*", default=["knossos", "a", "b", "c", "timeout"])
+    ap.add_argument("sets", nargs="*", default=["knossos", "a", "b", "c", "timeout", "append", "append100k", "planted"])
     ap.add_argument("--timeout", type=float, default=120.0, help="per-history check timeout")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
