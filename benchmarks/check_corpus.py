@@ -10,6 +10,13 @@ Sets (each run in its own child process so its peak memory is its own):
 - ``c``: 100 cas-register histories shaped like Jepsen's etcd tests: 80 ops each, 10-20
   processes, values 0..4 (they repeat), 15-19 writes and cas that never complete (info),
   overlapping each other and the reads after them;
+- ``append``: 6.824-style append histories (edn-lines, 50 clients, 10 keys, ~2,000 ops):
+  one valid, two with one get corrupted (a stale list, a reordered list);
+- ``append100k``: one 100,000-op append history (100 keys, 50 clients, 5% info);
+- ``planted``: a 17,000-op, 64-client single-key cas-register history (unique values,
+  compare-failed and indeterminate cas) as generated, then with each of five anomalies planted
+  (a duplicated apply, a read of a value never written, a stale read, a lost write, two
+  reads in the wrong order);
 - ``timeout``: how far past ``timeout`` a timed-out check returns (a history the search
   cannot finish: many concurrent writes and a read nobody could have seen).
 
@@ -42,7 +49,9 @@ from kvcheck.checker.linearizable import check_history
 from kvcheck.checker.models import get_model
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpora" / "knossos"
+CORPUS = next((p for p in (ROOT.parent / "shared" / "corpora" / "knossos",  # beside the checkout
+                            ROOT.parent.parent / "shared" / "corpora" / "knossos")  # a worktree
+               if p.is_dir()), ROOT.parent / "shared" / "corpora" / "knossos")
 INIT: dict[str, Any] = {"cas-register": None, "multi-register": {"x": 0, "y": 0}, "mutex": False}
 
 
@@ -195,6 +204,254 @@ def gen_kv(seed: int, n_ops: int, keys: int, processes: int) -> list[Op]:
     return rec.ops
 
 
+def gen_append(seed: int, n_ops: int, keys: int, processes: int, info_rate: float = 0.0,
+               corrupt: str | None = None) -> list[Op]:
+    """A 6.824-style append history from a linearizable in-memory store: get/put/append over
+    ``keys`` keys (~8% put, ~46% append, ~46% get), unique tokens "x P N y", each op taking
+    effect at a random moment inside its interval; ``info_rate`` of the puts and appends
+    crash (info) and take effect later or never. ``corrupt``: change one get (about the
+    middle of the history) so the history is certainly not linearizable: "stale" drops the
+    last token appended by an op that completed before the get was invoked; "reorder" swaps
+    two tokens another get, completed before it, saw in the other order."""
+    rng = random.Random(seed)
+    rec = Recorder()
+    state: dict[str, str] = {}
+    tokens: dict[str, list[str]] = {}  # key -> the current generation's appended tokens
+    done_at: dict[str, int] = {}  # token -> position of its append's ok completion
+    open_: dict[int, list[Any]] = {}
+    idle = list(range(processes))
+    next_proc = processes
+    floating: list[list[Any]] = []
+    counter = 0
+
+    def apply(f: str, v: str, k: str) -> str:
+        s = state.get(k, "")
+        if f == "get":
+            return s
+        if f == "put":
+            state[k] = v
+            tokens[k] = []
+        else:
+            state[k] = s + v
+            tokens.setdefault(k, []).append(v)
+        return v
+
+    while len(rec.ops) < n_ops or open_:
+        r = rng.random()
+        if idle and len(rec.ops) < n_ops and r < 0.4:
+            p = idle.pop(rng.randrange(len(idle)))
+            k = str(rng.randrange(keys))
+            x = rng.random()
+            counter += 1
+            f, v = ("get", None) if x < 0.46 else ("put", f"x {p} {counter} y") if x < 0.54 else (
+                "append", f"x {p} {counter} y")
+            rec.emit(p, "invoke", f, v, k)
+            open_[p] = [f, v, k, None]
+        elif open_ and r < 0.7:
+            c = rng.choice(list(open_.values()))
+            if c[3] is None:
+                c[3] = apply(c[0], c[1], c[2])
+        elif floating and r < 0.72:
+            f, v, k = floating.pop(rng.randrange(len(floating)))
+            if rng.random() < 0.5:
+                apply(f, v, k)
+        elif open_:
+            p = rng.choice(list(open_))
+            f, v, k, eff = open_.pop(p)
+            if f != "get" and rng.random() < info_rate:
+                rec.emit(p, "info", f, v, k)
+                if eff is None:
+                    floating.append([f, v, k])
+                idle.append(next_proc)
+                next_proc += 1
+                continue
+            if eff is None:
+                eff = apply(f, v, k)
+            rec.emit(p, "ok", f, eff, k)
+            if f == "append":
+                done_at[v] = len(rec.ops) - 1
+            idle.append(p)
+    if corrupt is not None:
+        _corrupt_get(rec.ops, corrupt, done_at)
+    return rec.ops
+
+
+def _corrupt_get(ops: list[Op], how: str, done_at: dict[str, int]) -> None:
+    """Change one ok get from the middle on so the history certainly is not linearizable."""
+    inv_at: dict[tuple[Any, int], int] = {}
+    last_inv: dict[Any, int] = {}
+    for i, op in enumerate(ops):
+        if op.type == "invoke":
+            last_inv[op.process] = i
+        else:
+            inv_at[(op.process, i)] = last_inv[op.process]
+    seen: dict[str, list[tuple[int, list[str]]]] = {}  # key -> (completion position, tokens)
+    for i, op in enumerate(ops):
+        if op.type != "ok" or op.f != "get":
+            continue
+        toks = ["x " + t for t in op.value.split("x ")[1:]]
+        invoked = inv_at[(op.process, i)]
+        if i > len(ops) // 2 and len(toks) >= 2:
+            if how == "stale" and done_at.get(toks[-1], len(ops)) < invoked:
+                ops[i] = _with_value(op, "".join(toks[:-1]))
+                return
+            if how == "reorder":
+                for j, earlier in seen.get(op.key, []):
+                    if j < invoked and earlier[-2:] == toks[-2:] and len(earlier) == len(toks):
+                        ops[i] = _with_value(op, "".join([*toks[:-2], toks[-1], toks[-2]]))
+                        return
+        seen.setdefault(op.key, []).append((i, toks))
+    raise AssertionError(f"no get to corrupt ({how})")
+
+
+def _with_value(op: Op, value: Any) -> Op:
+    return Op(type=op.type, f=op.f, value=value, process=op.process, key=op.key,
+              position=op.position, index=op.index)
+
+
+def write_edn_lines(ops: list[Op], path: Path) -> None:
+    """One EDN map per line, as the 6.824 / Porcupine kv logs are written."""
+    with open(path, "w") as out:
+        for op in ops:
+            parts = [f":process {op.process}", f":type :{op.type}", f":f :{op.f}",
+                     f":key {json.dumps(op.key)}", f":value {json.dumps(op.value)}"]
+            out.write("{" + ", ".join(parts) + "}\n")
+
+
+ANOMALIES = ("duplicate", "never-written", "stale-read", "lost-write", "reads-out-of-order")
+
+
+def gen_register_planted(seed: int, n_ops: int, processes: int, anomaly: str | None) -> list[Op]:
+    """A cas-register history like a real etcd cluster's under faults: ``processes`` clients,
+    unique written values, reads, writes and cas (many failing their compare; recorded
+    ``fail`` = compare failed), some writes and cas indeterminate (info, taking effect later
+    or never). Each op takes effect at a random moment inside its interval. Half way, with
+    every open call finished, ``anomaly`` is planted:
+
+    - "duplicate": an earlier write is applied a second time (the register goes back to it;
+      later reads see it, later cas compare against it);
+    - "never-written": one read returns a value nobody wrote;
+    - "stale-read": write x, write y, then a read returns x;
+    - "lost-write": write x, then write y is acknowledged but never applied (a read after it
+      sees x, and so does everything after);
+    - "reads-out-of-order": while write y (over x) is open, one read sees y and a later read
+      sees x.
+    """
+    rng = random.Random(seed)
+    rec = Recorder()
+    state: Any = 0
+    counter = 0
+    written: list[Any] = []
+    open_: dict[int, list[Any]] = {}  # process -> [f, value, effect or None]
+    idle = list(range(processes))
+    next_proc = processes
+    floating: list[list[Any]] = []
+    planted = anomaly is None
+
+    def fresh() -> int:
+        nonlocal counter
+        counter += 1
+        return counter
+
+    def apply(f: str, v: Any) -> tuple[str, Any]:
+        nonlocal state
+        if f == "read":
+            return "ok", state
+        if f == "write":
+            state = v
+            written.append(v)
+            return "ok", v
+        if state == v[0]:
+            state = v[1]
+            written.append(v[1])
+            return "ok", v
+        return "fail", v
+
+    def call(f: str, v: Any, result: Any = None, applied: bool = True) -> None:
+        nonlocal next_proc
+        p = next_proc
+        next_proc += 1
+        rec.emit(p, "invoke", f, v)
+        if applied:
+            result = apply(f, v)[1] if result is None else result
+        rec.emit(p, "ok", f, v if f != "read" else result)
+
+    def plant() -> None:
+        nonlocal state, next_proc
+        for p in list(open_):  # finish every open call first
+            f, v, eff = open_.pop(p)
+            eff = eff or apply(f, v)
+            rec.emit(p, eff[0], f, eff[1])
+            idle.append(p)
+        x, y = fresh(), fresh()
+        call("write", x)
+        if anomaly == "duplicate":
+            call("write", y)
+            state = written[len(written) // 2]  # an old write applied again
+        elif anomaly == "never-written":
+            call("read", None, result=10**9)
+        elif anomaly == "stale-read":
+            call("write", y)
+            call("read", None, result=x)
+        elif anomaly == "lost-write":
+            call("write", y, applied=False)
+            call("read", None)
+        elif anomaly == "reads-out-of-order":
+            py, pa, pb = next_proc, next_proc + 1, next_proc + 2
+            next_proc += 3
+            rec.emit(py, "invoke", "write", y)
+            rec.emit(pa, "invoke", "read", None)
+            rec.emit(pa, "ok", "read", y)
+            rec.emit(pb, "invoke", "read", None)
+            rec.emit(pb, "ok", "read", x)
+            apply("write", y)
+            rec.emit(py, "ok", "write", y)
+        else:
+            raise ValueError(anomaly)
+
+    while len(rec.ops) < n_ops or open_:
+        if not planted and len(rec.ops) >= n_ops // 2:
+            plant()
+            planted = True
+        r = rng.random()
+        if idle and len(rec.ops) < n_ops and r < 0.35:
+            p = idle.pop(rng.randrange(len(idle)))
+            x = rng.random()
+            if x < 0.5:
+                f, v = "read", None
+            elif x < 0.7:
+                f, v = "write", fresh()
+            else:
+                old = state if rng.random() < 0.5 else rng.choice(written[-5:] or [0])
+                f, v = "cas", [old, fresh()]
+            rec.emit(p, "invoke", f, v)
+            open_[p] = [f, v, None]
+        elif open_ and r < 0.65:
+            c = rng.choice(list(open_.values()))
+            if c[2] is None:
+                c[2] = apply(c[0], c[1])
+        elif floating and r < 0.67:
+            c = floating.pop(rng.randrange(len(floating)))
+            if rng.random() < 0.5:
+                apply(c[0], c[1])
+        elif open_:
+            p = rng.choice(list(open_))
+            f, v, eff = open_[p]
+            if f != "read" and rng.random() < 0.02:
+                del open_[p]
+                rec.emit(p, "info", f, v)
+                if eff is None:
+                    floating.append([f, v])
+                idle.append(next_proc)
+                next_proc += 1
+                continue
+            eff = eff or apply(f, v)
+            del open_[p]
+            rec.emit(p, eff[0], f, eff[1])
+            idle.append(p)
+    return rec.ops
+
+
 def stress_sets() -> dict[str, list[tuple[str, str, list[Op]]]]:
     return {
         "a": [("a-cas-10k-unique-values", "cas-register", gen_cas_register(1, 10_000, 10, 0.05, None)),
@@ -205,6 +462,63 @@ def stress_sets() -> dict[str, list[tuple[str, str, list[Op]]]]:
                                 never_complete=random.Random(-i).randint(15, 19)))
               for i in range(100)],
     }
+
+
+def scale_histories(name: str) -> list[tuple[str, str, list[Op], bool]]:
+    """(name, model, ops, compare_failed) of the issue-16 sets, generated with fixed seeds."""
+    if name == "append":
+        return [("append-2k-valid", "kv", gen_append(7, 2_000, 10, 50), False),
+                ("append-2k-invalid-stale", "kv", gen_append(7, 2_000, 10, 50, corrupt="stale"), False),
+                ("append-2k-invalid-reorder", "kv", gen_append(8, 2_000, 10, 50, corrupt="reorder"), False)]
+    if name == "append100k":
+        return [("append-100k", "kv", gen_append(9, 100_000, 100, 50, info_rate=0.05), False)]
+    if name == "planted":
+        return [(f"register-17k-{a}", "cas-register", gen_register_planted(11, 17_000, 64, a), True)
+                for a in (None, *ANOMALIES)]
+    raise ValueError(name)
+
+
+def run_scale_one(name: str, index: int, timeout: float, all_keys: bool) -> dict[str, Any]:
+    """Check one generated history the way ``kvcheck check`` does (written, read back)."""
+    import inspect
+
+    hname, model_name, ops, compare_failed = scale_histories(name)[index]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{hname}.{'edn' if model_name == 'kv' else 'jsonl'}"
+        if model_name == "kv":
+            write_edn_lines(ops, path)
+        else:
+            write_jsonl(ops, path)
+        t1 = time.perf_counter()
+        c1 = time.process_time()
+        read, fmt = read_history(path)
+        t2 = time.perf_counter()
+        c2 = time.process_time()
+    model = get_model(model_name, fail_cas_means_compare_failed=compare_failed)
+    kwargs: dict[str, Any] = {"timeout": timeout}
+    if "all_keys" in inspect.signature(check_history).parameters:
+        kwargs["all_keys"] = all_keys
+    res = check_history(read, model, **kwargs)
+    t3 = time.perf_counter()
+    c3 = time.process_time()
+    doc = res.to_json()
+    keys = doc["keys"]
+    per_key = [k.get("seconds") for k in keys.values() if k.get("seconds") is not None]
+    return {"history": hname, "format": fmt, "ops": len(read), "keys": len(keys),
+            "valid": res.valid, "parse_seconds": t2 - t1, "check_seconds": t3 - t2,
+            "parse_cpu": c2 - c1, "check_cpu": c3 - c2, "load_average": os.getloadavg()[0],
+            "verdict_seconds": doc.get("verdict_seconds"),
+            "explain_seconds": doc.get("explain_seconds"),
+            "op_is_first": [k.get("op_is_first") for k in keys.values() if k["valid"] is False],
+            "decided_keys": sum(1 for k in keys.values() if k["valid"] != "unknown"),
+            "max_key_seconds": max(per_key) if per_key else None,
+            "methods": sorted({k["method"] for k in keys.values()}),
+            "minimal_ops": [len(k["minimal_history"] or []) for k in keys.values() if k["valid"] is False],
+            "reason": next((k.get("reason") for k in keys.values() if k["valid"] is False), None),
+            "unknown_cause": res.unknown_cause, "peak_mb": peak_mb()}
+
+
+SCALE_SETS = {"append": 3, "append100k": 1, "planted": 1 + len(ANOMALIES)}
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -296,12 +610,17 @@ def run_timeout(timeout: float) -> dict[str, Any]:
     return {"timeout": timeout, "max_overshoot_seconds": max(overs), "peak_mb": peak_mb()}
 
 
-TARGETS = {"knossos": "check <= 0.5 s total; parse+check in one process <= 6 s",
+TARGETS = {"append": "invalid: verdict <= 0.1 s, with --all-keys every key decided, each <= 1 s, "
+                     "<= 500 MB; valid <= 0.2 s",
+           "append100k": "<= 10 s, <= 2 GiB", "planted": "each decided and explained <= 1 s",
+           "knossos": "check <= 0.5 s total; parse+check in one process <= 6 s",
            "a": "<= 10 s", "b": "<= 30 s", "c": "<= 5 s total", "timeout": "<= 0.1 s past"}
 
 
-def child(name: str, timeout: float) -> None:
-    if name == "knossos":
+def child(name: str, timeout: float, index: int, all_keys: bool) -> None:
+    if name in SCALE_SETS:
+        out = run_scale_one(name, index, timeout, all_keys)
+    elif name == "knossos":
         out = run_knossos(timeout)
     elif name == "timeout":
         out = run_timeout(1.0)
@@ -310,20 +629,57 @@ def child(name: str, timeout: float) -> None:
     print("RESULT " + json.dumps(out))
 
 
+def run_scale_set(name: str, timeout: float) -> None:
+    """Each history of a scale set in its own child (its own peak memory), invalid ones twice:
+    stopping at the first invalid key (the default) and deciding every key (--all-keys)."""
+    for index in range(SCALE_SETS[name]):
+        for all_keys in (False, True):
+            cmd = [sys.executable, __file__, "--child", name, "--index", str(index),
+                   "--timeout", str(timeout)] + (["--all-keys"] if all_keys else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            r = next((json.loads(line[7:]) for line in proc.stdout.splitlines()
+                      if line.startswith("RESULT ")), None)
+            if r is None:
+                print(proc.stdout[-2000:], proc.stderr[-4000:])
+                break
+            mode = "--all-keys" if all_keys else "default"
+            mk = r["max_key_seconds"]
+            vs = r["verdict_seconds"]
+            print(f"  {r['history']} [{mode}]: {r['ops']} ops, {r['keys']} keys, parse "
+                  f"{r['parse_seconds']:.3f}s check {r['check_seconds']:.3f}s"
+                  + (f" (verdict {vs:.3f}s, explanation {r['explain_seconds']:.3f}s)" if vs is not None else "")
+                  + f", valid={r['valid']}, keys decided {r['decided_keys']}/{r['keys']}"
+                  + (f", slowest key {mk:.3f}s" if mk is not None else "")
+                  + f", via {'/'.join(r['methods'])}, peak {r['peak_mb']:.0f} MB"
+                  + f" [CPU: parse {r['parse_cpu']:.3f}s check {r['check_cpu']:.3f}s; "
+                    f"load average {r['load_average']:.1f}]"
+                  + (f", minimal {r['minimal_ops']} ops" if r["minimal_ops"] else "")
+                  + (f", op proven first {r['op_is_first']}" if r["op_is_first"] else "")
+                  + (f"; {r['reason']}" if r["reason"] else "")
+                  + (f"; unknown: {r['unknown_cause']}" if r["unknown_cause"] else ""), flush=True)
+            if r["valid"] is not False:
+                break  # --all-keys changes nothing for a history without an invalid key
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("sets", nargs="*", default=["knossos", "a", "b", "c", "timeout"])
+    ap.add_argument("sets", nargs="*", default=["knossos", "a", "b", "c", "timeout", "append", "append100k", "planted"])
     ap.add_argument("--timeout", type=float, default=120.0, help="per-history check timeout")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--all-keys", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, args.timeout)
+        child(args.child, args.timeout, args.index, args.all_keys)
         return
     for name in args.sets:
         if name == "knossos" and not (CORPUS / "manifest.tsv").is_file():
             print(f"knossos: corpus not found at {CORPUS}, skipped")
             continue
         print(f"== {name} (target {TARGETS.get(name, '-')})", flush=True)
+        if name in SCALE_SETS:
+            run_scale_set(name, args.timeout)
+            continue
         proc = subprocess.run([sys.executable, __file__, "--child", name, "--timeout", str(args.timeout)],
                               capture_output=True, text=True)
         result = None

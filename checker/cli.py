@@ -14,10 +14,17 @@ Output: a readable summary, or with ``--json`` one document
 ``--out DIR`` is given: then DIR/results.json holds that document and DIR/<file>/results.json
 each file's entry.
 
-Exit code: 65 when any file is malformed (the other files are still checked and reported;
-a malformed file's entry has ``"valid": null`` and ``"error"``), else 1 when any file is
-invalid, 2 when any is unknown, 0 when all are valid; 64 for a usage error, 66 for a missing
-path, 70 for an internal error (never 1, which would read as "invalid").
+Each file stops at its first invalid key (the file is invalid then; keys not finished say
+so); ``--all-keys`` decides and explains every key. Each file's search is bounded by
+``--timeout`` (keys share it) and by ``--memory-limit`` (default: the lower of 2 GiB and
+half the machine's memory).
+
+Exit code, when files disagree, the most important news wins: 1 when any file is invalid
+(malformed files are still named on their own lines), else 65 when any file is malformed
+(the other files are still checked and reported; a malformed file's entry has
+``"valid": null`` and ``"error"``; an empty file has "no operations"), else 2 when any is
+unknown, 0 when all are valid; 64 for a usage error, 66 for a missing path, 70 for an
+internal error (never 1, which would read as "invalid").
 """
 
 from __future__ import annotations
@@ -116,6 +123,9 @@ def check_file(hf: HistoryFile, checkers: list[str], options: CheckOptions, fmt:
     ``error`` set. The entry has the common fields, ``checkers`` (each checker's result) and,
     when the linearizability checker ran, its ``model``, ``unknown_cause`` and ``keys`` at
     the top as well (the shape ``--json`` readers had before other checkers existed)."""
+    from kvcheck.checker.linearizable import release_abandoned
+
+    release_abandoned()  # the previous file's abandoned search is not charged to this parse
     name = str(hf.path)
     t0 = time.perf_counter()
     model = options.model
@@ -141,7 +151,9 @@ def check_file(hf: HistoryFile, checkers: list[str], options: CheckOptions, fmt:
     lin = combined["checkers"].get("linearizable")
     if lin is not None:
         entry.update({"model": lin.get("model"), "unknown_cause": lin.get("unknown_cause"),
-                      "keys": lin.get("keys", {})})
+                      "verdict_seconds": lin.get("verdict_seconds"),
+                      "explain_seconds": lin.get("explain_seconds"),
+                      "stopped_at": lin.get("stopped_at"), "keys": lin.get("keys", {})})
     elif combined["valid"] == "unknown":
         entry["unknown_cause"] = "; ".join(f"{n}: {r.unknown_cause}" for n, r in results.items()
                                            if r.unknown_cause)
@@ -160,7 +172,8 @@ def _split_keys(ops: list[Op], name: str) -> list[Op]:
 
 
 def overall(results: list[FileResult]) -> tuple[bool | str, int]:
-    """The document's ``valid`` and the exit code."""
+    """The document's ``valid`` and the exit code: invalid (1) wins over malformed (65),
+    which wins over unknown (2); the summary's verdict says the same."""
     verdicts = [r.entry.get("valid") for r in results if r.error is None]
     valid: bool | str
     if any(v is False for v in verdicts):
@@ -169,10 +182,10 @@ def overall(results: list[FileResult]) -> tuple[bool | str, int]:
         valid = "unknown"
     else:
         valid = True
-    if any(r.error for r in results):
-        return valid, ExitCode.DATAERR
     if valid is False:
         return valid, ExitCode.INVALID
+    if any(r.error for r in results):
+        return valid, ExitCode.DATAERR
     if valid == "unknown":
         return valid, ExitCode.UNKNOWN
     return valid, ExitCode.VALID
@@ -215,15 +228,30 @@ def summary(results: list[FileResult], valid: bool | str, checked_against: str, 
         if len(checkers) > 1 and "linearizable" in checkers:
             lines.append(f"  linearizable: {_label(checkers['linearizable'].get('valid'))}")
         keys = e.get("keys", {})
+        stopped = e.get("stopped_at")
+        not_finished = [key for key, k in keys.items()
+                        if k.get("valid") == "unknown" and stopped is not None]
+        if not_finished:
+            lines.append(f"  stopped at key {stopped}, which is invalid; not finished "
+                         f"(--all-keys decides every key): {', '.join(map(str, not_finished))}")
         for key, k in keys.items():
             if k.get("valid") is True:
                 continue
             where = f"key {key}: " if len(keys) > 1 or key != "null" else ""
             if k.get("valid") == "unknown":
-                if k.get("unknown_cause") and k["unknown_cause"] != e.get("unknown_cause"):
+                if (stopped is None and k.get("unknown_cause")
+                        and k["unknown_cause"] != e.get("unknown_cause")):
                     lines.append(f"  {where}unknown: {k['unknown_cause']}")
                 continue
-            lines.append(f"  {where}{op_text(k.get('op'))} cannot be linearized")
+            if k.get("op") is None:
+                lines.append(f"  {where}invalid: {k.get('reason') or 'no linearization'}"
+                             + (f" ({k['unknown_cause']})" if k.get("unknown_cause") else ""))
+                continue
+            first = "" if k.get("op_is_first") is not False else (
+                " (the first op the fast path proves; an earlier one may fail too)")
+            lines.append(f"  {where}{op_text(k.get('op'))} cannot be linearized{first}")
+            if k.get("reason"):
+                lines.append(f"    why: {k['reason']}")
             lines.append(f"    previous ok: {op_text(k.get('previous_ok'))}")
             paths = k.get("final_paths") or []
             if paths:
@@ -252,6 +280,8 @@ def summary(results: list[FileResult], valid: bool | str, checked_against: str, 
             v = r.entry["valid"]
             counts["valid" if v is True else "invalid" if v is False else "unknown"] += 1
     verdict = _label(valid)
+    if valid == "unknown" and counts["malformed"]:
+        verdict += f" ({counts['malformed']} malformed)"
     tally = ", ".join(f"{n} {label}" for label, n in counts.items() if n)
     noun = "file" if len(results) == 1 else "files"
     lines.append("")
@@ -304,7 +334,10 @@ def write_file_report(r: FileResult, out_path: Path) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Give up on a file after S seconds: its verdict is unknown.")
 @click.option("--memory-limit", type=click.IntRange(min=1), metavar="MB",
-              help="Give up when the process grows past MB megabytes: the verdict is unknown.")
+              help="Give up when the process grows past MB megabytes: the verdict is unknown. "
+                   "Default: the lower of 2048 and half the machine's memory.")
+@click.option("--all-keys", is_flag=True,
+              help="Decide and explain every key, instead of stopping at the first invalid one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of a summary.")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
               help="Write DIR/results.json and DIR/<file>/results.json and report.html.")
@@ -318,7 +351,8 @@ def write_file_report(r: FileResult, out_path: Path) -> None:
               help="Read a failed cas as 'the compare failed' (as etcd tests record it), "
                    "not as 'did not happen'.")
 def check(paths: tuple[Path, ...], checker_names: str, model_spec: str | None, init_text: str | None,
-          consistency_model: str | None, timeout: float | None, memory_limit: int | None, as_json: bool, out: Path | None,
+          consistency_model: str | None, timeout: float | None, memory_limit: int | None,
+          all_keys: bool, as_json: bool, out: Path | None,
           report_path: Path | None, fmt: str | None, independent: bool,
           fail_cas_means_compare_failed: bool) -> int:
     """Check history files (or directories of them): for linearizability, or with the
@@ -327,9 +361,10 @@ def check(paths: tuple[Path, ...], checker_names: str, model_spec: str | None, i
     A ``kvcheck run`` directory (config.json + history.jsonl) is re-checked with the checkers
     its workload names, and its results.json and report.html are rewritten.
 
-    Exit codes: 0 all valid, 1 any invalid, 2 any unknown (none invalid), 64 usage error,
-    65 malformed input, 66 missing input.
+    Exit codes: 0 all valid, 1 any invalid, 65 any malformed (none invalid), 2 any unknown
+    (none invalid or malformed), 64 usage error, 66 missing input.
     """
+    from kvcheck.checker.linearizable import default_memory_limit_mb
     from kvcheck.checker.models import DEFAULT, get_model
 
     try:
@@ -349,7 +384,9 @@ def check(paths: tuple[Path, ...], checker_names: str, model_spec: str | None, i
     files = collect_files(paths)
     if report_path is not None and len(files) != 1:
         raise UsageError(f"--report draws one history: {len(files)} files given (use --out DIR for many)")
-    options = CheckOptions(model=model, timeout=timeout, memory_limit_mb=memory_limit,
+    options = CheckOptions(model=model, timeout=timeout, all_keys=all_keys,
+                           memory_limit_mb=memory_limit if memory_limit is not None
+                           else default_memory_limit_mb(),
                            consistency_model=consistency_model)
     results = []
     for hf in files:

@@ -11,27 +11,38 @@ scheduling of the exact searches, bounds and counterexamples.
    e.g. a compare-failed cas); read-only calls with unknown outcome observed nothing (dropped);
    ``model.droppable`` drops writes with unknown outcome whose value nobody observes and
    compare-failed cas from a value never written;
-3. for register and cas-register keys whose written values are unique, decides the key in
-   O(n log n) with Gibbons–Korach zones over cas chains (``kvcheck.checker.zones``);
-4. otherwise runs the exact search (``kvcheck.checker.search``: breadth-first over
-   configurations, read-only greedy, dead-value pruning with unique values), joined by a
-   depth-first WGL search (``kvcheck.checker.wgl``) on keys that take long; all keys are
-   interleaved round-robin in small slices so one hard key cannot hide another key's
-   violation, under a shared deadline (``timeout``) and a memory bound (``memory_limit_mb``,
-   the process's resident size); a key that runs out of either is ``"unknown"`` with the
-   cause;
-5. for an invalid key: the op that cannot be linearized (its completion, as Knossos reports
-   it: the first return no linearization of the history so far survives), the previous ok op
-   of that key, final paths (from each configuration the search could reach just before that
-   op's return: the last op linearized and the state after it, then the step the model
-   rejects) and a minimal failing sub-history found by delta debugging (1-minimal: removing
-   any one of its calls makes it linearizable), which keeps the failing op whenever some
-   1-minimal failing sub-history contains it. For registers with unique values it is
-   self-contained: it keeps the write behind every value its calls read or compared, and
-   removing any one call together with the calls that observed its write makes it
-   linearizable. Finding the op and the final paths, and delta
-   debugging, each take at most EXPLAIN_BUDGET seconds more (and never pass the deadline):
-   a verdict found fast is never held up long by its explanation.
+3. decides every key it can in about O(n log n) (``kvcheck.checker.zones``): register and
+   cas-register keys whose written values are unique by Gibbons–Korach zones over cas
+   chains; kv keys (get/put/append) whose put and append values are unique and prefix-free
+   by their append chains;
+4. with ``all_keys=False``, stops there when a key is invalid (so is the history): the keys
+   left are "unknown", saying they were not finished and why. Otherwise runs the exact
+   search on the other keys (``kvcheck.checker.search``: breadth-first over configurations,
+   read-only greedy, dead-value pruning with unique values), joined by a depth-first WGL
+   search (``kvcheck.checker.wgl``) on keys that take long; the keys are interleaved
+   round-robin in small slices, so each key still searching gets an equal share of the
+   time left and one hard key cannot hide another key's violation, under the file's
+   deadline (``timeout``) and a memory bound (``memory_limit_mb``, the process's resident
+   size); a key that runs out of either is ``"unknown"`` with the cause and how far its
+   search got (seconds searched, frontier, states explored). With ``all_keys=False`` the
+   search stops at the first key it finds invalid;
+5. for an invalid key (only the first one with ``all_keys=False``): the op that cannot be
+   linearized (its completion, as Knossos reports it: the first return no linearization of
+   the history so far survives; from the fast path by binary search over prefixes,
+   ``op_is_first`` saying whether the exact search confirmed no earlier op fails), the
+   previous ok op of that key, final paths (from each configuration the search could reach
+   just before that op's return: the last op linearized and the state after it, then the
+   step the model rejects) and a minimal failing sub-history found by delta debugging
+   (1-minimal: removing any one of its calls makes it linearizable), which starts from the
+   ops the fast path names as its witness and keeps the failing op whenever some 1-minimal
+   failing sub-history contains it. For registers with unique values and for kv append
+   chains it is self-contained: it keeps the write behind every value its calls read or
+   compared (info and compare-failed cas included) and the put and appends each get
+   shows, and removing any one call together with the calls that observed its write makes
+   it linearizable. Each phase (the op, the final paths, delta debugging) takes at most
+   twice the key's verdict time (at least MIN_PHASE, at most EXPLAIN_BUDGET seconds, never
+   past the deadline): a verdict found fast is never held up long by its explanation, and
+   the result says how long the verdict and the explanation took.
 """
 from __future__ import annotations
 
@@ -45,13 +56,19 @@ from typing import Any, Literal
 
 from kvcheck.checker.api import Anomaly, CheckerBase, CheckOptions, CheckResult
 from kvcheck.checker.history import Call, Op, pair_calls
-from kvcheck.checker.models import INCONSISTENT, CasRegister, Model, Register
+from kvcheck.checker.models import INCONSISTENT, KV, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
 from kvcheck.checker.wgl import DepthFirstSearch
 from kvcheck.checker.zones import (
+    INITIAL_GENERATION,
+    AppendState,
+    append_parses,
+    check_appends,
     check_unique,
     first_failing_end,
     observers_if_unique,
+    reduce_appends,
+    truncate,
     unique_writers,
 )
 
@@ -59,8 +76,9 @@ Verdict = bool | Literal["unknown"]
 NULL_KEY = "null"  # the report key of ops without a key field
 MAX_FINAL_PATHS = 16
 _GRAVEYARD: list[Any] = []  # abandoned searches, freed at the start of the next check
-EXPLAIN_BUDGET = 5.0
-PORTFOLIO_AFTER = 20_000  # breadth-first steps on one key before the depth-first search joins  # seconds a counterexample's searches may take beyond the verdict
+EXPLAIN_BUDGET = 5.0  # seconds each phase of a counterexample may take at most
+MIN_PHASE = 0.25  # ... and at least (see _explain_invalid)
+PORTFOLIO_AFTER = 20_000  # breadth-first steps on one key before the depth-first search joins
 
 
 class _OutOfBounds(Exception):
@@ -91,11 +109,17 @@ class KeyResult:
     final_paths: list[list[dict[str, Any]]] = field(default_factory=list)
     minimal_history: list[dict[str, Any]] | None = None
     minimal_is_1_minimal: bool | None = None
+    # False when ``op`` is only the first op the fast path proves cannot be linearized: the
+    # exact search could not confirm within its budget that no earlier op fails
+    op_is_first: bool | None = None
     unknown_cause: str | None = None
     calls: int = 0
     max_frontier: int = 0
     method: str = "search"  # "zones" when the polynomial fast path decided
     reason: str | None = None  # the fast path's account of the violation
+    seconds: float = 0.0  # time spent deciding this key (fast path and search)
+    explain_seconds: float = 0.0  # time spent on its counterexample
+    states_explored: int = 0  # search steps (configurations tried), when searched
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,11 +129,15 @@ class KeyResult:
             "final_paths": self.final_paths,
             "minimal_history": self.minimal_history,
             "minimal_is_1_minimal": self.minimal_is_1_minimal,
+            "op_is_first": self.op_is_first,
             "unknown_cause": self.unknown_cause,
             "calls": self.calls,
             "max_frontier": self.max_frontier,
             "method": self.method,
             "reason": self.reason,
+            "seconds": round(self.seconds, 6),
+            "explain_seconds": round(self.explain_seconds, 6),
+            "states_explored": self.states_explored,
         }
 
 
@@ -124,12 +152,18 @@ class LinearizabilityResult:
     check_seconds: float
     keys: dict[str, KeyResult]
     unknown_cause: str | None = None
+    verdict_seconds: float = 0.0  # until the verdict was known (before any explanation)
+    explain_seconds: float = 0.0  # spent on counterexamples
+    stopped_at: str | None = None  # the invalid key that stopped the others (all_keys=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "valid": self.valid,
             "model": self.model,
             "check_seconds": round(self.check_seconds, 6),
+            "verdict_seconds": round(self.verdict_seconds, 6),
+            "explain_seconds": round(self.explain_seconds, 6),
+            "stopped_at": self.stopped_at,
             "unknown_cause": self.unknown_cause,
             "keys": {k: r.to_json() for k, r in self.keys.items()},
         }
@@ -280,26 +314,35 @@ def ddmin(items: list[Any], fails: Callable[[list[Any]], bool]) -> tuple[list[An
 
 class _ValueSources:
     """Which call wrote the value another call observed, for registers whose written values
-    are unique (and differ from the initial value): an ok read of v and an ok cas from v
-    observed the one write or successful cas that wrote v. A sub-history that keeps an
+    are unique (and differ from the initial value), and for kv keys through their append
+    chains (``_of_appends``): an ok read of v observed the one write
+    or cas that wrote v, and a cas from v (ok, info or compare-failed: whether and how it
+    took effect depends on v) compared against it. A sub-history that keeps an
     observer keeps its source too (``close``), so a minimal counterexample shows where
     the values it reads came from — a stale read comes with the write it saw and the write
     that overwrote it — instead of a read of a value nothing in it wrote."""
 
     def __init__(self, entries: Sequence[Entry], writers: dict[Any, int], initial: Any) -> None:
         self.order = {id(e): i for i, e in enumerate(entries)}
-        self.source: dict[int, Entry] = {}
+        self.source: dict[int, list[Entry]] = {}
         for e in entries:
             a = e.action
-            if e.end == math.inf:
-                continue  # an info call observed nothing we know
-            v = a.value if a.f == "read" else a.value[0] if a.f == "cas" and a.outcome == "ok" else initial
+            if a.f == "read":
+                if e.end == math.inf:
+                    continue  # an info read observed nothing we know
+                v = a.value
+            elif a.f == "cas":  # ok, info or compare-failed: what it did depends on old
+                v = a.value[0]
+            else:
+                continue
             if v != initial and v in writers:
-                self.source[id(e)] = entries[writers[v]]
+                self.source[id(e)] = [entries[writers[v]]]
 
     @classmethod
     def of(cls, model: Model, entries: Sequence[Entry]) -> _ValueSources | None:
-        if not _fast_applies(model):
+        if type(model) is KV:
+            return cls._of_appends(entries, model.initial())
+        if type(model) not in (Register, CasRegister):
             return None
         try:
             writers = unique_writers(entries, model.initial())
@@ -307,15 +350,45 @@ class _ValueSources:
             return None
         return None if writers is None else cls(entries, writers, model.initial())
 
+    @classmethod
+    def _of_appends(cls, entries: Sequence[Entry], initial: Any) -> _ValueSources | None:
+        """For kv keys the append chains decide: a get's source is the last append (or the
+        put) its value shows, an append's the one before it, so a kept get keeps the put
+        and every append it read."""
+        reduced = reduce_appends(entries, initial)
+        if isinstance(reduced, tuple):  # the gets disagree: each get keeps what it shows
+            parses = append_parses(entries, initial)
+            if parses is None:
+                return None
+            out = cls(entries, {}, initial)
+            for i, parts in parses.items():
+                if parts:
+                    out.source[id(entries[i])] = [entries[j] for j in parts]
+            return out
+        if reduced is None:
+            return None
+        start = AppendState(INITIAL_GENERATION, 0)
+        writers = unique_writers(reduced, start)
+        if writers is None:
+            return None
+        on_reduced = cls(reduced, writers, start)
+        original = {id(e.call): e for e in entries}
+        out = cls(entries, {}, initial)
+        for r in reduced:
+            srcs = on_reduced.source.get(id(r), ())
+            if srcs:
+                out.source[id(original[id(r.call)])] = [original[id(x.call)] for x in srcs]
+        return out
+
     def close(self, calls: Sequence[Entry]) -> list[Entry]:
         """``calls`` with the sources of what they observed, transitively, in history order."""
         keep = {id(e): e for e in calls}
         todo = list(calls)
         while todo:
-            src = self.source.get(id(todo.pop()))
-            if src is not None and id(src) not in keep:
-                keep[id(src)] = src
-                todo.append(src)
+            for src in self.source.get(id(todo.pop()), ()):
+                if id(src) not in keep:
+                    keep[id(src)] = src
+                    todo.append(src)
         return sorted(keep.values(), key=lambda e: self.order[id(e)])
 
     def without(self, calls: Sequence[Entry], drop: Entry) -> list[Entry]:
@@ -325,8 +398,7 @@ class _ValueSources:
         while changed:
             changed = False
             for e in calls:
-                src = self.source.get(id(e))
-                if id(e) not in gone and src is not None and id(src) in gone:
+                if id(e) not in gone and any(id(x) in gone for x in self.source.get(id(e), ())):
                     gone.add(id(e))
                     changed = True
         return [e for e in calls if id(e) not in gone]
@@ -383,29 +455,80 @@ def _final_paths(model: Model, entries: list[Entry], outcome: SearchOutcome,
 
 
 def _fast_applies(model: Model) -> bool:
-    return type(model) in (Register, CasRegister)
+    return type(model) in (Register, CasRegister, KV)
+
+
+def fast_check(model: Model, entries: Sequence[Entry]) -> tuple[bool, str | None] | None:
+    """The polynomial check of one key when it applies and decides: zones over cas chains
+    for registers, append chains for kv; None otherwise (then: the exact search)."""
+    t = type(model)
+    if t is KV:
+        return check_appends(entries, model.initial())
+    if t in (Register, CasRegister):
+        return check_unique(entries, model.initial())
+    return None
+
+
+def _fast_failing_end(model: Model, entries: list[Entry], bounds: _Bounds) -> tuple[int | None, bool]:
+    """The op that cannot be linearized, by binary search over prefixes (linearizability is
+    prefix-closed) for the shortest one the fast path proves invalid, and whether it is
+    certainly the first: (entry, True) when the prefix just before it is proven
+    linearizable, by the fast path or else by the exact search within ``bounds``;
+    (entry, False) when neither can (with compare-failed cas the fast path may leave a
+    prefix undecided; its "invalid" is always sound). (None, False) when no prefix is
+    proven invalid."""
+    decide = check_appends if type(model) is KV else check_unique
+    initial = model.initial()
+
+    def proven_invalid(sub: Sequence[Entry], init: Any) -> tuple[bool, str | None] | None:
+        res = decide(sub, init, prove_valid=False)
+        return (False, None) if res is not None and not res[0] else (True, None)
+
+    bound = first_failing_end(entries, initial, proven_invalid)
+    if bound is None:
+        return None, False
+    ends = sorted(e.end for e in entries if e.end < entries[bound].end)
+    if not ends:
+        return bound, True
+    before = truncate(entries, ends[-1])
+    if decide(before, initial) is not None:  # decided, and not invalid (else bound is earlier)
+        return bound, True
+    try:
+        return bound, _linearizable(model, before, bounds)
+    except _OutOfBounds:
+        return bound, False
 
 
 def _decide(model: Model, entries: list[Entry], bounds: _Bounds) -> bool:
     """Is this (sub-)history linearizable? The zone check when it decides, else the exact
     search; raises _OutOfBounds."""
-    if _fast_applies(model):
-        res = check_unique(entries, model.initial())
-        if res is not None:
-            return res[0]
+    res = fast_check(model, entries)
+    if res is not None:
+        return res[0]
     return _linearizable(model, entries, bounds)
 
 
 def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
                      bounds: _Bounds, result: KeyResult, minimize: bool) -> None:
     """Fill ``result`` with the counterexample of an invalid key. ``failed`` is the entry
-    whose return cannot be linearized, when already known. The explanation's searches are
-    bounded by ``bounds`` and by EXPLAIN_BUDGET seconds, so a verdict found by the fast path
-    is never held up by an exponential search."""
+    whose return cannot be linearized, when already known. Each phase (the failing op, the
+    final paths, delta debugging) is bounded by ``bounds`` and by its own budget: twice the
+    time the key's verdict took, at least MIN_PHASE and at most EXPLAIN_BUDGET seconds, so
+    explaining costs about what deciding did and a verdict found by the fast path is never
+    held up by an exponential search."""
+    phase = min(EXPLAIN_BUDGET, max(MIN_PHASE, 2 * result.seconds))
     sub = _Bounds(None, bounds.memory_limit_mb)
-    sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
-    sub.timeout = sub.deadline - time.monotonic()
+
+    def start_phase() -> None:
+        sub.deadline = min(bounds.deadline, time.monotonic() + phase)
+        sub.timeout = phase
+
+    start_phase()
     detailed: SearchOutcome | None = None
+    result.op_is_first = True
+    if failed is None and result.method == "zones" and _fast_applies(model):
+        failed, result.op_is_first = _fast_failing_end(model, entries, sub)
+        start_phase()
     try:
         if failed is None:
             search = new_search(model, entries, keep_last=True, prune=False)
@@ -414,6 +537,7 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
     except _OutOfBounds:
         pass
     if failed is None:
+        result.op_is_first = None
         result.unknown_cause = "invalid, but finding the first op that cannot be linearized ran out of bounds"
         return
     x = entries[failed]
@@ -425,8 +549,11 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
     result.previous_ok = op_json(_call_op(prev)) if prev is not None else None
     where = [i for i, e in enumerate(entries) if e.start < x.end]
     prefix = [entries[i] for i in where]
+    start_phase()
     try:
-        if detailed is None:  # re-run the failing prefix remembering each configuration's last op
+        if result.op_is_first is False:
+            pass  # the exact search just ran out of its budget on this prefix: no final paths
+        elif detailed is None:  # re-run the failing prefix remembering each configuration's last op
             search = new_search(model, prefix, keep_last=True, prune=False)
             detailed = run_to_end(search.run(), sub.check)
             remap = dict(enumerate(where))
@@ -436,7 +563,7 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
             ]
             if detailed.failed is not None:
                 detailed.failed = remap[detailed.failed]
-        if not detailed.valid and detailed.failed == failed:
+        if detailed is not None and not detailed.valid and detailed.failed == failed:
             result.final_paths = _final_paths(model, entries, detailed, sub)
     except _OutOfBounds:
         pass
@@ -446,16 +573,24 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
     def fails(candidate: list[Entry]) -> bool:
         return not _decide(model, candidate, sub)
 
-    sub.deadline = min(bounds.deadline, time.monotonic() + EXPLAIN_BUDGET)
+    start_phase()
     # Keep the failing op, so the minimal history explains the op reported above: shrink the
     # other calls while they still fail together with it. If what remains fails without it
     # too, shrink on without it, so the result is always 1-minimal. With unique register
     # values every candidate keeps the sources of the values it observed (_ValueSources),
     # and a last pass makes the result 1-minimal in that sense: dropping any one call
     # together with the calls that observed its write leaves a linearizable history.
+    # Delta debugging starts from the ops the fast path named as its witness when they fail
+    # on their own (a handful instead of the whole prefix).
     sources = _ValueSources.of(model, entries)
     close: Callable[[list[Entry]], list[Entry]] = sources.close if sources is not None else list
     others = [e for e in prefix if e is not x]
+    seed = _witness_seed(model, prefix)
+    try:
+        if seed is not None and fails(close([*seed, x])):
+            others = [e for e in close(seed) if e is not x]
+    except _OutOfBounds:
+        pass
     rest, complete = ddmin(others, lambda cand: fails(close([*cand, x])))
     minimal = close([*rest, x])
     if complete:
@@ -477,27 +612,70 @@ def _explain_invalid(model: Model, entries: list[Entry], failed: int | None,
     result.minimal_is_1_minimal = complete
 
 
+def _witness_seed(model: Model, entries: list[Entry]) -> list[Entry] | None:
+    """The entries the fast path names when it proves ``entries`` not linearizable."""
+    witness: list[int] = []
+    t = type(model)
+    if t is KV:
+        res = check_appends(entries, model.initial(), witness)
+    elif t in (Register, CasRegister):
+        res = check_unique(entries, model.initial(), witness)
+    else:
+        return None
+    if res is None or res[0] or not witness:
+        return None
+    return [entries[i] for i in sorted(set(witness))]
+
+
 def check_history(ops: Sequence[Op], model: Model, *, timeout: float | None = None,
-                  memory_limit_mb: int | None = None, minimize: bool = True) -> LinearizabilityResult:
+                  memory_limit_mb: int | None = None, minimize: bool = True,
+                  all_keys: bool = True) -> LinearizabilityResult:
     """Check a whole history (nemesis ops included; they are ignored) against ``model``.
 
     ``timeout`` (seconds) is shared by all keys of the history; ``memory_limit_mb`` bounds the
     process's resident size. Either bound makes undecided keys "unknown" with the cause.
-    ``minimize=False`` skips delta debugging of counterexamples. Raises HistoryError when
-    the history is malformed (a completion with no invocation, a value the model cannot read).
+    ``minimize=False`` skips delta debugging of counterexamples. ``all_keys=False`` stops at
+    the first invalid key (the history is invalid then): keys not decided yet are
+    "unknown" saying so, and only that key is explained. Raises HistoryError when the
+    history is malformed (a completion with no invocation, a value the model cannot read).
     """
-    _GRAVEYARD.clear()  # free the previous timed-out search before this one's clock starts
+    release_abandoned()  # free the previous timed-out search before this one's clock starts
     gc_was_enabled = gc.isenabled()
     gc.disable()  # the search allocates millions of acyclic objects: no cyclic GC pauses
     try:
-        return _check(ops, model, timeout, memory_limit_mb, minimize)
+        return _check(ops, model, timeout, memory_limit_mb, minimize, all_keys)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
+def release_abandoned() -> None:
+    """Free the searches a timed-out check left behind (callers that time their own work,
+    e.g. the next file's parse, call this first so that work is not charged for it)."""
+    _GRAVEYARD.clear()
+
+
+def default_memory_limit_mb() -> int:
+    """The memory bound when none is given: the lower of 2 GiB and half the machine's memory."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    except (OSError, ValueError, AttributeError):
+        return 2048
+    return max(256, min(2048, total // 2))
+
+
+def _search_cause(run: _KeyRun, spent: float, why: str) -> str:
+    search = run.bfs
+    queued = f", {search.pending} queued at one return" if search.pending else ""
+    ends = [e.end for e in run.entries]
+    done = sum(1 for t in ends if t <= search.events_done)
+    return (f"{why}; this key was searched for {spent:.2f} s: {done} of its {len(ends)} calls "
+            f"linearized for sure, frontier {search.frontier_size} configurations (largest "
+            f"{search.max_frontier}){queued}, {search.steps} states explored")
+
+
 def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_mb: int | None,
-           minimize: bool) -> LinearizabilityResult:
+           minimize: bool, all_keys: bool) -> LinearizabilityResult:
     bounds = _Bounds(timeout, memory_limit_mb)
     calls = pair_calls(ops)
     by_key: dict[Any, list[Call]] = {}
@@ -513,56 +691,90 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
     keys: dict[str, KeyResult] = {}
     entries_of: dict[str, list[Entry]] = {}
     running: dict[str, _KeyRun] = {}
-    invalid_fast: list[str] = []
+    invalid: list[str] = []  # decided invalid, in the order found
+    failed_at: dict[str, int | None] = {}  # invalid key -> its failing entry when known
+    clock = time.monotonic
+    # 1. every key's polynomial check (the zones, append chains): milliseconds per key
     for k, kcalls in by_key.items():
+        t0 = clock()
         name = key_name(k)
         entries = build_entries(model, kcalls)
         entries_of[name] = entries
         res = keys[name] = KeyResult(valid="unknown", calls=len(entries))
-        if _fast_applies(model):
-            fast = check_unique(entries, model.initial())
-            if fast is not None:
-                res.method = "zones"
-                if fast[0]:
-                    res.valid = True
-                else:
-                    res.valid = False
-                    res.reason = fast[1]
-                    invalid_fast.append(name)
-                continue
-        running[name] = _KeyRun(model, entries)
+        fast = fast_check(model, entries) if _fast_applies(model) else None
+        if fast is not None:
+            res.method = "zones"
+            res.valid = fast[0]
+            if not fast[0]:
+                res.reason = fast[1]
+                invalid.append(name)
+                failed_at[name] = None
+        else:
+            running[name] = _KeyRun(model, entries)
+        res.seconds = clock() - t0
 
+    explaining = 0.0
+
+    def explain(name: str) -> None:
+        nonlocal explaining
+        t0 = clock()
+        res = keys[name]
+        entries = entries_of[name]
+        _explain_invalid(model, entries, failed_at[name], bounds, res, minimize)
+        res.explain_seconds = clock() - t0
+        explaining += res.explain_seconds
+
+    # 2. counterexamples of the keys found invalid so far (only the first when stopping),
+    # then the exact search on the other keys, interleaved, unless the history is invalid
+    # already; each key found invalid there is explained at once
+    stopped_at: str | None = None
+    for name in invalid if all_keys else invalid[:1]:
+        explain(name)
+    if invalid and not all_keys:
+        stopped_at = invalid[0]
     cause: str | None = None
     try:
-        for name in invalid_fast:
-            entries = entries_of[name]
-            failed = first_failing_end(entries, model.initial())
-            _explain_invalid(model, entries, failed, bounds, keys[name], minimize)
-            bounds.check()
-        while running:
+        while running and stopped_at is None:
             for name in list(running):
                 run = running[name]
+                t0 = clock()
                 outcome = run.advance()
+                res = keys[name]
+                res.seconds += clock() - t0
                 if outcome is not None:
                     del running[name]
-                    res = keys[name]
                     res.max_frontier = outcome.max_frontier
+                    res.states_explored = outcome.steps
                     res.method = run.method
-                    if outcome.valid:
-                        res.valid = True
-                    else:
-                        res.valid = False
-                        failed = outcome.failed if run.exact_failed else None
-                        _explain_invalid(model, entries_of[name], failed, bounds, res, minimize)
+                    res.valid = outcome.valid
+                    if not outcome.valid:
+                        invalid.append(name)
+                        failed_at[name] = outcome.failed if run.exact_failed else None
+                        explain(name)
+                        if not all_keys:
+                            stopped_at = name
+                            break
                 bounds.check()
     except _OutOfBounds as exc:
         cause = exc.cause
-        for name in running:
-            keys[name].unknown_cause = cause
-        # Freeing a large frontier takes tens of milliseconds: keep the abandoned searches
-        # until the next call (or exit) so a timed-out check returns promptly.
-        _GRAVEYARD.extend(running.values())
-        running.clear()
+        for name, run in running.items():
+            keys[name].unknown_cause = _search_cause(run, keys[name].seconds, cause)
+    for name, run in running.items():
+        res = keys[name]
+        res.max_frontier = run.bfs.max_frontier
+        res.states_explored = run.bfs.steps
+        if stopped_at is not None:
+            res.unknown_cause = _search_cause(
+                run, res.seconds, f"not finished: key {stopped_at} is invalid, so the history "
+                "is (--all-keys decides every key)")
+    if not all_keys:
+        for name in invalid[1:]:
+            keys[name].unknown_cause = (f"invalid, not explained: the check stopped at key "
+                                        f"{invalid[0]} (--all-keys explains every key)")
+    # Freeing a large frontier takes tens of milliseconds: keep the abandoned searches until
+    # the next call (or exit) so a stopped or timed-out check returns promptly.
+    _GRAVEYARD.extend(running.values())
+    running.clear()
 
     verdicts = [r.valid for r in keys.values()]
     valid: Verdict
@@ -572,12 +784,16 @@ def _check(ops: Sequence[Op], model: Model, timeout: float | None, memory_limit_
         valid = "unknown"
     else:
         valid = True
+    now = clock()
     return LinearizabilityResult(
         valid=valid,
         model=model.name,
-        check_seconds=time.monotonic() - bounds.t0,
+        check_seconds=now - bounds.t0,
         keys=keys,
         unknown_cause=cause if valid == "unknown" else None,
+        verdict_seconds=now - bounds.t0 - explaining,
+        explain_seconds=explaining,
+        stopped_at=stopped_at,
     )
 
 
@@ -613,7 +829,8 @@ class LinearizableChecker(CheckerBase):
         if compare_failed:
             ops = compare_failed_ops(ops)
         result = check_history(ops, model, timeout=options.timeout,
-                               memory_limit_mb=options.memory_limit_mb)
+                               memory_limit_mb=options.memory_limit_mb,
+                               all_keys=options.all_keys)
         detail = result.to_json()
         anomalies = []
         for name, key in result.keys.items():

@@ -125,6 +125,8 @@ class Search:
         self.trans: dict[int, int] = {}
         self.steps = 0
         self.frontier_size = 1  # (req, state) groups in the frontier, for diagnostics
+        self.max_frontier = 1  # the largest frontier so far (reported when a key times out)
+        self.pending = 0  # configurations queued in the current return's closure
         self.events_done = 0.0
         self.n = len(self.entries)
         self.classes: dict[Any, int] = {}
@@ -320,7 +322,9 @@ class Search:
                     if steps >= YIELD_EVERY:
                         self.steps += steps
                         steps = 0
+                        self.pending = len(queue)
                         yield
+                self.pending = 0
                 if not new:
                     self.steps += steps
                     fr = []
@@ -339,7 +343,7 @@ class Search:
             self.frontier_size = len(new)
             self.events_done = pos
             if len(new) > max_frontier:
-                max_frontier = len(new)
+                max_frontier = self.max_frontier = len(new)
             if steps >= YIELD_EVERY:
                 self.steps += steps
                 steps = 0

@@ -25,6 +25,10 @@ from the chains' layout with every failed cas put where the register does not ho
 value, checked step by step; a few layouts are tried, and when none checks out the answer
 is ``None`` (undecided: the exact search decides).
 
+``check_appends`` does the same for kv keys (get/put/append, CHECKER-ALGORITHMS §6): a
+get shows every append since the last put, in order, so each append is a cas from the list
+before it and the key becomes a cas-register with unique values (see "Append chains" below).
+
 ``check_unique`` returns (True, None) / (False, reason) when decided, or None when the fast
 path does not apply (values repeat, an action it does not know); the caller then falls back
 to the exact search. ``first_failing_end`` finds the first return event that cannot be
@@ -36,8 +40,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from kvcheck.checker.models import INCONSISTENT, Action, CasRegister
 from kvcheck.checker.search import Entry
@@ -65,8 +69,17 @@ def unique_writers(entries: Sequence[Entry], initial: Any) -> dict[Any, int] | N
     return writers
 
 
-def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | None] | None:
-    """Decide a register / cas-register key with unique written values, or None."""
+def check_unique(entries: Sequence[Entry], initial: Any, witness: list[int] | None = None,
+                 *, prove_valid: bool = True) -> tuple[bool, str | None] | None:
+    """Decide a register / cas-register key with unique written values, or None. When it
+    finds a violation and ``witness`` is a list, the entries that show it are added to it
+    (the read of a value nobody wrote; the two cas that replaced one value; the ops that
+    bound two zones that cannot both hold): a seed for the minimal failing sub-history.
+    ``prove_valid=False`` skips the witness of a valid history with compare-failed cas
+    (None instead), for callers that only need violations."""
+    def seen(*found: int | None) -> None:
+        if witness is not None:
+            witness.extend(i for i in found if i is not None)
     relaxed = False
     producer: dict[Any, int] = {}
     live: list[int] = []
@@ -137,29 +150,36 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
         if a.f == "read":
             v = a.value
             if v != initial and v not in producer:
+                seen(i)
                 return False, f"op {entries[i].call.id} read {v!r}, which nobody wrote"
             reads.setdefault(v, []).append(i)
         elif a.f == "cas":
             old = a.value[0]
             if old != initial and old not in producer:
+                seen(i)
                 return False, f"op {entries[i].call.id} cas from {old!r}, which nobody wrote"
             if old in consumer:
                 j = consumer[old]
+                seen(j, i, producer.get(old))
                 return False, (f"ops {entries[j].call.id} and {entries[i].call.id} both replaced "
                                f"{old!r}, which was written once")
             consumer[old] = i
 
     # chains from each head: the initial value (virtual write at -inf) and each blind write
-    zones_fwd: list[tuple[float, float, str]] = []
-    zones_bwd: list[tuple[float, float, str]] = []
+    # (start, end, name, the ops whose return and invocation bound the zone)
+    zones_fwd: list[tuple[float, float, str, int | None, int | None]] = []
+    zones_bwd: list[tuple[float, float, str, int | None, int | None]] = []
     chains: list[tuple[list[int], float, float]] = []  # (ops in chain order, f, s)
     in_chain = 0
     heads: list[tuple[Any, int | None]] = [(initial, None)]
     heads += [(entries[i].action.value, i) for i in ops if entries[i].action.f == "write"]
     for v0, head in heads:
         t = NEG_INF
+        t_op: int | None = None  # the op whose invocation set t
         f_min = NEG_INF if head is None else math.inf
         s_max = NEG_INF
+        f_op: int | None = None
+        s_op: int | None = None
         v = v0
         step_op = head
         name = f"chain from {'the initial value' if head is None else f'op {entries[head].call.id}'}"
@@ -169,51 +189,61 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
                 e = entries[step_op]
                 members.append(step_op)
                 in_chain += 1
-                t = max(t, e.start)
+                if e.start > t:
+                    t, t_op = e.start, step_op
                 if t > e.end:
+                    seen(t_op, step_op)
                     return False, f"op {e.call.id} ({e.action.f}) must take effect after it returned ({name})"
-                f_min = min(f_min, e.end)
-                s_max = max(s_max, e.start)
+                if e.end < f_min:
+                    f_min, f_op = e.end, step_op
+                if e.start > s_max:
+                    s_max, s_op = e.start, step_op
             group = reads.get(v, ())
-            t_next = t
+            t_next, t_next_op = t, t_op
             for r in group:
                 e = entries[r]
                 members.append(r)
                 in_chain += 1
                 if max(t, e.start) > e.end:
+                    seen(t_op, r)
                     return False, f"op {e.call.id} read {v!r} before it could have been written ({name})"
-                t_next = max(t_next, e.start)
-                f_min = min(f_min, e.end)
-                s_max = max(s_max, e.start)
-            t = t_next
+                if e.start > t_next:
+                    t_next, t_next_op = e.start, r
+                if e.end < f_min:
+                    f_min, f_op = e.end, r
+                if e.start > s_max:
+                    s_max, s_op = e.start, r
+            t, t_op = t_next, t_next_op
             nxt = consumer.get(v)
             if nxt is None:
                 break
             step_op = nxt
             v = entries[nxt].action.value[1]
         if f_min < s_max:
-            zones_fwd.append((f_min, s_max, name))
+            zones_fwd.append((f_min, s_max, name, f_op, s_op))
         else:
-            zones_bwd.append((s_max, f_min, name))
+            zones_bwd.append((s_max, f_min, name, s_op, f_op))
         if members:
             chains.append((members, f_min, s_max))
     if in_chain != len(ops):
         return False, "a cycle of cas ops that no write starts"
 
     zones_fwd.sort()
-    for (_f1, s1, n1), (f2, _s2, n2) in itertools.pairwise(zones_fwd):
+    for (_f1, s1, n1, *ops1), (f2, _s2, n2, *ops2) in itertools.pairwise(zones_fwd):
         if f2 <= s1:
+            seen(*ops1, *ops2)
             return False, f"{n1} and {n2} must both span [{f2:g}, {s1:g}]"
     starts = [z[0] for z in zones_fwd]
-    for s_b, f_b, name in zones_bwd:
+    for s_b, f_b, name, *ops_b in zones_bwd:
         k = bisect.bisect_right(starts, s_b) - 1
         if k >= 0 and f_b <= zones_fwd[k][1]:
+            seen(*ops_b, *zones_fwd[k][3:])
             return False, f"{name} must fit inside {zones_fwd[k][2]}"
     if relaxed:
         # §4.2: the register certainly holds v from the earliest return among v's producer,
         # readers and consumer to the latest invocation among its readers and consumer; a
         # compare-failed cas from v that lies wholly inside that window cannot have failed
-        for e in entries:
+        for ei, e in enumerate(entries):
             a = e.action
             if a.f != "cas" or a.outcome != "fail":
                 continue
@@ -224,15 +254,20 @@ def check_unique(entries: Sequence[Entry], initial: Any) -> tuple[bool, str | No
             if not cluster:
                 continue
             if v == initial:
-                held_from = NEG_INF
+                held_from, from_op = NEG_INF, None
             elif v in producer:
-                held_from = min(entries[producer[v]].end, min(entries[j].end for j in cluster))
+                from_op = min([producer[v], *cluster], key=lambda j: entries[j].end)
+                held_from = entries[from_op].end
             else:
                 continue
-            held_to = max(entries[j].start for j in cluster)
+            to_op = max(cluster, key=lambda j: entries[j].start)
+            held_to = entries[to_op].start
             if held_from < e.start and e.end < held_to:
+                seen(ei, from_op, to_op)
                 return False, (f"op {e.call.id} failed to cas from {v!r}, but the register "
                                f"held {v!r} for its whole duration")
+        if not prove_valid:
+            return None
         failed_cas = [i for i, e in enumerate(entries) if e.action.f == "cas" and e.action.outcome == "fail"]
         # Lay backward chains out early; a value some failed cas cannot avoid moves its chain
         # late in the next round (held as briefly as possible), until all are placed.
@@ -253,7 +288,8 @@ WITNESS_ROUNDS = 4  # layouts tried, each moving more chains late
 
 
 def _witness(entries: Sequence[Entry], chains: list[tuple[list[int], float, float]],
-             zones_fwd: list[tuple[float, float, str]], failed_cas: list[int], initial: Any,
+             zones_fwd: list[tuple[float, float, str, int | None, int | None]],
+             failed_cas: list[int], initial: Any,
              late: set[Any]) -> set[Any] | None:
     """§4.4: try to prove a history with compare-failed cas linearizable by building one
     linearization and checking it. Each chain is laid out as in Gibbons–Korach's proof (a
@@ -391,15 +427,19 @@ def truncate(entries: Sequence[Entry], last: float) -> list[Entry]:
     return out
 
 
-def first_failing_end(entries: Sequence[Entry], initial: Any) -> int | None:
+def first_failing_end(entries: Sequence[Entry], initial: Any,
+                      decide: Callable[[Sequence[Entry], Any], tuple[bool, str | None] | None] | None = None,
+                      ) -> int | None:
     """The entry whose return is the first event no linearization of the prefix survives,
-    by binary search with ``check_unique`` (None when the fast path cannot decide)."""
+    by binary search with ``decide`` (default ``check_unique``; None when it cannot decide)."""
+    if decide is None:
+        decide = check_unique
     ends = sorted((e.end, i) for i, e in enumerate(entries) if e.end != math.inf)
     lo, hi = 0, len(ends) - 1
     found: int | None = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        res = check_unique(truncate(entries, ends[mid][0]), initial)
+        res = decide(truncate(entries, ends[mid][0]), initial)
         if res is None:
             return None
         if res[0]:
@@ -428,3 +468,231 @@ def observers_if_unique(entries: Sequence[Entry], initial: Any) -> dict[Any, lis
         elif a.f not in ("write", "cas"):
             return None
     return observers
+
+
+# ---------------------------------------------------------------------------------------
+# Append chains (CHECKER-ALGORITHMS §6): a key's string value with get/put/append (the kv
+# model), when every put and append value is unique, nonempty and no value is a prefix of
+# another (then a value read splits into its put and appends in exactly one way).
+#
+# A get names, in order, every append since the last put: a "generation". All gets of one
+# generation must be prefixes of one longest list; it is the version order of that
+# generation. The key then becomes a cas-register with unique values: state (h, i) is
+# generation h (the put's entry, -1 for the initial value) after its first i appends; a put
+# writes (h, 0); the i-th append of generation h is cas((h, i-1) -> (h, i)); a get reads
+# its state. An append no get shows changed every later state of its generation, so it can
+# only go last in some generation (just before a put, or at the very end): exactly where a
+# write of a value nobody reads can go, so it becomes one (a backward zone, §2); one with
+# unknown outcome is dropped (it may not have happened). Only the order between
+# generations is unknown, and check_unique's zones decide it.
+
+INITIAL_GENERATION = -1
+
+
+class AppendState(NamedTuple):
+    """A kv key's value as the append chains name it: generation ``gen`` (the put's entry,
+    INITIAL_GENERATION for the initial value) after its first ``appends`` appends."""
+
+    gen: int
+    appends: int
+    put: Any = None  # the put's op id (for messages only)
+
+    def __repr__(self) -> str:
+        after = "the initial value" if self.gen == INITIAL_GENERATION else f"put op {self.put}"
+        return f"[{after} + {self.appends} appends]"
+
+
+def _append_values(entries: Sequence[Entry], initial: Any) -> tuple[dict[str, int], dict[str, int]] | None:
+    """(put value -> entry, append value -> entry) when the chain reduction applies."""
+    if not isinstance(initial, str):
+        return None
+    puts: dict[str, int] = {}
+    appends: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        a = e.action
+        if a.f == "get":
+            continue
+        if a.f not in ("put", "append") or not isinstance(a.value, str) or not a.value:
+            return None
+        if a.value in puts or a.value in appends or a.value == initial:
+            return None
+        (puts if a.f == "put" else appends)[a.value] = i
+    values = sorted([*puts, *appends, *([initial] if initial else [])])
+    for x, y in itertools.pairwise(values):
+        if y.startswith(x):  # a value is a prefix of another: a read may split two ways
+            return None
+    return puts, appends
+
+
+class _Generation:
+    """The longest list of appends seen after one put (or the initial value)."""
+
+    __slots__ = ("bounds", "reader", "seq", "text")
+
+    def __init__(self) -> None:
+        self.text = ""  # the appended values, concatenated
+        self.seq: list[int] = []  # their entries, in order
+        self.bounds: dict[int, int] = {0: 0}  # len(text prefix) -> number of appends in it
+        self.reader: int | None = None  # the get that showed the longest list
+
+
+def reduce_appends(entries: Sequence[Entry], initial: Any,
+                   witness: list[int] | None = None) -> list[Entry] | tuple[bool, str] | None:
+    """The key as a cas-register with unique values (see above), or (False, reason) when the
+    gets alone prove it is not linearizable, or None when the reduction does not apply."""
+    found = _append_values(entries, initial)
+    if found is None:
+        return None
+    puts, appends = found
+    put_lens = sorted({len(v) for v in puts})
+    lens = sorted({len(v) for v in appends})
+    gens: dict[int, _Generation] = {}
+    where: dict[int, tuple[int, int]] = {}  # append entry -> (generation, position from 1)
+    state_of: dict[int, AppendState] = {}  # get entry -> the value it read
+
+    def name(h: int) -> str:
+        return "the initial value" if h == INITIAL_GENERATION else f"put op {entries[h].call.id}"
+
+    def seen(*found: int | None) -> None:
+        if witness is not None:
+            witness.extend(i for i in found if i is not None)
+
+    for i, e in enumerate(entries):
+        a = e.action
+        if a.f != "get":
+            continue
+        v = a.value
+        if not isinstance(v, str):
+            return None
+        h, pos = INITIAL_GENERATION, -1
+        if initial and v.startswith(initial):
+            pos = len(initial)
+        else:
+            for n in put_lens:
+                j = puts.get(v[:n])
+                if j is not None:
+                    h, pos = j, n
+                    break
+            else:
+                if not initial:
+                    pos = 0
+        if pos < 0:
+            seen(i)
+            return False, f"op {e.call.id} read {v!r}, which no put and appends make"
+        g = gens.get(h)
+        if g is None:
+            g = gens[h] = _Generation()
+        rest = v[pos:]
+        if g.text.startswith(rest):
+            k = g.bounds.get(len(rest))
+            if k is None:
+                seen(i)
+                return False, f"op {e.call.id} read {v!r}, which no put and appends make"
+            state_of[i] = _state(entries, h, k)
+            continue
+        if not rest.startswith(g.text):
+            other = entries[g.reader].call.id if g.reader is not None else None
+            seen(g.reader, i)
+            return False, (f"ops {other} and {e.call.id} read lists after {name(h)} that neither "
+                           f"extends: the appends would have to happen in two orders")
+        p = len(g.text)
+        while p < len(rest):
+            for n in lens:
+                j = appends.get(rest[p:p + n])
+                if j is not None:
+                    break
+            else:
+                seen(i)
+                return False, f"op {e.call.id} read {v!r}, which no put and appends make"
+            if j in where:
+                wh, _ = where[j]
+                seen(j, i, *(r for r in (gens[wh].reader,) if r is not None))
+                how = "twice" if wh == h else f"after {name(wh)} and after {name(h)}"
+                return False, (f"op {e.call.id} read the value of append op {entries[j].call.id} "
+                               f"{how}, but it was appended once")
+            g.seq.append(j)
+            where[j] = (h, len(g.seq))
+            p += n
+            g.bounds[p] = len(g.seq)
+        g.text = rest
+        g.reader = i
+        state_of[i] = _state(entries, h, len(g.seq))
+
+    out: list[Entry] = []
+    for i, e in enumerate(entries):
+        a = e.action
+        if a.f == "get":
+            act = Action("read", state_of[i], a.outcome)
+        elif a.f == "put":
+            act = Action("write", _state(entries, i, 0), a.outcome)
+        elif i in where:
+            h, k = where[i]
+            act = Action("cas", (_state(entries, h, k - 1), _state(entries, h, k)), a.outcome)
+        elif e.end == math.inf:
+            continue  # an unobserved append that may not have happened: it can go last
+        else:
+            act = Action("write", ("unobserved append", i), a.outcome)
+        out.append(Entry(e.call, act, e.start, e.end, e.read_only))
+    return out
+
+
+def append_parses(entries: Sequence[Entry], initial: Any) -> dict[int, list[int]] | None:
+    """Each ok get's value split into the put (if any) and the appends it shows, as entry
+    indices in order, for every get whose value splits (each on its own, whether or not the
+    gets agree); None when the chain reduction does not apply."""
+    found = _append_values(entries, initial)
+    if found is None:
+        return None
+    puts, appends = found
+    put_lens = sorted({len(v) for v in puts})
+    lens = sorted({len(v) for v in appends})
+    out: dict[int, list[int]] = {}
+    for i, e in enumerate(entries):
+        v = e.action.value
+        if e.action.f != "get" or not isinstance(v, str):
+            continue
+        parts: list[int] = []
+        pos = len(initial) if initial and v.startswith(initial) else -1
+        if pos < 0:
+            for n in put_lens:
+                j = puts.get(v[:n])
+                if j is not None:
+                    parts.append(j)
+                    pos = n
+                    break
+            else:
+                pos = 0 if not initial else -1
+        while 0 <= pos < len(v):
+            for n in lens:
+                j = appends.get(v[pos:pos + n])
+                if j is not None:
+                    parts.append(j)
+                    pos += n
+                    break
+            else:
+                pos = -1
+        if pos >= 0:
+            out[i] = parts
+    return out
+
+
+def check_appends(entries: Sequence[Entry], initial: Any, witness: list[int] | None = None,
+                  *, prove_valid: bool = True) -> tuple[bool, str | None] | None:
+    """Decide a kv key (get/put/append) by its append chains, or None when they do not apply.
+    ``witness`` as for check_unique (the gets that disagree, or the zones' ops)."""
+    reduced = reduce_appends(entries, initial, witness)
+    if reduced is None or isinstance(reduced, tuple):
+        return reduced
+    found: list[int] = []
+    res = check_unique(reduced, AppendState(INITIAL_GENERATION, 0), found, prove_valid=prove_valid)
+    if witness is not None and found:
+        index = {id(e.call): i for i, e in enumerate(entries)}
+        witness.extend(index[id(reduced[i].call)] for i in found)
+    if res is not None and res[1] is not None:  # name the kv ops, not the cas they became
+        res = res[0], res[1].replace("(cas)", "(append)").replace("(write)", "(put)")
+    return res
+
+
+def _state(entries: Sequence[Entry], gen: int, appends: int) -> AppendState:
+    put = None if gen == INITIAL_GENERATION else entries[gen].call.id
+    return AppendState(gen, appends, put)

@@ -334,6 +334,86 @@ def test_independent_splits_key_value_pairs_for_any_model(tmp_path: Path) -> Non
     assert keys["a"]["valid"] is True and keys["b"]["valid"] is False
 
 
+def test_invalid_wins_over_malformed_in_the_exit_code_and_the_summary(tmp_path: Path) -> None:
+    """A directory with an invalid file and an empty one: exit 1 and "Verdict: invalid"; the
+    empty file is still named, as "no operations", on its own line."""
+    write(tmp_path / "bad.jsonl", register_history(2))
+    (tmp_path / "empty.jsonl").write_text("")
+    code, out, err = run(tmp_path, "--model", "register")
+    assert code == ExitCode.INVALID
+    assert "Verdict: invalid." in out
+    assert f"MALFORMED {tmp_path / 'empty.jsonl'}: the file is empty: no operations" in out
+    assert "empty.jsonl:" in err and ":1:" not in err
+    (tmp_path / "bad.jsonl").unlink()
+    write(tmp_path / "good.jsonl", register_history(1))
+    code, out, _ = run(tmp_path, "--model", "register")
+    assert code == ExitCode.DATAERR and "Verdict: unknown (1 malformed)." in out
+
+
+def kv_history(bad_key: str | None) -> list[dict[str, Any]]:
+    """Four kv keys appended to and read back; ``bad_key`` reads its two appends reversed."""
+    ops: list[dict[str, Any]] = []
+    for k in "abcd":
+        for i, token in enumerate((f"x{k}1y", f"x{k}2y")):
+            ops += [{"process": i, "type": "invoke", "f": "append", "key": k, "value": token},
+                    {"process": i, "type": "ok", "f": "append", "key": k, "value": token}]
+        got = f"x{k}2yx{k}1y" if k == bad_key else f"x{k}1yx{k}2y"
+        ops += [{"process": 5, "type": "invoke", "f": "get", "key": k, "value": None},
+                {"process": 5, "type": "ok", "f": "get", "key": k, "value": got}]
+    return ops
+
+
+def test_stops_at_the_first_invalid_key_unless_all_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcheck.checker import linearizable
+
+    monkeypatch.setattr(linearizable, "_fast_applies", lambda model: False)  # force the search
+    path = write(tmp_path / "kv.jsonl", kv_history("a"))
+    code, out, _ = run(path, "--model", "kv", "--json")
+    assert code == ExitCode.INVALID
+    keys = json.loads(out)["files"][0]["keys"]
+    assert keys["a"]["valid"] is False and keys["a"]["op"] is not None
+    assert json.loads(out)["files"][0]["stopped_at"] == "a"
+    for k in "bcd":  # never searched: the file was invalid already
+        assert keys[k]["valid"] == "unknown"
+        assert keys[k]["unknown_cause"].startswith("not finished: key a is invalid")
+    code, out, _ = run(path, "--model", "kv")
+    assert "stopped at key a, which is invalid; not finished (--all-keys decides every key): b, c, d" in out
+    code, out, _ = run(path, "--model", "kv", "--json", "--all-keys")
+    assert code == ExitCode.INVALID
+    keys = json.loads(out)["files"][0]["keys"]
+    assert [keys[k]["valid"] for k in "abcd"] == [False, True, True, True]
+    assert all(keys[k]["seconds"] >= 0 and "states_explored" in keys[k] for k in "abcd")
+
+
+def test_kv_keys_are_decided_by_append_chains(tmp_path: Path) -> None:
+    path = write(tmp_path / "kv.jsonl", kv_history("c"))
+    code, out, _ = run(path, "--model", "kv", "--json", "--all-keys")
+    assert code == ExitCode.INVALID
+    keys = json.loads(out)["files"][0]["keys"]
+    assert [keys[k]["valid"] for k in "abcd"] == [True, True, False, True]
+    assert {keys[k]["method"] for k in "abcd"} == {"zones"}
+    assert "neither extends" in keys["c"]["reason"] or "(append)" in keys["c"]["reason"]
+    assert keys["c"]["minimal_history"] and keys["c"]["minimal_is_1_minimal"]
+
+
+def test_a_default_memory_bound_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcheck.checker import linearizable
+
+    seen: list[int | None] = []
+    real = linearizable.check_history
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("memory_limit_mb"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(linearizable, "check_history", spy)
+    path = write(tmp_path / "h.jsonl", register_history(1))
+    run(path, "--model", "register")
+    run(path, "--model", "register", "--memory-limit", "300")
+    assert seen[0] == linearizable.default_memory_limit_mb() and 256 <= seen[0] <= 2048
+    assert seen[1] == 300
+
+
 def test_checker_option_names_the_checkers_and_the_json_lists_each(tmp_path: Path) -> None:
     path = write(tmp_path / "stale.jsonl", register_history(2))
     code, out, _ = run(path, "--checker", "linearizable", "--model", "register", "--json")

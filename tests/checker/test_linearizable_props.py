@@ -293,9 +293,9 @@ def test_injected_anomaly_is_invalid_and_minimal_history_is_1_minimal_and_self_c
     flat.sort(key=lambda o: o.id)
     assert check_history(_reindex(flat), model).valid is False
     # Values are unique here, so the minimal history is self-contained: every value an ok
-    # read returns or an ok cas compares against that some call of the history wrote was
-    # written by a call in it; and dropping any one call with the calls that observed its
-    # write leaves a linearizable history.
+    # read returns or a cas that may have happened (ok, info or never completed) compares
+    # against that some call of the history wrote was written by a call in it; and dropping
+    # any one call with the calls that observed its write leaves a linearizable history.
     written = {c.invoke.value if c.invoke.f == "write" else c.invoke.value[1]
                for c in pair_calls(sim.ops) if c.invoke.f in ("write", "cas") and c.outcome != "fail"}
     writer = {}
@@ -307,7 +307,7 @@ def test_injected_anomaly_is_invalid_and_minimal_history_is_1_minimal_and_self_c
         done = c[-1]
         if done.type == "ok" and done.f == "read":
             return done.value
-        if done.type == "ok" and done.f == "cas":
+        if done.f == "cas" and done.type != "fail":  # ok, info, or an invocation never completed
             return done.value[0]
         return None
 
