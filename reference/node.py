@@ -402,6 +402,9 @@ class Node:
             self.term, self.commit = state.hard_state.term, state.hard_state.commit
         if state.entries:
             self.storage.append(state.entries)
+        hs = state.hard_state
+        if hs is not None and self.bugs.fire("applied_index_not_atomic", hs.commit > applied):
+            applied = hs.commit  # BUG applied_index_not_atomic: restart trusts an applied index its state lacks
         fresh = state.snapshot is None and state.hard_state is None and not state.entries
         cfg = raft.Config(
             id=self.id, election_tick=self.config.election_tick,
@@ -619,9 +622,15 @@ class Node:
         # 1. persist
         if snap is not None:
             await self.disk.save_snapshot(snap)
+        sync = rd.must_sync
+        hs = rd.hard_state
+        if self.bugs.fire("vote_not_durable", sync and not rd.entries and hs is not None and (hs.term, hs.vote) != self._durable_term_vote):
+            sync = False  # BUG vote_not_durable: the new term and vote go out before an fsync
+        if self.bugs.fire("ack_before_durable", sync and bool(rd.entries)):
+            sync = False  # BUG ack_before_durable: appended entries are acknowledged (and counted) unsynced
         if rd.entries or rd.hard_state is not None:
-            await self.disk.save(rd.hard_state, rd.entries, rd.must_sync)
-            if rd.must_sync:
+            await self.disk.save(rd.hard_state, rd.entries, sync)
+            if sync:
                 self.metrics.fsyncs += 1
         if snap is not None:
             self.storage.apply_snapshot(snap)
@@ -919,7 +928,8 @@ class Node:
         self._read_batch.append(waiter)
         self._kick()
         index: int = await waiter.wait()
-        await self.wait_applied(index, timeout)
+        if not self.bugs.fire("read_before_apply", self.applied < index):
+            await self.wait_applied(index, timeout)
         return index
 
     async def wait_applied(self, index: int, timeout: float | None = None) -> None:
@@ -933,7 +943,7 @@ class Node:
         """A read: serializable ones from local state; linearizable ones after ReadIndex."""
         self._rawnode()
         if not req.serializable:
-            if self.bugs.local_reads:
+            if self.bugs.fire("local_reads"):
                 pass  # BUG local_reads: serve a linearizable read from local state, no ReadIndex
             else:
                 await self.read_barrier(timeout)

@@ -57,11 +57,16 @@ def _internal_errors() -> Iterator[None]:
 @click.option("--bug", "bugs", multiple=True, help="Turn on a deliberate store bug (e.g. local_reads).")
 @click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Directory that holds the run directories.")
+@click.option("--swarm", is_flag=True, default=False,
+              help="Each seed draws its own fault kinds (from --faults, or all), fault rate, "
+                   "durations and overlaps, timeouts, network, perturbations, clients and keys; "
+                   "options given explicitly are kept.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run_command(workload: str, faults: str, target: str, nodes: int, concurrency: int, time_limit: float,
-                rate: float | None, seed: int | None, test_count: int, check_timeout: float,
-                client_timeout: float, keys: int, bugs: tuple[str, ...], store: Path,
-                progress: bool) -> int:
+@click.pass_context
+def run_command(ctx: click.Context, workload: str, faults: str, target: str, nodes: int, concurrency: int,
+                time_limit: float, rate: float | None, seed: int | None, test_count: int,
+                check_timeout: float, client_timeout: float, keys: int, bugs: tuple[str, ...],
+                store: Path, swarm: bool, progress: bool) -> int:
     """Run a workload against a cluster under faults, check the history, write a report.
 
     Writes STORE/<workload>/<timestamp>/ (config.json, history.jsonl, results.json,
@@ -74,6 +79,8 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
     if seed is None:
         seed = secrets.randbelow(1 << 31)
     kinds = parse_faults(faults)
+    pinned = {name for name in ("nodes", "concurrency", "rate", "client_timeout", "keys")
+              if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     codes: list[int] = []
     for i in range(test_count):
         config = RunConfig(workload=workload, faults=kinds, target=target, nodes=nodes,
@@ -81,6 +88,10 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
                            seed=seed + i,
                            check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
                            bugs=list(bugs))
+        if swarm:
+            from kvcheck.workloads.swarm import draw_swarm
+
+            draw_swarm(config, pinned)
         try:
             config.validate()
         except ConfigError as exc:

@@ -168,7 +168,7 @@ def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[st
     verdict: Any = lin["valid"]
     findings = info.get("findings", [])
     return {"valid": verdict, "checkers": {"linearizable": lin}, "run": {**info, "summary": summarize(ops)},
-            "findings": findings}
+            "findings": findings, "bugs": info.get("bugs", {"enabled": list(config.bugs)})}
 
 
 def write_report(run_dir: Path, ops: list[Op], results: dict[str, Any], config: RunConfig) -> Path:

@@ -225,16 +225,17 @@ class KVStateMachine:
             return None
         env = decode_entry(data)
         cid, seq = env.client_id, env.seq
-        if cid and not self.bugs.no_session_dedup:
-            session = self._sessions.get(cid)
-            if session is not None:
-                outcome = session.outcomes.get(seq)
-                if outcome is not None:
-                    if isinstance(outcome, KVError):
-                        raise type(outcome)(outcome.message)  # a fresh raise: no traceback pile-up
-                    return outcome
-                if seq <= session.max_seq - self.session_window:
-                    raise ErrStaleSequence()
+        session = self._sessions.get(cid) if cid else None
+        if session is not None and self.bugs.fire("no_session_dedup", seq in session.outcomes or seq <= session.max_seq - self.session_window):
+            session = None  # BUG no_session_dedup: apply a retried (client_id, seq) again
+        if session is not None:
+            outcome = session.outcomes.get(seq)
+            if outcome is not None:
+                if isinstance(outcome, KVError):
+                    raise type(outcome)(outcome.message)  # a fresh raise: no traceback pile-up
+                return outcome
+            if seq <= session.max_seq - self.session_window:
+                raise ErrStaleSequence()
         try:
             if len(data) > self.max_request_bytes:
                 raise ErrRequestTooLarge()
@@ -657,7 +658,9 @@ class KVStateMachine:
         if not self._primary:
             raise ErrNotPrimary()
         lease = self._leases.get(lease_id)
-        if lease is None or self._running(lease, now) <= now:
+        if lease is None:
+            return 0
+        if self._running(lease, now) <= now and not self.bugs.fire("lease_renew_after_expiry"):
             return 0
         lease.expiry = now + lease.ttl
         return lease.ttl
@@ -677,7 +680,7 @@ class KVStateMachine:
             if named is None or now >= named + self.lease_revoke_retry:
                 self._revoke_proposed[lease.id] = now
                 out.append(lease.id)
-        if self.bugs.lease_expiry_local:
+        if self.bugs.fire("lease_expiry_local", bool(out)):
             self._revoke_locally(out)
         return out
 

@@ -59,6 +59,8 @@ class SimNetwork:
         self.stats = NetworkStats()
         self.in_flight = 0
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
+        # Called with (src, dst, payload) for every message sent (the nemesis's state targets).
+        self.observers: list[Callable[[int, int, Any], None]] = []
 
     # -- topology ---------------------------------------------------------------------
 
@@ -108,9 +110,12 @@ class SimNetwork:
 
     # -- sending ----------------------------------------------------------------------
 
-    def send(self, src: int, dst: int, payload: Any) -> None:
-        """Queue ``payload`` from ``src`` to ``dst``; never blocks."""
+    def send(self, src: int, dst: int, payload: Any, delay: float = 0.0) -> None:
+        """Queue ``payload`` from ``src`` to ``dst``, ``delay`` seconds later than its
+        latency (a perturbation); never blocks."""
         self.stats.sent += 1
+        for observe in self.observers:
+            observe(src, dst, payload)
         if (src, dst) in self.blocked:
             self.stats.dropped_blocked += 1
             return
@@ -124,7 +129,8 @@ class SimNetwork:
         sched = self.scheduler
         now = sched.current_time()
         for _ in range(copies):
-            when = self.quantize(now + self._latency(src, dst))
+            lat = self._latency(src, dst)
+            when = self.quantize(now + lat + delay if delay else now + lat)
             self.in_flight += 1
             sched.call_at(when, functools.partial(self._arrive, src, dst, payload))
 
