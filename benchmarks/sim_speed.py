@@ -25,7 +25,8 @@ from typing import Any
 
 from kvcheck.checker.history import pair_calls
 from kvcheck.workloads.config import RunConfig
-from kvcheck.workloads.run import Progress, run_once
+from kvcheck.workloads.execution import Progress
+from kvcheck.workloads.run import run_once
 from kvcheck.workloads.sim.cluster import execute_sim
 
 

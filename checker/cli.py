@@ -32,6 +32,14 @@ from typing import Any
 
 import click
 
+from kvcheck.checker.api import (
+    CHECKERS,
+    CheckOptions,
+    get_checker,
+    parse_checker_names,
+    results_json,
+    run_checkers,
+)
 from kvcheck.checker.edn import EdnError, parse_value
 from kvcheck.checker.formats import (
     FORMATS,
@@ -40,6 +48,8 @@ from kvcheck.checker.formats import (
     split_independent_keys,
 )
 from kvcheck.checker.history import HistoryError, Op
+from kvcheck.checker.text import compact as _compact
+from kvcheck.checker.text import op_text
 from kvcheck.exitcodes import ExitCode, KvcheckError, MalformedInput, MissingInput, UsageError
 
 
@@ -99,31 +109,42 @@ def collect_files(paths: tuple[Path, ...]) -> list[HistoryFile]:
     return files
 
 
-def check_file(hf: HistoryFile, model: Any, fmt: str | None, timeout: float | None,
-               memory_limit_mb: int | None, independent: bool = False) -> FileResult:
-    """Read and check one file; a malformed file gives a FileResult with ``error`` set."""
-    from kvcheck.checker.linearizable import check_history
-
+def check_file(hf: HistoryFile, checkers: list[str], options: CheckOptions, fmt: str | None,
+               independent: bool = False) -> FileResult:
+    """Read one file and run each checker on it; a malformed file gives a FileResult with
+    ``error`` set. The entry has the common fields, ``checkers`` (each checker's result) and,
+    when the linearizability checker ran, its ``model``, ``unknown_cause`` and ``keys`` at
+    the top as well (the shape ``--json`` readers had before other checkers existed)."""
     name = str(hf.path)
     t0 = time.perf_counter()
+    model = options.model
     try:
         ops, found_fmt = read_history(hf.path, fmt)
         parse_seconds = time.perf_counter() - t0
-        if (independent or model.keyed) and not any(op.key is not None for op in ops if not op.is_nemesis):
+        keyed = model is not None and not isinstance(model, str) and model.keyed
+        if (independent or keyed) and not any(op.key is not None for op in ops if not op.is_nemesis):
             ops = _split_keys(ops, name)
         try:
-            result = check_history(ops, model, timeout=timeout, memory_limit_mb=memory_limit_mb)
+            results = run_checkers(checkers, ops, options)
         except HistoryError as exc:
             raise MalformedInput(name, exc.op.line if exc.op is not None else None, str(exc)) from None
     except MalformedInput as exc:
-        return FileResult(hf, {"file": name, "format": fmt, "model": model.name, "valid": None,
-                               "error": str(exc)}, error=str(exc))
-    checked = result.to_json()
+        return FileResult(hf, {"file": name, "format": fmt, "valid": None, "error": str(exc)},
+                          error=str(exc))
+    combined = results_json(results)
     entry: dict[str, Any] = {
-        "file": name, "format": found_fmt, "model": model.name, "valid": checked["valid"],
-        "ops": len(ops), "parse_seconds": round(parse_seconds, 6),
+        "file": name, "format": found_fmt, "valid": combined["valid"], "ops": len(ops),
+        "parse_seconds": round(parse_seconds, 6),
+        "check_seconds": round(sum(r.seconds for r in results.values()), 6),
     }
-    entry.update((k, v) for k, v in checked.items() if k not in entry)
+    lin = combined["checkers"].get("linearizable")
+    if lin is not None:
+        entry.update({"model": lin.get("model"), "unknown_cause": lin.get("unknown_cause"),
+                      "keys": lin.get("keys", {})})
+    elif combined["valid"] == "unknown":
+        entry["unknown_cause"] = "; ".join(f"{n}: {r.unknown_cause}" for n, r in results.items()
+                                           if r.unknown_cause)
+    entry["checkers"] = combined["checkers"]
     return FileResult(hf, entry, ops=ops)
 
 
@@ -160,26 +181,8 @@ def overall(results: list[FileResult]) -> tuple[bool | str, int]:
 # The readable summary
 
 
-def op_text(op: dict[str, Any] | None) -> str:
-    """An op as one line: ``op 491 (p70 ok read 0)``, with its key when it has one."""
-    if op is None:
-        return "(none)"
-    proc = op.get("process")
-    who = f"p{proc}" if isinstance(proc, int) else str(proc)
-    parts = [who, str(op.get("type")), str(op.get("f"))]
-    if op.get("key") is not None:
-        parts.append(f"key={_compact(op['key'])}")
-    parts.append(_compact(op.get("value")))
-    return f"op {op.get('index')} ({' '.join(parts)})"
-
-
 def _label(valid: Any) -> str:
     return "valid" if valid is True else "invalid" if valid is False else "unknown"
-
-
-def _compact(v: Any) -> str:
-    s = json.dumps(v, separators=(",", ":"), ensure_ascii=False, default=str)
-    return s if len(s) <= 80 else s[:77] + "..."
 
 
 def _seconds(entry: dict[str, Any]) -> str:
@@ -188,7 +191,7 @@ def _seconds(entry: dict[str, Any]) -> str:
     return f"parse {parse:.3f} s, check {check:.3f} s" if parse is not None and check is not None else ""
 
 
-def summary(results: list[FileResult], valid: bool | str, model_name: str, max_paths: int = 4) -> str:
+def summary(results: list[FileResult], valid: bool | str, checked_against: str, max_paths: int = 4) -> str:
     lines: list[str] = []
     for r in results:
         e = r.entry
@@ -199,6 +202,17 @@ def summary(results: list[FileResult], valid: bool | str, model_name: str, max_p
         lines.append(f"{label:9} {e['file']}  ({e['format']}, {e['ops']} ops; {_seconds(e)})")
         if e.get("unknown_cause") and e["valid"] == "unknown":
             lines.append(f"  unknown: {e['unknown_cause']}")
+        checkers = e.get("checkers") or {}
+        for cname, cres in checkers.items():
+            if cname == "linearizable":
+                continue
+            if len(checkers) > 1 or cres.get("valid") is not True:
+                cause = f" ({cres['unknown_cause']})" if cres.get("valid") == "unknown" and cres.get("unknown_cause") else ""
+                lines.append(f"  {cname}: {_label(cres.get('valid'))}{cause}, {len(cres.get('anomalies') or [])} anomalies")
+            if cres.get("valid") is not True:
+                lines.extend(get_checker(cname).summary_lines(cres, op_text))
+        if len(checkers) > 1 and "linearizable" in checkers:
+            lines.append(f"  linearizable: {_label(checkers['linearizable'].get('valid'))}")
         keys = e.get("keys", {})
         for key, k in keys.items():
             if k.get("valid") is True:
@@ -240,21 +254,8 @@ def summary(results: list[FileResult], valid: bool | str, model_name: str, max_p
     tally = ", ".join(f"{n} {label}" for label, n in counts.items() if n)
     noun = "file" if len(results) == 1 else "files"
     lines.append("")
-    lines.append(f"{len(results)} {noun} checked against {model_name}: {tally}. Verdict: {verdict}.")
+    lines.append(f"{len(results)} {noun} checked against {checked_against}: {tally}. Verdict: {verdict}.")
     return "\n".join(lines)
-
-
-def recheck_run_dirs(run_dirs: list[Path]) -> int:
-    """``kvcheck check RUN_DIR...``: the worst exit code over the runs."""
-    from kvcheck.workloads.run import recheck_run_dir
-
-    codes = []
-    for run_dir in run_dirs:
-        code = recheck_run_dir(run_dir)
-        click.echo(f"{_label({0: True, 1: False}.get(code, 'unknown')).upper():9} {run_dir}  "
-                   f"(results.json and report.html rewritten)")
-        codes.append(code)
-    return max(codes, key=lambda c: (c == ExitCode.INVALID, c))
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,27 +274,26 @@ def write_out(out: Path, document: dict[str, Any], results: list[FileResult]) ->
         raise UsageError(f"--out {out}: cannot write results: {exc.strerror or exc}") from None
 
 
-def is_run_dir(path: Path) -> bool:
-    """A ``kvcheck run`` directory: config.json beside history.jsonl."""
-    return path.is_dir() and (path / "config.json").is_file() and (path / "history.jsonl").is_file()
-
-
 def write_file_report(r: FileResult, out_path: Path) -> None:
     """report.html for one checked file (its ops and its entry as the linearizable result)."""
     from kvcheck.checker.report import write_report
 
     assert r.ops is not None
+    title = r.entry["file"] + (f" ({r.entry['model']})" if r.entry.get("model") else "")
     try:
-        write_report(r.ops, r.entry, out_path, title=f"{r.entry['file']} ({r.entry['model']})")
+        write_report(r.ops, {"valid": r.entry["valid"], "checkers": r.entry["checkers"]}, out_path, title=title)
     except OSError as exc:
         raise UsageError(f"{out_path}: cannot write the report: {exc.strerror or exc}") from None
 
 
 @click.command("check")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--checker", "checker_names", default="linearizable", show_default=True, metavar="A,B",
+              help=f"Checkers to run, comma-separated: {', '.join(CHECKERS)}.")
 @click.option("--model", "model_spec", metavar="M",
               help="register, cas-register, multi-register, kv, mutex, set, or package.module:Class. "
-                   "Required for history files; a run directory names its own.")
+                   "Required for history files when the linearizable checker runs; a run "
+                   "directory names its own.")
 @click.option("--init", "init_text", metavar="JSON",
               help="The initial value, as JSON (null, 0, '{\"x\": 0}'); default: the model's own.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
@@ -312,37 +312,41 @@ def write_file_report(r: FileResult, out_path: Path) -> None:
 @click.option("--fail-cas-means-compare-failed", is_flag=True,
               help="Read a failed cas as 'the compare failed' (as etcd tests record it), "
                    "not as 'did not happen'.")
-def check(paths: tuple[Path, ...], model_spec: str | None, init_text: str | None,
+def check(paths: tuple[Path, ...], checker_names: str, model_spec: str | None, init_text: str | None,
           timeout: float | None, memory_limit: int | None, as_json: bool, out: Path | None,
           report_path: Path | None, fmt: str | None, independent: bool,
           fail_cas_means_compare_failed: bool) -> int:
-    """Check history files (or directories of them) for linearizability.
+    """Check history files (or directories of them): for linearizability, or with the
+    checkers --checker names.
 
-    A ``kvcheck run`` directory (config.json + history.jsonl) is re-checked with the model its
-    config names, and its results.json and report.html are rewritten.
+    A ``kvcheck run`` directory (config.json + history.jsonl) is re-checked with the checkers
+    its workload names, and its results.json and report.html are rewritten.
 
     Exit codes: 0 all valid, 1 any invalid, 2 any unknown (none invalid), 64 usage error,
     65 malformed input, 66 missing input.
     """
     from kvcheck.checker.models import DEFAULT, get_model
 
-    run_dirs = [p for p in paths if is_run_dir(p)]
-    if run_dirs:
-        if len(run_dirs) != len(paths) or model_spec is not None or report_path is not None:
-            raise UsageError("a run directory is re-checked on its own, with the model its "
-                             "config.json names: give only run directories, without --model or --report")
-        return recheck_run_dirs(run_dirs)
-    if model_spec is None:
-        raise UsageError("Missing option '--model' (needed for history files)")
-    init = parse_init(init_text) if init_text is not None else DEFAULT
+    try:
+        checkers = parse_checker_names(checker_names)
+    except ValueError as exc:
+        raise UsageError(f"--checker: {exc}") from None
+    model = None
+    if "linearizable" in checkers:
+        if model_spec is None:
+            raise UsageError("Missing option '--model' (needed for history files)")
+        init = parse_init(init_text) if init_text is not None else DEFAULT
+        model = get_model(model_spec, init, fail_cas_means_compare_failed=fail_cas_means_compare_failed)
+    elif model_spec is not None or init_text is not None:
+        raise UsageError("--model and --init are for the linearizable checker, which --checker leaves out")
     files = collect_files(paths)
     if report_path is not None and len(files) != 1:
         raise UsageError(f"--report draws one history: {len(files)} files given (use --out DIR for many)")
-    model = get_model(model_spec, init, fail_cas_means_compare_failed=fail_cas_means_compare_failed)
+    options = CheckOptions(model=model, timeout=timeout, memory_limit_mb=memory_limit)
     results = []
     for hf in files:
         try:
-            r = check_file(hf, model, fmt, timeout, memory_limit, independent)
+            r = check_file(hf, checkers, options, fmt, independent)
         except KvcheckError:
             raise
         except Exception:  # a bug: say so, and never exit 1, which would read as "invalid"
@@ -364,6 +368,7 @@ def check(paths: tuple[Path, ...], model_spec: str | None, init_text: str | None
     if as_json:
         click.echo(json.dumps(document, indent=2, default=str))
     else:
-        click.echo(summary(results, valid, model.name))
+        against = ", ".join(model.name if c == "linearizable" and model is not None else c for c in checkers)
+        click.echo(summary(results, valid, against))
     sys.stdout.flush()
     return int(code)

@@ -39,7 +39,7 @@ import gc
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -622,6 +622,28 @@ class LinearizableChecker(CheckerBase):
                     {"key": name}))
         return CheckResult(self.name, result.valid, anomalies, result.check_seconds,
                            result.unknown_cause, detail)
+
+    minimal_shown = 8  # calls of a minimal failing sub-history the summary lists
+
+    def summary_lines(self, result: Mapping[str, Any], op_text: Callable[[Any], str]) -> list[str]:
+        """For each invalid key: the op that cannot be linearized and the completions of its
+        minimal failing sub-history, one per line (the whole history has no key line)."""
+        lines: list[str] = []
+        for name, key in (result.get("keys") or {}).items():
+            if key.get("valid") is not False or not key.get("op"):
+                continue
+            indent = "    "
+            if name != "null":
+                lines.append(f"    key {name}:")
+                indent = "      "
+            lines.append(f"{indent}{op_text(key['op'])} cannot be linearized")
+            minimal = [op for op in key.get("minimal_history") or [] if op.get("type") != "invoke"]
+            if minimal:
+                lines.append(f"{indent}minimal failing sub-history ({len(minimal)} calls):")
+                lines.extend(f"{indent}  {op_text(op)}" for op in minimal[: self.minimal_shown])
+                if len(minimal) > self.minimal_shown:
+                    lines.append(f"{indent}  … {len(minimal) - self.minimal_shown} more (results.json)")
+        return lines
 
 
 COMPARE_FAILED = "compare-failed"

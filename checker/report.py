@@ -507,7 +507,7 @@ def _summary_html(results: Mapping[str, Any], timeline: Mapping[str, Any], n_eve
         rows.append(
             f'<tr data-checker="{_e(name)}"><td>{_e(name)}</td><td>{_verdict_html(res["valid"])}</td>'
             f'<td>{_e(res.get("model") or "—")}</td><td>{_e(len(keys)) if keys else "—"}</td><td>{_e(keytext)}</td>'
-            f'<td>{_seconds(res.get("check_seconds"))}</td><td>{_e(res.get("unknown_cause") or "")}</td></tr>'
+            f'<td>{_seconds(res.get("check_seconds", res.get("seconds")))}</td><td>{_e(res.get("unknown_cause") or "")}</td></tr>'
         )
     f_rows = []
     for fname in timeline["fNames"]:
@@ -607,7 +607,8 @@ def _minimal_html(minimal: Any, failing_id: Any) -> str:
 
 def _anomaly_html(failures: Sequence[KeyFailure], unknown: Sequence[tuple[str, str, str]],
                   other: Sequence[tuple[str, Any]], missing: Sequence[Any], dot_source: str | None,
-                  svg: str | None, svg_note: str, dot_name: str | None, no_keys: bool) -> str:
+                  svg: str | None, svg_note: str, dot_name: str | None, no_keys: bool,
+                  ops: Sequence[Op] = ()) -> str:
     """The anomaly section (when anything is invalid) and the undecided keys. ``no_keys``:
     the history has no key field, so the checker's "null" key is the whole history."""
     parts: list[str] = []
@@ -642,10 +643,8 @@ def _anomaly_html(failures: Sequence[KeyFailure], unknown: Sequence[tuple[str, s
             parts.append(_paths_html(res.get("final_paths")))
             parts.append("</details></div>")
         for name, res in other:
-            text = json.dumps(res, indent=1, default=repr, ensure_ascii=False)
-            if len(text) > 20000:
-                text = text[:20000] + "\n…"
-            parts.append(f'<div class="failure"><h3>{_e(name)}</h3><pre>{_e(text)}</pre></div>')
+            parts.append(f'<div class="failure" data-checker="{_e(name)}"><h3>{_e(name)}</h3>'
+                         f'{_checker_section(name, res, ops)}</div>')
         if dot_source is not None:
             parts.append('<div id="graph"><h3>Minimal failing sub-history as a graph</h3>'
                          '<p class="legend">Solid edges: real-time order (A completed before B was invoked; '
@@ -667,6 +666,22 @@ def _anomaly_html(failures: Sequence[KeyFailure], unknown: Sequence[tuple[str, s
         parts.append(f'<section id="undecided"><h2>Undecided</h2><table><thead><tr><th>checker</th><th>key</th>'
                      f'<th>cause</th></tr></thead><tbody>{rows}</tbody></table></section>')
     return "\n".join(parts)
+
+
+def _checker_section(name: str, res: Mapping[str, Any], ops: Sequence[Op]) -> str:
+    """An invalid checker's own account (``Checker.html_section``); a checker this version
+    does not know is shown as its JSON."""
+    from kvcheck.checker.api import CHECKERS, get_checker
+
+    section = ""
+    if name in CHECKERS:
+        section = get_checker(name).html_section(res, ops)
+    if section:
+        return section
+    text = json.dumps(res, indent=1, default=repr, ensure_ascii=False)
+    if len(text) > 20000:
+        text = text[:20000] + "\n…"
+    return f"<pre>{_e(text)}</pre>"
 
 
 def _asset(name: str) -> str:
@@ -723,7 +738,7 @@ def render_report(ops: Sequence[Op], results: Mapping[str, Any], *, title: str,
         _summary_html(norm, timeline, len(ops), n_nemesis, bool(failures or other), title),
         _timeline_html(),
         _anomaly_html(failures, unknown, other, missing, dot_source, svg, svg_note, dot_name,
-                      no_keys=not timeline["keyNames"]),
+                      no_keys=not timeline["keyNames"], ops=ops),
         config_html,
     ])
     page = f"""<!DOCTYPE html>

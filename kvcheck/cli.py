@@ -19,7 +19,7 @@ from kvcheck.exitcodes import ExitCode, KvcheckError
 
 # name -> "module:attribute"; add a line here to add a command.
 COMMANDS: dict[str, str] = {
-    "check": "kvcheck.checker.cli:check",
+    "check": "kvcheck.workloads.cli:check_command",
     "cluster": "kvcheck.reference.cluster:cluster",
     "ctl": "kvcheck.reference.ctl:ctl",
     "replay": "kvcheck.workloads.cli:replay_command",

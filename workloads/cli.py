@@ -10,10 +10,12 @@ the original by a single byte.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import secrets
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -128,3 +130,49 @@ def replay_command(run_dir: Path, store: Path | None, progress: bool) -> int:
                            ExitCode.SOFTWARE)
     click.echo(f"replay: history identical to {run_dir / 'history.jsonl'}")
     return outcome.code
+
+
+def is_run_dir(path: Path) -> bool:
+    """A ``kvcheck run`` directory: config.json beside history.jsonl."""
+    return path.is_dir() and (path / "config.json").is_file() and (path / "history.jsonl").is_file()
+
+
+def recheck_run_dirs(run_dirs: list[Path]) -> int:
+    """``kvcheck check RUN_DIR...``: the worst exit code over the runs."""
+    from kvcheck.workloads.run import recheck_run_dir, worst
+
+    codes = []
+    for run_dir in run_dirs:
+        code = recheck_run_dir(run_dir)
+        label = {0: "valid", 1: "invalid"}.get(code, "unknown")
+        click.echo(f"{label.upper():9} {run_dir}  (results.json and report.html rewritten)")
+        codes.append(code)
+    return worst(codes)
+
+
+def _check_files_or_runs(**kwargs: Any) -> int:
+    """``kvcheck check``: run directories are re-checked here, by the harness that wrote them
+    (the checker never imports the harness); history files go to the checker's command."""
+    from kvcheck.checker.cli import check as check_files
+
+    paths: tuple[Path, ...] = kwargs["paths"]
+    run_dirs = [p for p in paths if is_run_dir(p)]
+    if run_dirs:
+        given = [opt for opt, name in (("--model", "model_spec"), ("--init", "init_text"),
+                                       ("--report", "report_path")) if kwargs.get(name) is not None]
+        if kwargs.get("checker_names") != "linearizable":
+            given.append("--checker")
+        if len(run_dirs) != len(paths) or given:
+            raise UsageError("a run directory is re-checked on its own, with the checkers its "
+                             "workload names: give only run directories, without --model, "
+                             "--init, --checker or --report" + (f" (given: {', '.join(given)})" if given else ""))
+        return recheck_run_dirs(run_dirs)
+    assert check_files.callback is not None
+    return check_files.callback(**kwargs)
+
+
+# The checker's ``check`` command with run directories handled by the harness.
+_files_command: click.Command = importlib.import_module("kvcheck.checker.cli").check
+check_command = click.Command(
+    "check", params=_files_command.params, callback=_check_files_or_runs, help=_files_command.help,
+    context_settings=_files_command.context_settings)

@@ -41,6 +41,9 @@ class Indeterminate(ClientError):
 
 
 class RegisterClient(Protocol):
+    """``served_by`` (optional attribute): the member that answered the last call, when the
+    client knows it; the runner records it as the completion's ``node``."""
+
     async def read(self, key: str) -> int | str | None:
         """The key's value by a linearizable read (None when absent)."""
         ...

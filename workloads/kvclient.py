@@ -19,33 +19,43 @@ class KVRegisterClient:
 
     def __init__(self, kv: KVClient) -> None:
         self.kv = kv
+        self.served_by: int | None = None  # the member that answered the last call
+
+    def _served(self, header: object) -> None:
+        self.served_by = getattr(header, "member_id", 0) or None
 
     async def read(self, key: str) -> int | str | None:
+        self.served_by = None
         try:
             resp = await self.kv.get(key.encode())
         except Failed as exc:
             raise DefiniteFailure(exc.code.value, exc.message) from None
         except ClientIndeterminate as exc:  # a read changes nothing: it did not happen
             raise DefiniteFailure(exc.code.value, exc.message) from None
+        self._served(resp.header)
         if not resp.kvs:
             return None
         return decode_value(resp.kvs[0].value)
 
     async def write(self, key: str, value: int) -> None:
+        self.served_by = None
         try:
-            await self.kv.put(key.encode(), encode_value(value))
+            resp = await self.kv.put(key.encode(), encode_value(value))
         except Failed as exc:
             raise DefiniteFailure(exc.code.value, exc.message) from None
         except ClientIndeterminate as exc:
             raise Indeterminate(exc.code.value, exc.message) from None
+        self._served(resp.header)
 
     async def cas(self, key: str, old: int, new: int) -> bool:
+        self.served_by = None
         try:
             resp = await self.kv.cas(key.encode(), encode_value(old), encode_value(new))
         except Failed as exc:
             raise DefiniteFailure(exc.code.value, exc.message) from None
         except ClientIndeterminate as exc:
             raise Indeterminate(exc.code.value, exc.message) from None
+        self._served(resp.header)
         return bool(resp.succeeded)
 
     async def close(self) -> None:

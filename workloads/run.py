@@ -20,66 +20,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kvcheck.checker.history import Op
 from kvcheck.exitcodes import ExitCode, KvcheckError, MalformedInput, MissingInput
 from kvcheck.workloads.config import ConfigError, RunConfig
+from kvcheck.workloads.execution import Execution, Executor, Progress
 from kvcheck.workloads.recorder import write_jsonl
 from kvcheck.workloads.runner import summarize
-
-
-@dataclass
-class Execution:
-    """What a target returns: the history and facts about the run."""
-
-    ops: list[Op]
-    info: dict[str, Any] = field(default_factory=dict)
-    logs: dict[str, str] = field(default_factory=dict)  # file name -> text
-
-
-Executor = Callable[[RunConfig, "Progress"], Execution]
-
-
-class Progress:
-    """A tqdm bar over simulated (or real) seconds with op and fault counts; silent when
-    stderr is not a terminal or ``enabled`` is False."""
-
-    def __init__(self, total: float, *, enabled: bool = True, desc: str = "run") -> None:
-        self.total = total
-        self.ops = 0
-        self.faults = 0
-        self.shown = 0.0
-        self.bar: Any = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=round(total, 1), desc=desc, unit="s", leave=False,
-                            bar_format="{desc} {bar} {n:.1f}/{total:.1f}s simulated{postfix}")
-
-    def event(self, op: Op, now: float) -> None:
-        if op.type == "invoke":
-            return
-        if op.is_nemesis:
-            self.faults += op.f.startswith("start-")
-        else:
-            self.ops += 1
-        if self.bar is not None:
-            wall = time.monotonic()
-            if wall - self.shown >= 0.1:  # redraw at most ten times a (wall) second
-                self.bar.n = round(min(now, self.total), 1)
-                self.bar.set_postfix_str(f"{self.ops} ops, {self.faults} faults", refresh=False)
-                self.bar.refresh()
-                self.shown = wall
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def default_executor(config: RunConfig, progress: Progress) -> Execution:
@@ -132,43 +84,18 @@ def worst(codes: list[int]) -> int:
     return max(codes, default=0)
 
 
-COMPARE_FAILED = "compare-failed"
-
-
-def compare_failed_ops(ops: list[Op]) -> list[Op]:
-    """The history with every failed cas meaning "the compare failed".
-
-    Our clients record a cas whose compare failed as ``fail`` with error "compare-failed": it
-    happened and read a value other than ``old``, which the cas-register model checks with
-    fail_cas_means_compare_failed (a stronger check than Jepsen's "a failed op did not
-    happen"). A cas refused for any other reason (not leader, no space, ...) certainly did not
-    happen, so its invocation and completion are dropped, which is exact.
-    """
-    from kvcheck.checker.history import pair_calls
-
-    refused: set[int] = set()
-    for call in pair_calls(ops):
-        c = call.completion
-        if call.f == "cas" and c is not None and c.type == "fail" and c.error != COMPARE_FAILED:
-            refused.update((id(call.invoke), id(c)))
-    return [op for op in ops if id(op) not in refused] if refused else ops
-
-
 def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[str, Any]:
-    from kvcheck.checker.linearizable import check_history
-    from kvcheck.checker.models import get_model
+    """Check a run's history with every checker its workload names (``checker.api``), each
+    deciding everything it can (a run's report wants every anomaly, not just the first)."""
+    from kvcheck.checker.api import CheckOptions, results_json, run_checkers
+    from kvcheck.workloads.workload import make_workload
 
-    if config.model == "cas-register":
-        model = get_model(config.model, fail_cas_means_compare_failed=True)
-        ops = compare_failed_ops(ops)
-    else:
-        model = get_model(config.model)
-    result = check_history(ops, model, timeout=config.check_timeout)
-    lin = result.to_json()
-    verdict: Any = lin["valid"]
+    workload = make_workload(config.workload, keys=config.keys)
+    options = CheckOptions(timeout=config.check_timeout, all_keys=True, **workload.check_options())
+    results = results_json(run_checkers(workload.checkers, ops, options))
     findings = info.get("findings", [])
-    return {"valid": verdict, "checkers": {"linearizable": lin}, "run": {**info, "summary": summarize(ops)},
-            "findings": findings, "bugs": info.get("bugs", {"enabled": list(config.bugs)})}
+    return {**results, "run": {**info, "summary": summarize(ops)}, "findings": findings,
+            "bugs": info.get("bugs", {"enabled": list(config.bugs)})}
 
 
 def write_report(run_dir: Path, ops: list[Op], results: dict[str, Any], config: RunConfig) -> Path:
@@ -225,7 +152,6 @@ def run_once(config: RunConfig, store: Path, *, executor: Executor | None = None
 
 
 def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
-    from kvcheck.checker.cli import op_text
 
     r = outcome.results
     s = r["run"]["summary"]
@@ -244,24 +170,77 @@ def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
             f"{k} x{v['start']} (healed {v['stop']})" for k, v in sorted(s["faults"].items())))
     else:
         lines.append("  faults:   none")
-    lin = r["checkers"]["linearizable"]
-    verdict = {True: "valid", False: "INVALID"}.get(lin["valid"], "unknown")
-    extra = f" ({lin.get('unknown_cause')})" if lin["valid"] == "unknown" and lin.get("unknown_cause") else ""
-    keys = lin.get("keys") or {}
-    model = f"{lin.get('model')}, {len(keys)} keys" if len(keys) > 1 else lin.get("model")
-    lines.append(f"  linearizable ({model}): {verdict}{extra}, checked in {r.get('check_seconds', 0):g}s")
-    for name, key in keys.items():
-        if key.get("valid") is False and key.get("op"):
-            lines.append(f"    key {name}: {op_text(key['op'])} cannot be linearized")
-            minimal = [op for op in key.get("minimal_history") or [] if op.get("type") != "invoke"]
-            if minimal:
-                shown = "; ".join(op_text(op) for op in minimal[:MINIMAL_SHOWN])
-                more = f"; … {len(minimal) - MINIMAL_SHOWN} more" if len(minimal) > MINIMAL_SHOWN else ""
-                lines.append(f"      minimal failing sub-history: {shown}{more}")
+    describe = op_describer(outcome.execution.ops)
+    for name, res in r["checkers"].items():
+        lines.extend(checker_summary(name, res, describe))
     if r.get("findings"):
         lines.append(f"  internal invariant findings: {len(r['findings'])} (see results.json)")
     lines.append(f"  wall {outcome.wall_seconds:.2f}s; report {outcome.run_dir / 'report.html'}")
     return "\n".join(lines)
+
+
+def checker_summary(name: str, res: dict[str, Any], describe: Callable[[Any], str]) -> list[str]:
+    """One checker's verdict line and its own account of what it found."""
+    from kvcheck.checker.api import CHECKERS, get_checker
+
+    valid = res.get("valid")
+    verdict = "valid" if valid is True else "INVALID" if valid is False else "unknown"
+    cause = res.get("unknown_cause")
+    extra = f" ({cause})" if res.get("valid") == "unknown" and cause else ""
+    keys = res.get("keys") or {}
+    what = name
+    if res.get("model"):
+        what += f" ({res['model']}, {len(keys)} keys)" if len(keys) > 1 else f" ({res['model']})"
+    seconds = res.get("check_seconds", res.get("seconds", 0)) or 0
+    lines = [f"  {what}: {verdict}{extra}, checked in {seconds:.3g}s"]
+    if name in CHECKERS:
+        lines.extend(get_checker(name).summary_lines(res, describe))
+    return lines
+
+
+def op_describer(ops: list[Op]) -> Callable[[Any], str]:
+    """``op_text`` plus where the op happened: when it was invoked (seconds on the history's
+    clock), the member that answered it, and the faults active at its invocation — the
+    clues to an anomaly (a write invoked before the first read of its value, a read served
+    by an isolated member)."""
+    from kvcheck.checker.history import pair_calls
+    from kvcheck.checker.text import op_text
+
+    calls = {}
+    for call in pair_calls(ops):
+        calls[call.invoke.id] = call
+        if call.completion is not None:
+            calls[call.completion.id] = call
+    active: dict[str, int] = {}
+    faults_at: dict[int, list[str]] = {}  # invoke op id -> faults active then
+    for op in ops:
+        if op.is_nemesis:
+            if op.type == "info":
+                what, _, kind = str(op.f).partition("-")
+                if what == "start":
+                    active[kind] = active.get(kind, 0) + 1
+                elif what == "stop" and active.get(kind):
+                    active[kind] -= 1
+        elif op.type == "invoke":
+            faults_at[op.id] = [k for k, n in sorted(active.items()) if n]
+
+    def describe(d: Any) -> str:
+        text = op_text(d)
+        index = d.get("index") if isinstance(d, dict) else None
+        call = calls.get(index) if isinstance(index, int) else None
+        if call is None:
+            return text
+        facts = []
+        if call.invoke.time is not None:
+            facts.append(f"invoked {call.invoke.time / 1e9:.3f}s")
+        node = (call.completion.node if call.completion is not None else None) or call.invoke.node
+        if node is not None:
+            facts.append(f"served by n{node}")
+        faults = faults_at.get(call.invoke.id)
+        facts.append(f"during {', '.join(faults)}" if faults else "no fault active")
+        return f"{text} [{'; '.join(facts)}]"
+
+    return describe
 
 
 def _ms(v: float) -> str:
@@ -269,7 +248,6 @@ def _ms(v: float) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
-MINIMAL_SHOWN = 8  # calls of a minimal failing sub-history the summary lists
 
 
 def read_config(run_dir: Path) -> RunConfig:

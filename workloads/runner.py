@@ -237,7 +237,8 @@ class Runner:
         except DefiniteFailure as exc:
             self.recorder.complete(inv, "fail", spec.value, error=exc.error)
             return "fail"
-        self.recorder.complete(inv, typ, value, error="compare-failed" if typ == "fail" else None)
+        self.recorder.complete(inv, typ, value, error="compare-failed" if typ == "fail" else None,
+                               node=getattr(client, "served_by", None))
         return typ
 
 

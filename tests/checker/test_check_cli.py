@@ -332,3 +332,28 @@ def test_independent_splits_key_value_pairs_for_any_model(tmp_path: Path) -> Non
     assert code == ExitCode.INVALID
     keys = json.loads(out)["files"][0]["keys"]
     assert keys["a"]["valid"] is True and keys["b"]["valid"] is False
+
+
+def test_checker_option_names_the_checkers_and_the_json_lists_each(tmp_path: Path) -> None:
+    path = write(tmp_path / "stale.jsonl", register_history(2))
+    code, out, _ = run(path, "--checker", "linearizable", "--model", "register", "--json")
+    assert code == ExitCode.INVALID
+    entry = json.loads(out)["files"][0]
+    lin = entry["checkers"]["linearizable"]
+    assert lin["valid"] is False and entry["valid"] is False
+    # one anomaly, named, pointing at the read that cannot be linearized
+    assert [a["kind"] for a in lin["anomalies"]] == ["nonlinearizable"]
+    assert lin["anomalies"][0]["ops"][0] == 3
+    assert entry["keys"] == lin["keys"]  # the linearizable fields also sit at the top
+    code, _, err = run(path, "--checker", "linearizable,nonsense", "--model", "register")
+    assert code == ExitCode.USAGE and "unknown checker 'nonsense'" in err
+
+
+def test_a_run_directory_refuses_checker_options(tmp_path: Path) -> None:
+    from kvcheck.workloads.config import RunConfig
+    from kvcheck.workloads.run import run_once
+
+    outcome = run_once(RunConfig(workload="register", time_limit=1.0, seed=2),
+                       tmp_path / "store", progress=False, echo=lambda _: None)
+    code, _, err = run(outcome.run_dir, "--checker", "linearizable,linearizable")
+    assert code == ExitCode.USAGE and "--checker" in err

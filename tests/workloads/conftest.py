@@ -127,8 +127,8 @@ def fake_executor(stale_reads: bool = False):  # type: ignore[no-untyped-def]
     import trio.testing
 
     from kvcheck.workloads.determinism import deterministic_trio, substream
+    from kvcheck.workloads.execution import Execution
     from kvcheck.workloads.recorder import Recorder
-    from kvcheck.workloads.run import Execution
     from kvcheck.workloads.runner import drive
 
     def execute(config, progress):  # type: ignore[no-untyped-def]

@@ -2,8 +2,9 @@
 client said so; a cas refused for another reason did not happen and is dropped."""
 
 from kvcheck.checker.history import Op
+from kvcheck.checker.linearizable import compare_failed_ops
 from kvcheck.workloads.config import RunConfig
-from kvcheck.workloads.run import check_ops, compare_failed_ops
+from kvcheck.workloads.run import check_ops
 
 
 def history(cas_error: str) -> list[Op]:

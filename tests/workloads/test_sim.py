@@ -66,9 +66,15 @@ def test_wrong_read_path_is_caught(tmp_path: Path) -> None:
     # The summary tells the story: the stale read, the write it saw, the write after it.
     summary = render_summary(out, RunConfig(workload="register", faults=["partition"], seed=3))
     read = key["op"]["value"]
-    story = re.search(r"minimal failing sub-history: (.*)", summary)
-    assert story and f"ok write {read})" in story[1] and story[1].endswith(f"ok read {read})"), summary
-    assert len(story[1].split("; ")) >= 3
+    story = re.search(r"minimal failing sub-history \((\d+) calls\):\n((?:      .*\n)+)", summary)
+    assert story and int(story[1]) >= 3, summary
+    calls = story[2].splitlines()
+    assert f"ok write {read})" in story[2] and f"ok read {read})" in calls[-1], summary
+    # each op says when it was invoked, which member answered it and what fault was active
+    facts = re.compile(r"\[invoked \d+\.\d{3}s; served by n\d; (during [a-z, ]+|no fault active)\]$")
+    assert all(facts.search(line) for line in calls), summary
+    assert "during partition" in calls[-1]  # the stale read came from an isolated member
+    assert "key null" not in summary  # the register workload's single key is not named
     clean = sim(tmp_path, seed=3, time_limit=10.0)
     assert clean.code == 0
 
@@ -193,3 +199,21 @@ def test_config_json_parameters_are_validated_and_version_1_is_pinned() -> None:
     v1 = RunConfig.from_json(old)
     assert v1.network == V1_PARAMETERS["network"] and v1.node == V1_PARAMETERS["node"]
     assert v1.version == 2
+
+
+def test_disk_fault_log_says_what_was_torn(tmp_path: Path) -> None:
+    """A disk fault asked to tear the last write names the torn file, or says that no file
+    had an unsynced write to tear — never "torn: none" beside a schedule saying torn."""
+    out = sim(tmp_path, faults=["disk"], seed=2, time_limit=8.0)
+    starts = [op.value for op in out.execution.ops if op.f == "start-disk" and op.type == "info"]
+    assert starts
+    logs = "".join(p.read_text() for p in out.run_dir.glob("node*.log"))
+    lines = [line for line in logs.splitlines() if "disk lost unsynced writes" in line]
+    assert len(lines) == len(starts)
+    assert all(("torn last write in " in line) or ("no file had an unsynced write" in line)
+               or ("not asked to" in line) for line in lines), lines
+    assert "torn: none" not in logs
+    if not any(v["torn"] for v in starts):
+        assert not any("torn last write" in line for line in lines)
+    if all(v["torn"] for v in starts):
+        assert not any("not asked to" in line for line in lines)

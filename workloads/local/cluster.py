@@ -45,7 +45,7 @@ from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
 
 if TYPE_CHECKING:
-    from kvcheck.workloads.run import Execution, Progress
+    from kvcheck.workloads.execution import Execution, Progress
 
 LOCAL_FAULTS = ("partition", "kill", "pause", "packet", "member")
 
@@ -313,7 +313,7 @@ class LocalCluster:
 
 def execute_local(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` against real processes on 127.0.0.1 (real time)."""
-    from kvcheck.workloads.run import Execution
+    from kvcheck.workloads.execution import Execution
 
     path = Path(tempfile.mkdtemp(prefix="kvcheck-local-"))
 

@@ -61,7 +61,7 @@ from kvcheck.workloads.sim.perturb import Perturber
 from kvcheck.workloads.sim.scheduler import SimScheduler
 
 if TYPE_CHECKING:
-    from kvcheck.workloads.run import Execution, Progress
+    from kvcheck.workloads.execution import Execution, Progress
 
 T = TypeVar("T")
 
@@ -390,7 +390,13 @@ class SimCluster:
         if slot.state in ("up", "paused"):
             await self._stop(slot, "power loss")
         torn_files = slot.fs.crash(self._disk_rng, tear_probability=1.0 if torn else 0.0)
-        self._log(slot, f"disk lost unsynced writes; torn: {', '.join(torn_files) or 'none'}")
+        if torn_files:
+            detail = f"torn last write in {', '.join(torn_files)}"
+        elif torn:
+            detail = "no file had an unsynced write to tear"
+        else:
+            detail = "no write torn (not asked to)"
+        self._log(slot, f"disk lost unsynced writes; {detail}")
         await trio.lowlevel.checkpoint()
 
     async def remove_member(self, node: int) -> bool:
@@ -645,7 +651,7 @@ class SimClient(LogRequests):
 
 def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` in the simulation: one deterministic ``trio.run`` in virtual time."""
-    from kvcheck.workloads.run import Execution
+    from kvcheck.workloads.execution import Execution
 
     records: list[tuple[float | None, str]] = []
     clusters: list[SimCluster] = []
