@@ -59,6 +59,12 @@ def _internal_errors() -> Iterator[None]:
 @click.option("--bug", "bugs", multiple=True, help="Turn on a deliberate store bug (e.g. local_reads).")
 @click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Directory that holds the run directories.")
+@click.option("--wall-budget", type=float, default=300.0, show_default=True,
+              help="Wall-clock seconds a simulated run may take; then it stops and what it "
+                   "recorded is checked (0: no limit).")
+@click.option("--fail-on-findings/--no-fail-on-findings", default=True, show_default=True,
+              help="Exit 1 when the store reports internal invariant findings or the cluster "
+                   "does not recover, even if the history is valid.")
 @click.option("--swarm", is_flag=True, default=False,
               help="Each seed draws its own fault kinds (from --faults, or all), fault rate, "
                    "durations and overlaps, timeouts, network, perturbations, clients and keys; "
@@ -68,13 +74,14 @@ def _internal_errors() -> Iterator[None]:
 def run_command(ctx: click.Context, workload: str, faults: str, target: str, nodes: int, concurrency: int,
                 time_limit: float, rate: float | None, seed: int | None, test_count: int,
                 check_timeout: float, client_timeout: float, keys: int, bugs: tuple[str, ...],
-                store: Path, swarm: bool, progress: bool) -> int:
+                store: Path, wall_budget: float, fail_on_findings: bool, swarm: bool,
+                progress: bool) -> int:
     """Run a workload against a cluster under faults, check the history, write a report.
 
     Writes STORE/<workload>/<timestamp>/ (config.json, history.jsonl, results.json,
     report.html, node logs); STORE/latest points to the newest run.
     """
-    from kvcheck.workloads.run import run_once, worst
+    from kvcheck.workloads.run import run_once, verdict_code, worst
 
     if test_count < 1:
         raise UsageError(f"--test-count must be at least 1, not {test_count}")
@@ -89,7 +96,7 @@ def run_command(ctx: click.Context, workload: str, faults: str, target: str, nod
                            concurrency=concurrency, time_limit=time_limit, rate=rate or None,
                            seed=seed + i,
                            check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
-                           bugs=list(bugs))
+                           bugs=list(bugs), wall_budget=wall_budget or None)
         if swarm:
             from kvcheck.workloads.swarm import draw_swarm
 
@@ -101,7 +108,11 @@ def run_command(ctx: click.Context, workload: str, faults: str, target: str, nod
             raise UsageError(f"--{field_name.replace('_', '-')}:{problem}") from None
         with _internal_errors():
             outcome = run_once(config, store, progress=progress, echo=click.echo)
-        codes.append(outcome.code)
+        if outcome.results["run"].get("interrupted"):
+            raise KvcheckError(f"interrupted; what was recorded is checked in {outcome.run_dir}",
+                               ExitCode.INTERRUPTED)
+        codes.append(outcome.code if fail_on_findings else
+                     int(verdict_code(outcome.results.get("checkers_valid", outcome.results["valid"]))))
     if test_count > 1:
         counts = {name: codes.count(int(code)) for name, code in
                   (("valid", ExitCode.VALID), ("invalid", ExitCode.INVALID), ("unknown", ExitCode.UNKNOWN))}

@@ -111,6 +111,9 @@ class RunConfig:
     client_attempt_timeout: float | None = None
     # --swarm: what this seed drew (the parameters above are already set from it), or None.
     swarm: dict[str, Any] | None = None
+    # Wall-clock seconds a simulated run may take before it is stopped (and what it recorded
+    # checked); None: no limit. Only a run that hits it depends on the machine's speed.
+    wall_budget: float | None = 300.0
     version: int = CONFIG_VERSION
 
     def validate(self) -> None:
@@ -150,6 +153,8 @@ class RunConfig:
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{name}: must be a positive number of seconds, not {v}")
+        if self.wall_budget is not None and not self.wall_budget > 0:
+            raise ConfigError(f"wall_budget: must be positive seconds or null, not {self.wall_budget}")
         if self.client_attempt_timeout is not None and not self.client_attempt_timeout > 0:
             raise ConfigError(f"client_attempt_timeout: must be positive seconds or null, "
                               f"not {self.client_attempt_timeout}")
@@ -204,6 +209,13 @@ class RunConfig:
             raise ConfigError(f"node: heartbeat_tick ({node['heartbeat_tick']}) must be below "
                               f"election_tick ({node['election_tick']})")
 
+    def recovery_bound(self) -> float:
+        """Seconds after the final heal within which the cluster must have a leader with
+        every member caught up: ten election timeouts (a few elections, each possibly split)
+        plus one client timeout, at least 5 s, at most ``recovery_timeout``."""
+        election = self.node["election_tick"] * self.node["tick_interval"]
+        return min(self.recovery_timeout, max(5.0, 10 * election + self.client_timeout))
+
     def node_config(self, node_id: int, name: str) -> NodeConfig:
         """The NodeConfig of one member of this run."""
         return dataclasses.replace(NodeConfig(id=node_id, name=name), **self.node)
@@ -244,6 +256,7 @@ class RunConfig:
         kwargs.setdefault("perturb", dict(PERTURB_DEFAULTS))
         kwargs.setdefault("client_attempt_timeout", None)
         kwargs.setdefault("swarm", None)
+        kwargs.setdefault("wall_budget", None)
         if kwargs.get("version", CONFIG_VERSION) == 1:
             for name, value in V1_PARAMETERS.items():
                 kwargs.setdefault(name, copy.deepcopy(value))
@@ -260,7 +273,7 @@ class RunConfig:
         for name, typ in types.items():
             if name in kwargs and (not isinstance(kwargs[name], typ) or isinstance(kwargs[name], bool)):
                 raise ConfigError(f"{name}: expected {getattr(typ, '__name__', 'a number')}, got {kwargs[name]!r}")
-        for name in ("rate", "check_timeout", "client_attempt_timeout"):
+        for name in ("rate", "check_timeout", "client_attempt_timeout", "wall_budget"):
             v = kwargs.get(name)
             if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
                 raise ConfigError(f"{name}: expected a number or null, got {v!r}")

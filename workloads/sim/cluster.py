@@ -34,6 +34,10 @@ import dataclasses
 import functools
 import itertools
 import logging
+import math
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,6 +56,7 @@ from kvcheck.reference.wire import ErrorCode, WireError
 from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import deterministic_trio, substream
+from kvcheck.workloads.execution import group_findings
 from kvcheck.workloads.kvclient import KVRegisterClient
 from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
@@ -131,7 +136,7 @@ class SimCluster:
                               duplicate=net["duplicate"])
         self.client_latency: tuple[float, float] = tuple(net["client_latency"])
         self.slots: dict[int, Slot] = {}
-        self.findings: list[str] = []
+        self.findings: list[tuple[float, int, str]] = []  # (seconds on the history's clock, member, text)
         self._nursery: trio.Nursery | None = None
         self._disk_rng = substream(self.seed, "disk")
         self._client_rng = substream(self.seed, "client-latency")
@@ -242,7 +247,7 @@ class SimCluster:
         self.scheduler.call_at(self.scheduler.current_time(), run)
 
     def _finding(self, slot: Slot, text: str) -> None:
-        self.findings.append(text)
+        self.findings.append((trio.current_time() - self.origin, slot.id, text))
         self._log(slot, f"FINDING {text}")
 
     def _deliver(self, slot: Slot, src: int, msg: raft.Message) -> None:
@@ -679,10 +684,29 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     handler = Capture(logging.INFO)
     saved = (logger.level, logger.propagate)
 
+    budget = config.wall_budget
+    wall_deadline = time.monotonic() + budget if budget else math.inf
+    stop: list[str] = []  # why the run was stopped early (set once)
+    interrupted: list[bool] = []
+
     async def main() -> Execution:
         cluster = SimCluster(config)
         clusters.append(cluster)
         recorder: Recorder | None = None
+        run_scope = trio.CancelScope()
+
+        def on_idle() -> None:
+            """The simulation is idle: stop the run (keeping what was recorded) if Ctrl-C was
+            pressed or the wall-clock budget is spent."""
+            if stop or not (interrupted or time.monotonic() > wall_deadline):
+                return
+            at = f"at {trio.current_time() - cluster.origin:.3f}s simulated"
+            stop.append(f"interrupted (Ctrl-C) {at}" if interrupted else
+                        f"wall-clock budget of {budget:g}s spent {at}")
+            run_scope.cancel()
+            cluster.net.halted = True  # no more traffic: what is left of the run ends quickly
+
+        cluster.scheduler.on_idle = on_idle
         async with trio.open_nursery() as nursery:
             await cluster.start(nursery)
             # Let the cluster elect a leader before the workload's time 0.
@@ -691,12 +715,16 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             cluster.origin = trio.current_time()
             rec = recorder
             rec.on_event(lambda op: progress.event(op, rec.now()))
-            info = await drive(cluster, config, recorder)
+            info: dict[str, Any] = {}
+            with run_scope:
+                info = await drive(cluster, config, recorder)
+            if stop:
+                info["stopped"] = stop[0]
             info["nodes"] = cluster.status()
             info["network"] = dataclasses.asdict(cluster.net.stats)
-            info["findings"] = list(cluster.findings)
+            info["findings"] = group_findings(cluster.findings)
             info["bugs"] = cluster.bugs_fired()
-            if cluster.perturber.active:
+            if any(v > 0 for v in cluster.perturber.p.values()):
                 info["perturbations"] = dict(cluster.perturber.stats)
             info["simulated_seconds"] = round(recorder.now(), 3)
             nursery.cancel_scope.cancel()
@@ -704,13 +732,26 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
                               for t, text in records)
         return Execution(recorder.ops, info, {**cluster.logs(), "cluster.log": LOG_HEADER + cluster_log})
 
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        interrupted.append(True)
+
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the store's records go to the run's logs, not the terminal
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_sigint = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         with deterministic_trio(config.seed):
-            return trio.run(main, clock=SimScheduler())
+            execution = trio.run(main, clock=SimScheduler())
     finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old_sigint)
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+    if interrupted:
+        execution.info.setdefault("stopped", "interrupted (Ctrl-C)")
+        execution.info["interrupted"] = True
+    return execution

@@ -61,6 +61,7 @@ class SimNetwork:
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
         # Called with (src, dst, payload) for every message sent (the nemesis's state targets).
         self.observers: list[Callable[[int, int, Any], None]] = []
+        self.halted = False  # the run was stopped early: every message is dropped from now on
 
     # -- topology ---------------------------------------------------------------------
 
@@ -114,6 +115,8 @@ class SimNetwork:
         """Queue ``payload`` from ``src`` to ``dst``, ``delay`` seconds later than its
         latency (a perturbation); never blocks."""
         self.stats.sent += 1
+        if self.halted:
+            return
         for observe in self.observers:
             observe(src, dst, payload)
         if (src, dst) in self.blocked:
