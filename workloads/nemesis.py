@@ -21,7 +21,9 @@ partition during a kill); two faults of one kind never do.
 
 Kinds and their parameters:
 - partition: shape ``halves`` | ``isolate-one`` | ``isolate-leader`` | ``majorities-ring`` |
-  ``bridge`` | ``one-way``, resolved to a list of blocked directed links ``[src, dst]``.
+  ``bridge`` | ``one-way``, resolved to a list of blocked directed links ``[src, dst]``;
+  with ``hold`` (swarm, simulation only) a blocked link buffers its messages and delivers
+  them all when the partition heals instead of dropping them.
 - kill / pause: ``target`` ``one`` | ``minority`` | ``leader`` (kill -9 + restart;
   SIGSTOP + SIGCONT); swarm schedules add the state-driven targets of ``STATE_TARGETS``:
   ``new-leader`` (wait for the next election and hit the member that just won it),
@@ -118,6 +120,11 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     """One fault's parameters. ``swarm`` adds the state-driven targets (and gives disk and
     member faults one); without it the draws are exactly those of earlier versions."""
     targets = NODE_TARGETS + STATE_TARGETS if swarm else NODE_TARGETS
+    if kind == "partition" and swarm:
+        # hold: the cut links buffer their messages and deliver them all at the heal, as TCP
+        # connections that survive a partition do (an old leader's appends arrive late).
+        return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30),
+                "hold": rng.random() < 0.5}
     if kind == "partition":
         return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
     if kind in ("kill", "pause"):
@@ -430,6 +437,8 @@ class Nemesis:
         if kind == "partition":
             blocked, desc = partition_links(p["shape"], t.node_ids, rng, leader)
             value = {"shape": p["shape"], **desc, "blocked": blocked}
+            if p.get("hold"):
+                value["hold"] = True
         elif kind in ("kill", "pause"):
             value = {"target": p["target"], "nodes": await self.resolve(p["target"], rng, leader, wait)}
         elif kind == "clock" or kind == "packet":
@@ -455,7 +464,10 @@ class Nemesis:
     async def _apply_start(self, kind: str, value: dict[str, Any]) -> dict[str, Any]:
         t = self.target
         if kind == "partition":
-            await t.block_links(value["blocked"])
+            if value.get("hold") and hasattr(t, "hold_links"):
+                await t.hold_links(value["blocked"])
+            else:
+                await t.block_links(value["blocked"])
         elif kind == "kill":
             for n in value["nodes"]:
                 await t.kill(n)

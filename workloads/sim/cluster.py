@@ -339,6 +339,10 @@ class SimCluster:
     async def block_links(self, blocked: list[list[int]]) -> None:
         self.net.block(blocked)
 
+    async def hold_links(self, blocked: list[list[int]]) -> None:
+        """Cut these links but keep what is sent on them, to deliver it at the heal."""
+        self.net.block(blocked, hold=True)
+
     async def heal_links(self) -> None:
         self.net.heal()
 

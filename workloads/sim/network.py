@@ -62,6 +62,8 @@ class SimNetwork:
         # Called with (src, dst, payload) for every message sent (the nemesis's state targets).
         self.observers: list[Callable[[int, int, Any], None]] = []
         self.halted = False  # the run was stopped early: every message is dropped from now on
+        self.holding = False  # blocked links keep their messages until the heal (block(hold=True))
+        self.held: list[tuple[int, int, Any]] = []
 
     # -- topology ---------------------------------------------------------------------
 
@@ -73,13 +75,22 @@ class SimNetwork:
         """The node is down: messages reaching it from now on are lost."""
         self._receivers.pop(node, None)
 
-    def block(self, links: Iterable[Iterable[int]]) -> None:
+    def block(self, links: Iterable[Iterable[int]], *, hold: bool = False) -> None:
+        """Cut directed links; with ``hold`` their messages are kept (up to ``HOLD_LIMIT``)
+        and sent when the links heal, instead of being dropped."""
         for link in links:
             src, dst = link
             self.blocked.add((int(src), int(dst)))
+        self.holding = self.holding or hold
 
     def heal(self) -> None:
         self.blocked.clear()
+        self.holding = False
+        held, self.held = self.held, []
+        for src, dst, payload in held:  # in the order they were sent, each with a fresh latency
+            self.send(src, dst, payload)
+
+    HOLD_LIMIT = 20_000
 
     def set_packet_faults(self, loss: float, delay: float, duplicate: float) -> None:
         for name, p in (("loss", loss), ("duplicate", duplicate)):
@@ -120,6 +131,9 @@ class SimNetwork:
         for observe in self.observers:
             observe(src, dst, payload)
         if (src, dst) in self.blocked:
+            if self.holding and len(self.held) < self.HOLD_LIMIT:
+                self.held.append((src, dst, payload))
+                return
             self.stats.dropped_blocked += 1
             return
         if self.loss > 0 and self.rng.random() < self.loss:
@@ -143,6 +157,9 @@ class SimNetwork:
         if receiver is None:
             self.stats.dropped_down += 1
         elif (src, dst) in self.blocked:  # partitioned while in flight
+            if self.holding and len(self.held) < self.HOLD_LIMIT:
+                self.held.append((src, dst, payload))
+                return
             self.stats.dropped_blocked += 1
         else:
             self.stats.delivered += 1
