@@ -47,6 +47,8 @@ def one_run(bug: str, workload: str, seed: int, faults: str, extra: list[str], t
     wall = time.perf_counter() - t0
     out: dict[str, Any] = {"bug": bug, "workload": workload, "seed": seed, "code": code,
                            "wall": round(wall, 2)}
+    if code not in (0, 1, 2, "timeout"):
+        out["stderr"] = proc.stderr[-400:]
     latest = run_store / "latest"
     hist = latest / "history.jsonl"
     if hist.is_file():
@@ -76,6 +78,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--compare-clean", action="store_true",
                     help="also run the clean store on the same seeds and count identical histories")
+    ap.add_argument("--stop-when-caught", action="store_true",
+                    help="run a switch's seeds in order and stop at the first that catches it")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     bugs = args.bugs.split(",")
@@ -84,14 +88,22 @@ def main() -> int:
     extra = args.extra.split()
     store = Path(tempfile.mkdtemp(prefix="kvcheck-bugmatrix-"))
     names = bugs + (["clean"] if args.compare_clean and "clean" not in bugs else [])
-    jobs = [(b, w, s) for b in names for w in workloads for s in seeds]
     rows: list[dict[str, Any]] = []
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        futs = [pool.submit(one_run, b, w, s, args.faults, extra, args.timeout, store) for b, w, s in jobs]
-        for fut in concurrent.futures.as_completed(futs):
-            row = fut.result()
+
+    def group(bug: str, workload: str) -> None:
+        """One switch x workload: its seeds in order (until the first catch, with
+        --stop-when-caught)."""
+        for seed in seeds:
+            row = one_run(bug, workload, seed, args.faults, extra, args.timeout, store)
             rows.append(row)
             print(json.dumps(row), flush=True)
+            if args.stop_when_caught and row.get("checkers_valid") is False:
+                return
+
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futs = [pool.submit(group, b, w) for b in names for w in workloads]
+        for fut in concurrent.futures.as_completed(futs):
+            fut.result()
     clean = {(r["workload"], r["seed"]): r.get("hash") for r in rows if r["bug"] == "clean"}
     print(f"\n{'switch':26} {'workload':8} {'seeds':>5} {'caught':>6} {'first':>5} {'med wall':>8} "
           f"{'same':>4} {'fired':>10} {'findings':>8} timeouts")

@@ -1145,6 +1145,8 @@ class Node:
             "watchers": len(self._watches),
             "db_size": self.db_size,
             "findings": list(self.findings),
+            # bug switches that fired in this process, and how often (reference.bugs)
+            "bugs_fired": dict(self.bugs.counter.counts) if self.bugs.counter is not None else {},
         }
 
     def snapshot_document(self) -> dict[str, Any]:
