@@ -43,6 +43,7 @@ Kinds and their parameters:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -369,6 +370,13 @@ class Nemesis:
         self.healed: dict[str, int] = {}
         self.on_fault = on_fault
         self._strobe_scope: trio.CancelScope | None = None
+        # Overlapping faults run in tasks of their own, but the history allows one open op per
+        # process: their actions (invoke .. completion) take turns. (No lock otherwise, so a
+        # schedule without overlaps runs exactly as it always has.)
+        self._turn: trio.Lock | None = trio.Lock() if overlapping(self.schedule) else None
+
+    def _one_at_a_time(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._turn if self._turn is not None else contextlib.nullcontext()
 
     async def run(self, time_origin: float) -> None:
         """Run every fault of the schedule; times are seconds after ``time_origin``
@@ -452,9 +460,10 @@ class Nemesis:
             value = {"node": (await self.resolve(p["target"], rng, leader, wait))[0]}
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
-        inv = self.recorder.invoke("nemesis", f"start-{kind}", value)
-        outcome = await self._apply_start(kind, value)
-        self.recorder.complete(inv, "info", outcome)
+        async with self._one_at_a_time():
+            inv = self.recorder.invoke("nemesis", f"start-{kind}", value)
+            outcome = await self._apply_start(kind, value)
+            self.recorder.complete(inv, "info", outcome)
         self.active.append((fault, value))
         self.started[kind] = self.started.get(kind, 0) + 1
         if self.on_fault:
@@ -523,6 +532,10 @@ class Nemesis:
 
     async def _stop(self, fault: Fault, value: dict[str, Any]) -> None:
         self.active = [(f, v) for (f, v) in self.active if f is not fault]
+        async with self._one_at_a_time():
+            await self._stop_action(fault, value)
+
+    async def _stop_action(self, fault: Fault, value: dict[str, Any]) -> None:
         kind = fault.kind
         inv = self.recorder.invoke("nemesis", f"stop-{kind}", value)
         t = self.target

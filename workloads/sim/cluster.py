@@ -108,15 +108,23 @@ class SimTransport:
         self.net = net
         self.id = node_id
         self.perturber = perturber
+        # The node's report_snapshot: like the TCP transport (reference.server), tell Raft
+        # whether each MsgSnap went out, or the follower's progress waits for it forever.
+        self.report_snapshot: Callable[[int, bool], None] | None = None
 
     def send(self, messages: Sequence[raft.Message]) -> None:
         if not self.perturber.active:
             for m in messages:
-                self.net.send(self.id, m.to, m)
+                sent = self.net.send(self.id, m.to, m)
+                if m.type is raft.MessageType.SNAP and self.report_snapshot is not None:
+                    self.report_snapshot(m.to, sent)
             return
         for m, delays in zip(messages, self.perturber.batch_delays(len(messages)), strict=True):
+            sent = False
             for d in delays:
-                self.net.send(self.id, m.to, m, d)
+                sent = self.net.send(self.id, m.to, m, d) or sent
+            if m.type is raft.MessageType.SNAP and self.report_snapshot is not None:
+                self.report_snapshot(m.to, sent)
 
     def update_members(self, members: Any) -> None:
         return None
@@ -180,11 +188,13 @@ class SimCluster:
         slot.incarnation += 1
         cfg = self.config.node_config(slot.id, f"n{slot.id}")
         disk = SimDisk(DataDir(slot.fs, "data"))
-        node = Node(cfg, SimTransport(self.net, slot.id, self.perturber), disk, slot.clock,
+        transport = SimTransport(self.net, slot.id, self.perturber)
+        node = Node(cfg, transport, disk, slot.clock,
                     substream(self.seed, "node", slot.id, slot.incarnation),
                     initial_members=self._members(), join=slot.join, bugs=self.bugs.counting(slot.fired),
                     on_finding=functools.partial(self._finding, slot),
                     ready_soon=functools.partial(self._ready_soon, slot))
+        transport.report_snapshot = node.report_snapshot
         scope = trio.CancelScope()
         slot.node, slot.scope = node, scope
         slot.finished = finished = trio.Event()

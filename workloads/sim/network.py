@@ -122,23 +122,24 @@ class SimNetwork:
 
     # -- sending ----------------------------------------------------------------------
 
-    def send(self, src: int, dst: int, payload: Any, delay: float = 0.0) -> None:
+    def send(self, src: int, dst: int, payload: Any, delay: float = 0.0) -> bool:
         """Queue ``payload`` from ``src`` to ``dst``, ``delay`` seconds later than its
-        latency (a perturbation); never blocks."""
+        latency (a perturbation); never blocks. False if it was dropped at once (what a
+        sender's TCP connection would have told it: the link is cut or the packet lost)."""
         self.stats.sent += 1
         if self.halted:
-            return
+            return False
         for observe in self.observers:
             observe(src, dst, payload)
         if (src, dst) in self.blocked:
             if self.holding and len(self.held) < self.HOLD_LIMIT:
                 self.held.append((src, dst, payload))
-                return
+                return True
             self.stats.dropped_blocked += 1
-            return
+            return False
         if self.loss > 0 and self.rng.random() < self.loss:
             self.stats.dropped_loss += 1
-            return
+            return False
         copies = 1
         if self.duplicate > 0 and self.rng.random() < self.duplicate:
             copies = 2
@@ -150,6 +151,7 @@ class SimNetwork:
             when = self.quantize(now + lat + delay if delay else now + lat)
             self.in_flight += 1
             sched.call_at(when, functools.partial(self._arrive, src, dst, payload))
+        return True
 
     def _arrive(self, src: int, dst: int, payload: Any) -> None:
         self.in_flight -= 1
