@@ -51,32 +51,41 @@ class Bugs:
     counter: BugCounter | None = field(default=None, compare=False, repr=False,
                                        metadata={"switch": False})
 
-    # node: serve linearizable reads from local state on any member, skipping ReadIndex.
+    # node: serve linearizable reads from local state on any member, skipping ReadIndex
+    # (stale reads). expose: --faults partition (an isolated follower), register.
     local_reads: bool = False
     # kv.machine (KVStateMachine.apply): apply a retried (client_id, seq) again instead of
-    # answering it from the session table.
+    # answering it from the session table (a write applied twice; a cas reported failed that
+    # took effect). expose: --swarm (attempt timeouts retry one request id) --faults
+    # partition,kill,packet, register.
     no_session_dedup: bool = False
     # kv.watch (WatchHub.create): a watch resumed from a past revision skips that revision's
-    # events (the gap a resuming client would never notice).
+    # events (the gap a resuming client would never notice). expose: a watch workload.
     watch_resume_gap: bool = False
     # kv.machine (KVStateMachine.expired_leases): the leader deletes an expired lease's keys on
-    # its own timer, outside the log, besides proposing the expiry.
+    # its own timer, outside the log, besides proposing the expiry. expose: a lease workload.
     lease_expiry_local: bool = False
     # raft.Raft.maybe_commit: commit an entry of an older term by counting its replicas
-    # (the Raft paper's Figure 8).
+    # (the Raft paper's Figure 8: a committed entry later overwritten, a lost write).
+    # expose: --swarm --faults kill,partition (new-leader targets), kv.
     figure8_commit: bool = False
-    # raft.Raft.step: a follower accepts MsgApp from a leader of an older term.
+    # raft.Raft.step: a follower accepts MsgApp from a leader of an older term (its newer
+    # entries overwritten: divergent members). expose: --swarm --faults partition (hold),pause, kv.
     stale_term_append: bool = False
     # raft.log.RaftLog.maybe_append: truncate the log after the leader's entries even when
-    # they all match (a reordered, older MsgApp then erases acknowledged entries).
+    # they all match (a reordered, older MsgApp then erases acknowledged entries; the member
+    # then stalls). expose: --swarm (batch_duplicate, long_delay) --faults partition,packet, register.
     eager_truncation: bool = False
     # raft.Raft.handle_append: commit min(leader commit, own last index) instead of
-    # min(leader commit, last index this message verified).
+    # min(leader commit, last index this message verified) (a stale tail applied).
+    # expose: --swarm --faults partition (hold),kill, kv.
     follower_commit_overrun: bool = False
     # raft.Raft.handle_read_index: answer ReadIndex before the leader has committed an
-    # entry of its own term (its commit index may be stale).
+    # entry of its own term (its commit index may be stale: stale reads after an election).
+    # expose: --swarm --faults kill,partition (new-leader targets), register.
     read_index_before_commit: bool = False
-    # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied.
+    # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied
+    # (two majorities at once). expose: --faults member,kill,partition, register.
     unsafe_conf_change: bool = False
     # node.Node._handle_ready: a new term and vote are persisted without fsync before the
     # vote goes out, so a power loss lets the member vote twice in one term (two leaders in a

@@ -6,7 +6,10 @@ every other parameter that shapes a run, written out in full so a replay never d
 the code's defaults: ``network`` (the simulated network's link latency range, jitter, time
 grid, client latency, baseline loss and duplication) and ``node`` (every ``NodeConfig``
 field: tick interval, election and heartbeat ticks, snapshot count, request timeout, ...),
-plus the final-read and startup times. ``kvcheck replay`` reads config.json back with
+plus the final-read and startup times, the rare-path perturbation probabilities
+(``perturb``), the clients' per-attempt timeout, the wall-clock budget and, for ``--swarm``
+runs, the record of what the seed drew (``swarm``; the drawn values are already in the
+other fields, so a replay never draws again). ``kvcheck replay`` reads config.json back with
 ``RunConfig.from_json``, which validates every field and names the one that is wrong, and
 re-runs it exactly: the schedule is taken from the file, not drawn again. A file written
 before these sections existed (config version 1) is read with the values pinned for that

@@ -3,10 +3,18 @@
 A run writes ``store/<workload>/<timestamp>/``:
 - config.json — the ``RunConfig`` with its fault schedule (all a replay needs), written first;
 - history.jsonl — the recorded history (``Recorder``), written when the run ends;
-- results.json — ``{"valid", "checkers": {"linearizable": ...}, "run": {...}}``;
+- results.json — ``{"valid", "checkers_valid", "internal", "checkers": {...}, "run": {...},
+  "findings", "bugs"}``: ``checkers_valid`` is the checkers' verdict on the history alone;
+  ``internal`` what the store showed from inside (internal invariant findings, a liveness
+  anomaly when the cluster did not recover after the final heal, ``internal_problems``);
+  ``valid`` is false when either is (``--no-fail-on-findings`` exits on the checkers'
+  verdict only); ``findings`` each distinct finding once with count, first time and
+  members; ``bugs`` how often each enabled bug switch fired; ``run.stopped`` why a run ended
+  early (its wall-clock budget, Ctrl-C);
 - report.html (+ its DOT file) from ``kvcheck.checker.report``;
 - node logs (one file per node, from the target).
-``store/latest`` is a relative symlink to the newest run directory.
+``store/latest`` is a relative symlink to the newest run directory with results (it moves
+only once history.jsonl and results.json are written).
 
 ``execute`` runs the workload on the configured target (the simulation, or real processes)
 and returns the history; ``check_and_report`` checks it with the config's model and writes
