@@ -366,6 +366,7 @@ class Node:
         self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
         self._in_ready = False  # a Ready is outstanding: inputs to the core wait in _deferred
         self._deferred: list[Callable[[], None]] = []
+        self._snapshot_now = False  # a member was added: snapshot after this Ready
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -592,7 +593,7 @@ class Node:
                 self._in_ready = False
             self._run_deferred()
             self._issue_reads()
-            if self.applied - self.snapshot_index >= self.config.snapshot_count:
+            if self._snapshot_now or self.applied - self.snapshot_index >= self.config.snapshot_count:
                 await self._maybe_snapshot()
 
     async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
@@ -734,6 +735,11 @@ class Node:
             if cc.node_id == self.id:
                 self.removed.set()
         else:
+            if self.snapshot_index > 0:
+                # A member that joins after our latest snapshot could never restore it (it is not
+                # in that snapshot's configuration) once the log before it is compacted: take a
+                # snapshot that includes it, at the end of this Ready.
+                self._snapshot_now = True
             learner = cc.type is raft.ConfChangeType.ADD_LEARNER
             old = self.members.get(cc.node_id)
             base = member or old or Member(cc.node_id, f"node{cc.node_id}")
@@ -754,8 +760,9 @@ class Node:
             waiter.resolve(self.applied)
 
     async def _maybe_snapshot(self) -> None:
-        if self.applied - self.snapshot_index < self.config.snapshot_count:
+        if not self._snapshot_now and self.applied - self.snapshot_index < self.config.snapshot_count:
             return
+        self._snapshot_now = False
         index = self.applied
         if index <= self.storage.snapshot().meta.index or index > self.storage.last_index():
             return
