@@ -113,8 +113,9 @@ def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[st
 def internal_problems(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[str, Any]:
     """What the run saw besides the history: the store's internal invariant findings and
     whether the cluster recovered after the final heal (a liveness anomaly: no leader with
-    every member caught up within ``config.recovery_bound()``, or a key none of whose final
-    reads succeeded). Either makes the run invalid, apart from the checkers' verdicts."""
+    every member caught up within ``config.recovery_bound()``; keys none of whose final reads
+    succeeded are listed beside it). Either makes the run invalid, apart from the checkers'
+    verdicts."""
     findings = info.get("findings") or []
     total = sum(f.get("count", 1) if isinstance(f, dict) else 1 for f in findings)
     out: dict[str, Any] = {"findings": total, "distinct_findings": len(findings), "liveness": None,
@@ -142,9 +143,11 @@ def internal_problems(ops: list[Op], config: RunConfig, info: dict[str, Any]) ->
             continue
         key = str(op.key)
         final[key] = final.get(key, False) or op.type == "ok"
-    failed = sorted(k for k, ok in final.items() if not ok)
-    if failed:
-        problems.append(f"no final read succeeded for key{'s' if len(failed) > 1 else ''} {', '.join(failed)}")
+    # A key none of whose final reads succeeded is noted, not counted as a liveness anomaly:
+    # each final read is one call bounded by the client timeout (0.5 s in some swarm runs),
+    # too little to tell a stuck read path from a slow first read (clean swarm register seed
+    # 34: two final reads timed out after 0.5 s on a healthy cluster).
+    out["final_reads_unanswered"] = sorted(k for k, ok in final.items() if not ok)
     if problems:
         out["liveness"] = {"bound_seconds": bound, "recovery_seconds": round(took, 3),
                            "healthy": bool(phases.get("healthy")), "explanation": problems}
