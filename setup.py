@@ -17,6 +17,7 @@ PARTS = {
     "kvcheck.reference": "reference",
     "kvcheck.workloads": "workloads",
     "kvcheck.histories": "histories",
+    "kvcheck.serve": "serve",
 }
 
 
@@ -39,6 +40,7 @@ setup(
         "kvcheck": ["py.typed"],
         "kvcheck.histories": ["**/*.jsonl", "**/*.json", "**/*.edn", "**/*.log", "**/*.txt"],
         "kvcheck.checker": ["**/*.js", "**/*.css", "**/*.html"],
+        "kvcheck.serve": ["templates/*.html", "static/*.js", "static/*.css"],
     },
     include_package_data=False,
 )

@@ -158,6 +158,7 @@ def op_links(ids: Iterable[Any]) -> str:
 # name -> "module:Class". Add a line here with a new checker module.
 CHECKERS: dict[str, str] = {
     "linearizable": "kvcheck.checker.linearizable:LinearizableChecker",
+    "txn": "kvcheck.checker.txn:TxnChecker",
 }
 
 

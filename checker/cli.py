@@ -50,6 +50,7 @@ from kvcheck.checker.formats import (
 from kvcheck.checker.history import HistoryError, Op
 from kvcheck.checker.text import compact as _compact
 from kvcheck.checker.text import op_text
+from kvcheck.checker.txn import CONSISTENCY_MODELS
 from kvcheck.exitcodes import ExitCode, KvcheckError, MalformedInput, MissingInput, UsageError
 
 
@@ -296,6 +297,10 @@ def write_file_report(r: FileResult, out_path: Path) -> None:
                    "directory names its own.")
 @click.option("--init", "init_text", metavar="JSON",
               help="The initial value, as JSON (null, 0, '{\"x\": 0}'); default: the model's own.")
+@click.option("--consistency-model", "consistency_model", metavar="M",
+              type=click.Choice(CONSISTENCY_MODELS),
+              help="For the txn checker: the model the history must satisfy "
+                   "(default strict-serializable).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Give up on a file after S seconds: its verdict is unknown.")
 @click.option("--memory-limit", type=click.IntRange(min=1), metavar="MB",
@@ -313,7 +318,7 @@ def write_file_report(r: FileResult, out_path: Path) -> None:
               help="Read a failed cas as 'the compare failed' (as etcd tests record it), "
                    "not as 'did not happen'.")
 def check(paths: tuple[Path, ...], checker_names: str, model_spec: str | None, init_text: str | None,
-          timeout: float | None, memory_limit: int | None, as_json: bool, out: Path | None,
+          consistency_model: str | None, timeout: float | None, memory_limit: int | None, as_json: bool, out: Path | None,
           report_path: Path | None, fmt: str | None, independent: bool,
           fail_cas_means_compare_failed: bool) -> int:
     """Check history files (or directories of them): for linearizability, or with the
@@ -339,10 +344,13 @@ def check(paths: tuple[Path, ...], checker_names: str, model_spec: str | None, i
         model = get_model(model_spec, init, fail_cas_means_compare_failed=fail_cas_means_compare_failed)
     elif model_spec is not None or init_text is not None:
         raise UsageError("--model and --init are for the linearizable checker, which --checker leaves out")
+    if consistency_model is not None and "txn" not in checkers:
+        raise UsageError("--consistency-model is for the txn checker, which --checker leaves out")
     files = collect_files(paths)
     if report_path is not None and len(files) != 1:
         raise UsageError(f"--report draws one history: {len(files)} files given (use --out DIR for many)")
-    options = CheckOptions(model=model, timeout=timeout, memory_limit_mb=memory_limit)
+    options = CheckOptions(model=model, timeout=timeout, memory_limit_mb=memory_limit,
+                           consistency_model=consistency_model)
     results = []
     for hf in files:
         try:

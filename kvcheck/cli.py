@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "ctl": "kvcheck.reference.ctl:ctl",
     "replay": "kvcheck.workloads.cli:replay_command",
     "run": "kvcheck.workloads.cli:run_command",
+    "serve": "kvcheck.serve.cli:serve_command",
 }
 
 

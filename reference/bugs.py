@@ -114,6 +114,12 @@ class Bugs:
     # expose: a lease workload (the lease issue's), --faults pause,clock,partition; register
     # and kv never grant leases, so they cannot catch it.
     lease_renew_after_expiry: bool = False
+    # kv.machine (KVStateMachine._compare): a txn's compares read the revision before the
+    # latest, while its writes apply at the head (a guard passes on a stale snapshot).
+    txn_read_stale_snapshot: bool = False
+    # kv.machine (KVStateMachine._exec_plan): a txn's puts after its first wait for the next
+    # applied entry, so its writes become visible one at a time, across revisions.
+    txn_non_atomic: bool = False
 
     def fire(self, name: str, changes: bool = True) -> bool:
         """Whether switch ``name``'s buggy branch is taken here: on, and ``changes`` (taking

@@ -568,10 +568,11 @@ async def open_client(
     ssl_context: ssl.SSLContext | None = None,
     client_id: int | None = None,
     home: str | None = None,
+    dial_timeout: float = ClientConfig.dial_timeout,
 ) -> AsyncIterator[Client]:
     error: Exception | None = None
     config = ClientConfig(list(endpoints), timeout=timeout, ssl_context=ssl_context, client_id=client_id,
-                          home=home)
+                          home=home, dial_timeout=dial_timeout)
     async with trio.open_nursery() as nursery:
         client = Client(config, nursery)
         try:

@@ -9,24 +9,35 @@ member's ports and data directory. A pid is only signalled after checking that i
 line is that member's server. ``options["node"]`` holds NodeConfig overrides (field name ->
 value) that every member, restarted or added, gets as server flags (server.node_flags).
 
-Ports (``free_port``): a port is handed out here and bound later by another process (a
-member, or the local target's fault proxy), so it must stay free in between. Asking the
-kernel (bind port 0, close) is not enough: that port comes from the ephemeral range, the
-kernel picks it at random each time (20 such ports in a row repeat one about 1.7% of the
-time: two members then share a port), and in that range any process's next bind(0) or
-outgoing connection may take it before the member binds it, or while a killed member is
-down. So ports are drawn at random (seeded per process) from the widest stretch of
-[10000, 65535] OUTSIDE /proc/sys/net/ipv4/ip_local_port_range (32768-65535 assumed where
-that file does not exist), checked by binding them (without SO_REUSEADDR, so a port with
-a listener or a TIME_WAIT connection is passed over), and never handed out twice by one
-process. The kernel never picks a source port outside the ephemeral range for an outgoing
-connection or a bind(0), so only a program choosing ports explicitly can take one: another
-kvcheck process draws from the same pool, and the bind check keeps it off listening ports,
-but a port handed out and not yet bound, or a killed member's port while it is down, can be
-drawn there too (each draw hits a given port with chance 1/len(pool), ~1/22000 on Linux).
-Should that happen, the member exits at once with the address in its error (server.py),
-and ``start_cluster`` / ``wait_for_leader`` report that member's exit and log tail
-(``MemberFailed``) instead of waiting for a leader that cannot appear.
+Ports (``PortHold``): a member's ports are chosen here, before its process exists (every
+member's --member list names the others' addresses), so between the choice and the
+member's listen no other socket may take them. Binding port 0 and closing (what an earlier
+free_port did) leaves the number unprotected: any process's next bind(0) or outgoing
+connection may take it. So a port is HELD from the moment it is chosen: ``PortHold.take``
+binds a socket to it exclusively (no SO_REUSEADDR: a port with any socket on it, a
+TIME_WAIT included, is passed over), and ``launch`` hands that very socket to the member
+process (``--listen-fd ROLE=FD``, server.py), which sets SO_REUSEADDR and listens on it;
+the launcher then closes its copy. The port is bound at every moment from the choice on:
+nothing can bind it (an exclusive bind, SO_REUSEADDR or not, conflicts with it), and the
+kernel's bind(0) and outgoing connections skip explicitly bound ports. ``start_cluster``,
+``add_node`` and the local target's starts all launch this way.
+
+A killed member's ports are free until its restart. The local target holds them again at
+once (``hold_again``: bound with SO_REUSEADDR, to get past the TIME_WAIT connections the
+member left; a connection to a port with no listener is refused, so the member still looks
+killed) and hands them to the restarted process. That re-held socket has SO_REUSEADDR, so
+a program binding a port of its own choosing with SO_REUSEADDR could still bind beside it
+while the member is down; another kvcheck cannot (its ``take`` binds exclusively).
+
+Ports are drawn at random (seeded per process) from the widest stretch of [10000, 65535]
+OUTSIDE /proc/sys/net/ipv4/ip_local_port_range (32768-65535 assumed where that file does
+not exist) and never twice by one process: a port of a ``kvcheck cluster`` member killed
+by ``kvcheck cluster kill`` is free until its restart (no process is left to hold it), and
+outside the ephemeral range no outgoing connection can take it meanwhile. Should a port be
+taken anyway, the member exits at once with the address in its error (server.py), and
+``start_cluster`` / ``wait_for_leader`` report that member's exit and log tail
+(``MemberFailed``) instead of waiting for a leader that cannot appear. The local target's
+fault proxies listen on port 0 themselves and report the port they got.
 
 cluster.json: ``{"version": 1, "tls": {ca, cert, key, client_cert, client_key} | null,
 "options": {"bugs": [...], "node": {NodeConfig field: value}}, "nodes": [{"id", "name", "peer", "client", "metrics",
@@ -147,8 +158,8 @@ def port_pool(ephemeral: tuple[int, int] | None = None) -> range:
 
 
 class PortAllocator:
-    """Hands out 127.0.0.1 ports outside the ephemeral range, each checked by binding it and
-    never twice from one allocator (see the module text)."""
+    """Chooses 127.0.0.1 ports outside the ephemeral range, each bound exclusively when chosen
+    and never chosen twice by one allocator (see the module text)."""
 
     def __init__(self, pool: Sequence[int] | None = None, rng: random.Random | None = None) -> None:
         self._pool = pool
@@ -162,34 +173,107 @@ class PortAllocator:
             self._pool = port_pool()
         return self._pool
 
-    def take(self) -> int:
+    def reserve(self) -> socket.socket:
+        """A socket bound exclusively to a new port of the pool (not listening)."""
         with self._lock:
             pool = self.pool
             for _ in range(4 * len(pool)):
                 port = self.rng.choice(pool)
-                if port not in self.handed_out and port_is_free(port):
+                if port in self.handed_out:
+                    continue
+                sock = _bind_exclusive(port)
+                if sock is not None:
                     self.handed_out.add(port)
-                    return port
+                    return sock
         raise OSError(f"no free port on 127.0.0.1 in {min(pool)}-{max(pool)} "
                       f"({len(self.handed_out)} handed out by this process)")
 
 
+def _bind_exclusive(port: int, host: str = "127.0.0.1") -> socket.socket | None:
+    """A socket bound to host:port if no other socket is on that port (no SO_REUSEADDR: a
+    TIME_WAIT connection counts), else None."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a listener could bind host:port now (no SO_REUSEADDR: a TIME_WAIT counts as taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
+    sock = _bind_exclusive(port, host)
+    if sock is None:
+        return False
+    sock.close()
     return True
 
 
 _PORTS = PortAllocator()
 
 
-def free_port() -> int:
-    """A 127.0.0.1 port for a member or proxy to listen on (see the module text)."""
-    return _PORTS.take()
+class PortHold:
+    """Ports held for member listeners until the members own them (see the module text); a
+    context manager that closes whatever it still holds."""
+
+    def __init__(self, allocator: PortAllocator | None = None) -> None:
+        self.allocator = allocator or _PORTS
+        self.sockets: dict[int, socket.socket] = {}
+
+    def take(self) -> int:
+        """A new port of the pool, held (bound exclusively) from now on."""
+        sock = self.allocator.reserve()
+        port: int = sock.getsockname()[1]
+        self.sockets[port] = sock
+        return port
+
+    def address(self) -> str:
+        """'127.0.0.1:PORT' of a new held port."""
+        return f"127.0.0.1:{self.take()}"
+
+    def hold_again(self, address: str) -> bool:
+        """Hold a known port again (a killed member's, until its restart): bound with
+        SO_REUSEADDR, so past the TIME_WAIT connections it left. False if another socket
+        has the port."""
+        port = _port(address)
+        if port in self.sockets:
+            return True
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            return False
+        self.sockets[port] = sock
+        return True
+
+    def held(self, roles: dict[str, str]) -> dict[str, socket.socket]:
+        """The held sockets of ``roles`` (role -> 'HOST:PORT'), for ``launch`` to hand over."""
+        return {role: self.sockets[_port(a)] for role, a in roles.items() if _port(a) in self.sockets}
+
+    def release(self, *addresses: str) -> None:
+        """Stop holding these ports ('HOST:PORT'): a member owns them now, or nobody will."""
+        for address in addresses:
+            sock = self.sockets.pop(_port(address), None)
+            if sock is not None:
+                sock.close()
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+    def __enter__(self) -> PortHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 def make_tls(path: Path) -> dict[str, str]:
@@ -372,18 +456,43 @@ def server_command(info: ClusterInfo, node: NodeInfo) -> list[str]:
     return cmd
 
 
-def launch(info: ClusterInfo, node: NodeInfo, command: list[str] | None = None) -> None:
-    """Start ``node``'s server process (``command``: server_command(info, node) unless given)."""
+def launch(info: ClusterInfo, node: NodeInfo, command: list[str] | None = None,
+           sockets: dict[str, socket.socket] | None = None) -> None:
+    """Start ``node``'s server process (``command``: server_command(info, node) unless given).
+
+    ``sockets`` (role -> a socket bound to that role's address, from ``PortHold.held``) are
+    handed to the process (``--listen-fd``), which listens on them; this process closes its
+    copies, so the member is their only owner."""
     Path(node.data_dir).mkdir(parents=True, exist_ok=True)
+    command = list(command or server_command(info, node))
+    sockets = sockets or {}
+    for role, sock in sockets.items():
+        command += ["--listen-fd", f"{role}={sock.fileno()}"]
     with open(log_path(node), "ab") as logf:
         proc = subprocess.Popen(
-            command or server_command(info, node), stdin=subprocess.DEVNULL, stdout=logf,
-            stderr=logf, start_new_session=True, close_fds=True,
+            command, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            close_fds=True, pass_fds=[sock.fileno() for sock in sockets.values()],
         )
+    for sock in sockets.values():
+        sock.close()
     node.pid = proc.pid
     with _REAP_LOCK:
         _EXIT_CODES.pop(proc.pid, None)
         _CHILDREN[proc.pid] = proc
+
+
+def member_roles(node: NodeInfo) -> dict[str, str]:
+    """What a member listens on: role -> address."""
+    return {"peer": node.peer, "client": node.client, "metrics": node.metrics}
+
+
+def launch_held(info: ClusterInfo, node: NodeInfo, ports: PortHold, command: list[str] | None = None,
+                roles: dict[str, str] | None = None) -> None:
+    """``launch`` handing over the ports of ``roles`` (default: member_roles(node)) that
+    ``ports`` holds; ``ports`` holds them no more."""
+    roles = roles or member_roles(node)
+    launch(info, node, command, ports.held(roles))
+    ports.release(*roles.values())
 
 
 def client_ssl(info: ClusterInfo) -> Any:
@@ -462,23 +571,22 @@ def start_cluster(path: Path, nodes: int = 3, *, tls: bool = False, options: dic
     if tls:
         info.tls = make_tls(path)
     restored = _restored_members(path)
-    for i in range(1, nodes + 1):
-        name = f"node{i}"
-        info.nodes.append(NodeInfo(
-            id=i, name=name, peer=f"127.0.0.1:{free_port()}", client=f"127.0.0.1:{free_port()}",
-            metrics=f"127.0.0.1:{free_port()}", data_dir=str(path / name / "data"),
-        ))
     if restored is not None and restored != nodes:
         raise UsageError(f"{path} holds a snapshot restored for {restored} members; start it with --nodes {restored}")
-    info.save()
-    for node in info.nodes:
-        launch(info, node)
-    info.save()
-    try:
-        wait_for_leader(info, wait, launched=info.nodes)
-    except MemberFailed:
-        stop_cluster(info)  # a new cluster that cannot start leaves no process behind
-        raise
+    with PortHold() as ports:  # each member is handed its held ports as it starts
+        for i in range(1, nodes + 1):
+            name = f"node{i}"
+            info.nodes.append(NodeInfo(id=i, name=name, peer=ports.address(), client=ports.address(),
+                                       metrics=ports.address(), data_dir=str(path / name / "data")))
+        info.save()
+        for node in info.nodes:
+            launch_held(info, node, ports)
+        info.save()
+        try:
+            wait_for_leader(info, wait, launched=info.nodes)
+        except MemberFailed:
+            stop_cluster(info)  # a new cluster that cannot start leaves no process behind
+            raise
     return info
 
 
@@ -525,25 +633,27 @@ def restart_node(info: ClusterInfo, node: NodeInfo) -> None:
     info.save()
 
 
-def add_node(info: ClusterInfo, learner: bool = False) -> NodeInfo:
-    """member add through the leader, then start the new member with --join."""
+def add_node(info: ClusterInfo, learner: bool = False, wait: float = 30.0) -> NodeInfo:
+    """member add through the leader, then start the new member with --join; returns once it
+    knows the leader (MemberFailed if its process exits first)."""
     from kvcheck.reference.client import open_client
 
     new_name = f"node{max(n.id for n in info.nodes) + 1}"
-    peer, client = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    with PortHold() as ports:  # handed to the new member as it starts
+        peer, client, metrics = ports.address(), ports.address(), ports.address()
 
-    async def add() -> dict[str, Any]:
-        async with open_client(info.endpoints(), ssl_context=client_ssl(info)) as c:
-            return await c.member_add(new_name, peer, client, learner=learner)
+        async def add() -> dict[str, Any]:
+            async with open_client(info.endpoints(), ssl_context=client_ssl(info)) as c:
+                return await c.member_add(new_name, peer, client, learner=learner)
 
-    member = trio.run(add)["member"]
-    node = NodeInfo(id=member["id"], name=member["name"], peer=peer, client=client,
-                    metrics=f"127.0.0.1:{free_port()}", data_dir=str(info.path / member["name"] / "data"),
-                    join=True)
-    info.nodes.append(node)
-    info.save()
-    launch(info, node)
-    info.save()
+        member = trio.run(add)["member"]
+        node = NodeInfo(id=member["id"], name=member["name"], peer=peer, client=client, metrics=metrics,
+                        data_dir=str(info.path / member["name"] / "data"), join=True)
+        info.nodes.append(node)
+        info.save()
+        launch_held(info, node, ports)
+        info.save()
+        wait_for_leader(info, wait, nodes=[node], launched=[node])
     return node
 
 

@@ -3,10 +3,18 @@
 Why: a person should be able to use a kvcheck cluster the way they use etcd, with the same
 command shapes and flags (put, get --prefix --rev --limit --keys-only --count-only --sort-by
 --order --consistency, del, txn, watch, lease, compaction, member, move-leader, endpoint,
-snapshot, alarm) and ``-w json`` for scripts. How: every command opens one
-``reference.client.Client`` (endpoints from ``--endpoints`` or a cluster directory's
-cluster.json via ``--data-dir``, TLS files likewise) and prints etcdctl's "simple" format or
-JSON (bytes base64-encoded, as etcdctl does). Lease and member ids are printed and parsed in
+snapshot, alarm), ``-w json`` for scripts and ``-w table`` for people. How: every command
+opens one ``reference.client.Client`` (endpoints from ``--endpoints`` or a cluster
+directory's cluster.json via ``--data-dir``, TLS files likewise) and prints etcdctl's
+"simple" format, JSON (bytes base64-encoded, as etcdctl does) or, for get, member list,
+endpoint status, endpoint hashkv and lease list, a bordered table as etcdctl's.
+
+Global flags go before or after the subcommand, as etcdctl's do (``kvcheck ctl get foo -w
+json`` and ``kvcheck ctl -w json get foo``): ``add_global_options`` copies each of them onto
+every subcommand that has no option of that name itself (``snapshot restore --data-dir`` is
+restore's own), every copy records what it was given in the click context's shared ``meta``
+(the one given last on the line wins), and a command builds its ``CtlContext`` from them only
+when it runs. Lease and member ids are printed and parsed in
 hex, as etcdctl does. ``snapshot save`` writes the leader's applied state with a sha256
 trailer; ``snapshot restore`` turns it into data directories for a new cluster that
 ``kvcheck cluster start`` then runs.
@@ -14,16 +22,18 @@ trailer; ``snapshot restore`` turns it into data directories for a new cluster t
 
 from __future__ import annotations
 
+import argparse
 import base64
+import functools
 import hashlib
 import json
 import re
 import shlex
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 import msgpack
@@ -40,10 +50,11 @@ SNAPSHOT_MAGIC = b"KVCKSNAPSHOT1\n"
 @dataclass
 class CtlContext:
     endpoints: list[str]
-    fmt: str
-    timeout: float
+    fmt: str  # simple | json | table
+    timeout: float  # --command-timeout: one command, retries included
     ssl_context: Any
     cluster_dir: Path | None
+    dial_timeout: float = 2.0  # --dial-timeout: one connection attempt
 
 
 def _bytes_to_json(obj: Any) -> Any:
@@ -70,9 +81,42 @@ def emit(ctx: CtlContext, body: Any, text: str) -> None:
         click.echo(text)
 
 
+def render_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """etcdctl's table: a bordered grid, headers centred, numbers right-aligned, text left."""
+    cells = [["" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for v in row]
+             for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+    def line(values: Sequence[str], aligns: Sequence[str]) -> str:
+        return "| " + " | ".join(f"{v:{a}{w}}" for v, a, w in zip(values, aligns, widths, strict=True)) + " |"
+
+    out = [rule, line(header, ["^"] * len(header)), rule]
+    for raw, row in zip(rows, cells, strict=True):
+        aligns = [">" if isinstance(v, int) and not isinstance(v, bool) else "<" for v in raw]
+        out.append(line(row, aligns))
+    out.append(rule)
+    return "\n".join(out)
+
+
+def emit_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    click.echo(render_table(header, rows))
+
+
+def human_bytes(n: int) -> str:
+    """Sizes as etcdctl's table prints them (decimal units: 25 kB, 1.2 MB)."""
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" or size >= 10 else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
 def run_client(ctx: CtlContext, fn: Callable[[Client], Awaitable[T]]) -> T:
     async def main() -> T:
-        async with open_client(ctx.endpoints, timeout=ctx.timeout, ssl_context=ctx.ssl_context) as client:
+        async with open_client(ctx.endpoints, timeout=ctx.timeout, dial_timeout=ctx.dial_timeout,
+                               ssl_context=ctx.ssl_context) as client:
             return await fn(client)
 
     try:
@@ -111,38 +155,110 @@ def parse_hex_id(s: str, what: str) -> int:
         raise UsageError(f"bad {what} id {s!r}: expected a hexadecimal id") from None
 
 
-pass_ctl = click.make_pass_decorator(CtlContext)
+class Duration(click.ParamType):
+    """etcdctl's durations: 5s, 500ms, 1m, or a bare number of seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        from kvcheck.reference.server import parse_duration
+
+        try:
+            return parse_duration(str(value))
+        except argparse.ArgumentTypeError as exc:
+            self.fail(str(exc), param, ctx)
 
 
-@click.group("ctl")
-@click.option("--endpoints", default=None, help="Comma-separated HOST:PORT client endpoints.")
-@click.option("--data-dir", "data_dir", type=click.Path(path_type=Path), default=None,
-              help="A `kvcheck cluster` directory: endpoints and TLS from its cluster.json.")
-@click.option("-w", "--write-out", "fmt", type=click.Choice(["simple", "json"]), default="simple")
-@click.option("--command-timeout", "timeout", type=float, default=5.0, show_default=True)
-@click.option("--cacert", type=click.Path(path_type=Path), default=None)
-@click.option("--cert", type=click.Path(path_type=Path), default=None)
-@click.option("--key", type=click.Path(path_type=Path), default=None)
-@click.pass_context
-def ctl(click_ctx: click.Context, endpoints: str | None, data_dir: Path | None, fmt: str, timeout: float,
-        cacert: Path | None, cert: Path | None, key: Path | None) -> None:
-    """etcdctl-shaped client for the kvcheck reference store.
+_GLOBALS = "kvcheck.ctl.globals"  # ctx.meta key: global flag name -> value given
+_CONTEXT = "kvcheck.ctl.context"  # ctx.meta key: the CtlContext built from them
+DEFAULT_DIAL_TIMEOUT = 2.0
+DEFAULT_COMMAND_TIMEOUT = 5.0
+FORMATS = ("simple", "json", "table")
+# Commands with etcdctl's table output (-w table); the others refuse it.
+TABLE_COMMANDS = frozenset({"get", "member list", "endpoint status", "endpoint hashkv", "lease list"})
 
-    Exit codes: 0 done, 1 the request failed (certainly not applied), 2 outcome unknown (a
-    write that may or may not have been applied), 64 usage error, 66 missing input.
-    """
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None and param.name is not None:
+        ctx.meta.setdefault(_GLOBALS, {})[param.name.removeprefix("ctl_")] = value
+
+
+# Global flag -> the name its value is kept under (ctl_*: a subcommand's own parameters, such
+# as put's KEY argument beside --key, must not share a name with one).
+def global_options() -> list[click.Option]:
+    """Fresh copies of the global flags (a click Option belongs to one command)."""
+    common: dict[str, Any] = {"default": None, "expose_value": False, "callback": _remember}
+    path = click.Path(path_type=Path)
+    return [
+        click.Option(["--endpoints", "ctl_endpoints"], help="Comma-separated HOST:PORT client endpoints.", **common),
+        click.Option(["--data-dir", "ctl_data_dir"], type=path,
+                     help="A `kvcheck cluster` directory: endpoints and TLS from its cluster.json.", **common),
+        click.Option(["-w", "--write-out", "ctl_fmt"], type=click.Choice(FORMATS),
+                     help="Output format: simple (default), json, or table (get, member list, "
+                          "endpoint status, endpoint hashkv, lease list).", **common),
+        click.Option(["--dial-timeout", "ctl_dial_timeout"], type=Duration(),
+                     help=f"Timeout to connect to an endpoint [{DEFAULT_DIAL_TIMEOUT:g}s].", **common),
+        click.Option(["--command-timeout", "ctl_command_timeout"], type=Duration(),
+                     help=f"Timeout of one command, retries included [{DEFAULT_COMMAND_TIMEOUT:g}s].", **common),
+        click.Option(["--cacert", "ctl_cacert"], type=path, help="CA bundle to verify the members' certificates.", **common),
+        click.Option(["--cert", "ctl_cert"], type=path, help="Client certificate.", **common),
+        click.Option(["--key", "ctl_key"], type=path, help="Client certificate's key.", **common),
+    ]
+
+
+def add_global_options(command: click.Command) -> None:
+    """Put the global flags on ``command`` and every subcommand below it, except where a
+    command has an option of the same name itself."""
+    taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    command.params.extend(o for o in global_options() if not set(o.opts) & taken)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_global_options(sub)
+
+
+def _command_path(click_ctx: click.Context) -> str:
+    """'member list' for ``kvcheck ctl member list`` (the names below ``ctl``)."""
+    names: list[str] = []
+    c: click.Context | None = click_ctx
+    while c is not None and c.command is not ctl:
+        names.append(c.info_name or "")
+        c = c.parent
+    return " ".join(reversed(names))
+
+
+def output_format() -> str:
+    """The -w format given (before or after the subcommand); simple by default."""
+    fmt: str = click.get_current_context().meta.get(_GLOBALS, {}).get("fmt", "simple")
+    return fmt
+
+
+def ctl_context() -> CtlContext:
+    """The running command's CtlContext, from the global flags given anywhere on the line."""
     from kvcheck.reference.tls import TLSFiles, client_context
 
+    click_ctx = click.get_current_context()
+    cached: CtlContext | None = click_ctx.meta.get(_CONTEXT)
+    if cached is not None:
+        return cached
+    given: dict[str, Any] = click_ctx.meta.get(_GLOBALS, {})
+    fmt = output_format()
+    if fmt == "table" and _command_path(click_ctx) not in TABLE_COMMANDS:
+        raise UsageError(f"-w table is not available for `{_command_path(click_ctx)}` (it is for "
+                         f"{', '.join(sorted(TABLE_COMMANDS))}); use -w simple or -w json")
+    data_dir: Path | None = given.get("data_dir")
     ssl_context = None
     eps: list[str] = []
-    if data_dir is not None and click_ctx.invoked_subcommand != "snapshot":
+    if data_dir is not None:
         from kvcheck.reference.cluster import ClusterInfo, client_ssl
 
         info = ClusterInfo.load(data_dir.resolve())
         eps = info.endpoints()
         ssl_context = client_ssl(info)
-    if endpoints:
-        eps = [e.strip() for e in endpoints.split(",") if e.strip()]
+    if given.get("endpoints"):
+        eps = [e.strip() for e in given["endpoints"].split(",") if e.strip()]
+    cacert, cert, key = given.get("cacert"), given.get("cert"), given.get("key")
     if cacert or cert or key:
         if cert and key and cacert:
             ssl_context = client_context(TLSFiles(cert, key, cacert))
@@ -150,9 +266,34 @@ def ctl(click_ctx: click.Context, endpoints: str | None, data_dir: Path | None, 
             ssl_context = client_context(None, ca=cacert)
         else:
             raise UsageError("TLS needs --cacert, and --cert with --key for a client certificate")
-    if not eps:
-        eps = ["127.0.0.1:2379"]
-    click_ctx.obj = CtlContext(eps, fmt, timeout, ssl_context, data_dir)
+    ctx = CtlContext(eps or ["127.0.0.1:2379"], fmt, given.get("command_timeout", DEFAULT_COMMAND_TIMEOUT),
+                     ssl_context, data_dir, given.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
+    click_ctx.meta[_CONTEXT] = ctx
+    return ctx
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pass_ctl(f: F) -> F:
+    """Call ``f`` with the CtlContext as its first argument (built when the command runs)."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return f(ctl_context(), *args, **kwargs)
+
+    return cast(F, functools.update_wrapper(run, f))
+
+
+@click.group("ctl")
+def ctl() -> None:
+    """etcdctl-shaped client for the kvcheck reference store.
+
+    The global flags (--endpoints, --data-dir, -w/--write-out, --dial-timeout,
+    --command-timeout, --cacert, --cert, --key) go before or after the subcommand.
+
+    Exit codes: 0 done, 1 the request failed (certainly not applied), 2 outcome unknown (a
+    write that may or may not have been applied), 64 usage error, 66 missing input.
+    """
 
 
 # -- put / get / del ------------------------------------------------------------------------------
@@ -235,6 +376,9 @@ def get_cmd(ctx: CtlContext, key: str, range_end: str | None, prefix: bool, from
     if ctx.fmt == "json":
         emit_json(resp)
         return 0
+    if ctx.fmt == "table":
+        _get_table(resp, keys_only=keys_only, count_only=count_only, value_only=print_value_only)
+        return 0
     if count_only:
         click.echo(str(resp.count))
         return 0
@@ -244,6 +388,20 @@ def get_cmd(ctx: CtlContext, key: str, range_end: str | None, prefix: bool, from
         if not keys_only:
             click.echo(_text(kv.value))
     return 0
+
+
+def _get_table(resp: kvr.RangeResponse, *, keys_only: bool, count_only: bool, value_only: bool) -> None:
+    if count_only:
+        emit_table(["COUNT"], [[resp.count]])
+        return
+    columns = [("KEY", lambda kv: _text(kv.key)), ("VALUE", lambda kv: _text(kv.value)),
+               ("CREATE REVISION", lambda kv: kv.create_revision), ("MOD REVISION", lambda kv: kv.mod_revision),
+               ("VERSION", lambda kv: kv.version), ("LEASE", lambda kv: f"{kv.lease:x}" if kv.lease else "")]
+    if keys_only:
+        columns = [c for c in columns if c[0] != "VALUE"]
+    if value_only:
+        columns = [c for c in columns if c[0] == "VALUE"]
+    emit_table([name for name, _ in columns], [[get(kv) for _, get in columns] for kv in resp.kvs])
 
 
 @ctl.command("del")
@@ -504,6 +662,15 @@ def lease_ttl_cmd(ctx: CtlContext, lease_id: str, keys: bool) -> int:
 @lease_group.command("list")
 @pass_ctl
 def lease_list_cmd(ctx: CtlContext) -> int:
+    if ctx.fmt == "table":
+        async def with_ttls(c: Client) -> list[kvr.LeaseTimeToLiveResponse]:
+            listed = await c.lease_leases()
+            return [await c.lease_time_to_live(lease.id, True) for lease in listed.leases]
+
+        rows = [[f"{r.id:x}", r.granted_ttl, r.ttl if r.ttl >= 0 else "expired",
+                 ", ".join(_text(k) for k in r.keys)] for r in run_client(ctx, with_ttls)]
+        emit_table(["ID", "GRANTED TTL", "REMAINING TTL", "ATTACHED KEYS"], rows)
+        return 0
     resp = run_client(ctx, lambda c: c.lease_leases())
     if ctx.fmt == "json":
         emit_json(resp)
@@ -575,6 +742,11 @@ def member_group() -> None:
 def _print_members(ctx: CtlContext, body: dict[str, Any]) -> None:
     if ctx.fmt == "json":
         emit_json(body)
+        return
+    if ctx.fmt == "table":
+        emit_table(["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"],
+                   [[f"{m['id']:x}", "learner" if m["learner"] else "started", m["name"], m["peer"],
+                     m["client"], m["learner"]] for m in body["members"]])
         return
     for m in body["members"]:
         status = "learner" if m["learner"] else "started"
@@ -674,6 +846,12 @@ def endpoint_status_cmd(ctx: CtlContext) -> int:
     rows = run_client(ctx, lambda c: _per_endpoint(ctx, c, lambda ep: c.status(ep, timeout=ctx.timeout)))
     if ctx.fmt == "json":
         emit_json(rows)
+    elif ctx.fmt == "table":
+        emit_table(["ENDPOINT", "ID", "IS LEADER", "IS LEARNER", "RAFT TERM", "RAFT INDEX", "RAFT APPLIED INDEX",
+                    "REVISION", "DB SIZE", "ERRORS"],
+                   [[r["endpoint"], "", "", "", "", "", "", "", "", r["error"]] if "error" in r else
+                    [r["endpoint"], f"{r['id']:x}", r["leader"] == r["id"], r["is_learner"], r["term"],
+                     r["raft_index"], r["applied"], r["revision"], human_bytes(r["db_size"]), ""] for r in rows])
     else:
         for r in rows:
             if "error" in r:
@@ -712,12 +890,16 @@ def endpoint_hashkv_cmd(ctx: CtlContext, rev: int) -> int:
     rows = run_client(ctx, lambda c: _per_endpoint(ctx, c, lambda ep: c.hash_kv(ep, rev)))
     if ctx.fmt == "json":
         emit_json(rows)
+    elif ctx.fmt == "table":
+        emit_table(["ENDPOINT", "HASH", "HASH REVISION", "COMPACT REVISION", "ERRORS"],
+                   [[r["endpoint"], "", "", "", r["error"]] if "error" in r else
+                    [r["endpoint"], r.get("hash", 0), r.get("hash_revision", 0), r.get("compact_revision", 0), ""] for r in rows])
     else:
         for r in rows:
             if "error" in r:
                 click.echo(f"{r['endpoint']}, error: {r['error']}")
             else:
-                click.echo(f"{r['endpoint']}, {r['hash']}, {r['hash_revision']}")
+                click.echo(f"{r['endpoint']}, {r.get('hash', 0)}, {r.get('hash_revision', 0)}")
     return 0 if all("error" not in r for r in rows) else 1
 
 
@@ -753,15 +935,9 @@ def read_snapshot_file(path: Path) -> dict[str, Any]:
 
 @snapshot_group.command("save")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.pass_context
-def snapshot_save_cmd(click_ctx: click.Context, file: Path) -> int:
+@pass_ctl
+def snapshot_save_cmd(ctx: CtlContext, file: Path) -> int:
     """Save the leader's applied state to FILE."""
-    ctx: CtlContext = click_ctx.obj
-    if ctx.cluster_dir is not None:
-        from kvcheck.reference.cluster import ClusterInfo, client_ssl
-
-        info = ClusterInfo.load(ctx.cluster_dir.resolve())
-        ctx.endpoints, ctx.ssl_context = info.endpoints(), client_ssl(info)
 
     async def go(c: Client) -> dict[str, Any]:
         await c.get(b"snapshot-leader-probe")  # find the leader: its applied state is the newest
@@ -815,14 +991,18 @@ def restore_snapshot(file: Path, data_dir: Path, members: int) -> dict[str, Any]
 @click.option("--data-dir", "restore_dir", type=click.Path(path_type=Path), required=True,
               help="New cluster directory to create (then: kvcheck cluster start --data-dir DIR).")
 @click.option("--nodes", default=3, show_default=True, help="Members of the new cluster.")
-@click.pass_context
-def snapshot_restore_cmd(click_ctx: click.Context, file: Path, restore_dir: Path, nodes: int) -> int:
-    """Restore FILE into data directories for a new cluster."""
-    ctx: CtlContext = click_ctx.obj
+def snapshot_restore_cmd(file: Path, restore_dir: Path, nodes: int) -> int:
+    """Restore FILE into data directories for a new cluster (no cluster is contacted)."""
+    fmt = output_format()
+    if fmt == "table":
+        raise UsageError("-w table is not available for `snapshot restore`; use -w simple or -w json")
     result = restore_snapshot(file, restore_dir, nodes)
-    if ctx.fmt == "json":
+    if fmt == "json":
         emit_json(result)
     else:
         click.echo(f"Restored snapshot (revision {result['revision']}) into {result['data_dir']} for "
                    f"{nodes} members; start it with: kvcheck cluster start --data-dir {result['data_dir']} --nodes {nodes}")
     return 0
+
+
+add_global_options(ctl)  # last: every subcommand is defined by now

@@ -25,6 +25,11 @@ Run one member: ``python -m kvcheck.reference.server --id 1 --data-dir D --liste
 NodeConfig is); ``node_flags(values)`` writes them for the launchers, and an unset flag keeps
 NodeConfig's default. The status answer carries the NodeConfig the member runs with.
 
+A launcher that holds a member's ports (reference/cluster.py ``PortHold``) hands the bound
+sockets themselves to the process: ``--listen-fd peer=FD`` (and client=, metrics=) makes the
+member listen on that inherited socket instead of binding the address again, so the port is
+never unbound between the launcher's choice and the member's listen.
+
 The peer and client ports are bound before the member joins the cluster; if one cannot be
 (e.g. another process holds it), the member logs ``member N cannot listen for peer|client|
 metrics connections on HOST:PORT: <reason>`` and exits with status 71 (EX_OSERR), so a
@@ -35,14 +40,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import json
 import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -412,8 +420,9 @@ class ClientSession:
 # --------------------------------------------------------------------------------------------
 
 
-def start_metrics(node: Node, host: str, port: int) -> Any:
-    """Serve Prometheus metrics over HTTP (a daemon thread reading the node's counters)."""
+def start_metrics(node: Node, host: str, port: int, sock: socket.socket | None = None) -> Any:
+    """Serve Prometheus metrics over HTTP (a daemon thread reading the node's counters), on
+    host:port, or on ``sock`` (an inherited socket bound there) when given."""
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.core import (
         CounterMetricFamily,
@@ -449,7 +458,32 @@ def start_metrics(node: Node, host: str, port: int) -> Any:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector())
-    return start_http_server(port, addr=host, registry=registry)
+    if sock is None:
+        return start_http_server(port, addr=host, registry=registry)
+    return _serve_http_on(sock, host, port, registry)
+
+
+def _serve_http_on(sock: socket.socket, host: str, port: int, registry: Any) -> Any:
+    """prometheus_client's metrics server on a socket that is already bound (and listening)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingWSGIServer((host, port), QuietHandler, bind_and_activate=False)
+    httpd.socket.close()
+    httpd.socket = sock
+    httpd.server_address = sock.getsockname()
+    httpd.server_name, httpd.server_port = host, port
+    httpd.setup_environ()
+    httpd.set_app(make_wsgi_app(registry))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +491,7 @@ def start_metrics(node: Node, host: str, port: int) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+CONFIG_LOG_MARK = "node config"  # the startup log line that shows a member's NodeConfig as JSON
 LISTEN_FAILED_EXIT = 71  # sysexits EX_OSERR: the member could not listen on one of its ports
 
 
@@ -468,6 +503,26 @@ class ListenError(Exception):
         super().__init__(f"member {member} cannot listen for {role} connections on {address}: {reason}")
         self.address = address
         self.role = role
+
+
+def inherited_listener(fd: int, address: str) -> socket.socket:
+    """The listening socket on inherited descriptor ``fd``, which must be a TCP socket bound
+    to ``address`` (the launcher held the port there); SO_REUSEADDR is set before listen so
+    that a restart can bind the port past this run's TIME_WAIT connections."""
+    from kvcheck.reference.client import parse_endpoint
+
+    host, port = parse_endpoint(address)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"inherited descriptor {fd}: {exc.strerror or exc}") from None
+    if sock.type != socket.SOCK_STREAM or sock.getsockname() != (host, port):
+        bound = sock.getsockname()
+        sock.detach()
+        raise OSError(errno.EINVAL, f"inherited descriptor {fd} is {bound}, not a TCP socket bound to {address}")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.listen(socket.SOMAXCONN)
+    return sock
 
 
 @dataclass
@@ -482,6 +537,7 @@ class ServerOptions:
     tls: TLSFiles | None = None
     seed: int | None = None
     bugs: Bugs = NO_BUGS
+    listen_fds: dict[str, int] = field(default_factory=dict)  # role -> inherited socket (--listen-fd)
 
 
 async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
@@ -496,7 +552,12 @@ async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = 
     for role, address in (("peer", options.listen_peer), ("client", options.listen_client)):
         host, port = parse_endpoint(address)
         try:
-            listeners: Sequence[trio.abc.Listener[Any]] = await trio.open_tcp_listeners(port, host=host)
+            listeners: Sequence[trio.abc.Listener[Any]]
+            if role in options.listen_fds:
+                sock = trio.socket.from_stdlib_socket(inherited_listener(options.listen_fds[role], address))
+                listeners = [trio.SocketListener(sock)]
+            else:
+                listeners = await trio.open_tcp_listeners(port, host=host)
         except OSError as exc:
             for opened in bound.values():
                 for lst in opened:
@@ -515,7 +576,9 @@ async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = 
         if options.listen_metrics:
             host, port = parse_endpoint(options.listen_metrics)
             try:
-                start_metrics(node, host, port)
+                fd = options.listen_fds.get("metrics")
+                start_metrics(node, host, port,
+                              None if fd is None else inherited_listener(fd, options.listen_metrics))
             except OSError as exc:
                 raise ListenError(options.node.id, "metrics", options.listen_metrics, exc) from None
         await nursery.start(node.run)
@@ -529,6 +592,7 @@ async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = 
         nursery.start_soon(_serve_listeners, peer_handler, bound["peer"])
         nursery.start_soon(_serve_listeners, client_handler, bound["client"])
         log.info("member %d serving peers on %s, clients on %s", node.id, options.listen_peer, options.listen_client)
+        log.info("member %d runs with %s %s", node.id, CONFIG_LOG_MARK, json.dumps(asdict(node.config), sort_keys=True))
         task_status.started(node)
         await node.removed.wait()
         log.info("member %d was removed from the cluster; stopping", node.id)
@@ -546,6 +610,18 @@ async def _serve_listeners(handler: Any, listeners: Sequence[trio.abc.Listener[A
             log.exception("connection handler failed")
 
     await trio.serve_listeners(guarded, list(listeners))
+
+
+LISTEN_ROLES = ("peer", "client", "metrics")
+
+
+def parse_listen_fd(text: str) -> tuple[str, int]:
+    """'client=5' -> ("client", 5)."""
+    role, _, fd = text.partition("=")
+    if role not in LISTEN_ROLES or not fd.isdigit():
+        raise argparse.ArgumentTypeError(f"--listen-fd {text!r}: expected ROLE=FD with ROLE one of "
+                                         f"{', '.join(LISTEN_ROLES)}")
+    return role, int(fd)
 
 
 def parse_member(text: str) -> Member:
@@ -704,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", action="append", type=parse_member, default=[],
                    help="ID,NAME,PEER,CLIENT of an initial member (repeat for each)")
     p.add_argument("--join", action="store_true", help="join an existing cluster (added by member add)")
+    p.add_argument("--listen-fd", action="append", type=parse_listen_fd, default=[], metavar="ROLE=FD",
+                   help="listen on inherited socket FD (bound to that role's address) instead of "
+                        "binding it: peer=FD, client=FD or metrics=FD (repeat for each)")
     node = p.add_argument_group("node settings (NodeConfig; an unset one keeps the default shown)")
     defaults = NodeConfig(id=1)
     metavars = {"int": "N", "int0": "N", "duration": "DURATION", "bool": "BOOL"}
@@ -756,7 +835,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
                          listen_peer=args.listen_peer, listen_client=args.listen_client,
                          members=args.member, listen_metrics=args.listen_metrics, join=args.join,
                          tls=tls, seed=args.seed, bugs=Bugs.from_names(args.bug).counting(BugCounter(
-                             on_first=lambda name: log.warning("bug switch %s fired (first time)", name))))
+                             on_first=lambda name: log.warning("bug switch %s fired (first time)", name))),
+                         listen_fds=dict(args.listen_fd))
 
 
 async def _main(options: ServerOptions) -> None:

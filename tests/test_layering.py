@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = {"kvcheck": "kvcheck", "checker": "kvcheck.checker", "reference": "kvcheck.reference",
-           "workloads": "kvcheck.workloads", "histories": "kvcheck.histories"}
+           "workloads": "kvcheck.workloads", "histories": "kvcheck.histories", "serve": "kvcheck.serve"}
 
 
 def modules() -> dict[str, Path]:
@@ -121,3 +121,11 @@ def test_no_import_cycles() -> None:
 
 def test_the_walker_sees_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_nothing_below_the_web_ui_imports_it() -> None:
+    """kvcheck.serve sits on top of both stacks, like the command line: it reads the run
+    store and talks to clusters, and nothing else depends on it."""
+    bad = sorted(f"{m} imports {t}" for m, ts in graph().items() if not m.startswith("kvcheck.serve")
+                 for t in ts if t.startswith("kvcheck.serve"))
+    assert bad == []

@@ -55,7 +55,7 @@ def _internal_errors() -> Iterator[None]:
               help="Seconds the checker may spend before answering unknown.")
 @click.option("--client-timeout", type=float, default=2.0, show_default=True,
               help="An op still running after this many seconds is recorded as info.")
-@click.option("--keys", type=int, default=8, show_default=True, help="Keys of the kv workload.")
+@click.option("--keys", type=int, default=8, show_default=True, help="Keys of the kv workload; active keys of append and wr.")
 @click.option("--bug", "bugs", multiple=True, help="Turn on a deliberate store bug (e.g. local_reads).")
 @click.option("--store", "store", type=click.Path(file_okay=False, path_type=Path), default=Path("store"),
               show_default=True, help="Directory that holds the run directories.")

@@ -143,10 +143,21 @@ def _kv(keys: int) -> Workload:
     return Workload("kv", "cas-register", [f"k{i}" for i in range(keys)], keyed=True)
 
 
+def _txn(kind: str, keys: int, serializable_reads: bool = False) -> Any:
+    from kvcheck.workloads.txn import TxnWorkload
+
+    if keys < 1:
+        raise UsageError(f"--keys must be at least 1, not {keys}")
+    return TxnWorkload(kind, keys=keys, serializable_reads=serializable_reads)
+
+
 # name -> factory(keys). A new workload module adds one line here.
 WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
     "register": _register,
     "kv": _kv,
+    "append": lambda keys: _txn("append", keys),
+    "wr": lambda keys: _txn("wr", keys),
+    "append-serializable-reads": lambda keys: _txn("append", keys, serializable_reads=True),
 }
 WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
 

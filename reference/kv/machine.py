@@ -191,6 +191,7 @@ class KVStateMachine:
         self._revoke_proposed: dict[int, float] = {}  # lease id -> when expired_leases named it
         self._sessions: dict[int, Session] = {}
         self._alarms: dict[tuple[int, AlarmType], None] = {}
+        self._deferred_puts: list[PutRequest] = []  # see Bugs.txn_non_atomic
         self._handlers: dict[type, Any] = {
             RangeRequest: self._apply_range, PutRequest: self._apply_put,
             DeleteRangeRequest: self._apply_delete_range, TxnRequest: self._apply_txn,
@@ -221,6 +222,8 @@ class KVStateMachine:
         if index <= self._applied:
             return None
         self._applied = index
+        if self._deferred_puts:  # only ever filled under the txn_non_atomic bug
+            self._apply_deferred_puts()
         if not data:
             return None
         env = decode_entry(data)
@@ -250,6 +253,15 @@ class KVStateMachine:
         if cid:
             self._record(cid, seq, response)
         return response
+
+    def _apply_deferred_puts(self) -> None:
+        puts, self._deferred_puts = self._deferred_puts, []
+        self.store.begin()
+        try:
+            for op in puts:
+                self._do_put(op)
+        finally:
+            self._commit()
 
     def _record(self, cid: int, seq: int, outcome: Message | KVError) -> None:
         session = self._sessions.get(cid)
@@ -461,10 +473,13 @@ class KVStateMachine:
         return max(costs)
 
     def _compare(self, c: Compare) -> bool:
+        rev = 0  # the head; a stale snapshot under the bug below
+        if self.bugs.fire("txn_read_stale_snapshot", self.store.revision - 1 > self.store.compact_revision):
+            rev = self.store.revision - 1
         if c.range_end:
-            kvs = self.store.range(c.key, c.range_end)
+            kvs = self.store.range(c.key, c.range_end, rev)
         else:
-            one = self.store.get(c.key)
+            one = self.store.get(c.key, rev)
             kvs = [one] if one is not None else []
         if not kvs:
             if c.target == CompareTarget.VALUE:
@@ -509,6 +524,10 @@ class KVStateMachine:
             elif isinstance(op, RangeRequest):
                 responses.append(self._do_range(op))
             elif isinstance(op, PutRequest):
+                if self.bugs.fire("txn_non_atomic", any(type(r) is PutResponse for r in responses)):
+                    self._deferred_puts.append(op)  # applied when the next entry is (apply)
+                    responses.append(PutResponse(ResponseHeader(), None))
+                    continue
                 prev = self._do_put(op)
                 responses.append(PutResponse(ResponseHeader(), prev if op.prev_kv else None))
             else:

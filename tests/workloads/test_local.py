@@ -4,6 +4,7 @@ run with the run's recorded node config, and a member that cannot listen fails t
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import trio
 
 from kvcheck.reference import cluster as rc
-from kvcheck.reference.server import LISTEN_FAILED_EXIT
+from kvcheck.reference.server import CONFIG_LOG_MARK, LISTEN_FAILED_EXIT
 from kvcheck.workloads.client import DefiniteFailure, home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.local.cluster import LOCAL_FAULTS, LocalCluster
@@ -87,19 +88,42 @@ def test_local_members_run_with_the_recorded_node_config(tmp_path: Path) -> None
             assert config == {"id": node_id, "name": f"node{node_id}", **cfg.node}
 
 
+def taken_port_at(monkeypatch: pytest.MonkeyPatch, taken: int, call: int) -> None:
+    """The ``call``-th port a PortHold hands out (0-based) is ``taken``, which another
+    program holds, instead of a held port of the pool."""
+    real = rc.PortHold.take
+    calls = iter(range(1000))
+
+    def take(self: rc.PortHold) -> int:
+        return taken if next(calls) == call else real(self)
+
+    monkeypatch.setattr(rc.PortHold, "take", take)
+
+
+def test_a_local_runs_members_ran_with_the_node_config_its_config_json_records(tmp_path: Path) -> None:
+    """End to end through the run directory: every member's log says it ran with exactly the
+    node values config.json records (what a replay of that config would give its nodes)."""
+    cfg = RunConfig(workload="register", target="local", nodes=3, time_limit=2.0, seed=5,
+                    node=recorded_node_values())
+    out = run_once(cfg, tmp_path, progress=False)
+    recorded = json.loads((out.run_dir / "config.json").read_text())["node"]
+    assert recorded == cfg.node
+    assert RunConfig.from_json(json.loads((out.run_dir / "config.json").read_text())).node == recorded
+    for node_id in (1, 2, 3):
+        log = (out.run_dir / f"node{node_id}.log").read_text()
+        lines = [ln for ln in log.splitlines() if CONFIG_LOG_MARK in ln]
+        assert lines, log[-2000:]
+        ran_with = json.loads(lines[0].split(CONFIG_LOG_MARK, 1)[1])
+        assert ran_with == {"id": node_id, "name": f"node{node_id}", **recorded}
+
+
 def test_the_local_target_reports_a_member_that_cannot_listen(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = rc.free_port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
-        held.bind(("127.0.0.1", real()))
+        held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        calls = iter(range(1000))
-
-        def free_port() -> int:  # node2's client port (the 6th port handed out) is taken
-            return taken if next(calls) == 5 else real()
-
-        monkeypatch.setattr(rc, "free_port", free_port)
+        taken_port_at(monkeypatch, taken, 3)  # node2's client port (node1 took 3 ports)
         cfg = RunConfig(workload="kv", target="local", nodes=3, time_limit=5.0, seed=3)
         with pytest.raises(rc.MemberFailed) as failed:
             run_once(cfg, tmp_path, progress=False)
@@ -111,13 +135,11 @@ def test_the_local_target_reports_a_member_that_cannot_listen(
 
 def test_a_member_exit_seen_first_by_a_status_poll_still_fails_the_start(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = rc.free_port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
-        held.bind(("127.0.0.1", real()))
+        held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        calls = iter(range(1000))
-        monkeypatch.setattr(rc, "free_port", lambda: taken if next(calls) == 5 else real())
+        taken_port_at(monkeypatch, taken, 3)  # node2's client port
         cfg = RunConfig(workload="kv", target="local", nodes=3, seed=4)
 
         async def main() -> None:

@@ -204,3 +204,16 @@ def test_swarm_seed_with_a_member_added_after_a_snapshot_catches_up(tmp_path: Pa
     assert out.results["valid"] is True
     joined = [s for i, s in out.results["run"]["nodes"].items() if int(i) > cfg.nodes]
     assert joined and all(s["state"] == "up" and s["applied"] > 0 for s in joined), joined
+
+
+def test_swarm_retries_of_one_request_id_catch_no_session_dedup(tmp_path: Path) -> None:
+    """Swarm seed 1 cuts client attempts short, so writes are retried under the same request
+    id during faults: without the session table's dedup a retried write applies twice and
+    the history shows it; the clean store's history of the same run is valid."""
+    cfg = draw_swarm(RunConfig(workload="register", seed=1, time_limit=10.0, bugs=["no_session_dedup"]))
+    out = run_once(cfg, tmp_path / "bug", progress=False)
+    assert out.results["bugs"]["fired"]["no_session_dedup"] > 0
+    assert out.results["checkers_valid"] is False
+    clean = run_once(draw_swarm(RunConfig(workload="register", seed=1, time_limit=10.0)), tmp_path / "clean",
+                     progress=False)
+    assert clean.results["valid"] is True

@@ -12,9 +12,12 @@ processes here: ``RunConfig.validate`` rejects them for this target (exit 64).
 
 Every member, started, restarted or added, runs with the run's recorded node values
 (``RunConfig.node``, written to config.json) as server flags (``server.node_flags``), so a
-local run's timing, snapshot and quota settings are the ones its config.json shows. Ports
-(members' peer/client/metrics and the proxies') come from ``cluster.free_port``: outside the
-kernel's ephemeral range, so no outgoing connection can take one meanwhile. A member that
+local run's timing, snapshot and quota settings are the ones its config.json shows. A
+member's ports (private peer, client, metrics) are held by the run's ``cluster.PortHold``
+from the moment they are chosen and handed to the member process as it starts (it listens
+on those very sockets); after a kill -9 they are held again until the restart hands them
+over anew, so no other socket can take one meanwhile. Each proxy listens on port 0 and
+reports the port it got, which becomes the member's advertised peer address. A member that
 exits on its own (e.g. it could not bind its port) fails the start at once with its exit
 report (``MemberFailed``); one that exits later is recorded in cluster-events.log.
 
@@ -40,7 +43,7 @@ from kvcheck.reference.client import Client, ClientConfig, ClientError
 from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.kvclient import KVRegisterClient
-from kvcheck.workloads.local.proxy import FaultProxy
+from kvcheck.workloads.local.proxy import FaultProxy, open_listener
 from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
 
@@ -65,6 +68,7 @@ class LocalCluster:
         self.path = path
         self.proxy = FaultProxy(random.Random(f"{config.seed}:proxy"))
         self.info = rc.ClusterInfo(path, options={"bugs": list(config.bugs), "node": dict(config.node)})
+        self.ports = rc.PortHold()  # members' own ports while no process of theirs listens
         self.nodes: dict[int, LocalNode] = {}
         self._nursery: trio.Nursery | None = None
         self._status_client: Client | None = None
@@ -81,19 +85,26 @@ class LocalCluster:
     def _log(self, text: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
 
-    def _new_node(self, node_id: int, name: str, join: bool = False) -> LocalNode:
-        info = rc.NodeInfo(id=node_id, name=name, peer=f"127.0.0.1:{rc.free_port()}",
-                           client=f"127.0.0.1:{rc.free_port()}", metrics=f"127.0.0.1:{rc.free_port()}",
-                           data_dir=str(self.path / name / "data"), join=join)
-        node = LocalNode(info, f"127.0.0.1:{rc.free_port()}")
-        self.nodes[node_id] = node
-        self.info.nodes.append(info)
-        return node
+    async def _new_node(self, node_id: int, name: str, join: bool = False) -> tuple[LocalNode, trio.SocketListener]:
+        """A member's addresses: its proxy's listener (the advertised peer address) and its
+        own ports, held; neither served nor launched yet."""
+        listener, peer = await open_listener()
+        info = rc.NodeInfo(id=node_id, name=name, peer=peer, client=self.ports.address(),
+                           metrics=self.ports.address(), data_dir=str(self.path / name / "data"), join=join)
+        return LocalNode(info, self.ports.address()), listener
+
+    def _add(self, node: LocalNode) -> None:
+        self.nodes[node.info.id] = node
+        self.info.nodes.append(node.info)
+
+    def _roles(self, node: LocalNode) -> dict[str, str]:
+        """What the member's process listens on (its peer port is behind the proxy)."""
+        return {"peer": node.listen_peer, "client": node.info.client, "metrics": node.info.metrics}
 
     def _launch(self, node: LocalNode) -> None:
         cmd = rc.server_command(self.info, node.info)
         cmd[cmd.index("--listen-peer") + 1] = node.listen_peer  # the proxy takes the advertised port
-        rc.launch(self.info, node.info, cmd)
+        rc.launch_held(self.info, node.info, self.ports, cmd, self._roles(node))
         node.up = True
         self.info.save()
         self._log(f"started {node.info.name} (pid {node.info.pid})")
@@ -129,22 +140,17 @@ class LocalCluster:
     async def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         for i in self.config.node_ids:
-            self._new_node(i, f"node{i}")
+            node, listener = await self._new_node(i, f"node{i}")
+            await self._start_proxy(node, listener)
+            self._add(node)
         self.info.save()
-        for node in self.nodes.values():
-            await self._start_proxy(node)
         for node in self.nodes.values():
             self._launch(node)
         self._status_client = self._client(timeout=1.0)
 
-    async def _start_proxy(self, node: LocalNode) -> None:
+    async def _start_proxy(self, node: LocalNode, listener: trio.SocketListener) -> None:
         assert self._nursery is not None
-        port = int(node.info.peer.rsplit(":", 1)[1])
-        try:
-            await self._nursery.start(self.proxy.serve, node.info.id, port, node.listen_peer)
-        except OSError as exc:
-            raise OSError(exc.errno, f"the fault proxy for {node.info.name} cannot listen on "
-                                     f"{node.info.peer}: {exc.strerror or exc}") from exc
+        await self._nursery.start(self.proxy.serve, node.info.id, listener, node.listen_peer)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -174,6 +180,7 @@ class LocalCluster:
         for n in self.nodes.values():
             n.up = False
         await trio.to_thread.run_sync(rc.stop_cluster, self.info, 2.0)
+        self.ports.close()
 
     # -- health -------------------------------------------------------------------------
 
@@ -236,10 +243,17 @@ class LocalCluster:
         if rc.process_state(n.info) != "stopped":
             await trio.to_thread.run_sync(rc.kill_node, self.info, n.info)
             self._log(f"killed {n.info.name} (SIGKILL)")
+        self._hold_again(n)  # until the restart: its process is gone, its ports closed
+
+    def _hold_again(self, node: LocalNode) -> None:
+        for role, address in self._roles(node).items():
+            if not self.ports.hold_again(address):
+                self._log(f"{node.info.name}'s {role} port {address} is taken by another socket")
 
     async def restart(self, node: int) -> None:
         n = self.nodes[node]
         if not n.info.removed and rc.process_state(n.info) == "stopped":
+            self._hold_again(n)  # a member that exited on its own was not held again at its kill
             self._launch(n)
 
     async def pause(self, node: int) -> None:
@@ -284,21 +298,22 @@ class LocalCluster:
 
     async def add_member(self, node: int) -> int | None:
         name = f"node{max(self.nodes) + 1}"
-        peer = f"127.0.0.1:{rc.free_port()}"
-        client_addr = f"127.0.0.1:{rc.free_port()}"
+        new, listener = await self._new_node(0, name, join=True)  # its id comes from member add
         client = self._client(timeout=5.0)
         try:
-            body = await client.member_add(name, peer, client_addr)
+            body = await client.member_add(name, new.info.peer, new.info.client)
         except ClientError as exc:
             self._log(f"member add failed: {exc}")
+            await listener.aclose()
+            self.ports.release(new.listen_peer, new.info.client, new.info.metrics)
             return None
         finally:
             await client.aclose()
         member_id = int(body["member"]["id"])
-        new = self._new_node(member_id, name, join=True)
-        new.info.peer, new.info.client = peer, client_addr
+        new.info.id = member_id
+        await self._start_proxy(new, listener)
+        self._add(new)
         self.info.save()
-        await self._start_proxy(new)
         self._launch(new)
         return member_id
 

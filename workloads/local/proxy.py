@@ -1,7 +1,8 @@
 """A fault-injecting TCP proxy for the peer links of a real-process cluster.
 
-Every member advertises its proxy's address as its peer address; the member itself listens
-on a private port behind it. A peer connection opens with a ``{"hello": sender id}`` frame
+Every member advertises its proxy's address as its peer address (a port the proxy's
+listener got from the kernel: ``open_listener``); the member itself listens on a private
+port behind it. A peer connection opens with a ``{"hello": sender id}`` frame
 (reference/server.py), so the proxy knows the directed link (src, dst) of every connection
 and forwards whole frames (4-byte big-endian length + payload, never re-encoded) subject to
 the link's rules: a blocked link drops every frame (partitions of any shape, one-way
@@ -41,6 +42,15 @@ class ProxyStats:
     connections: int = 0
 
 
+async def open_listener() -> tuple[trio.SocketListener, str]:
+    """A proxy listener on 127.0.0.1, on a port the kernel chooses (port 0), and its address
+    '127.0.0.1:PORT': a member's advertised peer address. Connections wait in its backlog
+    until ``FaultProxy.serve`` serves it."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listener.socket.getsockname()[1]
+    return listener, f"127.0.0.1:{port}"
+
+
 class FaultProxy:
     """Proxies for every member's peer port, sharing one rule set."""
 
@@ -50,16 +60,15 @@ class FaultProxy:
         self.stats = ProxyStats()
         self._scopes: dict[int, trio.CancelScope] = {}
 
-    async def serve(self, dst: int, listen_port: int, upstream: str,
+    async def serve(self, dst: int, listener: trio.SocketListener, upstream: str,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on 127.0.0.1:``listen_port`` for connections to member ``dst`` (whose real
-        peer listener is ``upstream``) until cancelled."""
-        listeners = await trio.open_tcp_listeners(listen_port, host="127.0.0.1")
+        """Serve connections to member ``dst`` (whose real peer listener is ``upstream``)
+        arriving at ``listener`` (from ``open_listener``) until cancelled."""
         scope = trio.CancelScope()
         self._scopes[dst] = scope
         with scope:
             async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, lambda s: self._connection(dst, upstream, s), listeners)
+                await nursery.start(trio.serve_listeners, lambda s: self._connection(dst, upstream, s), [listener])
                 task_status.started()
 
     def stop(self, dst: int) -> None:

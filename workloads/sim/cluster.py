@@ -524,14 +524,25 @@ class _Status:
 
 
 class SimClient(LogRequests):
-    """An in-process client of the simulated cluster (the reference ``KVClient`` interface)."""
+    """An in-process client of the simulated cluster (the reference ``KVClient`` interface).
+
+    ``attempt_timeout`` (None: the whole remaining timeout) bounds how long one member may
+    hold a write before the client retries it elsewhere under the same seq, as etcd's client
+    retries; a workload sets it (the txn workloads do, so retries of an applied write happen)."""
+
+    attempt_timeout: float | None = None
 
     def __init__(self, cluster: SimCluster, client_id: int, timeout: float, *,
                  attempt_timeout: float | None = None) -> None:
         self.cluster = cluster
         self.client_id = client_id
         self.timeout = timeout
-        self.attempt_timeout = attempt_timeout  # per member tried; None: the whole timeout
+        # The run's per-attempt timeout (--swarm draws one): every attempt, read or write, is
+        # cut off there and retried elsewhere (a paused member cannot hold it). Without it a
+        # workload may still set attempt_timeout, which bounds only a write's proposal.
+        self._cut_attempts = attempt_timeout is not None
+        if attempt_timeout is not None:
+            self.attempt_timeout = attempt_timeout
         self._seq = itertools.count(1)
         self._preferred: int | None = None
         self._rotation = itertools.count(client_id)
@@ -581,7 +592,7 @@ class SimClient(LogRequests):
                 continue
             node = slot.node
             remaining = deadline - trio.current_time()
-            if self.attempt_timeout is not None:  # give up on this member sooner, retry elsewhere
+            if self._cut_attempts and self.attempt_timeout is not None:
                 remaining = min(remaining, self.attempt_timeout)
             try:
                 with trio.fail_after(max(remaining, 0.0)):
@@ -589,9 +600,9 @@ class SimClient(LogRequests):
                     result = await fn(node, remaining)
             except trio.TooSlowError:
                 maybe_applied = True
-                if self.attempt_timeout is None:
+                if not self._cut_attempts:
                     break
-                tried.add(target)
+                tried.add(target)  # retry elsewhere, same request id
                 if self._preferred == target:
                     self._preferred = None
                 continue
@@ -627,9 +638,11 @@ class SimClient(LogRequests):
 
     async def _write(self, request: kvr.Message) -> Any:
         seq = next(self._seq)  # one seq across every retry: the session table dedups
+        per_attempt = self.attempt_timeout
 
         async def go(node: Node, remaining: float) -> Any:
-            return await node.propose(request, self.client_id, seq, timeout=remaining)
+            timeout = remaining if per_attempt is None else min(remaining, per_attempt)
+            return await node.propose(request, self.client_id, seq, timeout=timeout)
 
         return await self.call(go, write=True)
 

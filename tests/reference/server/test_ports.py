@@ -1,10 +1,12 @@
-"""Ports for real-process members: outside the kernel's ephemeral range, checked by binding,
-never handed out twice; a member whose port is taken exits at once naming the address, and
-``start_cluster`` reports that member instead of waiting for a leader.
+"""Ports for real-process members: held (a bound socket) from the moment they are chosen
+until the member owns them, outside the kernel's ephemeral range, never handed out twice; a
+member whose port is taken exits at once naming the address, and ``start_cluster`` reports
+that member instead of waiting for a leader.
 
-Why these properties: a port handed out before its member binds it must stay free meanwhile.
-The kernel draws bind(0) and outgoing source ports from the ephemeral range, so a port
-outside it cannot be taken by either (see reference/cluster.py's module text).
+Why these properties: a port chosen before its member binds it must stay free meanwhile. A
+held port admits the member's SO_REUSEADDR listener and nothing else; the kernel draws
+bind(0) and outgoing source ports from the ephemeral range, so a port outside it cannot be
+taken by either while a ``kvcheck cluster`` member is down (see reference/cluster.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from kvcheck.reference.server import LISTEN_FAILED_EXIT
 def held_port() -> Iterator[int]:
     """A port taken by a listener of the test (as another program could take one)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", rc.free_port()))
+        s.bind(("127.0.0.1", 0))
         s.listen()
         yield s.getsockname()[1]
 
@@ -56,14 +60,86 @@ def test_no_pool_when_the_ephemeral_range_covers_every_port() -> None:
         rc.port_pool((1024, 65535))
 
 
-def test_handed_out_ports_are_outside_the_ephemeral_range_distinct_and_bindable() -> None:
+def test_held_ports_are_outside_the_ephemeral_range_distinct_and_held() -> None:
     low, high = rc.ephemeral_range()
-    ports = [rc.free_port() for _ in range(200)]
-    assert len(set(ports)) == len(ports)
-    assert all(not low <= p <= high for p in ports), (low, high, ports)
-    for p in ports:  # a member could bind every one of them now
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", p))
+    with rc.PortHold() as hold:
+        ports = [hold.take() for _ in range(200)]
+        assert len(set(ports)) == len(ports)
+        assert all(not low <= p <= high for p in ports), (low, high, ports)
+        assert not any(rc.port_is_free(p) for p in ports)  # no one else can bind them now
+    assert all(rc.port_is_free(p) for p in ports)  # released
+    with rc.PortHold() as hold:  # and not handed out again by this process
+        assert not set(ports) & {hold.take() for _ in range(200)}
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def _bind(port: int, reuseaddr: bool) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        if reuseaddr:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+
+
+def test_a_held_port_admits_no_other_socket() -> None:
+    """Held (bound exclusively, not listening): no other bind, with SO_REUSEADDR or without,
+    and a connection is refused."""
+    with rc.PortHold() as hold:
+        port = hold.take()
+        for reuseaddr in (False, True):
+            with pytest.raises(OSError, match="Address already in use"):
+                _bind(port, reuseaddr)
+        assert not _connects(port)
+
+
+def test_a_member_listens_on_the_sockets_it_is_handed_and_again_after_kill_9(tmp_path: Path) -> None:
+    """start_cluster hands each member its held sockets and keeps no copy (a killed member's
+    ports refuse connections); held again past the TIME_WAITs the kill left, they are handed
+    to the restarted member, which serves on them."""
+    info = rc.start_cluster(tmp_path / "c", 1)
+    try:
+        node = info.nodes[0]
+        args = Path(f"/proc/{node.pid}/cmdline").read_bytes().decode().split("\0")
+        handed = sorted(args[i + 1].split("=")[0] for i, a in enumerate(args) if a == "--listen-fd")
+        assert handed == ["client", "metrics", "peer"], args
+        metrics_port = int(node.metrics.rsplit(":", 1)[1])
+        for _ in range(3):  # HTTP/1.0: the member closes first, leaving TIME_WAITs on its port
+            assert b"kvcheck_server_applied_index" in urllib.request.urlopen(f"http://{node.metrics}/metrics").read()
+        rc.kill_node(info, node)  # bounded: on a loaded machine the process may outlive it
+        deadline = time.monotonic() + 60
+        while rc.process_state(node) != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _connects(metrics_port)
+        assert not rc.port_is_free(metrics_port)  # the TIME_WAITs: an exclusive bind is refused
+        with rc.PortHold() as hold:
+            roles = rc.member_roles(node)
+            assert all(hold.hold_again(a) for a in roles.values())
+            rc.launch_held(info, node, hold)
+            assert hold.sockets == {}
+        rc.wait_for_leader(info, 60, launched=[node])
+        assert b"kvcheck_server_applied_index" in urllib.request.urlopen(f"http://{node.metrics}/metrics").read()
+    finally:
+        rc.stop_cluster(info)
+
+
+def test_a_member_refuses_an_inherited_socket_bound_elsewhere(tmp_path: Path) -> None:
+    with rc.PortHold() as hold:
+        peer, client, other = hold.address(), hold.address(), hold.address()
+        fd = hold.sockets[int(other.rsplit(":", 1)[1])].fileno()
+        hold.release(peer, client)  # the member binds these itself (held, they would refuse it)
+        cmd = [sys.executable, "-m", rc.SERVER_MODULE, "--id", "1", "--data-dir", str(tmp_path / "d"),
+               "--listen-peer", peer, "--listen-client", client, "--listen-fd", f"client={fd}",
+               "--member", f"1,node1,{peer},{client}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, pass_fds=[fd])
+    assert proc.returncode == LISTEN_FAILED_EXIT, proc.stderr
+    assert f"member 1 cannot listen for client connections on {client}: inherited descriptor {fd} is " in proc.stderr
+    assert f"not a TCP socket bound to {client}" in proc.stderr
 
 
 def test_outgoing_connections_never_take_a_pool_port() -> None:
@@ -84,22 +160,33 @@ def test_outgoing_connections_never_take_a_pool_port() -> None:
     assert not sources & pool
 
 
-def test_a_taken_port_is_passed_over_and_an_exhausted_pool_says_so(held_port: int) -> None:
-    spare = rc.free_port()
-    allocator = rc.PortAllocator(pool=[held_port, spare])
-    assert allocator.take() == spare
-    with pytest.raises(OSError, match=f"no free port on 127.0.0.1 in {min(held_port, spare)}-"):
-        allocator.take()  # the spare was handed out, the other one is held
+def test_a_taken_port_is_passed_over_and_an_exhausted_pool_says_so() -> None:
+    with rc.PortHold() as others, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:
+        held_elsewhere, spare = others.take(), others.take()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        others.release(f"127.0.0.1:{spare}")
+        pool = [held_elsewhere, listening.getsockname()[1], spare]
+        with rc.PortHold(rc.PortAllocator(pool=pool)) as hold:
+            assert hold.take() == spare
+            with pytest.raises(OSError, match=f"no free port on 127.0.0.1 in {min(pool)}-{max(pool)}"):
+                hold.take()  # the spare was handed out, the other two are taken
 
 
 @pytest.mark.parametrize("role", ["peer", "client", "metrics"])
 def test_a_member_whose_port_is_taken_exits_naming_the_address(tmp_path: Path, held_port: int, role: str) -> None:
-    addr = {r: f"127.0.0.1:{rc.free_port()}" for r in ("peer", "client", "metrics")}
+    hold = rc.PortHold()
+    addr = {r: hold.address() for r in ("peer", "client", "metrics")}
     addr[role] = taken = f"127.0.0.1:{held_port}"
     cmd = [sys.executable, "-m", rc.SERVER_MODULE, "--id", "1", "--data-dir", str(tmp_path / "d"),
            "--listen-peer", addr["peer"], "--listen-client", addr["client"],
            "--listen-metrics", addr["metrics"], "--member", f"1,node1,{addr['peer']},{addr['client']}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    with hold:  # the other two are handed over as a launcher does; the taken one is bound by address
+        handed = hold.held(addr)
+        for r, sock in handed.items():
+            cmd += ["--listen-fd", f"{r}={sock.fileno()}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                              pass_fds=[sock.fileno() for sock in handed.values()])
     assert proc.returncode == LISTEN_FAILED_EXIT, proc.stderr
     assert f"member 1 cannot listen for {role} connections on {taken}: Address already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -107,13 +194,13 @@ def test_a_member_whose_port_is_taken_exits_naming_the_address(tmp_path: Path, h
 
 def test_start_cluster_reports_the_member_that_cannot_listen(
         tmp_path: Path, held_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = rc.free_port
+    real = rc.PortHold.take
     ports = iter([held_port])  # node1's peer port is taken by another program
 
-    def free_port() -> int:
-        return next(ports, None) or real()
+    def take(self: rc.PortHold) -> int:
+        return next(ports, None) or real(self)
 
-    monkeypatch.setattr(rc, "free_port", free_port)
+    monkeypatch.setattr(rc.PortHold, "take", take)
     with pytest.raises(rc.MemberFailed) as failed:
         rc.start_cluster(tmp_path / "c", 3, wait=60)
     message = str(failed.value)

@@ -385,8 +385,14 @@ def test_member_add_then_remove(fresh_cluster: ClusterInfo) -> None:
         return result.exit_code == 0  # learner_not_ready until the leader has seen it catch up
 
     wait_until(promoted, 20, "the learner to be promotable")
-    status = statuses(info)[4]
-    assert isinstance(status, dict) and 4 in status["voters"]
+
+    def voter_in(member: int) -> bool:
+        status = statuses(info)[member]
+        return isinstance(status, dict) and 4 in status["voters"]
+
+    leader = wait_for_leader(info, 30)
+    assert voter_in(leader)  # the promotion was acknowledged: applied on the leader
+    wait_until(lambda: voter_in(4), 10, "member 4 to apply its own promotion")  # one apply behind, at most
     trio.run(write, "m4")
     members = json.loads(ctl_run(info.path, "-w", "json", "member", "list"))["members"]
     assert sorted(m["id"] for m in members) == [1, 2, 3, 4]

@@ -1,0 +1,1 @@
+"""kvcheck serve: a web UI over a run store and a key browser for a live cluster."""
