@@ -521,8 +521,17 @@ def _summary_html(results: Mapping[str, Any], timeline: Mapping[str, Any], n_eve
         extra += f'<dt>check time</dt><dd id="check-seconds">{_seconds(results["check_seconds"])}</dd>'
     findings = results.get("findings")
     if isinstance(findings, list) and findings:
-        extra += (f'<dt>findings</dt><dd><a href="#findings">{len(findings)} internal invariant '
-                  f'finding{"s" if len(findings) != 1 else ""}</a></dd>')
+        n = _findings_total(findings)
+        logs = _findings_logs(findings)
+        extra += (f'<dt>findings</dt><dd><a href="#findings">{n} internal invariant '
+                  f'finding{"s" if n != 1 else ""}</a>{" (see " + _e(logs) + ")" if logs else ""}</dd>')
+    internal = results.get("internal")
+    if isinstance(internal, dict) and isinstance(internal.get("liveness"), dict):
+        extra += ('<dt>liveness</dt><dd class="v-invalid">'
+                  + "<br>".join(_e(str(t)) for t in internal["liveness"].get("explanation", [])) + "</dd>")
+    stopped = (results.get("run") or {}).get("stopped") if isinstance(results.get("run"), dict) else None
+    if stopped:
+        extra += f"<dt>stopped early</dt><dd>{_e(str(stopped))}</dd>"
     jump = ""
     if has_anomaly:
         jump = '<p class="jump"><a id="jump-to-anomaly" href="#anomaly">Jump to the anomaly ↓</a></p>'
@@ -786,11 +795,30 @@ def _logs_html(logs: Mapping[str, str]) -> str:
             "suffered.</p>" + "".join(parts) + "</section>")
 
 
+def _findings_total(findings: list[Any]) -> int:
+    """Findings counted one per occurrence (a grouped finding is ``{"finding", "count", ...}``)."""
+    return sum(f.get("count", 1) if isinstance(f, dict) else 1 for f in findings)
+
+
+def _findings_logs(findings: list[Any]) -> str:
+    members = sorted({m for f in findings if isinstance(f, dict) for m in f.get("members", [])
+                      if isinstance(m, int)})
+    return ", ".join(f"node{m}.log" for m in members)
+
+
+def _finding_text(f: Any) -> str:
+    if isinstance(f, dict) and "finding" in f:
+        members = ",".join(f"n{m}" for m in f.get("members", []))
+        return f"x{f.get('count', 1)} from {f.get('first_time')}s on {members}: {f['finding']}"
+    return short_value(f, 2000)
+
+
 def _findings_html(findings: Any) -> str:
-    """Internal invariant findings the store reported during the run (results["findings"])."""
+    """Internal invariant findings the store reported during the run (results["findings"]):
+    each distinct one once, with how often, from when and on which members."""
     if not isinstance(findings, list) or not findings:
         return ""
-    items = "".join(f"<li><code>{_e(short_value(f, 2000))}</code></li>" for f in findings[:500])
+    items = "".join(f"<li><code>{_e(_finding_text(f))}</code></li>" for f in findings[:500])
     more = f'<p class="note">… {len(findings) - 500} more in results.json.</p>' if len(findings) > 500 else ""
     return (f'<section id="findings"><h2>Internal invariant findings</h2><p class="note">Reported by the '
             f"store's own checks during the run; the verdict above comes from the history alone.</p>"

@@ -366,6 +366,7 @@ class Node:
         self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
         self._in_ready = False  # a Ready is outstanding: inputs to the core wait in _deferred
         self._deferred: list[Callable[[], None]] = []
+        self._snapshot_now = False  # a member was added: snapshot after this Ready
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -402,6 +403,9 @@ class Node:
             self.term, self.commit = state.hard_state.term, state.hard_state.commit
         if state.entries:
             self.storage.append(state.entries)
+        hs = state.hard_state
+        if hs is not None and self.bugs.fire("applied_index_not_atomic", hs.commit > applied):
+            applied = hs.commit  # BUG applied_index_not_atomic: restart trusts an applied index its state lacks
         fresh = state.snapshot is None and state.hard_state is None and not state.entries
         cfg = raft.Config(
             id=self.id, election_tick=self.config.election_tick,
@@ -589,7 +593,7 @@ class Node:
                 self._in_ready = False
             self._run_deferred()
             self._issue_reads()
-            if self.applied - self.snapshot_index >= self.config.snapshot_count:
+            if self._snapshot_now or self.applied - self.snapshot_index >= self.config.snapshot_count:
                 await self._maybe_snapshot()
 
     async def _handle_ready(self, raw: raft.RawNode, rd: raft.Ready) -> None:
@@ -619,9 +623,15 @@ class Node:
         # 1. persist
         if snap is not None:
             await self.disk.save_snapshot(snap)
+        sync = rd.must_sync
+        hs = rd.hard_state
+        if self.bugs.fire("vote_not_durable", sync and not rd.entries and hs is not None and (hs.term, hs.vote) != self._durable_term_vote):
+            sync = False  # BUG vote_not_durable: the new term and vote go out before an fsync
+        if self.bugs.fire("ack_before_durable", sync and bool(rd.entries)):
+            sync = False  # BUG ack_before_durable: appended entries are acknowledged (and counted) unsynced
         if rd.entries or rd.hard_state is not None:
-            await self.disk.save(rd.hard_state, rd.entries, rd.must_sync)
-            if rd.must_sync:
+            await self.disk.save(rd.hard_state, rd.entries, sync)
+            if sync:
                 self.metrics.fsyncs += 1
         if snap is not None:
             self.storage.apply_snapshot(snap)
@@ -725,6 +735,11 @@ class Node:
             if cc.node_id == self.id:
                 self.removed.set()
         else:
+            if self.snapshot_index > 0:
+                # A member that joins after our latest snapshot could never restore it (it is not
+                # in that snapshot's configuration) once the log before it is compacted: take a
+                # snapshot that includes it, at the end of this Ready.
+                self._snapshot_now = True
             learner = cc.type is raft.ConfChangeType.ADD_LEARNER
             old = self.members.get(cc.node_id)
             base = member or old or Member(cc.node_id, f"node{cc.node_id}")
@@ -745,8 +760,9 @@ class Node:
             waiter.resolve(self.applied)
 
     async def _maybe_snapshot(self) -> None:
-        if self.applied - self.snapshot_index < self.config.snapshot_count:
+        if not self._snapshot_now and self.applied - self.snapshot_index < self.config.snapshot_count:
             return
+        self._snapshot_now = False
         index = self.applied
         if index <= self.storage.snapshot().meta.index or index > self.storage.last_index():
             return
@@ -919,7 +935,8 @@ class Node:
         self._read_batch.append(waiter)
         self._kick()
         index: int = await waiter.wait()
-        await self.wait_applied(index, timeout)
+        if not self.bugs.fire("read_before_apply", self.applied < index):
+            await self.wait_applied(index, timeout)
         return index
 
     async def wait_applied(self, index: int, timeout: float | None = None) -> None:
@@ -933,7 +950,7 @@ class Node:
         """A read: serializable ones from local state; linearizable ones after ReadIndex."""
         self._rawnode()
         if not req.serializable:
-            if self.bugs.local_reads:
+            if self.bugs.fire("local_reads"):
                 pass  # BUG local_reads: serve a linearizable read from local state, no ReadIndex
             else:
                 await self.read_barrier(timeout)
@@ -1137,6 +1154,8 @@ class Node:
             "watchers": len(self._watches),
             "db_size": self.db_size,
             "findings": list(self.findings),
+            # bug switches that fired in this process, and how often (reference.bugs)
+            "bugs_fired": dict(self.bugs.counter.counts) if self.bugs.counter is not None else {},
         }
 
     def snapshot_document(self) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from typing import Any
 import trio
 
 from kvcheck.reference import raft
-from kvcheck.reference.bugs import NO_BUGS, Bugs
+from kvcheck.reference.bugs import NO_BUGS, BugCounter, Bugs
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.node import Member, Node, NodeConfig, TrioClock
 from kvcheck.reference.tls import TLSFiles, client_context, server_context
@@ -845,7 +845,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(node=node_config_from_args(args), data_dir=args.data_dir,
                          listen_peer=args.listen_peer, listen_client=args.listen_client,
                          members=args.member, listen_metrics=args.listen_metrics, join=args.join,
-                         tls=tls, seed=args.seed, bugs=Bugs.from_names(args.bug),
+                         tls=tls, seed=args.seed, bugs=Bugs.from_names(args.bug).counting(BugCounter(
+                             on_first=lambda name: log.warning("bug switch %s fired (first time)", name))),
                          listen_fds=dict(args.listen_fd))
 
 

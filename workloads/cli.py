@@ -63,17 +63,29 @@ def _internal_errors() -> Iterator[None]:
               help="--target etcd: test this existing cluster instead of starting one (no faults).")
 @click.option("--etcd-pre-vote/--no-etcd-pre-vote", default=False, show_default=True,
               help="--target etcd: start members with --pre-vote (etcd 3.4's default is off).")
+@click.option("--wall-budget", type=float, default=300.0, show_default=True,
+              help="Wall-clock seconds a simulated run may take; then it stops and what it "
+                   "recorded is checked (0: no limit).")
+@click.option("--fail-on-findings/--no-fail-on-findings", default=True, show_default=True,
+              help="Exit 1 when the store reports internal invariant findings or the cluster "
+                   "does not recover, even if the history is valid.")
+@click.option("--swarm", is_flag=True, default=False,
+              help="Each seed draws its own fault kinds (from --faults, or all), fault rate, "
+                   "durations and overlaps, timeouts, network, perturbations, clients and keys; "
+                   "options given explicitly are kept.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run_command(workload: str, faults: str, target: str, nodes: int, concurrency: int, time_limit: float,
-                rate: float | None, seed: int | None, test_count: int, check_timeout: float,
-                client_timeout: float, keys: int, bugs: tuple[str, ...], store: Path,
-                etcd_endpoints: str, etcd_pre_vote: bool, progress: bool) -> int:
+@click.pass_context
+def run_command(ctx: click.Context, workload: str, faults: str, target: str, nodes: int, concurrency: int,
+                time_limit: float, rate: float | None, seed: int | None, test_count: int,
+                check_timeout: float, client_timeout: float, keys: int, bugs: tuple[str, ...],
+                store: Path, etcd_endpoints: str, etcd_pre_vote: bool, wall_budget: float,
+                fail_on_findings: bool, swarm: bool, progress: bool) -> int:
     """Run a workload against a cluster under faults, check the history, write a report.
 
     Writes STORE/<workload>/<timestamp>/ (config.json, history.jsonl, results.json,
     report.html, node logs); STORE/latest points to the newest run.
     """
-    from kvcheck.workloads.run import run_once, worst
+    from kvcheck.workloads.run import run_once, verdict_code, worst
 
     if test_count < 1:
         raise UsageError(f"--test-count must be at least 1, not {test_count}")
@@ -83,13 +95,15 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
     endpoints = [e.strip() for e in etcd_endpoints.split(",") if e.strip()]
     if endpoints and target != "etcd":
         raise UsageError("--etcd-endpoints needs --target etcd")
+    pinned = {name for name in ("nodes", "concurrency", "rate", "client_timeout", "keys")
+              if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     codes: list[int] = []
     for i in range(test_count):
         config = RunConfig(workload=workload, faults=kinds, target=target, nodes=nodes,
                            concurrency=concurrency, time_limit=time_limit, rate=rate or None,
                            seed=seed + i,
                            check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
-                           bugs=list(bugs))
+                           bugs=list(bugs), wall_budget=wall_budget or None)
         if target == "etcd":
             config.etcd.update(endpoints=endpoints, pre_vote=etcd_pre_vote)
             if nodes != 5 and endpoints:
@@ -98,6 +112,10 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
                 from kvcheck.workloads.etcd.cluster import etcd_binary
 
                 etcd_binary()  # exit 64 naming the package when etcd is not installed
+        if swarm:
+            from kvcheck.workloads.swarm import draw_swarm
+
+            draw_swarm(config, pinned)
         try:
             config.validate()
         except ConfigError as exc:
@@ -105,7 +123,11 @@ def run_command(workload: str, faults: str, target: str, nodes: int, concurrency
             raise UsageError(f"--{field_name.replace('_', '-')}:{problem}") from None
         with _internal_errors():
             outcome = run_once(config, store, progress=progress, echo=click.echo)
-        codes.append(outcome.code)
+        if outcome.results["run"].get("interrupted"):
+            raise KvcheckError(f"interrupted; what was recorded is checked in {outcome.run_dir}",
+                               ExitCode.INTERRUPTED)
+        codes.append(outcome.code if fail_on_findings else
+                     int(verdict_code(outcome.results.get("checkers_valid", outcome.results["valid"]))))
     if test_count > 1:
         counts = {name: codes.count(int(code)) for name, code in
                   (("valid", ExitCode.VALID), ("invalid", ExitCode.INVALID), ("unknown", ExitCode.UNKNOWN))}

@@ -6,7 +6,10 @@ every other parameter that shapes a run, written out in full so a replay never d
 the code's defaults: ``network`` (the simulated network's link latency range, jitter, time
 grid, client latency, baseline loss and duplication) and ``node`` (every ``NodeConfig``
 field: tick interval, election and heartbeat ticks, snapshot count, request timeout, ...),
-plus the final-read and startup times. ``kvcheck replay`` reads config.json back with
+plus the final-read and startup times, the rare-path perturbation probabilities
+(``perturb``), the clients' per-attempt timeout, the wall-clock budget and, for ``--swarm``
+runs, the record of what the seed drew (``swarm``; the drawn values are already in the
+other fields, so a replay never draws again). ``kvcheck replay`` reads config.json back with
 ``RunConfig.from_json``, which validates every field and names the one that is wrong, and
 re-runs it exactly: the schedule is taken from the file, not drawn again. A file written
 before these sections existed (config version 1) is read with the values pinned for that
@@ -24,7 +27,14 @@ from typing import Any
 from kvcheck.reference.bugs import Bugs
 from kvcheck.reference.node import NodeConfig
 from kvcheck.workloads.determinism import substream
-from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, Fault, make_schedule, parse_faults
+from kvcheck.workloads.nemesis import (
+    SIM_ONLY_KINDS,
+    Fault,
+    make_schedule,
+    make_swarm_schedule,
+    parse_faults,
+)
+from kvcheck.workloads.sim.perturb import PERTURB_DEFAULTS
 from kvcheck.workloads.workload import WORKLOADS
 
 TARGETS = ("sim", "local", "etcd")
@@ -103,6 +113,18 @@ class RunConfig:
     node: dict[str, Any] = field(default_factory=node_defaults)
     final_read_time: float = 10.0  # the final phase's reads after recovery, seconds
     startup_timeout: float = 10.0  # the cluster's time to elect a leader before time 0
+    # Rare-path perturbation of the simulation (workloads/sim/perturb.py): probabilities, all
+    # 0 unless drawn by --swarm. A config.json without this section ran without it.
+    perturb: dict[str, float] = field(default_factory=lambda: dict(PERTURB_DEFAULTS))
+    # Each attempt of a client request (one member) gives up after this many seconds and the
+    # request is retried elsewhere with the same (client id, seq); None: one attempt may take
+    # the whole client timeout (a config.json without it).
+    client_attempt_timeout: float | None = None
+    # --swarm: what this seed drew (the parameters above are already set from it), or None.
+    swarm: dict[str, Any] | None = None
+    # Wall-clock seconds a simulated run may take before it is stopped (and what it recorded
+    # checked); None: no limit. Only a run that hits it depends on the machine's speed.
+    wall_budget: float | None = 300.0
     version: int = CONFIG_VERSION
     etcd: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(ETCD_DEFAULTS))
 
@@ -145,8 +167,23 @@ class RunConfig:
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"{name}: must be a positive number of seconds, not {v}")
+        if self.wall_budget is not None and not self.wall_budget > 0:
+            raise ConfigError(f"wall_budget: must be positive seconds or null, not {self.wall_budget}")
+        if self.client_attempt_timeout is not None and not self.client_attempt_timeout > 0:
+            raise ConfigError(f"client_attempt_timeout: must be positive seconds or null, "
+                              f"not {self.client_attempt_timeout}")
         self._validate_network()
         self._validate_node()
+        self._validate_perturb()
+
+    def _validate_perturb(self) -> None:
+        p = self.perturb
+        if not isinstance(p, dict):
+            raise ConfigError(f"perturb: expected an object, got {p!r}")
+        _check_keys("perturb", p, tuple(PERTURB_DEFAULTS))
+        for name, v in p.items():
+            if not (_is_number(v) and 0 <= v <= 1):
+                raise ConfigError(f"perturb.{name}: expected a probability in [0, 1], got {v!r}")
 
     def _validate_etcd(self) -> None:
         """The etcd section's shape (whether etcd is installed is asked when a run starts, so
@@ -214,6 +251,13 @@ class RunConfig:
             raise ConfigError(f"node: heartbeat_tick ({node['heartbeat_tick']}) must be below "
                               f"election_tick ({node['election_tick']})")
 
+    def recovery_bound(self) -> float:
+        """Seconds after the final heal within which the cluster must have a leader with
+        every member caught up: ten election timeouts (a few elections, each possibly split)
+        plus one client timeout, at least 5 s, at most ``recovery_timeout``."""
+        election = self.node["election_tick"] * self.node["tick_interval"]
+        return min(self.recovery_timeout, max(5.0, 10 * election + self.client_timeout))
+
     def node_config(self, node_id: int, name: str) -> NodeConfig:
         """The NodeConfig of one member of this run."""
         return dataclasses.replace(NodeConfig(id=node_id, name=name), **self.node)
@@ -223,10 +267,17 @@ class RunConfig:
         return list(range(1, self.nodes + 1))
 
     def with_schedule(self) -> RunConfig:
-        """This config with its fault schedule drawn from the seed (if it has none yet)."""
+        """This config with its fault schedule drawn from the seed (if it has none yet): a
+        swarm run's from the schedule shape it drew (overlapping faults, state targets)."""
         if not self.schedule and self.faults:
-            self.schedule = make_schedule(self.faults, self.node_ids, self.time_limit,
-                                          substream(self.seed, "schedule"))
+            rng = substream(self.seed, "schedule")
+            shape = (self.swarm or {}).get("schedule")
+            if shape:
+                self.schedule = make_swarm_schedule(
+                    self.faults, self.node_ids, self.time_limit, rng, gap=shape["gap"],
+                    duration=tuple(shape["duration"]), max_overlap=shape["max_overlap"])
+            else:
+                self.schedule = make_schedule(self.faults, self.node_ids, self.time_limit, rng)
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -243,6 +294,11 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown field(s) {', '.join(unknown)}")
         kwargs = dict(d)
+        # Sections added later within version 2: absent means the run did without them.
+        kwargs.setdefault("perturb", dict(PERTURB_DEFAULTS))
+        kwargs.setdefault("client_attempt_timeout", None)
+        kwargs.setdefault("swarm", None)
+        kwargs.setdefault("wall_budget", None)
         if kwargs.get("version", CONFIG_VERSION) == 1:
             for name, value in V1_PARAMETERS.items():
                 kwargs.setdefault(name, copy.deepcopy(value))
@@ -259,7 +315,7 @@ class RunConfig:
         for name, typ in types.items():
             if name in kwargs and (not isinstance(kwargs[name], typ) or isinstance(kwargs[name], bool)):
                 raise ConfigError(f"{name}: expected {getattr(typ, '__name__', 'a number')}, got {kwargs[name]!r}")
-        for name in ("rate", "check_timeout"):
+        for name in ("rate", "check_timeout", "client_attempt_timeout", "wall_budget"):
             v = kwargs.get(name)
             if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
                 raise ConfigError(f"{name}: expected a number or null, got {v!r}")
@@ -267,6 +323,8 @@ class RunConfig:
             v = kwargs.get(name, [])
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ConfigError(f"{name}: expected a list of names, got {v!r}")
+        if kwargs["swarm"] is not None and not isinstance(kwargs["swarm"], dict):
+            raise ConfigError(f"swarm: expected an object or null, got {kwargs['swarm']!r}")
         if kwargs.get("version", CONFIG_VERSION) != CONFIG_VERSION:
             raise ConfigError(f"version: this kvcheck reads config version {CONFIG_VERSION}, not {kwargs['version']}")
         for name in V1_PARAMETERS:

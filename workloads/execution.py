@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,3 +63,22 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def group_findings(events: Sequence[tuple[float, int, str]]) -> list[dict[str, Any]]:
+    """A store's internal invariant findings, each distinct one once: ``{"finding", "count",
+    "first_time" (seconds on the history's clock), "members"}``, in order of first
+    appearance. Findings that differ only in the member they name ("node 3") are one."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for t, member, text in events:
+        key = _MEMBER.sub("node N", text)
+        g = grouped.get(key)
+        if g is None:
+            g = grouped[key] = {"finding": text, "count": 0, "first_time": round(t, 4), "members": []}
+        g["count"] += 1
+        if member not in g["members"]:
+            g["members"].append(member)
+    return list(grouped.values())
+
+
+_MEMBER = re.compile(r"\bnode \d+\b")

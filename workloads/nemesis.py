@@ -14,23 +14,36 @@ links). Each start and stop is a pair of nemesis ops in the history: an ``invoke
 the action and an ``info`` after it, f ``start-<kind>`` / ``stop-<kind>``, process
 ``"nemesis"``.
 
+Faults of a ``make_schedule`` schedule never overlap. A swarm schedule
+(``make_swarm_schedule``, used by ``kvcheck run --swarm``) draws fault starts as a random
+process with the seed's own rate and durations, so faults of different kinds overlap (a
+partition during a kill); two faults of one kind never do.
+
 Kinds and their parameters:
 - partition: shape ``halves`` | ``isolate-one`` | ``isolate-leader`` | ``majorities-ring`` |
-  ``bridge`` | ``one-way``, resolved to a list of blocked directed links ``[src, dst]``.
+  ``bridge`` | ``one-way``, resolved to a list of blocked directed links ``[src, dst]``;
+  with ``hold`` (swarm, simulation only) a blocked link buffers its messages and delivers
+  them all when the partition heals instead of dropping them.
 - kill / pause: ``target`` ``one`` | ``minority`` | ``leader`` (kill -9 + restart;
-  SIGSTOP + SIGCONT).
+  SIGSTOP + SIGCONT); swarm schedules add the state-driven targets of ``STATE_TARGETS``:
+  ``new-leader`` (wait for the next election and hit the member that just won it),
+  ``most-behind`` (the member with the lowest applied index) and ``acked`` (wait for a
+  follower to acknowledge an append and hit it at that instant). A target that cannot see
+  that state (the local target) or where it does not happen in time falls back to
+  ``leader`` or a random member; the nemesis op's value records what was hit.
 - clock: one node's clock: ``skew`` (rate), ``bump`` (offset seconds) or ``strobe`` (offset
   flipping every ``period`` seconds); stop resets the clock.
 - packet: ``loss`` (probability), ``delay`` (extra mean seconds) or ``duplicate``
   (probability) on every link.
 - disk: a node loses power: what it had not fsynced is lost and its last write may be torn;
-  stop restarts it.
+  stop restarts it. ``node`` fixed in the schedule, or (swarm) a ``target`` as for kill.
 - member: remove a node from the cluster (a Raft conf change); stop adds it back with an
   empty data directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -47,6 +60,9 @@ PARTITION_SHAPES: tuple[str, ...] = (
     "halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "one-way",
 )
 SIM_ONLY_KINDS: tuple[str, ...] = ("clock", "disk")
+NODE_TARGETS: tuple[str, ...] = ("one", "minority", "leader")
+# Targets chosen from the cluster's state when the fault starts (see the module doc).
+STATE_TARGETS: tuple[str, ...] = ("new-leader", "most-behind", "acked")
 
 
 def parse_faults(spec: str | Sequence[str] | None) -> list[str]:
@@ -101,15 +117,29 @@ def _round(x: float) -> float:
     return round(x, 3)
 
 
-def _params(kind: str, nodes: Sequence[int], rng: random.Random) -> dict[str, Any]:
+def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool = False) -> dict[str, Any]:
+    """One fault's parameters. ``swarm`` adds the state-driven targets (and gives disk and
+    member faults one); without it the draws are exactly those of earlier versions."""
+    targets = NODE_TARGETS + STATE_TARGETS if swarm else NODE_TARGETS
+    if kind == "partition" and swarm:
+        # hold: the cut links buffer their messages and deliver them all at the heal, as TCP
+        # connections that survive a partition do (an old leader's appends arrive late).
+        return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30),
+                "hold": rng.random() < 0.5}
     if kind == "partition":
         return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
     if kind in ("kill", "pause"):
-        target = rng.choice(("one", "minority", "leader"))
+        target = rng.choice(targets)
         return {"target": target, "seed": rng.randrange(1 << 30)}
+    if swarm and kind in ("disk", "member"):
+        p: dict[str, Any] = {"target": rng.choice(tuple(t for t in targets if t != "minority")),
+             "seed": rng.randrange(1 << 30)}
+        if kind == "disk":
+            p["torn"] = rng.random() < 0.5
+        return p
     if kind == "clock":
         mode = rng.choice(("skew", "bump", "strobe"))
-        p: dict[str, Any] = {"mode": mode, "node": rng.choice(list(nodes))}
+        p = {"mode": mode, "node": rng.choice(list(nodes))}
         if mode == "skew":
             p["rate"] = _round(rng.choice((rng.uniform(0.5, 0.8), rng.uniform(1.25, 2.0))))
         elif mode == "bump":
@@ -151,6 +181,42 @@ def make_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
         stop = base + length * rng.uniform(0.8, 0.95)
         faults.append(Fault(kind, _round(start), _round(stop), _params(kind, nodes, rng)))
     return faults
+
+
+def make_swarm_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
+                        rng: random.Random, *, gap: float, duration: tuple[float, float],
+                        max_overlap: int) -> list[Fault]:
+    """Faults whose starts are a random process (mean ``gap`` seconds apart), each lasting
+    ``duration`` [low, high] seconds, at most ``max_overlap`` at once and never two of one
+    kind at once; the first ones deal every kind once (shuffled), the rest draw at random."""
+    if not kinds or time_limit <= 0:
+        return []
+    faults: list[Fault] = []
+    order = list(kinds)
+    rng.shuffle(order)
+    t = rng.uniform(0.2, gap)
+    while t < time_limit - 0.5:
+        active = [f for f in faults if f.stop > t]
+        busy = {f.kind for f in active}
+        free = [k for k in order if k not in busy]
+        if len(active) < max_overlap and free:
+            dealt = {f.kind for f in faults}
+            fresh = [k for k in free if k not in dealt]
+            kind = fresh[0] if fresh else rng.choice(free)
+            stop = min(t + rng.uniform(*duration), time_limit - 0.1)
+            faults.append(Fault(kind, _round(t), _round(max(stop, t)), _params(kind, nodes, rng, swarm=True)))
+        t += rng.expovariate(1.0 / gap)
+    return faults
+
+
+def overlapping(schedule: Sequence[Fault]) -> bool:
+    """Whether any two faults of the schedule are active at once."""
+    end = -math.inf
+    for f in sorted(schedule, key=lambda f: (f.start, f.stop)):
+        if f.start < end:
+            return True
+        end = max(end, f.stop)
+    return False
 
 
 # -- partition shapes ------------------------------------------------------------------
@@ -275,6 +341,21 @@ class FaultTarget(Protocol):
         ...
 
 
+class StateTarget(Protocol):
+    """What a target that can see the cluster's state offers for ``STATE_TARGETS`` (the
+    simulation does; others fall back, see ``Nemesis.resolve``)."""
+
+    async def most_behind(self) -> int | None: ...
+
+    async def next_leader(self, timeout: float) -> int | None:
+        """The member that wins the next election within ``timeout`` seconds (None if none)."""
+        ...
+
+    async def next_acker(self, timeout: float) -> int | None:
+        """The next follower that acknowledges an append within ``timeout`` seconds."""
+        ...
+
+
 class Nemesis:
     """Runs a schedule against a target, recording each start and stop."""
 
@@ -289,21 +370,62 @@ class Nemesis:
         self.healed: dict[str, int] = {}
         self.on_fault = on_fault
         self._strobe_scope: trio.CancelScope | None = None
+        # Overlapping faults run in tasks of their own, but the history allows one open op per
+        # process: their actions (invoke .. completion) take turns. (No lock otherwise, so a
+        # schedule without overlaps runs exactly as it always has.)
+        self._turn: trio.Lock | None = trio.Lock() if overlapping(self.schedule) else None
+
+    def _one_at_a_time(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._turn if self._turn is not None else contextlib.nullcontext()
 
     async def run(self, time_origin: float) -> None:
         """Run every fault of the schedule; times are seconds after ``time_origin``
-        (``trio.current_time()`` at the workload start)."""
+        (``trio.current_time()`` at the workload start). Overlapping faults run in tasks of
+        their own; a schedule without overlaps runs in this one task, as it always has."""
+        if overlapping(self.schedule):
+            async with trio.open_nursery() as nursery:
+                for fault in self.schedule:
+                    nursery.start_soon(self._run_one, fault, time_origin)
+            return
         for fault in self.schedule:
-            await trio.sleep_until(time_origin + fault.start)
-            resolved = await self.start(fault)
-            await trio.sleep_until(time_origin + fault.stop)
+            await self._run_one(fault, time_origin)
+
+    async def _run_one(self, fault: Fault, time_origin: float) -> None:
+        await trio.sleep_until(time_origin + fault.start)
+        resolved = await self.start(fault)
+        await trio.sleep_until(time_origin + fault.stop)
+        if any(f is fault for f, _ in self.active):
             await self.stop(fault, resolved)
 
+    async def resolve(self, target: str, rng: random.Random, leader: int | None,
+                      wait: float) -> list[int]:
+        """The members a node target names now; a state target waits at most ``wait``
+        seconds for its event (the next election, the next append ack)."""
+        t: Any = self.target
+        found: int | None = None
+        if target == "most-behind" and hasattr(t, "most_behind"):
+            found = await t.most_behind()
+        elif target == "new-leader" and hasattr(t, "next_leader"):
+            found = await t.next_leader(wait)
+        elif target == "acked" and hasattr(t, "next_acker"):
+            found = await t.next_acker(wait)
+        if target in STATE_TARGETS:
+            if found is not None and found in self.target.node_ids:
+                return [found]
+            target = "leader" if target == "new-leader" else "one"
+            if target == "leader":
+                leader = await self.target.leader()
+        return pick_nodes(target, self.target.node_ids, rng, leader)
+
     async def heal_all(self) -> None:
-        """Stop every active fault (the final phase), in reverse order of starting."""
+        """Stop every active fault (the final phase), in reverse order of starting, and end
+        the target's background perturbation (if it has any) so recovery is judged in calm."""
         while self.active:
             fault, resolved = self.active[-1]
             await self.stop(fault, resolved)
+        quiesce = getattr(self.target, "quiesce", None)
+        if quiesce is not None:
+            await quiesce()
 
     async def start(self, fault: Fault) -> dict[str, Any]:
         # A fault action, once begun, completes (and is recorded) even if the main phase ends
@@ -318,23 +440,30 @@ class Nemesis:
         t = self.target
         leader = await t.leader()
         kind, p = fault.kind, fault.params
+        wait = (fault.stop - fault.start) / 2  # a state target's event must come in time
         value: dict[str, Any]
         if kind == "partition":
             blocked, desc = partition_links(p["shape"], t.node_ids, rng, leader)
             value = {"shape": p["shape"], **desc, "blocked": blocked}
+            if p.get("hold"):
+                value["hold"] = True
         elif kind in ("kill", "pause"):
-            value = {"target": p["target"], "nodes": pick_nodes(p["target"], t.node_ids, rng, leader)}
+            value = {"target": p["target"], "nodes": await self.resolve(p["target"], rng, leader, wait)}
         elif kind == "clock" or kind == "packet":
             value = dict(p)
+        elif kind == "disk" and "target" in p:
+            value = {"target": p["target"], "node": (await self.resolve(p["target"], rng, leader, wait))[0],
+                     "torn": p["torn"]}
         elif kind == "disk":
             value = {"node": p["node"], "torn": p["torn"]}
         elif kind == "member":
-            value = {"node": pick_nodes(p["target"], t.node_ids, rng, leader)[0]}
+            value = {"node": (await self.resolve(p["target"], rng, leader, wait))[0]}
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
-        inv = self.recorder.invoke("nemesis", f"start-{kind}", value)
-        outcome = await self._apply_start(kind, value)
-        self.recorder.complete(inv, "info", outcome)
+        async with self._one_at_a_time():
+            inv = self.recorder.invoke("nemesis", f"start-{kind}", value)
+            outcome = await self._apply_start(kind, value)
+            self.recorder.complete(inv, "info", outcome)
         self.active.append((fault, value))
         self.started[kind] = self.started.get(kind, 0) + 1
         if self.on_fault:
@@ -344,7 +473,10 @@ class Nemesis:
     async def _apply_start(self, kind: str, value: dict[str, Any]) -> dict[str, Any]:
         t = self.target
         if kind == "partition":
-            await t.block_links(value["blocked"])
+            if value.get("hold") and hasattr(t, "hold_links"):
+                await t.hold_links(value["blocked"])
+            else:
+                await t.block_links(value["blocked"])
         elif kind == "kill":
             for n in value["nodes"]:
                 await t.kill(n)
@@ -400,6 +532,10 @@ class Nemesis:
 
     async def _stop(self, fault: Fault, value: dict[str, Any]) -> None:
         self.active = [(f, v) for (f, v) in self.active if f is not fault]
+        async with self._one_at_a_time():
+            await self._stop_action(fault, value)
+
+    async def _stop_action(self, fault: Fault, value: dict[str, Any]) -> None:
         kind = fault.kind
         inv = self.recorder.invoke("nemesis", f"stop-{kind}", value)
         t = self.target

@@ -3,10 +3,18 @@
 A run writes ``store/<workload>/<timestamp>/``:
 - config.json — the ``RunConfig`` with its fault schedule (all a replay needs), written first;
 - history.jsonl — the recorded history (``Recorder``), written when the run ends;
-- results.json — ``{"valid", "checkers": {"linearizable": ...}, "run": {...}}``;
+- results.json — ``{"valid", "checkers_valid", "internal", "checkers": {...}, "run": {...},
+  "findings", "bugs"}``: ``checkers_valid`` is the checkers' verdict on the history alone;
+  ``internal`` what the store showed from inside (internal invariant findings, a liveness
+  anomaly when the cluster did not recover after the final heal, ``internal_problems``);
+  ``valid`` is false when either is (``--no-fail-on-findings`` exits on the checkers'
+  verdict only); ``findings`` each distinct finding once with count, first time and
+  members; ``bugs`` how often each enabled bug switch fired; ``run.stopped`` why a run ended
+  early (its wall-clock budget, Ctrl-C);
 - report.html (+ its DOT file) from ``kvcheck.checker.report``;
 - node logs (one file per node, from the target).
-``store/latest`` is a relative symlink to the newest run directory.
+``store/latest`` is a relative symlink to the newest run directory with results (it moves
+only once history.jsonl and results.json are written).
 
 ``execute`` runs the workload on the configured target (the simulation, or real processes)
 and returns the history; ``check_and_report`` checks it with the config's model and writes
@@ -98,7 +106,57 @@ def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[st
     options = CheckOptions(timeout=config.check_timeout, all_keys=True, **workload.check_options())
     results = results_json(run_checkers(workload.checkers, ops, options))
     findings = info.get("findings", [])
-    return {**results, "run": {**info, "summary": summarize(ops)}, "findings": findings}
+    internal = internal_problems(ops, config, info)
+    checkers_valid = results["valid"]
+    valid = False if internal["problems"] else checkers_valid
+    return {**results, "valid": valid, "checkers_valid": checkers_valid, "internal": internal,
+            "run": {**info, "summary": summarize(ops)}, "findings": findings,
+            "bugs": info.get("bugs", {"enabled": list(config.bugs)})}
+
+
+def internal_problems(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """What the run saw besides the history: the store's internal invariant findings and
+    whether the cluster recovered after the final heal (a liveness anomaly: no leader with
+    every member caught up within ``config.recovery_bound()``; keys none of whose final reads
+    succeeded are listed beside it). Either makes the run invalid, apart from the checkers'
+    verdicts."""
+    findings = info.get("findings") or []
+    total = sum(f.get("count", 1) if isinstance(f, dict) else 1 for f in findings)
+    out: dict[str, Any] = {"findings": total, "distinct_findings": len(findings), "liveness": None,
+                           "problems": []}
+    if total:
+        out["problems"].append(f"{total} internal invariant finding{'s' if total != 1 else ''}")
+    phases = info.get("phases")
+    if info.get("stopped") or not isinstance(phases, dict):
+        return out  # the run never reached its final phase: nothing to say about recovery
+    bound = config.recovery_bound()
+    took = phases["recovered"] - config.recovery_quiet - phases["healed"]
+    problems: list[str] = []
+    if not phases.get("healthy") or took > bound + 1e-6:
+        nodes = info.get("nodes") or {}
+        stuck = [f"n{i} {s.get('state')}" + (f" {s.get('role', '?').lower()} commit {s.get('commit')} "
+                                                f"applied {s.get('applied')}" if "commit" in s else "")
+                 for i, s in sorted(nodes.items(), key=lambda kv: int(kv[0])) if s.get("state") != "removed"]
+        problems.append(f"no leader with every member caught up within {bound:g}s of the final heal "
+                        f"({'never, in ' + format(config.recovery_timeout, 'g') + 's' if not phases.get('healthy') else format(took, '.3g') + 's'}): "
+                        + "; ".join(stuck))
+    start = phases["recovered"] * 1e9
+    final: dict[str, bool] = {}
+    for op in ops:
+        if op.is_nemesis or op.time is None or op.time < start or op.f != "read" or op.type == "invoke":
+            continue
+        key = str(op.key)
+        final[key] = final.get(key, False) or op.type == "ok"
+    # A key none of whose final reads succeeded is noted, not counted as a liveness anomaly:
+    # each final read is one call bounded by the client timeout (0.5 s in some swarm runs),
+    # too little to tell a stuck read path from a slow first read (clean swarm register seed
+    # 34: two final reads timed out after 0.5 s on a healthy cluster).
+    out["final_reads_unanswered"] = sorted(k for k, ok in final.items() if not ok)
+    if problems:
+        out["liveness"] = {"bound_seconds": bound, "recovery_seconds": round(took, 3),
+                           "healthy": bool(phases.get("healthy")), "explanation": problems}
+        out["problems"].append("liveness: " + "; ".join(problems))
+    return out
 
 
 def write_report(run_dir: Path, ops: list[Op], results: dict[str, Any], config: RunConfig) -> Path:
@@ -134,7 +192,6 @@ def run_once(config: RunConfig, store: Path, *, executor: Executor | None = None
     config.with_schedule()
     run_dir = new_run_dir(store, config.workload)
     (run_dir / "config.json").write_text(json.dumps(config.to_json(), indent=1) + "\n")
-    point_latest(store, run_dir)
     bar = Progress(config.time_limit, enabled=progress, desc=f"{config.workload} seed {config.seed}")
     bar.run_dir = run_dir
     t0 = time.perf_counter()
@@ -150,6 +207,7 @@ def run_once(config: RunConfig, store: Path, *, executor: Executor | None = None
         (run_dir / name).write_text(text)
     info = {**execution.info, "wall_seconds": round(wall, 3)}
     results = check_and_report(run_dir, execution.ops, config, info)
+    point_latest(store, run_dir)  # only a directory with its history and results
     code = int(verdict_code(results["valid"]))
     outcome = RunOutcome(run_dir, code, results, execution, wall)
     if echo is not None:
@@ -179,10 +237,42 @@ def render_summary(outcome: RunOutcome, config: RunConfig) -> str:
     describe = op_describer(outcome.execution.ops)
     for name, res in r["checkers"].items():
         lines.extend(checker_summary(name, res, describe))
-    if r.get("findings"):
-        lines.append(f"  internal invariant findings: {len(r['findings'])} (see results.json)")
+    if r["run"].get("stopped"):
+        lines.append(f"  STOPPED EARLY: {r['run']['stopped']} (what was recorded is checked)")
+    lines.extend(internal_summary(r))
     lines.append(f"  wall {outcome.wall_seconds:.2f}s; report {outcome.run_dir / 'report.html'}")
     return "\n".join(lines)
+
+
+def internal_summary(r: dict[str, Any]) -> list[str]:
+    """The summary's lines on what the store and the cluster showed besides the history."""
+    lines: list[str] = []
+    internal = r.get("internal") or {}
+    findings = r.get("findings") or []
+    if findings:
+        members = sorted({m for f in findings if isinstance(f, dict) for m in f.get("members", [])})
+        logs = ", ".join(f"node{m}.log" for m in members) or "the node logs"
+        total = internal.get("findings", len(findings))
+        lines.append(f"  INTERNAL: {total} internal invariant finding{'s' if total != 1 else ''} "
+                     f"(see {logs}), {len(findings)} distinct:")
+        for f in findings[:5]:
+            if isinstance(f, dict):
+                lines.append(f"    x{f['count']} from {f['first_time']:g}s on n{','.join(map(str, f['members']))}: "
+                             f"{f['finding']}")
+            else:
+                lines.append(f"    {f}")
+        if len(findings) > 5:
+            lines.append(f"    … {len(findings) - 5} more in results.json")
+    if internal.get("liveness"):
+        for text in internal["liveness"]["explanation"]:
+            lines.append(f"  LIVENESS: {text}")
+    fired = (r.get("bugs") or {}).get("fired") or {}
+    if fired:
+        lines.append("  bug switches: " + ", ".join(f"{k} fired {v} time{'s' if v != 1 else ''}"
+                                                   for k, v in fired.items()))
+    if internal.get("problems") and r.get("checkers_valid") is True:
+        lines.append("  verdict: INVALID from inside the store (the history itself is valid)")
+    return lines
 
 
 def checker_summary(name: str, res: dict[str, Any], describe: Callable[[Any], str]) -> list[str]:

@@ -228,16 +228,17 @@ class KVStateMachine:
             return None
         env = decode_entry(data)
         cid, seq = env.client_id, env.seq
-        if cid and not self.bugs.no_session_dedup:
-            session = self._sessions.get(cid)
-            if session is not None:
-                outcome = session.outcomes.get(seq)
-                if outcome is not None:
-                    if isinstance(outcome, KVError):
-                        raise type(outcome)(outcome.message)  # a fresh raise: no traceback pile-up
-                    return outcome
-                if seq <= session.max_seq - self.session_window:
-                    raise ErrStaleSequence()
+        session = self._sessions.get(cid) if cid else None
+        if session is not None and self.bugs.fire("no_session_dedup", seq in session.outcomes or seq <= session.max_seq - self.session_window):
+            session = None  # BUG no_session_dedup: apply a retried (client_id, seq) again
+        if session is not None:
+            outcome = session.outcomes.get(seq)
+            if outcome is not None:
+                if isinstance(outcome, KVError):
+                    raise type(outcome)(outcome.message)  # a fresh raise: no traceback pile-up
+                return outcome
+            if seq <= session.max_seq - self.session_window:
+                raise ErrStaleSequence()
         try:
             if len(data) > self.max_request_bytes:
                 raise ErrRequestTooLarge()
@@ -481,7 +482,7 @@ class KVStateMachine:
 
     def _compare(self, c: Compare) -> bool:
         rev = 0  # the head; a stale snapshot under the bug below
-        if self.bugs.txn_read_stale_snapshot and self.store.revision - 1 > self.store.compact_revision:
+        if self.bugs.fire("txn_read_stale_snapshot", self.store.revision - 1 > self.store.compact_revision):
             rev = self.store.revision - 1
         if c.range_end:
             kvs = self.store.range(c.key, c.range_end, rev)
@@ -552,7 +553,7 @@ class KVStateMachine:
                 resp.header = ResponseHeader(revision=begin + 1 if changed[0] else begin)
                 responses.append(resp)
             elif isinstance(op, PutRequest):
-                if self.bugs.txn_non_atomic and any(type(r) is PutResponse for r in responses):
+                if self.bugs.fire("txn_non_atomic", any(type(r) is PutResponse for r in responses)):
                     self._deferred_puts.append(op)  # applied when the next entry is (apply)
                     responses.append(PutResponse(ResponseHeader(), None))
                     continue
@@ -697,7 +698,9 @@ class KVStateMachine:
         if not self._primary:
             raise ErrNotPrimary()
         lease = self._leases.get(lease_id)
-        if lease is None or self._running(lease, now) <= now:
+        if lease is None:
+            return 0
+        if self._running(lease, now) <= now and not self.bugs.fire("lease_renew_after_expiry"):
             return 0
         lease.expiry = now + lease.ttl
         return lease.ttl
@@ -717,7 +720,7 @@ class KVStateMachine:
             if named is None or now >= named + self.lease_revoke_retry:
                 self._revoke_proposed[lease.id] = now
                 out.append(lease.id)
-        if self.bugs.lease_expiry_local:
+        if self.bugs.fire("lease_expiry_local", bool(out)):
             self._revoke_locally(out)
         return out
 

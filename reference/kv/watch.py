@@ -117,7 +117,7 @@ class WatchHub:
                                        cancel_reason=EMPTY_WATCH_RANGE)]
         created = WatchResponse(header=self._header(), watch_id=wid, created=True)
         start = req.start_revision or store.revision + 1
-        if self.bugs.watch_resume_gap and req.start_revision and start <= store.revision:
+        if self.bugs.fire("watch_resume_gap", bool(req.start_revision) and start <= store.revision):
             start += 1
         if req.start_revision and start < store.compact_revision:
             cancel = WatchResponse(header=self._header(), watch_id=wid, canceled=True,

@@ -250,7 +250,7 @@ class RaftLog:
             return None
         last_new = index + len(ents)
         ci = self.find_conflict(ents)
-        if self.bugs.eager_truncation and ents:
+        if self.bugs.fire("eager_truncation", bool(ents) and ci == 0 and self.last_index() > last_new):
             ci = ents[0].index  # BUG: rewrite from the first entry, dropping a longer tail
         if ci != 0:
             if ci <= self.committed:

@@ -468,7 +468,7 @@ class Raft:
             else:
                 self.become_follower(m.term, NONE)
         elif m.term < self.term:
-            if self.bugs.stale_term_append and m.type is MT.APP:
+            if self.bugs.fire("stale_term_append", m.type is MT.APP):
                 return self.handle_append(m)  # BUG: a deposed leader's entries accepted
             if (self.check_quorum or self.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
                 # A leader from an older term (e.g. after a partition): tell it our term so it
@@ -608,7 +608,7 @@ class Raft:
             return False
         mci = matches[self.quorum() - 1]
         term = self.term
-        if self.bugs.figure8_commit:
+        if self.bugs.fire("figure8_commit", mci > self.log.committed and self.log.term_or_zero(mci) != term):
             term = self.log.term_or_zero(mci)  # BUG: counts replicas of an old-term entry
         committed = self.log.maybe_commit(mci, term)
         if committed and self.pending_reads and self.committed_in_term():
@@ -627,7 +627,7 @@ class Raft:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=self.log.committed))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None and self.bugs.follower_commit_overrun:
+        if last_new is not None and self.bugs.fire("follower_commit_overrun", min(m.commit, self.log.last_index()) > self.log.committed):
             self.log.commit_to(min(m.commit, self.log.last_index()))  # BUG: unverified tail
         if last_new is not None:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=last_new))
@@ -653,12 +653,15 @@ class Raft:
 
     def restore(self, snap: Snapshot) -> bool:
         meta = snap.meta
-        if meta.index <= self.log.committed:
-            return False
         cs = meta.conf_state
-        if self.id not in cs.voters and self.id not in cs.learners:
+        member = self.id in cs.voters or self.id in cs.learners
+        if self.bugs.fire("snapshot_skips_entries", member and self.log.last_index() > meta.index and self.log.match_term(meta.index, meta.term)):
+            pass  # BUG snapshot_skips_entries: restore a snapshot we hold, dropping the entries after it
+        elif meta.index <= self.log.committed:
+            return False
+        elif not member:
             return False  # a snapshot of a configuration we are not part of
-        if self.log.match_term(meta.index, meta.term):
+        elif self.log.match_term(meta.index, meta.term):
             # We already have the snapshot's last entry: just fast-forward commit.
             self.log.commit_to(meta.index)
             return False
@@ -690,7 +693,7 @@ class Raft:
     def propose_conf_change(self, cc: ConfChange) -> Proposed:
         if self.role is not Role.LEADER:
             raise ProposalDropped("not leader", self.lead)
-        if self.pending_conf_index > self.log.applied and not self.bugs.unsafe_conf_change:
+        if self.pending_conf_index > self.log.applied and not self.bugs.fire("unsafe_conf_change"):
             raise ProposalDropped(
                 f"a conf change (or the leader's first entry, index {self.pending_conf_index}) "
                 f"is not applied yet (applied {self.log.applied})",
@@ -722,7 +725,7 @@ class Raft:
         if len(self.voters) == 1 and self.id in self.voters and self.committed_in_term():
             self.answer_read(_ReadRequest(self.log.committed, m.context, m.from_))
             return
-        if not self.committed_in_term() and not self.bugs.read_index_before_commit:
+        if not self.committed_in_term() and not self.bugs.fire("read_index_before_commit"):
             # Our commit index may be behind the true one until an entry of our term commits.
             self.pending_reads.append(m)
             return

@@ -186,12 +186,15 @@ def test_local_clients_read_from_their_own_member(tmp_path: Path, bugs: list[str
                                        if a != b and home in (a, b)])
             await other.write("r", 2)  # acknowledged by the leader and the third member
             try:
-                return await bound.read("r")
+                answer: Any = await bound.read("r")
             except DefiniteFailure as exc:  # the clean store's answer
-                return exc
+                answer = exc
+            return answer, (await cluster._statuses())[home]["bugs_fired"]
 
-    seen = trio.run(main)
+    seen, fired = trio.run(main)
     if bugs:
         assert seen == 1  # stale: 2 was acknowledged before this read began
+        assert fired.get("local_reads", 0) >= 1  # the member's status counts its firings
     else:
         assert isinstance(seen, DefiniteFailure), seen
+        assert fired == {}

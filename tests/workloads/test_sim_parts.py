@@ -131,4 +131,4 @@ def test_a_ready_pass_that_would_wait_on_its_disk_crashes_that_node_loudly(monke
         return cluster.findings
 
     findings = run(main)
-    assert findings and all("crashed" in f and "waited on its Disk" in f for f in findings), findings
+    assert findings and all("crashed" in f and "waited on its Disk" in f for _, _, f in findings), findings

@@ -337,6 +337,12 @@ def execute_local(config: RunConfig, progress: Progress) -> Execution:
             recorder = Recorder(trio.current_time)
             recorder.on_event(lambda op: progress.event(op, recorder.now()))
             info = await drive(cluster, config, recorder)
+            statuses = await cluster._statuses()
+            by_member = {str(i): s.get("bugs_fired") or {} for i, s in sorted(statuses.items())}
+            # (a member's counts restart with its process: a killed member's earlier firings are lost)
+            info["bugs"] = {"enabled": list(config.bugs),
+                            "fired": {b: sum(m.get(b, 0) for m in by_member.values()) for b in config.bugs},
+                            "by_member": {i: m for i, m in by_member.items() if m}}
             info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
             info["cluster_dir"] = str(path)
         return Execution(recorder.ops, info, cluster.logs())

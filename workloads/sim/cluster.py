@@ -34,6 +34,10 @@ import dataclasses
 import functools
 import itertools
 import logging
+import math
+import signal
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from kvcheck.reference import raft
-from kvcheck.reference.bugs import Bugs
+from kvcheck.reference.bugs import BugCounter, Bugs
 from kvcheck.reference.client import Failed, Indeterminate
 from kvcheck.reference.disk import StorageDisk
 from kvcheck.reference.kv import requests as kvr
@@ -52,11 +56,13 @@ from kvcheck.reference.wire import ErrorCode, WireError
 from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import deterministic_trio, substream
+from kvcheck.workloads.execution import group_findings
 from kvcheck.workloads.kvclient import KVRegisterClient
 from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
 from kvcheck.workloads.sim.clock import SimClock
 from kvcheck.workloads.sim.network import SimNetwork
+from kvcheck.workloads.sim.perturb import Perturber
 from kvcheck.workloads.sim.scheduler import SimScheduler
 
 if TYPE_CHECKING:
@@ -78,6 +84,7 @@ class Slot:
     join: bool = False
     held: list[raft.Message] = field(default_factory=list)
     log: list[tuple[float, str]] = field(default_factory=list)  # (trio time, line)
+    fired: BugCounter = field(default_factory=BugCounter)  # bug switches fired, all incarnations
     finished: trio.Event | None = None  # set when the current node process has ended
 
 
@@ -94,15 +101,30 @@ class SimDisk(StorageDisk):
 
 
 class SimTransport:
-    """Node ``id``'s Transport: hands each message to the simulated network."""
+    """Node ``id``'s Transport: hands each message to the simulated network (a batch may be
+    perturbed: reordered, duplicated later, or a message held long)."""
 
-    def __init__(self, net: SimNetwork, node_id: int) -> None:
+    def __init__(self, net: SimNetwork, node_id: int, perturber: Perturber) -> None:
         self.net = net
         self.id = node_id
+        self.perturber = perturber
+        # The node's report_snapshot: like the TCP transport (reference.server), tell Raft
+        # whether each MsgSnap went out, or the follower's progress waits for it forever.
+        self.report_snapshot: Callable[[int, bool], None] | None = None
 
     def send(self, messages: Sequence[raft.Message]) -> None:
-        for m in messages:
-            self.net.send(self.id, m.to, m)
+        if not self.perturber.active:
+            for m in messages:
+                sent = self.net.send(self.id, m.to, m)
+                if m.type is raft.MessageType.SNAP and self.report_snapshot is not None:
+                    self.report_snapshot(m.to, sent)
+            return
+        for m, delays in zip(messages, self.perturber.batch_delays(len(messages)), strict=True):
+            sent = False
+            for d in delays:
+                sent = self.net.send(self.id, m.to, m, d) or sent
+            if m.type is raft.MessageType.SNAP and self.report_snapshot is not None:
+                self.report_snapshot(m.to, sent)
 
     def update_members(self, members: Any) -> None:
         return None
@@ -122,15 +144,23 @@ class SimCluster:
                               duplicate=net["duplicate"])
         self.client_latency: tuple[float, float] = tuple(net["client_latency"])
         self.slots: dict[int, Slot] = {}
-        self.findings: list[str] = []
+        self.findings: list[tuple[float, int, str]] = []  # (seconds on the history's clock, member, text)
         self._nursery: trio.Nursery | None = None
         self._disk_rng = substream(self.seed, "disk")
         self._client_rng = substream(self.seed, "client-latency")
+        node = config.node
+        self.perturber = Perturber(config.perturb, substream(self.seed, "perturb"),
+                                   node["election_tick"] * node["tick_interval"])
         # Log times are printed relative to this: the history's time 0 once the workload
         # starts (execute_sim moves it there), so node logs and history read on one clock.
         self.origin = trio.current_time()
         for i in config.node_ids:
-            self.slots[i] = Slot(i, SimClock(sched), MemoryFileSystem())
+            self._add_slot(Slot(i, SimClock(sched), MemoryFileSystem()))
+
+    def _add_slot(self, slot: Slot) -> Slot:
+        self.slots[slot.id] = slot
+        slot.fired.on_first = lambda name: self._log(slot, f"BUG {name} fired (first time)")
+        return slot
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -158,11 +188,13 @@ class SimCluster:
         slot.incarnation += 1
         cfg = self.config.node_config(slot.id, f"n{slot.id}")
         disk = SimDisk(DataDir(slot.fs, "data"))
-        node = Node(cfg, SimTransport(self.net, slot.id), disk, slot.clock,
+        transport = SimTransport(self.net, slot.id, self.perturber)
+        node = Node(cfg, transport, disk, slot.clock,
                     substream(self.seed, "node", slot.id, slot.incarnation),
-                    initial_members=self._members(), join=slot.join, bugs=self.bugs,
+                    initial_members=self._members(), join=slot.join, bugs=self.bugs.counting(slot.fired),
                     on_finding=functools.partial(self._finding, slot),
                     ready_soon=functools.partial(self._ready_soon, slot))
+        transport.report_snapshot = node.report_snapshot
         scope = trio.CancelScope()
         slot.node, slot.scope = node, scope
         slot.finished = finished = trio.Event()
@@ -216,10 +248,16 @@ class SimCluster:
                 if slot.scope is not None:
                     slot.scope.cancel()
 
+        delay = self.perturber.ready_delay()
+        if delay:  # a slow disk or a stalled apply loop: the pass runs later, if still alive
+            node = slot.node
+            self.scheduler.call_at(self.scheduler.current_time() + delay,
+                                   lambda: run() if slot.node is node else None)
+            return
         self.scheduler.call_at(self.scheduler.current_time(), run)
 
     def _finding(self, slot: Slot, text: str) -> None:
-        self.findings.append(text)
+        self.findings.append((trio.current_time() - self.origin, slot.id, text))
         self._log(slot, f"FINDING {text}")
 
     def _deliver(self, slot: Slot, src: int, msg: raft.Message) -> None:
@@ -259,8 +297,61 @@ class SimCluster:
                     best = cand
         return best[1] if best else None
 
+    async def quiesce(self) -> None:
+        """The final heal: no more perturbation (messages already held still arrive)."""
+        self.perturber.active = False
+
+    async def most_behind(self) -> int | None:
+        """The running member with the lowest applied index (lowest id on ties)."""
+        up = [(s.node.applied, i) for i, s in sorted(self.slots.items())
+              if s.state == "up" and s.node is not None]
+        return min(up)[1] if up else None
+
+    async def next_leader(self, timeout: float) -> int | None:
+        """Wait (polling every 5 ms) until a member becomes leader in a newer term than the
+        current leader's; that member, at once (None after ``timeout``)."""
+        def current() -> tuple[int, int]:
+            best = (0, 0)
+            for i, s in self.slots.items():
+                if s.state == "up" and s.node is not None and s.node.is_leader:
+                    best = max(best, (s.node.term, i))
+            return best
+
+        start = current()
+        with trio.move_on_after(timeout):
+            while True:
+                await trio.sleep(0.005)
+                now = current()
+                if now[0] > start[0]:
+                    return now[1]
+        return None
+
+    async def next_acker(self, timeout: float) -> int | None:
+        """Wait until a follower sends a successful append acknowledgement (MsgAppResp, not
+        a reject) and return it at that instant (None after ``timeout``)."""
+        acked: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if not acked and isinstance(msg, raft.Message) and msg.type is raft.MessageType.APP_RESP \
+                    and not msg.reject and msg.index > 0:
+                acked.append(src)
+                event.set()
+
+        self.net.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.observers.remove(watch)
+        return acked[0] if acked else None
+
     async def block_links(self, blocked: list[list[int]]) -> None:
         self.net.block(blocked)
+
+    async def hold_links(self, blocked: list[list[int]]) -> None:
+        """Cut these links but keep what is sent on them, to deliver it at the heal."""
+        self.net.block(blocked, hold=True)
 
     async def heal_links(self) -> None:
         self.net.heal()
@@ -268,6 +359,11 @@ class SimCluster:
     async def kill(self, node: int) -> None:
         slot = self._slot(node)
         if slot is not None and slot.state in ("up", "paused"):
+            if self.perturber.kill_tears():
+                await self._stop(slot, "killed, and the power failed with it")
+                torn = slot.fs.crash(self._disk_rng, tear_probability=1.0)
+                self._log(slot, f"disk lost unsynced writes; torn: {', '.join(torn) or 'none'}")
+                return
             await self._stop(slot, "killed (kill -9)")
 
     async def restart(self, node: int) -> None:
@@ -357,8 +453,7 @@ class SimCluster:
         except (WireError, trio.TooSlowError) as exc:
             self._log(slot, f"member add failed: {exc}")
             return None
-        new = Slot(member.id, SimClock(self.scheduler), MemoryFileSystem(), join=True)
-        self.slots[member.id] = new
+        new = self._add_slot(Slot(member.id, SimClock(self.scheduler), MemoryFileSystem(), join=True))
         await self._start_node(new)
         return member.id
 
@@ -388,7 +483,8 @@ class SimCluster:
         return KVRegisterClient(self.kv_client(process))
 
     def kv_client(self, process: int) -> SimClient:
-        return SimClient(self, process + 1, self.config.client_timeout)
+        return SimClient(self, process + 1, self.config.client_timeout,
+                         attempt_timeout=self.config.client_attempt_timeout)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -399,6 +495,13 @@ class SimCluster:
                 st.update({k: s[k] for k in ("role", "term", "commit", "applied", "revision")})
             out[str(i)] = st
         return out
+
+    def bugs_fired(self) -> dict[str, Any]:
+        """How often each enabled switch fired: in total and per member (see reference.bugs)."""
+        by_member = {str(i): dict(s.fired.counts) for i, s in sorted(self.slots.items()) if s.fired.counts}
+        total = {name: sum(s.fired.counts.get(name, 0) for s in self.slots.values())
+                 for name in self.bugs.enabled()}
+        return {"enabled": self.bugs.enabled(), "fired": total, "by_member": by_member}
 
     def logs(self) -> dict[str, str]:
         """Each member's log: its events and the faults it suffered, in seconds on the
@@ -429,10 +532,17 @@ class SimClient(LogRequests):
 
     attempt_timeout: float | None = None
 
-    def __init__(self, cluster: SimCluster, client_id: int, timeout: float) -> None:
+    def __init__(self, cluster: SimCluster, client_id: int, timeout: float, *,
+                 attempt_timeout: float | None = None) -> None:
         self.cluster = cluster
         self.client_id = client_id
         self.timeout = timeout
+        # The run's per-attempt timeout (--swarm draws one): every attempt, read or write, is
+        # cut off there and retried elsewhere (a paused member cannot hold it). Without it a
+        # workload may still set attempt_timeout, which bounds only a write's proposal.
+        self._cut_attempts = attempt_timeout is not None
+        if attempt_timeout is not None:
+            self.attempt_timeout = attempt_timeout
         self._seq = itertools.count(1)
         self._preferred: int | None = None
         self._rotation = itertools.count(client_id)
@@ -482,13 +592,20 @@ class SimClient(LogRequests):
                 continue
             node = slot.node
             remaining = deadline - trio.current_time()
+            if self._cut_attempts and self.attempt_timeout is not None:
+                remaining = min(remaining, self.attempt_timeout)
             try:
                 with trio.fail_after(max(remaining, 0.0)):
                     await slot.clock.wait_running()  # a paused node holds the request
                     result = await fn(node, remaining)
             except trio.TooSlowError:
                 maybe_applied = True
-                break
+                if not self._cut_attempts:
+                    break
+                tried.add(target)  # retry elsewhere, same request id
+                if self._preferred == target:
+                    self._preferred = None
+                continue
             except WireError as err:
                 last = err
                 if err.code is ErrorCode.NOT_LEADER:
@@ -630,10 +747,29 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     handler = Capture(logging.INFO)
     saved = (logger.level, logger.propagate)
 
+    budget = config.wall_budget
+    wall_deadline = time.monotonic() + budget if budget else math.inf
+    stop: list[str] = []  # why the run was stopped early (set once)
+    interrupted: list[bool] = []
+
     async def main() -> Execution:
         cluster = SimCluster(config)
         clusters.append(cluster)
         recorder: Recorder | None = None
+        run_scope = trio.CancelScope()
+
+        def on_idle() -> None:
+            """The simulation is idle: stop the run (keeping what was recorded) if Ctrl-C was
+            pressed or the wall-clock budget is spent."""
+            if stop or not (interrupted or time.monotonic() > wall_deadline):
+                return
+            at = f"at {trio.current_time() - cluster.origin:.3f}s simulated"
+            stop.append(f"interrupted (Ctrl-C) {at}" if interrupted else
+                        f"wall-clock budget of {budget:g}s spent {at}")
+            run_scope.cancel()
+            cluster.net.halted = True  # no more traffic: what is left of the run ends quickly
+
+        cluster.scheduler.on_idle = on_idle
         async with trio.open_nursery() as nursery:
             await cluster.start(nursery)
             # Let the cluster elect a leader before the workload's time 0.
@@ -642,23 +778,43 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             cluster.origin = trio.current_time()
             rec = recorder
             rec.on_event(lambda op: progress.event(op, rec.now()))
-            info = await drive(cluster, config, recorder)
+            info: dict[str, Any] = {}
+            with run_scope:
+                info = await drive(cluster, config, recorder)
+            if stop:
+                info["stopped"] = stop[0]
             info["nodes"] = cluster.status()
             info["network"] = dataclasses.asdict(cluster.net.stats)
-            info["findings"] = list(cluster.findings)
+            info["findings"] = group_findings(cluster.findings)
+            info["bugs"] = cluster.bugs_fired()
+            if any(v > 0 for v in cluster.perturber.p.values()):
+                info["perturbations"] = dict(cluster.perturber.stats)
             info["simulated_seconds"] = round(recorder.now(), 3)
             nursery.cancel_scope.cancel()
         cluster_log = "".join(f"{'-' if t is None else f'{t - cluster.origin:.4f}':>10} {text}\n"
                               for t, text in records)
         return Execution(recorder.ops, info, {**cluster.logs(), "cluster.log": LOG_HEADER + cluster_log})
 
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        interrupted.append(True)
+
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the store's records go to the run's logs, not the terminal
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_sigint = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         with deterministic_trio(config.seed):
-            return trio.run(main, clock=SimScheduler())
+            execution = trio.run(main, clock=SimScheduler())
     finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old_sigint)
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+    if interrupted:
+        execution.info.setdefault("stopped", "interrupted (Ctrl-C)")
+        execution.info["interrupted"] = True
+    return execution

@@ -59,6 +59,11 @@ class SimNetwork:
         self.stats = NetworkStats()
         self.in_flight = 0
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
+        # Called with (src, dst, payload) for every message sent (the nemesis's state targets).
+        self.observers: list[Callable[[int, int, Any], None]] = []
+        self.halted = False  # the run was stopped early: every message is dropped from now on
+        self.holding = False  # blocked links keep their messages until the heal (block(hold=True))
+        self.held: list[tuple[int, int, Any]] = []
 
     # -- topology ---------------------------------------------------------------------
 
@@ -70,13 +75,22 @@ class SimNetwork:
         """The node is down: messages reaching it from now on are lost."""
         self._receivers.pop(node, None)
 
-    def block(self, links: Iterable[Iterable[int]]) -> None:
+    def block(self, links: Iterable[Iterable[int]], *, hold: bool = False) -> None:
+        """Cut directed links; with ``hold`` their messages are kept (up to ``HOLD_LIMIT``)
+        and sent when the links heal, instead of being dropped."""
         for link in links:
             src, dst = link
             self.blocked.add((int(src), int(dst)))
+        self.holding = self.holding or hold
 
     def heal(self) -> None:
         self.blocked.clear()
+        self.holding = False
+        held, self.held = self.held, []
+        for src, dst, payload in held:  # in the order they were sent, each with a fresh latency
+            self.send(src, dst, payload)
+
+    HOLD_LIMIT = 20_000
 
     def set_packet_faults(self, loss: float, delay: float, duplicate: float) -> None:
         for name, p in (("loss", loss), ("duplicate", duplicate)):
@@ -108,15 +122,24 @@ class SimNetwork:
 
     # -- sending ----------------------------------------------------------------------
 
-    def send(self, src: int, dst: int, payload: Any) -> None:
-        """Queue ``payload`` from ``src`` to ``dst``; never blocks."""
+    def send(self, src: int, dst: int, payload: Any, delay: float = 0.0) -> bool:
+        """Queue ``payload`` from ``src`` to ``dst``, ``delay`` seconds later than its
+        latency (a perturbation); never blocks. False if it was dropped at once (what a
+        sender's TCP connection would have told it: the link is cut or the packet lost)."""
         self.stats.sent += 1
+        if self.halted:
+            return False
+        for observe in self.observers:
+            observe(src, dst, payload)
         if (src, dst) in self.blocked:
+            if self.holding and len(self.held) < self.HOLD_LIMIT:
+                self.held.append((src, dst, payload))
+                return True
             self.stats.dropped_blocked += 1
-            return
+            return False
         if self.loss > 0 and self.rng.random() < self.loss:
             self.stats.dropped_loss += 1
-            return
+            return False
         copies = 1
         if self.duplicate > 0 and self.rng.random() < self.duplicate:
             copies = 2
@@ -124,9 +147,11 @@ class SimNetwork:
         sched = self.scheduler
         now = sched.current_time()
         for _ in range(copies):
-            when = self.quantize(now + self._latency(src, dst))
+            lat = self._latency(src, dst)
+            when = self.quantize(now + lat + delay if delay else now + lat)
             self.in_flight += 1
             sched.call_at(when, functools.partial(self._arrive, src, dst, payload))
+        return True
 
     def _arrive(self, src: int, dst: int, payload: Any) -> None:
         self.in_flight -= 1
@@ -134,6 +159,9 @@ class SimNetwork:
         if receiver is None:
             self.stats.dropped_down += 1
         elif (src, dst) in self.blocked:  # partitioned while in flight
+            if self.holding and len(self.held) < self.HOLD_LIMIT:
+                self.held.append((src, dst, payload))
+                return
             self.stats.dropped_blocked += 1
         else:
             self.stats.delivered += 1

@@ -66,6 +66,9 @@ class SimScheduler(trio.abc.Clock):
         self._guard: trio.lowlevel.Task | None = None  # the task running ``run``
         self._guard_parked = False
         self.fired = 0  # timers fired
+        # Called each time the simulation is idle, before time moves (the run's wall-clock
+        # budget and Ctrl-C watch); while set, an idle wait never lasts more than a second.
+        self.on_idle: Callable[[], None] | None = None
 
     @staticmethod
     def current() -> SimScheduler:
@@ -86,6 +89,8 @@ class SimScheduler(trio.abc.Clock):
     def deadline_to_sleep_time(self, deadline: float) -> float:
         # trio calls this only when no task is runnable: the simulation is idle until the
         # earlier of trio's next deadline and our next timer. Move time there now.
+        if self.on_idle is not None:
+            self.on_idle()
         heap = self._heap
         while heap:
             top = heap[0][2]
@@ -95,7 +100,7 @@ class SimScheduler(trio.abc.Clock):
         ours = heap[0][0] if heap else math.inf
         target = min(ours, deadline)
         if target == math.inf:
-            return _IDLE_FOREVER
+            return _IDLE_FOREVER if self.on_idle is None else 1.0
         if target > self._now:
             self._now = target
         if ours <= self._now:

@@ -1,0 +1,219 @@
+"""Detection power of the harness: bug-switch firing counts, swarm configurations, overlapping
+and state-targeted fault schedules, rare-path perturbation, the wall-clock budget, grouped
+internal findings and the recovery (liveness) check."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from kvcheck.checker.history import Op
+from kvcheck.reference.bugs import BugCounter, Bugs
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.execution import group_findings
+from kvcheck.workloads.nemesis import STATE_TARGETS, make_schedule, make_swarm_schedule, overlapping
+from kvcheck.workloads.run import internal_problems, run_once
+from kvcheck.workloads.sim.perturb import PERTURB_DEFAULTS, Perturber
+from kvcheck.workloads.swarm import draw_swarm
+
+REFERENCE = Path(__file__).resolve().parents[2] / "reference"
+
+
+def test_fire_counts_only_when_on_and_changing_behaviour() -> None:
+    first: list[str] = []
+    counter = BugCounter(on_first=first.append)
+    bugs = Bugs.from_names(["stale_term_append"]).counting(counter)
+    assert bugs.fire("stale_term_append") is True
+    assert bugs.fire("stale_term_append", False) is False  # on, but nothing would change
+    assert bugs.fire("figure8_commit") is False  # off
+    assert bugs.fire("stale_term_append") is True
+    assert counter.counts == {"stale_term_append": 2}
+    assert first == ["stale_term_append"]
+    assert "counter" not in Bugs.names()
+    assert Bugs.from_names(["local_reads"]) == Bugs.from_names(["local_reads"]).counting(BugCounter())
+    with pytest.raises(AttributeError):
+        bugs.fire("no_such_switch")
+
+
+def test_every_switch_is_guarded_by_exactly_one_fire_line() -> None:
+    sources = "\n".join(p.read_text() for p in REFERENCE.rglob("*.py") if p.name != "bugs.py")
+    for name in Bugs.names():
+        guards = re.findall(rf'bugs\.fire\("{name}"', sources)
+        assert len(guards) == 1, f"{name}: {len(guards)} guarded lines"
+        assert not re.search(rf"bugs\.{name}\b", sources), f"{name} read outside its fire() guard"
+
+
+def test_swarm_draw_is_per_seed_keeps_pinned_options_and_round_trips() -> None:
+    a = draw_swarm(RunConfig(workload="kv", seed=3), {"concurrency"})
+    b = draw_swarm(RunConfig(workload="kv", seed=3), {"concurrency"})
+    c = draw_swarm(RunConfig(workload="kv", seed=4))
+    assert a.to_json() == b.to_json()
+    assert a.to_json() != c.to_json()
+    assert a.concurrency == RunConfig().concurrency  # pinned: as given
+    assert a.swarm is not None and "concurrency" not in a.swarm["drawn"]
+    a.validate()
+    a.with_schedule()
+    again = RunConfig.from_json(json.loads(json.dumps(a.to_json())))
+    assert again.to_json() == a.to_json()
+    # different seeds explore differently shaped runs
+    shapes = {(cfg.nodes, tuple(cfg.faults), cfg.node["election_tick"], cfg.client_timeout)
+              for cfg in (draw_swarm(RunConfig(seed=s)) for s in range(20))}
+    assert len(shapes) >= 15
+
+
+def test_old_config_without_new_sections_reads_as_before() -> None:
+    d = RunConfig(seed=1).to_json()
+    for name in ("perturb", "client_attempt_timeout", "swarm", "wall_budget"):
+        del d[name]
+    cfg = RunConfig.from_json(d)
+    assert cfg.perturb == PERTURB_DEFAULTS and cfg.client_attempt_timeout is None
+    assert cfg.swarm is None and cfg.wall_budget is None
+
+
+def test_swarm_schedule_overlaps_kinds_but_never_one_kind_with_itself() -> None:
+    kinds = ["partition", "kill", "pause", "clock", "packet", "disk", "member"]
+    saw_overlap = saw_state_target = False
+    for seed in range(30):
+        rng = random.Random(seed)
+        faults = make_swarm_schedule(kinds, [1, 2, 3, 4, 5], 30.0, rng, gap=2.0, duration=(1.0, 6.0),
+                                     max_overlap=3)
+        assert faults
+        for f in faults:
+            assert 0 <= f.start <= f.stop <= 30.0
+            at = [g for g in faults if g.start <= f.start < g.stop]
+            assert len(at) <= 3
+            assert sum(1 for g in at if g.kind == f.kind) == 1
+            saw_state_target |= f.params.get("target") in STATE_TARGETS
+        saw_overlap |= overlapping(faults)
+    assert saw_overlap and saw_state_target
+    assert not overlapping(make_schedule(kinds, [1, 2, 3], 30.0, random.Random(0)))
+
+
+def test_perturber_at_zero_draws_nothing() -> None:
+    rng = random.Random(1)
+    state = rng.getstate()
+    p = Perturber(dict(PERTURB_DEFAULTS), rng, 1.0)
+    assert p.batch_delays(3) == [[0.0], [0.0], [0.0]]
+    assert p.ready_delay() == 0.0 and p.kill_tears() is False
+    assert rng.getstate() == state
+    q = Perturber({**PERTURB_DEFAULTS, "batch_duplicate": 1.0, "long_delay": 1.0}, random.Random(2), 1.0)
+    delays = q.batch_delays(2)
+    assert all(len(d) == 2 and d[0] >= 1.0 and d[1] > 0 for d in delays)
+    assert q.stats["batch_duplicate"] == 1 and q.stats["long_delay"] == 2
+
+
+def test_findings_are_grouped_with_count_first_time_and_members() -> None:
+    events = [(1.5, 4, "invariant violation on node 4: commit 9 beyond last index 7"),
+              (1.7, 4, "invariant violation on node 4: commit 9 beyond last index 7"),
+              (2.0, 2, "node 2 failed to start: x"), (3.0, 3, "node 3 failed to start: x")]
+    grouped = group_findings(events)
+    assert grouped == [
+        {"finding": events[0][2], "count": 2, "first_time": 1.5, "members": [4]},
+        {"finding": events[2][2], "count": 2, "first_time": 2.0, "members": [2, 3]},
+    ]
+
+
+def _op(index: int, time: float, process: int | str, typ: str, f: str, value: object = None) -> Op:
+    return Op(index=index, time=int(time * 1e9), process=process, type=typ, f=f, value=value,
+              key="register")
+
+
+def test_recovery_is_checked_and_names_stuck_members() -> None:
+    cfg = RunConfig()
+    ops = [_op(0, 33.0, 0, "invoke", "read"), _op(1, 33.1, 0, "ok", "read", 3)]
+    ok = {"phases": {"main_end": 30.0, "healed": 30.0, "recovered": 32.0, "healthy": True, "end": 40.0}}
+    assert internal_problems(ops, cfg, ok)["problems"] == []
+    stuck = {"phases": {"main_end": 30.0, "healed": 30.0, "recovered": 51.0, "healthy": False, "end": 60.0},
+             "nodes": {"1": {"state": "up", "role": "LEADER", "commit": 90, "applied": 90},
+                       "2": {"state": "up", "role": "FOLLOWER", "commit": 40, "applied": 40}}}
+    out = internal_problems(ops, cfg, stuck)
+    assert out["liveness"] is not None and not out["liveness"]["healthy"]
+    text = "; ".join(out["liveness"]["explanation"])
+    assert "n2 up follower commit 40 applied 40" in text
+    failed_reads = [_op(0, 33.0, 0, "invoke", "read"), _op(1, 33.1, 0, "fail", "read")]
+    out = internal_problems(failed_reads, cfg, ok)
+    assert out["problems"] == [] and out["final_reads_unanswered"] == ["register"]
+    findings = {**ok, "findings": [{"finding": "x", "count": 3, "first_time": 1.0, "members": [1]}]}
+    assert internal_problems(ops, cfg, findings)["problems"] == ["3 internal invariant findings"]
+
+
+def test_a_run_over_its_wall_budget_stops_and_checks_what_it_recorded(tmp_path: Path) -> None:
+    cfg = RunConfig(workload="register", faults=["partition"], time_limit=300.0, seed=5, wall_budget=0.3)
+    out = run_once(cfg, tmp_path, progress=False)
+    stopped = out.results["run"]["stopped"]
+    assert stopped.startswith("wall-clock budget of 0.3s spent at ")
+    assert out.results["checkers_valid"] is True and out.code == 0
+    assert out.results["run"]["simulated_seconds"] < 300
+    latest = (tmp_path / "latest").resolve()
+    assert latest == out.run_dir.resolve()
+    assert (latest / "results.json").is_file() and (latest / "history.jsonl").stat().st_size > 0
+
+
+def test_swarm_run_replays_exactly(tmp_path: Path) -> None:
+    cfg = draw_swarm(RunConfig(workload="register", seed=11, time_limit=8.0))
+    first = run_once(cfg, tmp_path, progress=False)
+    again = RunConfig.from_json(json.loads((first.run_dir / "config.json").read_text()))
+    second = run_once(again, tmp_path, progress=False)
+    assert (first.run_dir / "history.jsonl").read_bytes() == (second.run_dir / "history.jsonl").read_bytes()
+    assert first.results["bugs"] == {"enabled": [], "fired": {}, "by_member": {}}
+
+
+def test_overlapping_faults_take_turns_in_the_history(tmp_path: Path) -> None:
+    """A kill and a member removal at once (the removal waits on the cluster): their nemesis
+    ops never interleave, since a process has one open op at a time."""
+    from kvcheck.workloads.nemesis import Fault
+
+    cfg = RunConfig(workload="register", faults=["kill", "member"], time_limit=6.0, seed=2,
+                    schedule=[Fault("member", 1.0, 4.0, {"target": "leader", "seed": 1}),
+                              Fault("kill", 1.0, 3.0, {"target": "one", "seed": 2}),
+                              Fault("kill", 3.5, 5.0, {"target": "leader", "seed": 3})])
+    out = run_once(cfg, tmp_path, progress=False)
+    open_ops = 0
+    for op in out.execution.ops:
+        if op.is_nemesis:
+            open_ops += 1 if op.type == "invoke" else -1
+            assert open_ops in (0, 1)
+    assert out.results["run"]["faults_started"] == {"member": 1, "kill": 2}
+    assert out.results["checkers_valid"] is True
+
+
+def test_swarm_seed_with_snapshots_and_packet_loss_recovers(tmp_path: Path) -> None:
+    """Pinned: swarm seed 3 (snapshots every 50 entries, a MsgSnap lost to packet loss) left
+    two followers stuck for good, because the simulation's transport never told Raft
+    whether a snapshot went out (the TCP transport does); now the leader probes again."""
+    cfg = draw_swarm(RunConfig(workload="register", seed=3, time_limit=10.0))
+    out = run_once(cfg, tmp_path, progress=False)
+    assert out.results["internal"]["liveness"] is None, out.results["internal"]
+    assert out.results["valid"] is True
+    logs = "".join(p.read_text() for p in out.run_dir.glob("node*.log"))
+    assert "installed the leader's snapshot" in logs
+
+
+def test_swarm_seed_with_a_member_added_after_a_snapshot_catches_up(tmp_path: Path) -> None:
+    """Pinned: clean kv swarm seed 13 (snapshots every 200 entries, a member replaced at
+    19.4 s). The leader's latest snapshot predated the new member, which refused it (it is not
+    in that snapshot's configuration) while the log before it was compacted: the member stayed
+    at commit 0 for good. Members now snapshot right after applying an addition."""
+    cfg = draw_swarm(RunConfig(workload="kv", seed=13))
+    out = run_once(cfg, tmp_path, progress=False)
+    assert out.results["internal"]["liveness"] is None, out.results["internal"]
+    assert out.results["valid"] is True
+    joined = [s for i, s in out.results["run"]["nodes"].items() if int(i) > cfg.nodes]
+    assert joined and all(s["state"] == "up" and s["applied"] > 0 for s in joined), joined
+
+
+def test_swarm_retries_of_one_request_id_catch_no_session_dedup(tmp_path: Path) -> None:
+    """Swarm seed 1 cuts client attempts short, so writes are retried under the same request
+    id during faults: without the session table's dedup a retried write applies twice and
+    the history shows it; the clean store's history of the same run is valid."""
+    cfg = draw_swarm(RunConfig(workload="register", seed=1, time_limit=10.0, bugs=["no_session_dedup"]))
+    out = run_once(cfg, tmp_path / "bug", progress=False)
+    assert out.results["bugs"]["fired"]["no_session_dedup"] > 0
+    assert out.results["checkers_valid"] is False
+    clean = run_once(draw_swarm(RunConfig(workload="register", seed=1, time_limit=10.0)), tmp_path / "clean",
+                     progress=False)
+    assert clean.results["valid"] is True

@@ -1,0 +1,89 @@
+"""Swarm testing (``kvcheck run --swarm``): each seed draws its own shape of run.
+
+One average configuration explores one average shape of run; Raft bugs live in the corners
+(short election timeouts with slow links, many clients with short timeouts, snapshots every
+few hundred entries, three faults at once). With ``--swarm`` each seed draws, from its own
+substream (``substream(seed, "swarm")``), a subset of the requested fault kinds (all kinds
+when none are named) and the parameters that shape a run:
+
+- the fault schedule: mean gap between fault starts, fault durations, how many may overlap
+  (``nemesis.make_swarm_schedule``; targets include the new leader, the most-behind member
+  and a member that just acknowledged an append);
+- the nodes' election and heartbeat ticks and snapshot frequency;
+- the simulated network's latency, jitter, baseline loss and duplication;
+- rare-path perturbation probabilities (``sim.perturb``);
+- cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
+  same request id) and, for kv, the number of keys.
+
+Options given explicitly on the command line are kept (``pinned``). Everything drawn is
+written into the config itself (config.json), plus a ``swarm`` record of the draw, so a
+replay runs exactly the same configuration without drawing again.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.determinism import substream
+from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, parse_faults
+
+
+def _maybe(rng: random.Random, lo: float, hi: float, p_on: float = 0.5) -> float:
+    """0 with probability 1 - ``p_on``, else uniform in [lo, hi] (rounded)."""
+    return round(rng.uniform(lo, hi), 4) if rng.random() < p_on else 0.0
+
+
+def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset()) -> RunConfig:
+    """``config`` with this seed's swarm draw applied (in place); ``pinned``: RunConfig field
+    names the user set explicitly, left as they are."""
+    rng = substream(config.seed, "swarm")
+    pool = list(config.faults) or parse_faults("all")
+    if config.target != "sim":
+        pool = [k for k in pool if k not in SIM_ONLY_KINDS]
+    drawn: dict[str, Any] = {}
+
+    def put(name: str, value: Any) -> None:
+        if name not in pinned:
+            setattr(config, name, value)
+            drawn[name] = value
+
+    kinds = [k for k in pool if rng.random() < 0.6] or [rng.choice(pool)]
+    config.faults = kinds
+    drawn["faults"] = kinds
+    schedule = {"gap": round(rng.uniform(1.5, 8.0), 3),
+                "duration": [round(rng.uniform(0.3, 2.0), 3), round(rng.uniform(2.0, 8.0), 3)],
+                "max_overlap": rng.choice((1, 2, 2, 3))}
+    put("nodes", rng.choice((3, 5, 5, 7)))
+    put("concurrency", rng.randint(2, 20))
+    put("rate", rng.choice((20.0, 50.0, 100.0, 200.0)))
+    timeout = rng.choice((0.5, 1.0, 2.0, 4.0))
+    put("client_timeout", timeout)
+    put("client_attempt_timeout", round(timeout * rng.uniform(0.15, 0.5), 3))
+    if config.workload != "register":
+        put("keys", rng.randint(1, 12))
+    election = rng.randint(5, 20)
+    snapshot = rng.choice((50, 200, 1000, 10_000))
+    node = dict(config.node)
+    node.update({"election_tick": election,
+                 "heartbeat_tick": rng.randint(1, max(1, election // 4)),
+                 "snapshot_count": snapshot,
+                 "snapshot_catchup_entries": max(1, snapshot // rng.choice((2, 5, 10)))})
+    put("node", node)
+    scale = rng.choice((1.0, 1.0, 5.0, 20.0))
+    net = dict(config.network)
+    net.update({"base_latency": [round(0.0002 * scale, 6), round(0.0008 * scale, 6)],
+                "jitter": round(0.0002 * scale * rng.uniform(0.5, 5.0), 6),
+                "loss": rng.choice((0.0, 0.0, 0.01, 0.03)),
+                "duplicate": rng.choice((0.0, 0.0, 0.01, 0.03))})
+    put("network", net)
+    put("perturb", {"long_delay": _maybe(rng, 0.0005, 0.005),
+                    "batch_reorder": _maybe(rng, 0.01, 0.05),
+                    "batch_duplicate": _maybe(rng, 0.005, 0.03),
+                    "slow_fsync": _maybe(rng, 0.01, 0.1),
+                    "stall": _maybe(rng, 0.001, 0.01),
+                    "kill_tears": rng.choice((0.0, 0.5, 1.0))})
+    config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
+    config.schedule = []
+    return config
