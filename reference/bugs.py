@@ -115,10 +115,12 @@ class Bugs:
     # and kv never grant leases, so they cannot catch it.
     lease_renew_after_expiry: bool = False
     # kv.machine (KVStateMachine._compare): a txn's compares read the revision before the
-    # latest, while its writes apply at the head (a guard passes on a stale snapshot).
+    # latest, while its writes apply at the head (a guard passes on a stale snapshot: lost
+    # updates, G-single). expose: the append workload, --faults all.
     txn_read_stale_snapshot: bool = False
     # kv.machine (KVStateMachine._exec_plan): a txn's puts after its first wait for the next
-    # applied entry, so its writes become visible one at a time, across revisions.
+    # applied entry, so its writes become visible one at a time, across revisions (G-single,
+    # G1c, reads of half-applied txns). expose: the append workload, --faults all.
     txn_non_atomic: bool = False
     # node (Node._send_progress): a member answers a progress notification at its applied
     # revision plus the log entries it holds but has not applied, as if they were revisions

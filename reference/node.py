@@ -1033,8 +1033,9 @@ class Node:
         if watch_id not in self._watches:
             return
         for wid, resp in self.kv.progress(watch_id):
-            if self.bugs.watch_from_lagging_member:  # Bugs.watch_from_lagging_member
-                resp.header.revision += self.storage.last_index() - self.applied
+            lag = self.storage.last_index() - self.applied
+            if self.bugs.fire("watch_from_lagging_member", lag > 0):  # Bugs.watch_from_lagging_member
+                resp.header.revision += lag
             self._push_watch(wid, self._header(resp))
 
     @property

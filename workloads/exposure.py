@@ -48,6 +48,26 @@ EXPOSURE: dict[str, Exposure] = {
     "lease_expiry_local": Exposure("lease", "partition,kill", 20.0),
     # Only a lease workload grants leases (bugs.py: expose: pause,clock,partition).
     "lease_renew_after_expiry": Exposure("lease", "pause,clock,partition", 20.0),
+    # A member behind the leader bookmarks revisions it has not sent (the watch branch's
+    # test_watch_from_lagging_member_is_caught: 10 s, partition,kill).
+    "watch_from_lagging_member": Exposure("watch", "partition,kill", 10.0),
+    # A guard passing on a stale snapshot, a txn visible one write at a time: the append
+    # workload's Elle checker (benchmarks/txn_bugs.py: caught on 20 of 20 seeds, 8 s, 80 ops/s).
+    "txn_read_stale_snapshot": Exposure("append", "all", 8.0, {"rate": 80.0}),
+    "txn_non_atomic": Exposure("append", "all", 8.0, {"rate": 80.0}),
+    # The Raft and storage switches: swarm runs with the mixes their bugs.py notes name
+    # (kvcheck run --swarm draws targets, perturbations and timings per seed).
+    "read_before_apply": Exposure("register", "partition,pause,packet", swarm=True),
+    "figure8_commit": Exposure("kv", "kill,partition", swarm=True),
+    "stale_term_append": Exposure("kv", "partition,pause", swarm=True),
+    "eager_truncation": Exposure("register", "partition,packet", swarm=True),
+    "follower_commit_overrun": Exposure("kv", "partition,kill", swarm=True),
+    "read_index_before_commit": Exposure("register", "kill,partition", swarm=True),
+    "unsafe_conf_change": Exposure("register", "member,kill,partition"),
+    "vote_not_durable": Exposure("kv", "disk,kill,partition", swarm=True),
+    "ack_before_durable": Exposure("register", "disk,kill,partition", swarm=True),
+    "applied_index_not_atomic": Exposure("kv", "kill,disk"),
+    "snapshot_skips_entries": Exposure("kv", "partition,kill,packet", swarm=True),
 }
 
 
