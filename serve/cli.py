@@ -31,21 +31,28 @@ from kvcheck.exitcodes import UsageError
 @click.option("--cacert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--etcd", "etcd", is_flag=True,
+              help="The --endpoints are real etcd members (v3 JSON gateway, plain HTTP).")
 @click.option("--allow-writes", is_flag=True, help="Let the key browser put and delete keys.")
 def serve_command(store: Path, host: str, port: int, open_browser: bool, data_dir: Path | None,
                   endpoints: str | None, cacert: Path | None, cert: Path | None, key: Path | None,
-                  allow_writes: bool) -> int:
+                  etcd: bool, allow_writes: bool) -> int:
     """Serve a web UI over a run store and, with --data-dir or --endpoints, a live cluster.
 
     Runs: every run of the store, sortable and filterable, each with its report, files,
     replay command and a re-check button; compare two runs; plots across a sweep. Keys: a
     key tree by '/' prefix with values, revisions, past values and live updates; put and
-    delete only with --allow-writes.
+    delete only with --allow-writes. With --etcd the --endpoints are a real etcd cluster.
     """
     from kvcheck.serve.keys import ClusterSource
 
     source: ClusterSource | None = None
     ssl_context = None
+    if etcd:
+        if data_dir is not None or not endpoints:
+            raise UsageError("--etcd needs --endpoints HOST:PORT,... of etcd members (not --data-dir)")
+        if cacert or cert or key:
+            raise UsageError("--etcd talks to etcd's JSON gateway over plain HTTP; TLS flags are not supported with it")
     if cacert or cert or key:
         from kvcheck.reference.tls import TLSFiles, client_context
 
@@ -61,8 +68,16 @@ def serve_command(store: Path, host: str, port: int, open_browser: bool, data_di
             from kvcheck.reference.cluster import ClusterInfo
 
             ClusterInfo.load(data_dir.resolve())  # a missing or broken cluster.json: say so now
+        if etcd:
+            from kvcheck.reference.client import parse_endpoint
+
+            for e in eps:
+                try:
+                    parse_endpoint(e)
+                except ValueError as exc:
+                    raise UsageError(f"--endpoints: {exc}") from None
         source = ClusterSource(endpoints=eps, data_dir=data_dir.resolve() if data_dir else None,
-                               ssl_context=ssl_context)
+                               ssl_context=ssl_context, etcd=etcd)
     store.mkdir(parents=True, exist_ok=True)
     trio.run(_serve, store, host, port, open_browser, source, allow_writes)
     return 0

@@ -12,6 +12,13 @@ folder with a million keys under one child costs one request per child, not a mi
 ``key_history`` replays the key's changes through a watch from the compaction revision (the
 store's MVCC history is exactly what a watch from an old revision delivers). Keys travel in
 URLs as hex so binary keys work.
+
+Real etcd (``--endpoints ... --etcd``): the browser holds a ``workloads.etcd.client.EtcdClient``
+instead (the same KV methods and response types, over etcd's JSON gateway). Only the cluster
+calls differ, so ``ReferenceAdmin`` and ``EtcdAdmin`` turn each store's member list and
+per-member status into the one row shape the page shows; etcd's maintenance status has no
+role (derived here: the member whose id is the leader's) and no compaction revision (left
+empty).
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from kvcheck.reference.client import Client, ClientError, open_client
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.wire import ErrorCode
+
+if TYPE_CHECKING:
+    from kvcheck.workloads.etcd.client import EtcdClient
 
 STATUS_INTERVAL = 2.0
 LIST_LIMIT = 200  # children per folder listing
@@ -95,18 +105,64 @@ class ClusterSource:
     endpoints: list[str] = field(default_factory=list)
     data_dir: Path | None = None
     ssl_context: ssl.SSLContext | None = None
+    etcd: bool = False  # the endpoints are real etcd members (JSON gateway, plain HTTP)
 
     def describe(self) -> str:
         if self.data_dir is not None:
             return f"cluster directory {self.data_dir}"
-        return "endpoints " + ",".join(self.endpoints)
+        return ("etcd endpoints " if self.etcd else "endpoints ") + ",".join(self.endpoints)
+
+
+class ReferenceAdmin:
+    """Member list and status of a reference cluster, as the page's rows."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    async def members(self) -> list[dict[str, Any]]:
+        return [{"id": f"{m.get('id', 0):x}", "name": m.get("name", ""), "client": m.get("client", ""),
+                 "learner": bool(m.get("learner"))} for m in await self.client.member_list()]
+
+    async def status(self, endpoint: str, timeout: float) -> dict[str, Any]:
+        st = await self.client.status(endpoint, timeout=timeout)
+        return {"role": st.get("role"), "leader": f"{st.get('leader', 0):x}", "term": st.get("term"),
+                "revision": st.get("revision"), "compact_revision": st.get("compact_revision"),
+                "raft_index": st.get("raft_index"), "applied": st.get("applied"),
+                "db_size": st.get("db_size")}
+
+
+class EtcdAdmin:
+    """Member list (/v3/cluster/member/list) and status (/v3/maintenance/status) of real
+    etcd, as the page's rows: the same columns, with what etcd gives."""
+
+    def __init__(self, client: EtcdClient) -> None:
+        self.client = client
+
+    async def members(self) -> list[dict[str, Any]]:
+        rows = []
+        for m in await self.client.member_list():
+            urls = m.get("client_urls") or []
+            rows.append({"id": f"{m.get('id', 0):x}", "name": m.get("name", ""),
+                         "client": urls[0].split("://", 1)[-1].rstrip("/") if urls else "",
+                         "learner": bool(m.get("is_learner"))})
+        return rows
+
+    async def status(self, endpoint: str, timeout: float) -> dict[str, Any]:
+        st = await self.client.status(endpoint, timeout=timeout)
+        leader = int(st.get("leader") or 0)
+        role = "no leader" if not leader else "leader" if leader == st.get("member_id") else "follower"
+        return {"role": role, "leader": f"{leader:x}", "term": st.get("raft_term"),
+                "revision": st.get("revision"), "compact_revision": None,  # not in etcd's status
+                "raft_index": st.get("raft_index"), "applied": st.get("raft_applied_index"),
+                "db_size": st.get("db_size"), "version": st.get("version")}
 
 
 class ClusterBrowser:
     def __init__(self, source: ClusterSource, *, timeout: float = 3.0) -> None:
         self.source = source
         self.timeout = timeout
-        self.client: Client | None = None
+        self.client: Client | EtcdClient | None = None
+        self.admin: ReferenceAdmin | EtcdAdmin | None = None
         self.status: dict[str, Any] = {"state": "connecting", "error": None, "members": [],
                                        "updated": None, "attempts": 0}
 
@@ -114,6 +170,19 @@ class ClusterBrowser:
         """Hold the client open and refresh the status until cancelled."""
         endpoints = self.source.endpoints
         ssl_context = self.source.ssl_context
+        if self.source.etcd:
+            from kvcheck.workloads.etcd.client import EtcdClient
+
+            etcd = EtcdClient(endpoints, timeout=self.timeout)
+            try:
+                self.client = etcd
+                self.admin = EtcdAdmin(etcd)
+                task_status.started()
+                await self._status_loop()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await etcd.aclose()
+            return
         if self.source.data_dir is not None:
             from kvcheck.reference.cluster import ClusterInfo, client_ssl
 
@@ -122,37 +191,35 @@ class ClusterBrowser:
             ssl_context = ssl_context or client_ssl(info)
         async with open_client(endpoints, timeout=self.timeout, ssl_context=ssl_context) as client:
             self.client = client
+            self.admin = ReferenceAdmin(client)
             task_status.started()
-            while True:
-                try:
-                    await self.refresh_status()
-                except Exception as exc:  # e.g. a reply this client cannot decode: show it, go on
-                    self.status.update(state="error", error=f"{type(exc).__name__}: {exc}", updated=time.time())
-                await trio.sleep(STATUS_INTERVAL)
+            await self._status_loop()
+
+    async def _status_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh_status()
+            except Exception as exc:  # e.g. a reply this client cannot decode: show it, go on
+                self.status.update(state="error", error=f"{type(exc).__name__}: {exc}", updated=time.time())
+            await trio.sleep(STATUS_INTERVAL)
 
     async def refresh_status(self) -> None:
-        assert self.client is not None
-        client = self.client
+        assert self.admin is not None
+        admin = self.admin
         self.status["attempts"] += 1
         try:
-            members = await client.member_list()
+            members = await admin.members()
         except ClientError as exc:
             self.status.update(state="unreachable", error=f"{exc} (retrying every {STATUS_INTERVAL:g} s)",
                                updated=time.time())
             return
         rows: list[dict[str, Any]] = []
 
-        async def one(member: dict[str, Any]) -> None:
-            row = {"id": f"{member.get('id', 0):x}", "name": member.get("name", ""),
-                   "client": member.get("client", ""), "learner": bool(member.get("learner"))}
+        async def one(row: dict[str, Any]) -> None:
             endpoint = row["client"]
             if endpoint:
                 try:
-                    st = await client.status(endpoint, timeout=min(self.timeout, 1.5))
-                    row.update(role=st.get("role"), leader=f"{st.get('leader', 0):x}", term=st.get("term"),
-                               revision=st.get("revision"), compact_revision=st.get("compact_revision"),
-                               raft_index=st.get("raft_index"), applied=st.get("applied"),
-                               db_size=st.get("db_size"))
+                    row.update(await admin.status(endpoint, timeout=min(self.timeout, 1.5)))
                 except ClientError as exc:
                     row["error"] = str(exc)
             rows.append(row)
@@ -163,7 +230,7 @@ class ClusterBrowser:
         rows.sort(key=lambda r: r["name"])
         self.status.update(state="ok", error=None, members=rows, updated=time.time())
 
-    def _client(self) -> Client:
+    def _client(self) -> Client | EtcdClient:
         if self.client is None:
             raise ClientError(ErrorCode.UNAVAILABLE, "not connected yet")
         return self.client
