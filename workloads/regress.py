@@ -627,7 +627,11 @@ def _report_of(run_dir: str | None) -> str | None:
 
 
 def _caught_by(row: dict[str, Any]) -> str:
-    return ", ".join(dict.fromkeys(f"{a['checker']}:{a['kind']}" for a in row["caught_by"])) or "-"
+    """``checker:kind`` of each anomaly that caught the switch (a kind already named after
+    its checker, such as ``watch:reliable``, is not prefixed twice)."""
+    names = (a["kind"] if str(a["kind"]).startswith(f"{a['checker']}:") else f"{a['checker']}:{a['kind']}"
+             for a in row["caught_by"])
+    return ", ".join(dict.fromkeys(names)) or "-"
 
 
 def _why_not(row: dict[str, Any]) -> str:
