@@ -364,7 +364,7 @@ def check(paths: tuple[Path, ...], checker_names: str, model_spec: str | None, i
     Exit codes: 0 all valid, 1 any invalid, 65 any malformed (none invalid), 2 any unknown
     (none invalid or malformed), 64 usage error, 66 missing input.
     """
-    from kvcheck.checker.linearizable import default_memory_limit_mb
+    from kvcheck.checker.bounds import default_memory_limit_mb
     from kvcheck.checker.models import DEFAULT, get_model
 
     try:

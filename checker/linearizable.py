@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kvcheck.checker.api import Anomaly, CheckerBase, CheckOptions, CheckResult
+from kvcheck.checker.bounds import Bounds as _Bounds
+from kvcheck.checker.bounds import OutOfBounds as _OutOfBounds
 from kvcheck.checker.history import Call, Op, pair_calls
 from kvcheck.checker.models import INCONSISTENT, KV, CasRegister, Model, Register
 from kvcheck.checker.search import Entry, Search, SearchOutcome, run_to_end
@@ -79,12 +80,6 @@ _GRAVEYARD: list[Any] = []  # abandoned searches, freed at the start of the next
 EXPLAIN_BUDGET = 5.0  # seconds each phase of a counterexample may take at most
 MIN_PHASE = 0.25  # ... and at least (see _explain_invalid)
 PORTFOLIO_AFTER = 20_000  # breadth-first steps on one key before the depth-first search joins
-
-
-class _OutOfBounds(Exception):
-    def __init__(self, cause: str) -> None:
-        super().__init__(cause)
-        self.cause = cause
 
 
 def op_json(op: Op) -> dict[str, Any]:
@@ -195,39 +190,6 @@ def build_entries(model: Model, calls: Sequence[Call]) -> list[Entry]:
     if drop:
         entries = [e for i, e in enumerate(entries) if i not in drop]
     return entries
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):  # not Linux: peak RSS is the best we have
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class _Bounds:
-    """The shared deadline and memory limit; ``check()`` raises _OutOfBounds."""
-
-    def __init__(self, timeout: float | None, memory_limit_mb: int | None) -> None:
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + timeout if timeout is not None else math.inf
-        self.timeout = timeout
-        self.memory_limit_mb = memory_limit_mb
-        self.calls = 0
-
-    def check(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise _OutOfBounds(f"timeout: the {self.timeout:g} s limit ran out")
-        self.calls += 1
-        if self.memory_limit_mb is not None and self.calls % 16 == 0:
-            rss = _rss_mb()
-            if rss > self.memory_limit_mb:
-                raise _OutOfBounds(
-                    f"memory limit: resident size {rss:.0f} MB exceeds {self.memory_limit_mb} MB"
-                )
 
 
 def new_search(model: Model, entries: list[Entry], *, keep_last: bool = False,
@@ -653,15 +615,6 @@ def release_abandoned() -> None:
     """Free the searches a timed-out check left behind (callers that time their own work,
     e.g. the next file's parse, call this first so that work is not charged for it)."""
     _GRAVEYARD.clear()
-
-
-def default_memory_limit_mb() -> int:
-    """The memory bound when none is given: the lower of 2 GiB and half the machine's memory."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
-    except (OSError, ValueError, AttributeError):
-        return 2048
-    return max(256, min(2048, total // 2))
 
 
 def _search_cause(run: _KeyRun, spent: float, why: str) -> str:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvcheck.checker.api import Anomaly, CheckerBase, CheckOptions, CheckResult, Verdict, op_links
+from kvcheck.checker.bounds import Bounds
+from kvcheck.checker.bounds import OutOfBounds as _OutOfBounds
 from kvcheck.checker.history import INFINITY, HistoryError, Op, pair_calls
 from kvcheck.checker.txngraph import (
     DATA,
@@ -485,39 +485,17 @@ def analyse_wr(a: Analysis) -> None:
 # Bounds
 
 
-class _Bounds:
+class _Bounds(Bounds):
+    """The checker's bounds, read every 1024 steps of its loops (``tick``)."""
+
     def __init__(self, timeout: float | None, memory_limit_mb: int | None) -> None:
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + timeout if timeout is not None else math.inf
-        self.timeout = timeout
-        self.memory_limit_mb = memory_limit_mb
+        super().__init__(timeout, memory_limit_mb, memory_every=1)
         self.steps = 0
 
     def tick(self) -> None:
         self.steps += 1
-        if self.steps & 1023:
-            return
-        if time.monotonic() > self.deadline:
-            raise _OutOfBounds(f"timeout: the {self.timeout:g} s limit ran out")
-        if self.memory_limit_mb is not None:
-            rss = _rss_mb()
-            if rss > self.memory_limit_mb:
-                raise _OutOfBounds(f"memory limit: resident size {rss:.0f} MB exceeds {self.memory_limit_mb} MB")
-
-
-class _OutOfBounds(Exception):
-    pass
-
-
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if not self.steps & 1023:
+            self.check()
 
 
 # ---------------------------------------------------------------------------------------

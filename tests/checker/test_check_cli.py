@@ -410,7 +410,9 @@ def test_a_default_memory_bound_applies(tmp_path: Path, monkeypatch: pytest.Monk
     path = write(tmp_path / "h.jsonl", register_history(1))
     run(path, "--model", "register")
     run(path, "--model", "register", "--memory-limit", "300")
-    assert seen[0] == linearizable.default_memory_limit_mb() and 256 <= seen[0] <= 2048
+    from kvcheck.checker.bounds import default_memory_limit_mb
+
+    assert seen[0] == default_memory_limit_mb() and 256 <= seen[0] <= 2048
     assert seen[1] == 300
 
 
