@@ -42,6 +42,7 @@ import trio
 from kvcheck.exitcodes import ExitCode, MalformedInput, MissingInput, UsageError
 from kvcheck.reference.client import Client, ClientError, Indeterminate, open_client
 from kvcheck.reference.kv import requests as kvr
+from kvcheck.reference.kv.requests import prefix_end
 
 T = TypeVar("T")
 SNAPSHOT_MAGIC = b"KVCKSNAPSHOT1\n"
@@ -137,16 +138,6 @@ def _arg_bytes(s: str) -> bytes:
     return s.encode("utf-8", errors="surrogateescape")
 
 
-def prefix_end(key: bytes) -> bytes:
-    """etcd's range end for a prefix: the key with its last byte < 0xff incremented."""
-    k = bytearray(key)
-    while k:
-        if k[-1] < 0xFF:
-            k[-1] += 1
-            return bytes(k)
-        k.pop()
-    return b"\0"  # every key
-
 
 def parse_hex_id(s: str, what: str) -> int:
     try:
@@ -236,7 +227,7 @@ def output_format() -> str:
 
 def ctl_context() -> CtlContext:
     """The running command's CtlContext, from the global flags given anywhere on the line."""
-    from kvcheck.reference.tls import TLSFiles, client_context
+    from kvcheck.reference.tls import client_context_from_flags
 
     click_ctx = click.get_current_context()
     cached: CtlContext | None = click_ctx.meta.get(_CONTEXT)
@@ -260,12 +251,7 @@ def ctl_context() -> CtlContext:
         eps = [e.strip() for e in given["endpoints"].split(",") if e.strip()]
     cacert, cert, key = given.get("cacert"), given.get("cert"), given.get("key")
     if cacert or cert or key:
-        if cert and key and cacert:
-            ssl_context = client_context(TLSFiles(cert, key, cacert))
-        elif cacert and not (cert or key):
-            ssl_context = client_context(None, ca=cacert)
-        else:
-            raise UsageError("TLS needs --cacert, and --cert with --key for a client certificate")
+        ssl_context = client_context_from_flags(cacert, cert, key)
     ctx = CtlContext(eps or ["127.0.0.1:2379"], fmt, given.get("command_timeout", DEFAULT_COMMAND_TIMEOUT),
                      ssl_context, data_dir, given.get("dial_timeout", DEFAULT_DIAL_TIMEOUT))
     click_ctx.meta[_CONTEXT] = ctx

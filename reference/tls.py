@@ -13,6 +13,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from kvcheck.exitcodes import UsageError
+
 
 @dataclass(frozen=True)
 class TLSFiles:
@@ -47,3 +49,13 @@ def client_context(files: TLSFiles | None, ca: Path | None = None) -> ssl.SSLCon
     if files is not None:
         ctx.load_cert_chain(str(files.cert), str(files.key))
     return ctx
+
+
+def client_context_from_flags(cacert: Path | None, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    """The client context etcdctl-style flags ask for: ``--cacert`` alone (verify the server),
+    or all three (also present a client certificate); any other mix is a usage error."""
+    if cert and key and cacert:
+        return client_context(TLSFiles(cert, key, cacert))
+    if cacert and not (cert or key):
+        return client_context(None, ca=cacert)
+    raise UsageError("TLS needs --cacert, and --cert with --key for a client certificate")

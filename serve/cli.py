@@ -54,14 +54,9 @@ def serve_command(store: Path, host: str, port: int, open_browser: bool, data_di
         if cacert or cert or key:
             raise UsageError("--etcd talks to etcd's JSON gateway over plain HTTP; TLS flags are not supported with it")
     if cacert or cert or key:
-        from kvcheck.reference.tls import TLSFiles, client_context
+        from kvcheck.reference.tls import client_context_from_flags
 
-        if cert and key and cacert:
-            ssl_context = client_context(TLSFiles(cert, key, cacert))
-        elif cacert and not (cert or key):
-            ssl_context = client_context(None, ca=cacert)
-        else:
-            raise UsageError("TLS needs --cacert, and --cert with --key for a client certificate")
+        ssl_context = client_context_from_flags(cacert, cert, key)
     if data_dir is not None or endpoints:
         eps = [e.strip() for e in (endpoints or "").split(",") if e.strip()]
         if data_dir is not None:

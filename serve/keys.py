@@ -36,6 +36,7 @@ import trio
 
 from kvcheck.reference.client import Client, ClientError, open_client
 from kvcheck.reference.kv import requests as kvr
+from kvcheck.reference.kv.requests import prefix_end
 from kvcheck.reference.wire import ErrorCode
 
 if TYPE_CHECKING:
@@ -44,17 +45,6 @@ if TYPE_CHECKING:
 STATUS_INTERVAL = 2.0
 LIST_LIMIT = 200  # children per folder listing
 HISTORY_LIMIT = 100  # past versions shown per key
-
-
-def prefix_end(key: bytes) -> bytes:
-    """etcd's range end for a prefix (the empty prefix: every key)."""
-    k = bytearray(key)
-    while k:
-        if k[-1] < 0xFF:
-            k[-1] += 1
-            return bytes(k)
-        k.pop()
-    return b"\0"
 
 
 def key_text(key: bytes) -> str:

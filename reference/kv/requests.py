@@ -564,6 +564,19 @@ class ResponseHeader(Message):
 # --------------------------------------------------------------------------------------------
 
 
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's range_end for every key starting with ``prefix``: the prefix with its last byte
+    below 0xff incremented and the 0xff bytes after it dropped (``b"\\0"``, every key, for an
+    empty or all-0xff prefix)."""
+    k = bytearray(prefix)
+    while k:
+        if k[-1] < 0xFF:
+            k[-1] += 1
+            return bytes(k)
+        k.pop()
+    return b"\0"
+
+
 @_register
 @dataclass(slots=True)
 class RangeRequest(Message):

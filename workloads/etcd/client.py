@@ -40,6 +40,7 @@ import trio
 
 from kvcheck.reference.client import Failed, Indeterminate, cas_compare, parse_endpoint
 from kvcheck.reference.kv import requests as kvr
+from kvcheck.reference.kv.requests import prefix_end
 from kvcheck.reference.wire import ErrorCode
 
 DEFAULT_TIMEOUT = 5.0
@@ -215,17 +216,6 @@ def encode_watch_create(r: kvr.WatchCreateRequest) -> dict[str, Any]:
                                "start_revision": r.start_revision, "progress_notify": r.progress_notify,
                                "filters": [int(f) for f in r.filters], "prev_kv": r.prev_kv,
                                "watch_id": r.watch_id}}
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The range_end that covers every key starting with ``prefix``."""
-    end = bytearray(prefix)
-    while end and end[-1] == 0xFF:
-        end.pop()
-    if not end:
-        return b"\0"
-    end[-1] += 1
-    return bytes(end)
 
 
 class Namespace:
