@@ -4,13 +4,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
+
+import trio
 
 from kvcheck.checker.history import Op
 from kvcheck.workloads.config import RunConfig
@@ -82,3 +88,47 @@ def group_findings(events: Sequence[tuple[float, int, str]]) -> list[dict[str, A
 
 
 _MEMBER = re.compile(r"\bnode \d+\b")
+
+
+class StopOnSigint:
+    """Ctrl-C stops a real-time run where it is instead of killing the process, so what was
+    recorded is still written and checked. Inside ``with StopOnSigint() as sigint:`` (around
+    ``trio.run``) the first SIGINT sets ``interrupted`` and cancels the scope last given to
+    ``watch`` (through the run's trio token: safe from a signal handler); a second SIGINT
+    raises ``KeyboardInterrupt`` as usual. Installed only in the main thread (a worker
+    thread's run keeps the default behaviour). The simulation has its own handler: it stops
+    at the next idle moment of virtual time, so that the stop point is deterministic."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._scope: trio.CancelScope | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._old: Any = None
+        self._installed = False
+
+    def __enter__(self) -> StopOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._old)
+            self._installed = False
+
+    def watch(self, scope: trio.CancelScope) -> trio.CancelScope:
+        """From now on Ctrl-C cancels ``scope`` (at once if it was already pressed)."""
+        self._token = trio.lowlevel.current_trio_token()
+        self._scope = scope
+        if self.interrupted:
+            scope.cancel()
+        return scope
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupted:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.interrupted = True
+        if self._token is not None and self._scope is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._scope.cancel)

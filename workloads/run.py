@@ -176,6 +176,23 @@ def check_and_report(run_dir: Path, ops: list[Op], config: RunConfig, info: dict
     return results
 
 
+def interrupted_check_results(run_dir: Path, ops: list[Op], config: RunConfig,
+                              info: dict[str, Any]) -> dict[str, Any]:
+    """results.json of a run whose check was stopped by Ctrl-C: verdict unknown, saying why,
+    so the directory is still a usable run (``kvcheck check RUN_DIR`` checks it again)."""
+    stopped = info.get("stopped")
+    why = "interrupted (Ctrl-C) while checking"
+    results: dict[str, Any] = {
+        "valid": "unknown", "checkers_valid": "unknown", "unknown_cause": why, "checkers": {},
+        "internal": {"findings": 0, "distinct_findings": 0, "liveness": None, "problems": []},
+        "run": {**info, "stopped": f"{stopped}; {why}" if stopped else why, "interrupted": True,
+                "summary": summarize(ops)},
+        "findings": info.get("findings", []),
+        "bugs": info.get("bugs", {"enabled": list(config.bugs)})}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    return results
+
+
 @dataclass
 class RunOutcome:
     run_dir: Path
@@ -206,7 +223,10 @@ def run_once(config: RunConfig, store: Path, *, executor: Executor | None = None
     for name, text in execution.logs.items():
         (run_dir / name).write_text(text)
     info = {**execution.info, "wall_seconds": round(wall, 3)}
-    results = check_and_report(run_dir, execution.ops, config, info)
+    try:
+        results = check_and_report(run_dir, execution.ops, config, info)
+    except KeyboardInterrupt:  # Ctrl-C while checking: the history is kept, the verdict unknown
+        results = interrupted_check_results(run_dir, execution.ops, config, info)
     point_latest(store, run_dir)  # only a directory with its history and results
     code = int(verdict_code(results["valid"]))
     outcome = RunOutcome(run_dir, code, results, execution, wall)

@@ -32,7 +32,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,10 +154,14 @@ class LocalCluster:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, config: RunConfig, path: Path, startup_timeout: float) -> AsyncIterator[LocalCluster]:
+    async def running(cls, config: RunConfig, path: Path, startup_timeout: float,
+                      on_created: Callable[[LocalCluster], None] | None = None) -> AsyncIterator[LocalCluster]:
         """The cluster started under ``path`` with a leader elected; when the block ends its
-        tasks are cancelled and every member is stopped, even if the block failed."""
+        tasks are cancelled and every member is stopped, even if the block failed.
+        ``on_created`` gets the cluster before it starts (its logs outlive a failed start)."""
         cluster = cls(config, path)
+        if on_created is not None:
+            on_created(cluster)
         try:
             async with trio.open_nursery() as nursery:
                 await cluster.start(nursery)
@@ -327,28 +331,48 @@ class LocalCluster:
 
 
 def execute_local(config: RunConfig, progress: Progress) -> Execution:
-    """Run ``config`` against real processes on 127.0.0.1 (real time)."""
-    from kvcheck.workloads.execution import Execution
+    """Run ``config`` against real processes on 127.0.0.1 (real time). Ctrl-C stops the run
+    where it is (``StopOnSigint``): the members are asked for their state and stopped, and what
+    was recorded is returned with ``info["stopped"]`` saying why, as the simulation does."""
+    from kvcheck.workloads.execution import Execution, StopOnSigint
 
     path = Path(tempfile.mkdtemp(prefix="kvcheck-local-"))
+    sigint = StopOnSigint()
 
     async def main() -> Execution:
-        async with LocalCluster.running(config, path, 30.0) as cluster:
-            recorder = Recorder(trio.current_time)
-            recorder.on_event(lambda op: progress.event(op, recorder.now()))
-            info = await drive(cluster, config, recorder)
-            statuses = await cluster._statuses()
-            by_member = {str(i): s.get("bugs_fired") or {} for i, s in sorted(statuses.items())}
-            # (a member's counts restart with its process: a killed member's earlier firings are lost)
-            info["bugs"] = {"enabled": list(config.bugs),
-                            "fired": {b: sum(m.get(b, 0) for m in by_member.values()) for b in config.bugs},
-                            "by_member": {i: m for i, m in by_member.items() if m}}
-            info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
-            info["cluster_dir"] = str(path)
-        return Execution(recorder.ops, info, cluster.logs())
+        created: list[LocalCluster] = []
+        recorder: Recorder | None = None
+        info: dict[str, Any] = {}
+        with sigint.watch(trio.CancelScope()):  # Ctrl-C while the cluster starts
+            async with LocalCluster.running(config, path, 30.0, created.append) as cluster:
+                recorder = Recorder(trio.current_time)
+                rec = recorder
+                recorder.on_event(lambda op: progress.event(op, rec.now()))
+                with sigint.watch(trio.CancelScope()):  # Ctrl-C during the run: keep the cluster
+                    info = await drive(cluster, config, recorder)
+                if sigint.interrupted:
+                    info = {"stopped": f"interrupted (Ctrl-C) at {recorder.now():.3f}s", "interrupted": True}
+                    sigint.watch(trio.CancelScope())  # a later Ctrl-C is the second one: it raises
+                statuses = await cluster._statuses()
+                info["nodes"] = {str(i): {"state": rc.process_state(cluster.nodes[i].info),
+                                          **({k: s[k] for k in ("role", "term", "commit", "applied") if k in s}
+                                             if (s := statuses.get(i)) else {})}
+                                 for i in cluster.node_ids}
+                by_member = {str(i): s.get("bugs_fired") or {} for i, s in sorted(statuses.items())}
+                # (a member's counts restart with its process: a killed member's earlier firings are lost)
+                info["bugs"] = {"enabled": list(config.bugs),
+                                "fired": {b: sum(m.get(b, 0) for m in by_member.values()) for b in config.bugs},
+                                "by_member": {i: m for i, m in by_member.items() if m}}
+                info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
+                info["cluster_dir"] = str(path)
+        if recorder is None:  # interrupted before the workload began
+            info = {"stopped": "interrupted (Ctrl-C) while the cluster was starting", "interrupted": True}
+        ops = recorder.ops if recorder is not None else []
+        return Execution(ops, info, created[0].logs() if created else {})
 
     try:
-        return trio.run(main)
+        with sigint:
+            return trio.run(main)
     except BaseExceptionGroup as group:
         # trio wraps what the nursery raised; one cause (a member that could not start, a
         # proxy that could not listen) is re-raised bare so its message reaches the user

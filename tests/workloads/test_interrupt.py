@@ -1,0 +1,163 @@
+"""Ctrl-C on `kvcheck run`: a real SIGINT sent to the process group of a `kvcheck run`
+subprocess (as a terminal sends it) in the middle of a run, on the simulation and on the
+local target with real member processes. The run directory must stay usable: the history
+recorded so far, results.json saying why the run stopped and the checkers' verdicts on it, a
+report; `store/latest` only ever points at a directory with its history and results; exit
+130; and no member process of the local target left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _default_sigint() -> None:
+    # A shell that starts pytest in the background leaves SIGINT ignored, and an ignored
+    # signal stays ignored across exec: give the child the terminal's default behaviour.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_run(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "kvcheck", "run", "--no-progress", *args],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_default_sigint)
+
+
+def wait_for(what: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def run_dirs(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "store").glob("*/*/config.json"))
+
+
+def interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    os.killpg(proc.pid, signal.SIGINT)  # the whole foreground group, as Ctrl-C in a terminal
+    try:
+        return proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def assert_usable(tmp_path: Path, proc: subprocess.Popen[str], out: str, err: str) -> dict[str, Any]:
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err, err
+    latest = tmp_path / "store" / "latest"
+    assert latest.is_symlink()
+    for path in run_dirs(tmp_path):  # no directory is left with only config.json
+        assert (path.parent / "history.jsonl").is_file() and (path.parent / "results.json").is_file(), path
+    results = json.loads((latest / "results.json").read_text())
+    run = results["run"]
+    assert run["interrupted"] is True
+    assert run["stopped"].startswith("interrupted (Ctrl-C)"), run["stopped"]
+    assert "STOPPED EARLY: interrupted (Ctrl-C)" in out
+    assert (latest / "report.html").is_file()
+    return results
+
+
+def test_ctrl_c_in_the_middle_of_a_simulated_run(tmp_path: Path) -> None:
+    proc = start_run(tmp_path, "--workload", "register", "--faults", "partition", "--time-limit", "3600",
+                     "--seed", "5")
+    wait_for(lambda: bool(run_dirs(tmp_path)), proc)  # config.json is written as the run begins
+    time.sleep(3.0)  # inside the simulation now (it has an hour of simulated time to go)
+    out, err = interrupt(proc)
+    results = assert_usable(tmp_path, proc, out, err)
+    history = (tmp_path / "store" / "latest" / "history.jsonl").read_text().splitlines()
+    assert len(history) > 100  # what was recorded up to the Ctrl-C
+    assert results["checkers"]["linearizable"]["valid"] is True  # and it was checked
+    assert results["valid"] is True
+    assert 0 < results["run"]["simulated_seconds"] < 3600
+
+
+@pytest.mark.parametrize("when", ["running", "starting"])
+def test_ctrl_c_on_the_local_target_keeps_the_history_and_stops_every_member(tmp_path: Path, when: str) -> None:
+    proc = start_run(tmp_path, "--target", "local", "--workload", "register", "--nodes", "3",
+                     "--faults", "partition,kill", "--time-limit", "300", "--seed", "3")
+    members: list[int] = []
+
+    def started() -> bool:
+        members[:] = children(proc.pid)
+        return len(members) >= 3
+
+    wait_for(started, proc)  # the three member processes were launched
+    if when == "running":
+        wait_for(lambda: bool(run_dirs(tmp_path)), proc)
+        time.sleep(6.0)  # clients and the nemesis at work on the real cluster
+    out, err = interrupt(proc)
+    results = assert_usable(tmp_path, proc, out, err)
+    for pid in members:
+        assert not alive(pid), f"member process {pid} left behind"
+    assert not children(proc.pid)
+    history = (tmp_path / "store" / "latest" / "history.jsonl").read_text().splitlines()
+    if when == "running":
+        assert len(history) > 20
+        assert results["checkers"]["linearizable"]["valid"] is True
+        assert set(results["run"]["nodes"]) == {"1", "2", "3"}
+    else:  # before the leader was elected or just after: maybe nothing recorded, still a usable directory
+        assert "checkers" in results and results["valid"] in (True, False, "unknown")
+
+
+def test_ctrl_c_while_checking_keeps_the_history_with_an_unknown_verdict(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcheck.workloads import run as run_module
+    from kvcheck.workloads.config import RunConfig
+    from kvcheck.workloads.execution import Execution, Progress
+    from kvcheck.workloads.sim.cluster import execute_sim
+
+    def slow_check(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise KeyboardInterrupt  # what Ctrl-C raises in the middle of a check
+
+    executions: list[Execution] = []
+
+    def executor(config: RunConfig, progress: Progress) -> Execution:
+        executions.append(execute_sim(config, progress))
+        return executions[-1]
+
+    monkeypatch.setattr(run_module, "check_and_report", slow_check)
+    config = RunConfig(workload="register", faults=["partition"], time_limit=3, seed=1)
+    outcome = run_module.run_once(config, tmp_path / "store", executor=executor, progress=False)
+    assert outcome.code == 2
+    latest = tmp_path / "store" / "latest"
+    assert latest.resolve() == outcome.run_dir.resolve()
+    results = json.loads((latest / "results.json").read_text())
+    assert results["valid"] == "unknown" and results["run"]["interrupted"] is True
+    assert results["run"]["stopped"] == "interrupted (Ctrl-C) while checking"
+    assert len((latest / "history.jsonl").read_text().splitlines()) == len(executions[0].ops) > 0
+    monkeypatch.undo()
+    assert run_module.recheck_run_dir(latest) == 0  # `kvcheck check` decides it afterwards
