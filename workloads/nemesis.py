@@ -28,8 +28,9 @@ Kinds and their parameters:
   SIGSTOP + SIGCONT); swarm schedules add the state-driven targets of ``STATE_TARGETS``:
   ``new-leader`` (wait for the next election and hit the member that just won it),
   ``most-behind`` (the member with the lowest applied index) and ``acked`` (wait for a
-  follower to acknowledge an append and hit it at that instant). A target that cannot see
-  that state (the local target) or where it does not happen in time falls back to
+  follower to acknowledge an append and hit it at that instant). The local target
+  approximates them from outside (status calls, the acks passing its proxy: LocalCluster).
+  A target that cannot see that state or where it does not happen in time falls back to
   ``leader`` or a random member; the nemesis op's value records what was hit.
 - clock: one node's clock: ``skew`` (rate), ``bump`` (offset seconds) or ``strobe`` (offset
   flipping every ``period`` seconds); stop resets the clock.

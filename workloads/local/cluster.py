@@ -222,6 +222,99 @@ class LocalCluster:
                 await trio.sleep(0.1)
         return False
 
+    # -- state targets (nemesis.STATE_TARGETS), approximated from outside -----------------
+    # The simulation reads its members' state directly and acts at the very instant of an
+    # event. Here the nemesis sees the real processes through their status endpoint (role,
+    # term, applied index) and the peer messages passing the proxy, and acts a little later:
+    # after the status round trip or the poll interval, plus the time a signal takes.
+
+    async def _statuses_at_once(self, timeout: float = 0.25) -> dict[int, dict[str, Any]]:
+        """Every running member's status, asked of all members at once (one slow or paused
+        member costs ``timeout``, not ``timeout`` per member); members that do not answer are
+        left out."""
+        assert self._status_client is not None
+        client = self._status_client
+        out: dict[int, dict[str, Any]] = {}
+
+        async def one(i: int) -> None:
+            with contextlib.suppress(ClientError):
+                out[i] = await client.status(self.nodes[i].info.client, timeout=timeout)
+
+        async with trio.open_nursery() as nursery:
+            for i in self.node_ids:
+                if rc.process_state(self.nodes[i].info) == "running":
+                    nursery.start_soon(one, i)
+        return out
+
+    async def most_behind(self) -> int | None:
+        """The member whose status reports the lowest applied index (lowest id on ties).
+        Approximation: the statuses are asked of every member at once but answered at
+        slightly different instants, and a member that does not answer within 0.25 s (a
+        paused one) is not a candidate (nor is a paused member in the simulation)."""
+        statuses = await self._statuses_at_once()
+        up = [(int(s["applied"]), i) for i, s in statuses.items() if "applied" in s]
+        if not up:
+            return None
+        applied, behind = min(up)
+        self._log(f"most-behind: node {behind} (applied {applied}; "
+                  + ", ".join(f"node {i} {a}" for a, i in sorted(up, key=lambda x: x[1]) if i != behind) + ")")
+        return behind
+
+    async def next_leader(self, timeout: float, poll: float = 0.02) -> int | None:
+        """The member that wins the next election: statuses are polled (every ``poll``
+        seconds) until a member reports itself leader in a term newer than the current
+        leader's (the highest term in which the first poll's members knew a leader: a paused
+        leader cannot say so itself, its followers can); that member (None after
+        ``timeout``). Approximation: it is hit up to one poll round (a few tens of
+        milliseconds) after it won, not at the instant."""
+        with trio.move_on_after(timeout):
+            first = await self._statuses_at_once()
+            known = max((int(s.get("term", 0)) for s in first.values() if s.get("leader")), default=0)
+            while True:
+                await trio.sleep(poll)
+                now = await self._statuses_at_once()
+                leaders = [(int(s.get("term", 0)), i) for i, s in now.items() if s.get("role") == "leader"]
+                term, winner = max(leaders, default=(0, 0))
+                if term > known:
+                    self._log(f"new-leader: node {winner} leads term {term} (a leader was known in term {known})")
+                    return winner
+        return None
+
+    async def next_acker(self, timeout: float) -> int | None:
+        """The next follower that acknowledges an append (a MsgAppResp that is not a reject)
+        within ``timeout`` seconds, seen as the acknowledgement passes the proxy on its way
+        to the leader. Exact as to which member and which moment the ack left it; the fault
+        then lands after the signal's delivery, a few milliseconds later."""
+        from kvcheck.reference.raft import Message, MessageType
+        from kvcheck.reference.wire import unpack
+
+        acked: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, frame: bytes) -> None:
+            if acked:
+                return
+            try:
+                batch = unpack(frame[4:]).get("m") or []
+                for raw in batch:
+                    msg = Message.from_wire(raw)
+                    if msg.type is MessageType.APP_RESP and not msg.reject and msg.index > 0:
+                        acked.append(src)
+                        event.set()
+                        return
+            except Exception:  # not a message batch (the hello frame): not an ack
+                return
+
+        self.proxy.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.proxy.observers.remove(watch)
+        if acked:
+            self._log(f"acked: node {acked[0]} acknowledged an append")
+        return acked[0] if acked else None
+
     def client(self, process: int) -> KVRegisterClient:
         return KVRegisterClient(self.kv_client(process))
 

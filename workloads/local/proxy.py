@@ -9,13 +9,16 @@ the link's rules: a blocked link drops every frame (partitions of any shape, one
 included), ``loss`` drops a frame with that probability, ``delay`` holds each frame for an
 exponential time with that mean (frames stay in order on a connection, as TCP keeps them),
 ``duplicate`` sends a frame twice (Raft tolerates duplicate messages). Dropping whole frames
-keeps both ends of the stream in sync. The proxy decodes only the hello frame.
+keeps both ends of the stream in sync. The proxy decodes only the hello frame; ``observers``
+see every forwarded frame (the local target's nemesis decodes them to find the member that
+just acknowledged an append).
 """
 
 from __future__ import annotations
 
 import random
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import msgpack
@@ -59,6 +62,8 @@ class FaultProxy:
         self.rng = rng
         self.stats = ProxyStats()
         self._scopes: dict[int, trio.CancelScope] = {}
+        # observers(src, dst, frame) of every frame forwarded (the nemesis's "acked" target)
+        self.observers: list[Callable[[int, int, bytes], None]] = []
 
     async def serve(self, dst: int, listener: trio.SocketListener, upstream: str,
                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -115,6 +120,8 @@ class FaultProxy:
                     await trio.sleep(self.rng.expovariate(1.0 / r.delay))
                 await sink.send_all(frame)
                 self.stats.forwarded += 1
+                for observe in list(self.observers):
+                    observe(src, dst, frame)
                 if r.duplicate and self.rng.random() < r.duplicate:
                     await sink.send_all(frame)
                     self.stats.duplicated += 1
