@@ -382,9 +382,10 @@ class LocalPool(cf.Executor):
     Only ``run_seed`` tasks are accepted: each slot is a thread that hands a task to its
     worker over a pipe and waits for the answer."""
 
-    def __init__(self, jobs: int, run_timeout: float | None) -> None:
+    def __init__(self, jobs: int, run_timeout: float | None, *, own_groups: bool = True) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.run_timeout = run_timeout
+        self.own_groups = own_groups  # each worker in a session of its own (own_scheduling_group)
         self.queue: queue.SimpleQueue[tuple[cf.Future[SeedResult], SeedTask] | None] = queue.SimpleQueue()
         self.procs: set[Any] = set()  # live worker processes
         self.threads = [threading.Thread(target=self._slot, daemon=True, name=f"regress-slot-{i}")
@@ -420,7 +421,7 @@ class LocalPool(cf.Executor):
 
     def _start(self) -> tuple[Any, Any]:
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        proc = self.ctx.Process(target=_worker_main, args=(child, self.own_groups), daemon=True)
         proc.start()
         self.procs.add(proc)
         child.close()
@@ -464,8 +465,31 @@ class LocalPool(cf.Executor):
                 self.procs.discard(proc)
 
 
-def _worker_main(conn: Any) -> None:
+def own_scheduling_group() -> None:
+    """Put this worker process in a session of its own, and have it killed when the suite
+    dies. On Linux with autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``,
+    on by default on desktops and on this project's 2-core machine) the CPU is shared
+    fairly between sessions, not processes: workers left in the suite's session share one
+    session's share, so on a busy machine 2 workers ran the clean matrix no faster than 1
+    (measured: 0.93x, while the runs' CPU time split evenly over the two workers). A
+    session per worker gives each its own share, which is what ``--jobs N`` asks for. Being
+    outside the terminal's process group, a worker no longer gets the terminal's Ctrl-C or
+    hang-up (it ignores Ctrl-C anyway): the parent-death signal kills it when the suite's
+    process ends, however it ends."""
+    with contextlib.suppress(OSError):
+        os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+
+def _worker_main(conn: Any, own_group: bool = True) -> None:
     """A LocalPool worker: run the tasks it is sent until it is sent None."""
+    if own_group:
+        own_scheduling_group()
     import kvcheck.workloads.run  # noqa: F401  (the simulation's imports, before "ready")
 
     # Ctrl-C is the suite's to handle: it kills the workers (trio keeps an ignored SIGINT).
@@ -479,8 +503,8 @@ def _worker_main(conn: Any) -> None:
         return
 
 
-def local_executor(jobs: int, run_timeout: float | None = None) -> cf.Executor:
-    return LocalPool(jobs, run_timeout)
+def local_executor(jobs: int, run_timeout: float | None = None, *, own_groups: bool = True) -> cf.Executor:
+    return LocalPool(jobs, run_timeout, own_groups=own_groups)
 
 
 class DaskExecutor:
@@ -763,8 +787,10 @@ class RegressOutcome:
 
 
 def run_regress(plan: Plan, store: Path, *, jobs: int | None = None, dask_scheduler: str | None = None,
-                progress: bool = True, quick: bool = False) -> RegressOutcome:
-    """Run the plan's seeds on local processes or a Dask cluster; write regress.json/html."""
+                progress: bool = True, quick: bool = False, own_groups: bool = True) -> RegressOutcome:
+    """Run the plan's seeds on local processes or a Dask cluster; write regress.json/html.
+    ``own_groups=False`` leaves the local workers in the suite's session (see
+    ``own_scheduling_group``; the benchmark measures both)."""
     out_dir = regress_dir(store.resolve())  # absolute: workers may run elsewhere
     runs = out_dir / "runs"
     runs.mkdir()
@@ -778,7 +804,7 @@ def run_regress(plan: Plan, store: Path, *, jobs: int | None = None, dask_schedu
         label = f"dask {dask_scheduler} ({slots} workers)"
     else:
         slots = jobs or os.cpu_count() or 1
-        executor = local_executor(slots, plan.budget.run_timeout)
+        executor = local_executor(slots, plan.budget.run_timeout, own_groups=own_groups)
         label = f"local ({slots} processes)"
     bar = _bar(sched, progress)
     try:

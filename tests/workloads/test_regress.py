@@ -169,3 +169,41 @@ def test_prune_valid_deletes_valid_runs_but_keeps_their_hashes_and_the_failing_r
     assert row.first is not None, "local_reads is caught within 6 seeds"
     kept = [r for r in row.recorded() if r.run_dir]
     assert [r.seed for r in kept] == [row.first] and (Path(kept[0].run_dir) / "report.html").is_file()
+
+
+def test_local_workers_run_in_sessions_of_their_own_and_die_with_the_suite(tmp_path: Path) -> None:
+    """Each local worker is in a session of its own (so Linux autogroup scheduling gives it
+    its own CPU share: regress.own_scheduling_group), and when the suite's process ends
+    abruptly its workers end with it, mid-run."""
+    import time
+
+    script = """
+import os, sys, time
+from kvcheck.workloads.regress import LocalPool, SeedTask, run_seed
+pool = LocalPool(2, run_timeout=None)
+for seed in (0, 1):
+    pool.submit(run_seed, SeedTask("clean register / none", seed, {"workload": "register", "faults": [],
+        "seed": seed, "time_limit": 100000.0, "bugs": []}, sys.argv[1]))
+deadline = time.monotonic() + 120
+def settled():  # both started and past their first lines (a worker calls setsid first)
+    return len(pool.procs) == 2 and all(os.getsid(w.pid) == w.pid for w in pool.procs)
+while not settled() and time.monotonic() < deadline:
+    time.sleep(0.1)
+print(" ".join(f"{w.pid}:{os.getsid(w.pid)}" for w in pool.procs), os.getsid(0), flush=True)
+time.sleep(2.0)  # the workers are inside their runs
+os._exit(0)  # no shutdown, no cleanup
+"""
+    p = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    *pairs, suite = p.stdout.split()
+    assert len(pairs) == 2, p.stdout + p.stderr
+    workers = [int(pair.split(":")[0]) for pair in pairs]
+    sessions = {int(pair.split(":")[1]) for pair in pairs}
+    assert len(sessions) == 2 and int(suite) not in sessions
+    assert sessions == set(workers)  # each worker leads its own session
+    deadline = time.monotonic() + 30
+    alive = list(workers)
+    while alive and time.monotonic() < deadline:
+        alive = [w for w in alive if Path(f"/proc/{w}").exists()
+                 and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")]
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived the suite"
