@@ -246,7 +246,8 @@ def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_s
     """The regression suite: a clean matrix (every workload x fault mix x seeds) that must be
     valid, and a bug matrix whose every switch must be caught from the client history.
 
-    Exit 0 only when the clean matrix is all valid and every switch is caught, else 1.
+    Exit 0 only when the clean matrix is all valid and every switch run is caught (each one
+    --bug names; every switch without --bug), else 1.
     """
     import dataclasses
 
@@ -276,11 +277,14 @@ def regress_command(quick: bool, bugs: tuple[str, ...], seeds: int | None, bug_s
 
 @click.command("shrink")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--max-runs", type=click.IntRange(min=1), default=80, show_default=True,
+@click.option("--max-runs", type=click.IntRange(min=1), default=150, show_default=True,
               help="Most candidate runs to try.")
+@click.option("--seed-tries", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Once the original seed shrinks no further, try each smaller fault schedule on "
+                   "this many seeds (its own and the next ones); 1: the original seed only.")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
               help="Most wall seconds to spend.")
-def shrink_command(run_dir: Path, max_runs: int, max_seconds: float) -> int:
+def shrink_command(run_dir: Path, max_runs: int, max_seconds: float, seed_tries: int) -> int:
     """Shrink a failing simulation run to a minimal one failing with the same anomaly: fewer
     faults, a shorter time limit, fewer nodes, client threads and keys. Writes a new run
     directory beside RUN_DIR and prints the sizes before and after and the command that
@@ -288,6 +292,7 @@ def shrink_command(run_dir: Path, max_runs: int, max_seconds: float) -> int:
     from kvcheck.workloads.shrink import render, shrink_run
 
     with _internal_errors():
-        result = shrink_run(run_dir, max_runs=max_runs, max_seconds=max_seconds, echo=click.echo)
+        result = shrink_run(run_dir, max_runs=max_runs, max_seconds=max_seconds, seed_tries=seed_tries,
+                            echo=click.echo)
     click.echo(render(result))
     return int(ExitCode.INVALID)

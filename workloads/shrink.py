@@ -14,6 +14,15 @@ changes nothing or the budget (candidate runs, wall seconds) is spent:
 3. fewer nodes, client threads, keys and a lower request rate: the smallest value that still
    fails, smallest first.
 
+A run is chaotic in its schedule: without one fault, every later message, election and
+client retry happens at another moment, so a bug that needs some interleaving may vanish
+with the original seed although the remaining faults can still produce it. So once the
+rounds above are done and more than one fault is left, delta debugging over the faults runs
+again with each candidate tried on ``seed_tries`` seeds (its own, then the next ones): a
+candidate fails if any of them fails, and the reproducer takes that seed (its steps say so).
+(A pinned no_session_dedup run stayed at 4 faults, each removal losing the anomaly on seed
+0; with reseeding it shrinks to fewer.)
+
 Every candidate runs into a scratch store; the minimal config is run once more into a new
 run directory beside the original (with shrink.json: before/after sizes and the steps kept),
 which ``kvcheck replay`` re-executes byte for byte.
@@ -50,6 +59,7 @@ class Size:
     concurrency: int
     keys: int
     time_limit: float
+    seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -59,7 +69,7 @@ def size_of(config: RunConfig, results: dict[str, Any], ops: int) -> Size:
     run = results.get("run", {})
     return Size(len(config.schedule), ops, float(run.get("simulated_seconds") or config.time_limit),
                 float(run.get("wall_seconds") or 0.0), config.nodes, config.concurrency, config.keys,
-                config.time_limit)
+                config.time_limit, config.seed)
 
 
 def count_ops(history: Path) -> int:
@@ -89,6 +99,7 @@ class Shrinker:
     def __init__(self, config: RunConfig, anomaly: tuple[str, str], scratch: Path, *,
                  max_runs: int, max_seconds: float, echo: Callable[[str], None] | None = None) -> None:
         self.best = config
+        self.failing = config  # the last candidate that failed (with the seed it failed on)
         self.anomaly = anomaly
         self.scratch = scratch
         self.max_runs = max_runs
@@ -107,14 +118,21 @@ class Shrinker:
             return True
         return False
 
-    def fails(self, config: RunConfig) -> bool:
-        """Whether ``config`` still fails with the anomaly (one simulation run)."""
-        if self.exhausted():
-            return False
-        self.runs += 1
-        outcome = run_once(dataclasses.replace(config, schedule=list(config.schedule)), self.scratch, progress=False)
-        kinds = {(a["checker"], a["kind"]) for a in anomalies_of(outcome.results)}
-        return checkers_verdict(outcome.results) is False and self.anomaly in kinds
+    def fails(self, config: RunConfig, *, seeds: int = 1) -> bool:
+        """Whether ``config`` still fails with the anomaly (one simulation run), or, with
+        ``seeds`` > 1, whether it does with its own seed or one of the next ``seeds`` - 1;
+        ``self.failing`` is then the config (and seed) that failed."""
+        for i in range(seeds):
+            if self.exhausted():
+                return False
+            self.runs += 1
+            cand = dataclasses.replace(config, schedule=list(config.schedule), seed=config.seed + i)
+            outcome = run_once(dataclasses.replace(cand, schedule=list(cand.schedule)), self.scratch, progress=False)
+            kinds = {(a["checker"], a["kind"]) for a in anomalies_of(outcome.results)}
+            if checkers_verdict(outcome.results) is False and self.anomaly in kinds:
+                self.failing = cand
+                return True
+        return False
 
     def keep(self, config: RunConfig, what: str) -> None:
         self.best = config
@@ -128,15 +146,21 @@ class Shrinker:
         kinds = list(dict.fromkeys(f.kind for f in schedule))
         return dataclasses.replace(self.best, schedule=list(schedule), faults=kinds)
 
-    def ddmin_faults(self) -> bool:
+    def ddmin_faults(self, seeds: int = 1) -> bool:
         """Zeller's ddmin over the schedule: the smallest subsequence of faults (1-minimal)
-        that still fails. Returns whether it removed any."""
+        that still fails (each candidate tried on ``seeds`` seeds, see the module doc).
+        Returns whether it removed any."""
         faults = list(self.best.schedule)
         if not faults:
             return False
-        before = len(faults)
-        if self.fails(self.with_schedule([])):
-            self.keep(self.with_schedule([]), f"faults {before} -> 0")
+        before, seed = len(faults), self.best.seed
+
+        def note() -> str:
+            return f" (seed {seed} -> {self.best.seed})" if self.best.seed != seed else ""
+
+        if self.fails(self.with_schedule([]), seeds=seeds):
+            self.best = self.failing
+            self.keep(self.best, f"faults {before} -> 0{note()}")
             return True
         n = 2
         while len(faults) >= 2 and not self.exhausted():
@@ -144,21 +168,23 @@ class Shrinker:
             parts = [faults[i:i + chunk] for i in range(0, len(faults), chunk)]
             reduced = False
             for part in parts:  # a part alone
-                if self.fails(self.with_schedule(part)):
+                if self.fails(self.with_schedule(part), seeds=seeds):
                     faults, n, reduced = part, 2, True
                     break
             if not reduced and len(parts) > 2:  # with two parts the complements are the parts
                 for i in range(len(parts)):
                     rest = [f for j, p in enumerate(parts) if j != i for f in p]
-                    if self.fails(self.with_schedule(rest)):
+                    if self.fails(self.with_schedule(rest), seeds=seeds):
                         faults, n, reduced = rest, max(n - 1, 2), True
                         break
-            if not reduced:
-                if n >= len(faults):
-                    break
+            if reduced:
+                self.best = self.failing  # later candidates build on it (and on its seed)
+            elif n >= len(faults):
+                break
+            else:
                 n = min(len(faults), 2 * n)
         if len(faults) < before:
-            self.keep(self.with_schedule(faults), f"faults {before} -> {len(faults)}")
+            self.keep(self.with_schedule(faults), f"faults {before} -> {len(faults)}{note()}")
             return True
         return False
 
@@ -243,7 +269,7 @@ def anomaly_end_seconds(run_dir: Path, results: dict[str, Any], anomaly: tuple[s
     return None if end is None else end / 1e9
 
 
-def shrink_run(path: Path | str, *, max_runs: int = 80, max_seconds: float = 600.0,
+def shrink_run(path: Path | str, *, max_runs: int = 150, max_seconds: float = 600.0, seed_tries: int = 8,
                echo: Callable[[str], None] | None = None) -> ShrinkResult:
     """Shrink a failing run directory; returns where the minimal run went and the sizes."""
     run_dir = Path(path)
@@ -268,8 +294,9 @@ def shrink_run(path: Path | str, *, max_runs: int = 80, max_seconds: float = 600
                              "(was it recorded by another kvcheck version?)")
         end = anomaly_end_seconds(run_dir, results, anomaly)
         first = True
+        seeds = 1  # then seed_tries, once the rounds on the original seed change nothing
         while not s.exhausted():
-            changed = s.ddmin_faults()
+            changed = s.ddmin_faults(seeds)
             changed = s.shorter(end if first else None) or changed
             first = False
             changed = s.smaller("nodes", [3, 4]) or changed
@@ -277,7 +304,9 @@ def shrink_run(path: Path | str, *, max_runs: int = 80, max_seconds: float = 600
             changed = s.smaller("keys", [1, 2, 4]) or changed
             changed = s.lower_rate() or changed
             if not changed:
-                break
+                if seeds >= seed_tries or not s.best.schedule:
+                    break
+                seeds = seed_tries
         stopped = s.stopped if s.exhausted() else "minimal"
         best = s.best
     store = run_dir.resolve().parent.parent
@@ -308,7 +337,8 @@ def render(result: ShrinkResult) -> str:
              f"  {'time limit s':18} {b.time_limit:>10g} {a.time_limit:>10g}",
              f"  {'nodes':18} {b.nodes:>10} {a.nodes:>10}",
              f"  {'client threads':18} {b.concurrency:>10} {a.concurrency:>10}",
-             f"  {'keys':18} {b.keys:>10} {a.keys:>10}"]
+             f"  {'keys':18} {b.keys:>10} {a.keys:>10}",
+             f"  {'seed':18} {b.seed:>10} {a.seed:>10}"]
     if result.steps:
         lines.append("  steps: " + "; ".join(result.steps))
     lines.append(f"reproduce: kvcheck replay {result.run_dir}")
