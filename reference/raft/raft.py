@@ -577,10 +577,17 @@ class Raft:
                 # The follower's log has term log_term at reject_hint: skip to our last
                 # entry of a term <= that, where the logs may match.
                 next_probe = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            probing, next_before = pr.state is ProgressState.PROBE, pr.next
             if pr.maybe_decr_to(m.index, next_probe):
                 if pr.state is ProgressState.REPLICATE:
                     pr.become_probe()
-                self.maybe_send_append(m.from_)
+                # A probe rejection that does not move next back (it rejects the index the
+                # follower acknowledged: a stale duplicate, or a follower that lost entries it
+                # acknowledged) carries nothing new: the next heartbeat response re-probes.
+                # Answering it at once would turn each duplicated rejection into one more
+                # never-ending probe loop (a message storm that grows with every duplicate).
+                if not probing or pr.next != next_before:
+                    self.maybe_send_append(m.from_)
             return
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):

@@ -29,6 +29,7 @@ ReadIndex, so a wrong read path on any member shows up in the history.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -717,6 +718,21 @@ class SimWatch:
         self._stream.request_progress()
 
 
+def traffic_note(cluster: SimCluster) -> str:
+    """Where a run that spent its wall budget was spending it, as far as the network shows:
+    messages sent per simulated second and the links holding the most undelivered messages
+    (a store that loops, e.g. a leader and a follower answering each other forever, shows as
+    a message rate far above a healthy run's few hundred per second)."""
+    elapsed = max(1e-9, trio.current_time() - cluster.origin)
+    links: collections.Counter[tuple[int, int]] = collections.Counter()
+    for _, _, entry in cluster.scheduler._heap:
+        if isinstance(entry, functools.partial) and entry.func == cluster.net._arrive:
+            links[(int(entry.args[0]), int(entry.args[1]))] += 1
+    top = ", ".join(f"n{a}->n{b} {k}" for (a, b), k in links.most_common(3))
+    return (f" ({cluster.net.stats.sent} messages sent, {cluster.net.stats.sent / elapsed:.0f} per simulated"
+            f" second; undelivered: {top or 'none'})")
+
+
 def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` in the simulation: one deterministic ``trio.run`` in virtual time."""
     from kvcheck.workloads.execution import Execution
@@ -765,7 +781,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
                 return
             at = f"at {trio.current_time() - cluster.origin:.3f}s simulated"
             stop.append(f"interrupted (Ctrl-C) {at}" if interrupted else
-                        f"wall-clock budget of {budget:g}s spent {at}")
+                        f"wall-clock budget of {budget:g}s spent {at}" + traffic_note(cluster))
             run_scope.cancel()
             cluster.net.halted = True  # no more traffic: what is left of the run ends quickly
 
