@@ -581,13 +581,17 @@ class Raft:
             if pr.maybe_decr_to(m.index, next_probe):
                 if pr.state is ProgressState.REPLICATE:
                     pr.become_probe()
-                # A probe rejection that does not move next back (it rejects the index the
-                # follower acknowledged: a stale duplicate, or a follower that lost entries it
-                # acknowledged) carries nothing new: the next heartbeat response re-probes.
-                # Answering it at once would turn each duplicated rejection into one more
-                # never-ending probe loop (a message storm that grows with every duplicate).
-                if not probing or pr.next != next_before:
-                    self.maybe_send_append(m.from_)
+                # A probe rejection that does not move next back rejects the very index the
+                # follower acknowledged: a stale copy (answered once, as before), or a
+                # follower that lost entries it acknowledged. From the second such rejection
+                # without progress on, the next heartbeat response re-probes: answering each
+                # at once made every duplicated copy one more never-ending probe loop (a
+                # message storm that grows with every duplicate).
+                if probing and pr.next == next_before:
+                    pr.noop_rejects += 1
+                    if pr.noop_rejects > 1:
+                        return
+                self.maybe_send_append(m.from_)
             return
         was_paused = pr.is_paused()
         if not pr.maybe_update(m.index):

@@ -458,6 +458,87 @@ class SimCluster:
         await self._start_node(new)
         return member.id
 
+    # -- membership churn (nemesis.churn): several changes at once, as Jepsen's etcd test --
+
+    MAX_MEMBERS = 7
+
+    async def grow_member(self) -> int | None:
+        """Add a fresh member (a new id, empty disk) through the current leader, not in place
+        of a removed one; its id, or None if the leader refused or was not found in time."""
+        if len(self.node_ids) >= self.MAX_MEMBERS:
+            return None
+        leader_id = await self.leader()
+        if leader_id is None:
+            return None
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        try:
+            with trio.fail_after(5.0):
+                member = await leader.member_add(f"grown-by-n{leader_id}", "", "")
+        except (WireError, trio.TooSlowError) as exc:
+            self._log(self.slots[leader_id], f"member add (grow) failed: {exc}")
+            return None
+        if member.id in self.slots:  # already started (cannot happen: ids are never reused)
+            return member.id
+        new = self._add_slot(Slot(member.id, SimClock(self.scheduler), MemoryFileSystem(), join=True))
+        await self._start_node(new)
+        return member.id
+
+    async def leader_elected(self, timeout: float) -> int | None:
+        """Wait until a member leads a newer term than any leader now and return it at the
+        instant it sends its first append as leader (before any follower has acknowledged
+        its first entry), or None after ``timeout``."""
+        now = max((s.node.term for s in self.slots.values() if s.state == "up" and s.node is not None
+                   and s.node.is_leader), default=0)
+        won: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if not won and isinstance(msg, raft.Message) and msg.type is raft.MessageType.APP and msg.term > now:
+                won.append(src)
+                event.set()
+
+        self.net.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.observers.remove(watch)
+        return won[0] if won else None
+
+    async def shrink_member(self, node: int, linger: float) -> bool:
+        """Remove ``node`` through the current leader (down to 3 members); True once the leader
+        applied it. The member keeps running for ``linger`` seconds more before it is stopped (a
+        removed member that has not applied its removal yet still answers and campaigns
+        meanwhile, as a real one would until an operator stops it)."""
+        slot = self._slot(node)
+        if slot is None or len(self.node_ids) <= 3:
+            return False
+        leader_id = await self.leader()
+        if leader_id is None:
+            return False
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        try:
+            with trio.fail_after(5.0):
+                await leader.member_remove(node)
+        except (WireError, trio.TooSlowError) as exc:
+            self._log(slot, f"member remove failed: {exc}")
+            return False
+        if slot.state == "down":
+            slot.state = "removed"
+            return True
+
+        async def stop_later() -> None:
+            await self.scheduler.sleep(linger)
+            if slot.state in ("up", "paused"):
+                await self._stop(slot, f"removed from the cluster ({linger:g}s ago)")
+            slot.state = "removed"
+
+        assert self._nursery is not None
+        self._nursery.start_soon(stop_later)
+        return True
+
     # -- health and clients -------------------------------------------------------------
 
     async def wait_healthy(self, timeout: float) -> bool:
