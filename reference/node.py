@@ -363,6 +363,7 @@ class Node:
         self._watches: dict[int, trio.MemorySendChannel[kvr.WatchResponse]] = {}
         self._progress_watches: set[int] = set()
         self._member_lock = trio.Lock()
+        self._proposed_ids: set[int] = set()  # ids this member proposed to add (never reused)
         self._durable_term_vote = (0, 0)  # (term, vote) of the last hard state persisted
         self._in_ready = False  # a Ready is outstanding: inputs to the core wait in _deferred
         self._deferred: list[Callable[[], None]] = []
@@ -1049,6 +1050,13 @@ class Node:
 
     async def _conf_change(self, cc_type: raft.ConfChangeType, node_id: int,
                            member: Member | None) -> Member:
+        result: Member = await self._propose_conf_change(cc_type, node_id, member).wait()
+        return result
+
+    def _propose_conf_change(self, cc_type: raft.ConfChangeType, node_id: int,
+                             member: Member | None) -> _Waiter:
+        """Propose a conf change now; the waiter answers once it is applied here (or fails at
+        once if Raft refuses it: one change at a time, as etcd)."""
         raw = self._rawnode()
         if not self.is_leader:
             raise self.not_leader("membership changes are served by the leader")
@@ -1071,25 +1079,33 @@ class Node:
                     waiter.fail(WireError(ErrorCode.UNAVAILABLE, f"membership change refused: {exc.reason}"))
 
         self._call(do_propose)
-        result: Member = await waiter.wait()
-        return result
+        return waiter
+
+    # Membership changes: the check, the new id and the proposal happen at once; the wait for
+    # the change to apply does not hold anything, so a second change proposed meanwhile
+    # reaches Raft, whose one-change-at-a-time rule refuses it (as etcd's raft does), and two
+    # concurrent adds never pick the same new id (``_proposed_ids``).
 
     async def member_add(self, name: str, peer: str, client: str, learner: bool = False) -> Member:
         async with self._member_lock:
             for m in self.members.values():
                 if peer and m.peer == peer:
                     raise WireError(ErrorCode.MEMBER_EXIST, f"peer address {peer} is member {m.id}")
-            new_id = max([0, *self.members, *self.removed_ids]) + 1
+            new_id = max([0, *self.members, *self.removed_ids, *self._proposed_ids]) + 1
             kind = raft.ConfChangeType.ADD_LEARNER if learner else raft.ConfChangeType.ADD_NODE
-            return await self._conf_change(kind, new_id, Member(new_id, name or f"node{new_id}", peer, client, learner))
+            waiter = self._propose_conf_change(kind, new_id, Member(new_id, name or f"node{new_id}", peer, client, learner))
+            self._proposed_ids.add(new_id)
+        result: Member = await waiter.wait()
+        return result
 
     async def member_remove(self, member_id: int) -> Member:
         async with self._member_lock:
             member = self.members.get(member_id)
             if member is None:
                 raise WireError(ErrorCode.MEMBER_NOT_FOUND, f"member {member_id} not found")
-            await self._conf_change(raft.ConfChangeType.REMOVE_NODE, member_id, None)
-            return member
+            waiter = self._propose_conf_change(raft.ConfChangeType.REMOVE_NODE, member_id, None)
+        await waiter.wait()
+        return member
 
     async def member_promote(self, member_id: int) -> Member:
         async with self._member_lock:

@@ -39,7 +39,13 @@ Kinds and their parameters:
 - disk: a node loses power: what it had not fsynced is lost and its last write may be torn;
   stop restarts it. ``node`` fixed in the schedule, or (swarm) a ``target`` as for kill.
 - member: remove a node from the cluster (a Raft conf change); stop adds it back with an
-  empty data directory.
+  empty data directory. Or (half of them, ``mode: churn``, on a target that can grow the
+  cluster: the simulation) membership churn as Jepsen's etcd nemesis: 2-5 changes issued at
+  once or milliseconds apart, none awaiting another, the first two going the same way (3 ->
+  5 members, 5 -> 3), the change after a leader's removal going to the new leader the instant
+  it is elected, removed members running on for ``linger`` seconds; with ``split`` the network
+  is cut along the old/new configuration boundary (``config_split``) the moment the first two
+  changes applied on the leader. The stop op lists each change, its outcome and the split.
 """
 
 from __future__ import annotations
@@ -137,7 +143,7 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
              "seed": rng.randrange(1 << 30)}
         if kind == "disk":
             p["torn"] = rng.random() < 0.5
-        return p
+        return churn_params(p) if kind == "member" else p
     if kind == "clock":
         mode = rng.choice(("skew", "bump", "strobe"))
         p = {"mode": mode, "node": rng.choice(list(nodes))}
@@ -159,8 +165,43 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     if kind == "disk":
         return {"node": rng.choice(list(nodes)), "torn": rng.random() < 0.5}
     if kind == "member":
-        return {"target": rng.choice(("one", "leader")), "seed": rng.randrange(1 << 30)}
+        return churn_params({"target": rng.choice(("one", "leader")), "seed": rng.randrange(1 << 30)})
     raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def churn_params(p: dict[str, Any]) -> dict[str, Any]:
+    """Half of the member faults (by their seed, so no other draw of a schedule moves) are
+    membership churn, as Jepsen's etcd membership nemesis: ``changes`` conf changes issued
+    in quick succession without waiting for one another, growing the cluster up to
+    ``high`` members and shrinking it down to 3 (3 -> 5 and back: two pending changes
+    could make majorities that do not intersect), a removal of the leader being followed by
+    the next change at the new leader the moment it is elected (its first entry not yet
+    applied). A store must refuse or serialize such changes; the history records each
+    change and its outcome (the stop op)."""
+    seed = int(p["seed"])
+    if seed % 2 == 0:
+        return p
+    return {**p, "mode": "churn", "changes": 2 + (seed >> 1) % 4, "high": 5 + (seed >> 3) % 3,
+            "linger": round(0.1 * ((seed >> 5) % 20), 1),
+            "split": round(0.5 + 0.25 * ((seed >> 10) % 12), 2) if (seed >> 9) % 4 else 0.0}
+
+
+def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = None) -> list[list[int]]:
+    """Two sides along a membership change's boundary: one with the leader (which applied
+    the change), every member the change added and just enough other shared members for a
+    majority of the new configuration; the other with everything else (the removed members
+    and the rest of the shared ones, which may not know yet that the change committed).
+    When old and new differ by one member, no such split gives both sides a majority of
+    their own configuration; when two changes were pending at once (3 -> 5, 5 -> 3), it can."""
+    old_s, new_s = set(old), set(new)
+    added = sorted(new_s - old_s)
+    shared = sorted(new_s & old_s, key=lambda m: (m != leader, m))  # the leader first
+    need = len(new_s) // 2 + 1
+    side_new = added + shared[:max(0, need - len(added))]
+    if leader in shared and leader not in side_new:
+        side_new.append(leader)
+    side_old = sorted((old_s | new_s) - set(side_new))
+    return [sorted(side_old), sorted(side_new)] if side_old and side_new else []
 
 
 def make_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
@@ -371,6 +412,8 @@ class Nemesis:
         self.healed: dict[str, int] = {}
         self.on_fault = on_fault
         self._strobe_scope: trio.CancelScope | None = None
+        # running churns: (changes done, finished, the split it made)
+        self._churns: dict[int, tuple[list[dict[str, Any]], trio.Event | None, dict[str, Any]]] = {}
         # Overlapping faults run in tasks of their own, but the history allows one open op per
         # process: their actions (invoke .. completion) take turns. (No lock otherwise, so a
         # schedule without overlaps runs exactly as it always has.)
@@ -457,6 +500,9 @@ class Nemesis:
                      "torn": p["torn"]}
         elif kind == "disk":
             value = {"node": p["node"], "torn": p["torn"]}
+        elif kind == "member" and p.get("mode") == "churn" and hasattr(t, "grow_member"):
+            value = {"mode": "churn", "changes": p["changes"], "high": p["high"], "linger": p["linger"],
+                     "split": p.get("split", 0.0), "members": list(t.node_ids)}
         elif kind == "member":
             value = {"node": (await self.resolve(p["target"], rng, leader, wait))[0]}
         else:
@@ -501,6 +547,8 @@ class Nemesis:
             )
         elif kind == "disk":
             await t.crash_disk(value["node"], value["torn"])
+        elif kind == "member" and value.get("mode") == "churn":
+            self._start_churn(value)
         elif kind == "member":
             ok = await t.remove_member(value["node"])
             return {**value, "removed": ok}
@@ -522,6 +570,97 @@ class Nemesis:
         nursery.start_soon(strobe)
 
     _nursery: trio.Nursery
+
+    def _start_churn(self, value: dict[str, Any]) -> None:
+        """Issue the churn's conf changes in the background (see ``churn_params``): each
+        change is its own task, started ``gap`` after the previous one (or, after the
+        leader's removal, the moment a new leader is elected), none awaiting another."""
+        t: Any = self.target
+        rng = random.Random(f"churn:{value['changes']}:{value['high']}:{value['members']}")
+        done: list[dict[str, Any]] = []
+        finished = trio.Event()
+        split: dict[str, Any] = {}
+        self._churns[id(value)] = (done, finished, split)
+
+        before = list(t.node_ids)
+        wave = min(2, int(value["changes"]))  # the split follows the first two changes
+
+        async def cut_along_configs() -> None:
+            """The moment the first two changes applied on the leader (its followers may not
+            know they committed yet), cut along the boundary between the configurations
+            before and after them, unless a partition fault holds the network already."""
+            groups = config_split(before, t.node_ids, await t.leader())
+            if not groups or any(f.kind == "partition" for f, _ in self.active):
+                return
+            split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=value["split"])
+            await t.block_links(cut(groups))
+            await trio.sleep(value["split"])
+            if not any(f.kind == "partition" for f, _ in self.active):
+                await t.heal_links()
+
+        async def change(kind: str, node: int | None, n: trio.Nursery) -> None:
+            at = round(self.recorder.now(), 3)
+            if kind == "add":
+                got = await t.grow_member()
+                done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
+            else:
+                ok = await t.shrink_member(node, value["linger"])
+                done.append({"change": "remove", "node": node, "ok": ok, "at": at})
+            if value.get("split") and len(done) == wave:
+                n.start_soon(cut_along_configs)
+
+        async def churn() -> None:
+            removing: set[int] = set()  # members this burst is removing (never one twice)
+            async with trio.open_nursery() as n:
+                planned = len(t.node_ids)
+                # With a split, the burst is its first two changes and the split after them.
+                # The first two changes go the same way (3 -> 5, 5 -> 3: two at once could make
+                # majorities that do not intersect), the leader staying a member.
+                if planned + wave <= value["high"] and (planned - wave < 3 or rng.random() < 0.5):
+                    first_way: str | None = "grow"
+                else:
+                    first_way = "shrink" if planned - wave >= 3 else None
+                for i in range(wave if value.get("split") else value["changes"]):
+                    if i < wave and first_way is not None:
+                        grow = first_way == "grow"
+                    else:
+                        grow = planned < value["high"] and (planned <= 3 or rng.random() < 0.5)
+                    if not grow and planned <= 3:
+                        break
+                    leader = await t.leader()
+                    if grow:
+                        planned += 1
+                        n.start_soon(change, "add", None, n)
+                        await trio.sleep(0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05))
+                        continue
+                    planned -= 1
+                    others = [i for i in t.node_ids if i != leader]
+                    others = [i for i in others if i not in removing] or others
+                    keep_leader = i < wave and first_way is not None
+                    victim = leader if leader is not None and not keep_leader and rng.random() < 0.5 \
+                        else rng.choice(others)
+                    removing.add(victim)
+                    n.start_soon(change, "remove", victim, n)
+                    if victim == leader and hasattr(t, "leader_elected"):
+                        await t.leader_elected(5.0)  # the next change goes to the new leader at once
+                    elif victim == leader and hasattr(t, "next_leader"):
+                        await t.next_leader(5.0)
+                    else:
+                        await trio.sleep(0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05))
+            finished.set()
+
+        self._nursery.start_soon(churn)
+
+    async def _stop_churn(self, value: dict[str, Any]) -> dict[str, Any]:
+        """Wait (at most 10 s) for the churn's changes; what each did and the members now."""
+        done, finished, split = self._churns.pop(id(value), ([], None, {}))
+        if finished is not None:
+            with trio.move_on_after(10.0):
+                await finished.wait()
+        out: dict[str, Any] = {"changes_done": list(done), "members_now": list(self.target.node_ids)}
+        if split:
+            out["split"] = dict(split)
+        return out
 
     def bind(self, nursery: trio.Nursery) -> None:
         """The nursery that runs background fault tasks (the clock strobe)."""
@@ -558,6 +697,8 @@ class Nemesis:
             await t.set_packet_faults(0.0, 0.0, 0.0)
         elif kind == "disk":
             await t.restart(value["node"])
+        elif kind == "member" and value.get("mode") == "churn":
+            outcome.update(await self._stop_churn(value))
         elif kind == "member":
             outcome["added"] = await t.add_member(value["node"])
         self.recorder.complete(inv, "info", outcome)

@@ -76,6 +76,16 @@ class Budget:
     clean_time_limit: float  # simulated seconds of a clean run
     run_timeout: float | None = None  # wall seconds before a local worker's run is killed
 
+    def run_limits(self) -> dict[str, float]:
+        """RunConfig fields that end a run by itself well inside ``run_timeout``: the
+        simulation stops at half of it (what it recorded is still checked, results.json
+        saying why it stopped) and the checkers answer unknown after a third of it, so a
+        store that spins or a checker search that blows up is a finished, reported run
+        rather than a killed worker with nothing to show."""
+        if self.run_timeout is None:
+            return {}
+        return {"wall_budget": round(self.run_timeout / 2, 3), "check_timeout": round(self.run_timeout / 3, 3)}
+
 
 FULL = Budget(clean_seeds=25, bug_seeds=40, bug_wall=300.0, clean_time_limit=30.0, run_timeout=300.0)
 QUICK = Budget(clean_seeds=2, bug_seeds=20, bug_wall=40.0, clean_time_limit=20.0, run_timeout=60.0)
@@ -284,6 +294,19 @@ def _settings(workload: str, faults: str, seed: int, time_limit: float, bugs: li
             "bugs": bugs, **extra}
 
 
+def _bounded(settings: dict[str, Any], budget: Budget) -> dict[str, Any]:
+    """``settings`` with the budget's run limits, each no looser than the one already set
+    (or RunConfig's default)."""
+    from kvcheck.workloads.config import RunConfig
+
+    out = dict(settings)
+    for name, limit in budget.run_limits().items():
+        given = out.get(name, getattr(RunConfig, name, None))
+        if given is None or limit < given:
+            out[name] = limit
+    return out
+
+
 class Scheduler:
     """Hands out tasks round-robin over the clean matrix and the switches, and takes results.
     A switch gets its next seed only while it is not caught and within its budget."""
@@ -294,8 +317,8 @@ class Scheduler:
         b = plan.budget
         self.clean_queue: list[SeedTask] = [
             SeedTask(cell.row, plan.seed_base + s,
-                     _settings(cell.workload, "all" if cell.faults == SWARM else cell.faults,
-                               plan.seed_base + s, b.clean_time_limit, [], {}),
+                     _bounded(_settings(cell.workload, "all" if cell.faults == SWARM else cell.faults,
+                                        plan.seed_base + s, b.clean_time_limit, [], {}), b),
                      self.store, swarm=cell.faults == SWARM, prune_valid=plan.prune_valid)
             for s in range(b.clean_seeds) for cell in plan.clean]
         self.cells = {cell.row: cell for cell in plan.clean}
@@ -339,8 +362,9 @@ class Scheduler:
             return None
         seed = self.plan.seed_base + row.submitted
         row.submitted += 1
-        return SeedTask(row.bug, seed, _settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
-                                                 row.settings), self.store, swarm=row.swarm,
+        return SeedTask(row.bug, seed, _bounded(_settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
+                                                          row.settings), self.plan.budget),
+                        self.store, swarm=row.swarm,
                         prune_valid=self.plan.prune_valid)
 
     def take(self, result: SeedResult) -> None:

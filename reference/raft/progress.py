@@ -54,6 +54,7 @@ class Progress:
         self.pending_snapshot = 0
         self.recent_active = False
         self.probe_sent = False  # PROBE: a MsgApp is out; wait for its answer or a heartbeat
+        self.noop_rejects = 0  # PROBE: rejections that did not move next back, since progress
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
 
@@ -65,6 +66,7 @@ class Progress:
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
+        self.noop_rejects = 0
         self.pending_snapshot = 0
         self.state = state
         self.inflights.reset()
@@ -93,6 +95,7 @@ class Progress:
             self.match = n
             updated = True
             self.probe_sent = False
+            self.noop_rejects = 0
         self.next = max(self.next, n + 1)
         return updated
 

@@ -577,9 +577,20 @@ class Raft:
                 # The follower's log has term log_term at reject_hint: skip to our last
                 # entry of a term <= that, where the logs may match.
                 next_probe = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            probing, next_before = pr.state is ProgressState.PROBE, pr.next
             if pr.maybe_decr_to(m.index, next_probe):
                 if pr.state is ProgressState.REPLICATE:
                     pr.become_probe()
+                # A probe rejection that does not move next back rejects the very index the
+                # follower acknowledged: a stale copy (answered once, as before), or a
+                # follower that lost entries it acknowledged. From the second such rejection
+                # without progress on, the next heartbeat response re-probes: answering each
+                # at once made every duplicated copy one more never-ending probe loop (a
+                # message storm that grows with every duplicate).
+                if probing and pr.next == next_before:
+                    pr.noop_rejects += 1
+                    if pr.noop_rejects > 1:
+                        return
                 self.maybe_send_append(m.from_)
             return
         was_paused = pr.is_paused()

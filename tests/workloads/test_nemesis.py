@@ -142,3 +142,39 @@ def test_every_shape_cuts_some_link_at_every_cluster_size(shape: str, n: int) ->
     blocked, _ = partition_links(shape, nodes, random.Random(n), 1)
     assert blocked, f"{shape} on {n} nodes blocks nothing"
     assert all(a != b and a in nodes and b in nodes for a, b in blocked)
+
+
+def test_config_split_gives_two_majorities_only_when_two_changes_were_pending() -> None:
+    from kvcheck.workloads.nemesis import config_split
+
+    def majority(side: list[int], config: list[int]) -> bool:
+        return len(set(side) & set(config)) > len(config) // 2
+
+    cases = [([1, 2, 3], [1, 2, 3, 4, 5], 1), ([1, 2, 3, 4, 5], [1, 4, 5], 4),
+             ([1, 2, 3], [1, 2, 3, 4], 2), ([1, 2, 3, 4], [1, 2, 3], 3), ([1, 2, 3, 4, 5], [2, 3, 4, 5, 6], 2)]
+    for old, new, leader in cases:
+        side_old, side_new = config_split(old, new, leader)
+        assert leader in side_new and set(side_old) | set(side_new) == set(old) | set(new)
+        assert majority(side_new, new)
+        two_at_once = len(set(old) ^ set(new)) >= 2
+        assert majority(side_old, old) == two_at_once, (old, new)
+
+
+def test_half_of_the_member_faults_are_churn_drawn_without_moving_other_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kvcheck.workloads import nemesis
+    from kvcheck.workloads.nemesis import churn_params
+
+    seen = {churn_params({"target": "one", "seed": s}).get("mode") for s in range(8)}
+    assert seen == {None, "churn"}
+    p = churn_params({"target": "one", "seed": 1})
+    assert p["mode"] == "churn" and 2 <= p["changes"] <= 5 and 5 <= p["high"] <= 7
+    kinds = ["partition", "kill", "member"]
+    with_churn = make_schedule(kinds, [1, 2, 3], 30.0, random.Random(4))
+    monkeypatch.setattr(nemesis, "churn_params", lambda p: p)
+    without = make_schedule(kinds, [1, 2, 3], 30.0, random.Random(4))
+    # The churn fields come from the fault's own seed: every draw is where it was before.
+    assert [(f.kind, f.start, f.stop) for f in with_churn] == [(f.kind, f.start, f.stop) for f in without]
+    assert [{k: v for k, v in f.params.items() if k in without[i].params} for i, f in enumerate(with_churn)] \
+        == [f.params for f in without]
+    assert any(f.params.get("mode") == "churn" for f in with_churn if f.kind == "member") or \
+        all(f.params["seed"] % 2 == 0 for f in with_churn if f.kind == "member")

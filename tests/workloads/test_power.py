@@ -146,6 +146,7 @@ def test_a_run_over_its_wall_budget_stops_and_checks_what_it_recorded(tmp_path: 
     out = run_once(cfg, tmp_path, progress=False)
     stopped = out.results["run"]["stopped"]
     assert stopped.startswith("wall-clock budget of 0.3s spent at ")
+    assert "messages sent" in stopped and "per simulated second; undelivered: " in stopped  # where it went
     assert out.results["checkers_valid"] is True and out.code == 0
     assert out.results["run"]["simulated_seconds"] < 300
     latest = (tmp_path / "latest").resolve()

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from kvcheck.workloads.regress import (
+    FULL,
+    QUICK,
     Budget,
     Plan,
     Scheduler,
@@ -207,3 +209,15 @@ os._exit(0)  # no shutdown, no cleanup
                  and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")]
         time.sleep(0.1)
     assert not alive, f"workers {alive} outlived the suite"
+
+
+def test_regress_runs_end_by_themselves_inside_the_run_timeout() -> None:
+    """A seed's simulation stops at half the run timeout and its checkers answer unknown
+    after a third, so a spinning store is a finished, checked run, not a killed worker."""
+    from kvcheck.workloads.regress import _bounded
+
+    assert QUICK.run_limits() == {"wall_budget": 30.0, "check_timeout": 20.0}
+    assert _bounded({"seed": 1}, QUICK) == {"seed": 1, "wall_budget": 30.0, "check_timeout": 20.0}
+    assert _bounded({"check_timeout": 5.0}, QUICK)["check_timeout"] == 5.0  # a tighter one is kept
+    assert _bounded({}, FULL) == {"wall_budget": 150.0}  # 100 s would loosen the 60 s default
+    assert Budget(1, 1, None, 1.0).run_limits() == {}

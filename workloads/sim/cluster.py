@@ -29,6 +29,7 @@ ReadIndex, so a wrong read path on any member shows up in the history.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -457,6 +458,87 @@ class SimCluster:
         await self._start_node(new)
         return member.id
 
+    # -- membership churn (nemesis.churn): several changes at once, as Jepsen's etcd test --
+
+    MAX_MEMBERS = 7
+
+    async def grow_member(self) -> int | None:
+        """Add a fresh member (a new id, empty disk) through the current leader, not in place
+        of a removed one; its id, or None if the leader refused or was not found in time."""
+        if len(self.node_ids) >= self.MAX_MEMBERS:
+            return None
+        leader_id = await self.leader()
+        if leader_id is None:
+            return None
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        try:
+            with trio.fail_after(5.0):
+                member = await leader.member_add(f"grown-by-n{leader_id}", "", "")
+        except (WireError, trio.TooSlowError) as exc:
+            self._log(self.slots[leader_id], f"member add (grow) failed: {exc}")
+            return None
+        if member.id in self.slots:  # already started (cannot happen: ids are never reused)
+            return member.id
+        new = self._add_slot(Slot(member.id, SimClock(self.scheduler), MemoryFileSystem(), join=True))
+        await self._start_node(new)
+        return member.id
+
+    async def leader_elected(self, timeout: float) -> int | None:
+        """Wait until a member leads a newer term than any leader now and return it at the
+        instant it sends its first append as leader (before any follower has acknowledged
+        its first entry), or None after ``timeout``."""
+        now = max((s.node.term for s in self.slots.values() if s.state == "up" and s.node is not None
+                   and s.node.is_leader), default=0)
+        won: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if not won and isinstance(msg, raft.Message) and msg.type is raft.MessageType.APP and msg.term > now:
+                won.append(src)
+                event.set()
+
+        self.net.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.observers.remove(watch)
+        return won[0] if won else None
+
+    async def shrink_member(self, node: int, linger: float) -> bool:
+        """Remove ``node`` through the current leader (down to 3 members); True once the leader
+        applied it. The member keeps running for ``linger`` seconds more before it is stopped (a
+        removed member that has not applied its removal yet still answers and campaigns
+        meanwhile, as a real one would until an operator stops it)."""
+        slot = self._slot(node)
+        if slot is None or len(self.node_ids) <= 3:
+            return False
+        leader_id = await self.leader()
+        if leader_id is None:
+            return False
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        try:
+            with trio.fail_after(5.0):
+                await leader.member_remove(node)
+        except (WireError, trio.TooSlowError) as exc:
+            self._log(slot, f"member remove failed: {exc}")
+            return False
+        if slot.state == "down":
+            slot.state = "removed"
+            return True
+
+        async def stop_later() -> None:
+            await self.scheduler.sleep(linger)
+            if slot.state in ("up", "paused"):
+                await self._stop(slot, f"removed from the cluster ({linger:g}s ago)")
+            slot.state = "removed"
+
+        assert self._nursery is not None
+        self._nursery.start_soon(stop_later)
+        return True
+
     # -- health and clients -------------------------------------------------------------
 
     async def wait_healthy(self, timeout: float) -> bool:
@@ -717,6 +799,21 @@ class SimWatch:
         self._stream.request_progress()
 
 
+def traffic_note(cluster: SimCluster) -> str:
+    """Where a run that spent its wall budget was spending it, as far as the network shows:
+    messages sent per simulated second and the links holding the most undelivered messages
+    (a store that loops, e.g. a leader and a follower answering each other forever, shows as
+    a message rate far above a healthy run's few hundred per second)."""
+    elapsed = max(1e-9, trio.current_time() - cluster.origin)
+    links: collections.Counter[tuple[int, int]] = collections.Counter()
+    for _, _, entry in cluster.scheduler._heap:
+        if isinstance(entry, functools.partial) and entry.func == cluster.net._arrive:
+            links[(int(entry.args[0]), int(entry.args[1]))] += 1
+    top = ", ".join(f"n{a}->n{b} {k}" for (a, b), k in links.most_common(3))
+    return (f" ({cluster.net.stats.sent} messages sent, {cluster.net.stats.sent / elapsed:.0f} per simulated"
+            f" second; undelivered: {top or 'none'})")
+
+
 def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` in the simulation: one deterministic ``trio.run`` in virtual time."""
     from kvcheck.workloads.execution import Execution
@@ -765,7 +862,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
                 return
             at = f"at {trio.current_time() - cluster.origin:.3f}s simulated"
             stop.append(f"interrupted (Ctrl-C) {at}" if interrupted else
-                        f"wall-clock budget of {budget:g}s spent {at}")
+                        f"wall-clock budget of {budget:g}s spent {at}" + traffic_note(cluster))
             run_scope.cancel()
             cluster.net.halted = True  # no more traffic: what is left of the run ends quickly
 

@@ -396,3 +396,34 @@ def test_fuzz_schedules_many_seeds() -> None:
         for pv, cq in ((True, True), (False, False)):
             r = fuzz(seed, 800, pre_vote=pv, check_quorum=cq)
             assert r.violation is None, (seed, pv, cq, r.violation, r.trace[-20:])
+
+
+def test_a_probe_rejection_that_moves_nothing_is_not_answered_at_once() -> None:
+    # A follower that rejects the very index it acknowledged (a stale duplicate, or a
+    # follower that lost entries: eager_truncation) gives the leader nothing new. Answering
+    # each such rejection at once made every duplicated copy one more endless probe loop
+    # (a message storm: 78,589 messages per simulated second on eager_truncation seed 0).
+    c = elected()
+    leader = c.raw(1).raft
+    pr = leader.prs[2]
+    match = pr.match
+    assert match == leader.log.last_index() > 1
+    c.raw(1).propose(b"x")  # the leader is ahead of node 2, which it now probes
+    c.process_ready(1)
+    pr.become_probe()  # next = match + 1: the probe goes out at index ``match``
+    c.take_messages()
+    reject = Message(MT.APP_RESP, 1, 2, leader.term, index=match, reject=True,
+                     reject_hint=match - 1, log_term=leader.log.term(match - 1))
+    c.deliver(reject)  # the first is answered at once (it may be a stale copy)
+    c.process_ready(1)
+    assert [m.index for m in c.take_messages(2) if m.type is MT.APP] == [match]
+    for _ in range(3):  # the same rejection again, duplicated by the network
+        c.deliver(reject)
+        c.process_ready(1)
+    assert [m for m in c.take_messages(2) if m.type is MT.APP] == []
+    assert pr.next == match + 1
+    # The next heartbeat response re-probes, once.
+    c.deliver(Message(MT.HEARTBEAT_RESP, 1, 2, leader.term))
+    c.process_ready(1)
+    probes = [m for m in c.take_messages(2) if m.type is MT.APP]
+    assert [m.index for m in probes] == [match]

@@ -267,3 +267,35 @@ async def test_quota_raises_no_space_and_the_alarm_can_be_disarmed(autojump_cloc
         await leader.propose(kvr.AlarmRequest(action=kvr.AlarmAction.DEACTIVATE, member_id=0,
                                               alarm=kvr.AlarmType.NOSPACE), 7, next(_seq))
         await put(leader, b"small", b"ok")
+
+
+async def _two_adds_at_once(bugs: Bugs) -> list[object]:
+    """Two member adds sent to the leader at once: their outcomes (a Member or a WireError)."""
+    async with LocalCluster.open(3, bugs=bugs) as cluster:
+        leader = await cluster.leader()
+        await put(leader, b"k", b"v")
+        outcomes: list[object] = []
+
+        async def add(name: str) -> None:
+            try:
+                outcomes.append(await leader.member_add(name, "", f"local:{name}"))
+            except WireError as exc:
+                outcomes.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(add, "a")
+            nursery.start_soon(add, "b")
+        return outcomes
+
+
+async def test_a_second_member_change_while_one_is_pending_is_refused_by_raft(autojump_clock: object) -> None:
+    # Waiting for a change to apply holds nothing: the second change reaches Raft, whose
+    # one-change-at-a-time rule refuses it (as etcd's raft does), and only the switch lets it in.
+    clean = await _two_adds_at_once(Bugs())
+    added = [o for o in clean if not isinstance(o, WireError)]
+    refused = [o for o in clean if isinstance(o, WireError)]
+    assert len(added) == 1 and len(refused) == 1
+    assert refused[0].code is ErrorCode.UNAVAILABLE and "not applied yet" in str(refused[0])
+    buggy = await _two_adds_at_once(Bugs.from_names(["unsafe_conf_change"]))
+    assert all(not isinstance(o, WireError) for o in buggy)
+    assert sorted(o.id for o in buggy) == [4, 5]  # type: ignore[attr-defined]  # never one id twice
