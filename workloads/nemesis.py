@@ -37,6 +37,10 @@ Kinds and their parameters:
   (probability) on every link.
 - disk: a node loses power: what it had not fsynced is lost and its last write may be torn;
   stop restarts it. ``node`` fixed in the schedule, or (swarm) a ``target`` as for kill.
+  Swarm kill and disk faults may carry ``power`` ``majority`` | ``all`` (``POWER_TARGETS``):
+  the target's member and others up to a majority or every member go down at once (a power
+  loss of most of the cluster: a write acknowledged before it was durable on a majority is
+  then lost), and all come back at the stop.
 - member: remove a node from the cluster (a Raft conf change); stop adds it back with an
   empty data directory.
 """
@@ -63,6 +67,10 @@ SIM_ONLY_KINDS: tuple[str, ...] = ("clock", "disk")
 NODE_TARGETS: tuple[str, ...] = ("one", "minority", "leader")
 # Targets chosen from the cluster's state when the fault starts (see the module doc).
 STATE_TARGETS: tuple[str, ...] = ("new-leader", "most-behind", "acked")
+# Swarm kill and disk faults may hit several members at once (a rack or data centre losing
+# power, Jepsen's lost-unfsynced-writes nemesis): the state target's member plus others up to
+# a majority, or every member. Drawn from the fault's own seed (see ``power_of``).
+POWER_TARGETS: tuple[str, ...] = ("majority", "all")
 
 
 def parse_faults(spec: str | Sequence[str] | None) -> list[str]:
@@ -130,12 +138,16 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
         return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
     if kind in ("kill", "pause"):
         target = rng.choice(targets)
-        return {"target": target, "seed": rng.randrange(1 << 30)}
+        p0: dict[str, Any] = {"target": target, "seed": rng.randrange(1 << 30)}
+        if swarm and kind == "kill":
+            p0.update(power_of(p0["seed"]))
+        return p0
     if swarm and kind in ("disk", "member"):
         p: dict[str, Any] = {"target": rng.choice(tuple(t for t in targets if t != "minority")),
              "seed": rng.randrange(1 << 30)}
         if kind == "disk":
             p["torn"] = rng.random() < 0.5
+            p.update(power_of(p["seed"]))
         return p
     if kind == "clock":
         mode = rng.choice(("skew", "bump", "strobe"))
@@ -160,6 +172,18 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     if kind == "member":
         return {"target": rng.choice(("one", "leader")), "seed": rng.randrange(1 << 30)}
     raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def power_of(seed: int) -> dict[str, Any]:
+    """A swarm kill or disk fault's ``power`` parameter (``POWER_TARGETS``), or nothing: one
+    fault in five hits every member, one in five a majority. Drawn from the fault's seed
+    alone, so adding it left every other draw of a schedule as it was."""
+    x = random.Random(f"{seed}:power").random()
+    if x < 0.2:
+        return {"power": "all"}
+    if x < 0.4:
+        return {"power": "majority"}
+    return {}
 
 
 def make_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
@@ -291,7 +315,20 @@ def pick_nodes(target: str, nodes: Sequence[int], rng: random.Random, leader: in
     if target == "minority":
         k = max(1, (len(ns) - 1) // 2)
         return sorted(rng.sample(ns, k))
+    if target in POWER_TARGETS:
+        return ns if target == "all" else sorted(rng.sample(ns, len(ns) // 2 + 1))
     raise ValueError(f"unknown node target {target!r}")
+
+
+def widen(first: list[int], power: str | None, nodes: Sequence[int], rng: random.Random) -> list[int]:
+    """``first`` (a target's members) and, for a ``POWER_TARGETS`` fault, other members
+    drawn at random up to a majority or all of ``nodes``."""
+    if power not in POWER_TARGETS:
+        return first
+    want = len(nodes) if power == "all" else len(nodes) // 2 + 1
+    rest = [n for n in sorted(nodes) if n not in first]
+    rng.shuffle(rest)
+    return sorted(first + rest[: max(0, want - len(first))])
 
 
 def current_node(node: int, node_ids: Sequence[int]) -> int:
@@ -449,11 +486,17 @@ class Nemesis:
                 value["hold"] = True
         elif kind in ("kill", "pause"):
             value = {"target": p["target"], "nodes": await self.resolve(p["target"], rng, leader, wait)}
+            if p.get("power") in POWER_TARGETS:
+                value["power"] = p["power"]
+                value["nodes"] = widen(value["nodes"], p["power"], t.node_ids, rng)
         elif kind == "clock" or kind == "packet":
             value = dict(p)
         elif kind == "disk" and "target" in p:
             value = {"target": p["target"], "node": (await self.resolve(p["target"], rng, leader, wait))[0],
                      "torn": p["torn"]}
+            if p.get("power") in POWER_TARGETS:  # one power loss of several members at once
+                value["power"] = p["power"]
+                value["nodes"] = widen([value["node"]], p["power"], t.node_ids, rng)
         elif kind == "disk":
             value = {"node": p["node"], "torn": p["torn"]}
         elif kind == "member":
@@ -499,7 +542,8 @@ class Nemesis:
                 value["probability"] if mode == "duplicate" else 0.0,
             )
         elif kind == "disk":
-            await t.crash_disk(value["node"], value["torn"])
+            for n in value.get("nodes", [value["node"]]):
+                await t.crash_disk(n, value["torn"])
         elif kind == "member":
             ok = await t.remove_member(value["node"])
             return {**value, "removed": ok}
@@ -556,7 +600,8 @@ class Nemesis:
         elif kind == "packet":
             await t.set_packet_faults(0.0, 0.0, 0.0)
         elif kind == "disk":
-            await t.restart(value["node"])
+            for n in value.get("nodes", [value["node"]]):
+                await t.restart(n)
         elif kind == "member":
             outcome["added"] = await t.add_member(value["node"])
         self.recorder.complete(inv, "info", outcome)
