@@ -132,8 +132,10 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     if kind == "partition" and swarm:
         # hold: the cut links buffer their messages and deliver them all at the heal, as TCP
         # connections that survive a partition do (an old leader's appends arrive late).
-        return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30),
-                "hold": rng.random() < 0.5}
+        p1: dict[str, Any] = {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30),
+                              "hold": rng.random() < 0.5}
+        p1.update(leader_ack_of(p1["seed"]))
+        return p1
     if kind == "partition":
         return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
     if kind in ("kill", "pause"):
@@ -184,6 +186,18 @@ def power_of(seed: int) -> dict[str, Any]:
     if x < 0.4:
         return {"power": "majority"}
     return {}
+
+
+def leader_ack_of(seed: int) -> dict[str, Any]:
+    """A swarm partition's timing: one in three is cut at the instant the leader receives an
+    append acknowledgement (``at: leader-ack``), isolating it or cutting only what it sends
+    (``leader-outbound``): it commits, and answers its clients, entries whose commit its
+    followers never hear of, and the next leader starts with a commit index behind the
+    acknowledged writes. Drawn from the fault's seed alone (other draws stay as they were)."""
+    r = random.Random(f"{seed}:leader-ack")
+    if r.random() >= 1 / 3:
+        return {}
+    return {"at": "leader-ack", "shape": r.choice(("isolate-leader", "leader-outbound"))}
 
 
 def make_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
@@ -294,6 +308,9 @@ def partition_links(shape: str, nodes: Sequence[int], rng: random.Random,
         half = len(rest) // 2
         side_a, side_b = sorted(rest[:half]), sorted(rest[half:])
         return cut([side_a, side_b]), {"groups": [side_a, side_b], "bridge": bridge}
+    if shape == "leader-outbound":  # what the leader sends is lost; it still hears the others
+        victim = leader if leader is not None else shuffled[0]
+        return sorted([victim, o] for o in ns if o != victim), {"node": victim, "direction": "outbound"}
     if shape == "one-way":
         victim = shuffled[0]
         direction = rng.choice(("outbound", "inbound"))
@@ -479,7 +496,23 @@ class Nemesis:
         kind, p = fault.kind, fault.params
         wait = (fault.stop - fault.start) / 2  # a state target's event must come in time
         value: dict[str, Any]
-        if kind == "partition":
+        if kind == "partition" and p.get("at") == "leader-ack" and hasattr(t, "cut_at_leader_ack"):
+            # Cut at the instant the leader gets an append ack (the target does it then); the
+            # links are those of the shape around that leader.
+            cut: list[tuple[list[list[int]], dict[str, Any]]] = []
+
+            def links_for(lead: int) -> list[list[int]]:
+                cut.append(partition_links(p["shape"], t.node_ids, random.Random(rng.random()), lead))
+                return cut[-1][0]
+
+            if await t.cut_at_leader_ack(wait, links_for, bool(p.get("hold"))) is None:
+                leader = await t.leader()
+                links_for(leader if leader is not None else t.node_ids[0])
+            blocked, desc = cut[-1]
+            value = {"shape": p["shape"], "at": "leader-ack", **desc, "blocked": blocked}
+            if p.get("hold"):
+                value["hold"] = True
+        elif kind == "partition":
             blocked, desc = partition_links(p["shape"], t.node_ids, rng, leader)
             value = {"shape": p["shape"], **desc, "blocked": blocked}
             if p.get("hold"):

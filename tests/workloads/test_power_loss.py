@@ -71,3 +71,25 @@ def test_ack_before_durable_loses_acknowledged_writes_in_a_power_loss(tmp_path: 
     out = run_once(_power_loss_config(0, ["ack_before_durable"]), tmp_path, progress=False)
     assert out.results["bugs"]["fired"]["ack_before_durable"] > 0
     assert out.results["checkers_valid"] is False
+
+
+def test_partition_cut_at_a_leader_ack_keeps_the_commit_from_the_followers(tmp_path: Path) -> None:
+    """``at: leader-ack`` cuts what the leader sends at the instant an append ack reaches it:
+    the recorded links are those around the member that was leader then, and the clean
+    store's history stays valid through the election that follows."""
+    from kvcheck.workloads.nemesis import Fault, leader_ack_of
+
+    assert any(leader_ack_of(s) for s in range(30)) and not all(leader_ack_of(s) for s in range(30))
+    cfg = RunConfig(workload="register", faults=["partition"], time_limit=8.0, seed=1, wall_budget=60.0,
+                    schedule=[Fault("partition", 2.0, 5.0, {"shape": "leader-outbound", "seed": 3,
+                                                              "at": "leader-ack"})])
+    out = run_once(cfg, tmp_path, progress=False)
+    start = next(op for op in out.execution.ops if op.is_nemesis and op.f == "start-partition" and op.type == "info")
+    cut = start.value["node"]
+    assert start.value["at"] == "leader-ack"
+    assert start.value["blocked"] == [[cut, o] for o in range(1, cfg.nodes + 1) if o != cut]
+    # another member won an election while the cut leader's messages were lost
+    elected = [float(line.split()[0]) for p in out.run_dir.glob("node*.log") if p.name != f"node{cut}.log"
+               for line in p.read_text().splitlines() if "became leader" in line]
+    assert any(2.0 < t < 5.0 for t in elected), elected
+    assert out.results["valid"] is True, out.results
