@@ -361,7 +361,11 @@ class SimCluster:
                            and not msg.reject and msg.index > 0):
                 return
             slot = self.slots.get(dst)
-            if slot is not None and slot.state == "up" and slot.node is not None and slot.node.is_leader:
+            if slot is None or slot.state != "up" or slot.node is None or not slot.node.is_leader:
+                return
+            newest = max((s.node.term for s in self.slots.values()
+                          if s.state == "up" and s.node is not None and s.node.is_leader), default=0)
+            if slot.node.term == newest:  # the current leader, not one a partition left behind
                 hit.append(dst)
                 self.net.block(links_for(dst), hold=hold)
                 event.set()
