@@ -348,8 +348,8 @@ class SimCluster:
 
     async def cut_at_leader_ack(self, timeout: float, links_for: Callable[[int], list[list[int]]],
                                 hold: bool) -> int | None:
-        """Wait until the leader receives a successful append acknowledgement and, at that
-        instant (before the leader handles it), cut the links ``links_for(leader)`` names
+        """Wait until the leader receives a successful acknowledgement of an entry it has not
+        committed yet and, at that instant (before the leader handles it), cut the links ``links_for(leader)`` names
         (keeping their messages with ``hold``): what the leader commits on that ack, and
         acknowledges to its clients, its followers do not learn. The leader, or None after
         ``timeout`` (nothing cut)."""
@@ -365,7 +365,9 @@ class SimCluster:
                 return
             newest = max((s.node.term for s in self.slots.values()
                           if s.state == "up" and s.node is not None and s.node.is_leader), default=0)
-            if slot.node.term == newest:  # the current leader, not one a partition left behind
+            # the current leader, not one a partition left behind, acknowledged an entry it
+            # has not committed yet (not a heartbeat-like empty append)
+            if slot.node.term == newest and msg.index > slot.node.commit:
                 hit.append(dst)
                 self.net.block(links_for(dst), hold=hold)
                 event.set()
