@@ -83,7 +83,7 @@ class Bugs:
     follower_commit_overrun: bool = False
     # raft.Raft.handle_read_index: answer ReadIndex before the leader has committed an
     # entry of its own term (its commit index may be stale: stale reads after an election).
-    # expose: --swarm --faults kill,partition (new-leader targets), register.
+    # expose: --swarm --faults partition (cut at a leader ack, packet loss), register.
     read_index_before_commit: bool = False
     # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied
     # (two majorities at once). expose: --swarm --faults member,kill,partition (membership
@@ -99,7 +99,7 @@ class Bugs:
     read_before_apply: bool = False
     # node.Node._handle_ready: appended entries are saved without fsync and acknowledged (the
     # leader counts its own) anyway, so a power loss loses acknowledged, committed writes.
-    # expose: --swarm --faults disk,kill,partition (targets acked/leader, kill_tears), register.
+    # expose: --swarm --faults disk,kill,partition (power loss of a majority/all), kv.
     ack_before_durable: bool = False
     # node.Node._load: on restart the applied index is taken from the durable commit index,
     # not from the snapshot the state machine was restored from, so the entries between them

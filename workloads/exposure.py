@@ -65,13 +65,30 @@ EXPOSURE: dict[str, Exposure] = {
     # where one register's search took 37 s (seeds 0-11: caught at 0, 1, 11; register: 11 only).
     "eager_truncation": Exposure("kv", "partition,packet,kill", swarm=True),
     "follower_commit_overrun": Exposure("kv", "partition,kill", swarm=True),
-    "read_index_before_commit": Exposure("register", "kill,partition", swarm=True),
+    # A stale ReadIndex needs a read to reach a new leader before its first entry commits
+    # (a few ms after its election at the default latency) and an acknowledged write whose
+    # commit it has not heard of (swarm partitions cut at a leader ack, at: leader-ack).
+    # Partitions only (many elections), 10% packet loss (a lost first append holds the first
+    # commit back for a heartbeat: 8 ms to 1.6 s windows measured), 1-4 ms links and 0.1 s
+    # client attempts (clients re-route quickly): it fires more (53 times over seeds 0-9 vs
+    # 10 over 13 before) but is not caught yet: see the branch's report.
+    "read_index_before_commit": Exposure("register", "partition", settings={
+        "network": {"base_latency": [0.001, 0.004], "jitter": 0.001, "grid": 0.001,
+                    "client_latency": [0.0002, 0.001], "loss": 0.1, "duplicate": 0.0},
+        "client_attempt_timeout": 0.1, "wall_budget": 10.0}, swarm=True),
     # Membership churn (nemesis.churn_params) grows 3 -> 5 by two changes at once and cuts along
     # the old/new configuration boundary; a 3-member start makes the grow-by-two the first move
     # (seeds 0-11: caught at 1, 3, 6, 9, 11).
     "unsafe_conf_change": Exposure("kv", "member,kill,partition", swarm=True, settings={"nodes": 3}),
     "vote_not_durable": Exposure("kv", "disk,kill,partition", swarm=True),
-    "ack_before_durable": Exposure("register", "disk,kill,partition", swarm=True),
+    # Acknowledged but unsynced entries are lost only when a majority loses power at once:
+    # swarm disk/kill faults with power majority/all (nemesis.POWER_TARGETS); kv, whose keys
+    # are rewritten rarely enough that a read (or the final read) sees the loss before a new
+    # write hides it (register: 1 of 4 seeds, kv: 4 of 10). A member that lost acknowledged
+    # entries makes the leader resend long appends it rejects (slow, not stuck): 20 s
+    # simulated and a 20 s wall budget, which ends such a run and still checks its history.
+    "ack_before_durable": Exposure("kv", "disk,kill,partition", 20.0, settings={"wall_budget": 20.0},
+                                   swarm=True),
     "applied_index_not_atomic": Exposure("kv", "kill,disk"),
     "snapshot_skips_entries": Exposure("kv", "partition,kill,packet", swarm=True),
 }

@@ -38,6 +38,10 @@ Kinds and their parameters:
   (probability) on every link.
 - disk: a node loses power: what it had not fsynced is lost and its last write may be torn;
   stop restarts it. ``node`` fixed in the schedule, or (swarm) a ``target`` as for kill.
+  Swarm kill and disk faults may carry ``power`` ``majority`` | ``all`` (``POWER_TARGETS``):
+  the target's member and others up to a majority or every member go down at once (a power
+  loss of most of the cluster: a write acknowledged before it was durable on a majority is
+  then lost), and all come back at the stop.
 - member: remove a node from the cluster (a Raft conf change); stop adds it back with an
   empty data directory. Or (half of them, ``mode: churn``, on a target that can grow the
   cluster: the simulation) membership churn as Jepsen's etcd nemesis: 2-5 changes issued at
@@ -70,6 +74,10 @@ SIM_ONLY_KINDS: tuple[str, ...] = ("clock", "disk")
 NODE_TARGETS: tuple[str, ...] = ("one", "minority", "leader")
 # Targets chosen from the cluster's state when the fault starts (see the module doc).
 STATE_TARGETS: tuple[str, ...] = ("new-leader", "most-behind", "acked")
+# Swarm kill and disk faults may hit several members at once (a rack or data centre losing
+# power, Jepsen's lost-unfsynced-writes nemesis): the state target's member plus others up to
+# a majority, or every member. Drawn from the fault's own seed (see ``power_of``).
+POWER_TARGETS: tuple[str, ...] = ("majority", "all")
 
 
 def parse_faults(spec: str | Sequence[str] | None) -> list[str]:
@@ -131,18 +139,24 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     if kind == "partition" and swarm:
         # hold: the cut links buffer their messages and deliver them all at the heal, as TCP
         # connections that survive a partition do (an old leader's appends arrive late).
-        return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30),
-                "hold": rng.random() < 0.5}
+        p1: dict[str, Any] = {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30),
+                              "hold": rng.random() < 0.5}
+        p1.update(leader_ack_of(p1["seed"]))
+        return p1
     if kind == "partition":
         return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
     if kind in ("kill", "pause"):
         target = rng.choice(targets)
-        return {"target": target, "seed": rng.randrange(1 << 30)}
+        p0: dict[str, Any] = {"target": target, "seed": rng.randrange(1 << 30)}
+        if swarm and kind == "kill":
+            p0.update(power_of(p0["seed"]))
+        return p0
     if swarm and kind in ("disk", "member"):
         p: dict[str, Any] = {"target": rng.choice(tuple(t for t in targets if t != "minority")),
              "seed": rng.randrange(1 << 30)}
         if kind == "disk":
             p["torn"] = rng.random() < 0.5
+            p.update(power_of(p["seed"]))
         return churn_params(p) if kind == "member" else p
     if kind == "clock":
         mode = rng.choice(("skew", "bump", "strobe"))
@@ -202,6 +216,30 @@ def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = No
         side_new.append(leader)
     side_old = sorted((old_s | new_s) - set(side_new))
     return [sorted(side_old), sorted(side_new)] if side_old and side_new else []
+
+
+def power_of(seed: int) -> dict[str, Any]:
+    """A swarm kill or disk fault's ``power`` parameter (``POWER_TARGETS``), or nothing: one
+    fault in five hits every member, one in five a majority. Drawn from the fault's seed
+    alone, so adding it left every other draw of a schedule as it was."""
+    x = random.Random(f"{seed}:power").random()
+    if x < 0.2:
+        return {"power": "all"}
+    if x < 0.4:
+        return {"power": "majority"}
+    return {}
+
+
+def leader_ack_of(seed: int) -> dict[str, Any]:
+    """A swarm partition's timing: one in three is cut at the instant the leader receives an
+    append acknowledgement (``at: leader-ack``), isolating it or cutting only what it sends
+    (``leader-outbound``): it commits, and answers its clients, entries whose commit its
+    followers never hear of, and the next leader starts with a commit index behind the
+    acknowledged writes. Drawn from the fault's seed alone (other draws stay as they were)."""
+    r = random.Random(f"{seed}:leader-ack")
+    if r.random() >= 1 / 3:
+        return {}
+    return {"at": "leader-ack", "shape": r.choice(("isolate-leader", "leader-outbound"))}
 
 
 def make_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
@@ -312,6 +350,9 @@ def partition_links(shape: str, nodes: Sequence[int], rng: random.Random,
         half = len(rest) // 2
         side_a, side_b = sorted(rest[:half]), sorted(rest[half:])
         return cut([side_a, side_b]), {"groups": [side_a, side_b], "bridge": bridge}
+    if shape == "leader-outbound":  # what the leader sends is lost; it still hears the others
+        victim = leader if leader is not None else shuffled[0]
+        return sorted([victim, o] for o in ns if o != victim), {"node": victim, "direction": "outbound"}
     if shape == "one-way":
         victim = shuffled[0]
         direction = rng.choice(("outbound", "inbound"))
@@ -333,7 +374,20 @@ def pick_nodes(target: str, nodes: Sequence[int], rng: random.Random, leader: in
     if target == "minority":
         k = max(1, (len(ns) - 1) // 2)
         return sorted(rng.sample(ns, k))
+    if target in POWER_TARGETS:
+        return ns if target == "all" else sorted(rng.sample(ns, len(ns) // 2 + 1))
     raise ValueError(f"unknown node target {target!r}")
+
+
+def widen(first: list[int], power: str | None, nodes: Sequence[int], rng: random.Random) -> list[int]:
+    """``first`` (a target's members) and, for a ``POWER_TARGETS`` fault, other members
+    drawn at random up to a majority or all of ``nodes``."""
+    if power not in POWER_TARGETS:
+        return first
+    want = len(nodes) if power == "all" else len(nodes) // 2 + 1
+    rest = [n for n in sorted(nodes) if n not in first]
+    rng.shuffle(rest)
+    return sorted(first + rest[: max(0, want - len(first))])
 
 
 def current_node(node: int, node_ids: Sequence[int]) -> int:
@@ -486,18 +540,40 @@ class Nemesis:
         kind, p = fault.kind, fault.params
         wait = (fault.stop - fault.start) / 2  # a state target's event must come in time
         value: dict[str, Any]
-        if kind == "partition":
+        if kind == "partition" and p.get("at") == "leader-ack" and hasattr(t, "cut_at_leader_ack"):
+            # Cut at the instant the leader gets an append ack (the target does it then); the
+            # links are those of the shape around that leader.
+            cut: list[tuple[list[list[int]], dict[str, Any]]] = []
+
+            def links_for(lead: int) -> list[list[int]]:
+                cut.append(partition_links(p["shape"], t.node_ids, random.Random(rng.random()), lead))
+                return cut[-1][0]
+
+            if await t.cut_at_leader_ack(wait, links_for, bool(p.get("hold"))) is None:
+                leader = await t.leader()
+                links_for(leader if leader is not None else t.node_ids[0])
+            blocked, desc = cut[-1]
+            value = {"shape": p["shape"], "at": "leader-ack", **desc, "blocked": blocked}
+            if p.get("hold"):
+                value["hold"] = True
+        elif kind == "partition":
             blocked, desc = partition_links(p["shape"], t.node_ids, rng, leader)
             value = {"shape": p["shape"], **desc, "blocked": blocked}
             if p.get("hold"):
                 value["hold"] = True
         elif kind in ("kill", "pause"):
             value = {"target": p["target"], "nodes": await self.resolve(p["target"], rng, leader, wait)}
+            if p.get("power") in POWER_TARGETS:
+                value["power"] = p["power"]
+                value["nodes"] = widen(value["nodes"], p["power"], t.node_ids, rng)
         elif kind == "clock" or kind == "packet":
             value = dict(p)
         elif kind == "disk" and "target" in p:
             value = {"target": p["target"], "node": (await self.resolve(p["target"], rng, leader, wait))[0],
                      "torn": p["torn"]}
+            if p.get("power") in POWER_TARGETS:  # one power loss of several members at once
+                value["power"] = p["power"]
+                value["nodes"] = widen([value["node"]], p["power"], t.node_ids, rng)
         elif kind == "disk":
             value = {"node": p["node"], "torn": p["torn"]}
         elif kind == "member" and p.get("mode") == "churn" and hasattr(t, "grow_member"):
@@ -546,7 +622,8 @@ class Nemesis:
                 value["probability"] if mode == "duplicate" else 0.0,
             )
         elif kind == "disk":
-            await t.crash_disk(value["node"], value["torn"])
+            for n in value.get("nodes", [value["node"]]):
+                await t.crash_disk(n, value["torn"])
         elif kind == "member" and value.get("mode") == "churn":
             self._start_churn(value)
         elif kind == "member":
@@ -696,7 +773,8 @@ class Nemesis:
         elif kind == "packet":
             await t.set_packet_faults(0.0, 0.0, 0.0)
         elif kind == "disk":
-            await t.restart(value["node"])
+            for n in value.get("nodes", [value["node"]]):
+                await t.restart(n)
         elif kind == "member" and value.get("mode") == "churn":
             outcome.update(await self._stop_churn(value))
         elif kind == "member":

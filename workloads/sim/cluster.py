@@ -347,6 +347,40 @@ class SimCluster:
             self.net.observers.remove(watch)
         return acked[0] if acked else None
 
+    async def cut_at_leader_ack(self, timeout: float, links_for: Callable[[int], list[list[int]]],
+                                hold: bool) -> int | None:
+        """Wait until the leader receives a successful acknowledgement of an entry it has not
+        committed yet and, at that instant (before the leader handles it), cut the links ``links_for(leader)`` names
+        (keeping their messages with ``hold``): what the leader commits on that ack, and
+        acknowledges to its clients, its followers do not learn. The leader, or None after
+        ``timeout`` (nothing cut)."""
+        hit: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if hit or not (isinstance(msg, raft.Message) and msg.type is raft.MessageType.APP_RESP
+                           and not msg.reject and msg.index > 0):
+                return
+            slot = self.slots.get(dst)
+            if slot is None or slot.state != "up" or slot.node is None or not slot.node.is_leader:
+                return
+            newest = max((s.node.term for s in self.slots.values()
+                          if s.state == "up" and s.node is not None and s.node.is_leader), default=0)
+            # the current leader, not one a partition left behind, acknowledged an entry it
+            # has not committed yet (not a heartbeat-like empty append)
+            if slot.node.term == newest and msg.index > slot.node.commit:
+                hit.append(dst)
+                self.net.block(links_for(dst), hold=hold)
+                event.set()
+
+        self.net.arrivals.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.arrivals.remove(watch)
+        return hit[0] if hit else None
+
     async def block_links(self, blocked: list[list[int]]) -> None:
         self.net.block(blocked)
 

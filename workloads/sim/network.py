@@ -61,6 +61,9 @@ class SimNetwork:
         self._receivers: dict[int, Callable[[int, Any], None]] = {}
         # Called with (src, dst, payload) for every message sent (the nemesis's state targets).
         self.observers: list[Callable[[int, int, Any], None]] = []
+        # Called with (src, dst, payload) for every message just before its receiver gets it
+        # (a state target may act at that instant, before the receiver's next step).
+        self.arrivals: list[Callable[[int, int, Any], None]] = []
         self.halted = False  # the run was stopped early: every message is dropped from now on
         self.holding = False  # blocked links keep their messages until the heal (block(hold=True))
         self.held: list[tuple[int, int, Any]] = []
@@ -165,6 +168,8 @@ class SimNetwork:
             self.stats.dropped_blocked += 1
         else:
             self.stats.delivered += 1
+            for observe in self.arrivals:
+                observe(src, dst, payload)
             receiver(src, payload)
 
     def pending(self) -> int:
