@@ -90,7 +90,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
     # round trip, so a leader sees it acknowledge part of an older term's tail.
     flow = dict(config.node)
     flow.update({"max_size_per_msg": rng.choice((1 << 20, 1 << 20, 4096, 512, 128)),
-                 "max_inflight_msgs": rng.choice((256, 256, 16, 4, 1))})
+                 # at least 16 in flight: with one-entry batches and 35 ms round trips a
+                 # follower must still catch up faster than 200 writes/s arrive
+                 "max_inflight_msgs": rng.choice((256, 256, 64, 16))})
     put("node", flow)
     config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
     config.schedule = []
