@@ -186,6 +186,10 @@ class NodeConfig:
     progress_notify_interval: float = 10.0
     watch_buffer: int = 1024  # responses buffered per watch before it is closed as too slow
     cluster_id: int = 0
+    # etcd raft's MaxSizePerMsg and MaxInflightMsgs: bytes of entries per MsgApp (at least one
+    # entry goes out) and MsgApp in flight to a replicating follower before an ack.
+    max_size_per_msg: int = 1 << 20
+    max_inflight_msgs: int = 256
 
     @property
     def min_lease_ttl(self) -> int:
@@ -412,6 +416,8 @@ class Node:
             id=self.id, election_tick=self.config.election_tick,
             heartbeat_tick=self.config.heartbeat_tick, pre_vote=self.config.pre_vote,
             check_quorum=self.config.check_quorum, applied=applied, rng=self.rng,
+            max_size_per_msg=self.config.max_size_per_msg,
+            max_inflight_msgs=self.config.max_inflight_msgs,
             bugs=self.bugs, on_invariant_violation=self._finding,
         )
         self.raw = raft.RawNode(cfg, self.storage)

@@ -735,6 +735,10 @@ NODE_FLAGS: tuple[NodeFlag, ...] = (
     NodeFlag("watch_buffer", "--watch-buffer", "int",
              "responses buffered per watch before it is closed as too slow"),
     NodeFlag("cluster_id", "--cluster-id", "int0", "the cluster id in response headers"),
+    NodeFlag("max_size_per_msg", "--max-size-per-msg", "int",
+             "bytes of log entries per append message, at least one entry (etcd raft MaxSizePerMsg)"),
+    NodeFlag("max_inflight_msgs", "--max-inflight-msgs", "int",
+             "append messages in flight to a follower before an ack (etcd raft MaxInflightMsgs)"),
 )
 _KIND_PARSERS: dict[str, Any] = {"int": _positive_int, "int0": _nonnegative_int,
                                  "duration": parse_duration, "bool": parse_bool}

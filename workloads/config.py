@@ -72,6 +72,10 @@ def node_defaults() -> dict[str, Any]:
     return {name: getattr(base, name) for name in NODE_FIELDS}
 
 
+# NodeConfig fields added within config version 2; a config.json without them ran with these.
+NODE_ADDED: dict[str, Any] = {"max_size_per_msg": 1 << 20, "max_inflight_msgs": 256}
+
+
 # What a version-1 config.json (no network/node sections) ran with: pinned here, not taken
 # from today's defaults.
 V1_PARAMETERS: dict[str, Any] = {
@@ -81,7 +85,8 @@ V1_PARAMETERS: dict[str, Any] = {
              "check_quorum": True, "request_timeout": 5.0, "snapshot_count": 10_000,
              "snapshot_catchup_entries": 5_000, "quota_bytes": 2 * 1024**3,
              "max_request_bytes": 1536 * 1024, "lease_check_interval": 0.5,
-             "progress_notify_interval": 10.0, "watch_buffer": 1024, "cluster_id": 0},
+             "progress_notify_interval": 10.0, "watch_buffer": 1024, "cluster_id": 0,
+             **NODE_ADDED},
     "final_read_time": 10.0,
     "startup_timeout": 10.0,
 }
@@ -299,6 +304,9 @@ class RunConfig:
         kwargs.setdefault("client_attempt_timeout", None)
         kwargs.setdefault("swarm", None)
         kwargs.setdefault("wall_budget", None)
+        node = kwargs.get("node")
+        if isinstance(node, dict):  # node fields added later within version 2: absent = default
+            kwargs["node"] = {**NODE_ADDED, **node}
         if kwargs.get("version", CONFIG_VERSION) == 1:
             for name, value in V1_PARAMETERS.items():
                 kwargs.setdefault(name, copy.deepcopy(value))

@@ -23,7 +23,12 @@ Kinds and their parameters:
 - partition: shape ``halves`` | ``isolate-one`` | ``isolate-leader`` | ``majorities-ring`` |
   ``bridge`` | ``one-way``, resolved to a list of blocked directed links ``[src, dst]``;
   with ``hold`` (swarm, simulation only) a blocked link buffers its messages and delivers
-  them all when the partition heals instead of dropping them.
+  them all when the partition heals instead of dropping them. Swarm schedules add
+  ``rolling-leader``: isolate the leader, then, round after round until the fault stops,
+  move the cut to the next leader the moment it shows itself and release the previous
+  victim (``Nemesis._roll``): elections in quick succession, each new leader cut off right
+  after it appended (the Raft paper's Figure 8 sequence) or right after it committed (its
+  commit cannot spread).
 - kill / pause: ``target`` ``one`` | ``minority`` | ``leader`` (kill -9 + restart;
   SIGSTOP + SIGCONT); swarm schedules add the state-driven targets of ``STATE_TARGETS``:
   ``new-leader`` (wait for the next election and hit the member that just won it),
@@ -70,6 +75,10 @@ FAULT_KINDS: tuple[str, ...] = ("partition", "kill", "pause", "clock", "packet",
 PARTITION_SHAPES: tuple[str, ...] = (
     "halves", "isolate-one", "isolate-leader", "majorities-ring", "bridge", "one-way",
 )
+# Shapes only swarm schedules draw (a plain schedule's draws stay as they were).
+SWARM_PARTITION_SHAPES: tuple[str, ...] = ("rolling-leader",)
+# The cycle of a rolling-leader partition's rounds (see Nemesis._roll).
+ROLL_STEPS: tuple[str, ...] = ("new-leader", "committed", "settle")
 SIM_ONLY_KINDS: tuple[str, ...] = ("clock", "disk")
 NODE_TARGETS: tuple[str, ...] = ("one", "minority", "leader")
 # Targets chosen from the cluster's state when the fault starts (see the module doc).
@@ -139,9 +148,12 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     if kind == "partition" and swarm:
         # hold: the cut links buffer their messages and deliver them all at the heal, as TCP
         # connections that survive a partition do (an old leader's appends arrive late).
-        p1: dict[str, Any] = {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30),
-                              "hold": rng.random() < 0.5}
-        p1.update(leader_ack_of(p1["seed"]))
+        # rolling-leader weighs as much as three plain shapes: its rounds reach states
+        # (elections in quick succession, two uncommitted tails) no single cut does.
+        p1: dict[str, Any] = {"shape": rng.choice(PARTITION_SHAPES + SWARM_PARTITION_SHAPES * 3),
+                              "seed": rng.randrange(1 << 30), "hold": rng.random() < 0.5}
+        if p1["shape"] != "rolling-leader":
+            p1.update(leader_ack_of(p1["seed"]))
         return p1
     if kind == "partition":
         return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
@@ -284,7 +296,10 @@ def make_swarm_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
             fresh = [k for k in free if k not in dealt]
             kind = fresh[0] if fresh else rng.choice(free)
             stop = min(t + rng.uniform(*duration), time_limit - 0.1)
-            faults.append(Fault(kind, _round(t), _round(max(stop, t)), _params(kind, nodes, rng, swarm=True)))
+            params = _params(kind, nodes, rng, swarm=True)
+            if params.get("shape") == "rolling-leader":  # its rounds each wait for an election
+                stop = min(t + max(3 * (stop - t), 10.0), time_limit - 0.1)
+            faults.append(Fault(kind, _round(t), _round(max(stop, t)), params))
         t += rng.expovariate(1.0 / gap)
     return faults
 
@@ -472,6 +487,7 @@ class Nemesis:
         # process: their actions (invoke .. completion) take turns. (No lock otherwise, so a
         # schedule without overlaps runs exactly as it always has.)
         self._turn: trio.Lock | None = trio.Lock() if overlapping(self.schedule) else None
+        self._rounds: dict[int, list[dict[str, Any]]] = {}  # id(fault) -> rolling-leader rounds
 
     def _one_at_a_time(self) -> contextlib.AbstractAsyncContextManager[Any]:
         return self._turn if self._turn is not None else contextlib.nullcontext()
@@ -491,9 +507,68 @@ class Nemesis:
     async def _run_one(self, fault: Fault, time_origin: float) -> None:
         await trio.sleep_until(time_origin + fault.start)
         resolved = await self.start(fault)
+        if resolved.get("shape") == "rolling-leader":
+            with trio.move_on_at(time_origin + fault.stop):
+                await self._roll(fault, resolved, time_origin)
         await trio.sleep_until(time_origin + fault.stop)
         if any(f is fault for f, _ in self.active):
             await self.stop(fault, resolved)
+
+    async def _roll(self, fault: Fault, value: dict[str, Any], time_origin: float) -> None:
+        """The rounds of a ``rolling-leader`` partition, until cancelled (the fault's stop).
+
+        The first cut (the fault's start) left the old leader holding a tail of entries
+        nobody else has. Then the rounds cycle through three steps (``ROLL_STEPS``):
+        ``new-leader`` waits for a member to start replicating in a newer term (the
+        simulation sees its first append go out) and isolates it at that instant, so its
+        first entry stays on it alone; ``committed`` waits for a leader to send a higher
+        commit index for the first, second or third time (drawn from the fault's own stream)
+        and cuts that leader's outbound links at once (it
+        has committed and answers its clients, but its commit and its next entries cannot
+        spread; it still hears its followers); each of these releases the previous victim. ``settle`` keeps that cut until a leader of a newer
+        term starts replicating, lets it (heals every link), and a moment later isolates the
+        current leader to begin the next cycle. Two members thus hold different uncommitted
+        tails while a third catches up from one and then follows the other: the Raft
+        paper's Figure 8, and elections in quick succession. A target that cannot see these
+        events (a real cluster) polls for a new leader and isolates it. The rounds go into
+        the stop op's value."""
+        rng = random.Random(f"{fault.params.get('seed', 0)}:roll:{fault.start}")
+        rounds = self._rounds.setdefault(id(fault), [])
+        t: Any = self.target
+        victim = value["groups"][0][0] if value.get("groups") else None
+        sees = hasattr(t, "next_leader_append") and hasattr(t, "next_commit_leader")
+        while True:
+            step = ROLL_STEPS[len(rounds) % len(ROLL_STEPS)] if sees else "new-leader"
+            found: int | None = None
+            if not sees:
+                await trio.sleep(0.05)
+                found = await t.leader()
+            elif step == "committed":
+                found = await t.next_commit_leader(5.0, 1 + rng.randrange(3))
+            else:
+                found = await t.next_leader_append(5.0)
+            if found is None or found == victim or found not in t.node_ids:
+                continue
+            others = [n for n in t.node_ids if n != found]
+            blocked: list[list[int]] = []
+            if step == "new-leader":
+                blocked = cut([[found], others])
+            elif step == "committed":
+                blocked = sorted([found, o] for o in others)
+            await t.heal_links()
+            if step == "settle":
+                rounds.append({"at": _round(trio.current_time() - time_origin), "trigger": step,
+                               "node": found, "blocked": []})
+                await trio.sleep(1.0)
+                found = await t.leader()
+                if found is None:
+                    continue
+                others = [n for n in t.node_ids if n != found]
+                blocked = cut([[found], others])
+            await t.block_links(blocked)
+            victim = found
+            rounds.append({"at": _round(trio.current_time() - time_origin), "trigger": step,
+                           "node": found, "blocked": blocked})
 
     async def resolve(self, target: str, rng: random.Random, leader: int | None,
                       wait: float) -> list[int]:
@@ -540,7 +615,11 @@ class Nemesis:
         kind, p = fault.kind, fault.params
         wait = (fault.stop - fault.start) / 2  # a state target's event must come in time
         value: dict[str, Any]
-        if kind == "partition" and p.get("at") == "leader-ack" and hasattr(t, "cut_at_leader_ack"):
+        if kind == "partition" and p["shape"] == "rolling-leader":
+            # The first round: the current leader, cut off (its in-flight appends dropped).
+            blocked, desc = partition_links("isolate-leader", t.node_ids, rng, leader)
+            value = {"shape": p["shape"], **desc, "blocked": blocked}
+        elif kind == "partition" and p.get("at") == "leader-ack" and hasattr(t, "cut_at_leader_ack"):
             # Cut at the instant the leader gets an append ack (the target does it then); the
             # links are those of the shape around that leader.
             cut: list[tuple[list[list[int]], dict[str, Any]]] = []
@@ -754,6 +833,9 @@ class Nemesis:
 
     async def _stop_action(self, fault: Fault, value: dict[str, Any]) -> None:
         kind = fault.kind
+        rounds = self._rounds.pop(id(fault), None)
+        if rounds:
+            value = {**value, "rounds": rounds}
         inv = self.recorder.invoke("nemesis", f"stop-{kind}", value)
         t = self.target
         outcome: dict[str, Any] = dict(value)

@@ -9,7 +9,8 @@ when none are named) and the parameters that shape a run:
 - the fault schedule: mean gap between fault starts, fault durations, how many may overlap
   (``nemesis.make_swarm_schedule``; targets include the new leader, the most-behind member
   and a member that just acknowledged an append);
-- the nodes' election and heartbeat ticks and snapshot frequency;
+- the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
+  (entries per append message, appends in flight);
 - the simulated network's latency, jitter, baseline loss and duplication;
 - rare-path perturbation probabilities (``sim.perturb``);
 - cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
@@ -84,6 +85,15 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                     "slow_fsync": _maybe(rng, 0.01, 0.1),
                     "stall": _maybe(rng, 0.001, 0.01),
                     "kill_tears": rng.choice((0.0, 0.5, 1.0))})
+    # Replication flow control (etcd raft's MaxSizePerMsg, MaxInflightMsgs), drawn last so the
+    # draws above stay as they were: small batches make a follower catch up a few entries per
+    # round trip, so a leader sees it acknowledge part of an older term's tail.
+    flow = dict(config.node)
+    flow.update({"max_size_per_msg": rng.choice((1 << 20, 1 << 20, 4096, 512, 128)),
+                 # at least 16 in flight: with one-entry batches and 35 ms round trips a
+                 # follower must still catch up faster than 200 writes/s arrive
+                 "max_inflight_msgs": rng.choice((256, 256, 64, 16))})
+    put("node", flow)
     config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
     config.schedule = []
     return config

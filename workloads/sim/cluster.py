@@ -381,6 +381,53 @@ class SimCluster:
             self.net.arrivals.remove(watch)
         return hit[0] if hit else None
 
+    async def next_leader_append(self, timeout: float) -> int | None:
+        """Wait until a member sends an append (MsgApp, on a link that is not cut) in a term
+        newer than every current leader's, and return it at that instant: a leader that
+        has just been elected, its first entries only on itself (None after ``timeout``)."""
+        base = max((s.node.term for s in self.slots.values()
+                    if s.state == "up" and s.node is not None and s.node.is_leader), default=0)
+        return await self._next_sender(
+            lambda src, dst, msg: msg.type is raft.MessageType.APP and msg.term > base, timeout)
+
+    async def next_commit_leader(self, timeout: float, advances: int = 1) -> int | None:
+        """Wait until a leader tells its followers (MsgApp, on a link that is not cut) of a
+        higher commit index for the ``advances``-th time in this wait, and return it at that
+        instant: a leader that has just committed, before that commit spreads."""
+        last: dict[tuple[int, int], int] = {}  # (leader, term) -> commit it sent last
+        count: dict[tuple[int, int], int] = {}
+
+        def advanced(src: int, dst: int, msg: raft.Message) -> bool:
+            if msg.type is not raft.MessageType.APP:
+                return False
+            key = (src, msg.term)
+            before = last.setdefault(key, msg.commit)
+            if msg.commit <= before:
+                return False
+            last[key] = msg.commit
+            count[key] = count.get(key, 0) + 1
+            return count[key] >= advances
+        return await self._next_sender(advanced, timeout)
+
+    async def _next_sender(self, match: Callable[[int, int, raft.Message], bool], timeout: float,
+                           *, receiver: bool = False) -> int | None:
+        found: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if not found and isinstance(msg, raft.Message) and (src, dst) not in self.net.blocked \
+                    and match(src, dst, msg):
+                found.append(dst if receiver else src)
+                event.set()
+
+        self.net.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.observers.remove(watch)
+        return found[0] if found else None
+
     async def block_links(self, blocked: list[list[int]]) -> None:
         self.net.block(blocked)
 
