@@ -32,6 +32,7 @@ from kvcheck.workloads.client import RegisterClient
 from kvcheck.workloads.generator import Context, Generator, OpSpec
 from kvcheck.workloads.kubernetes import make_kubernetes
 from kvcheck.workloads.lease import make_lease
+from kvcheck.workloads.lock import make_lock, make_lock_fenced
 from kvcheck.workloads.watch import make_watch
 
 REGISTER_KEY = "register"
@@ -168,6 +169,8 @@ WORKLOAD_FACTORIES: dict[str, Callable[[int], Any]] = {
     "append": lambda keys: _txn("append", keys),
     "wr": lambda keys: _txn("wr", keys),
     "append-serializable-reads": lambda keys: _txn("append", keys, serializable_reads=True),
+    "lock": make_lock,
+    "lock-fenced": make_lock_fenced,
 }
 WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
 
