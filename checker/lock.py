@@ -58,13 +58,14 @@ class _Holder:
     unknown: int = 0
 
     @property
-    def start(self) -> int:
-        assert self.acquire.completion is not None
-        return self.acquire.completion.position
+    def start(self) -> float:
+        """The place of the acquire's ok completion in the history."""
+        return self.acquire.end
 
     @property
     def end(self) -> float:
-        return self.release.invoke.position if self.release is not None else float("inf")
+        """The place of the release's invocation (infinity: never released)."""
+        return self.release.start if self.release is not None else float("inf")
 
     def interval(self) -> dict[str, Any]:
         done = self.acquire.completion
@@ -129,7 +130,7 @@ class LockChecker(CheckerBase):
                     holders.append(h)
                     by_lease.setdefault(lease, []).append(h)
                 continue
-            holder = self._holder_of(by_lease.get(lease, []), inv)
+            holder = self._holder_of(by_lease.get(lease, []), call)
             if call.f == "release":
                 if holder is not None and holder.release is None:
                     holder.release = call
@@ -177,11 +178,11 @@ class LockChecker(CheckerBase):
         return CheckResult(self.name, not anomalies, anomalies, time.perf_counter() - t0, detail=detail)
 
     @staticmethod
-    def _holder_of(candidates: list[_Holder], inv: Op) -> _Holder | None:
-        """The holder of this lease whose acquire completed last before ``inv``."""
+    def _holder_of(candidates: list[_Holder], call: Call) -> _Holder | None:
+        """The holder of this lease whose acquire completed last before ``call`` was invoked."""
         found = None
         for h in candidates:
-            if h.start < inv.position:
+            if h.start < call.start:
                 found = h
         return found
 

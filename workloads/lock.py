@@ -113,6 +113,9 @@ class _Locker:
         self.process = env.new_process()
         self.gate.process = self.process
         self.client = env.target.kv_client(self.process)
+        # when the lease may have expired, as far as this client can tell (clientv3's
+        # session deadline, from the send time of the last answered keepalive: a lower bound)
+        self.session_deadline = 0.0
 
     def _retire(self) -> None:
         """An info op retires the process: the locker goes on as a new one."""
@@ -165,12 +168,14 @@ class _Locker:
 
     async def run(self) -> None:
         while not self.env.stop.is_set():
+            granted = trio.current_time()
             typ, _, more = await self.call("lease-grant", self.w.ttl, self._grant)
             if typ != "ok":
                 await self.sleep(0.5)
                 continue
             lease = more["lease"]
             ttl = int(more.get("ttl") or self.w.ttl)
+            self.session_deadline = granted + ttl
             session_over = trio.Event()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._keepalives, lease, ttl, session_over)
@@ -190,11 +195,15 @@ class _Locker:
             return
         token = more["lock_revision"]
         self.gate.set_holding(True, lease=lease, lock_revision=token)
+        expired = False
         try:
             marks = ["start"] + ["mid"] * self.rng.randint(1, 3) + ["end"]
             for i, mark in enumerate(marks):
                 if i and not await self.sleep(self.rng.uniform(0.2, 0.6)) and mark != "end":
                     continue  # the run is ending: go straight to the end mark
+                if trio.current_time() >= self.session_deadline:
+                    expired = True  # as etcdctl lock: the session is over, stop acting
+                    break
                 write = functools.partial(self._write, key.encode(), token, f"{lease:x} {mark}")
                 typ, _, more = await self.call("write", mark, write, key=RESOURCE_KEY,
                                                extra={"lease": lease, "lock_revision": token})
@@ -204,8 +213,8 @@ class _Locker:
                     break  # the fence refused: the lock is lost
         finally:
             self.gate.set_holding(False)
-        await self.call("release", key, functools.partial(self._release, key.encode()),
-                        extra={"lease": lease, "lock_revision": token})
+        extra = {"lease": lease, "lock_revision": token} | ({"session_expired": True} if expired else {})
+        await self.call("release", key, functools.partial(self._release, key.encode()), extra=extra)
 
     # -- the requests --------------------------------------------------------------------
 
@@ -295,9 +304,10 @@ class _Locker:
                 await self.gate.wait()
                 if over.is_set():
                     return
+                sent = trio.current_time()
                 inv = rec.invoke(process, "lease-keepalive", lease)
                 try:
-                    with trio.fail_after(self.env.client_timeout):
+                    with trio.fail_after(min(self.env.client_timeout, ttl / 2)):
                         left = await client.lease_keepalive(lease)
                 except Failed as exc:
                     await self.gate.wait()
@@ -315,7 +325,10 @@ class _Locker:
                 await self.gate.wait()
                 rec.complete(inv, "ok", left)
                 if left <= 0:
+                    self.session_deadline = sent  # the lease is gone
                     return
+                # the server restarted the TTL no earlier than this keepalive was sent
+                self.session_deadline = max(self.session_deadline, sent + left)
         finally:
             with trio.CancelScope(shield=True):
                 await client.aclose()
