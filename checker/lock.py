@@ -109,6 +109,7 @@ def _int_field(op: Op, name: str) -> int:
 class LockChecker(CheckerBase):
     name = "lock"
     description = "mutual exclusion: two lock holders' writes to the protected resource never interleave"
+    max_shown = 3  # anomalies drawn on the terminal (each is several lines)
 
     def reads(self, op: Op) -> bool:
         return not op.is_nemesis and (op.f in LOCK_FS or str(op.f).startswith("lease-"))
