@@ -97,7 +97,8 @@ class ClientGates:
                     holders = sorted(n for n, g in self.gates.items() if g.holding and not g.paused)
                     if holders:
                         return self.gates[rng.choice(holders)]
-                    self._changed = self._changed or trio.Event()
+                    if self._changed is None:
+                        self._changed = trio.Event()
                     await self._changed.wait()
         names = sorted(n for n, g in self.gates.items() if not g.paused)
         return self.gates[rng.choice(names)] if names else None

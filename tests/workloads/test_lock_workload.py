@@ -92,3 +92,48 @@ def test_client_pause_is_a_fault_kind_all_leaves_out() -> None:
     cfg.faults = ["client-pause", "kill"]
     with pytest.raises(ConfigError, match="kill need control"):
         cfg.validate()
+
+
+def test_a_client_gate_stalls_its_tasks_until_resumed_and_picks_holders() -> None:
+    import random
+
+    import trio
+    import trio.testing
+
+    from kvcheck.workloads.clientpause import ClientGates
+
+    async def main() -> None:
+        gates = ClientGates()
+        a, b = gates.gate("a"), gates.gate("b")
+        assert gates.gate("a") is a
+        done: list[float] = []
+
+        async def client() -> None:
+            await a.wait()  # open: returns at once
+            a.pause()
+            await a.wait()
+            done.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client)
+            await trio.sleep(3)
+            assert done == [] and a.paused
+            a.resume()
+        assert done == [3.0] and not a.paused
+        # holder: waits (bounded) for a client that holds, else any client
+        rng = random.Random(0)
+        assert await gates.pick("any", rng, 1.0) in (a, b)
+        t0 = trio.current_time()
+        assert (await gates.pick("holder", rng, 1.0)) in (a, b) and trio.current_time() - t0 == 1.0
+
+        async def hold_later() -> None:
+            await trio.sleep(0.25)
+            b.set_holding(True, lease=7)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold_later)
+            t0 = trio.current_time()
+            assert await gates.pick("holder", rng, 1.0) is b
+            assert trio.current_time() - t0 == 0.25 and b.info == {"lease": 7}
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
