@@ -17,8 +17,11 @@ How (black-box: the history only; format in README "Lock histories"):
   used as evidence;
 - ``lock:mutual-exclusion``: two holders whose effects interleave, i.e. the revision ranges
   [first, last] of their ok writes intersect (one holder wrote, the other wrote, the first
-  wrote again). The anomaly names both holders (process, lease, lock revision), their
-  belief intervals (times and op indices) and the writes that interleaved.
+  wrote again); or, without trusting the revisions, in real time: one holder's ok write
+  completed before the other's was invoked, and that one completed before the first
+  holder's later ok write was invoked (``evidence: real-time``). The anomaly names both
+  holders (process, lease, lock revision), their belief intervals (times and op indices)
+  and the writes that interleaved.
 Also counted (not anomalies): pairs of holders whose belief intervals overlap in time, and
 writes the fence refused. Malformed lock ops (an acquire or write without an integer
 ``lease``, an ok acquire without ``lock_revision``, an ok write without ``revision``, a
@@ -154,6 +157,7 @@ class LockChecker(CheckerBase):
                 writes += 1
 
         anomalies: list[Anomaly] = []
+        reported: list[tuple[_Holder, _Holder]] = []
         # pairs of holders whose revision ranges of effects intersect, by a sweep over ranges
         ranged = sorted((h for h in holders if h.writes),
                         key=lambda h: (min(w.revision for w in h.writes), h.start))
@@ -169,9 +173,23 @@ class LockChecker(CheckerBase):
                     return CheckResult(self.name, UNKNOWN, anomalies, time.perf_counter() - t0,
                                        f"the lock check did not finish within {options.timeout} s")
                 anomalies.append(self._violation(a, h))
+                reported.append((a, h))
             active.append((hi, h))
 
-        overlaps = self._belief_overlaps(holders)
+        overlaps, pairs = self._belief_overlaps(holders)
+        # Real time, without trusting the store's revisions: one holder's ok write completed
+        # before the other's was invoked, which completed before the first holder's next
+        # write was invoked. Writes lie inside their holder's belief interval, so only pairs
+        # whose beliefs overlap can interleave this way.
+        found = {frozenset((id(x), id(y))) for x, y in reported}
+        for o, h in pairs:
+            if frozenset((id(o), id(h))) in found:
+                continue
+            for a, b in ((o, h), (h, o)):
+                rt = self._real_time_interleaving(a, b)
+                if rt is not None:
+                    anomalies.append(rt)
+                    break
         detail = {"holders": len(holders), "writes_ok": writes, "writes_refused": refused,
                   "writes_unknown": unknown, "belief_overlaps": len(overlaps),
                   "belief_overlap_pairs": overlaps[:MAX_LISTED],
@@ -210,9 +228,34 @@ class LockChecker(CheckerBase):
         return Anomaly("lock:mutual-exclusion", text, list(dict.fromkeys(ids)), detail)
 
     @staticmethod
-    def _belief_overlaps(holders: list[_Holder]) -> list[dict[str, Any]]:
-        """Pairs of holders that both believed they held the lock at some moment."""
+    def _real_time_interleaving(a: _Holder, b: _Holder) -> Anomaly | None:
+        """An ok write of ``b`` invoked after an ok write of ``a`` completed and completed
+        before a later ok write of ``a`` was invoked (positions in the history)."""
+        if not a.writes or not b.writes:
+            return None
+        first = min(a.writes, key=lambda w: w.call.end)
+        last = max(a.writes, key=lambda w: w.call.start)
+        for w in sorted(b.writes, key=lambda w: w.call.start):
+            if first.call.end < w.call.start and w.call.end < last.call.start:
+                span = [first, w, last]
+                text = (f"two holders changed the protected resource at once: {a.label()} and {b.label()}; "
+                        f"in real time {a.lease:x}'s write (op {first.call.id}) completed, then {b.lease:x}'s "
+                        f"write (op {w.call.id}) ran, then {a.lease:x} wrote again (op {last.call.id})")
+                owner = {id(first): a, id(w): b, id(last): a}
+                detail = {"holders": [a.to_json(), b.to_json()], "evidence": "real-time",
+                          "interleaved": [{"op": x.call.id, "lease": owner[id(x)].lease, "revision": x.revision,
+                                           "value": x.call.value, "time": _seconds(x.call.invoke.time)}
+                                          for x in span]}
+                ids = [a.acquire.id, b.acquire.id] + [x.call.id for x in span]
+                return Anomaly("lock:mutual-exclusion", text, list(dict.fromkeys(ids)), detail)
+        return None
+
+    @staticmethod
+    def _belief_overlaps(holders: list[_Holder]) -> tuple[list[dict[str, Any]], list[tuple[_Holder, _Holder]]]:
+        """Pairs of holders that both believed they held the lock at some moment (as JSON,
+        and the holders themselves)."""
         out: list[dict[str, Any]] = []
+        pairs: list[tuple[_Holder, _Holder]] = []
         ordered = sorted(holders, key=lambda h: h.start)
         open_: list[_Holder] = []
         for h in ordered:
@@ -222,8 +265,9 @@ class LockChecker(CheckerBase):
                                       "writes_refused": o.refused},
                             "second": {"lease": h.lease, "process": h.process, "acquire_op": h.acquire.id},
                             "from_op": h.acquire.completion.id if h.acquire.completion else None})
+                pairs.append((o, h))
             open_.append(h)
-        return out
+        return out, pairs
 
     def summary_lines(self, result: Mapping[str, Any], op_text: Callable[[Any], str]) -> list[str]:
         lines = [f"    {result.get('holders', 0)} holders; resource writes: {result.get('writes_ok', 0)} ok, "

@@ -136,6 +136,28 @@ def test_a_clean_handover_and_an_unknown_write_are_valid() -> None:
     assert r.detail["belief_overlaps"] == 0
 
 
+def test_real_time_interleaving_is_caught_even_when_the_revisions_hide_it() -> None:
+    # the store numbered 0x20's write below both of 0x10's, though it ran between them
+    h = H()
+    acquire(h, 1, 0x10, 5)
+    write(h, 1, 0x10, "start", 7)
+    acquire(h, 2, 0x20, 8)
+    write(h, 2, 0x20, "start", 6)
+    write(h, 1, 0x10, "end", 9)
+    release(h, 1, 0x10)
+    release(h, 2, 0x20)
+    r = check(h.ops())
+    assert r.valid is False and len(r.anomalies) == 1
+    a = r.anomalies[0]
+    assert a.detail["evidence"] == "real-time"
+    assert [(w["lease"], w["op"]) for w in a.detail["interleaved"]] == [(0x10, 2), (0x20, 6), (0x10, 8)]
+    # the same order with honest revisions is found from the revisions (no duplicate report)
+    h.lines[7]["revision"] = 8
+    h.lines[9]["revision"] = 10
+    r = check(h.ops())
+    assert r.valid is False and len(r.anomalies) == 1 and "evidence" not in r.anomalies[0].detail
+
+
 def test_overlapping_beliefs_alone_are_not_a_violation() -> None:
     # 0x10 believes it holds while 0x20 does (its lease expired), but only 0x20 wrote
     h = H()
