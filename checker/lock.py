@@ -26,7 +26,8 @@ Also counted (not anomalies): pairs of holders whose belief intervals overlap in
 writes the fence refused. Malformed lock ops (an acquire or write without an integer
 ``lease``, an ok acquire without ``lock_revision``, an ok write without ``revision``, a
 write by a lease that holds no lock, or after its release) raise ``HistoryError`` (exit 65
-naming the file and line).
+naming the file and line). The pair searches run under the check's time and memory bounds
+(kvcheck.checker.bounds): past either the verdict is ``unknown`` with the cause.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvcheck.checker.api import UNKNOWN, Anomaly, CheckerBase, CheckOptions, CheckResult
+from kvcheck.checker.bounds import Bounds, OutOfBounds, default_memory_limit_mb
 from kvcheck.checker.history import Call, HistoryError, Op, pair_calls
 
 LOCK_FS = ("acquire", "release", "write")
@@ -119,7 +121,14 @@ class LockChecker(CheckerBase):
 
     def check(self, ops: Sequence[Op], options: CheckOptions) -> CheckResult:
         t0 = time.perf_counter()
-        deadline = None if options.timeout is None else t0 + options.timeout
+        bounds = Bounds(options.timeout, options.memory_limit_mb or default_memory_limit_mb(),
+                        memory_every=4096)
+        try:
+            return self._check(ops, options, bounds, t0)
+        except OutOfBounds as exc:
+            return CheckResult(self.name, UNKNOWN, [], time.perf_counter() - t0, exc.cause)
+
+    def _check(self, ops: Sequence[Op], options: CheckOptions, bounds: Bounds, t0: float) -> CheckResult:
         holders: list[_Holder] = []
         by_lease: dict[int, list[_Holder]] = {}
         writes = refused = unknown = 0
@@ -162,27 +171,24 @@ class LockChecker(CheckerBase):
         ranged = sorted((h for h in holders if h.writes),
                         key=lambda h: (min(w.revision for w in h.writes), h.start))
         active: list[tuple[int, _Holder]] = []  # (last revision, holder) of ranges still open
-        steps = 0
         for h in ranged:
             lo = min(w.revision for w in h.writes)
             hi = max(w.revision for w in h.writes)
             active = [(end, a) for end, a in active if end >= lo]
             for _, a in active:
-                steps += 1
-                if deadline is not None and steps % 1024 == 0 and time.perf_counter() > deadline:
-                    return CheckResult(self.name, UNKNOWN, anomalies, time.perf_counter() - t0,
-                                       f"the lock check did not finish within {options.timeout} s")
+                bounds.check()
                 anomalies.append(self._violation(a, h))
                 reported.append((a, h))
             active.append((hi, h))
 
-        overlaps, pairs = self._belief_overlaps(holders)
+        overlaps, pairs = self._belief_overlaps(holders, bounds)
         # Real time, without trusting the store's revisions: one holder's ok write completed
         # before the other's was invoked, which completed before the first holder's next
         # write was invoked. Writes lie inside their holder's belief interval, so only pairs
         # whose beliefs overlap can interleave this way.
         found = {frozenset((id(x), id(y))) for x, y in reported}
         for o, h in pairs:
+            bounds.check()
             if frozenset((id(o), id(h))) in found:
                 continue
             for a, b in ((o, h), (h, o)):
@@ -191,8 +197,8 @@ class LockChecker(CheckerBase):
                     anomalies.append(rt)
                     break
         detail = {"holders": len(holders), "writes_ok": writes, "writes_refused": refused,
-                  "writes_unknown": unknown, "belief_overlaps": len(overlaps),
-                  "belief_overlap_pairs": overlaps[:MAX_LISTED],
+                  "writes_unknown": unknown, "belief_overlaps": len(pairs),
+                  "belief_overlap_pairs": overlaps,
                   "fenced": bool(options.extra.get("lock_fenced", False))}
         return CheckResult(self.name, not anomalies, anomalies, time.perf_counter() - t0, detail=detail)
 
@@ -251,9 +257,10 @@ class LockChecker(CheckerBase):
         return None
 
     @staticmethod
-    def _belief_overlaps(holders: list[_Holder]) -> tuple[list[dict[str, Any]], list[tuple[_Holder, _Holder]]]:
-        """Pairs of holders that both believed they held the lock at some moment (as JSON,
-        and the holders themselves)."""
+    def _belief_overlaps(holders: list[_Holder], bounds: Bounds,
+                         ) -> tuple[list[dict[str, Any]], list[tuple[_Holder, _Holder]]]:
+        """Pairs of holders that both believed they held the lock at some moment (the first
+        ``MAX_LISTED`` as JSON, and every pair's holders)."""
         out: list[dict[str, Any]] = []
         pairs: list[tuple[_Holder, _Holder]] = []
         ordered = sorted(holders, key=lambda h: h.start)
@@ -261,11 +268,14 @@ class LockChecker(CheckerBase):
         for h in ordered:
             open_ = [o for o in open_ if o.end > h.start]
             for o in open_:
+                bounds.check()
+                pairs.append((o, h))
+                if len(out) >= MAX_LISTED:
+                    continue
                 out.append({"first": {"lease": o.lease, "process": o.process, "acquire_op": o.acquire.id,
                                       "writes_refused": o.refused},
                             "second": {"lease": h.lease, "process": h.process, "acquire_op": h.acquire.id},
                             "from_op": h.acquire.completion.id if h.acquire.completion else None})
-                pairs.append((o, h))
             open_.append(h)
         return out, pairs
 

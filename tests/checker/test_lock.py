@@ -170,6 +170,17 @@ def test_overlapping_beliefs_alone_are_not_a_violation() -> None:
     assert r.valid is True and r.detail["belief_overlaps"] == 1
 
 
+def test_the_check_is_bounded_in_time() -> None:
+    h = H()
+    for i in range(1, 300):  # 299 holders that never release: every pair overlaps
+        acquire(h, i, i, i)
+        write(h, i, i, "start", 1000 + i)
+    ops = h.ops()
+    assert check(ops).valid is True  # disjoint single writes: no interleaving
+    r = run_checkers(["lock"], ops, CheckOptions(timeout=1e-9))["lock"]
+    assert r.valid == "unknown" and r.unknown_cause is not None and "timeout" in r.unknown_cause
+
+
 @pytest.mark.parametrize("mutate, problem", [
     (lambda ls: ls[1].pop("lock_revision"), "'lock_revision'"),
     (lambda ls: ls[2].update(lease="x"), "'lease'"),
