@@ -137,3 +137,11 @@ def test_a_client_gate_stalls_its_tasks_until_resumed_and_picks_holders() -> Non
             assert trio.current_time() - t0 == 0.25 and b.info == {"lease": 7}
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_the_regress_clean_matrix_runs_the_fenced_lock_only() -> None:
+    from kvcheck.workloads.regress import Budget, make_plan
+
+    plan = make_plan(Budget(clean_seeds=1, bug_seeds=1, bug_wall=None, clean_time_limit=3.0), [])
+    cells = {c.workload for c in plan.clean}
+    assert "lock-fenced" in cells and "lock" not in cells and "register" in cells
