@@ -41,7 +41,8 @@ def _internal_errors() -> Iterator[None]:
 @click.command("run")
 @click.option("--workload", "-w", type=click.Choice(WORKLOADS), default="register", show_default=True)
 @click.option("--faults", default="none", show_default=True,
-              help="Comma-separated: partition,kill,pause,clock,packet,disk,member (or all, none).")
+              help="Comma-separated: partition,kill,pause,clock,packet,disk,member (or all, none); "
+                   "client-pause stalls a client (the lock workloads'), not in all.")
 @click.option("--target", type=click.Choice(TARGETS), default="sim", show_default=True)
 @click.option("--nodes", type=int, default=5, show_default=True, help="Cluster size (3 to 7).")
 @click.option("--concurrency", type=int, default=10, show_default=True, help="Client threads.")

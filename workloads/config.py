@@ -28,6 +28,7 @@ from kvcheck.reference.bugs import Bugs
 from kvcheck.reference.node import NodeConfig
 from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.nemesis import (
+    CLIENT_FAULT_KINDS,
     SIM_ONLY_KINDS,
     Fault,
     make_schedule,
@@ -212,9 +213,10 @@ class RunConfig:
         endpoints = e["endpoints"]
         if not (isinstance(endpoints, list) and all(isinstance(x, str) and ":" in x for x in endpoints)):
             raise ConfigError(f"etcd_endpoints: expected HOST:PORT,..., got {endpoints!r}")
-        if endpoints and self.faults:
+        member_faults = [k for k in self.faults if k not in CLIENT_FAULT_KINDS]
+        if endpoints and member_faults:
             raise ConfigError(
-                f"faults: {', '.join(self.faults)} need control of the members' processes or "
+                f"faults: {', '.join(member_faults)} need control of the members' processes or "
                 "peer links, which kvcheck does not have over an existing cluster "
                 "(--etcd-endpoints); run without faults, or let kvcheck start the cluster")
 

@@ -55,6 +55,12 @@ Kinds and their parameters:
   it is elected, removed members running on for ``linger`` seconds; with ``split`` the network
   is cut along the old/new configuration boundary (``config_split``) the moment the first two
   changes applied on the leader. The stop op lists each change, its outcome and the split.
+- client-pause: stall one client process of the harness (its operations and its lease
+  keepalives) from start to stop; ``target`` ``holder`` (a client inside its critical
+  section) or ``any``; the value records the client, its process and what it holds. Only
+  clients a workload registers as pausable stall (workloads/clientpause.py). It needs no
+  control of the store's processes, so every target (and an existing etcd cluster) has it;
+  ``all`` does not include it.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from typing import Any, Protocol
 import trio
 
 from kvcheck.exitcodes import UsageError
+from kvcheck.workloads.clientpause import ClientGates
 from kvcheck.workloads.recorder import Recorder
 
 FAULT_KINDS: tuple[str, ...] = ("partition", "kill", "pause", "clock", "packet", "disk", "member")
@@ -80,6 +87,9 @@ SWARM_PARTITION_SHAPES: tuple[str, ...] = ("rolling-leader",)
 # The cycle of a rolling-leader partition's rounds (see Nemesis._roll).
 ROLL_STEPS: tuple[str, ...] = ("new-leader", "committed", "settle")
 SIM_ONLY_KINDS: tuple[str, ...] = ("clock", "disk")
+# Faults of the harness's clients, not of the store's members (``all`` leaves them out).
+CLIENT_FAULT_KINDS: tuple[str, ...] = ("client-pause",)
+KNOWN_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + CLIENT_FAULT_KINDS
 NODE_TARGETS: tuple[str, ...] = ("one", "minority", "leader")
 # Targets chosen from the cluster's state when the fault starts (see the module doc).
 STATE_TARGETS: tuple[str, ...] = ("new-leader", "most-behind", "acked")
@@ -102,8 +112,8 @@ def parse_faults(spec: str | Sequence[str] | None) -> list[str]:
         if item == "all":
             kinds.extend(k for k in FAULT_KINDS if k not in kinds)
             continue
-        if item not in FAULT_KINDS:
-            raise UsageError(f"unknown fault kind {item!r}; known: {', '.join(FAULT_KINDS)}, all, none")
+        if item not in KNOWN_FAULT_KINDS:
+            raise UsageError(f"unknown fault kind {item!r}; known: {', '.join(KNOWN_FAULT_KINDS)}, all, none")
         if item not in kinds:
             kinds.append(item)
     return kinds
@@ -126,7 +136,7 @@ class Fault:
         missing = [k for k in ("kind", "start", "stop") if k not in d]
         if missing:
             raise ValueError(f"fault {d!r} lacks {', '.join(missing)}")
-        if d["kind"] not in FAULT_KINDS:
+        if d["kind"] not in KNOWN_FAULT_KINDS:
             raise ValueError(f"unknown fault kind {d['kind']!r}")
         start, stop = float(d["start"]), float(d["stop"])
         if not 0 <= start <= stop:
@@ -145,6 +155,8 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     """One fault's parameters. ``swarm`` adds the state-driven targets (and gives disk and
     member faults one); without it the draws are exactly those of earlier versions."""
     targets = NODE_TARGETS + STATE_TARGETS if swarm else NODE_TARGETS
+    if kind == "client-pause":
+        return {"target": "holder", "seed": rng.randrange(1 << 30)}
     if kind == "partition" and swarm:
         # hold: the cut links buffer their messages and deliver them all at the heal, as TCP
         # connections that survive a partition do (an old leader's appends arrive late).
@@ -488,6 +500,7 @@ class Nemesis:
         # schedule without overlaps runs exactly as it always has.)
         self._turn: trio.Lock | None = trio.Lock() if overlapping(self.schedule) else None
         self._rounds: dict[int, list[dict[str, Any]]] = {}  # id(fault) -> rolling-leader rounds
+        self.clients = ClientGates()  # the pausable clients (client-pause)
 
     def _one_at_a_time(self) -> contextlib.AbstractAsyncContextManager[Any]:
         return self._turn if self._turn is not None else contextlib.nullcontext()
@@ -660,6 +673,12 @@ class Nemesis:
                      "split": p.get("split", 0.0), "members": list(t.node_ids)}
         elif kind == "member":
             value = {"node": (await self.resolve(p["target"], rng, leader, wait))[0]}
+        elif kind == "client-pause":
+            # briefly: the time spent looking for a holder comes off the pause
+            gate = await self.clients.pick(p["target"], rng, min(wait, 1.0))
+            value = {"target": p["target"], "client": None if gate is None else gate.name}
+            if gate is not None:
+                value.update(process=gate.process, holding=gate.holding, **gate.info)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         async with self._one_at_a_time():
@@ -708,6 +727,8 @@ class Nemesis:
         elif kind == "member":
             ok = await t.remove_member(value["node"])
             return {**value, "removed": ok}
+        elif kind == "client-pause" and value["client"] is not None:
+            self.clients.gates[value["client"]].pause()
         return value
 
     def _start_strobe(self, node: int, offset: float, period: float) -> None:
@@ -861,6 +882,8 @@ class Nemesis:
             outcome.update(await self._stop_churn(value))
         elif kind == "member":
             outcome["added"] = await t.add_member(value["node"])
+        elif kind == "client-pause" and value.get("client") is not None:
+            self.clients.gates[value["client"]].resume()
         self.recorder.complete(inv, "info", outcome)
         self.healed[kind] = self.healed.get(kind, 0) + 1
         if self.on_fault:

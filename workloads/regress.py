@@ -1,7 +1,8 @@
 """``kvcheck regress``: the regression suite for store changes — a clean matrix that must stay
 valid and a bug matrix whose every switch must be caught from the client history alone.
 
-Clean matrix: every registered workload × each fault mix of ``CLEAN_FAULT_MIXES`` × seeds
+Clean matrix: every registered workload (but those whose client recipe is unsafe by design,
+``RECIPE_UNSAFE_WORKLOADS``) × each fault mix of ``CLEAN_FAULT_MIXES`` × seeds
 0..N-1 on the clean store; every run must be valid. Bug matrix: each switch of
 ``Bugs.names()`` with its ``Exposure`` (workload, fault mix, settings: workloads/exposure.py),
 seeds 0, 1, 2, ... until a run is invalid (caught) or the switch's budget (seeds, and wall
@@ -263,7 +264,7 @@ class Plan:
 def make_plan(budget: Budget, bugs: Sequence[str] | None, *, clean: bool = True,
               workloads: Sequence[str] | None = None, fault_mixes: Sequence[str] = CLEAN_FAULT_MIXES) -> Plan:
     from kvcheck.reference.bugs import Bugs
-    from kvcheck.workloads.workload import WORKLOADS
+    from kvcheck.workloads.workload import RECIPE_UNSAFE_WORKLOADS, WORKLOADS
 
     names = Bugs.names() if bugs is None else list(bugs)
     unknown = sorted(set(names) - set(Bugs.names()))
@@ -271,7 +272,8 @@ def make_plan(budget: Budget, bugs: Sequence[str] | None, *, clean: bool = True,
         from kvcheck.exitcodes import UsageError
 
         raise UsageError(f"--bug: unknown switch(es) {', '.join(unknown)}; known: {', '.join(Bugs.names())}")
-    cells = [CleanCell(w, f) for w in (workloads or WORKLOADS) for f in fault_mixes] if clean else []
+    clean_workloads = workloads or [w for w in WORKLOADS if w not in RECIPE_UNSAFE_WORKLOADS]
+    cells = [CleanCell(w, f) for w in clean_workloads for f in fault_mixes] if clean else []
     rows = []
     for name in names:
         exp, from_table = exposure_for(name)

@@ -34,6 +34,7 @@ import trio
 from kvcheck.checker.history import pair_calls
 from kvcheck.reference.client import KVClient
 from kvcheck.workloads.client import DefiniteFailure, Indeterminate, RegisterClient
+from kvcheck.workloads.clientpause import ClientGates
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.generator import Context, Generator, OpSpec, Wait
@@ -70,6 +71,8 @@ class Background:
     client_timeout: float
     time_limit: float
     stop: trio.Event = field(default_factory=trio.Event)
+    # the run's pausable clients (the nemesis's client-pause fault; workloads/clientpause.py)
+    clients: ClientGates = field(default_factory=ClientGates)
     _next_process: int = BACKGROUND_PROCESS_BASE
 
     def new_process(self) -> int:
@@ -127,7 +130,8 @@ class Runner:
         if background is None:
             return await self._run()
         env = Background(self.target, self.recorder, self.background_rng or random.Random(0),
-                         self.options.client_timeout, self.options.time_limit)
+                         self.options.client_timeout, self.options.time_limit,
+                         clients=self.nemesis.clients)
         async with trio.open_nursery() as nursery:
             done = trio.Event()
 
