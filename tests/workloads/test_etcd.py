@@ -23,6 +23,7 @@ from kvcheck.workloads.client import DefiniteFailure
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.etcd.client import EtcdClient
 from kvcheck.workloads.etcd.cluster import plain_cluster
+from kvcheck.workloads.etcd.known import progress_race
 from kvcheck.workloads.kvclient import KVRegisterClient
 from kvcheck.workloads.run import run_once
 
@@ -338,31 +339,9 @@ ETCD_WORKLOAD_RUNS = {"watch": ["partition", "pause"], "lease": ["kill", "packet
 
 
 def etcd_progress_race(out: object) -> list[str]:
-    """Why a run's only anomalies are etcd 3.4's unsynchronised progress responses, or []
-    when anything else is wrong. etcd before 3.4.25 / 3.5.8 (etcd-io/etcd#15220) answers a
-    progress request on its control channel with the store's revision at that moment, beside
-    the channel of the watch's events, so the response can overtake events at or below its
-    revision (the documented "all events up to R delivered" is broken) or be overtaken by
-    events above it (the stream's revisions go back); the watch checker reports both as
-    ``watch:bookmarkable``. benchmarks/etcd_progress_order.py shows both on a bare stream."""
-    results = out.results  # type: ignore[attr-defined]
-    ops = {op.index: op for op in out.execution.ops}  # type: ignore[attr-defined]
-    version = str(results["run"].get("etcd_version", ""))
-    if not version.startswith("3.4.") or int(version.split(".")[2]) >= 25:
-        return []
-    reasons = []
-    for name, checker in results["checkers"].items():
-        if checker["valid"] is True:
-            continue
-        if name != "watch" or checker["valid"] is not False:
-            return []
-        for a in checker.get("anomalies") or []:
-            progress = [i for i in a.get("ops", []) if isinstance(getattr(ops.get(i), "value", None), dict)
-                        and ops[i].value.get("watch_id") == -1]
-            if a.get("kind") != "watch:bookmarkable" or not progress:
-                return []
-            reasons.append(a["explanation"])
-    return reasons
+    """Why a run's only anomalies are etcd 3.4's unsynchronised progress responses
+    (``kvcheck.workloads.etcd.known``), or [] when anything else is wrong."""
+    return progress_race(out.results, out.execution.ops)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("workload", sorted(ETCD_WORKLOAD_RUNS))
