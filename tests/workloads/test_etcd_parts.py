@@ -5,6 +5,8 @@ messages flow on a connection (one-way partitions depend on it)."""
 from __future__ import annotations
 
 import random
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from kvcheck.checker.history import Op
 from kvcheck.reference.client import Failed, Indeterminate
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.wire import ErrorCode
+from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.etcd.client import (
     EtcdClient,
     Namespace,
@@ -23,6 +26,7 @@ from kvcheck.workloads.etcd.client import (
     encode_compare,
     prefix_end,
 )
+from kvcheck.workloads.etcd.cluster import EtcdCluster, EtcdMember
 from kvcheck.workloads.etcd.known import progress_race
 from kvcheck.workloads.etcd.proxy import EtcdPeerProxy, _Conn, _parse_head
 
@@ -159,3 +163,33 @@ def test_the_known_etcd_progress_race_is_recognised_and_nothing_else() -> None:
     assert progress_race(*_race_run("3.4.23", {"watch": [race, {**race, "ops": [2]}]})) == []
     assert progress_race(*_race_run("3.4.23", {"watch": [{**race, "kind": "watch:reliable"}]})) == []
     assert progress_race(*_race_run("3.4.23", {"watch": [race], "linearizable": [{"kind": "x", "ops": [1]}]})) == []
+
+
+def test_a_resume_right_after_a_pause_continues_the_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGSTOP takes effect when the process next runs: on a loaded machine a resume right
+    after the pause could still read "running" in /proc, sent no SIGCONT, and the member
+    stayed stopped for the rest of the run (an etcd register sweep seed failed its liveness
+    bound that way). The resume goes by the pause it sent."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        cluster = EtcdCluster(RunConfig(target="etcd", nodes=3), tmp_path)
+        member = EtcdMember(node=1, name="node1", client="127.0.0.1:1", peer="127.0.0.1:2",
+                            listen_peer="127.0.0.1:3", data_dir=tmp_path, log=tmp_path / "node1.log", proc=proc)
+        cluster.members[1] = member
+
+        async def main() -> None:
+            await cluster.pause(1)
+            with monkeypatch.context() as m:  # /proc before the stop was delivered
+                m.setattr(EtcdMember, "state", lambda self: "running")
+                await cluster.resume(1)
+            for _ in range(200):
+                await trio.sleep(0.01)
+                if member.state() == "running":
+                    break
+
+        trio.run(main)
+        assert member.state() == "running" and not member.paused
+        assert [e.split(" ", 1)[1] for e in cluster.events] == ["paused node1 (SIGSTOP)", "resumed node1 (SIGCONT)"]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -106,6 +106,7 @@ class EtcdMember:
     proc: subprocess.Popen[bytes] | None = None
     removed: bool = False
     up: bool = False  # launched and not killed or removed by us: it should be running
+    paused: bool = False  # sent SIGSTOP by us and not SIGCONT yet
 
     def state(self) -> str:
         """running | paused | stopped."""
@@ -299,8 +300,9 @@ class EtcdCluster:
             self.ports.close()
             return
         for m in live:
-            if m.state() == "paused":
+            if m.paused or m.state() == "paused":
                 os.kill(m.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+                m.paused = False
         leader = None
         with trio.move_on_after(1.5):
             leader = await self.leader()
@@ -402,6 +404,7 @@ class EtcdCluster:
     async def kill(self, node: int) -> None:
         m = self.members[node]
         m.up = False
+        m.paused = False
         if m.proc is not None and m.state() != "stopped":
             m.proc.kill()
             await trio.to_thread.run_sync(m.proc.wait)
@@ -418,13 +421,18 @@ class EtcdCluster:
         m = self.members[node]
         if m.proc is not None and m.state() == "running":
             os.kill(m.proc.pid, signal.SIGSTOP)
+            m.paused = True
             self._log(f"paused {m.name} (SIGSTOP)")
 
     async def resume(self, node: int) -> None:
+        # By what we did, not by /proc: a SIGSTOP is delivered when the process next runs, so
+        # on a loaded machine a resume right after the pause can still see it running (and a
+        # resume that sent nothing left the member stopped for the rest of the run).
         m = self.members[node]
-        if m.proc is not None and m.state() == "paused":
+        if m.proc is not None and (m.paused or m.state() == "paused") and m.proc.poll() is None:
             os.kill(m.proc.pid, signal.SIGCONT)
             self._log(f"resumed {m.name} (SIGCONT)")
+        m.paused = False
 
     async def set_clock(self, node: int, rate: float, offset: float) -> None:
         raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
