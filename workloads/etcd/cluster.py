@@ -352,6 +352,24 @@ class EtcdCluster:
                 continue
         return out
 
+    async def node_states(self) -> dict[str, dict[str, Any]]:
+        """Each member's state for the run's liveness verdict (``run.py`` names the members
+        that kept the cluster from recovering): running, paused, stopped or removed, and a
+        running member's role, commit and applied index as its status answers them."""
+        statuses = await self._statuses() if self._status is not None else {}
+        out: dict[str, dict[str, Any]] = {}
+        for i, m in sorted(self.members.items()):
+            state = "removed" if m.removed else ("external" if self.external else m.state())
+            row: dict[str, Any] = {"state": state}
+            st = statuses.get(i)
+            if st is not None:
+                row.update(role="LEADER" if st["leader"] and st["leader"] == st["member_id"] else "FOLLOWER",
+                           commit=st["raft_index"], applied=st["raft_applied_index"])
+            elif state == "running":
+                row["state"] = "running, no status answer"
+            out[str(i)] = row
+        return out
+
     def _node_of(self, member_id: int) -> int | None:
         return next((m.node for m in self.members.values() if m.member_id == member_id and member_id), None)
 
@@ -600,6 +618,7 @@ def execute_etcd(config: RunConfig, progress: Progress) -> Execution:
             recorder = Recorder(trio.current_time)
             recorder.on_event(lambda op: progress.event(op, recorder.now()))
             info = await drive(cluster, config, recorder)
+            info["nodes"] = await cluster.node_states()
             info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
             info["etcd_version"] = config.etcd.get("version", "")
             info["unexpected_exits"] = cluster.unexpected_exits
