@@ -443,6 +443,13 @@ class _Run:
                               seen[key][2])
                     self.at[rev] = w
                     self.expiries.append(w)
+        # The replay reaches every revision a client write was acknowledged at or placed by its
+        # value, even past the final read's: a final read that failed (a timeout on a real
+        # cluster) leaves an earlier range as the last read, and the writes after it happened
+        # all the same (their events are not phantoms). The final read is compared with the
+        # replay at its own revision.
+        self.final_revision = max(self.final_revision,
+                                  max((w.revision for w in self.writes if w.revision is not None), default=1))
         # revisions nobody saw: an unplaced info write invoked before any later revision completed
         gaps = [r for r in range(2, self.final_revision + 1) if r not in self.at]
         by_rev = sorted((r, p) for p, r in self.ok_write_done)
@@ -494,7 +501,12 @@ class _Run:
         state: dict[str, tuple[Any, int, int, int]] = {}  # key -> (value, create, mod, version)
         attached: dict[str, int] = {}  # key -> its lease
         uncertain: set[str] = set()
+        final = self.final_op
+        read_rev = int(final.extra["revision"]) if final is not None else self.final_revision
+        at_final_read: tuple[dict[str, tuple[Any, int, int, int]], set[str]] | None = None
         for rev in sorted(r for r in self.at if r <= self.final_revision):
+            if rev > read_rev and at_final_read is None:
+                at_final_read = (dict(state), set(uncertain))
             self._tick()
             w = self.at[rev]
             guessed = rev in self.uncertain_revisions
@@ -548,9 +560,10 @@ class _Run:
             if not out and not (w.effects and w.effects[0].type in ("revoke", "unseen")):
                 self.add("watch:replay", f"op {w.id} sits at revision {rev} but changes nothing there",
                          [w.id], revision=rev)
-        final = self.final_op
         if final is None:
             return
+        if at_final_read is not None:  # writes completed after the final read: compare at its revision
+            state, uncertain = at_final_read
         kvs = {str(kv.get("key")): kv for kv in final.extra.get("kvs") or () if isinstance(kv, dict)}
         if not kvs and isinstance(final.value, dict):
             kvs = {str(k): {"value": v} for k, v in final.value.items()}

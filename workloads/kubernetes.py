@@ -99,7 +99,7 @@ class KubernetesWorkload(WatchWorkload):
             request = (kvr.PutRequest(key=key.encode(), value=encode_value(value)) if op == "put"
                        else kvr.DeleteRangeRequest(key=key.encode()))
             t = await client.txn([_mod_is(key, seen)], [request])
-            handle.served_by = t.header.member_id or None
+            handle.served(t.header)
             extra = {"compare": [["mod_revision", key, seen]], "revision": self._saw(t.header)}
             if t.succeeded:
                 done = value if op == "put" else int(getattr(t.responses[0], "deleted", 0))

@@ -67,11 +67,18 @@ def response_json(resp: kvr.WatchResponse) -> dict[str, Any]:
 
 
 class KVHandle:
-    """A worker's store client, closed the way the runner closes clients."""
+    """A worker's store client, closed the way the runner closes clients. ``node_of_member``:
+    the target's node number of each member id a response header names (etcd's member ids are
+    64-bit numbers; the history's ``node`` is the target's node number on every target)."""
 
-    def __init__(self, kv: Any) -> None:
+    def __init__(self, kv: Any, node_of_member: dict[int, int] | None = None) -> None:
         self.kv = kv
+        self.node_of_member = node_of_member if node_of_member is not None else {}  # kept by reference: it grows
         self.served_by: int | None = None  # the member that answered the last call (history ``node``)
+
+    def served(self, header: kvr.ResponseHeader) -> None:
+        member = header.member_id
+        self.served_by = self.node_of_member.get(member, member) or None
 
     async def close(self) -> None:
         await self.kv.aclose()
@@ -129,7 +136,7 @@ class WatchWorkload:
         return {"model": "cas-register", "extra": {"compare_failed": True, "kv_ops": True}}
 
     def client(self, target: Any, process: int) -> KVHandle:
-        return KVHandle(target.kv_client(process))
+        return KVHandle(target.kv_client(process), getattr(target, "node_of_member", None))
 
     def generator(self) -> Generator:
         return gen.mix([gen.fn(self._put), gen.fn(self._delete), gen.fn(self._txn), gen.fn(self._cas),
@@ -158,7 +165,7 @@ class WatchWorkload:
         f, key, client = spec.f, spec.key, handle.kv
 
         def saw(header: kvr.ResponseHeader) -> int:
-            handle.served_by = header.member_id or None
+            handle.served(header)
             return self._saw(header)
 
         if f == "put":

@@ -309,3 +309,34 @@ def test_a_prev_kv_dropped_by_a_compaction_at_that_revision_is_excused() -> None
     assert check(h).valid is True
     h = mutated(lambda h: events_line(h, 100, 4)["value"]["events"][0].pop("prev_kv"))
     assert "watch:prev-kv" in kinds(check(h))
+
+
+def _writes_after_the_final_read() -> list[dict[str, Any]]:
+    """base() and then, after its range at revision 5, a stream that sees a=5 put at 6 (ok)
+    and a last range that failed: the range at 5 is the last ok one (an etcd kubernetes run
+    whose final range timed out after a kill looked like this)."""
+    h = base()
+    h += [{"process": 103, "type": "invoke", "f": "watch", "value": {"key": "a", "range_end": "", "start_revision": 0}},
+          {"process": 103, "type": "ok", "f": "watch", "value": resp(5, [], created=True)},
+          {"process": 0, "type": "invoke", "f": "put", "value": 5, "key": "a"},
+          {"process": 0, "type": "ok", "f": "put", "value": 5, "key": "a", "revision": 6},
+          {"process": 103, "type": "ok", "f": "watch", "value": resp(6, [ev("put", "a", 5, 5, 6, 2)])},
+          {"process": 103, "type": "ok", "f": "watch", "value": {"end": "closed"}},
+          {"process": 3, "type": "invoke", "f": "range", "value": None},
+          {"process": 3, "type": "fail", "f": "range", "value": None, "error": "timeout"}]
+    return h
+
+
+def test_writes_after_the_last_ok_range_are_replayed_not_phantoms() -> None:
+    r = check(_writes_after_the_final_read())
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert r.detail["final_revision"] == 6
+    # the event past the final read is still checked against the write, and the final read
+    # against the replay at its own revision
+    h = _writes_after_the_final_read()
+    events_line(h, 103, 6)["value"]["events"][0]["value"] = 99
+    assert "watch:reliable" in kinds(check(h))
+    h = _writes_after_the_final_read()
+    final = next(d for d in h if d["process"] == 2 and d["type"] == "ok")
+    final["kvs"][0]["value"] = final["value"]["a"] = 2
+    assert "watch:final-state" in kinds(check(h))

@@ -5,13 +5,18 @@ messages flow on a connection (one-way partitions depend on it)."""
 from __future__ import annotations
 
 import random
+import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
+from kvcheck.checker.history import Op
 from kvcheck.reference.client import Failed, Indeterminate
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.wire import ErrorCode
+from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.etcd.client import (
     EtcdClient,
     Namespace,
@@ -21,6 +26,8 @@ from kvcheck.workloads.etcd.client import (
     encode_compare,
     prefix_end,
 )
+from kvcheck.workloads.etcd.cluster import EtcdCluster, EtcdMember
+from kvcheck.workloads.etcd.known import progress_race
 from kvcheck.workloads.etcd.proxy import EtcdPeerProxy, _Conn, _parse_head
 
 
@@ -129,3 +136,60 @@ def test_a_partition_cuts_a_live_proxied_connection() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def _race_run(version: str, anomalies: dict[str, list[dict[str, object]]]) -> tuple[dict[str, Any], list[Op]]:
+    ops = [Op.from_dict({"index": 0, "time": 0, "process": 100, "type": "invoke", "f": "watch", "value": {}}),
+           Op.from_dict({"index": 1, "time": 1, "process": 100, "type": "ok", "f": "watch",
+                         "value": {"watch_id": -1, "revision": 4, "events": []}}),
+           Op.from_dict({"index": 2, "time": 2, "process": 100, "type": "ok", "f": "watch",
+                         "value": {"watch_id": 0, "revision": 4, "events": [{"mod_revision": 3}]}})]
+    checkers = {name: {"valid": not found, "anomalies": found} for name, found in anomalies.items()}
+    return {"valid": False, "run": {"etcd_version": version}, "checkers": checkers}, ops
+
+
+def test_the_known_etcd_progress_race_is_recognised_and_nothing_else() -> None:
+    """kvcheck.workloads.etcd.known: a run whose only anomalies name a progress response
+    (watch_id -1) on an etcd before 3.4.25 / 3.5.8 is explained; another anomaly, one that
+    names no progress response, or a fixed etcd version is not."""
+    race: dict[str, object] = {"kind": "watch:bookmarkable", "explanation": "event at revision 3 after a progress notification at 4",
+            "ops": [1, 2]}
+    cache: dict[str, object] = {"kind": "informer:cache", "explanation": "cache at revision 4 differs", "ops": [1]}
+    assert progress_race(*_race_run("3.4.23", {"watch": [race], "informer": [cache], "linearizable": []})) == [
+        race["explanation"], cache["explanation"]]
+    assert progress_race(*_race_run("3.5.7", {"watch": [race]}))
+    assert progress_race(*_race_run("3.4.25", {"watch": [race]})) == []
+    assert progress_race(*_race_run("3.5.8", {"watch": [race]})) == []
+    assert progress_race(*_race_run("3.4.23", {"watch": [race, {**race, "ops": [2]}]})) == []
+    assert progress_race(*_race_run("3.4.23", {"watch": [{**race, "kind": "watch:reliable"}]})) == []
+    assert progress_race(*_race_run("3.4.23", {"watch": [race], "linearizable": [{"kind": "x", "ops": [1]}]})) == []
+
+
+def test_a_resume_right_after_a_pause_continues_the_member(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGSTOP takes effect when the process next runs: on a loaded machine a resume right
+    after the pause could still read "running" in /proc, sent no SIGCONT, and the member
+    stayed stopped for the rest of the run (an etcd register sweep seed failed its liveness
+    bound that way). The resume goes by the pause it sent."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        cluster = EtcdCluster(RunConfig(target="etcd", nodes=3), tmp_path)
+        member = EtcdMember(node=1, name="node1", client="127.0.0.1:1", peer="127.0.0.1:2",
+                            listen_peer="127.0.0.1:3", data_dir=tmp_path, log=tmp_path / "node1.log", proc=proc)
+        cluster.members[1] = member
+
+        async def main() -> None:
+            await cluster.pause(1)
+            with monkeypatch.context() as m:  # /proc before the stop was delivered
+                m.setattr(EtcdMember, "state", lambda self: "running")
+                await cluster.resume(1)
+            for _ in range(200):
+                await trio.sleep(0.01)
+                if member.state() == "running":
+                    break
+
+        trio.run(main)
+        assert member.state() == "running" and not member.paused
+        assert [e.split(" ", 1)[1] for e in cluster.events] == ["paused node1 (SIGSTOP)", "resumed node1 (SIGCONT)"]
+    finally:
+        proc.kill()
+        proc.wait()

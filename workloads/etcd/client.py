@@ -485,14 +485,18 @@ class EtcdClient:
     async def watch(
         self, key: bytes, *, range_end: bytes = b"", start_revision: int = 0,
         prev_kv: bool = False, progress_notify: bool = False, filters: Sequence[Any] = (),
+        resume: bool = True,
     ) -> AsyncIterator[WatchStream]:
         """A watch stream that survives member failures (resumes from the revision after the
         last one delivered). Canceled responses are delivered and end the stream. The stream
         has ``request_progress()``: etcd answers with a response of watch_id -1 whose
-        header.revision every event up to has been sent."""
+        header.revision every event up to has been sent. ``resume=False`` (as the reference
+        client's): one stream on one member (the home member when there is one); the
+        iteration ends when that stream breaks and the caller decides what next (a workload
+        that records each underlying stream as a process must see every reconnect)."""
         stream = WatchStream(self, kvr.WatchCreateRequest(
             key=key, range_end=range_end, start_revision=start_revision, prev_kv=prev_kv,
-            progress_notify=progress_notify, filters=list(filters)))
+            progress_notify=progress_notify, filters=list(filters)), resume=resume)
         error: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.pump)
@@ -515,9 +519,10 @@ class _HTTPStreamError(Exception):
 class WatchStream:
     """The responses of one watch (an async iterator) and its progress requests."""
 
-    def __init__(self, client: EtcdClient, create: kvr.WatchCreateRequest) -> None:
+    def __init__(self, client: EtcdClient, create: kvr.WatchCreateRequest, *, resume: bool = True) -> None:
         self.client = client
         self.create = create
+        self.resume = resume
         self.failure: Failed | None = None
         self._send, self._recv = trio.open_memory_channel[kvr.WatchResponse](256)
         self._sock: trio.SocketStream | None = None
@@ -555,11 +560,13 @@ class WatchStream:
                     if self.client.ns is not None:
                         create = self.client.ns.request(create)
                     try:
-                        if await self._stream(target, create):
+                        if await self._stream(target, create) or not self.resume:
                             return
                         attempt = 0
                     except (_HTTPStreamError, OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                             trio.TooSlowError, ValueError, KeyError):
+                        if not self.resume:
+                            return  # the iteration ends: the caller sees the break
                         attempt += 1
                     finally:
                         self._sock = None
@@ -572,11 +579,11 @@ class WatchStream:
         with trio.fail_after(self.client.dial_timeout):
             sock = await trio.open_tcp_stream(host, port)
         async with sock:
-            self._sock = sock
             await sock.send_all(
                 f"POST /v3/watch HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/json\r\n"
-                "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode())
-            await sock.send_all(_chunk(encode_watch_create(create)))
+                "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".encode()
+                + _chunk(encode_watch_create(create)))
+            self._sock = sock  # progress requests may be sent from here on (one send at a time)
             reader = _ChunkedReader(sock)
             await reader.read_head()
             async for obj in reader.objects():

@@ -106,6 +106,7 @@ class EtcdMember:
     proc: subprocess.Popen[bytes] | None = None
     removed: bool = False
     up: bool = False  # launched and not killed or removed by us: it should be running
+    paused: bool = False  # sent SIGSTOP by us and not SIGCONT yet
 
     def state(self) -> str:
         """running | paused | stopped."""
@@ -299,8 +300,9 @@ class EtcdCluster:
             self.ports.close()
             return
         for m in live:
-            if m.state() == "paused":
+            if m.paused or m.state() == "paused":
                 os.kill(m.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+                m.paused = False
         leader = None
         with trio.move_on_after(1.5):
             leader = await self.leader()
@@ -348,6 +350,24 @@ class EtcdCluster:
                 out[i] = await self._status.status(m.client, timeout=0.5)
             except ClientError:
                 continue
+        return out
+
+    async def node_states(self) -> dict[str, dict[str, Any]]:
+        """Each member's state for the run's liveness verdict (``run.py`` names the members
+        that kept the cluster from recovering): running, paused, stopped or removed, and a
+        running member's role, commit and applied index as its status answers them."""
+        statuses = await self._statuses() if self._status is not None else {}
+        out: dict[str, dict[str, Any]] = {}
+        for i, m in sorted(self.members.items()):
+            state = "removed" if m.removed else ("external" if self.external else m.state())
+            row: dict[str, Any] = {"state": state}
+            st = statuses.get(i)
+            if st is not None:
+                row.update(role="LEADER" if st["leader"] and st["leader"] == st["member_id"] else "FOLLOWER",
+                           commit=st["raft_index"], applied=st["raft_applied_index"])
+            elif state == "running":
+                row["state"] = "running, no status answer"
+            out[str(i)] = row
         return out
 
     def _node_of(self, member_id: int) -> int | None:
@@ -402,6 +422,7 @@ class EtcdCluster:
     async def kill(self, node: int) -> None:
         m = self.members[node]
         m.up = False
+        m.paused = False
         if m.proc is not None and m.state() != "stopped":
             m.proc.kill()
             await trio.to_thread.run_sync(m.proc.wait)
@@ -418,13 +439,18 @@ class EtcdCluster:
         m = self.members[node]
         if m.proc is not None and m.state() == "running":
             os.kill(m.proc.pid, signal.SIGSTOP)
+            m.paused = True
             self._log(f"paused {m.name} (SIGSTOP)")
 
     async def resume(self, node: int) -> None:
+        # By what we did, not by /proc: a SIGSTOP is delivered when the process next runs, so
+        # on a loaded machine a resume right after the pause can still see it running (and a
+        # resume that sent nothing left the member stopped for the rest of the run).
         m = self.members[node]
-        if m.proc is not None and m.state() == "paused":
+        if m.proc is not None and (m.paused or m.state() == "paused") and m.proc.poll() is None:
             os.kill(m.proc.pid, signal.SIGCONT)
             self._log(f"resumed {m.name} (SIGCONT)")
+        m.paused = False
 
     async def set_clock(self, node: int, rate: float, offset: float) -> None:
         raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
@@ -592,6 +618,7 @@ def execute_etcd(config: RunConfig, progress: Progress) -> Execution:
             recorder = Recorder(trio.current_time)
             recorder.on_event(lambda op: progress.event(op, recorder.now()))
             info = await drive(cluster, config, recorder)
+            info["nodes"] = await cluster.node_states()
             info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
             info["etcd_version"] = config.etcd.get("version", "")
             info["unexpected_exits"] = cluster.unexpected_exits
