@@ -67,7 +67,8 @@ class Bugs:
     lease_expiry_local: bool = False
     # raft.Raft.maybe_commit: commit an entry of an older term by counting its replicas
     # (the Raft paper's Figure 8: a committed entry later overwritten, a lost write).
-    # expose: --swarm --faults kill,partition (new-leader targets), kv.
+    # expose: --swarm --faults partition (rolling-leader), 3 members, small append batches
+    # (max_size_per_msg), clients that wait, kv.
     figure8_commit: bool = False
     # raft.Raft.step: a follower accepts MsgApp from a leader of an older term (its newer
     # entries overwritten: divergent members). expose: --swarm --faults partition (hold),pause, kv.
@@ -79,7 +80,10 @@ class Bugs:
     eager_truncation: bool = False
     # raft.Raft.handle_append: commit min(leader commit, own last index) instead of
     # min(leader commit, last index this message verified) (a stale tail applied).
-    # expose: --swarm --faults partition (hold),kill, kv.
+    # expose: --swarm --faults partition,kill, small append batches (max_size_per_msg), kv:
+    # it fires on a reordered or replayed MsgApp, but the tail it commits is then the
+    # leader's own (the first append a follower accepts in a term truncates a stale tail),
+    # so no history shows it (workloads/exposure.py says why).
     follower_commit_overrun: bool = False
     # raft.Raft.handle_read_index: answer ReadIndex before the leader has committed an
     # entry of its own term (its commit index may be stale: stale reads after an election).
