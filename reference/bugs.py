@@ -74,7 +74,8 @@ class Bugs:
     stale_term_append: bool = False
     # raft.log.RaftLog.maybe_append: truncate the log after the leader's entries even when
     # they all match (a reordered, older MsgApp then erases acknowledged entries; the member
-    # then stalls). expose: --swarm (batch_duplicate, long_delay) --faults partition,packet, register.
+    # then stalls; a member missing them that wins an election loses acknowledged writes).
+    # expose: --swarm (batch_reorder, duplicates) --faults partition,packet,kill, kv.
     eager_truncation: bool = False
     # raft.Raft.handle_append: commit min(leader commit, own last index) instead of
     # min(leader commit, last index this message verified) (a stale tail applied).
@@ -85,7 +86,8 @@ class Bugs:
     # expose: --swarm --faults kill,partition (new-leader targets), register.
     read_index_before_commit: bool = False
     # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied
-    # (two majorities at once). expose: --faults member,kill,partition, register.
+    # (two majorities at once). expose: --swarm --faults member,kill,partition (membership
+    # churn: two adds at once from 3 members, a split along the configurations), kv, --nodes 3.
     unsafe_conf_change: bool = False
     # node.Node._handle_ready: a new term and vote are persisted without fsync before the
     # vote goes out, so a power loss lets the member vote twice in one term (two leaders in a

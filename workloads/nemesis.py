@@ -38,7 +38,13 @@ Kinds and their parameters:
 - disk: a node loses power: what it had not fsynced is lost and its last write may be torn;
   stop restarts it. ``node`` fixed in the schedule, or (swarm) a ``target`` as for kill.
 - member: remove a node from the cluster (a Raft conf change); stop adds it back with an
-  empty data directory.
+  empty data directory. Or (half of them, ``mode: churn``, on a target that can grow the
+  cluster: the simulation) membership churn as Jepsen's etcd nemesis: 2-5 changes issued at
+  once or milliseconds apart, none awaiting another, the first two going the same way (3 ->
+  5 members, 5 -> 3), the change after a leader's removal going to the new leader the instant
+  it is elected, removed members running on for ``linger`` seconds; with ``split`` the network
+  is cut along the old/new configuration boundary (``config_split``) the moment the first two
+  changes applied on the leader. The stop op lists each change, its outcome and the split.
 """
 
 from __future__ import annotations
@@ -603,6 +609,7 @@ class Nemesis:
                 n.start_soon(cut_along_configs)
 
         async def churn() -> None:
+            removing: set[int] = set()  # members this burst is removing (never one twice)
             async with trio.open_nursery() as n:
                 planned = len(t.node_ids)
                 # With a split, the burst is its first two changes and the split after them.
@@ -627,11 +634,11 @@ class Nemesis:
                         continue
                     planned -= 1
                     others = [i for i in t.node_ids if i != leader]
-                    removing = [c["node"] for c in done if c["change"] == "remove"]
                     others = [i for i in others if i not in removing] or others
                     keep_leader = i < wave and first_way is not None
                     victim = leader if leader is not None and not keep_leader and rng.random() < 0.5 \
                         else rng.choice(others)
+                    removing.add(victim)
                     n.start_soon(change, "remove", victim, n)
                     if victim == leader and hasattr(t, "leader_elected"):
                         await t.leader_elected(5.0)  # the next change goes to the new leader at once
