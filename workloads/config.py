@@ -308,7 +308,7 @@ class RunConfig:
         kwargs.setdefault("wall_budget", None)
         node = kwargs.get("node")
         if isinstance(node, dict):  # node fields added later within version 2: absent = default
-            kwargs["node"] = {**NODE_ADDED, **node}
+            kwargs["node"] = {**node, **{k: v for k, v in NODE_ADDED.items() if k not in node}}
         if kwargs.get("version", CONFIG_VERSION) == 1:
             for name, value in V1_PARAMETERS.items():
                 kwargs.setdefault(name, copy.deepcopy(value))

@@ -82,8 +82,9 @@ EXPOSURE: dict[str, Exposure] = {
     # (small batches, a stale or reordered MsgApp): then it fires. But here the first append
     # a follower accepts in a term is always probed down to exactly where its log diverges
     # from the leader's (term-based back-off, every probe carries an entry), which truncates
-    # any stale tail; so far the tail it commits has always been the current leader's own
-    # entries (fired 6 times in seeds 0-5, each one harmless), which no history can show.
+    # any stale tail; the tail it commits has always been the current leader's own entries
+    # (seeds 0-10 of this entry: fired 99 times, every time on entries of the message's own
+    # term, so each commit was correct), which no history can show.
     # This entry makes it fire (regress then says "fired, not detected"), not get caught.
     "follower_commit_overrun": Exposure("kv", "partition,kill", settings={
         "nodes": 3, "wall_budget": 30.0,
