@@ -335,6 +335,7 @@ class _Run:
         stream_of: dict[Any, Stream] = {}
         observed: dict[Any, set[int]] = {}  # info put value -> revisions it was seen at
         observed_at: dict[int, dict[str, tuple[str, Any, int, int]]] = {}  # rev -> key -> (type, value, op, pos)
+        deleted_lease: dict[tuple[int, str], int] = {}  # (rev, key) of a DELETE event -> its prev_kv's lease
         events = 0
         for op in ops:
             if op.is_nemesis:
@@ -368,6 +369,9 @@ class _Run:
                         typ = ev.get("type")
                         observed_at.setdefault(rev, {}).setdefault(str(ev.get("key")),
                                                                   (typ, ev.get("value"), op.id, op.position))
+                        p = ev.get("prev_kv")
+                        if typ == "delete" and isinstance(p, dict) and isinstance(p.get("lease"), int):
+                            deleted_lease.setdefault((rev, str(ev.get("key"))), p["lease"])
                         if typ == "put" and ev.get("value") in info_values:
                             observed.setdefault(ev.get("value"), set()).add(rev)
             elif op.f in READ_FS and op.type == "ok":
@@ -418,9 +422,16 @@ class _Run:
                 continue
             first = min(v[3] for v in seen.values())
             first_id = min(seen.values(), key=lambda v: v[3])[2]
+
+            def revoke_fits(w: Write, rev: int = rev, seen: dict[str, Any] = seen) -> bool:
+                # a revoke deletes only its lease's keys: not one whose prev_kv names another
+                # lease (clean lease swarm seed 52: the delete of a key on lease 9 was given to
+                # a timed-out revoke of lease 7, and the replay then called the event a phantom)
+                leases = {e.value for e in w.effects if e.type == "revoke"}
+                return bool(leases) and all(deleted_lease.get((rev, k), next(iter(leases))) in leases for k in seen)
+
             cands = [w for w in unplaced if w.call is not None and w.call.invoke.position < first and (
-                set(seen) <= {e.key for e in w.effects if e.type == "delete"}
-                or any(e.type == "revoke" for e in w.effects))]
+                set(seen) <= {e.key for e in w.effects if e.type == "delete"} or revoke_fits(w))]
             if cands:
                 sigs = {frozenset((e.type, e.key) for e in c.effects) for c in cands}
                 if len(sigs) == 1:  # every candidate changes the same keys the same way
