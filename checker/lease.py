@@ -20,6 +20,9 @@ when not found, ``lease-revoke``; README "Lease histories"):
   skipped, and the summary says so);
 - ``lease:keepalive-after-expiry`` / ``lease:keepalive-after-revoke``: a keepalive invoked
   after the lease's expiry was seen, or after its revoke completed, answered a TTL > 0;
+- ``lease:renewed-after-expiry``: a keepalive answered TTL > 0 though it was invoked more than
+  TTL after the last renewal completed and the same raft term (one leadership, one lessor
+  clock) answered both, with no other keepalive in flight and no clock fault in between;
 - ``lease:revoked-key-present``: a read invoked after a revoke completed shows a key still
   attached to the revoked lease.
 """
@@ -135,6 +138,55 @@ class LeaseChecker(CheckerBase):
             if seen is not None and seen.position < c.invoke.position:
                 add("lease:keepalive-after-expiry", f"keepalive of lease {lease} answered TTL {done.value} "
                     f"after a watch saw it expire (op {seen.id})", [c.id, seen.id], lease=lease)
+
+        # a keepalive that renewed a lease its leader's clock must have let lapse: the same
+        # term (one leadership, one lessor clock: a new leader restarts every lease's clock)
+        # answered the previous renewal, which reached the leader before it completed, and this
+        # keepalive was invoked more than TTL after that completion, with no renewal in flight
+        # (an ok, info or failed keepalive or grant invoked in between) and no clock fault.
+        pending: dict[int, list[tuple[float, float]]] = {}  # lease -> (invoke, completion or end) of any keepalive
+        for c in calls:
+            if c.f == "lease-keepalive" and isinstance(c.invoke.value, int):
+                t_end = (c.completion.time or 0) / NS if c.completion is not None else end_time
+                pending.setdefault(c.invoke.value, []).append(((c.invoke.time or 0) / NS, t_end))
+        renewed_in_term: dict[int, list[tuple[float, float, int]]] = {}  # lease -> (invoke, done, term)
+        for c in calls:
+            done = c.completion
+            if done is None or done.type != "ok" or not isinstance(done.extra.get("term"), int):
+                continue
+            if c.f == "lease-grant" and isinstance(done.extra.get("lease"), int):
+                lease_id = done.extra["lease"]
+            elif c.f == "lease-keepalive" and isinstance(c.invoke.value, int) and isinstance(done.value, int) \
+                    and done.value > 0:
+                lease_id = c.invoke.value
+            else:
+                continue
+            renewed_in_term.setdefault(lease_id, []).append(
+                ((c.invoke.time or 0) / NS, (done.time or 0) / NS, done.extra["term"]))
+        for c in keepalives:
+            done = c.completion
+            assert done is not None
+            lease = c.invoke.value
+            term = done.extra.get("term")
+            if not (isinstance(done.value, int) and done.value > 0) or not isinstance(term, int) or lease not in ttl:
+                continue
+            k = (c.invoke.time or 0) / NS
+            earlier = [r for r in renewed_in_term.get(lease, []) if r[0] < k]
+            if not earlier:
+                continue
+            prev = max(earlier, key=lambda r: r[1])
+            gap_start = prev[1]
+            if prev[2] != term or k <= gap_start + ttl[lease] * 1.01 + 0.01:
+                continue
+            if any(a < k and b > gap_start for a, b in pending.get(lease, []) if (a, b) != (k, (done.time or 0) / NS)):
+                continue  # another keepalive in flight may have renewed it in between
+            if any(r[1] > k for r in earlier):
+                continue
+            if any(a < k and b > gap_start for a, b in clock):
+                continue
+            add("lease:renewed-after-expiry", f"keepalive of lease {lease} (TTL {ttl[lease]} s) invoked at {k:.3f} s "
+                f"answered TTL {done.value} in term {term}, {k - gap_start:.3f} s after the last renewal in that "
+                f"term completed: the leader's clock must have let the lease lapse", [c.id], lease=lease, term=term)
 
         # reads that show a leased key
         for c in calls:

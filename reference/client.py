@@ -96,6 +96,11 @@ class KVClient(Protocol):
 
     async def lease_keepalive(self, lease_id: int) -> int: ...
 
+    async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+        """One keepalive's whole response: the TTL and the header (its raft_term names the
+        leadership that answered: within one term one lessor clock ran)."""
+        ...
+
     def watch(
         self, key: bytes, *, range_end: bytes = b"", start_revision: int = 0,
         prev_kv: bool = False, progress_notify: bool = False,
@@ -424,9 +429,12 @@ class Client:
 
     async def lease_keepalive(self, lease_id: int) -> int:
         """One keepalive; the remaining TTL (0: the lease is unknown or expired)."""
+        return (await self.lease_keepalive_response(lease_id)).ttl
+
+    async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
         body = await self.call("lease_keepalive", {"id": lease_id}, write=False)
         # a field at its default is left off the wire: an expired lease's reply has no ttl
-        return kvr.LeaseKeepAliveResponse.from_wire(body).ttl
+        return kvr.LeaseKeepAliveResponse.from_wire(body)
 
     async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> kvr.LeaseTimeToLiveResponse:
         req = kvr.LeaseTimeToLiveRequest(id=lease_id, keys=keys)

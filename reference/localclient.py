@@ -140,8 +140,12 @@ class LocalClient(LogRequests):
         return await self._call(lambda node: node.range(req), write=False)
 
     async def lease_keepalive(self, lease_id: int) -> int:
-        resp = await self._call(lambda node: node.lease_keepalive(lease_id), write=False)
-        return resp.ttl
+        return (await self.lease_keepalive_response(lease_id)).ttl
+
+    async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+        resp: kvr.LeaseKeepAliveResponse = await self._call(lambda node: node.lease_keepalive(lease_id),
+                                                            write=False)
+        return resp
 
     @contextlib.asynccontextmanager
     async def watch(

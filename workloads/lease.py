@@ -179,13 +179,22 @@ class _Lessor:
             if mode == "revoke":
                 await self.call("lease-revoke", lease, functools.partial(self._revoke, lease))
             else:  # let it expire, then ask once more: TTL 0
+                edge = self.rng.random()
+                if edge < 0.5:
+                    # a keepalive at the expiry's edge: the leader's clock for the lease started
+                    # when the last renewal reached it, so this one may come just before (renewed:
+                    # TTL again) or just after the expiry, before its revoke committed (TTL 0: the
+                    # lease must stay dead).
+                    if not await self.sleep(ttl + 0.6 * edge):
+                        return
+                    await self.keepalive(lease)
                 if not await self.sleep(ttl + w.bound["bound"] + rng.uniform(0.1, 1.0)):
                     return
                 await self.keepalive(lease)
 
     async def _grant(self, ttl: int) -> tuple[str, Any, dict[str, Any]]:
         g = await self.client.lease_grant(ttl)
-        return "ok", g.ttl, {"lease": g.id, "revision": self.w._saw(g.header)}
+        return "ok", g.ttl, {"lease": g.id, "revision": self.w._saw(g.header), "term": g.header.raft_term}
 
     async def _put(self, key: str, value: int, lease: int) -> tuple[str, Any, dict[str, Any]]:
         p = await self.client.put(key.encode(), encode_value(value), lease=lease)
@@ -196,7 +205,9 @@ class _Lessor:
         return "ok", lease, {"revision": self.w._saw(r.header)}
 
     async def _keepalive(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
-        return "ok", await self.client.lease_keepalive(lease), {}
+        k = await self.client.lease_keepalive_response(lease)
+        # the answering leader's term: within one term one lessor clock ran (lease checker)
+        return "ok", k.ttl, {"term": k.header.raft_term}
 
     async def keepalive(self, lease: int) -> None:
         await self.call("lease-keepalive", lease, functools.partial(self._keepalive, lease))

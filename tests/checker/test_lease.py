@@ -97,3 +97,43 @@ def test_a_revoke_deletes_at_its_revision_and_stays_revoked() -> None:
     assert kinds(ops) == set()
     assert "lease:keepalive-after-revoke" in kinds(history(revoke=True, keepalive_ttl_after_expiry=2))
     assert "lease:revoked-key-present" in kinds(history(revoke=True, final_has_key=True, final_read_at=3.0))
+
+
+def renewals(*, term_after: int = 2, in_flight: bool = False, clock_fault: bool = False,
+             late_at: float = 3.5) -> list[Op]:
+    """A lease (TTL 2) granted and renewed in term 2; a keepalive invoked at ``late_at``
+    answers TTL 2 in ``term_after``."""
+    h: list[dict[str, Any]] = []
+
+    def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
+
+    op(0.1, 0, "invoke", "lease-grant", 2)
+    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
+    op(1.0, 0, "invoke", "lease-keepalive", 7)
+    op(1.1, 0, "ok", "lease-keepalive", 2, term=2)
+    if in_flight:  # a keepalive that timed out: it may have reached the leader at any time
+        op(2.0, 1, "invoke", "lease-keepalive", 7)
+        op(2.5, 1, "info", "lease-keepalive", 7, error="timeout")
+    if clock_fault:
+        op(1.5, "nemesis", "invoke", "start-clock", {})
+        op(1.5, "nemesis", "info", "start-clock", {})
+        op(2.5, "nemesis", "invoke", "stop-clock", {})
+        op(2.5, "nemesis", "info", "stop-clock", {})
+    op(late_at, 0, "invoke", "lease-keepalive", 7)
+    op(late_at + 0.1, 0, "ok", "lease-keepalive", 2, term=term_after)
+    return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+
+
+def test_a_keepalive_that_revives_a_lapsed_lease_in_the_same_term_is_caught() -> None:
+    r = LeaseChecker().check(renewals(), OPTS)
+    found = [a for a in r.anomalies if a.kind == "lease:renewed-after-expiry"]
+    assert r.valid is False and len(found) == 1, [a.to_json() for a in r.anomalies]
+    assert "term 2" in found[0].explanation and found[0].ops == [renewals()[-2].id]
+
+
+def test_a_late_keepalive_is_excused_by_a_new_term_an_in_flight_keepalive_or_a_clock_fault() -> None:
+    assert "lease:renewed-after-expiry" not in kinds(renewals(term_after=3))  # a new leader restarts clocks
+    assert "lease:renewed-after-expiry" not in kinds(renewals(in_flight=True))
+    assert "lease:renewed-after-expiry" not in kinds(renewals(clock_fault=True))
+    assert "lease:renewed-after-expiry" not in kinds(renewals(late_at=2.9))  # within TTL of the last renewal

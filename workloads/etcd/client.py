@@ -425,11 +425,15 @@ class EtcdClient:
 
     async def lease_keepalive(self, lease_id: int) -> int:
         """One keepalive (a one-message stream); the remaining TTL (0: unknown or expired)."""
+        return (await self.lease_keepalive_response(lease_id)).ttl
+
+    async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
         d = await self.call("/v3/lease/keepalive", {"ID": lease_id}, write=False)
         result = d.get("result")
         if not isinstance(result, dict):
             raise Failed(ErrorCode.UNKNOWN, f"keepalive reply without a result: {d!r:.200}")
-        return _int(result, "TTL")
+        return kvr.LeaseKeepAliveResponse(header=decode_header(result.get("header")), id=lease_id,
+                                          ttl=_int(result, "TTL"))
 
     async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> kvr.LeaseTimeToLiveResponse:
         d = await self.call("/v3/lease/timetolive", {"ID": lease_id, "keys": keys}, write=False)

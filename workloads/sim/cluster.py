@@ -821,8 +821,11 @@ class SimClient(LogRequests):
         return await self.call(go, write=False)
 
     async def lease_keepalive(self, lease_id: int) -> int:
-        async def go(node: Node, remaining: float) -> int:
-            return int((await node.lease_keepalive(lease_id)).ttl)
+        return (await self.lease_keepalive_response(lease_id)).ttl
+
+    async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+        async def go(node: Node, remaining: float) -> kvr.LeaseKeepAliveResponse:
+            return await node.lease_keepalive(lease_id)
 
         return await self.call(go, write=False)
 
