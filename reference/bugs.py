@@ -87,7 +87,7 @@ class Bugs:
     follower_commit_overrun: bool = False
     # raft.Raft.handle_read_index: answer ReadIndex before the leader has committed an
     # entry of its own term (its commit index may be stale: stale reads after an election).
-    # expose: --swarm --faults partition (cut at a leader ack, packet loss), register.
+    # expose: --swarm --faults partition (cut at a leader ack, perturb slow_disk), register.
     read_index_before_commit: bool = False
     # raft.Raft.propose_conf_change: allow a conf change while another is not yet applied
     # (two majorities at once). expose: --swarm --faults member,kill,partition (membership

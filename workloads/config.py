@@ -303,6 +303,8 @@ class RunConfig:
         kwargs = dict(d)
         # Sections added later within version 2: absent means the run did without them.
         kwargs.setdefault("perturb", dict(PERTURB_DEFAULTS))
+        if isinstance(kwargs["perturb"], dict):  # perturbations added later: absent means off
+            kwargs["perturb"] = {**{k: 0.0 for k in PERTURB_DEFAULTS}, **kwargs["perturb"]}
         kwargs.setdefault("client_attempt_timeout", None)
         kwargs.setdefault("swarm", None)
         kwargs.setdefault("wall_budget", None)

@@ -84,7 +84,8 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                     "batch_duplicate": _maybe(rng, 0.005, 0.03),
                     "slow_fsync": _maybe(rng, 0.01, 0.1),
                     "stall": _maybe(rng, 0.001, 0.01),
-                    "kill_tears": rng.choice((0.0, 0.5, 1.0))})
+                    "kill_tears": rng.choice((0.0, 0.5, 1.0)),
+                    "slow_disk": 0.0})  # not drawn yet: an exposure may set it
     # Replication flow control (etcd raft's MaxSizePerMsg, MaxInflightMsgs), drawn last so the
     # draws above stay as they were: small batches make a follower catch up a few entries per
     # round trip, so a leader sees it acknowledge part of an older term's tail.

@@ -93,3 +93,25 @@ def test_partition_cut_at_a_leader_ack_keeps_the_commit_from_the_followers(tmp_p
                for line in p.read_text().splitlines() if "became leader" in line]
     assert any(2.0 < t < 5.0 for t in elected), elected
     assert out.results["valid"] is True, out.results
+
+
+def test_slow_disk_delays_only_append_acks_of_the_slow_members() -> None:
+    """perturb slow_disk: each member's disk is slow (or not) for the whole run; a slow one's
+    successful append acks leave 10-100 ms late, nothing else does; at 0 nothing is drawn."""
+    from kvcheck.workloads.config import RunConfig
+    from kvcheck.workloads.sim.perturb import PERTURB_DEFAULTS, Perturber
+
+    rng = random.Random(5)
+    state = rng.getstate()
+    off = Perturber(dict(PERTURB_DEFAULTS), rng, 1.0)
+    assert off.ack_delay(1) == 0.0 and rng.getstate() == state
+    p = Perturber({**PERTURB_DEFAULTS, "slow_disk": 0.5}, random.Random(1), 1.0)
+    delays = {m: p.ack_delay(m) for m in range(1, 30)}
+    assert {m: p.ack_delay(m) for m in delays} == delays  # fixed per member
+    slow = [d for d in delays.values() if d > 0]
+    assert slow and len(slow) < len(delays) and all(0.01 <= d <= 0.1 for d in slow)
+    assert p.stats["slow_disk"] == len(slow)
+    # a config.json written before slow_disk existed reads as "off"
+    d = RunConfig(seed=1).to_json()
+    del d["perturb"]["slow_disk"]
+    assert RunConfig.from_json(d).perturb["slow_disk"] == 0.0

@@ -121,6 +121,9 @@ class SimTransport:
                     self.report_snapshot(m.to, sent)
             return
         for m, delays in zip(messages, self.perturber.batch_delays(len(messages)), strict=True):
+            if m.type is raft.MessageType.APP_RESP and not m.reject:  # sent once durable (slow_disk)
+                slow = self.perturber.ack_delay(self.id)
+                delays = [d + slow for d in delays] if slow else delays
             sent = False
             for d in delays:
                 sent = self.net.send(self.id, m.to, m, d) or sent

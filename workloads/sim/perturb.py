@@ -15,6 +15,11 @@ simulated network, disk and clock, never inside the store's code:
 - ``stall``: a member's Ready pass stalls for 0.2 s to 2 election timeouts;
 - ``kill_tears``: a kill is a power loss: what the member had not fsynced is lost and its
   last write is torn.
+- ``slow_disk``: the probability that a member's disk is slow for the whole run: its fsyncs
+  take 10 to 100 ms, so its successful append acknowledgements (sent only once the entries
+  are durable) leave that much later, while its other messages (heartbeat responses, votes)
+  do not wait. A new leader's first commit then waits for slow disks while a quorum answers
+  its heartbeats at once, as on real machines (not drawn by ``--swarm`` yet).
 
 Every probability is 0 by default (config.json's ``perturb`` section, drawn per seed by
 ``--swarm``); with all of them 0 no random number is drawn, so a run without perturbation is
@@ -34,6 +39,7 @@ PERTURB_DEFAULTS: dict[str, float] = {
     "slow_fsync": 0.0,
     "stall": 0.0,
     "kill_tears": 0.0,
+    "slow_disk": 0.0,
 }
 
 
@@ -46,6 +52,7 @@ class Perturber:
         self.election_timeout = election_timeout
         self.stats: dict[str, int] = {k: 0 for k in PERTURB_DEFAULTS}
         self.active = any(v > 0 for v in self.p.values())
+        self.fsync_latency: dict[int, float] = {}  # member -> its disk's fsync seconds (slow_disk)
 
     def _happens(self, name: str) -> bool:
         p = self.p[name]
@@ -80,6 +87,19 @@ class Perturber:
         if self._happens("slow_fsync"):
             return self.rng.uniform(0.005, 0.05)
         return 0.0
+
+    def ack_delay(self, member: int) -> float:
+        """Seconds a successful append acknowledgement of ``member`` leaves late: its disk's
+        fsync latency, drawn once per member (0 for a disk that is not slow)."""
+        if not self.active or self.p["slow_disk"] <= 0:
+            return 0.0
+        latency = self.fsync_latency.get(member)
+        if latency is None:
+            slow = self.rng.random() < self.p["slow_disk"]
+            latency = self.fsync_latency[member] = self.rng.uniform(0.01, 0.1) if slow else 0.0
+            if slow:
+                self.stats["slow_disk"] += 1
+        return latency
 
     def kill_tears(self) -> bool:
         """Whether this kill is a power loss that tears the last write."""
