@@ -162,6 +162,7 @@ CHECKERS: dict[str, str] = {
     "lease": "kvcheck.checker.lease:LeaseChecker",
     "informer": "kvcheck.checker.informer:InformerChecker",
     "txn": "kvcheck.checker.txn:TxnChecker",
+    "members": "kvcheck.checker.members:MembersChecker",
 }
 
 

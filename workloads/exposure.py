@@ -59,12 +59,21 @@ EXPOSURE: dict[str, Exposure] = {
     # (kvcheck run --swarm draws targets, perturbations and timings per seed).
     "read_before_apply": Exposure("register", "partition,pause,packet", swarm=True),
     "figure8_commit": Exposure("kv", "kill,partition", swarm=True),
-    "stale_term_append": Exposure("kv", "partition,pause", swarm=True),
+    # A deposed leader's held appends land just after the next election (the swarm's
+    # deposed-leader bursts need partitions): followers overwrite the new leader's entries and
+    # may commit them from its heartbeats, and the final per-member reads see the members
+    # disagree. Under the bug some runs livelock in a reject/probe storm: a 10 s wall budget
+    # ends those (what they recorded is still checked) so the row's budget goes to other seeds.
+    "stale_term_append": Exposure("kv", "partition", 15.0, {"wall_budget": 8.0}, swarm=True),
     "eager_truncation": Exposure("register", "partition,packet", swarm=True),
     "follower_commit_overrun": Exposure("kv", "partition,kill", swarm=True),
     "read_index_before_commit": Exposure("register", "kill,partition", swarm=True),
     "unsafe_conf_change": Exposure("register", "member,kill,partition"),
-    "vote_not_durable": Exposure("kv", "disk,kill,partition", swarm=True),
+    # A vote lost in a power loss gives a second leader in one term only if the amnesiac
+    # voter and the members that missed the election form a majority: 2 of 3 (the swarm's
+    # lost-vote bursts: leader down, voter crashed as it votes, winner cut off). The second
+    # leader's entries share index and term with the first's, so members diverge for good.
+    "vote_not_durable": Exposure("kv", "disk,kill,partition", 15.0, {"nodes": 3}, swarm=True),
     "ack_before_durable": Exposure("register", "disk,kill,partition", swarm=True),
     "applied_index_not_atomic": Exposure("kv", "kill,disk"),
     "snapshot_skips_entries": Exposure("kv", "partition,kill,packet", swarm=True),

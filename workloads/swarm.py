@@ -84,6 +84,11 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                     "slow_fsync": _maybe(rng, 0.01, 0.1),
                     "stall": _maybe(rng, 0.001, 0.01),
                     "kill_tears": rng.choice((0.0, 0.5, 1.0))})
+    # Bursts of faults aimed at single elections (nemesis.make_burst_schedule) instead of the
+    # random process, in half the seeds: drawn from a substream of their own, so every other
+    # draw of a seed is what it was before bursts existed.
+    if substream(config.seed, "swarm-burst").random() < 0.5:
+        schedule["burst"] = True
     config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
     config.schedule = []
     return config
