@@ -39,6 +39,14 @@ Kinds and their parameters:
   stop restarts it. ``node`` fixed in the schedule, or (swarm) a ``target`` as for kill.
 - member: remove a node from the cluster (a Raft conf change); stop adds it back with an
   empty data directory.
+
+Burst schedules (``make_burst_schedule``, half the swarm seeds) also use the target
+``voted`` (the member that grants a vote in the next election, at that instant) and these
+fault parameters: ``wait`` (how long a state target waits for its event), ``lag`` (hit that
+long after the event), ``hold_for`` (the fault lasts that long from when it hit, at most
+until ``stop``), ``heal: new-leader`` with ``heal_lag`` (stop that long after a member first
+speaks as leader of a newer term, at most at ``stop``), and for partitions a ``target``
+whose member is isolated instead of the leader.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ when none are named) and the parameters that shape a run:
 
 - the fault schedule: mean gap between fault starts, fault durations, how many may overlap
   (``nemesis.make_swarm_schedule``; targets include the new leader, the most-behind member
-  and a member that just acknowledged an append);
+  and a member that just acknowledged an append), or, in half the seeds (drawn from a
+  substream of its own), bursts of faults aimed at single elections
+  (``nemesis.make_burst_schedule``: a deposed leader's held appends, a vote lost in a crash);
 - the nodes' election and heartbeat ticks and snapshot frequency;
 - the simulated network's latency, jitter, baseline loss and duplication;
 - rare-path perturbation probabilities (``sim.perturb``);
