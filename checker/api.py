@@ -163,6 +163,7 @@ CHECKERS: dict[str, str] = {
     "informer": "kvcheck.checker.informer:InformerChecker",
     "txn": "kvcheck.checker.txn:TxnChecker",
     "lock": "kvcheck.checker.lock:LockChecker",
+    "members": "kvcheck.checker.members:MembersChecker",
 }
 
 

@@ -71,7 +71,10 @@ class Bugs:
     # (max_size_per_msg), clients that wait, kv.
     figure8_commit: bool = False
     # raft.Raft.step: a follower accepts MsgApp from a leader of an older term (its newer
-    # entries overwritten: divergent members). expose: --swarm --faults partition (hold),pause, kv.
+    # entries overwritten; committed from the new leader's heartbeats: divergent members).
+    # expose: --swarm --faults partition (deposed-leader bursts: the old leader's held
+    # appends land just after the next election), kv, final per-member reads. Some runs
+    # livelock in a reject/probe storm (a short --wall-budget ends them).
     stale_term_append: bool = False
     # raft.log.RaftLog.maybe_append: truncate the log after the leader's entries even when
     # they all match (a reordered, older MsgApp then erases acknowledged entries; the member
@@ -95,7 +98,8 @@ class Bugs:
     unsafe_conf_change: bool = False
     # node.Node._handle_ready: a new term and vote are persisted without fsync before the
     # vote goes out, so a power loss lets the member vote twice in one term (two leaders in a
-    # term; divergent logs). expose: --swarm --faults disk,kill,partition (kill_tears), kv.
+    # term; divergent logs). expose: --swarm --faults disk,kill,partition --nodes 3 (lost-vote
+    # bursts: the voter loses power as it votes), kv, final per-member reads.
     vote_not_durable: bool = False
     # node.Node.read_barrier: a linearizable read is served once its read index is confirmed
     # but before this member has applied up to it (a stale read from a lagging follower).

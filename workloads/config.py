@@ -31,6 +31,7 @@ from kvcheck.workloads.nemesis import (
     CLIENT_FAULT_KINDS,
     SIM_ONLY_KINDS,
     Fault,
+    make_burst_schedule,
     make_schedule,
     make_swarm_schedule,
     parse_faults,
@@ -131,6 +132,9 @@ class RunConfig:
     # Wall-clock seconds a simulated run may take before it is stopped (and what it recorded
     # checked); None: no limit. Only a run that hits it depends on the machine's speed.
     wall_budget: float | None = 300.0
+    # After the final reads, read every key from every member on its own once it has caught
+    # up (workloads.memberreads); a config.json without this field ran without them.
+    member_reads: bool = True
     version: int = CONFIG_VERSION
     etcd: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(ETCD_DEFAULTS))
 
@@ -279,7 +283,10 @@ class RunConfig:
         if not self.schedule and self.faults:
             rng = substream(self.seed, "schedule")
             shape = (self.swarm or {}).get("schedule")
-            if shape:
+            if shape and shape.get("burst"):
+                self.schedule = make_burst_schedule(self.faults, self.node_ids, self.time_limit, rng,
+                                                    gap=shape["gap"])
+            elif shape:
                 self.schedule = make_swarm_schedule(
                     self.faults, self.node_ids, self.time_limit, rng, gap=shape["gap"],
                     duration=tuple(shape["duration"]), max_overlap=shape["max_overlap"])
@@ -311,6 +318,7 @@ class RunConfig:
         node = kwargs.get("node")
         if isinstance(node, dict):  # node fields added later within version 2: absent = default
             kwargs["node"] = {**node, **{k: v for k, v in NODE_ADDED.items() if k not in node}}
+        kwargs.setdefault("member_reads", False)
         if kwargs.get("version", CONFIG_VERSION) == 1:
             for name, value in V1_PARAMETERS.items():
                 kwargs.setdefault(name, copy.deepcopy(value))
@@ -335,6 +343,8 @@ class RunConfig:
             v = kwargs.get(name, [])
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ConfigError(f"{name}: expected a list of names, got {v!r}")
+        if not isinstance(kwargs["member_reads"], bool):
+            raise ConfigError(f"member_reads: expected true or false, got {kwargs['member_reads']!r}")
         if kwargs["swarm"] is not None and not isinstance(kwargs["swarm"], dict):
             raise ConfigError(f"swarm: expected an object or null, got {kwargs['swarm']!r}")
         if kwargs.get("version", CONFIG_VERSION) != CONFIG_VERSION:

@@ -17,9 +17,13 @@ from kvcheck.workloads.client import DefiniteFailure, Indeterminate, decode_valu
 class KVRegisterClient:
     """``RegisterClient`` over a ``KVClient``."""
 
-    def __init__(self, kv: KVClient) -> None:
+    def __init__(self, kv: KVClient, *, serializable: bool = False) -> None:
         self.kv = kv
         self.served_by: int | None = None  # the member that answered the last call
+        # serializable: reads are answered from the serving member's local state (the final
+        # per-member reads, workloads.memberreads); revision: the last read's header revision.
+        self.serializable = serializable
+        self.revision: int | None = None
 
     def _served(self, header: object) -> None:
         self.served_by = getattr(header, "member_id", 0) or None
@@ -27,12 +31,13 @@ class KVRegisterClient:
     async def read(self, key: str) -> int | str | None:
         self.served_by = None
         try:
-            resp = await self.kv.get(key.encode())
+            resp = await self.kv.get(key.encode(), serializable=self.serializable)
         except Failed as exc:
             raise DefiniteFailure(exc.code.value, exc.message) from None
         except ClientIndeterminate as exc:  # a read changes nothing: it did not happen
             raise DefiniteFailure(exc.code.value, exc.message) from None
         self._served(resp.header)
+        self.revision = resp.header.revision or None
         if not resp.kvs:
             return None
         return decode_value(resp.kvs[0].value)

@@ -61,6 +61,14 @@ Kinds and their parameters:
   clients a workload registers as pausable stall (workloads/clientpause.py). It needs no
   control of the store's processes, so every target (and an existing etcd cluster) has it;
   ``all`` does not include it.
+
+Burst schedules (``make_burst_schedule``, half the swarm seeds) also use the target
+``voted`` (the member that grants a vote in the next election, at that instant) and these
+fault parameters: ``wait`` (how long a state target waits for its event), ``lag`` (hit that
+long after the event), ``hold_for`` (the fault lasts that long from when it hit, at most
+until ``stop``), ``heal: new-leader`` with ``heal_lag`` (stop that long after a member first
+speaks as leader of a newer term, at most at ``stop``), and for partitions a ``target``
+whose member is isolated instead of the leader.
 """
 
 from __future__ import annotations
@@ -316,6 +324,105 @@ def make_swarm_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
     return faults
 
 
+# Burst shapes of ``make_burst_schedule``: a few faults aimed at one election each.
+BURSTS: tuple[str, ...] = ("deposed-leader", "lost-vote")
+
+
+def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
+                        rng: random.Random, *, gap: float) -> list[Fault]:
+    """Faults in bursts, each aimed at one election, in the rare interleavings Raft bugs need
+    (the run's ``swarm.schedule.burst``; bursts are ``gap`` seconds apart on average):
+
+    - ``deposed-leader``: the leader is cut off with its links holding what it sends
+      (partition ``isolate-leader``, ``hold``) and the partition heals the moment another
+      member leads a newer term (``heal: new-leader``, waiting at most until ``stop``), so the
+      old leader's appends land just after the new leader's election;
+    - ``lost-vote``: the leader fails (kill, pause or isolated) until a little after the next
+      election, a member is crashed the moment it grants a vote in that election (disk, or
+      kill; target ``voted``) and restarts soon from what its disk kept of the vote, and the
+      winner is cut off or killed as soon as (or shortly after) it wins: elections in quick
+      succession, among members that may have missed or forgotten the last one.
+
+    Only the kinds in ``kinds`` are used (in the order of preference written above); a shape
+    that needs a kind the run lacks is not drawn. Partitions never overlap; kills, pauses and
+    power losses of a burst may, each on its own member."""
+    shapes = [b for b in BURSTS
+              if (b == "deposed-leader" and "partition" in kinds)
+              or (b == "lost-vote" and any(k in kinds for k in ("disk", "kill"))
+                  and any(k in kinds for k in ("kill", "pause", "partition")))]
+    if not shapes or time_limit <= 0:
+        return []
+    faults: list[Fault] = []
+    end = time_limit - 0.1
+    t = rng.uniform(0.5, gap)
+    while t < time_limit - 1.0:
+        shape = rng.choice(shapes)
+        burst: list[Fault] = []
+        if shape == "deposed-leader":
+            burst.append(Fault("partition", _round(t), _round(min(end, t + rng.uniform(2.0, 8.0))),
+                               {"shape": "isolate-leader", "seed": rng.randrange(1 << 30), "hold": True,
+                                "heal": "new-leader"}))
+        else:
+            used: set[str] = set()
+            crash = _burst_kind(("disk", "kill"), kinds, used)
+            first = _burst_kind(("kill", "pause", "partition"), kinds, used)
+            if crash is None or first is None:
+                break
+            # The leader is down for a while; the member that grants the next vote crashes at
+            # once and restarts soon after from what its disk kept; whoever wins that election
+            # is cut off (or killed) as soon as it wins, for longer.
+            burst.append(_burst_fault(first, "leader", t, 12.0, end, rng,
+                                      heal=("new-leader", rng.uniform(0.6, 3.0))))
+            burst.append(_burst_fault(crash, "voted", t + 0.001, 12.0, end, rng,
+                                      wait=8.0, hold_for=rng.uniform(0.3, 3.0)))
+            third = _burst_kind(("partition", "kill", "pause"), kinds, used)
+            if third is not None:
+                burst.append(_burst_fault(third, "new-leader", t + 0.002, 14.0, end, rng,
+                                          wait=8.0, hold_for=rng.uniform(4.0, 10.0),
+                                          lag=rng.choice((0.0, rng.uniform(0.01, 0.5)))))
+        faults.extend(f for f in burst if f.start < end)
+        t = max(f.stop for f in burst) + rng.expovariate(1.0 / gap)
+    return faults
+
+
+def _burst_kind(options: Sequence[str], kinds: Sequence[str], used: set[str]) -> str | None:
+    """The first of ``options`` the run has, noting it in ``used``: a partition (one set of cut
+    links at a time) is used once per burst; kills, pauses and power losses hit different
+    members and may overlap."""
+    for kind in options:
+        if kind in kinds and not (kind == "partition" and kind in used):
+            used.add(kind)
+            return kind
+    return None
+
+
+def _burst_fault(kind: str, target: str, start: float, duration: float, end: float,
+                 rng: random.Random, *, wait: float | None = None, hold_for: float | None = None,
+                 lag: float | None = None, heal: tuple[str, float] | None = None) -> Fault:
+    """One fault of a burst: ``kind`` aimed at ``target`` (a partition isolates the leader or
+    the target); ``wait``, ``lag`` and ``hold_for`` as in ``Nemesis._start`` (how long a state
+    target waits for its event, how long after the event it hits, and how long the fault
+    lasts from then)."""
+    params: dict[str, Any]
+    if kind == "partition":
+        params = {"shape": "isolate-leader", "seed": rng.randrange(1 << 30)}
+        if target != "leader":
+            params["target"] = target  # isolate this member instead of the leader at the start
+    else:
+        params = {"target": target, "seed": rng.randrange(1 << 30)}
+        if kind == "disk":
+            params["torn"] = rng.random() < 0.5
+    if wait is not None:
+        params["wait"] = _round(wait)
+    if hold_for is not None:
+        params["hold_for"] = _round(hold_for)
+    if lag:
+        params["lag"] = _round(lag)
+    if heal is not None:
+        params["heal"], params["heal_lag"] = heal[0], _round(heal[1])
+    return Fault(kind, _round(start), _round(max(start, min(end, start + duration))), params)
+
+
 def overlapping(schedule: Sequence[Fault]) -> bool:
     """Whether any two faults of the schedule are active at once."""
     end = -math.inf
@@ -523,7 +630,20 @@ class Nemesis:
         if resolved.get("shape") == "rolling-leader":
             with trio.move_on_at(time_origin + fault.stop):
                 await self._roll(fault, resolved, time_origin)
-        await trio.sleep_until(time_origin + fault.stop)
+        t: Any = self.target
+        if fault.params.get("heal") == "new-leader" and hasattr(t, "next_new_term_leader"):
+            # heal the moment a member leads a newer term (at the latest at ``stop``)
+            with trio.move_on_at(time_origin + fault.stop):
+                leader = await t.next_new_term_leader(fault.stop - fault.start)
+                if leader is not None:
+                    resolved = {**resolved, "healed_at": f"n{leader} leads a newer term"}
+                    await trio.sleep(float(fault.params.get("heal_lag", 0.0)))
+        elif "hold_for" in fault.params:
+            # the fault lasts ``hold_for`` seconds from when it hit (a state target may have
+            # waited for its event), at the latest until ``stop``
+            await trio.sleep_until(min(time_origin + fault.stop, trio.current_time() + float(fault.params["hold_for"])))
+        else:
+            await trio.sleep_until(time_origin + fault.stop)
         if any(f is fault for f, _ in self.active):
             await self.stop(fault, resolved)
 
@@ -595,7 +715,9 @@ class Nemesis:
             found = await t.next_leader(wait)
         elif target == "acked" and hasattr(t, "next_acker"):
             found = await t.next_acker(wait)
-        if target in STATE_TARGETS:
+        elif target == "voted" and hasattr(t, "next_voter"):
+            found = await t.next_voter(wait)
+        if target in STATE_TARGETS or target == "voted":
             if found is not None and found in self.target.node_ids:
                 return [found]
             target = "leader" if target == "new-leader" else "one"
@@ -626,7 +748,8 @@ class Nemesis:
         t = self.target
         leader = await t.leader()
         kind, p = fault.kind, fault.params
-        wait = (fault.stop - fault.start) / 2  # a state target's event must come in time
+        # a state target's event must come in time: by ``wait`` seconds, else half the length
+        wait = float(p.get("wait", (fault.stop - fault.start) / 2))
         value: dict[str, Any]
         if kind == "partition" and p["shape"] == "rolling-leader":
             # The first round: the current leader, cut off (its in-flight appends dropped).
@@ -649,6 +772,8 @@ class Nemesis:
             if p.get("hold"):
                 value["hold"] = True
         elif kind == "partition":
+            if p.get("target") in STATE_TARGETS:  # e.g. isolate the member that wins the next election
+                leader = (await self.resolve(p["target"], rng, leader, wait))[0]
             blocked, desc = partition_links(p["shape"], t.node_ids, rng, leader)
             value = {"shape": p["shape"], **desc, "blocked": blocked}
             if p.get("hold"):
@@ -681,6 +806,8 @@ class Nemesis:
                 value.update(process=gate.process, holding=gate.holding, **gate.info)
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
+        if p.get("lag"):
+            await trio.sleep(float(p["lag"]))  # hit the target this long after its event
         async with self._one_at_a_time():
             inv = self.recorder.invoke("nemesis", f"start-{kind}", value)
             outcome = await self._apply_start(kind, value)

@@ -143,7 +143,8 @@ def internal_problems(ops: list[Op], config: RunConfig, info: dict[str, Any]) ->
     start = phases["recovered"] * 1e9
     final: dict[str, bool] = {}
     for op in ops:
-        if op.is_nemesis or op.time is None or op.time < start or op.f != "read" or op.type == "invoke":
+        if op.is_nemesis or op.time is None or op.time < start or op.f != "read" or op.type == "invoke" \
+                or op.extra.get("member_read"):
             continue
         key = str(op.key)
         final[key] = final.get(key, False) or op.type == "ok"

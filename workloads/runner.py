@@ -7,7 +7,9 @@ Phases of a run (times are seconds since the workload began, the history's time 
 2. heal: every fault still active is stopped (nemesis ops recorded);
 3. recover: wait until the target reports a healthy cluster (bounded by ``recovery_timeout``)
    and then ``recovery_quiet`` seconds more;
-4. final reads: each key is read again with fresh processes.
+4. final reads: each key is read again with fresh processes;
+5. member reads (``member_reads``): each key read from every member on its own, once that
+   member has caught up (``workloads.memberreads``).
 
 A workload may also run long-lived tasks beside the worker threads (watch streams, lease
 keepalives, compactions): if it has ``async background(env: Background)``, that runs from
@@ -104,6 +106,7 @@ class RunnerOptions:
     recovery_quiet: float = 1.0
     final_read_time: float = 10.0
     stop_grace: float = 5.0
+    member_reads: bool = False
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Runner:
     times: PhaseTimes = field(default_factory=PhaseTimes)
     on_phase: Callable[[str], None] | None = None
     background_rng: random.Random | None = None
+    member_reads: dict[str, Any] = field(default_factory=dict)  # what the member reads did
     _changed: trio.Event = field(default_factory=trio.Event)
     _processes: dict[int, int] = field(default_factory=dict)  # thread -> current process
     _freed: set[int] = field(default_factory=set)  # threads whose op completed
@@ -185,6 +189,13 @@ class Runner:
         self._phase("final")
         final = gen.time_limit(opts.final_read_time, self.workload.final_generator(opts.concurrency))
         await self._run_clients(final, trio.current_time())
+        if opts.member_reads:
+            from kvcheck.workloads.memberreads import read_every_member
+
+            self._phase("members")
+            self.member_reads = await read_every_member(
+                self.target, self.workload, self.recorder, timeout=opts.final_read_time,
+                client_timeout=opts.client_timeout)
         self.times.end = trio.current_time() - origin
         return self.times
 
@@ -355,9 +366,13 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
                             rate=config.rate, client_timeout=config.client_timeout,
                             recovery_timeout=config.recovery_timeout,
                             recovery_quiet=config.recovery_quiet,
-                            final_read_time=config.final_read_time)
+                            final_read_time=config.final_read_time,
+                            member_reads=config.member_reads)
     runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
                     on_phase=on_phase, background_rng=substream(config.seed, "background"))
     times = await runner.run()
-    return {"phases": asdict(times), "faults_started": dict(nemesis.started),
+    info = {"phases": asdict(times), "faults_started": dict(nemesis.started),
             "faults_healed": dict(nemesis.healed)}
+    if config.member_reads:
+        info["member_reads"] = runner.member_reads
+    return info

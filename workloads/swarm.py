@@ -8,7 +8,9 @@ when none are named) and the parameters that shape a run:
 
 - the fault schedule: mean gap between fault starts, fault durations, how many may overlap
   (``nemesis.make_swarm_schedule``; targets include the new leader, the most-behind member
-  and a member that just acknowledged an append);
+  and a member that just acknowledged an append), or, in half the seeds (drawn from a
+  substream of its own), bursts of faults aimed at single elections
+  (``nemesis.make_burst_schedule``: a deposed leader's held appends, a vote lost in a crash);
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
   (entries per append message, appends in flight);
 - the simulated network's latency, jitter, baseline loss and duplication;
@@ -95,6 +97,11 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                  # follower must still catch up faster than 200 writes/s arrive
                  "max_inflight_msgs": rng.choice((256, 256, 64, 16))})
     put("node", flow)
+    # Bursts of faults aimed at single elections (nemesis.make_burst_schedule) instead of the
+    # random process, in half the seeds: drawn from a substream of their own, so every other
+    # draw of a seed is what it was before bursts existed.
+    if substream(config.seed, "swarm-burst").random() < 0.5:
+        schedule["burst"] = True
     config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
     config.schedule = []
     return config

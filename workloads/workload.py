@@ -74,7 +74,8 @@ class Workload:
     read_weight: float = 0.4
     write_weight: float = 0.3
     cas_weight: float = 0.3
-    checkers: tuple[str, ...] = ("linearizable",)
+    # members: the final per-member reads agree (workloads.memberreads, checker.members)
+    checkers: tuple[str, ...] = ("linearizable", "members")
     _next_value: int = 0
     _written: dict[str, list[int]] = field(default_factory=dict)
 
@@ -112,6 +113,10 @@ class Workload:
 
     def client(self, target: Any, process: int) -> RegisterClient:
         return target.client(process)
+
+    def member_read_specs(self) -> list[OpSpec]:
+        """The final per-member reads (workloads.memberreads): every key once."""
+        return [OpSpec("read", None, self._hist_key(k)) for k in self.keys]
 
     def generator(self) -> Generator:
         """The main phase's ops (endless: wrap in a time limit)."""

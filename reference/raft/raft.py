@@ -468,7 +468,7 @@ class Raft:
             else:
                 self.become_follower(m.term, NONE)
         elif m.term < self.term:
-            if self.bugs.fire("stale_term_append", m.type is MT.APP):
+            if self.bugs.fire("stale_term_append", m.type is MT.APP and self.role is Role.FOLLOWER):
                 return self.handle_append(m)  # BUG: a deposed leader's entries accepted
             if (self.check_quorum or self.pre_vote) and m.type in (MT.HEARTBEAT, MT.APP):
                 # A leader from an older term (e.g. after a partition): tell it our term so it

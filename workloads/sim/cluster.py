@@ -350,6 +350,52 @@ class SimCluster:
             self.net.observers.remove(watch)
         return acked[0] if acked else None
 
+    async def next_voter(self, timeout: float) -> int | None:
+        """Wait until a member grants a vote in an election newer than every running member's
+        term now (MsgVoteResp, not a reject; pre-votes and a repeated grant of an old vote do
+        not count) and return it at that instant (None after ``timeout``)."""
+        start = max((s.node.term for s in self.slots.values()
+                     if s.state in ("up", "paused") and s.node is not None), default=0)
+        voted: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if not voted and isinstance(msg, raft.Message) and msg.type is raft.MessageType.VOTE_RESP \
+                    and not msg.reject and msg.term > start:
+                voted.append(src)
+                event.set()
+
+        self.net.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.observers.remove(watch)
+        return voted[0] if voted else None
+
+    async def next_new_term_leader(self, timeout: float) -> int | None:
+        """Wait until a member sends an append or heartbeat in a newer term than any running
+        member has now (a new leader's first words, on any link, cut or not) and return it at
+        that instant (None after ``timeout``)."""
+        start = max((s.node.term for s in self.slots.values()
+                     if s.state in ("up", "paused") and s.node is not None), default=0)
+        found: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if not found and isinstance(msg, raft.Message) and msg.term > start \
+                    and msg.type in (raft.MessageType.APP, raft.MessageType.HEARTBEAT):
+                found.append(src)
+                event.set()
+
+        self.net.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.observers.remove(watch)
+        return found[0] if found else None
+
     async def cut_at_leader_ack(self, timeout: float, links_for: Callable[[int], list[list[int]]],
                                 hold: bool) -> int | None:
         """Wait until the leader receives a successful acknowledgement of an entry it has not
@@ -652,6 +698,29 @@ class SimCluster:
         return SimClient(self, process + 1, self.config.client_timeout,
                          attempt_timeout=self.config.client_attempt_timeout)
 
+    # -- the final per-member reads (workloads.memberreads) ------------------------------
+
+    async def member_applied(self, member: int) -> int | None:
+        slot = self._slot(member)
+        if slot is None or slot.state != "up" or slot.node is None or not slot.node.running:
+            return None
+        return int(slot.node.applied)
+
+    async def highest_commit(self) -> int:
+        return max((int(s.node.commit) for s in self.slots.values()
+                    if s.state == "up" and s.node is not None and s.node.running), default=0)
+
+    async def member_hash(self, member: int) -> tuple[int, int] | None:
+        slot = self._slot(member)
+        if slot is None or slot.state != "up" or slot.node is None or not slot.node.running:
+            return None
+        resp = slot.node.hash_kv(0)
+        return int(resp.header.revision), int(resp.hash)
+
+    def member_client(self, process: int, member: int) -> KVRegisterClient:
+        return KVRegisterClient(SimClient(self, process + 1, self.config.client_timeout, pin=member),
+                                serializable=True)
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for i, slot in sorted(self.slots.items()):
@@ -699,8 +768,9 @@ class SimClient(LogRequests):
     attempt_timeout: float | None = None
 
     def __init__(self, cluster: SimCluster, client_id: int, timeout: float, *,
-                 attempt_timeout: float | None = None) -> None:
+                 attempt_timeout: float | None = None, pin: int | None = None) -> None:
         self.cluster = cluster
+        self.pin = pin  # every request goes to this member only (the final per-member reads)
         self.client_id = client_id
         self.timeout = timeout
         # The run's per-attempt timeout (--swarm draws one): every attempt, read or write, is
@@ -714,6 +784,8 @@ class SimClient(LogRequests):
         self._rotation = itertools.count(client_id)
 
     def _pick(self, tried: set[int], *, read: bool = False) -> int:
+        if self.pin is not None:
+            return self.pin
         ids = self.cluster.node_ids
         if read:  # reads go to the client's own member first (client_id is process + 1)
             home = home_member(self.client_id - 1, ids)

@@ -1,0 +1,140 @@
+"""Do members that applied the same log agree? The final per-member reads, checked.
+
+Raft's state machine safety: members that applied the same prefix of the log hold the same
+state. A bug that lets logs or state machines diverge (a deposed leader's entries accepted,
+a vote forgotten in a power loss, a key changed outside the log) may never show in
+linearizable reads, which all go through the leader's ReadIndex; Jepsen therefore reads
+every node at the end of a test. This checker reads those final per-member reads from the
+history alone: ops marked ``member_read: true`` (``kvcheck.workloads.memberreads`` records
+them), with the member in ``node``, the member's applied index in ``applied`` (present when
+the member applied nothing between just before and just after the read) and the store
+``revision`` the response reflects.
+
+Among the member reads that report the same ``applied`` index it checks that
+- every key has one value on every member (``divergent-members``: the members and what each
+  read), and
+- every member reports one store revision (``divergent-members`` too: a member that applied
+  the same number of entries but counts a different number of revisions applied different
+  writes, even where the keys read happen to agree), and
+- every member reports one HashKV (``hash_kv`` at ``hash_revision``: etcd's hash of every
+  stored key version, so writes since overwritten still count).
+Reads at different applied indexes are not compared (a member may legitimately be behind).
+Whether the values agree with the rest of the history is the linearizability checker's
+question: these reads are plain ``read`` ops to it, taken after every write ended and once
+the member caught up with every known commit index.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kvcheck.checker.api import Anomaly, CheckerBase, CheckOptions, CheckResult
+from kvcheck.checker.history import HistoryError, Op, pair_calls
+
+MEMBER_READ_FIELD = "member_read"
+
+
+def _show(v: Any) -> str:
+    return "nothing (absent)" if v is None else repr(v)
+
+
+def _members(ms: Sequence[Any]) -> str:
+    return ", ".join(f"n{m}" for m in sorted(ms, key=str))
+
+
+class MembersChecker(CheckerBase):
+    name = "members"
+    description = "final per-member reads: members that applied the same log index agree on every key"
+
+    def reads(self, op: Op) -> bool:
+        return bool(op.extra.get(MEMBER_READ_FIELD))
+
+    def check(self, ops: Sequence[Op], options: CheckOptions) -> CheckResult:
+        t0 = time.perf_counter()
+        # applied index -> key -> member -> (value, completion op id)
+        groups: dict[int, dict[Any, dict[Any, tuple[Any, int]]]] = {}
+        revisions: dict[int, dict[Any, tuple[int, int]]] = {}  # applied -> member -> (revision, op id)
+        hashes: dict[int, dict[Any, tuple[tuple[int, int], int]]] = {}  # applied -> member -> ((rev, hash), op id)
+        reads = not_compared = 0
+        for call in pair_calls(ops):
+            if not call.invoke.extra.get(MEMBER_READ_FIELD):
+                continue
+            done = call.completion
+            if done is None or done.type != "ok":
+                continue
+            member = done.node if done.node is not None else call.invoke.node
+            if member is None:
+                raise HistoryError(f"member read {call.id} names no member (node field)", done)
+            if call.f != "read":
+                raise HistoryError(f"member read {call.id} has f {call.f!r}, not read", done)
+            reads += 1
+            applied = done.extra.get("applied")
+            if not isinstance(applied, int) or isinstance(applied, bool):
+                not_compared += 1
+                continue
+            by_key = groups.setdefault(applied, {}).setdefault(call.key, {})
+            by_key.setdefault(member, (done.value, done.id))
+            rev = done.extra.get("revision")
+            if isinstance(rev, int) and not isinstance(rev, bool):
+                revisions.setdefault(applied, {}).setdefault(member, (rev, done.id))
+            h, hrev = done.extra.get("hash_kv"), done.extra.get("hash_revision")
+            if isinstance(h, int) and isinstance(hrev, int):
+                hashes.setdefault(applied, {}).setdefault(member, ((hrev, h), done.id))
+        anomalies: list[Anomaly] = []
+        for applied, keys in sorted(groups.items()):
+            for key, answers in sorted(keys.items(), key=lambda kv: str(kv[0])):
+                values: dict[Any, list[Any]] = {}
+                for member, (value, _) in answers.items():
+                    values.setdefault(_hashable(value), []).append(member)
+                if len(values) < 2:
+                    continue
+                parts = "; ".join(f"{_members(ms)} read {_show(answers[ms[0]][0])}"
+                                  for _, ms in sorted(values.items(), key=lambda kv: (-len(kv[1]), str(kv[0]))))
+                where = "the register" if key is None else f"key {key}"
+                anomalies.append(Anomaly(
+                    "divergent-members",
+                    f"{where}: members that applied the same log (index {applied}) disagree: {parts}",
+                    [op_id for _, op_id in answers.values()],
+                    {"key": key, "applied": applied,
+                     "values": {str(m): v for m, (v, _) in sorted(answers.items(), key=lambda kv: str(kv[0]))}}))
+            revs = revisions.get(applied, {})
+            distinct: dict[int, list[Any]] = {}
+            for member, (rev, _) in revs.items():
+                distinct.setdefault(rev, []).append(member)
+            if len(distinct) > 1:
+                parts = "; ".join(f"{_members(ms)} at revision {rev}" for rev, ms in sorted(distinct.items()))
+                anomalies.append(Anomaly(
+                    "divergent-members",
+                    f"members that applied the same log (index {applied}) report different store "
+                    f"revisions, so they applied different writes: {parts}",
+                    [op_id for _, op_id in revs.values()],
+                    {"applied": applied,
+                     "revisions": {str(m): r for m, (r, _) in sorted(revs.items(), key=lambda kv: str(kv[0]))}}))
+            if len(distinct) > 1:
+                continue  # different revisions already say it; their hashes differ anyway
+            by_hash: dict[tuple[int, int], list[Any]] = {}
+            for member, (rh, _) in hashes.get(applied, {}).items():
+                by_hash.setdefault(rh, []).append(member)
+            if len(by_hash) > 1:
+                parts = "; ".join(f"{_members(ms)} HashKV {h} at revision {r}" for (r, h), ms in sorted(by_hash.items()))
+                anomalies.append(Anomaly(
+                    "divergent-members",
+                    f"members that applied the same log (index {applied}) hold different data "
+                    f"(etcd's HashKV of every stored key version differs): {parts}",
+                    [op_id for _, op_id in hashes[applied].values()],
+                    {"applied": applied,
+                     "hash_kv": {str(m): list(rh) for m, (rh, _) in sorted(hashes[applied].items(), key=lambda kv: str(kv[0]))}}))
+        detail = {"member_reads": reads, "not_compared": not_compared,
+                  "applied_indexes": {str(a): sorted({m for ans in keys.values() for m in ans}, key=str)
+                                      for a, keys in sorted(groups.items())}}
+        return CheckResult(self.name, not anomalies, anomalies, time.perf_counter() - t0, None, detail)
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((str(k), _hashable(x)) for k, x in v.items()))
+    return v

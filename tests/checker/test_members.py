@@ -1,0 +1,88 @@
+"""The members checker: final per-member reads of members that applied the same log agree."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kvcheck.checker.api import CheckOptions, get_checker, run_checkers
+from kvcheck.checker.history import HistoryError, Op
+
+
+def member_reads(rows: list[tuple[int, str | None, Any, int | None, dict[str, Any]]]) -> list[Op]:
+    """(member, key, value read, applied index, more completion fields) -> invoke/ok pairs."""
+    ops: list[Op] = []
+    for n, (member, key, value, applied, more) in enumerate(rows):
+        process = 200_000 + n
+        extra: dict[str, Any] = {"member_read": True}
+        ops.append(Op("invoke", "read", None, process, key=key, node=member, extra=dict(extra)))
+        if applied is not None:
+            extra["applied"] = applied
+        ops.append(Op("ok", "read", value, process, key=key, node=member, extra={**extra, **more}))
+    for i, op in enumerate(ops):
+        op.index = op.position = i
+    return ops
+
+
+def check(ops: list[Op]) -> Any:
+    return get_checker("members").check(ops, CheckOptions())
+
+
+def test_members_that_agree_are_valid() -> None:
+    ops = member_reads([(m, k, v, 40, {"revision": 17, "hash_kv": 99, "hash_revision": 17})
+                        for m in (1, 2, 3) for k, v in (("k0", 5), ("k1", None))])
+    result = check(ops)
+    assert result.valid is True
+    assert result.detail["member_reads"] == 6
+    assert result.detail["applied_indexes"] == {"40": [1, 2, 3]}
+
+
+def test_a_member_with_another_value_is_named_with_its_value() -> None:
+    ops = member_reads([(1, "k0", 5, 40, {}), (2, "k0", 5, 40, {}), (3, "k0", 7, 40, {})])
+    result = check(ops)
+    assert result.valid is False
+    (a,) = result.anomalies
+    assert a.kind == "divergent-members"
+    assert "key k0" in a.explanation and "n1, n2 read 5" in a.explanation and "n3 read 7" in a.explanation
+    assert a.detail["values"] == {"1": 5, "2": 5, "3": 7}
+    assert sorted(a.ops) == [1, 3, 5]  # the three completions
+
+
+def test_different_revisions_or_hashes_at_one_applied_index_are_divergence() -> None:
+    revs = member_reads([(1, "k0", 5, 40, {"revision": 17}), (2, "k0", 5, 40, {"revision": 18})])
+    (a,) = check(revs).anomalies
+    assert "different store revisions" in a.explanation and "n2 at revision 18" in a.explanation
+    hashes = member_reads([(1, "k0", 5, 40, {"revision": 17, "hash_kv": 1, "hash_revision": 17}),
+                           (2, "k0", 5, 40, {"revision": 17, "hash_kv": 2, "hash_revision": 17})])
+    (b,) = check(hashes).anomalies
+    assert "HashKV" in b.explanation and b.detail["hash_kv"] == {"1": [17, 1], "2": [17, 2]}
+
+
+def test_members_at_different_applied_indexes_or_without_one_are_not_compared() -> None:
+    ops = member_reads([(1, "k0", 5, 40, {}), (2, "k0", 7, 41, {}), (3, "k0", 9, None, {})])
+    result = check(ops)
+    assert result.valid is True
+    assert result.detail["not_compared"] == 1
+
+
+def test_register_key_and_failed_reads() -> None:
+    ops = member_reads([(1, None, 5, 40, {}), (2, None, 6, 40, {})])
+    ops.append(Op("invoke", "read", None, 300_000, node=3, extra={"member_read": True}))
+    ops.append(Op("fail", "read", None, 300_000, node=3, extra={"member_read": True}))
+    (a,) = check(ops).anomalies
+    assert a.explanation.startswith("the register:")
+
+
+def test_a_member_read_without_a_member_is_malformed() -> None:
+    ops = member_reads([(1, "k0", 5, 40, {})])
+    for op in ops:
+        op.node = None
+    with pytest.raises(HistoryError, match="names no member"):
+        check(ops)
+
+
+def test_histories_without_member_reads_are_valid_and_other_reads_ignored() -> None:
+    ops = [Op("invoke", "read", None, 0, key="k0", index=0), Op("ok", "read", 3, 0, key="k0", node=2, index=1)]
+    result = run_checkers(["linearizable", "members"], ops, CheckOptions(model="cas-register"))
+    assert result["members"].valid is True and result["members"].detail["member_reads"] == 0

@@ -1,0 +1,146 @@
+"""Final per-member reads: after the final heal and recovery, read every key the workload
+touched from EVERY member, each member on its own, as Jepsen reads every node at the end.
+
+Why: Raft's state machine safety says members that applied the same log prefix hold the
+same state. A bug that lets members' logs or state machines diverge (a deposed leader's
+entries accepted, a vote forgotten in a power loss, a key deleted outside the log) can stay
+invisible to linearizable reads, which all go through the leader's ReadIndex and may never
+touch the diverged member's copy of a key. Reading every member settles it.
+
+How: once the final phase is over (no client writes are running any more), for each current
+member in turn the runner waits until that member has applied at least the highest commit
+index any running member knows (``MemberReadTarget.highest_commit``; the member "caught up"),
+then reads each key the workload touched (``member_read_specs``) with a serializable read
+served by that member alone (``MemberReadTarget.member_client``). Each read is recorded like
+any other op, f ``read``, with the member in its ``node`` field and ``member_read: true``;
+its completion also carries ``applied`` (the member's applied index, asked before and after
+the read and recorded only when both answers agree, so the read is known to reflect exactly
+that log prefix), ``revision`` (the store revision the response reflects) and, with the
+same guard, ``hash_kv`` / ``hash_revision``: the member's HashKV (etcd's maintenance call:
+a hash of every stored key version) at its current revision, which differs between members
+that applied different writes even when every key's latest value happens to agree.
+
+A member that is down, removed or still catching up after ``timeout`` seconds is not read,
+and the run's info says why (``member_reads``); a member is never read early. Because no
+write runs in this phase and each member has caught up with every commit index known before
+it is read, these reads are also valid linearizable reads: the linearizability checker
+checks them with the rest of the history, and ``kvcheck.checker.members`` compares members
+that applied the same index with each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import trio
+
+from kvcheck.workloads.client import DefiniteFailure, Indeterminate
+from kvcheck.workloads.recorder import Recorder
+
+# Process ids of member reads: base + member * 1000 + n (a new process per read, so a read
+# that times out (info, which retires its process) never blocks the next one).
+MEMBER_READ_PROCESS_BASE = 200_000
+MEMBER_READ_FIELD = "member_read"
+
+
+@runtime_checkable
+class MemberReadTarget(Protocol):
+    """What a target offers for per-member reads (the simulation does; others skip them)."""
+
+    @property
+    def node_ids(self) -> list[int]: ...
+
+    async def member_applied(self, member: int) -> int | None:
+        """The member's applied index now (None: it is not running)."""
+        ...
+
+    async def highest_commit(self) -> int:
+        """The highest commit index any running member knows."""
+        ...
+
+    def member_client(self, process: int, member: int) -> Any:
+        """A register client whose reads are serializable and served by ``member`` only."""
+        ...
+
+    async def member_hash(self, member: int) -> tuple[int, int] | None:
+        """(revision, HashKV at that revision) of ``member``'s store (etcd's maintenance
+        HashKV: every stored key version up to the revision); None if it cannot answer."""
+        ...
+
+
+async def read_every_member(target: Any, workload: Any, recorder: Recorder, *, timeout: float,
+                            client_timeout: float) -> dict[str, Any]:
+    """Read every key of ``workload`` from every member of ``target``; returns
+    ``{"members": {member: "read" | why not}, "reads": n}`` for the run's info."""
+    specs = workload.member_read_specs() if hasattr(workload, "member_read_specs") else None
+    if not specs:
+        return {"skipped": f"workload {getattr(workload, 'name', '?')} has no per-member reads"}
+    if not isinstance(target, MemberReadTarget):
+        return {"skipped": "the target cannot read one member at a time"}
+    out: dict[str, Any] = {}
+    reads = 0
+    for member in list(target.node_ids):
+        why = await _wait_caught_up(target, member, timeout)
+        if why is not None:
+            out[str(member)] = why
+            continue
+        for n, spec in enumerate(specs):
+            process = MEMBER_READ_PROCESS_BASE + member * 1000 + n
+            await _read_one(target, workload, recorder, member, process, spec, client_timeout)
+            reads += 1
+        out[str(member)] = "read"
+    return {"members": out, "reads": reads}
+
+
+async def _wait_caught_up(target: Any, member: int, timeout: float) -> str | None:
+    """None once ``member`` has applied the highest commit index any running member knows;
+    else why it was not read (after at most ``timeout`` seconds)."""
+    applied: int | None = None
+    top = 0
+    with trio.move_on_after(timeout):
+        while True:
+            if member not in target.node_ids:
+                return "not read: no longer a member"
+            applied = await target.member_applied(member)
+            top = await target.highest_commit()
+            if applied is not None and applied >= top:
+                return None
+            await trio.sleep(0.05)
+    if applied is None:
+        return f"not read: not running within {timeout:g}s"
+    return f"not read: still catching up after {timeout:g}s (applied {applied} < commit {top})"
+
+
+async def _read_one(target: Any, workload: Any, recorder: Recorder, member: int, process: int,
+                    spec: Any, client_timeout: float) -> None:
+    mark = {MEMBER_READ_FIELD: True}
+    inv = recorder.invoke(process, spec.f, spec.value, key=spec.key, node=member, extra=mark)
+    client = target.member_client(process, member)
+    try:
+        before = await target.member_applied(member)
+        try:
+            with trio.fail_after(client_timeout):
+                answer = await workload.invoke(client, spec)
+        except trio.TooSlowError:
+            recorder.complete(inv, "info", spec.value, error="timeout", node=member, extra=mark)
+            return
+        except Indeterminate as exc:
+            recorder.complete(inv, "info", spec.value, error=exc.error, node=member, extra=mark)
+            return
+        except DefiniteFailure as exc:
+            recorder.complete(inv, "fail", spec.value, error=exc.error, node=member, extra=mark)
+            return
+        hashed = await target.member_hash(member)
+        after = await target.member_applied(member)
+        extra: dict[str, Any] = dict(mark)
+        if before is not None and before == after:
+            extra["applied"] = before
+            if hashed is not None:
+                extra["hash_revision"], extra["hash_kv"] = hashed
+        revision = getattr(client, "revision", None)
+        if revision:
+            extra["revision"] = revision
+        recorder.complete(inv, answer[0], answer[1], node=member, extra=extra)
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.close()
