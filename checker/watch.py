@@ -270,6 +270,8 @@ class _Run:
         self.uncertain_revisions: set[int] = set()
         self.leases = any(op.f == "lease-grant" for op in ops)
         self.expiries: list[Write] = []  # server writes: lease expiries a watch event showed
+        # revision -> the leases of timed-out revokes that may have made it instead of an expiry
+        self.maybe_revoked: dict[int, set[int]] = {}
         self.attached_at: dict[int, dict[str, int]] = {}  # revision -> key -> lease, after it (leased keys only)
         self.deleted_leases: dict[int, int] = {}  # revision -> the lease an expiry/revoke deleted
 
@@ -451,6 +453,7 @@ class _Run:
                               "delete, no prev_kv its lease", seen[key][2])
                     self.at[rev] = w
                     self.expiries.append(w)
+                    self.maybe_revoked[rev] = revokes
                 elif len(sigs) == 1:  # every candidate changes the same keys the same way
                     w = cands[0]
                     w.revision, w.how = rev, "a watch event shows a delete of its key at this revision"
