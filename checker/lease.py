@@ -8,7 +8,8 @@ histories that break them.
 
 How: the committed order of writes is rebuilt as the watch checker does (kvcheck.checker.
 watch: lease expiries are the revisions a watch event shows as deletes no client write
-made; a revoke deletes the keys attached to its lease), then, from the history's lease ops
+made, except one a timed-out revoke of the same lease may have made; a revoke deletes the
+keys attached to its lease), then, from the history's lease ops
 (``lease-grant``, ``put`` with a ``lease`` field, ``lease-keepalive`` answering the TTL, 0
 when not found, ``lease-revoke``; README "Lease histories"):
 - ``lease:early-expiry``: an expiry seen (its first watch event) before TTL had passed since
@@ -114,6 +115,8 @@ class LeaseChecker(CheckerBase):
             seen = by_id.get(w.op)
             if lease is None or seen is None:
                 continue
+            if lease in run.maybe_revoked.get(w.revision or -1, ()):
+                continue  # a timed-out revoke of this lease may have made the revision instead
             expired_seen.setdefault(lease, seen)
             t_seen = (seen.time or 0) / NS
             before = [r for r in renewals.get(lease, []) if r[0] <= t_seen]

@@ -270,6 +270,8 @@ class _Run:
         self.uncertain_revisions: set[int] = set()
         self.leases = any(op.f == "lease-grant" for op in ops)
         self.expiries: list[Write] = []  # server writes: lease expiries a watch event showed
+        # revision -> the leases of timed-out revokes that may have made it instead of an expiry
+        self.maybe_revoked: dict[int, set[int]] = {}
         self.attached_at: dict[int, dict[str, int]] = {}  # revision -> key -> lease, after it (leased keys only)
         self.deleted_leases: dict[int, int] = {}  # revision -> the lease an expiry/revoke deleted
 
@@ -434,14 +436,34 @@ class _Run:
                 set(seen) <= {e.key for e in w.effects if e.type == "delete"} or revoke_fits(w))]
             if cands:
                 sigs = {frozenset((e.type, e.key) for e in c.effects) for c in cands}
-                if len(sigs) == 1:  # every candidate changes the same keys the same way
+                revokes = {e.value for c in cands for e in c.effects if e.type == "revoke"}
+                only_revokes = all(any(e.type == "revoke" for e in c.effects) for c in cands)
+                if only_revokes and not all(deleted_lease.get((rev, k)) in revokes for k in seen):
+                    # No prev_kv names the deleted keys' lease: a lease expiry deletes the keys
+                    # of one lease at a revision of its own just as a revoke does (clean lease
+                    # swarm seed 106: lease 1's expiry at 74, seen without prev_kv, was given to
+                    # a timed-out revoke of lease 2, and the replay deleted lease 2's keys and
+                    # called the events phantoms). The expiry of the seen key's lease has the
+                    # revoke's effect if the revoke made it, so the revision is replayed as that;
+                    # the revoke stays unplaced (it may have made another revision, or none).
+                    key = min(seen)
+                    w = Write(None, [Effect("expire", key, None)], True, rev,
+                              f"a lease expiry or one of {len(cands)} timed-out writes (ops "
+                              f"{', '.join(str(c.id) for c in cands[:5])}): a watch event shows the "
+                              "delete, no prev_kv its lease", seen[key][2])
+                    self.at[rev] = w
+                    self.expiries.append(w)
+                    self.maybe_revoked[rev] = revokes
+                elif len(sigs) == 1:  # every candidate changes the same keys the same way
                     w = cands[0]
                     w.revision, w.how = rev, "a watch event shows a delete of its key at this revision"
                     self.at[rev] = w
                     unplaced.remove(w)
                 else:  # which of them it was is unknown: every key they touch is uncertain here
+                    # a revoke candidate may have deleted any leased key, not only those seen
                     self.at[rev] = Write(None, [Effect("unseen", "", sorted(
-                        {e.key for c in cands for e in c.effects if e.key}))], True, rev,
+                        {e.key for c in cands for e in c.effects if e.key}), lease=int(any(
+                            e.type == "revoke" for c in cands for e in c.effects)))], True, rev,
                         f"one of {len(cands)} info writes that fit the delete a watch event shows", first_id)
                     self.uncertain_revisions.add(rev)
                     for c in cands:
@@ -485,9 +507,12 @@ class _Run:
             # Nobody saw this revision: one of the info writes invoked in time made it (or, with
             # leases, an expiry). Which one is unknown, so every key any of them touches (and,
             # with leases, every leased key) is uncertain from here on.
+            # A revoke candidate adds the leased keys ("unseen" with lease); it never removes
+            # the keys of the other candidates: any of them may have made this revision (clean
+            # lease swarm seed 105: ten unseen revisions, made by timed-out puts of l/w0..l/w2
+            # with a timed-out revoke among the candidates, had left those keys certain, and
+            # the replay's versions fell short of the store's).
             keys = sorted({e.key for w in cands for e in w.effects if e.key})
-            if any(e.type == "revoke" for w in cands for e in w.effects):
-                keys = []  # a revoke's keys are the leased keys: "unseen" covers them
             self.at[rev] = Write(None, [Effect("unseen", "", keys, lease=int(self.leases or any(
                 e.type == "revoke" for w in cands for e in w.effects)))], True, rev,
                 "guessed: no event or read shows this revision; one of the info writes invoked "

@@ -385,3 +385,103 @@ def test_a_resumed_watch_may_begin_with_an_event_of_a_revision_an_unknown_info_w
 def test_a_resumed_watch_that_skips_a_known_delete_is_not_resumable() -> None:
     r = check(_resumed_after_a_delete(delete_known=True))
     assert "watch:resumable" in kinds(r), [a.to_json() for a in r.anomalies]
+
+
+def _unseen_revisions_with_a_revoke_among_the_candidates(b_version: int = 1) -> list[dict[str, Any]]:
+    """a=1 @2, b=1 @3; two timed-out puts of a (2 and 4) and a timed-out revoke of lease 1
+    (no keys); nobody sees revisions 4 and 5; a=3 @6. The store applied both puts, so a is at
+    version 4 at 6, which the final read and a read at 6 show."""
+    h: list[dict[str, Any]] = []
+
+    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+
+    op(0, "invoke", "lease-grant", 3)
+    op(0, "ok", "lease-grant", 3, lease=1, revision=1)
+    op(1, "invoke", "put", 1, key="a")
+    op(1, "ok", "put", 1, key="a", revision=2)
+    op(1, "invoke", "put", 1, key="b")
+    op(1, "ok", "put", 1, key="b", revision=3)
+    op(2, "invoke", "put", 2, key="a")
+    op(3, "invoke", "put", 4, key="a")
+    op(4, "invoke", "lease-revoke", 1)
+    op(2, "info", "put", 2, key="a", error="timeout")
+    op(3, "info", "put", 4, key="a", error="timeout")
+    op(4, "info", "lease-revoke", 1, error="timeout")
+    op(5, "invoke", "put", 3, key="a")
+    op(5, "ok", "put", 3, key="a", revision=6)
+    op(6, "invoke", "read", None, key="a")
+    op(6, "ok", "read", 3, key="a", revision=6,
+       kv={"key": "a", "value": 3, "create_revision": 2, "mod_revision": 6, "version": 4})
+    op(7, "invoke", "range", None)
+    op(7, "ok", "range", {"a": 3, "b": 1}, revision=6,
+       kvs=[{"key": "a", "value": 3, "create_revision": 2, "mod_revision": 6, "version": 4},
+            {"key": "b", "value": 1, "create_revision": 3, "mod_revision": 3, "version": b_version}])
+    return h
+
+
+def test_a_revision_a_timed_out_put_or_revoke_made_leaves_the_puts_key_uncertain() -> None:
+    """Clean lease swarm seed 105 (a false alarm before): the unseen revisions were given to
+    "one of the info writes" with a revoke among them, and the revoke's presence dropped the
+    puts' keys from the uncertain ones; the replay then had a at version 2 where the store
+    (rightly: both timed-out puts took effect) had 4 (watch:final-state, kv:read-state)."""
+    r = check(_unseen_revisions_with_a_revoke_among_the_candidates())
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert r.detail["uncertain_revisions"] == [4, 5]
+
+
+def test_a_key_no_info_write_touched_stays_certain_beside_unseen_revisions() -> None:
+    """b is touched by no timed-out write: its wrong version in the final range is still
+    reported (by the final-state comparison and, as for any read, by kv:read-state)."""
+    r = check(_unseen_revisions_with_a_revoke_among_the_candidates(b_version=2))
+    assert kinds(r) == {"watch:final-state", "kv:read-state"}, [a.to_json() for a in r.anomalies]
+    assert {a.detail.get("key") for a in r.anomalies} == {"b"}
+
+
+def _expiry_beside_a_timed_out_revoke(s1_in_final_read: bool = False) -> list[dict[str, Any]]:
+    """Leases 1 and 2; s1 on lease 1 @2, s2 on lease 2 @3; a revoke of lease 2 times out; a
+    watch without prev_kv sees s1 deleted at 4 (lease 1 expired); the final read at 4 shows
+    s2 (the revoke did nothing) and, with ``s1_in_final_read``, s1 too (a contradiction)."""
+    h: list[dict[str, Any]] = []
+
+    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+
+    op(100, "invoke", "watch", {"key": "s", "range_end": "t", "start_revision": 2, "prev_kv": False})
+    op(100, "ok", "watch", resp(1, [], created=True))
+    op(0, "invoke", "lease-grant", 1)
+    op(0, "ok", "lease-grant", 1, lease=1, revision=1)
+    op(1, "invoke", "lease-grant", 3)
+    op(1, "ok", "lease-grant", 3, lease=2, revision=1)
+    op(0, "invoke", "put", 1, key="s1", lease=1)
+    op(0, "ok", "put", 1, key="s1", lease=1, revision=2)
+    op(1, "invoke", "put", 1, key="s2", lease=2)
+    op(1, "ok", "put", 1, key="s2", lease=2, revision=3)
+    op(2, "invoke", "lease-revoke", 2)
+    op(2, "info", "lease-revoke", 2, error="timeout")
+    op(100, "ok", "watch", resp(4, [ev("put", "s1", 1, 2, 2, 1), ev("put", "s2", 1, 3, 3, 1),
+                                    ev("delete", "s1", None, 0, 4, 0)]))
+    op(100, "ok", "watch", {"end": "closed"})
+    kvs = [{"key": "s2", "value": 1, "create_revision": 3, "mod_revision": 3, "version": 1, "lease": 2}]
+    if s1_in_final_read:
+        kvs.insert(0, {"key": "s1", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 1})
+    op(3, "invoke", "range", None)
+    op(3, "ok", "range", {kv["key"]: kv["value"] for kv in kvs}, revision=4, kvs=kvs)
+    return h
+
+
+def test_a_delete_without_prev_kv_beside_a_timed_out_revoke_may_be_another_leases_expiry() -> None:
+    """Clean lease swarm seed 106 (a false alarm before): the expiry of lease 1, seen without
+    prev_kv, was given to the timed-out revoke of lease 2; the replay then deleted s2 instead
+    of s1 (watch:reliable phantom, watch:final-state). It is replayed as the expiry of the seen
+    key's lease, which is also what the revoke would have done had it made the revision."""
+    r = check(_expiry_beside_a_timed_out_revoke())
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    (p,) = [p for p in r.detail["placements"] if p["revision"] == 4]
+    assert "expiry" in p["how"]
+
+
+def test_a_final_read_that_contradicts_the_seen_expiry_is_still_reported() -> None:
+    r = check(_expiry_beside_a_timed_out_revoke(s1_in_final_read=True))
+    assert "watch:final-state" in kinds(r), [a.to_json() for a in r.anomalies]
+    assert {a.detail.get("key") for a in r.anomalies if a.kind == "watch:final-state"} == {"s1"}
