@@ -354,47 +354,23 @@ class SimCluster:
         """Wait until a member grants a vote in an election newer than every running member's
         term now (MsgVoteResp, not a reject; pre-votes and a repeated grant of an old vote do
         not count) and return it at that instant (None after ``timeout``)."""
-        start = max((s.node.term for s in self.slots.values()
-                     if s.state in ("up", "paused") and s.node is not None), default=0)
-        voted: list[int] = []
-        event = trio.Event()
-
-        def watch(src: int, dst: int, msg: Any) -> None:
-            if not voted and isinstance(msg, raft.Message) and msg.type is raft.MessageType.VOTE_RESP \
-                    and not msg.reject and msg.term > start:
-                voted.append(src)
-                event.set()
-
-        self.net.observers.append(watch)
-        try:
-            with trio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            self.net.observers.remove(watch)
-        return voted[0] if voted else None
+        start = self._running_term()
+        return await self._next_sender(
+            lambda src, dst, msg: msg.type is raft.MessageType.VOTE_RESP and not msg.reject and msg.term > start,
+            timeout, any_link=True)
 
     async def next_new_term_leader(self, timeout: float) -> int | None:
         """Wait until a member sends an append or heartbeat in a newer term than any running
         member has now (a new leader's first words, on any link, cut or not) and return it at
         that instant (None after ``timeout``)."""
-        start = max((s.node.term for s in self.slots.values()
-                     if s.state in ("up", "paused") and s.node is not None), default=0)
-        found: list[int] = []
-        event = trio.Event()
+        start = self._running_term()
+        return await self._next_sender(
+            lambda src, dst, msg: msg.term > start and msg.type in (raft.MessageType.APP, raft.MessageType.HEARTBEAT),
+            timeout, any_link=True)
 
-        def watch(src: int, dst: int, msg: Any) -> None:
-            if not found and isinstance(msg, raft.Message) and msg.term > start \
-                    and msg.type in (raft.MessageType.APP, raft.MessageType.HEARTBEAT):
-                found.append(src)
-                event.set()
-
-        self.net.observers.append(watch)
-        try:
-            with trio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            self.net.observers.remove(watch)
-        return found[0] if found else None
+    def _running_term(self) -> int:
+        return max((s.node.term for s in self.slots.values()
+                    if s.state in ("up", "paused") and s.node is not None), default=0)
 
     async def cut_at_leader_ack(self, timeout: float, links_for: Callable[[int], list[list[int]]],
                                 hold: bool) -> int | None:
@@ -459,12 +435,14 @@ class SimCluster:
         return await self._next_sender(advanced, timeout)
 
     async def _next_sender(self, match: Callable[[int, int, raft.Message], bool], timeout: float,
-                           *, receiver: bool = False) -> int | None:
+                           *, receiver: bool = False, any_link: bool = False) -> int | None:
+        """The sender (or ``receiver``) of the next message ``match`` accepts, at that instant,
+        on a link that is not cut (or on ``any_link``); None after ``timeout``."""
         found: list[int] = []
         event = trio.Event()
 
         def watch(src: int, dst: int, msg: Any) -> None:
-            if not found and isinstance(msg, raft.Message) and (src, dst) not in self.net.blocked \
+            if not found and isinstance(msg, raft.Message) and (any_link or (src, dst) not in self.net.blocked) \
                     and match(src, dst, msg):
                 found.append(dst if receiver else src)
                 event.set()
