@@ -15,9 +15,9 @@ when not found, ``lease-revoke``; README "Lease histories"):
 - ``lease:early-expiry``: an expiry seen (its first watch event) before TTL had passed since
   the invocation of the last successful keepalive or grant (skipped across clock faults);
 - ``lease:late-expiry``: a read shows a key still attached to its lease later than TTL +
-  the bound after the lease's last successful keepalive (and after the last fault stopped;
-  never while a fault is active); the bound is ``options.extra["lease_bound"]`` seconds,
-  derived by the workload from the store's settings, and printed (without it this check is
+  the bound after the lease's last successful keepalive (or the end of a timed-out one, which
+  may have renewed it), and after the last fault stopped (never while a fault is active); the
+  bound is ``options.extra["lease_bound"]`` seconds, derived by the workload from the store's settings, and printed (without it this check is
   skipped, and the summary says so);
 - ``lease:keepalive-after-expiry`` / ``lease:keepalive-after-revoke``: a keepalive invoked
   after the lease's expiry was seen, or after its revoke completed, answered a TTL > 0;
@@ -148,10 +148,13 @@ class LeaseChecker(CheckerBase):
         # keepalive was invoked more than TTL after that completion, with no renewal in flight
         # (an ok, info or failed keepalive or grant invoked in between) and no clock fault.
         pending: dict[int, list[tuple[float, float]]] = {}  # lease -> (invoke, completion or end) of any keepalive
+        timed_out: dict[int, list[tuple[float, float]]] = {}  # the same, of those without a definite answer
         for c in calls:
             if c.f == "lease-keepalive" and isinstance(c.invoke.value, int):
                 t_end = (c.completion.time or 0) / NS if c.completion is not None else end_time
                 pending.setdefault(c.invoke.value, []).append(((c.invoke.time or 0) / NS, t_end))
+                if c.completion is None or c.completion.type == "info":
+                    timed_out.setdefault(c.invoke.value, []).append(((c.invoke.time or 0) / NS, t_end))
         renewed_in_term: dict[int, list[tuple[float, float, int]]] = {}  # lease -> (invoke, done, term)
         for c in calls:
             done = c.completion
@@ -214,6 +217,8 @@ class LeaseChecker(CheckerBase):
                 renewed = [r[1] for r in renewals.get(lease, []) if r[0] <= done_t]
                 if not renewed:
                     continue
+                # a keepalive that timed out may have renewed the lease until the client gave up
+                renewed += [b for a, b in timed_out.get(lease, []) if a <= done_t and b <= t_r]
                 base = max([max(renewed)] + [b for a, b in faults if b <= t_r])
                 if bound is not None and t_r > base + ttl[lease] + bound:
                     add("lease:late-expiry", f"read (op {done.id}) at {t_r:.3f} s shows key {kv.get('key')} "

@@ -151,3 +151,30 @@ def test_a_late_keepalive_is_excused_by_a_new_term_an_in_flight_keepalive_or_a_c
     assert "lease:renewed-after-expiry" not in kinds(renewals(in_flight=True))
     assert "lease:renewed-after-expiry" not in kinds(renewals(clock_fault=True))
     assert "lease:renewed-after-expiry" not in kinds(renewals(late_at=2.9))  # within TTL of the last renewal
+
+
+def test_a_timed_out_keepalive_may_have_renewed_the_lease_for_late_expiry() -> None:
+    """Clean lease swarm seeds 217, 241, 287 and 293 (false alarms before): the lessor's keepalive at the expiry's
+    edge timed out; the leader may have renewed the lease with it, so the key may live TTL +
+    the bound after the client gave up, not after the last keepalive answered."""
+    h: list[dict[str, Any]] = []
+
+    def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
+
+    op(0.1, 0, "invoke", "lease-grant", 2)
+    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
+    op(0.3, 0, "invoke", "put", 1, key="l/a", lease=7)
+    op(0.4, 0, "ok", "put", 1, key="l/a", lease=7, revision=2)
+    op(1.0, 0, "invoke", "lease-keepalive", 7)
+    op(1.1, 0, "ok", "lease-keepalive", 2, term=2)
+    op(3.1, 0, "invoke", "lease-keepalive", 7)
+    op(4.1, 0, "info", "lease-keepalive", 7, error="timeout")
+    kv = [{"key": "l/a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 7}]
+    op(6.5, 1, "invoke", "range", None)  # 5.4 s after the last ok keepalive: TTL 2 + bound 1 passed
+    op(6.51, 1, "ok", "range", {"l/a": 1}, revision=2, kvs=kv)
+    ops = [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+    assert "lease:late-expiry" not in kinds(ops)  # 2.4 s after the timed-out one ended
+    late = [Op.from_dict({**o.to_dict(), "time": o.time + int(2 * S)}, position=o.position)
+            if o.f == "range" else o for o in ops]
+    assert "lease:late-expiry" in kinds(late)  # 4.4 s after it: beyond TTL + the bound
