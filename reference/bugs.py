@@ -81,12 +81,16 @@ class Bugs:
     # then stalls; a member missing them that wins an election loses acknowledged writes).
     # expose: --swarm (batch_reorder, duplicates) --faults partition,packet,kill, kv.
     eager_truncation: bool = False
-    # raft.Raft.handle_append: commit min(leader commit, own last index) instead of
-    # min(leader commit, last index this message verified) (a stale tail applied).
-    # expose: --swarm --faults partition,kill, small append batches (max_size_per_msg), kv:
-    # it fires on a reordered or replayed MsgApp, but the tail it commits is then the
-    # leader's own (the first append a follower accepts in a term truncates a stale tail),
-    # so no history shows it (workloads/exposure.py says why).
+    # raft.Raft.send_heartbeat: a heartbeat carries the leader's commit index instead of
+    # min(commit, the follower's match), so a follower whose log still ends in a stale tail
+    # of an older term (entries a deposed leader gave it alone) commits and applies that
+    # tail before the new leader's probes truncate it (divergent members; reads of writes
+    # that never committed). (It was guarded in handle_append, committing up to the
+    # follower's own last index: there it could not change anything, because a leader's
+    # probes find the exact conflict index and the first append a follower accepts in a
+    # term carries the conflicting entry, so no stale tail survives it.)
+    # expose: --swarm --faults partition,kill (a minority follower behind a partition
+    # that heals under a newer leader), kv, final per-member reads.
     follower_commit_overrun: bool = False
     # raft.Raft.handle_read_index: answer ReadIndex before the leader has committed an
     # entry of its own term (its commit index may be stale: stale reads after an election).

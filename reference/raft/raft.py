@@ -281,8 +281,11 @@ class Raft:
         return True
 
     def send_heartbeat(self, to: int, ctx: bytes) -> None:
-        # Never tell a follower to commit past what it is known to have.
+        # Never tell a follower to commit past what it is known to have: its log beyond
+        # match may be a stale tail of an older term that a heartbeat would commit.
         commit = min(self.prs[to].match, self.log.committed)
+        if self.bugs.fire("follower_commit_overrun", self.log.committed > commit):
+            commit = self.log.committed  # BUG: the follower commits a tail nobody verified
         self.send(Message(MT.HEARTBEAT, to, self.id, self.term, commit=commit, context=ctx))
 
     def flush_proposals(self) -> None:
@@ -638,8 +641,6 @@ class Raft:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=self.log.committed))
             return
         last_new = self.log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None and self.bugs.fire("follower_commit_overrun", min(m.commit, self.log.last_index()) > self.log.committed):
-            self.log.commit_to(min(m.commit, self.log.last_index()))  # BUG: unverified tail
         if last_new is not None:
             self.send(Message(MT.APP_RESP, m.from_, self.id, self.term, index=last_new))
             return

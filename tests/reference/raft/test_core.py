@@ -278,26 +278,31 @@ def test_eager_truncation_drops_acknowledged_entries() -> None:
         run(Bugs.from_names(["eager_truncation"]))
 
 
-def follower_with_stale_tail(bugs: Bugs) -> RawNode:
-    # Node 2's log: 1..3 of term 1 and a stale tail 4, 5 of term 2 that never committed.
-    st = MemoryStorage()
-    st.apply_snapshot(Snapshot(SnapshotMeta(0, 0, ConfState((1, 2, 3))), b""))
-    st.append([*ents(1, 1, 3), *ents(2, 4, 5)])
-    st.set_hard_state(HardState(2, 0, 3))
-    return RawNode(Config(id=2, bugs=bugs), st)
+def test_follower_commit_overrun_commits_a_stale_tail_from_a_heartbeat() -> None:
+    def run(bugs: Bugs) -> None:
+        c = elected(5, bugs=bugs, pre_vote=False, check_quorum=False)  # node 1 leads term 2
+        c.partition([1, 3], [2, 4, 5])
+        for data in (b"x", b"y", b"z"):
+            c.raw(1).propose(data)
+        c.stabilize()  # a stale tail of term 2 on node 3 only, never committed
+        c.elect(2)  # term 3 on 2, 4, 5: its empty entry and "w" commit
+        c.raw(2).propose(b"w")
+        c.stabilize()
+        c.heal()
+        for _ in range(c.heartbeat_tick):
+            c.tick(2)
+        c.process_ready(2)
+        heartbeats = [m for m in c.take_messages(3) if m.type is MT.HEARTBEAT]
+        assert heartbeats
+        for m in heartbeats:  # the heartbeat reaches node 3 before any probe does
+            c.deliver(m)
+        c.process_ready(3)  # node 3 applies what it committed
+        c.stabilize()
+        c.check_invariants()
 
-
-def test_follower_commit_overrun_commits_an_unverified_tail() -> None:
-    # The term-3 leader's MsgApp verifies only up to 4 (size-limited), commit is 5 (its own
-    # entry 5 is of term 3, not node 2's).
-    app = Message(MT.APP, 2, 1, 3, log_term=1, index=3, entries=(Entry(2, 4, data=b"4"),),
-                  commit=5)
-    good = follower_with_stale_tail(NO_BUGS)
-    good.step(app)
-    assert good.status().commit == 4
-    bad = follower_with_stale_tail(Bugs.from_names(["follower_commit_overrun"]))
-    bad.step(app)
-    assert bad.status().commit == 5  # would apply the stale 5/t2
+    run(NO_BUGS)
+    with pytest.raises(SafetyViolation, match="state machine safety"):
+        run(Bugs.from_names(["follower_commit_overrun"]))
 
 
 def test_read_index_before_commit_answers_with_a_stale_index() -> None:
