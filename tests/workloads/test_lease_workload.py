@@ -61,3 +61,16 @@ def test_lease_expiry_local_is_caught() -> None:
     assert results["watch"].valid is False
     kinds = {a.kind for a in results["watch"].anomalies}
     assert "kv:read-state" in kinds
+
+
+def test_a_lessor_that_expires_late_is_caught_end_to_end(monkeypatch: Any) -> None:
+    """The companion of the election-chain fix (no switch: a test double of the store): a
+    leader whose lessor acts 7 s late (past TTL + the 5.5 s bound, no fault, no election)
+    keeps keys its reads still show; the lease checker reports it from the history alone."""
+    from kvcheck.reference.kv.machine import KVStateMachine
+
+    on_time = KVStateMachine.expired_leases
+    monkeypatch.setattr(KVStateMachine, "expired_leases", lambda self, now: on_time(self, now - 7.0))
+    _, results = run(1, [], [])
+    late = [a for a in results["lease"].anomalies if a.kind == "lease:late-expiry"]
+    assert late and all("in term" in a.explanation for a in late), [a.to_json() for a in results["lease"].anomalies]
