@@ -15,10 +15,21 @@ when not found, ``lease-revoke``; README "Lease histories"):
 - ``lease:early-expiry``: an expiry seen (its first watch event) before TTL had passed since
   the invocation of the last successful keepalive or grant (skipped across clock faults);
 - ``lease:late-expiry``: a read shows a key still attached to its lease later than TTL +
-  the bound after the lease's last successful keepalive (or the end of a timed-out one, which
-  may have renewed it), and after the last fault stopped (never while a fault is active); the
-  bound is ``options.extra["lease_bound"]`` seconds, derived by the workload from the store's settings, and printed (without it this check is
-  skipped, and the summary says so);
+  the bound after the lease's clock last restarted as far as the history can tell: the last
+  successful keepalive or grant (or the end of a timed-out keepalive, which may have renewed
+  it), the last fault's stop (never judged while a fault is active), and the last new leader
+  (a new leader restarts every lease's clock — etcd's ``Promote`` — so a chain of elections
+  postpones an expiry without limit). The read records the answering member's raft ``term``
+  T: the leader that confirmed it has a term <= T and has led without a break since its
+  election, which came before the first keepalive answered in a term >= T (keepalives are
+  answered by the leader itself, in its own term) and before the read completed; by then it
+  had also applied the lease's grant (a leader applies everything committed before it answers
+  either). After that point the leader's own lessor must have expired the lease within TTL +
+  the bound. A read
+  without a ``term`` cannot bound the elections before it and is not judged (counted in the
+  summary). The bound is ``options.extra["lease_bound"]`` seconds, derived by the workload
+  from the run's settings (the check interval, the revoke retry, a leader stall of up to two
+  election timeouts), and printed (without it this check is skipped, and the summary says so);
 - ``lease:keepalive-after-expiry`` / ``lease:keepalive-after-revoke``: a keepalive invoked
   after the lease's expiry was seen, or after its revoke completed, answered a TTL > 0;
 - ``lease:renewed-after-expiry``: a keepalive answered TTL > 0 though it was invoked more than
@@ -194,7 +205,32 @@ class LeaseChecker(CheckerBase):
                 f"answered TTL {done.value} in term {term}, {k - gap_start:.3f} s after the last renewal in that "
                 f"term completed: the leader's clock must have let the lease lapse", [c.id], lease=lease, term=term)
 
-        # reads that show a leased key
+        # reads that show a leased key. A new leader restarts every lease's clock: its election
+        # came before the first keepalive answered in its term or a later one (the leader
+        # answers keepalives itself, in its own term), so the first keepalive answered in a
+        # term >= the read's term bounds when the read's leader took over.
+        first_in_term: list[tuple[int, float]] = []  # (term, earliest ok keepalive completion in a term >= it)
+        by_term: dict[int, float] = {}
+        for c in keepalives:
+            done = c.completion
+            assert done is not None
+            if isinstance(done.extra.get("term"), int):
+                term_k = done.extra["term"]
+                by_term[term_k] = min(by_term.get(term_k, float("inf")), (done.time or 0) / NS)
+        earliest = float("inf")
+        for term_k in sorted(by_term, reverse=True):
+            earliest = min(earliest, by_term[term_k])
+            first_in_term.append((term_k, earliest))
+        first_in_term.reverse()
+
+        def leader_since(term_r: int) -> float:
+            """No later than this, the leader that confirmed a read answered in ``term_r`` led."""
+            for term_k, t in first_in_term:
+                if term_k >= term_r:
+                    return t
+            return float("inf")
+
+        reads_without_term = 0
         for c in calls:
             done = c.completion
             if c.f not in ("read", "range") or done is None or done.type != "ok":
@@ -217,16 +253,28 @@ class LeaseChecker(CheckerBase):
                 renewed = [r[1] for r in renewals.get(lease, []) if r[0] <= done_t]
                 if not renewed:
                     continue
+                term_r = done.extra.get("term")
+                if not isinstance(term_r, int):
+                    reads_without_term += 1
+                    continue
                 # a keepalive that timed out may have renewed the lease until the client gave up
-                renewed += [b for a, b in timed_out.get(lease, []) if a <= done_t and b <= t_r]
-                base = max([max(renewed)] + [b for a, b in faults if b <= t_r])
+                # (or until the read, if it was still running then)
+                renewed += [min(b, done_t) for a, b in timed_out.get(lease, []) if a <= done_t]
+                last_renewal = max(renewed)
+                leader = min(leader_since(term_r), done_t)
+                fault_stop = max([b for a, b in faults if b <= t_r], default=0.0)
+                base = max(last_renewal, leader, fault_stop)
                 if bound is not None and t_r > base + ttl[lease] + bound:
-                    add("lease:late-expiry", f"read (op {done.id}) at {t_r:.3f} s shows key {kv.get('key')} "
-                        f"still attached to lease {lease} (TTL {ttl[lease]} s), {t_r - base:.3f} s after its last "
-                        f"keepalive or the last fault, beyond TTL + the bound {bound:g} s",
-                        [done.id], lease=lease, key=kv.get("key"))
+                    why = ("its last keepalive" if base == last_renewal else "the last fault stopped"
+                           if base == fault_stop else f"a keepalive was first answered in a term >= {term_r} "
+                           "(the read's leader led by then)")
+                    add("lease:late-expiry", f"read (op {done.id}) at {t_r:.3f} s in term {term_r} shows key "
+                        f"{kv.get('key')} still attached to lease {lease} (TTL {ttl[lease]} s), "
+                        f"{t_r - base:.3f} s after {why}, beyond TTL + the bound {bound:g} s",
+                        [done.id], lease=lease, key=kv.get("key"), term=term_r)
         detail = {"leases": len(ttl), "keepalives": len(keepalives), "revokes": len(revoked),
-                  "expiries_seen": len(expired_seen), "bound_seconds": bound, "bound_parts": parts}
+                  "expiries_seen": len(expired_seen), "bound_seconds": bound, "bound_parts": parts,
+                  "reads_without_term": reads_without_term}
         return CheckResult(self.name, not anomalies, anomalies,
                            time.perf_counter() - t0, None, detail)
 
@@ -238,4 +286,8 @@ class LeaseChecker(CheckerBase):
                 + (f"expiry bound TTL + {result['bound_seconds']:g} s" + (f" ({how})" if how else "")
                    if result.get("bound_seconds") is not None
                    else "no expiry bound given (options.extra lease_bound): late expiry not checked"))
-        return [head, *super().summary_lines(result, op_text)]
+        lines = [head]
+        if result.get("reads_without_term"):
+            lines.append(f"    {result['reads_without_term']} leased keys read without a raft term: their "
+                         "elections are unbounded, late expiry not judged there")
+        return [*lines, *super().summary_lines(result, op_text)]

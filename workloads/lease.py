@@ -21,9 +21,14 @@ reads every key and the whole prefix. Each lessor owns its keys, so a revoke alw
 some and no write detaches a key from its lease.
 
 The bound: an expiry is acted on by the leader's lessor loop (every ``lease_check_interval``),
-proposed through the log, retried after ``lease_revoke_retry`` if lost, and a new leader
-restarts every lease's clock (an election takes up to twice the election timeout). From the
-store's defaults: 2 x election timeout + check interval + revoke retry.
+proposed through the log, retried after ``lease_revoke_retry`` if lost, and committed by a
+leader that may be stalled (a slow Ready pass, a slow disk) for up to twice the election
+timeout without losing its leadership. A new leader restarts every lease's clock (etcd's
+``Promote``: TTL + an election timeout there), so elections postpone expiry without limit;
+the lease checker counts TTL from the last new leader the history shows (reads and
+keepalives record the answering member's ``term``), not from a fixed number of elections.
+``configure`` takes the parts from the run's own settings (a swarm draws its election
+timeout): 2 x election timeout + check interval + revoke retry (+ etcd's promote extension).
 """
 
 from __future__ import annotations
@@ -39,21 +44,28 @@ from kvcheck.reference.client import Indeterminate as ClientIndeterminate
 from kvcheck.reference.kv.machine import KVStateMachine
 from kvcheck.reference.node import NodeConfig
 from kvcheck.workloads import generator as gen
-from kvcheck.workloads.client import encode_value
+from kvcheck.workloads.client import decode_value, encode_value
 from kvcheck.workloads.generator import Context, Generator, OpSpec, Result, Wait
-from kvcheck.workloads.watch import WatchWorkload
+from kvcheck.workloads.watch import KVHandle, WatchWorkload, kv_json
 
 TTLS = (2, 3)
 
 
-def lease_bound() -> dict[str, float]:
-    """The expiry bound's parts, from the store's default settings (the run's config uses
-    them: RunConfig.node only overrides tick/election/heartbeat with the same values)."""
-    node = NodeConfig(id=1, name="n1")
-    election_timeout = node.election_tick * node.tick_interval
-    machine = KVStateMachine()
-    parts = {"election": 2 * election_timeout, "lease_check_interval": node.lease_check_interval,
-             "lease_revoke_retry": machine.lease_revoke_retry}
+def lease_bound(node: NodeConfig | None = None, etcd: dict[str, Any] | None = None) -> dict[str, float]:
+    """The expiry bound's parts (seconds past TTL after the last renewal or new leader) from
+    the store's settings: the reference store's ``node`` settings (default: NodeConfig's), or
+    for a real etcd its ``etcd`` section (``election_ms``): etcd's lessor checks every 500 ms,
+    retries an unapplied expiry after 3 s and promotes leases to TTL + an election timeout."""
+    if etcd is not None:
+        election_timeout = float(etcd["election_ms"]) / 1000
+        parts = {"leader_stall": 2 * election_timeout, "lease_check_interval": 0.5, "lease_revoke_retry": 3.0,
+                 "promote_extension": election_timeout}
+    else:
+        node = node or NodeConfig(id=1, name="n1")
+        election_timeout = node.election_tick * node.tick_interval
+        parts = {"leader_stall": 2 * election_timeout, "lease_check_interval": node.lease_check_interval,
+                 "lease_revoke_retry": KVStateMachine().lease_revoke_retry}
+    parts = {k: round(v, 3) for k, v in parts.items()}
     parts["bound"] = round(sum(parts.values()), 3)
     return parts
 
@@ -87,12 +99,39 @@ class LeaseWorkload(WatchWorkload):
         self.keys = [f"{self.prefix}s{i}{c}" for i in range(lessors) for c in "ab"] + self.plain_keys
         self.bound = lease_bound()
 
+    def configure(self, config: Any) -> None:
+        """Take the bound from the run's settings (``RunConfig``: its node section, or its
+        etcd section on the etcd target)."""
+        if getattr(config, "target", "sim") == "etcd":
+            self.bound = lease_bound(etcd=config.etcd)
+        else:
+            self.bound = lease_bound(config.node_config(1, "n1"))
+
     def check_options(self) -> dict[str, Any]:
         return {"extra": {"lease_bound": self.bound["bound"], "lease_bound_parts": self.bound}}
 
     def generator(self) -> Generator:
         # reads of every key, and puts of keys no lease holds (revisions around the expiries)
         return gen.mix([gen.fn(self._read), gen.fn(self._plain_put)], [0.5, 0.5])
+
+    async def _invoke(self, handle: KVHandle, spec: OpSpec) -> tuple[Any, ...]:
+        """As the watch workload's, and reads also record the answering member's raft ``term``
+        (the lease checker bounds the elections before a read by it)."""
+        if spec.f not in ("read", "range"):
+            return await super()._invoke(handle, spec)
+        if spec.f == "read":
+            r = await handle.kv.get(spec.key.encode())
+            kv = r.kvs[0] if r.kvs else None
+            handle.served(r.header)
+            extra: dict[str, Any] = {"revision": self._saw(r.header), "term": r.header.raft_term}
+            if kv is not None:
+                extra["kv"] = kv_json(kv)
+            return "ok", decode_value(kv.value) if kv is not None else None, extra
+        r = await handle.kv.get(self.prefix.encode(), range_end=self.prefix_end.encode())
+        handle.served(r.header)
+        kvs = [kv_json(kv) for kv in r.kvs]
+        return "ok", {kv["key"]: kv["value"] for kv in kvs}, {"revision": self._saw(r.header), "kvs": kvs,
+                                                               "term": r.header.raft_term}
 
     def _plain_put(self, ctx: Context) -> OpSpec:
         key = ctx.rng.choice(self.plain_keys)

@@ -102,7 +102,7 @@ def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[st
     from kvcheck.checker.api import CheckOptions, results_json, run_checkers
     from kvcheck.workloads.workload import make_workload
 
-    workload = make_workload(config.workload, keys=config.keys)
+    workload = make_workload(config.workload, keys=config.keys, config=config)
     options = CheckOptions(timeout=config.check_timeout, all_keys=True, **workload.check_options())
     results = results_json(run_checkers(workload.checkers, ops, options))
     findings = info.get("findings", [])

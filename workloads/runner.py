@@ -360,7 +360,7 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
                 on_phase: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``config``'s workload and fault schedule on a started target; returns run facts
     for results.json (phase times, faults started and healed)."""
-    workload = make_workload(config.workload, keys=config.keys)
+    workload = make_workload(config.workload, keys=config.keys, config=config)
     nemesis = Nemesis(target, recorder, config.schedule, substream(config.seed, "nemesis"))
     options = RunnerOptions(concurrency=config.concurrency, time_limit=config.time_limit,
                             rate=config.rate, client_timeout=config.client_timeout,

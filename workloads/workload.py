@@ -187,9 +187,16 @@ WORKLOADS: tuple[str, ...] = tuple(WORKLOAD_FACTORIES)
 RECIPE_UNSAFE_WORKLOADS: tuple[str, ...] = ("lock",)
 
 
-def make_workload(name: str, *, keys: int = 8) -> WorkloadLike:
+def make_workload(name: str, *, keys: int = 8, config: Any = None) -> WorkloadLike:
+    """The workload ``name``; with the run's ``config`` (RunConfig), a workload that derives
+    something from the run's settings (``configure``: the lease workload's expiry bound from
+    the election timeout) takes it from there."""
     try:
         factory = WORKLOAD_FACTORIES[name]
     except KeyError:
         raise UsageError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}") from None
-    return factory(keys)
+    workload = factory(keys)
+    configure = getattr(workload, "configure", None)
+    if config is not None and callable(configure):
+        configure(config)
+    return workload

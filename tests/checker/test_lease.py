@@ -1,4 +1,6 @@
-"""The lease checker on small hand-written histories (times in seconds; TTL 2, bound 1)."""
+"""The lease checker on small hand-written histories (times in seconds; TTL 2, bound 1).
+Reads and keepalives carry the answering member's raft ``term`` as the lease workload
+records them."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
                                                              "create_revision": 2, "mod_revision": 2,
                                                              "version": 1}]})
     op(1.0, 0, "invoke", "lease-keepalive", 7)
-    op(1.1, 0, "ok", "lease-keepalive", 2)
+    op(1.1, 0, "ok", "lease-keepalive", 2, term=2)
     if clock_fault:
         op(1.2, "nemesis", "invoke", "start-clock", {})
         op(1.2, "nemesis", "info", "start-clock", {})
@@ -49,16 +51,17 @@ def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
     op(expiry_seen_at, 100, "ok", "watch", {"watch_id": 1, "created": False, "canceled": False,
                                             "compact_revision": 0, "revision": 3, "events": [delete]})
     op(6.0, 0, "invoke", "lease-keepalive", 7)
-    op(6.1, 0, "ok", "lease-keepalive", keepalive_ttl_after_expiry)
+    op(6.1, 0, "ok", "lease-keepalive", keepalive_ttl_after_expiry, term=2)
     op(8.0, 100, "ok", "watch", {"end": "closed"})
     kv = [{"key": "l/a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 7}]
     op(final_read_at, 1, "invoke", "range", None)
     op(final_read_at + 0.01, 1, "ok", "range", {"l/a": 1} if final_has_key else {}, revision=3,
-       kvs=kv if final_has_key else [])
+       kvs=kv if final_has_key else [], term=2)
     return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
 
 
-OPTS = CheckOptions(extra={"lease_bound": 1.0, "lease_bound_parts": {"election": 0.5, "check": 0.5, "bound": 1.0}})
+OPTS = CheckOptions(extra={"lease_bound": 1.0, "lease_bound_parts": {"leader_stall": 0.5, "check": 0.5,
+                                                                      "bound": 1.0}})
 
 
 def kinds(ops: list[Op]) -> set[str]:
@@ -154,7 +157,7 @@ def test_a_late_keepalive_is_excused_by_a_new_term_an_in_flight_keepalive_or_a_c
 
 
 def test_a_timed_out_keepalive_may_have_renewed_the_lease_for_late_expiry() -> None:
-    """Clean lease swarm seeds 217, 241, 287 and 293 (false alarms before): the lessor's keepalive at the expiry's
+    """Clean lease swarm seed 293 (a false alarm before): the lessor's keepalive at the expiry's
     edge timed out; the leader may have renewed the lease with it, so the key may live TTL +
     the bound after the client gave up, not after the last keepalive answered."""
     h: list[dict[str, Any]] = []
@@ -172,9 +175,70 @@ def test_a_timed_out_keepalive_may_have_renewed_the_lease_for_late_expiry() -> N
     op(4.1, 0, "info", "lease-keepalive", 7, error="timeout")
     kv = [{"key": "l/a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 7}]
     op(6.5, 1, "invoke", "range", None)  # 5.4 s after the last ok keepalive: TTL 2 + bound 1 passed
-    op(6.51, 1, "ok", "range", {"l/a": 1}, revision=2, kvs=kv)
+    op(6.51, 1, "ok", "range", {"l/a": 1}, revision=2, kvs=kv, term=2)
     ops = [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
     assert "lease:late-expiry" not in kinds(ops)  # 2.4 s after the timed-out one ended
     late = [Op.from_dict({**o.to_dict(), "time": o.time + int(2 * S)}, position=o.position)
             if o.f == "range" else o for o in ops]
     assert "lease:late-expiry" in kinds(late)  # 4.4 s after it: beyond TTL + the bound
+
+
+def election_chain(*, read_at: float, read_term: int | None = 4, later_term_at: float | None = None) -> list[Op]:
+    """Lease 7 (TTL 2) renewed last at 1.1 in term 2; then new leaders: another lease's
+    keepalives are answered in term 3 at 3.0 and in term 4 at 5.0; a read invoked at
+    ``read_at`` in ``read_term`` still shows lease 7's key."""
+    h: list[dict[str, Any]] = []
+
+    def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
+
+    op(0.1, 0, "invoke", "lease-grant", 2)
+    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
+    op(0.3, 0, "invoke", "put", 1, key="l/a", lease=7)
+    op(0.4, 0, "ok", "put", 1, key="l/a", lease=7, revision=2)
+    op(1.0, 0, "invoke", "lease-keepalive", 7)
+    op(1.1, 0, "ok", "lease-keepalive", 2, term=2)
+    op(0.5, 5, "invoke", "lease-grant", 3)
+    op(0.6, 5, "ok", "lease-grant", 3, lease=8, revision=3, term=2)
+    for t, term in ((2.9, 3), (4.9, 4)) + (((later_term_at - 0.1, 5),) if later_term_at is not None else ()):
+        op(t, 5, "invoke", "lease-keepalive", 8)
+        op(t + 0.1, 5, "ok", "lease-keepalive", 3, term=term)
+    h.sort(key=lambda d: d["time"])
+    kv = [{"key": "l/a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 7}]
+    op(read_at, 1, "invoke", "range", None)
+    op(read_at + 0.01, 1, "ok", "range", {"l/a": 1}, revision=3, kvs=kv,
+       **({"term": read_term} if read_term is not None else {}))
+    return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+
+
+def test_each_new_leader_restarts_the_lease_so_an_election_chain_postpones_expiry() -> None:
+    """Clean lease swarm seeds 217, 241 and 287 (false alarms before): stalled leaders (the
+    sim's stall perturbation) lost their leadership one after another before their expiry
+    proposals went out, and each new leader restarted every lease's clock at TTL (etcd's
+    Promote: TTL + an election timeout), so the keys lived 8.5 to 8.9 s after the last
+    keepalive. The read in term 4 came 6.4 s after lease 7's last keepalive (TTL 2 + bound 1
+    passed) but only 2.5 s after a keepalive was first answered in term 4: its leader took
+    over by then, and its own clock for lease 7 started then."""
+    r = LeaseChecker().check(election_chain(read_at=7.5), OPTS)
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    # a read in a term no keepalive had been answered in yet (its leader may be brand new)
+    assert kinds(election_chain(read_at=8.5, read_term=5, later_term_at=9.0)) == set()
+    assert kinds(election_chain(read_at=8.5, read_term=5)) == set()
+
+
+def test_a_key_outliving_its_leaders_clock_is_still_late() -> None:
+    """The companion: the read's own leader (term 4) led from 5.0 at the latest; 3.5 s later
+    (TTL 2 + bound 1 passed) its lessor must have expired lease 7."""
+    r = LeaseChecker().check(election_chain(read_at=8.5), OPTS)
+    late = [a for a in r.anomalies if a.kind == "lease:late-expiry"]
+    assert r.valid is False and len(late) == 1, [a.to_json() for a in r.anomalies]
+    assert "term 4" in late[0].explanation and "first answered in a term >= 4" in late[0].explanation
+    # an earlier term's read is judged from that term's first keepalive (3.0): late already at 6.5
+    assert "lease:late-expiry" in kinds(election_chain(read_at=6.5, read_term=3))
+    assert "lease:late-expiry" not in kinds(election_chain(read_at=5.5, read_term=3))
+
+
+def test_a_read_without_a_term_cannot_bound_the_elections_and_is_not_judged() -> None:
+    r = LeaseChecker().check(election_chain(read_at=12.0, read_term=None), OPTS)
+    assert r.valid is True and r.detail["reads_without_term"] == 1
+    assert "without a raft term" in LeaseChecker().summary_lines(r.to_json(), str)[1]

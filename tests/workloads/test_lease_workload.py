@@ -19,13 +19,32 @@ ALL_FAULTS = ["partition", "kill", "pause", "clock", "packet", "disk", "member"]
 def run(seed: int, faults: list[str], bugs: list[str], time_limit: float = 20.0) -> tuple[Any, dict[str, Any]]:
     cfg = RunConfig(workload="lease", faults=faults, seed=seed, time_limit=time_limit, bugs=bugs).with_schedule()
     ex = execute_sim(cfg, Progress(time_limit, enabled=False))
-    workload = make_workload("lease", keys=cfg.keys)
+    workload = make_workload("lease", keys=cfg.keys, config=cfg)
     return ex, run_checkers(list(workload.checkers), ex.ops, CheckOptions(**workload.check_options()))
 
 
 def test_the_bound_comes_from_the_store_settings() -> None:
     b = lease_bound()
-    assert b["bound"] == b["election"] + b["lease_check_interval"] + b["lease_revoke_retry"] > 0
+    assert b["bound"] == b["leader_stall"] + b["lease_check_interval"] + b["lease_revoke_retry"] > 0
+    assert b["leader_stall"] == 2 * 10 * 0.1  # NodeConfig's election timeout, twice
+
+
+def test_the_bound_follows_the_runs_own_election_timeout() -> None:
+    """Clean lease swarm seed 217 drew election_tick 20 (2 s): the bound was taken from the
+    defaults (1 s) before; it is the run's own now, on the sim and on etcd."""
+    cfg = RunConfig(workload="lease", node={**RunConfig().node, "election_tick": 20})
+    w = make_workload("lease", config=cfg)
+    assert w.check_options()["extra"]["lease_bound"] == 2 * 2.0 + 0.5 + 3.0
+    etcd = make_workload("lease", config=RunConfig(workload="lease", target="etcd",
+                                                  etcd={**RunConfig().etcd, "election_ms": 1500}))
+    parts = etcd.check_options()["extra"]["lease_bound_parts"]
+    assert parts["promote_extension"] == 1.5 and parts["bound"] == 3.0 + 0.5 + 3.0 + 1.5
+
+
+def test_reads_record_the_answering_members_term() -> None:
+    ex, _ = run(2, [], [], time_limit=5.0)
+    reads = [op for op in ex.ops if op.f in ("read", "range") and op.type == "ok"]
+    assert reads and all(isinstance(op.extra.get("term"), int) and op.extra["term"] >= 1 for op in reads)
 
 
 def test_a_clean_run_under_every_fault_is_valid_and_exercises_leases() -> None:
@@ -42,3 +61,16 @@ def test_lease_expiry_local_is_caught() -> None:
     assert results["watch"].valid is False
     kinds = {a.kind for a in results["watch"].anomalies}
     assert "kv:read-state" in kinds
+
+
+def test_a_lessor_that_expires_late_is_caught_end_to_end(monkeypatch: Any) -> None:
+    """The companion of the election-chain fix (no switch: a test double of the store): a
+    leader whose lessor acts 7 s late (past TTL + the 5.5 s bound, no fault, no election)
+    keeps keys its reads still show; the lease checker reports it from the history alone."""
+    from kvcheck.reference.kv.machine import KVStateMachine
+
+    on_time = KVStateMachine.expired_leases
+    monkeypatch.setattr(KVStateMachine, "expired_leases", lambda self, now: on_time(self, now - 7.0))
+    _, results = run(1, [], [])
+    late = [a for a in results["lease"].anomalies if a.kind == "lease:late-expiry"]
+    assert late and all("in term" in a.explanation for a in late), [a.to_json() for a in results["lease"].anomalies]
