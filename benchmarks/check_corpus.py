@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -629,6 +630,22 @@ def child(name: str, timeout: float, index: int, all_keys: bool) -> None:
     print("RESULT " + json.dumps(out))
 
 
+def run_child(cmd: list[str], echo: Callable[[str], bool] = lambda line: False) -> dict[str, Any] | None:
+    """Run a ``--child`` command and return its RESULT line's figures; the lines ``echo``
+    accepts are printed as they were; without a RESULT (the child failed) the tails of its
+    output are printed and None returned."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    result = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+        elif echo(line):
+            print(line)
+    if result is None:
+        print(proc.stdout[-2000:], proc.stderr[-4000:])
+    return result
+
+
 def run_scale_set(name: str, timeout: float) -> None:
     """Each history of a scale set in its own child (its own peak memory), invalid ones twice:
     stopping at the first invalid key (the default) and deciding every key (--all-keys)."""
@@ -636,11 +653,8 @@ def run_scale_set(name: str, timeout: float) -> None:
         for all_keys in (False, True):
             cmd = [sys.executable, __file__, "--child", name, "--index", str(index),
                    "--timeout", str(timeout)] + (["--all-keys"] if all_keys else [])
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            r = next((json.loads(line[7:]) for line in proc.stdout.splitlines()
-                      if line.startswith("RESULT ")), None)
+            r = run_child(cmd)
             if r is None:
-                print(proc.stdout[-2000:], proc.stderr[-4000:])
                 break
             mode = "--all-keys" if all_keys else "default"
             mk = r["max_key_seconds"]
@@ -680,16 +694,9 @@ def main() -> None:
         if name in SCALE_SETS:
             run_scale_set(name, args.timeout)
             continue
-        proc = subprocess.run([sys.executable, __file__, "--child", name, "--timeout", str(args.timeout)],
-                              capture_output=True, text=True)
-        result = None
-        for line in proc.stdout.splitlines():
-            if line.startswith("RESULT "):
-                result = json.loads(line[7:])
-            elif name != "knossos" or "MISMATCH" in line:
-                print(line)
+        echo = (lambda line: "MISMATCH" in line) if name == "knossos" else (lambda line: True)
+        result = run_child([sys.executable, __file__, "--child", name, "--timeout", str(args.timeout)], echo)
         if result is None:
-            print(proc.stdout[-2000:], proc.stderr[-4000:])
             continue
         if name == "knossos":
             print(f"  {result['files']} files: parse {result['parse_seconds']:.3f}s, "

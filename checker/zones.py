@@ -502,8 +502,40 @@ class AppendState(NamedTuple):
         return f"[{after} + {self.appends} appends]"
 
 
-def _append_values(entries: Sequence[Entry], initial: Any) -> tuple[dict[str, int], dict[str, int]] | None:
-    """(put value -> entry, append value -> entry) when the chain reduction applies."""
+class _AppendValues:
+    """A key's put and append values (value -> entry) and how a get's value splits into them
+    (what ``reduce_appends`` and ``append_parses`` both read a get by)."""
+
+    def __init__(self, initial: str, puts: dict[str, int], appends: dict[str, int]) -> None:
+        self.initial = initial
+        self.puts = puts
+        self.appends = appends
+        self.put_lens = sorted({len(v) for v in puts})
+        self.lens = sorted({len(v) for v in appends})
+
+    def start(self, v: str) -> tuple[int, int]:
+        """Where the appends in ``v`` begin: (the put entry ``v`` starts with, or
+        INITIAL_GENERATION for the initial value; the position after it); position -1 when
+        ``v`` starts with neither a put's value nor a non-empty initial value."""
+        if self.initial and v.startswith(self.initial):
+            return INITIAL_GENERATION, len(self.initial)
+        for n in self.put_lens:
+            j = self.puts.get(v[:n])
+            if j is not None:
+                return j, n
+        return INITIAL_GENERATION, (-1 if self.initial else 0)
+
+    def append_at(self, v: str, pos: int) -> tuple[int, int] | None:
+        """(the append entry whose value stands at ``pos`` in ``v``, its length), or None."""
+        for n in self.lens:
+            j = self.appends.get(v[pos:pos + n])
+            if j is not None:
+                return j, n
+        return None
+
+
+def _append_values(entries: Sequence[Entry], initial: Any) -> _AppendValues | None:
+    """The key's put and append values when the chain reduction applies."""
     if not isinstance(initial, str):
         return None
     puts: dict[str, int] = {}
@@ -521,7 +553,7 @@ def _append_values(entries: Sequence[Entry], initial: Any) -> tuple[dict[str, in
     for x, y in itertools.pairwise(values):
         if y.startswith(x):  # a value is a prefix of another: a read may split two ways
             return None
-    return puts, appends
+    return _AppendValues(initial, puts, appends)
 
 
 class _Generation:
@@ -540,12 +572,9 @@ def reduce_appends(entries: Sequence[Entry], initial: Any,
                    witness: list[int] | None = None) -> list[Entry] | tuple[bool, str] | None:
     """The key as a cas-register with unique values (see above), or (False, reason) when the
     gets alone prove it is not linearizable, or None when the reduction does not apply."""
-    found = _append_values(entries, initial)
-    if found is None:
+    values = _append_values(entries, initial)
+    if values is None:
         return None
-    puts, appends = found
-    put_lens = sorted({len(v) for v in puts})
-    lens = sorted({len(v) for v in appends})
     gens: dict[int, _Generation] = {}
     where: dict[int, tuple[int, int]] = {}  # append entry -> (generation, position from 1)
     state_of: dict[int, AppendState] = {}  # get entry -> the value it read
@@ -564,18 +593,7 @@ def reduce_appends(entries: Sequence[Entry], initial: Any,
         v = a.value
         if not isinstance(v, str):
             return None
-        h, pos = INITIAL_GENERATION, -1
-        if initial and v.startswith(initial):
-            pos = len(initial)
-        else:
-            for n in put_lens:
-                j = puts.get(v[:n])
-                if j is not None:
-                    h, pos = j, n
-                    break
-            else:
-                if not initial:
-                    pos = 0
+        h, pos = values.start(v)
         if pos < 0:
             seen(i)
             return False, f"op {e.call.id} read {v!r}, which no put and appends make"
@@ -597,13 +615,11 @@ def reduce_appends(entries: Sequence[Entry], initial: Any,
                            f"extends: the appends would have to happen in two orders")
         p = len(g.text)
         while p < len(rest):
-            for n in lens:
-                j = appends.get(rest[p:p + n])
-                if j is not None:
-                    break
-            else:
+            found = values.append_at(rest, p)
+            if found is None:
                 seen(i)
                 return False, f"op {e.call.id} read {v!r}, which no put and appends make"
+            j, n = found
             if j in where:
                 wh, _ = where[j]
                 seen(j, i, *(r for r in (gens[wh].reader,) if r is not None))
@@ -640,37 +656,23 @@ def append_parses(entries: Sequence[Entry], initial: Any) -> dict[int, list[int]
     """Each ok get's value split into the put (if any) and the appends it shows, as entry
     indices in order, for every get whose value splits (each on its own, whether or not the
     gets agree); None when the chain reduction does not apply."""
-    found = _append_values(entries, initial)
-    if found is None:
+    values = _append_values(entries, initial)
+    if values is None:
         return None
-    puts, appends = found
-    put_lens = sorted({len(v) for v in puts})
-    lens = sorted({len(v) for v in appends})
     out: dict[int, list[int]] = {}
     for i, e in enumerate(entries):
         v = e.action.value
         if e.action.f != "get" or not isinstance(v, str):
             continue
-        parts: list[int] = []
-        pos = len(initial) if initial and v.startswith(initial) else -1
-        if pos < 0:
-            for n in put_lens:
-                j = puts.get(v[:n])
-                if j is not None:
-                    parts.append(j)
-                    pos = n
-                    break
-            else:
-                pos = 0 if not initial else -1
+        h, pos = values.start(v)
+        parts: list[int] = [] if h == INITIAL_GENERATION else [h]
         while 0 <= pos < len(v):
-            for n in lens:
-                j = appends.get(v[pos:pos + n])
-                if j is not None:
-                    parts.append(j)
-                    pos += n
-                    break
-            else:
+            found = values.append_at(v, pos)
+            if found is None:
                 pos = -1
+            else:
+                parts.append(found[0])
+                pos += found[1]
         if pos >= 0:
             out[i] = parts
     return out

@@ -109,6 +109,42 @@ class KVClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+class KVShortcuts:
+    """The ``KVClient`` calls that are the same in terms of the others, for every client that
+    has ``range``, ``txn`` and ``lease_keepalive_response`` (this module's ``Client`` and the
+    etcd target's ``EtcdClient``)."""
+
+    async def range(self, req: kvr.RangeRequest, *, timeout: float | None = None) -> kvr.RangeResponse:
+        raise NotImplementedError
+
+    async def txn(
+        self, compare: Sequence[kvr.Compare], success: Sequence[kvr.RequestOp],
+        failure: Sequence[kvr.RequestOp] = (),
+    ) -> kvr.TxnResponse:
+        raise NotImplementedError
+
+    async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
+        raise NotImplementedError
+
+    async def get(
+        self, key: bytes, *, range_end: bytes = b"", revision: int = 0, limit: int = 0,
+        serializable: bool = False, keys_only: bool = False, count_only: bool = False,
+    ) -> kvr.RangeResponse:
+        return await self.range(kvr.RangeRequest(
+            key=key, range_end=range_end, revision=revision, limit=limit,
+            serializable=serializable, keys_only=keys_only, count_only=count_only,
+        ))
+
+    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
+        """Compare-and-set as a txn: if key's value is ``expected`` (None: the key is absent)
+        put ``new``. ``succeeded`` tells whether the swap happened."""
+        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
+
+    async def lease_keepalive(self, lease_id: int) -> int:
+        """One keepalive; the remaining TTL (0: the lease is unknown or expired)."""
+        return (await self.lease_keepalive_response(lease_id)).ttl
+
+
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """'127.0.0.1:2379' or 'http(s)://127.0.0.1:2379' -> (host, port)."""
     rest = endpoint.split("://", 1)[-1].rstrip("/")
@@ -223,7 +259,7 @@ class ClientConfig:
             raise ValueError(f"the home endpoint {self.home} is not one of the endpoints")
 
 
-class Client:
+class Client(KVShortcuts):
     """The TCP client. Use as ``async with open_client(endpoints) as client:``."""
 
     def __init__(self, config: ClientConfig, nursery: trio.Nursery) -> None:
@@ -381,15 +417,6 @@ class Client:
         body = await self.call("range", req.to_wire(), write=False, timeout=timeout)
         return kvr.RangeResponse.from_wire(body)
 
-    async def get(
-        self, key: bytes, *, range_end: bytes = b"", revision: int = 0, limit: int = 0,
-        serializable: bool = False, keys_only: bool = False, count_only: bool = False,
-    ) -> kvr.RangeResponse:
-        return await self.range(kvr.RangeRequest(
-            key=key, range_end=range_end, revision=revision, limit=limit,
-            serializable=serializable, keys_only=keys_only, count_only=count_only,
-        ))
-
     async def put(
         self, key: bytes, value: bytes, *, lease: int = 0, prev_kv: bool = False
     ) -> kvr.PutResponse:
@@ -410,11 +437,6 @@ class Client:
         req = kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure))
         return kvr.TxnResponse.from_wire(await self.call("txn", req.to_wire(), write=True))
 
-    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
-        """Compare-and-set as a txn: if key's value is ``expected`` (None: the key is absent)
-        put ``new``. ``succeeded`` tells whether the swap happened."""
-        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
-
     async def compact(self, revision: int, physical: bool = False) -> kvr.CompactionResponse:
         req = kvr.CompactionRequest(revision=revision, physical=physical)
         return kvr.CompactionResponse.from_wire(await self.call("compaction", req.to_wire(), write=True))
@@ -426,10 +448,6 @@ class Client:
     async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
         req = kvr.LeaseRevokeRequest(id=lease_id)
         return kvr.LeaseRevokeResponse.from_wire(await self.call("lease_revoke", req.to_wire(), write=True))
-
-    async def lease_keepalive(self, lease_id: int) -> int:
-        """One keepalive; the remaining TTL (0: the lease is unknown or expired)."""
-        return (await self.lease_keepalive_response(lease_id)).ttl
 
     async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
         body = await self.call("lease_keepalive", {"id": lease_id}, write=False)

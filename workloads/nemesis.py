@@ -631,10 +631,10 @@ class Nemesis:
             with trio.move_on_at(time_origin + fault.stop):
                 await self._roll(fault, resolved, time_origin)
         t: Any = self.target
-        if fault.params.get("heal") == "new-leader" and hasattr(t, "next_new_term_leader"):
+        if fault.params.get("heal") == "new-leader" and hasattr(t, "next_append_or_heartbeat_above_members"):
             # heal the moment a member leads a newer term (at the latest at ``stop``)
             with trio.move_on_at(time_origin + fault.stop):
-                leader = await t.next_new_term_leader(fault.stop - fault.start)
+                leader = await t.next_append_or_heartbeat_above_members(fault.stop - fault.start)
                 if leader is not None:
                     resolved = {**resolved, "healed_at": f"n{leader} leads a newer term"}
                     await trio.sleep(float(fault.params.get("heal_lag", 0.0)))
@@ -669,7 +669,7 @@ class Nemesis:
         rounds = self._rounds.setdefault(id(fault), [])
         t: Any = self.target
         victim = value["groups"][0][0] if value.get("groups") else None
-        sees = hasattr(t, "next_leader_append") and hasattr(t, "next_commit_leader")
+        sees = hasattr(t, "next_uncut_append_above_leaders") and hasattr(t, "next_commit_leader")
         while True:
             step = ROLL_STEPS[len(rounds) % len(ROLL_STEPS)] if sees else "new-leader"
             found: int | None = None
@@ -679,7 +679,7 @@ class Nemesis:
             elif step == "committed":
                 found = await t.next_commit_leader(5.0, 1 + rng.randrange(3))
             else:
-                found = await t.next_leader_append(5.0)
+                found = await t.next_uncut_append_above_leaders(5.0)
             if found is None or found == victim or found not in t.node_ids:
                 continue
             others = [n for n in t.node_ids if n != found]

@@ -29,6 +29,7 @@ from kvcheck.workloads.etcd.client import (
 from kvcheck.workloads.etcd.cluster import EtcdCluster, EtcdMember
 from kvcheck.workloads.etcd.known import progress_race
 from kvcheck.workloads.etcd.proxy import EtcdPeerProxy, _Conn, _parse_head
+from kvcheck.workloads.peerproxy import open_listener
 
 
 def test_decoding_fills_proto3_defaults_and_int64_strings() -> None:
@@ -116,8 +117,9 @@ def test_a_partition_cuts_a_live_proxied_connection() -> None:
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(trio.serve_tcp, upstream, 0)
             up_port = listeners[0].socket.getsockname()[1]
-            port = await nursery.start(proxy.serve, 2, 0, f"127.0.0.1:{up_port}")
-            client = await trio.open_tcp_stream("127.0.0.1", port)
+            listener, address = await open_listener()
+            await nursery.start(proxy.serve, 2, listener, f"127.0.0.1:{up_port}")
+            client = await trio.open_tcp_stream("127.0.0.1", int(address.rsplit(":", 1)[1]))
             await client.send_all(PIPELINE)
             assert await client.receive_some(10) == b"ok"
             proxy.set_blocked({(1, 2)})
@@ -125,7 +127,7 @@ def test_a_partition_cuts_a_live_proxied_connection() -> None:
                 assert await client.receive_some(10) == b""  # cut
             assert proxy.stats.cut == 1
             # a new connection on the blocked flow is held, not forwarded
-            second = await trio.open_tcp_stream("127.0.0.1", port)
+            second = await trio.open_tcp_stream("127.0.0.1", int(address.rsplit(":", 1)[1]))
             await second.send_all(PIPELINE)
             with trio.move_on_after(0.3):
                 await second.receive_some(10)

@@ -1,14 +1,17 @@
 """Ctrl-C on `kvcheck run`: a real SIGINT sent to the process group of a `kvcheck run`
 subprocess (as a terminal sends it) in the middle of a run, on the simulation and on the
-local target with real member processes. The run directory must stay usable: the history
-recorded so far, results.json saying why the run stopped and the checkers' verdicts on it, a
-report; `store/latest` only ever points at a directory with its history and results; exit
-130; and no member process of the local target left behind."""
+local and etcd targets with real member processes (while their clusters start, and while
+they run). The run directory must stay usable: the history recorded so far, results.json
+saying why the run stopped and the checkers' verdicts on it, a report; `store/latest` only
+ever points at a directory with its history and results; exit 130; and no member process
+of the real targets left behind. Ctrl-C while checking keeps the history with an unknown
+verdict."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,9 +108,28 @@ def test_ctrl_c_in_the_middle_of_a_simulated_run(tmp_path: Path) -> None:
     assert 0 < results["run"]["simulated_seconds"] < 3600
 
 
-@pytest.mark.parametrize("when", ["running", "starting"])
-def test_ctrl_c_on_the_local_target_keeps_the_history_and_stops_every_member(tmp_path: Path, when: str) -> None:
-    proc = start_run(tmp_path, "--target", "local", "--workload", "register", "--nodes", "3",
+NEEDS_ETCD = [pytest.mark.etcd, pytest.mark.skipif(shutil.which("etcd") is None, reason="needs Debian's etcd-server")]
+REAL_TARGETS = [pytest.param(target, when, id=f"{target}-{when}", marks=NEEDS_ETCD if target == "etcd" else ())
+                for target in ("local", "etcd") for when in ("running", "starting")]
+
+
+def _leader_elected(tmp_path: Path) -> bool:
+    """An etcd member's log (in the run directory, as etcd writes it) says a leader was elected."""
+    for log in (tmp_path / "store").glob("*/*/node*.log"):
+        try:
+            if "elected leader" in log.read_text(errors="replace"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.parametrize(("target", "when"), REAL_TARGETS)
+def test_ctrl_c_on_a_real_target_keeps_the_history_and_stops_every_member(tmp_path: Path, target: str,
+                                                                          when: str) -> None:
+    """Both real targets stop the same way (``workloads.realcluster.execute_real``): while
+    the cluster starts, or with clients and the nemesis at work on it."""
+    proc = start_run(tmp_path, "--target", target, "--workload", "register", "--nodes", "3",
                      "--faults", "partition,kill", "--time-limit", "300", "--seed", "3")
     members: list[int] = []
 
@@ -117,14 +139,18 @@ def test_ctrl_c_on_the_local_target_keeps_the_history_and_stops_every_member(tmp
 
     wait_for(started, proc)  # the three member processes were launched
     if when == "running":
-        wait_for(lambda: bool(run_dirs(tmp_path)), proc)
+        wait_for(lambda: bool(run_dirs(tmp_path)) and (target != "etcd" or _leader_elected(tmp_path)), proc)
         time.sleep(6.0)  # clients and the nemesis at work on the real cluster
     out, err = interrupt(proc)
     results = assert_usable(tmp_path, proc, out, err)
     for pid in members:
         assert not alive(pid), f"member process {pid} left behind"
     assert not children(proc.pid)
-    history = (tmp_path / "store" / "latest" / "history.jsonl").read_text().splitlines()
+    latest = tmp_path / "store" / "latest"
+    history = (latest / "history.jsonl").read_text().splitlines()
+    if target == "etcd":  # its member logs stay in the run directory, its data directories do not
+        assert {"node1.log", "node2.log", "node3.log", "cluster-events.log"} <= {p.name for p in latest.iterdir()}
+        assert not (latest / "etcd-data").exists()
     if when == "running":
         assert len(history) > 20
         assert results["checkers"]["linearizable"]["valid"] is True
@@ -133,31 +159,37 @@ def test_ctrl_c_on_the_local_target_keeps_the_history_and_stops_every_member(tmp
         assert "checkers" in results and results["valid"] in (True, False, "unknown")
 
 
-def test_ctrl_c_while_checking_keeps_the_history_with_an_unknown_verdict(tmp_path: Path,
+@pytest.mark.parametrize("target", ["sim", pytest.param("etcd", marks=NEEDS_ETCD)])
+def test_ctrl_c_while_checking_keeps_the_history_with_an_unknown_verdict(tmp_path: Path, target: str,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGINT delivered while the run's history is being checked (after the target
+    has ended: on etcd its members are stopped by then and the target's own handler is gone,
+    so Python's raises KeyboardInterrupt, as in a terminal): the run directory keeps the
+    history with an unknown verdict, and ``kvcheck check`` decides it afterwards."""
     from kvcheck.workloads import run as run_module
     from kvcheck.workloads.config import RunConfig
-    from kvcheck.workloads.execution import Execution, Progress
-    from kvcheck.workloads.sim.cluster import execute_sim
 
-    def slow_check(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise KeyboardInterrupt  # what Ctrl-C raises in the middle of a check
+    def check_with_ctrl_c(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)  # the signal's KeyboardInterrupt ends this
+        raise AssertionError("SIGINT did not interrupt the check")
 
-    executions: list[Execution] = []
-
-    def executor(config: RunConfig, progress: Progress) -> Execution:
-        executions.append(execute_sim(config, progress))
-        return executions[-1]
-
-    monkeypatch.setattr(run_module, "check_and_report", slow_check)
-    config = RunConfig(workload="register", faults=["partition"], time_limit=3, seed=1)
-    outcome = run_module.run_once(config, tmp_path / "store", executor=executor, progress=False)
+    config = (RunConfig(workload="register", faults=["partition"], time_limit=3, seed=1) if target == "sim" else
+              RunConfig(workload="register", faults=["partition"], target="etcd", nodes=3, time_limit=4.0,
+                        seed=2, recovery_quiet=0.5, final_read_time=3.0))
+    monkeypatch.setattr(run_module, "check_and_report", check_with_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        outcome = run_module.run_once(config, tmp_path / "store", progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert outcome.code == 2
     latest = tmp_path / "store" / "latest"
     assert latest.resolve() == outcome.run_dir.resolve()
     results = json.loads((latest / "results.json").read_text())
     assert results["valid"] == "unknown" and results["run"]["interrupted"] is True
     assert results["run"]["stopped"] == "interrupted (Ctrl-C) while checking"
-    assert len((latest / "history.jsonl").read_text().splitlines()) == len(executions[0].ops) > 0
+    assert len((latest / "history.jsonl").read_text().splitlines()) == len(outcome.execution.ops) > 20
+    assert not (latest / "etcd-data").exists()
     monkeypatch.undo()
     assert run_module.recheck_run_dir(latest) == 0  # `kvcheck check` decides it afterwards

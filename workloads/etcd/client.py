@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 import trio
 
-from kvcheck.reference.client import Failed, Indeterminate, cas_compare, parse_endpoint
+from kvcheck.reference.client import Failed, Indeterminate, KVShortcuts, parse_endpoint
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.kv.requests import prefix_end
 from kvcheck.reference.wire import ErrorCode
@@ -275,8 +275,10 @@ class _Unsent(Exception):
     """The request certainly did not reach the member (refused, connect timeout)."""
 
 
-class EtcdClient:
-    """``KVClient`` over etcd's JSON gateway. Close with ``await client.aclose()``."""
+class EtcdClient(KVShortcuts):
+    """``KVClient`` over etcd's JSON gateway (get, cas and lease_keepalive are the reference
+    client's ``KVShortcuts``; a keepalive is a one-message stream). Close with ``await
+    client.aclose()``."""
 
     def __init__(self, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT,
                  dial_timeout: float = 1.0, home: str | None = None, namespace: bytes = b"") -> None:
@@ -374,14 +376,6 @@ class EtcdClient:
                 await self.call("/v3/kv/range", encode_range(req), write=False, timeout=timeout)))
         return decode_range(await self.call("/v3/kv/range", encode_range(req), write=False, timeout=timeout))
 
-    async def get(
-        self, key: bytes, *, range_end: bytes = b"", revision: int = 0, limit: int = 0,
-        serializable: bool = False, keys_only: bool = False, count_only: bool = False,
-    ) -> kvr.RangeResponse:
-        return await self.range(kvr.RangeRequest(
-            key=key, range_end=range_end, revision=revision, limit=limit,
-            serializable=serializable, keys_only=keys_only, count_only=count_only))
-
     async def put_request(self, req: kvr.PutRequest) -> kvr.PutResponse:
         if self.ns is not None:
             return self.ns.response(decode_put(await self.call("/v3/kv/put", encode_put(self.ns.request(req)),
@@ -408,9 +402,6 @@ class EtcdClient:
                 await self.call("/v3/kv/txn", encode_txn(self.ns.request(req)), write=True)))
         return decode_txn(await self.call("/v3/kv/txn", encode_txn(req), write=True))
 
-    async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
-        return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
-
     async def compact(self, revision: int, physical: bool = False) -> kvr.CompactionResponse:
         d = await self.call("/v3/kv/compaction", {"revision": revision, "physical": physical}, write=True)
         return kvr.CompactionResponse(header=decode_header(d.get("header")))
@@ -422,10 +413,6 @@ class EtcdClient:
     async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
         d = await self.call("/v3/lease/revoke", {"ID": lease_id}, write=True)
         return kvr.LeaseRevokeResponse(header=decode_header(d.get("header")))
-
-    async def lease_keepalive(self, lease_id: int) -> int:
-        """One keepalive (a one-message stream); the remaining TTL (0: unknown or expired)."""
-        return (await self.lease_keepalive_response(lease_id)).ttl
 
     async def lease_keepalive_response(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:
         d = await self.call("/v3/lease/keepalive", {"ID": lease_id}, write=False)

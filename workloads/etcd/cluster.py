@@ -20,7 +20,10 @@ privileges; ``RunConfig.validate`` rejects them (exit 64).
 Teardown: SIGCONT whatever is paused, SIGTERM the followers and wait for them, then the
 leader (a leader whose followers stop at the same moment spends seconds in a failed
 leadership transfer; one whose followers are already gone stops at once), SIGKILL whatever
-is still running after ``STOP_GRACE`` seconds.
+is still running after ``STOP_GRACE`` seconds. What the two real-process targets do alike
+(the start-and-stop bracket, health, link faults, Ctrl-C: the run stops where it is, the
+members' state is read, every member stopped and what was recorded checked) is
+``workloads.realcluster``'s ``ProcessCluster`` and ``execute_real``.
 
 With ``--etcd-endpoints`` the target is an existing cluster: no process is started or
 touched, node numbers are its members in member-list order, and only faults that need no
@@ -41,7 +44,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,8 +58,8 @@ from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.etcd.client import EtcdClient
 from kvcheck.workloads.etcd.proxy import EtcdPeerProxy
 from kvcheck.workloads.kvclient import KVRegisterClient
-from kvcheck.workloads.recorder import Recorder
-from kvcheck.workloads.runner import drive
+from kvcheck.workloads.peerproxy import open_listener
+from kvcheck.workloads.realcluster import PortTaken, ProcessCluster, execute_real
 
 if TYPE_CHECKING:
     from kvcheck.workloads.execution import Execution, Progress
@@ -75,10 +78,6 @@ ADMIN_TIMEOUT = 4.0
 
 
 START_ATTEMPTS = 3
-
-
-class PortTaken(RuntimeError):
-    """A member could not bind a port chosen for it (another process took it meanwhile)."""
 
 
 class EtcdMissing(UsageError):
@@ -122,24 +121,24 @@ class EtcdMember:
         return "paused" if letter in ("T", "t") else "running"
 
 
-class EtcdCluster:
+class EtcdCluster(ProcessCluster):
     """Real etcd processes plus peer proxies (or an existing cluster's endpoints); create
-    inside trio.run and use ``EtcdCluster.running``."""
+    inside trio.run and use ``EtcdCluster.running`` (the shared ``ProcessCluster`` bracket:
+    a start whose member could not bind its port is retried with new ports, since etcd's own
+    client and peer ports are chosen before it starts and let go just before it binds them)."""
+
+    FAULTS = ETCD_FAULTS
+    START_ATTEMPTS = START_ATTEMPTS
 
     def __init__(self, config: RunConfig, path: Path) -> None:
-        self.config = config
-        self.path = path
+        # etcd's own client and peer ports are held (``self.ports``, reference.cluster.PortHold)
+        # from their choice until the member starts, and again while a killed member is down
+        super().__init__(config, path)
         self.external = bool(config.etcd.get("endpoints"))
-        self.proxy = EtcdPeerProxy(random.Random(f"{config.seed}:proxy"))
+        self.proxy: EtcdPeerProxy = EtcdPeerProxy(random.Random(f"{config.seed}:proxy"))
         self.members: dict[int, EtcdMember] = {}
         self.node_of_member: dict[int, int] = {}  # etcd member id -> node number (history "node")
-        self.events: list[str] = []
-        self.unexpected_exits: list[str] = []
         self.port_taken = False
-        # etcd's own client and peer ports, held (reference.cluster.PortHold) from their
-        # choice until the member starts, and again while a killed member is down
-        self.ports = rc.PortHold()
-        self._nursery: trio.Nursery | None = None
         self._status: EtcdClient | None = None
         self.token = f"kvcheck-{config.seed}-{os.getpid()}-{time.monotonic_ns()}"
         # an existing cluster is shared and not empty: a run keeps to keys of its own
@@ -153,9 +152,6 @@ class EtcdCluster:
 
     def supported_faults(self) -> tuple[str, ...]:
         return () if self.external else ETCD_FAULTS
-
-    def _log(self, text: str) -> None:
-        self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
 
     def _new_member(self, node: int) -> EtcdMember:
         name = f"node{node}"
@@ -190,8 +186,8 @@ class EtcdCluster:
     async def _start_proxy(self, m: EtcdMember) -> None:
         """The member's proxy, on a port the OS chooses: it becomes the advertised peer URL."""
         assert self._nursery is not None
-        port = await self._nursery.start(self.proxy.serve, m.node, 0, m.listen_peer)
-        m.peer = f"127.0.0.1:{port}"
+        listener, m.peer = await open_listener()
+        await self._nursery.start(self.proxy.serve, m.node, listener, m.listen_peer)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -261,35 +257,15 @@ class EtcdCluster:
                 "members": {m.name: m.flags for m in self.members.values() if m.flags},
                 "namespace": self.namespace.decode()}
 
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def running(cls, config: RunConfig, path: Path, startup_timeout: float) -> AsyncIterator[EtcdCluster]:
-        """The cluster started under ``path`` with a leader; stopped when the block ends.
-        etcd's own client and peer ports are chosen before it starts and let go just before it
-        binds them, so another process could still take one in between: a start whose
-        member could not bind its port is retried with new ports, up to START_ATTEMPTS."""
-        for attempt in range(1, START_ATTEMPTS + 1):
-            cluster = cls(config, path)
-            try:
-                async with trio.open_nursery() as nursery:
-                    await cluster.start(nursery)
-                    try:
-                        await cluster.wait_started(startup_timeout)
-                    except PortTaken:
-                        if attempt == START_ATTEMPTS:
-                            raise
-                        nursery.cancel_scope.cancel()
-                        continue
-                    yield cluster
-                    nursery.cancel_scope.cancel()
-                    return
-            finally:
-                with trio.CancelScope(shield=True):
-                    await cluster.shutdown()
-                    if cluster.port_taken:
-                        shutil.rmtree(path / "etcd-data", ignore_errors=True)
+    async def prepare(self) -> None:
+        self.config.etcd.update(await self.facts())
 
     async def shutdown(self) -> None:
+        await self._stop_members()
+        if self.port_taken:  # the start is tried again in the same place
+            shutil.rmtree(self.path / "etcd-data", ignore_errors=True)
+
+    async def _stop_members(self) -> None:
         self._note_exits()
         for m in self.members.values():
             m.up = False
@@ -385,17 +361,8 @@ class EtcdCluster:
                     best = (s["raft_term"], node)
         return best[1] if best is not None else None
 
-    async def wait_healthy(self, timeout: float) -> bool:
-        with trio.move_on_after(timeout):
-            while True:
-                statuses = await self._statuses()
-                leaders = {s["leader"] for s in statuses.values()}
-                if len(statuses) == len(self.node_ids) and len(leaders) == 1 and 0 not in leaders:
-                    commit = max(s["raft_index"] for s in statuses.values())
-                    if all(s["raft_applied_index"] >= commit for s in statuses.values()):
-                        return True
-                await trio.sleep(0.1)
-        return False
+    def _progress(self, status: dict[str, Any]) -> tuple[Any, int, int]:
+        return status["leader"], status["raft_index"], status["raft_applied_index"]
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -408,16 +375,6 @@ class EtcdCluster:
         return _EtcdRegisterClient(self.kv_client(process), self.node_of_member)
 
     # -- faults -----------------------------------------------------------------------------
-
-    async def block_links(self, blocked: list[list[int]]) -> None:
-        self.proxy.set_blocked({(int(a), int(b)) for a, b in blocked})
-
-    async def heal_links(self) -> None:
-        self.proxy.set_blocked(set())
-
-    async def set_packet_faults(self, loss: float, delay: float, duplicate: float) -> None:
-        r = self.proxy.rules
-        r.loss, r.delay, r.duplicate = loss, delay, duplicate
 
     async def kill(self, node: int) -> None:
         m = self.members[node]
@@ -451,15 +408,6 @@ class EtcdCluster:
             os.kill(m.proc.pid, signal.SIGCONT)
             self._log(f"resumed {m.name} (SIGCONT)")
         m.paused = False
-
-    async def set_clock(self, node: int, rate: float, offset: float) -> None:
-        raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
-
-    async def reset_clock(self, node: int) -> None:
-        raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
-
-    async def crash_disk(self, node: int, torn: bool) -> None:
-        raise RuntimeError("disk faults are simulation-only (rejected by RunConfig.validate)")
 
     def _admin(self, exclude: int | None = None) -> EtcdClient:
         endpoints = [self.members[i].client for i in self.node_ids if i != exclude]
@@ -560,6 +508,11 @@ class EtcdCluster:
         self._log(f"added {new.name} (member {new.member_id:x})")
         return new.node
 
+    async def final_info(self) -> dict[str, Any]:
+        """Each member's state, the proxy's counters, the etcd version, unexpected exits."""
+        return {"nodes": await self.node_states(), "proxy": dataclasses.asdict(self.proxy.stats),
+                "etcd_version": self.config.etcd.get("version", ""), "unexpected_exits": self.unexpected_exits}
+
     def logs(self) -> dict[str, str]:
         return {"cluster-events.log": "\n".join(self.events) + "\n"}
 
@@ -604,48 +557,23 @@ def _tail(path: Path, lines: int = 2) -> str:
 
 def execute_etcd(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` against real etcd (real time). Member logs and data directories go to
-    the run directory (``progress.run_dir``; a temporary directory when there is none)."""
-    from kvcheck.workloads.execution import Execution
-
+    the run directory (``progress.run_dir``; a temporary directory when there is none).
+    Ctrl-C stops the run where it is, as on the local target (``realcluster.execute_real``):
+    the members are asked for their state and stopped, and what was recorded is returned."""
     if not config.etcd.get("endpoints"):
         etcd_binary()  # exit 64 naming the package when etcd is not installed
     own_dir = progress.run_dir is None
     path = Path(tempfile.mkdtemp(prefix="kvcheck-etcd-")) if own_dir else Path(progress.run_dir)  # type: ignore[arg-type]
-
-    async def main() -> Execution:
-        async with EtcdCluster.running(config, path, 30.0) as cluster:
-            config.etcd.update(await cluster.facts())
-            recorder = Recorder(trio.current_time)
-            recorder.on_event(lambda op: progress.event(op, recorder.now()))
-            info = await drive(cluster, config, recorder)
-            info["nodes"] = await cluster.node_states()
-            info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
-            info["etcd_version"] = config.etcd.get("version", "")
-            info["unexpected_exits"] = cluster.unexpected_exits
-        logs = cluster.logs()
-        if own_dir:
-            for m in cluster.members.values():
-                if m.log.is_file():
-                    logs[m.log.name] = m.log.read_text(errors="replace")
-        return Execution(recorder.ops, info, logs)
-
     try:
-        return trio.run(main)
-    except BaseExceptionGroup as group:
-        leaves = _leaves(group)
-        if len(leaves) == 1 and isinstance(leaves[0], Exception):
-            raise leaves[0] from group
-        raise
+        execution = execute_real(EtcdCluster, config, progress, path)
+        if own_dir:  # the member logs would go with the temporary directory
+            for log in sorted(path.glob("node*.log")):
+                execution.logs.setdefault(log.name, log.read_text(errors="replace"))
+        return execution
     finally:
         shutil.rmtree(path / "etcd-data", ignore_errors=True)
         if own_dir:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
 
 
 @contextlib.contextmanager

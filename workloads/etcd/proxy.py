@@ -1,8 +1,9 @@
 """A fault-injecting TCP proxy for the peer links of a real etcd cluster.
 
-The design is the local target's (``workloads/local/proxy.py``: one listener per member,
-advertised as that member's peer URL while the member listens on a private port behind it;
-one shared ``LinkRules``), adapted to etcd's peer protocol: HTTP/1.1 over TCP, not frames.
+The design is the local target's (``workloads/local/proxy.py``; both are
+``workloads.peerproxy.PeerProxy``: one listener per member, advertised as that member's peer
+URL while the member listens on a private port behind it; one shared ``LinkRules``), adapted
+to etcd's peer protocol: HTTP/1.1 over TCP, not frames.
 etcd's rafthttp opens a connection per purpose, and every request names its sender in the
 ``X-Server-From`` header (the member id in hex). So the proxy reads the request head of each
 new connection and knows the directed flow of raft messages on it:
@@ -24,11 +25,11 @@ time of that mean (in order), and ``duplicate`` has no effect on what a member r
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
-from kvcheck.workloads.local.proxy import LinkRules
+from kvcheck.workloads.peerproxy import Link, PeerProxy
 
 MAX_HEAD = 64 * 1024
 RTO = 0.2
@@ -46,27 +47,22 @@ class EtcdProxyStats:
 
 
 @dataclass(eq=False)  # hashed by identity: a live connection
-class _Conn:
+class _Conn(Link):
     """One proxied connection: its sender (hex member id) and whether it is a stream (whose
     messages flow from the listening member to the dialer). The flow is resolved against the
     member map when asked: streams open before the target has learned the member ids."""
 
-    dst: int
     sender: str = ""
     stream: bool = False
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
-class EtcdPeerProxy:
+class EtcdPeerProxy(PeerProxy):
     """Proxies for every member's peer port, sharing one rule set."""
 
     def __init__(self, rng: random.Random) -> None:
-        self.rules = LinkRules()
-        self.rng = rng
-        self.stats = EtcdProxyStats()
+        super().__init__(rng, EtcdProxyStats())
+        self.stats: EtcdProxyStats
         self.members: dict[str, int] = {}  # etcd member id in hex (X-Server-From) -> node
-        self._scopes: dict[int, trio.CancelScope] = {}
-        self._conns: set[_Conn] = set()
 
     def flow(self, conn: _Conn) -> tuple[int, int] | None:
         src = self.members.get(conn.sender)
@@ -80,85 +76,53 @@ class EtcdPeerProxy:
 
     def set_blocked(self, blocked: set[tuple[int, int]]) -> None:
         """New partition rules; connections whose flow is now blocked are cut."""
-        self.rules.blocked = blocked
-        for conn in list(self._conns):
-            if self.blocked(conn):
+        super().set_blocked(blocked)
+        for conn in list(self._live):
+            if isinstance(conn, _Conn) and self.blocked(conn):
                 self.stats.cut += 1
                 conn.scope.cancel()
 
-    async def serve(self, dst: int, listen_port: int, upstream: str,
-                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on 127.0.0.1:``listen_port`` (0: the OS chooses; the port is what
-        ``nursery.start`` returns) for connections to member ``dst``, whose own peer listener
-        is ``upstream``, until cancelled."""
-        listeners = await trio.open_tcp_listeners(listen_port, host="127.0.0.1")
-        port = listeners[0].socket.getsockname()[1]
-        scope = trio.CancelScope()
-        self._scopes[dst] = scope
-        with scope:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, lambda s: self._connection(dst, upstream, s), listeners)
-                task_status.started(port)
+    async def _accept(self, dst: int, downstream: trio.SocketStream) -> Link | None:
+        head = b""
+        with trio.move_on_after(10):  # a dialer that sends no request head is dropped
+            head = await _read_head(downstream)
+        if not head:
+            return None
+        conn = _Conn(dst, head)
+        conn.sender, conn.stream = _parse_head(head)
+        if self.blocked(conn):
+            self.stats.held += 1
+            while self.blocked(conn):
+                await trio.sleep(0.05)
+            return None  # healed: close, the member dials again
+        return conn
 
-    def stop(self, dst: int) -> None:
-        scope = self._scopes.pop(dst, None)
-        if scope is not None:
-            scope.cancel()
+    async def _forward(self, source: trio.SocketStream, sink: trio.SocketStream, link: Link) -> bool:
+        return await self._chunk(source, sink)
 
-    async def _connection(self, dst: int, upstream: str, downstream: trio.SocketStream) -> None:
-        self.stats.connections += 1
-        host, port = upstream.rsplit(":", 1)
-        conn = _Conn(dst)
-        try:
-            async with downstream:
-                head = b""
-                with trio.move_on_after(10):  # a dialer that sends no request head is dropped
-                    head = await _read_head(downstream)
-                if not head:
-                    return
-                conn.sender, conn.stream = _parse_head(head)
-                if self.blocked(conn):
-                    self.stats.held += 1
-                    while self.blocked(conn):
-                        await trio.sleep(0.05)
-                    return  # healed: close, the member dials again
-                self._conns.add(conn)
-                with conn.scope:
-                    up = await trio.open_tcp_stream(host, int(port))
-                    async with up:
-                        await up.send_all(head)
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(self._pump, downstream, up, nursery.cancel_scope)
-                            nursery.start_soon(self._pump, up, downstream, nursery.cancel_scope)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
-            return
-        finally:
-            self._conns.discard(conn)
+    async def _backward(self, source: trio.SocketStream, sink: trio.SocketStream, link: Link) -> bool:
+        return await self._chunk(source, sink)
 
-    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope) -> None:
-        try:
-            while True:
-                data = await source.receive_some(65536)
-                if not data:
-                    break
-                r = self.rules
-                if r.loss:
-                    rto = RTO
-                    while self.rng.random() < r.loss:
-                        self.stats.lost_retransmitted += 1
-                        await trio.sleep(rto)
-                        rto = min(rto * 2, 3.0)
-                if r.delay:
-                    self.stats.delayed += 1
-                    await trio.sleep(self.rng.expovariate(1.0 / r.delay))
-                if r.duplicate and self.rng.random() < r.duplicate:
-                    self.stats.duplicate_invisible += 1
-                await sink.send_all(data)
-                self.stats.forwarded += 1
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            scope.cancel()
+    async def _chunk(self, source: trio.SocketStream, sink: trio.SocketStream) -> bool:
+        """Whatever bytes have arrived, under the packet faults as TCP shows them."""
+        data = await source.receive_some(65536)
+        if not data:
+            return False
+        r = self.rules
+        if r.loss:
+            rto = RTO
+            while self.rng.random() < r.loss:
+                self.stats.lost_retransmitted += 1
+                await trio.sleep(rto)
+                rto = min(rto * 2, 3.0)
+        if r.delay:
+            self.stats.delayed += 1
+            await trio.sleep(self.rng.expovariate(1.0 / r.delay))
+        if r.duplicate and self.rng.random() < r.duplicate:
+            self.stats.duplicate_invisible += 1
+        await sink.send_all(data)
+        self.stats.forwarded += 1
+        return True
 
 
 def _parse_head(head: bytes) -> tuple[str, bool]:

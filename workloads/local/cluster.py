@@ -21,6 +21,9 @@ reports the port it got, which becomes the member's advertised peer address. A m
 exits on its own (e.g. it could not bind its port) fails the start at once with its exit
 report (``MemberFailed``); one that exits later is recorded in cluster-events.log.
 
+What the etcd target does alike (the start-and-stop bracket, health, link faults, Ctrl-C) is
+``workloads.realcluster.ProcessCluster`` and ``execute_real``, shared by both targets.
+
 Runs on real time: they are not deterministic and ``kvcheck replay`` refuses them.
 """
 
@@ -31,8 +34,6 @@ import dataclasses
 import random
 import shutil
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +45,7 @@ from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.kvclient import KVRegisterClient
 from kvcheck.workloads.local.proxy import FaultProxy, open_listener
-from kvcheck.workloads.recorder import Recorder
-from kvcheck.workloads.runner import drive
+from kvcheck.workloads.realcluster import ProcessCluster, execute_real
 
 if TYPE_CHECKING:
     from kvcheck.workloads.execution import Execution, Progress
@@ -60,30 +60,22 @@ class LocalNode:
     up: bool = False  # launched and not killed or removed by us: it should be running
 
 
-class LocalCluster:
-    """Real processes plus proxies; create inside trio.run, ``await start(nursery)``."""
+class LocalCluster(ProcessCluster):
+    """Real processes plus proxies; create inside trio.run, ``await start(nursery)`` (or use
+    ``LocalCluster.running``, the shared ``ProcessCluster`` bracket)."""
+
+    FAULTS = LOCAL_FAULTS
 
     def __init__(self, config: RunConfig, path: Path) -> None:
-        self.config = config
-        self.path = path
-        self.proxy = FaultProxy(random.Random(f"{config.seed}:proxy"))
+        super().__init__(config, path)
+        self.proxy: FaultProxy = FaultProxy(random.Random(f"{config.seed}:proxy"))
         self.info = rc.ClusterInfo(path, options={"bugs": list(config.bugs), "node": dict(config.node)})
-        self.ports = rc.PortHold()  # members' own ports while no process of theirs listens
         self.nodes: dict[int, LocalNode] = {}
-        self._nursery: trio.Nursery | None = None
         self._status_client: Client | None = None
-        self.events: list[str] = []
-        self.unexpected_exits: list[str] = []  # exit reports of members that stopped on their own
 
     @property
     def node_ids(self) -> list[int]:
         return sorted(i for i, n in self.nodes.items() if not n.info.removed)
-
-    def supported_faults(self) -> tuple[str, ...]:
-        return LOCAL_FAULTS
-
-    def _log(self, text: str) -> None:
-        self.events.append(f"{time.strftime('%H:%M:%S')} {text}")
 
     async def _new_node(self, node_id: int, name: str, join: bool = False) -> tuple[LocalNode, trio.SocketListener]:
         """A member's addresses: its proxy's listener (the advertised peer address) and its
@@ -152,26 +144,6 @@ class LocalCluster:
         assert self._nursery is not None
         await self._nursery.start(self.proxy.serve, node.info.id, listener, node.listen_peer)
 
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def running(cls, config: RunConfig, path: Path, startup_timeout: float,
-                      on_created: Callable[[LocalCluster], None] | None = None) -> AsyncIterator[LocalCluster]:
-        """The cluster started under ``path`` with a leader elected; when the block ends its
-        tasks are cancelled and every member is stopped, even if the block failed.
-        ``on_created`` gets the cluster before it starts (its logs outlive a failed start)."""
-        cluster = cls(config, path)
-        if on_created is not None:
-            on_created(cluster)
-        try:
-            async with trio.open_nursery() as nursery:
-                await cluster.start(nursery)
-                await cluster.wait_started(startup_timeout)
-                yield cluster
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await cluster.shutdown()
-
     def _client(self, timeout: float, home: int | None = None) -> Client:
         """A client of the running members; ``home``: the member its reads go to first."""
         assert self._nursery is not None
@@ -210,17 +182,8 @@ class LocalCluster:
         best = max((statuses[i]["term"], i) for i in statuses if statuses[i].get("role") == "leader")
         return best[1]
 
-    async def wait_healthy(self, timeout: float) -> bool:
-        with trio.move_on_after(timeout):
-            while True:
-                statuses = await self._statuses()
-                leaders = {s.get("leader") for s in statuses.values()}
-                if (len(statuses) == len(self.node_ids) and len(leaders) == 1 and 0 not in leaders):
-                    commit = max(s["commit"] for s in statuses.values())
-                    if all(s["applied"] >= commit for s in statuses.values()):
-                        return True
-                await trio.sleep(0.1)
-        return False
+    def _progress(self, status: dict[str, Any]) -> tuple[Any, int, int]:
+        return status.get("leader"), status["commit"], status["applied"]
 
     # -- state targets (nemesis.STATE_TARGETS), approximated from outside -----------------
     # The simulation reads its members' state directly and acts at the very instant of an
@@ -324,16 +287,6 @@ class LocalCluster:
 
     # -- faults ---------------------------------------------------------------------------
 
-    async def block_links(self, blocked: list[list[int]]) -> None:
-        self.proxy.rules.blocked = {(int(a), int(b)) for a, b in blocked}
-
-    async def heal_links(self) -> None:
-        self.proxy.rules.blocked = set()
-
-    async def set_packet_faults(self, loss: float, delay: float, duplicate: float) -> None:
-        r = self.proxy.rules
-        r.loss, r.delay, r.duplicate = loss, delay, duplicate
-
     async def kill(self, node: int) -> None:
         n = self.nodes[node]
         n.up = False
@@ -364,15 +317,6 @@ class LocalCluster:
         if rc.process_state(n.info) == "paused":
             await trio.to_thread.run_sync(rc.resume_node, self.info, n.info)
             self._log(f"resumed {n.info.name} (SIGCONT)")
-
-    async def set_clock(self, node: int, rate: float, offset: float) -> None:
-        raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
-
-    async def reset_clock(self, node: int) -> None:
-        raise RuntimeError("clock faults are simulation-only (rejected by RunConfig.validate)")
-
-    async def crash_disk(self, node: int, torn: bool) -> None:
-        raise RuntimeError("disk faults are simulation-only (rejected by RunConfig.validate)")
 
     async def remove_member(self, node: int) -> bool:
         if len(self.node_ids) <= 3 or node not in self.node_ids:
@@ -414,6 +358,25 @@ class LocalCluster:
         self._launch(new)
         return member_id
 
+    async def final_info(self) -> dict[str, Any]:
+        """Each member's process state and status, the bug switches' firing counts, the
+        proxy's counters."""
+        info: dict[str, Any] = {}
+        statuses = await self._statuses()
+        info["nodes"] = {str(i): {"state": rc.process_state(self.nodes[i].info),
+                                  **({k: s[k] for k in ("role", "term", "commit", "applied") if k in s}
+                                     if (s := statuses.get(i)) else {})}
+                         for i in self.node_ids}
+        by_member = {str(i): s.get("bugs_fired") or {} for i, s in sorted(statuses.items())}
+        # (a member's counts restart with its process: a killed member's earlier firings are lost)
+        bugs = self.config.bugs
+        info["bugs"] = {"enabled": list(bugs),
+                        "fired": {b: sum(m.get(b, 0) for m in by_member.values()) for b in bugs},
+                        "by_member": {i: m for i, m in by_member.items() if m}}
+        info["proxy"] = dataclasses.asdict(self.proxy.stats)
+        info["cluster_dir"] = str(self.path)
+        return info
+
     def logs(self) -> dict[str, str]:
         out = {"cluster-events.log": "\n".join(self.events) + "\n"}
         for n in self.nodes.values():
@@ -425,59 +388,11 @@ class LocalCluster:
 
 def execute_local(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` against real processes on 127.0.0.1 (real time). Ctrl-C stops the run
-    where it is (``StopOnSigint``): the members are asked for their state and stopped, and what
-    was recorded is returned with ``info["stopped"]`` saying why, as the simulation does."""
-    from kvcheck.workloads.execution import Execution, StopOnSigint
-
+    where it is (``realcluster.execute_real``): the members are asked for their state and
+    stopped, and what was recorded is returned with ``info["stopped"]`` saying why, as the
+    simulation does."""
     path = Path(tempfile.mkdtemp(prefix="kvcheck-local-"))
-    sigint = StopOnSigint()
-
-    async def main() -> Execution:
-        created: list[LocalCluster] = []
-        recorder: Recorder | None = None
-        info: dict[str, Any] = {}
-        with sigint.watch(trio.CancelScope()):  # Ctrl-C while the cluster starts
-            async with LocalCluster.running(config, path, 30.0, created.append) as cluster:
-                recorder = Recorder(trio.current_time)
-                rec = recorder
-                recorder.on_event(lambda op: progress.event(op, rec.now()))
-                with sigint.watch(trio.CancelScope()):  # Ctrl-C during the run: keep the cluster
-                    info = await drive(cluster, config, recorder)
-                if sigint.interrupted:
-                    info = {"stopped": f"interrupted (Ctrl-C) at {recorder.now():.3f}s", "interrupted": True}
-                    sigint.watch(trio.CancelScope())  # a later Ctrl-C is the second one: it raises
-                statuses = await cluster._statuses()
-                info["nodes"] = {str(i): {"state": rc.process_state(cluster.nodes[i].info),
-                                          **({k: s[k] for k in ("role", "term", "commit", "applied") if k in s}
-                                             if (s := statuses.get(i)) else {})}
-                                 for i in cluster.node_ids}
-                by_member = {str(i): s.get("bugs_fired") or {} for i, s in sorted(statuses.items())}
-                # (a member's counts restart with its process: a killed member's earlier firings are lost)
-                info["bugs"] = {"enabled": list(config.bugs),
-                                "fired": {b: sum(m.get(b, 0) for m in by_member.values()) for b in config.bugs},
-                                "by_member": {i: m for i, m in by_member.items() if m}}
-                info["proxy"] = dataclasses.asdict(cluster.proxy.stats)
-                info["cluster_dir"] = str(path)
-        if recorder is None:  # interrupted before the workload began
-            info = {"stopped": "interrupted (Ctrl-C) while the cluster was starting", "interrupted": True}
-        ops = recorder.ops if recorder is not None else []
-        return Execution(ops, info, created[0].logs() if created else {})
-
     try:
-        with sigint:
-            return trio.run(main)
-    except BaseExceptionGroup as group:
-        # trio wraps what the nursery raised; one cause (a member that could not start, a
-        # proxy that could not listen) is re-raised bare so its message reaches the user
-        leaves = _leaves(group)
-        if len(leaves) == 1 and isinstance(leaves[0], Exception):
-            raise leaves[0] from group
-        raise
+        return execute_real(LocalCluster, config, progress, path)
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]

@@ -1,8 +1,9 @@
-"""A fault-injecting TCP proxy for the peer links of a real-process cluster.
+"""A fault-injecting TCP proxy for the peer links of the local target's server processes.
 
 Every member advertises its proxy's address as its peer address (a port the proxy's
 listener got from the kernel: ``open_listener``); the member itself listens on a private
-port behind it. A peer connection opens with a ``{"hello": sender id}`` frame
+port behind it (the listeners and connections are ``workloads.peerproxy.PeerProxy``'s,
+shared with the etcd target). A peer connection opens with a ``{"hello": sender id}`` frame
 (reference/server.py), so the proxy knows the directed link (src, dst) of every connection
 and forwards whole frames (4-byte big-endian length + payload, never re-encoded) subject to
 the link's rules: a blocked link drops every frame (partitions of any shape, one-way
@@ -19,21 +20,17 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgpack
 import trio
 
+from kvcheck.workloads.peerproxy import Link, LinkRules, PeerProxy, open_listener
+
+__all__ = ["FaultProxy", "LinkRules", "ProxyStats", "open_listener"]
+
 HEADER = struct.Struct(">I")
 MAX_FRAME = 256 * 1024 * 1024
-
-
-@dataclass
-class LinkRules:
-    blocked: set[tuple[int, int]] = field(default_factory=set)
-    loss: float = 0.0
-    delay: float = 0.0
-    duplicate: float = 0.0
 
 
 @dataclass
@@ -45,104 +42,62 @@ class ProxyStats:
     connections: int = 0
 
 
-async def open_listener() -> tuple[trio.SocketListener, str]:
-    """A proxy listener on 127.0.0.1, on a port the kernel chooses (port 0), and its address
-    '127.0.0.1:PORT': a member's advertised peer address. Connections wait in its backlog
-    until ``FaultProxy.serve`` serves it."""
-    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    port = listener.socket.getsockname()[1]
-    return listener, f"127.0.0.1:{port}"
+@dataclass(eq=False)
+class FrameLink(Link):
+    src: int = 0  # the sender its hello frame named
 
 
-class FaultProxy:
+class FaultProxy(PeerProxy):
     """Proxies for every member's peer port, sharing one rule set."""
 
     def __init__(self, rng: random.Random) -> None:
-        self.rules = LinkRules()
-        self.rng = rng
-        self.stats = ProxyStats()
-        self._scopes: dict[int, trio.CancelScope] = {}
+        super().__init__(rng, ProxyStats())
+        self.stats: ProxyStats
         # observers(src, dst, frame) of every frame forwarded (the nemesis's "acked" target)
         self.observers: list[Callable[[int, int, bytes], None]] = []
 
-    async def serve(self, dst: int, listener: trio.SocketListener, upstream: str,
-                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve connections to member ``dst`` (whose real peer listener is ``upstream``)
-        arriving at ``listener`` (from ``open_listener``) until cancelled."""
-        scope = trio.CancelScope()
-        self._scopes[dst] = scope
-        with scope:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, lambda s: self._connection(dst, upstream, s), [listener])
-                task_status.started()
-
-    def stop(self, dst: int) -> None:
-        scope = self._scopes.pop(dst, None)
-        if scope is not None:
-            scope.cancel()
-
-    async def _connection(self, dst: int, upstream: str, downstream: trio.SocketStream) -> None:
-        self.stats.connections += 1
-        host, port = upstream.rsplit(":", 1)
+    async def _accept(self, dst: int, downstream: trio.SocketStream) -> Link | None:
+        hello = await _read_frame(downstream)
+        if hello is None:
+            return None
         try:
-            async with downstream:
-                hello = await _read_frame(downstream)
-                if hello is None:
-                    return
-                try:
-                    src = int(msgpack.unpackb(hello[HEADER.size:], raw=False)["hello"])
-                except Exception:
-                    return  # not a peer connection: drop it
-                up = await trio.open_tcp_stream(host, int(port))
-                async with up:
-                    await up.send_all(hello)
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._pump, downstream, up, src, dst, nursery.cancel_scope)
-                        nursery.start_soon(_drain, up, downstream, nursery.cancel_scope)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
-            return
+            src = int(msgpack.unpackb(hello[HEADER.size:], raw=False)["hello"])
+        except Exception:
+            return None  # not a peer connection: drop it
+        return FrameLink(dst, hello, src=src)
 
-    async def _pump(self, source: trio.SocketStream, sink: trio.SocketStream, src: int, dst: int,
-                    scope: trio.CancelScope) -> None:
-        try:
-            while True:
-                frame = await _read_frame(source)
-                if frame is None:
-                    break
-                r = self.rules
-                if (src, dst) in r.blocked:
-                    self.stats.dropped_blocked += 1
-                    continue
-                if r.loss and self.rng.random() < r.loss:
-                    self.stats.dropped_loss += 1
-                    continue
-                if r.delay:
-                    await trio.sleep(self.rng.expovariate(1.0 / r.delay))
-                await sink.send_all(frame)
-                self.stats.forwarded += 1
-                for observe in list(self.observers):
-                    observe(src, dst, frame)
-                if r.duplicate and self.rng.random() < r.duplicate:
-                    await sink.send_all(frame)
-                    self.stats.duplicated += 1
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
-            pass
-        finally:
-            scope.cancel()
+    async def _forward(self, source: trio.SocketStream, sink: trio.SocketStream, link: Link) -> bool:
+        """One whole frame, subject to the rules of the link (src, dst)."""
+        assert isinstance(link, FrameLink)
+        frame = await _read_frame(source)
+        if frame is None:
+            return False
+        r = self.rules
+        src, dst = link.src, link.dst
+        if (src, dst) in r.blocked:
+            self.stats.dropped_blocked += 1
+            return True
+        if r.loss and self.rng.random() < r.loss:
+            self.stats.dropped_loss += 1
+            return True
+        if r.delay:
+            await trio.sleep(self.rng.expovariate(1.0 / r.delay))
+        await sink.send_all(frame)
+        self.stats.forwarded += 1
+        for observe in list(self.observers):
+            observe(src, dst, frame)
+        if r.duplicate and self.rng.random() < r.duplicate:
+            await sink.send_all(frame)
+            self.stats.duplicated += 1
+        return True
 
-
-async def _drain(source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope) -> None:
-    """Bytes from the member back to the sender (the peer protocol sends none; pass any)."""
-    try:
-        while True:
-            data = await source.receive_some(65536)
-            if not data:
-                break
-            await sink.send_all(data)
-    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
-    finally:
-        scope.cancel()
+    async def _backward(self, source: trio.SocketStream, sink: trio.SocketStream, link: Link) -> bool:
+        """Bytes from the member back to the sender (the peer protocol sends none; pass any)."""
+        data = await source.receive_some(65536)
+        if not data:
+            return False
+        await sink.send_all(data)
+        return True
 
 
 async def _read_frame(stream: trio.SocketStream) -> bytes | None:

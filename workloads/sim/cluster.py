@@ -359,10 +359,12 @@ class SimCluster:
             lambda src, dst, msg: msg.type is raft.MessageType.VOTE_RESP and not msg.reject and msg.term > start,
             timeout, any_link=True)
 
-    async def next_new_term_leader(self, timeout: float) -> int | None:
+    async def next_append_or_heartbeat_above_members(self, timeout: float) -> int | None:
         """Wait until a member sends an append or heartbeat in a newer term than any running
         member has now (a new leader's first words, on any link, cut or not) and return it at
-        that instant (None after ``timeout``)."""
+        that instant (None after ``timeout``). Unlike ``next_uncut_append_above_leaders``:
+        heartbeats count, a cut link does not hide the message, and the term to pass is every
+        running member's, not only the leaders'."""
         start = self._running_term()
         return await self._next_sender(
             lambda src, dst, msg: msg.term > start and msg.type in (raft.MessageType.APP, raft.MessageType.HEARTBEAT),
@@ -406,10 +408,12 @@ class SimCluster:
             self.net.arrivals.remove(watch)
         return hit[0] if hit else None
 
-    async def next_leader_append(self, timeout: float) -> int | None:
+    async def next_uncut_append_above_leaders(self, timeout: float) -> int | None:
         """Wait until a member sends an append (MsgApp, on a link that is not cut) in a term
         newer than every current leader's, and return it at that instant: a leader that
-        has just been elected, its first entries only on itself (None after ``timeout``)."""
+        has just been elected, its first entries only on itself (None after ``timeout``).
+        Unlike ``next_append_or_heartbeat_above_members``: appends only, on links that are
+        not cut, past the current leaders' terms (a follower's newer term does not count)."""
         base = max((s.node.term for s in self.slots.values()
                     if s.state == "up" and s.node is not None and s.node.is_leader), default=0)
         return await self._next_sender(
