@@ -8,7 +8,7 @@ from typing import Any
 
 from kvcheck.checker.api import CheckOptions, run_checkers
 from kvcheck.workloads.config import RunConfig
-from kvcheck.workloads.lease import lease_bound
+from kvcheck.workloads.lease import LeaseWorkload, lease_bound
 from kvcheck.workloads.run import Progress
 from kvcheck.workloads.sim.cluster import execute_sim
 from kvcheck.workloads.workload import make_workload
@@ -74,3 +74,14 @@ def test_a_lessor_that_expires_late_is_caught_end_to_end(monkeypatch: Any) -> No
     _, results = run(1, [], [])
     late = [a for a in results["lease"].anomalies if a.kind == "lease:late-expiry"]
     assert late and all("in term" in a.explanation for a in late), [a.to_json() for a in results["lease"].anomalies]
+
+def test_some_lessor_keeps_its_first_lease_alive_in_every_run() -> None:
+    """Every run keeps a lease alive from its start: seed 72 drew "expire" for all three
+    lessors' first leases, and its 6 s run had no keepalive answered with a TTL."""
+    ex, results = run(72, ["kill", "packet"], [], time_limit=6.0)
+    assert all(r.valid for r in results.values())
+    assert any(op.f == "lease-keepalive" and op.type == "ok" and op.value > 0 for op in ex.ops)
+    w = LeaseWorkload()
+    assert [w.first_mode(m) for m in ("expire", "expire", "expire")] == ["expire", "expire", "keep-then-expire"]
+    w = LeaseWorkload()
+    assert [w.first_mode(m) for m in ("expire", "revoke", "expire")] == ["expire", "revoke", "expire"]

@@ -32,6 +32,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -44,6 +45,21 @@ from kvcheck.reference.kv.requests import prefix_end
 from kvcheck.reference.wire import ErrorCode
 
 DEFAULT_TIMEOUT = 5.0
+
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def _shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client of this process. The gateway is plain HTTP, but an
+    httpx client given none builds its own, loading the whole CA bundle: measured 0.26 s per
+    client on a loaded machine, synchronously in the trio thread that also runs the etcd
+    target's peer proxies. A run opens a client per process (and another after every
+    indeterminate op), so the proxies forwarded nothing for seconds at its start and etcd
+    lost its leader for the whole of a 6 s run (the lease test found no lease granted)."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return _SSL_CONTEXT
 
 # etcd's error messages (api/v3rpc/rpctypes) -> the reference client's codes. The gateway
 # puts the message in "error"/"message" and the gRPC status code in "code".
@@ -296,7 +312,8 @@ class EtcdClient(KVShortcuts):
         self.ns = Namespace(namespace) if namespace else None
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout, connect=dial_timeout),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=8))
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=8),
+            verify=_shared_ssl_context())
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
