@@ -75,6 +75,7 @@ def test_a_lessor_that_expires_late_is_caught_end_to_end(monkeypatch: Any) -> No
     late = [a for a in results["lease"].anomalies if a.kind == "lease:late-expiry"]
     assert late and all("in term" in a.explanation for a in late), [a.to_json() for a in results["lease"].anomalies]
 
+
 def test_some_lessor_keeps_its_first_lease_alive_in_every_run() -> None:
     """Every run keeps a lease alive from its start: seed 72 drew "expire" for all three
     lessors' first leases, and its 6 s run had no keepalive answered with a TTL."""
