@@ -155,7 +155,9 @@ class LeaseChecker(CheckerBase):
 
         # a keepalive that renewed a lease its leader's clock must have let lapse: the same
         # term (one leadership, one lessor clock: a new leader restarts every lease's clock)
-        # answered the previous renewal, which reached the leader before it completed, and this
+        # answered the previous renewal, a keepalive, which the leader's lessor renewed before
+        # it answered (not a grant: etcd answers a grant on whichever member applied it, and
+        # the leader's clock starts when the leader applies it, possibly later), and this
         # keepalive was invoked more than TTL after that completion, with no renewal in flight
         # (an ok, info or failed keepalive or grant invoked in between) and no clock fault.
         pending: dict[int, list[tuple[float, float]]] = {}  # lease -> (invoke, completion or end) of any keepalive
@@ -171,9 +173,7 @@ class LeaseChecker(CheckerBase):
             done = c.completion
             if done is None or done.type != "ok" or not isinstance(done.extra.get("term"), int):
                 continue
-            if c.f == "lease-grant" and isinstance(done.extra.get("lease"), int):
-                lease_id = done.extra["lease"]
-            elif c.f == "lease-keepalive" and isinstance(c.invoke.value, int) and isinstance(done.value, int) \
+            if c.f == "lease-keepalive" and isinstance(c.invoke.value, int) and isinstance(done.value, int) \
                     and done.value > 0:
                 lease_id = c.invoke.value
             else:

@@ -241,7 +241,11 @@ class _Lessor:
                     # a keepalive at the expiry's edge: the leader's clock for the lease started
                     # when the last renewal reached it, so this one may come just before (renewed:
                     # TTL again) or just after the expiry, before its revoke committed (TTL 0: the
-                    # lease must stay dead).
+                    # lease must stay dead). The edge is timed from a keepalive's answer, not
+                    # the grant's: the leader renews before it answers, but a grant may be
+                    # answered by a member that applied it before the leader did (etcd).
+                    if mode == "expire":
+                        await self.keepalive(lease)
                     if not await self.sleep(ttl + 0.6 * edge):
                         return
                     await self.keepalive(lease)
