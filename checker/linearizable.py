@@ -193,14 +193,67 @@ def build_entries(model: Model, calls: Sequence[Call]) -> list[Entry]:
 
 
 def new_search(model: Model, entries: list[Entry], *, keep_last: bool = False,
-               prune: bool = True) -> Search:
+               prune: bool = True, merge: bool = False) -> Search:
     """The exact search for one key, with dead-value pruning when values are unique and
     ``prune``. Pruning uses future observers, so it can fail at an earlier return than the
-    first op that cannot be linearized: counterexamples are searched without it."""
+    first op that cannot be linearized: counterexamples are searched without it. With
+    ``merge``, the search runs on ``merge_unobserved(model, entries)`` (same indices)."""
     observers = None
     if prune and type(model) in (Register, CasRegister):
         observers = observers_if_unique(entries, model.initial())
+    if merge:
+        entries = merge_unobserved(model, entries)
     return Search(model, entries, model.initial(), keep_last=keep_last, observers=observers)
+
+
+class _Unobserved:
+    """The one value that stands for every written value no call observes (see
+    ``merge_unobserved``); equal only to itself."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<a value nobody observes>"
+
+    def __reduce__(self) -> str:
+        return "UNOBSERVED"
+
+
+UNOBSERVED = _Unobserved()
+
+
+def merge_unobserved(model: Model, entries: list[Entry]) -> list[Entry]:
+    """For registers: ``entries`` (same order, same indices) with every written value that
+    no call observes -- no read returns it, no cas (ok, failed or unknown) compares against
+    it, and it is not the initial value -- replaced by one stand-in, ``UNOBSERVED``. Exact:
+    every step of a register model only tests the state for equality with a value some
+    call observes (a read's result, a cas's old value), so two states both outside those
+    values allow the same steps and lead to the same states; the search may treat them as
+    one. It then merges configurations that differ only in which unobserved write was last
+    (and, with dominance and identical-call ordering, which of them it linearized): the
+    frontier of a key with hundreds of timed-out writes stays small (clean watch swarm seed
+    1004 with slow disks: 317 of 452 puts timed out over two keys whose 42 compare-failed
+    cas keep ``droppable`` from dropping them; the search ran out of its 100 s). Keeps
+    written values unique where they are observed, so dead-value pruning (computed on the
+    original entries) still applies to them; ``UNOBSERVED`` has no observers."""
+    if type(model) not in (Register, CasRegister):
+        return entries
+    observed: set[Any] = {model.initial()}
+    for e in entries:
+        a = e.action
+        if a.f == "read":
+            observed.add(a.value)
+        elif a.f == "cas":
+            observed.add(a.value[0])
+    out: list[Entry] = []
+    for e in entries:
+        a = e.action
+        if a.f == "write" and a.value not in observed:
+            e = Entry(e.call, a._replace(value=UNOBSERVED), e.start, e.end, e.read_only)
+        elif a.f == "cas" and a.outcome != "fail" and a.value[1] not in observed:
+            e = Entry(e.call, a._replace(value=(a.value[0], UNOBSERVED)), e.start, e.end, e.read_only)
+        out.append(e)
+    return out
 
 
 class _KeyRun:
@@ -211,7 +264,7 @@ class _KeyRun:
     def __init__(self, model: Model, entries: list[Entry]) -> None:
         self.model = model
         self.entries = entries
-        self.bfs = new_search(model, entries)
+        self.bfs = new_search(model, entries, merge=True)
         self.bfs_gen: Generator[None, None, SearchOutcome] | None = self.bfs.run()
         self.dfs: DepthFirstSearch | None = None
         self.dfs_gen: Generator[None, None, SearchOutcome] | None = None
@@ -222,7 +275,7 @@ class _KeyRun:
     def advance(self) -> SearchOutcome | None:
         """Run one slice; the outcome when decided."""
         if self.dfs_gen is None and self.bfs.steps >= PORTFOLIO_AFTER:
-            self.dfs = DepthFirstSearch(self.model, self.entries, self.model.initial())
+            self.dfs = DepthFirstSearch(self.model, self.bfs.entries, self.model.initial())
             self.dfs_gen = self.dfs.run()
         use_dfs = self.dfs_gen is not None and (self.turn % 2 == 1 or self.bfs_gen is None)
         self.turn += 1

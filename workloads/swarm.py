@@ -14,7 +14,7 @@ when none are named) and the parameters that shape a run:
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
   (entries per append message, appends in flight);
 - the simulated network's latency, jitter, baseline loss and duplication;
-- rare-path perturbation probabilities (``sim.perturb``);
+- rare-path perturbation probabilities (``sim.perturb``; slow disks in a fifth of the seeds);
 - cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
   same request id) and, for kv, the number of keys.
 
@@ -36,6 +36,15 @@ from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, parse_faults
 def _maybe(rng: random.Random, lo: float, hi: float, p_on: float = 0.5) -> float:
     """0 with probability 1 - ``p_on``, else uniform in [lo, hi] (rounded)."""
     return round(rng.uniform(lo, hi), 4) if rng.random() < p_on else 0.0
+
+
+def _slow_disk(seed: int) -> float:
+    """perturb ``slow_disk`` (each member's disk slow for the whole run with this probability):
+    in a fifth of the seeds, 0.2 to 0.6, else 0. Drawn from a substream of its own, so every
+    other draw of a seed is what it was before slow disks were drawn. (Clean sweep, every
+    workload with ``--swarm`` and slow_disk 0.5 forced: README, "Clean sweeps".)"""
+    rng = substream(seed, "swarm-slow-disk")
+    return round(rng.uniform(0.2, 0.6), 4) if rng.random() < 0.2 else 0.0
 
 
 def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset()) -> RunConfig:
@@ -87,7 +96,7 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                     "slow_fsync": _maybe(rng, 0.01, 0.1),
                     "stall": _maybe(rng, 0.001, 0.01),
                     "kill_tears": rng.choice((0.0, 0.5, 1.0)),
-                    "slow_disk": 0.0})  # not drawn yet: an exposure may set it
+                    "slow_disk": _slow_disk(config.seed)})
     # Replication flow control (etcd raft's MaxSizePerMsg, MaxInflightMsgs), drawn last so the
     # draws above stay as they were: small batches make a follower catch up a few entries per
     # round trip, so a leader sees it acknowledge part of an older term's tail.

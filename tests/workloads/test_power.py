@@ -65,6 +65,23 @@ def test_swarm_draw_is_per_seed_keeps_pinned_options_and_round_trips() -> None:
     assert len(shapes) >= 15
 
 
+def test_swarm_draws_slow_disks_in_some_seeds_and_records_them() -> None:
+    """perturb slow_disk: drawn in about a fifth of the seeds (0.2 to 0.6 per member),
+    written into config.json's perturb section and the swarm record; a pinned perturb
+    section is kept as given."""
+    cfgs = [draw_swarm(RunConfig(workload="register", seed=s)) for s in range(200)]
+    slow = [c.perturb["slow_disk"] for c in cfgs if c.perturb["slow_disk"] > 0]
+    assert 20 <= len(slow) <= 60
+    assert all(0.2 <= p <= 0.6 for p in slow)
+    for c in cfgs[:20]:
+        assert c.swarm is not None
+        assert c.swarm["drawn"]["perturb"]["slow_disk"] == c.to_json()["perturb"]["slow_disk"] == c.perturb["slow_disk"]
+    on = next(s for s, c in enumerate(cfgs) if c.perturb["slow_disk"] > 0)
+    kept = RunConfig(workload="register", seed=on)
+    given = dict(kept.perturb)
+    assert draw_swarm(kept, {"perturb"}).perturb == given
+
+
 def test_old_config_without_new_sections_reads_as_before() -> None:
     d = RunConfig(seed=1).to_json()
     for name in ("perturb", "client_attempt_timeout", "swarm", "wall_budget"):

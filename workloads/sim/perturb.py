@@ -19,7 +19,7 @@ simulated network, disk and clock, never inside the store's code:
   take 10 to 100 ms, so its successful append acknowledgements (sent only once the entries
   are durable) leave that much later, while its other messages (heartbeat responses, votes)
   do not wait. A new leader's first commit then waits for slow disks while a quorum answers
-  its heartbeats at once, as on real machines (not drawn by ``--swarm`` yet).
+  its heartbeats at once, as on real machines (``--swarm`` draws it in a fifth of the seeds).
 
 Every probability is 0 by default (config.json's ``perturb`` section, drawn per seed by
 ``--swarm``); with all of them 0 no random number is drawn, so a run without perturbation is
