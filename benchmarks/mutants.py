@@ -349,7 +349,7 @@ def run_mutant(mutant: Mutant | None, args: argparse.Namespace, work: Path) -> d
     if args.full:
         cmd.append("--full")
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=base)
     if proc.returncode != 0 or not result.exists():
         return {"mutant": label, "caught": None, "error": (proc.stderr or proc.stdout).strip()[-800:],
                 "wall": round(time.perf_counter() - t0, 1)}
