@@ -339,7 +339,7 @@ def run_mutant(mutant: Mutant | None, args: argparse.Namespace, work: Path) -> d
     name = mutant.name if mutant is not None else "-"
     label = mutant.name if mutant is not None else "(unmutated)"
     base = work / (mutant.name if mutant is not None else "unmutated")
-    tree = build_tree(base / "tree", mutant)
+    tree = build_tree(base / "tree", mutant, args.source)
     result = base / "result.json"
     env = dict(os.environ)
     env["PYTHONPATH"] = str(tree) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -400,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the mutants and check their snippets")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temporary trees and run directories")
+    p.add_argument("--source", type=Path, default=ROOT,
+                   help="project tree to copy and mutate (default: this one; e.g. a `git archive` "
+                        "export of an older commit, to measure the harness as it was)")
     # the child's own options (internal)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--tree", help=argparse.SUPPRESS)
@@ -409,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         return child_main(args)
     for m in MUTANTS:
-        check_mutant(m)
+        check_mutant(m, args.source)
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - {m.name for m in MUTANTS})
     if unknown:
