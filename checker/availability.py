@@ -18,6 +18,11 @@ taken; when there are at least ``MIN_OPS`` of them and not one got a definite an
 fail: every one ended ``info``, the client never heard back), the window is an
 ``unavailable`` anomaly naming the op, the window and the ops. A workload may exempt ops
 that may rightly wait that long (``options.extra["availability_exempt"]``: names of f).
+
+An answer the client could not take as one is no answer either: a completion whose ``error``
+starts with ``bad-response`` (the store answered a request with a response of another kind,
+e.g. a write with nothing or with another request's response: the harness's clients record
+it so, as ``info``) is a ``bad-response`` anomaly wherever it happens.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from kvcheck.checker.history import STREAM_FS, Op, pair_calls
 DEFAULT_BOUND = 10.0  # seconds after a heal (or the start) within which the store must answer
 MIN_OPS = 3  # fewer unanswered ops in a window prove nothing
 MEMBER_READ_FIELD = "member_read"
+BAD_RESPONSE = "bad-response"  # the error of a completion whose answer was of another kind
 NS = 1e9
 
 
@@ -68,7 +74,8 @@ def quiet_windows(ops: Sequence[Op]) -> list[tuple[float, float]]:
 
 class AvailabilityChecker(CheckerBase):
     name = "availability"
-    description = "clients get answers once every fault has been healed for the recovery bound"
+    description = ("clients get answers, of the kind they asked for, and some once every fault has "
+                   "been healed for the recovery bound")
 
     def reads(self, op: Op) -> bool:
         return not op.is_nemesis and op.f not in STREAM_FS and not op.extra.get(MEMBER_READ_FIELD)
@@ -91,6 +98,13 @@ class AvailabilityChecker(CheckerBase):
                     per[i].setdefault(call.f, []).append((inv, done.type in ("ok", "fail")))
                     break
         anomalies: list[Anomaly] = []
+        for call in pair_calls(ops):
+            done = call.completion
+            if done is not None and isinstance(done.error, str) and done.error.startswith(BAD_RESPONSE):
+                anomalies.append(Anomaly(
+                    BAD_RESPONSE, f"{call.f} {call.invoke.value!r:.60} was answered with a response of "
+                    f"another kind: {done.error.removeprefix(BAD_RESPONSE).lstrip(': ')}",
+                    [call.invoke.id, done.id], {"f": call.f}))
         judged = 0
         for (a, b), by_f in zip(windows, per, strict=True):
             for f, calls in sorted(by_f.items(), key=lambda kv: str(kv[0])):

@@ -75,3 +75,13 @@ def test_overlapping_faults_of_one_kind_are_counted() -> None:
     rows = [(0.0, "nemesis", "start-kill", "info", 0.0), (1.0, "nemesis", "start-kill", "info", 1.0),
             (2.0, "nemesis", "stop-kill", "info", 2.0), (9.0, "nemesis", "stop-kill", "info", 9.0)]
     assert quiet_windows(history(rows)) == [(9.0, float("inf"))]
+
+
+def test_an_answer_of_another_kind_is_a_bad_response() -> None:
+    ops = history([(1.0, 0, "write", "ok", 1.01), (2.0, 1, "write", "info", 2.01)])
+    ops[-1].error = "bad-response: PutRequest answered with NoneType, not PutResponse: None"
+    result = check(ops)
+    assert result.valid is False
+    [a] = result.anomalies
+    assert a.kind == "bad-response" and "answered with NoneType" in a.explanation
+    assert a.ops == [ops[2].id, ops[3].id]
