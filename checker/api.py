@@ -164,6 +164,7 @@ CHECKERS: dict[str, str] = {
     "txn": "kvcheck.checker.txn:TxnChecker",
     "lock": "kvcheck.checker.lock:LockChecker",
     "members": "kvcheck.checker.members:MembersChecker",
+    "availability": "kvcheck.checker.availability:AvailabilityChecker",
 }
 
 

@@ -65,6 +65,12 @@ class Indeterminate(ClientError):
     """A write whose outcome is unknown: it may have taken effect or may still do so."""
 
 
+class BadResponse(Exception):
+    """The store answered a request with a response of another kind (a protocol violation:
+    e.g. a write answered with nothing, or with another request's response). The request's
+    outcome is unknown; a test harness records the answer as an anomaly of the store."""
+
+
 @runtime_checkable
 class KVClient(Protocol):
     """The operations workloads use. Responses are reference.kv.requests types; errors are

@@ -19,12 +19,19 @@ from typing import Any, TypeVar
 
 import trio
 
-from kvcheck.reference.client import DEFAULT_TIMEOUT, Failed, Indeterminate, cas_compare
+from kvcheck.reference.client import (
+    DEFAULT_TIMEOUT,
+    BadResponse,
+    Failed,
+    Indeterminate,
+    cas_compare,
+)
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.node import Node
 from kvcheck.reference.wire import ErrorCode, WireError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LogRequests:
@@ -35,32 +42,36 @@ class LogRequests:
     async def _write(self, request: kvr.Message) -> Any:
         raise NotImplementedError
 
-    async def put(self, key: bytes, value: bytes, *, lease: int = 0, prev_kv: bool = False) -> kvr.PutResponse:
-        resp: kvr.PutResponse = await self._write(
-            kvr.PutRequest(key=key, value=value, lease=lease, prev_kv=prev_kv))
+    async def _request(self, request: kvr.Message, expected: type[R]) -> R:
+        """``_write``, checking that the answer is the request's kind of response (a TCP
+        client's decoder refuses anything else; in process, a member's answer is taken as is)."""
+        resp = await self._write(request)
+        if not isinstance(resp, expected):
+            raise BadResponse(f"{type(request).__name__} answered with {type(resp).__name__}, "
+                              f"not {expected.__name__}: {resp!r:.200}")
         return resp
 
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0, prev_kv: bool = False) -> kvr.PutResponse:
+        return await self._request(kvr.PutRequest(key=key, value=value, lease=lease, prev_kv=prev_kv),
+                                   kvr.PutResponse)
+
     async def delete(self, key: bytes, *, range_end: bytes = b"", prev_kv: bool = False) -> kvr.DeleteRangeResponse:
-        resp: kvr.DeleteRangeResponse = await self._write(
-            kvr.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv))
-        return resp
+        return await self._request(kvr.DeleteRangeRequest(key=key, range_end=range_end, prev_kv=prev_kv),
+                                   kvr.DeleteRangeResponse)
 
     async def txn(self, compare: Sequence[kvr.Compare], success: Sequence[kvr.RequestOp],
                   failure: Sequence[kvr.RequestOp] = ()) -> kvr.TxnResponse:
-        resp: kvr.TxnResponse = await self._write(
-            kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure)))
-        return resp
+        return await self._request(
+            kvr.TxnRequest(compare=list(compare), success=list(success), failure=list(failure)), kvr.TxnResponse)
 
     async def cas(self, key: bytes, expected: bytes | None, new: bytes) -> kvr.TxnResponse:
         return await self.txn([cas_compare(key, expected)], [kvr.PutRequest(key=key, value=new)])
 
     async def lease_grant(self, ttl: int, lease_id: int = 0) -> kvr.LeaseGrantResponse:
-        resp: kvr.LeaseGrantResponse = await self._write(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id))
-        return resp
+        return await self._request(kvr.LeaseGrantRequest(ttl=ttl, id=lease_id), kvr.LeaseGrantResponse)
 
     async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
-        resp: kvr.LeaseRevokeResponse = await self._write(kvr.LeaseRevokeRequest(id=lease_id))
-        return resp
+        return await self._request(kvr.LeaseRevokeRequest(id=lease_id), kvr.LeaseRevokeResponse)
 
 
 class LocalClient(LogRequests):

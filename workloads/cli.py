@@ -217,7 +217,8 @@ check_command = click.Command(
 @click.option("--bug", "bugs", multiple=True, metavar="NAME",
               help="Run only this switch in the bug matrix (repeatable; default: every switch).")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Seeds per clean (workload, fault mix) cell (default 25; --quick 2).")
+              help="Seeds per clean (workload, fault mix) cell (default 25; --quick 2, and 6 for "
+                   "the swarm cells).")
 @click.option("--bug-seeds", type=click.IntRange(min=1), default=None, metavar="N",
               help="Most seeds per switch (default 40; --quick 20).")
 @click.option("--bug-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",

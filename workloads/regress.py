@@ -76,6 +76,14 @@ class Budget:
     bug_wall: float | None  # most wall seconds per switch (summed over its runs); None: no bound
     clean_time_limit: float  # simulated seconds of a clean run
     run_timeout: float | None = None  # wall seconds before a local worker's run is killed
+    # seeds per clean swarm cell when more than clean_seeds (None: clean_seeds): a swarm seed
+    # draws its own run shape, and nearly every catch of benchmarks/mutants.py's source
+    # mutations by the quick matrix came from a swarm cell, so they get the extra seeds
+    swarm_seeds: int | None = None
+
+    def seeds_for(self, faults: str) -> int:
+        """Seeds of a clean cell with fault mix ``faults``."""
+        return max(self.clean_seeds, self.swarm_seeds or 0) if faults == SWARM else self.clean_seeds
 
     def run_limits(self) -> dict[str, float]:
         """RunConfig fields that end a run by itself well inside ``run_timeout``: the
@@ -89,7 +97,8 @@ class Budget:
 
 
 FULL = Budget(clean_seeds=25, bug_seeds=40, bug_wall=300.0, clean_time_limit=30.0, run_timeout=300.0)
-QUICK = Budget(clean_seeds=2, bug_seeds=20, bug_wall=40.0, clean_time_limit=20.0, run_timeout=60.0)
+QUICK = Budget(clean_seeds=2, bug_seeds=20, bug_wall=40.0, clean_time_limit=20.0, run_timeout=60.0,
+               swarm_seeds=6)
 
 
 @dataclass(frozen=True)
@@ -322,7 +331,8 @@ class Scheduler:
                      _bounded(_settings(cell.workload, "all" if cell.faults == SWARM else cell.faults,
                                         plan.seed_base + s, b.clean_time_limit, [], {}), b),
                      self.store, swarm=cell.faults == SWARM, prune_valid=plan.prune_valid)
-            for s in range(b.clean_seeds) for cell in plan.clean]
+            for s in range(max((b.seeds_for(c.faults) for c in plan.clean), default=0))
+            for cell in plan.clean if s < b.seeds_for(cell.faults)]
         self.cells = {cell.row: cell for cell in plan.clean}
         self.rows = {row.bug: row for row in plan.bugs}
         self.in_flight: dict[str, int] = {}

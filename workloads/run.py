@@ -103,8 +103,13 @@ def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[st
     from kvcheck.workloads.workload import make_workload
 
     workload = make_workload(config.workload, keys=config.keys, config=config)
-    options = CheckOptions(timeout=config.check_timeout, all_keys=True, **workload.check_options())
-    results = results_json(run_checkers(workload.checkers, ops, options))
+    settings = workload.check_options()
+    # Every run's history is also checked for availability: once no fault has been active
+    # for the run's recovery bound, the store must answer (checker.availability).
+    settings["extra"] = {"availability_bound": config.recovery_bound(), **settings.get("extra", {})}
+    options = CheckOptions(timeout=config.check_timeout, all_keys=True, **settings)
+    checkers = tuple(dict.fromkeys((*workload.checkers, "availability")))
+    results = results_json(run_checkers(checkers, ops, options))
     findings = info.get("findings", [])
     internal = internal_problems(ops, config, info)
     checkers_valid = results["valid"]

@@ -33,8 +33,9 @@ from typing import Any, Protocol
 
 import trio
 
+from kvcheck.checker.availability import BAD_RESPONSE
 from kvcheck.checker.history import pair_calls
-from kvcheck.reference.client import KVClient
+from kvcheck.reference.client import BadResponse, KVClient
 from kvcheck.workloads.client import DefiniteFailure, Indeterminate, RegisterClient
 from kvcheck.workloads.clientpause import ClientGates
 from kvcheck.workloads.config import RunConfig
@@ -315,6 +316,9 @@ class Runner:
         except DefiniteFailure as exc:
             self.recorder.complete(inv, "fail", spec.value, error=exc.error)
             return "fail"
+        except BadResponse as exc:  # the store's answer was of another kind: outcome unknown
+            self.recorder.complete(inv, "info", spec.value, error=f"{BAD_RESPONSE}: {exc}")
+            return "info"
         self.recorder.complete(inv, typ, value, error="compare-failed" if typ == "fail" else None,
                                node=getattr(client, "served_by", None), extra=extra)
         return typ

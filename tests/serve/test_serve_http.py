@@ -32,7 +32,8 @@ def test_rows_from_real_runs(run_store: Path) -> None:
     rows = {(r.workload, r.seed): r for r in RunIndex(run_store).rows()}
     assert set(rows) == {("register", 1), ("register", 4), ("kv", 2)}
     bad = rows[("register", 4)]
-    assert bad.verdict == "invalid" and bad.checkers == {"linearizable": "invalid", "members": "valid"} and bad.anomalies >= 1
+    assert bad.verdict == "invalid" and bad.checkers == {"linearizable": "invalid", "members": "valid",
+                                                     "availability": "valid"} and bad.anomalies >= 1
     assert bad.bugs == ["local_reads"] and bad.faults == ["partition"] and bad.target == "sim"
     good = rows[("register", 1)]
     assert good.verdict == "valid" and good.anomalies == 0 and good.error is None
