@@ -274,6 +274,9 @@ class _Run:
         self.maybe_revoked: dict[int, set[int]] = {}
         self.attached_at: dict[int, dict[str, int]] = {}  # revision -> key -> lease, after it (leased keys only)
         self.deleted_leases: dict[int, int] = {}  # revision -> the lease an expiry/revoke deleted
+        self._key_revs: dict[str, list[int]] = {}  # key -> the revisions that changed it (built lazily)
+        self._key_changes: dict[str, list[Change]] = {}  # key -> those changes
+        self._indexed = False
 
     def _tick(self) -> None:
         if self.deadline is not None and time.perf_counter() > self.deadline:
@@ -546,6 +549,7 @@ class _Run:
 
         self._replay()
         self._check_reads()
+        self._check_compares()
 
     def _replay(self) -> None:
         state: dict[str, tuple[Any, int, int, int]] = {}  # key -> (value, create, mod, version)
@@ -700,6 +704,77 @@ class _Run:
                              f"{list(got_t) if got_t else None}, the write order has "
                              f"{list(want_t) if want_t else None} (value, create, mod, version) there",
                              [op.id] + ([want.op] if want is not None else []), revision=rev, key=key)
+
+    def _state_at(self, key: str, rev: int) -> tuple[bool, Change | None]:
+        """The replay's last change of ``key`` at or before ``rev`` (None: never written),
+        and whether the replay is certain of the key there (the rules of ``kv:read-state``)."""
+        if rev > self.final_revision or rev in self.uncertain_revisions:
+            return False, None
+        if not self._indexed:
+            self._indexed = True
+            for r in sorted(self.changes):
+                for c in self.changes[r]:
+                    self._key_revs.setdefault(c.key, []).append(r)
+                    self._key_changes.setdefault(c.key, []).append(c)
+        revs = self._key_revs.get(key, [])
+        i = bisect.bisect_right(revs, rev) - 1
+        want = self._key_changes[key][i] if i >= 0 else None
+        return (want is None or want.certain), want
+
+    def _check_compares(self) -> None:
+        """Txn compares against the write order (``kv:compare-state``). A txn answered with
+        header revision H and a recorded outcome (``succeeded``) evaluated its compares at
+        H - 1 when it succeeded and wrote (the state just before its own write), else at H
+        (etcd's semantics): where the replay is certain of a compared key there, the outcome
+        must be what the compares give on the replayed state. ``compare`` in the op's extra
+        is a list of ``[target, key, value]`` (equality; target mod_revision,
+        create_revision, version or value; a missing key has 0 for the revisions and
+        version, and a value compare on it fails, as in etcd)."""
+        shown = 0
+        fields = {"value": 0, "create_revision": 1, "mod_revision": 2, "version": 3}
+        for op in self.ops:
+            if op.is_nemesis or op.f != "txn" or op.type not in ("ok", "fail"):
+                continue
+            succeeded = op.extra.get("succeeded")
+            header = op.extra.get("revision")
+            compares = op.extra.get("compare")
+            if not isinstance(succeeded, bool) or not isinstance(header, int) or not isinstance(compares, list):
+                continue
+            wrote = succeeded and op.type == "ok" and bool(_effects(op, True))
+            at = header - 1 if wrote else header
+            expected = True
+            shown_state: dict[str, Any] = {}
+            certain = bool(compares)
+            for cmp in compares:
+                if not (isinstance(cmp, list | tuple) and len(cmp) == 3 and cmp[0] in fields):
+                    certain = False
+                    break
+                target, key, value = str(cmp[0]), str(cmp[1]), cmp[2]
+                sure, want = self._state_at(key, at)
+                if not sure:
+                    certain = False
+                    break
+                state = None if want is None or want.type != "put" else (want.value, want.create, want.mod,
+                                                                         want.version)
+                shown_state[key] = list(state) if state is not None else None
+                if state is None:
+                    holds = target != "value" and value == 0
+                else:
+                    holds = state[fields[target]] == value
+                expected = expected and holds
+            if not certain or expected == succeeded:
+                continue
+            if shown < 20:
+                shown += 1
+                ops = [op.id] + [c.op for k in shown_state for c in [self._state_at(k, at)[1]] if c is not None]
+                self.add("kv:compare-state",
+                         f"op {op.id} (txn) compared {compares} at revision {at}: it "
+                         f"{'succeeded' if succeeded else 'failed'}, but the write order has "
+                         f"{shown_state} (value, create, mod, version) there, where the compares "
+                         f"{'hold' if expected else 'fail'}", ops, revision=at,
+                         key=str(compares[0][1]), expected=expected, succeeded=succeeded, replayed=shown_state)
+            else:
+                self.counts["kv:compare-state"] = self.counts.get("kv:compare-state", 0) + 1
 
     def check_streams(self) -> None:
         created_linearizable = bool(self.options.extra.get("created_linearizable"))

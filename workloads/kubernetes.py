@@ -11,8 +11,10 @@ storage calls: create = a txn ``mod_revision == 0`` then put; update = read, the
 ``mod_revision == seen`` then put, retried on conflict (up to 3 reads); delete = read, then
 a txn ``mod_revision == seen`` then delete; get = a linearizable read; list = a range of the
 prefix. Each is one op in the history: f ``txn`` with the micro-ops as the watch workload
-records them and ``compare`` ([["mod_revision", key, seen]]) on the completion (``fail``
-with ``compare-failed`` when every attempt conflicted). Informers (background) list the
+records them and ``compare`` ([["mod_revision", key, seen]]), ``succeeded`` and the txn's
+header ``revision`` (of the last attempt) on the completion (``fail`` with
+``compare-failed`` when every attempt conflicted), so that the watch checker can check the
+compare's outcome against the replayed state (``kv:compare-state``). Informers (background) list the
 prefix (``range`` with ``informer`` = n) and watch it from the list's revision + 1
 (``watch`` with ``informer`` = n in the request), resume from the last revision seen + 1
 when the stream breaks and re-list when compaction cancels it. Checked with
@@ -100,7 +102,8 @@ class KubernetesWorkload(WatchWorkload):
                        else kvr.DeleteRangeRequest(key=key.encode()))
             t = await client.txn([_mod_is(key, seen)], [request])
             handle.served(t.header)
-            extra = {"compare": [["mod_revision", key, seen]], "revision": self._saw(t.header)}
+            extra = {"compare": [["mod_revision", key, seen]], "revision": self._saw(t.header),
+                     "succeeded": bool(t.succeeded)}
             if t.succeeded:
                 done = value if op == "put" else int(getattr(t.responses[0], "deleted", 0))
                 return "ok", [[op, key, done]], {**extra, "call": call}
