@@ -277,6 +277,7 @@ class _Run:
         self._key_revs: dict[str, list[int]] = {}  # key -> the revisions that changed it (built lazily)
         self._key_changes: dict[str, list[Change]] = {}  # key -> those changes
         self._indexed = False
+        self.compares_checked = 0  # txns whose compare outcome was judged against the replay
 
     def _tick(self) -> None:
         if self.deadline is not None and time.perf_counter() > self.deadline:
@@ -293,7 +294,8 @@ class _Run:
                 "placements": [{"op": w.id, "revision": w.revision, "how": w.how}
                                for w in self.writes if not w.ok]
                               + [{"op": w.id, "revision": w.revision, "how": w.how} for w in self.expiries],
-                "uncertain_revisions": sorted(self.uncertain_revisions)[:100]}
+                "uncertain_revisions": sorted(self.uncertain_revisions)[:100],
+                "compares_checked": self.compares_checked}
 
     # -- 1. the committed order of writes ------------------------------------------------
 
@@ -722,7 +724,7 @@ class _Run:
         return (want is None or want.certain), want
 
     def _check_compares(self) -> None:
-        """Txn compares against the write order (``kv:compare-state``). A txn answered with
+        """Txn compares against the write order (``kv:compare-state``). A txn (or cas) answered with
         header revision H and a recorded outcome (``succeeded``) evaluated its compares at
         H - 1 when it succeeded and wrote (the state just before its own write), else at H
         (etcd's semantics): where the replay is certain of a compared key there, the outcome
@@ -733,7 +735,7 @@ class _Run:
         shown = 0
         fields = {"value": 0, "create_revision": 1, "mod_revision": 2, "version": 3}
         for op in self.ops:
-            if op.is_nemesis or op.f != "txn" or op.type not in ("ok", "fail"):
+            if op.is_nemesis or op.f not in ("txn", "cas") or op.type not in ("ok", "fail"):
                 continue
             succeeded = op.extra.get("succeeded")
             header = op.extra.get("revision")
@@ -762,7 +764,10 @@ class _Run:
                 else:
                     holds = state[fields[target]] == value
                 expected = expected and holds
-            if not certain or expected == succeeded:
+            if not certain:
+                continue
+            self.compares_checked += 1
+            if expected == succeeded:
                 continue
             if shown < 20:
                 shown += 1

@@ -185,7 +185,9 @@ class WatchWorkload:
         if f == "cas":
             old, new = spec.value
             c = await client.cas(key.encode(), encode_value(old), encode_value(new))
-            return ("ok" if c.succeeded else "fail"), spec.value, {"revision": saw(c.header)}
+            # the compare and its outcome, for the watch checker's kv:compare-state
+            return (("ok" if c.succeeded else "fail"), spec.value,
+                    {"revision": saw(c.header), "succeeded": bool(c.succeeded), "compare": [["value", key, old]]})
         if f == "read":
             r = await client.get(key.encode())
             kv = r.kvs[0] if r.kvs else None

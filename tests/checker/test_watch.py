@@ -626,6 +626,7 @@ def _optimistic_updates(*, failed_compare_at: int = 3, update_succeeded: bool = 
 def test_txn_compares_that_match_the_replayed_state_are_valid() -> None:
     r = check(_optimistic_updates(failed_compare_at=2))
     assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert r.detail["compares_checked"] == 3
 
 
 def test_a_failed_compare_that_the_replayed_state_satisfies_is_a_compare_state_anomaly() -> None:
@@ -661,8 +662,39 @@ def test_a_compare_at_an_uncertain_revision_is_not_judged() -> None:
     r = check(_optimistic_updates(failed_compare_at=4, timed_out_put=True))
     assert r.detail["uncertain_revisions"] == [4]
     assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert r.detail["compares_checked"] == 2  # the create and the update, not the txn at 4
     # without a recorded outcome (older histories) the compare is not judged either
     h = _optimistic_updates(failed_compare_at=3)
     for d in h:
         d.pop("succeeded", None)
-    assert check(h).valid is True
+    r = check(h)
+    assert r.valid is True and r.detail["compares_checked"] == 0
+
+
+def _cas_history(failed_old: int) -> list[dict[str, Any]]:
+    """a=1 @2; cas a 1 -> 2 succeeds @3; a cas a ``failed_old`` -> 3 fails at header 3 (right
+    unless ``failed_old`` is 2, a's value there)."""
+    h: list[dict[str, Any]] = []
+
+    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
+        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+
+    op(0, "invoke", "put", 1, key="a")
+    op(0, "ok", "put", 1, key="a", revision=2)
+    op(1, "invoke", "cas", [1, 2], key="a")
+    op(1, "ok", "cas", [1, 2], key="a", revision=3, succeeded=True, compare=[["value", "a", 1]])
+    op(2, "invoke", "cas", [failed_old, 3], key="a")
+    op(2, "fail", "cas", [failed_old, 3], key="a", revision=3, succeeded=False, compare=[["value", "a", failed_old]],
+       error="compare-failed")
+    op(3, "invoke", "range", None)
+    op(3, "ok", "range", {"a": 2}, revision=3,
+       kvs=[{"key": "a", "value": 2, "create_revision": 2, "mod_revision": 3, "version": 2}])
+    return h
+
+
+def test_a_cas_outcome_is_checked_against_the_replayed_value() -> None:
+    r = check(_cas_history(failed_old=1))
+    assert r.valid is True and r.detail["compares_checked"] == 2, [a.to_json() for a in r.anomalies]
+    r = check(_cas_history(failed_old=2))
+    assert kinds(r) == {"kv:compare-state"}, [a.to_json() for a in r.anomalies]
+    assert r.anomalies[0].detail["replayed"] == {"a": [2, 2, 3, 2]}

@@ -378,3 +378,6 @@ def test_stream_lease_and_serializable_workloads_run_against_etcd(tmp_path: Path
         assert any(v.get("watch_id") == -1 for v in responses)
     if workload == "kubernetes":
         assert results["checkers"]["informer"]["cache_checks"] > 0
+        # the optimistic-concurrency txns record their compare outcome, judged against the replay
+        assert any(op.f == "txn" and isinstance(op.extra.get("succeeded"), bool) for op in ops)
+        assert results["checkers"]["watch"]["compares_checked"] > 0
