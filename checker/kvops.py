@@ -12,7 +12,8 @@ it touches (its delete micro-ops write null); read k -> read; a range -> one rea
 of the history (null where the range saw no value); cas stays cas — keeping the original op
 ids, so anomalies name the ops of the file. Every projected call gets a process of its own
 per (process, key), because one txn or range is several concurrent register calls. Ops of
-other kinds (watch streams, compactions) are left out.
+other kinds (watch streams, compactions) and reads at a past revision (``read_revision`` on
+the invocation; the watch checker judges those) are left out.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def register_view(ops: Sequence[Op]) -> list[Op]:
             out.append(op)
             continue
         if op.type == "invoke":
-            if op.f not in PROJECTED:
-                continue
+            if op.f not in PROJECTED or isinstance(op.extra.get("read_revision"), int):
+                continue  # (a read at a past revision does not read the register's current value)
             open_f[op.process] = op.f
         elif open_f.get(op.process) != op.f:
             continue  # the completion of an op left out

@@ -399,8 +399,9 @@ class _Run:
                             observed.setdefault(kv.get("value"), set()).add(rev)
                         observed_at.setdefault(rev, {}).setdefault(str(kv.get("key")),
                                                                   ("put", kv.get("value"), op.id, op.position))
-                if op.f == "range" and isinstance(op.extra.get("revision"), int):
-                    self.final_op = op  # the last ok range read is the final read
+                if (op.f == "range" and isinstance(op.extra.get("revision"), int)
+                        and not isinstance(op.extra.get("read_revision"), int)):
+                    self.final_op = op  # the last ok range read (of the current state) is the final read
             elif op.f == "compact" and op.type in ("ok", "info") and isinstance(op.value, int):
                 self.compactions.add(op.value)
         self.events = events
@@ -648,7 +649,10 @@ class _Run:
     def _check_reads(self) -> None:
         """Reads against the write order: an op that began after another completed at
         revision R answers at R or later (``kv:revision-order``), and a read at header
-        revision H shows each key as the replay has it at H (``kv:read-state``)."""
+        revision H shows each key as the replay has it at H (``kv:read-state``); a read at a
+        past revision (``read_revision`` R, recorded on its invocation and completion) shows
+        them as the replay has them at R, and must have failed (compacted) if R is below a
+        compaction that had completed before it began (``kv:compacted-read``)."""
         hist: dict[str, list[int]] = {}
         at: dict[str, list[Change]] = {}
         for rev in sorted(self.changes):
@@ -658,12 +662,19 @@ class _Run:
         done_max = 0
         done_op: Op | None = None
         began: dict[Any, tuple[int, Op | None]] = {}
+        compacted: tuple[int, Op | None] = (0, None)  # the highest compaction completed so far
+        compacted_when: dict[Any, tuple[int, Op | None]] = {}  # process -> that, when its op began
         shown = 0
         for op in self.ops:
+            if op.f == "compact" and not op.is_nemesis and op.type == "ok" and isinstance(op.value, int):
+                if op.value > compacted[0]:
+                    compacted = (op.value, op)
+                continue
             if op.is_nemesis or op.f not in (*WRITE_FS, *READ_FS, "lease-grant"):
                 continue
             if op.type == "invoke":
                 began[op.process] = (done_max, done_op)
+                compacted_when[op.process] = compacted
                 continue
             answered = op.extra.get("revision")
             if op.type != "ok" or not isinstance(answered, int):
@@ -677,7 +688,20 @@ class _Run:
                          [op.id] + ([by.id] if by else []), revisions=[floor, rev])
             if rev > done_max:
                 done_max, done_op = rev, op
-            if op.f not in READ_FS or rev > self.final_revision or rev in self.uncertain_revisions:
+            if op.f not in READ_FS:
+                continue
+            past = op.extra.get("read_revision")
+            if isinstance(past, int) and past > 0:
+                before, by_compact = compacted_when.get(op.process, (0, None))
+                if past < before and shown < 20:
+                    shown += 1
+                    self.add("kv:compacted-read", f"op {op.id} ({op.f}) read at revision {past} and was answered, "
+                             f"but compaction at revision {before} (op {by_compact.id if by_compact else '?'}) "
+                             "had completed before it began: it must fail with compacted",
+                             [op.id] + ([by_compact.id] if by_compact else []), revision=past, compacted=before)
+                    continue
+                rev = past
+            if rev > self.final_revision or rev in self.uncertain_revisions:
                 continue
             if op.f == "read":
                 keys = [str(op.key)]

@@ -17,7 +17,9 @@ header ``revision`` (of the last attempt) on the completion (``fail`` with
 compare's outcome against the replayed state (``kv:compare-state``). Informers (background) list the
 prefix (``range`` with ``informer`` = n) and watch it from the list's revision + 1
 (``watch`` with ``informer`` = n in the request), resume from the last revision seen + 1
-when the stream breaks and re-list when compaction cancels it. Checked with
+when the stream breaks and re-list when compaction cancels it. A background lister lists
+the prefix at a past revision now and then (``range`` with ``read_revision``), some below
+the last compaction (which must fail with compacted). Checked with
 ``linearizable`` (per object), ``watch`` and ``informer`` (kvcheck.checker.informer).
 """
 
@@ -56,6 +58,7 @@ class KubernetesWorkload(WatchWorkload):
         self.keys = [f"{PREFIX}pod-{i}" for i in range(objects)]
         self.informers = informers
         self._calls: dict[int, str] = {}  # id(spec) -> the API call (create, update, delete)
+        self.past_list_every = (0.5, 2.0)  # seconds between lists at a past revision
 
     def _call(self, call: str, value: list[list[Any]]) -> OpSpec:
         spec = OpSpec("txn", value)
@@ -116,6 +119,43 @@ class KubernetesWorkload(WatchWorkload):
             for n in range(self.informers):
                 nursery.start_soon(self._informer, env, n)
             nursery.start_soon(self._compactor, env)
+            nursery.start_soon(self._past_lister, env)
+
+    async def _past_lister(self, env: Any) -> None:
+        """Lists at a past revision now and then, as the API server lists at a resourceVersion:
+        a ``range`` with ``read_revision`` R (on the invocation and the completion) picked
+        between a little below the last compaction and the newest revision seen, so that some
+        land below it (they must fail with compacted) and most above."""
+        rec = env.recorder
+        process = env.new_process()
+        client = env.target.kv_client(process)
+        try:
+            while True:
+                with trio.move_on_after(env.rng.uniform(*self.past_list_every)):
+                    await env.stop.wait()
+                if env.stop.is_set() or self.max_revision < 2:
+                    return
+                past = env.rng.randint(max(1, self.compacted - 10), self.max_revision)
+                inv = rec.invoke(process, "range", None, extra={"read_revision": past})
+                try:
+                    with trio.fail_after(env.client_timeout):
+                        r = await client.get(PREFIX.encode(), range_end=PREFIX_END.encode(), revision=past)
+                except Failed as exc:
+                    rec.complete(inv, "fail", None, error=exc.code.value, extra={"read_revision": past})
+                    continue
+                except (ClientIndeterminate, trio.TooSlowError) as exc:
+                    error = exc.code.value if isinstance(exc, ClientIndeterminate) else "timeout"
+                    rec.complete(inv, "info", None, error=error, extra={"read_revision": past})
+                    await client.aclose()  # an unanswered call retires its process
+                    process = env.new_process()
+                    client = env.target.kv_client(process)
+                    continue
+                kvs = [kv_json(kv) for kv in r.kvs]
+                rec.complete(inv, "ok", {kv["key"]: kv["value"] for kv in kvs},
+                             extra={"read_revision": past, "revision": self._saw(r.header), "kvs": kvs})
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
 
     async def _informer(self, env: Any, n: int) -> None:
         rec = env.recorder

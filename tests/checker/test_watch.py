@@ -698,3 +698,56 @@ def test_a_cas_outcome_is_checked_against_the_replayed_value() -> None:
     r = check(_cas_history(failed_old=2))
     assert kinds(r) == {"kv:compare-state"}, [a.to_json() for a in r.anomalies]
     assert r.anomalies[0].detail["replayed"] == {"a": [2, 2, 3, 2]}
+
+
+def _with_past_read(read_revision: int, kvs: list[dict[str, Any]], *, after_compaction: bool = True,
+                    last: bool = False) -> list[dict[str, Any]]:
+    """base() plus a range of the whole space at the past revision ``read_revision`` answering
+    ``kvs``: begun after the compaction at 3 completed (or before it), or as the last op."""
+    h = base()
+    inv = {"process": 7, "type": "invoke", "f": "range", "value": None, "read_revision": read_revision}
+    done = {"process": 7, "type": "ok", "f": "range", "value": {kv["key"]: kv["value"] for kv in kvs},
+            "read_revision": read_revision, "revision": 4, "kvs": kvs}
+    if last:
+        h += [inv, {**done, "revision": 5}]
+        return h
+    at = h.index(find(h, 9, lambda d: d["type"] == "ok")) + (1 if after_compaction else 0)
+    h[at:at] = [inv, done]
+    return h
+
+
+A2 = {"key": "a", "value": 2, "create_revision": 2, "mod_revision": 3, "version": 2}
+A1 = {"key": "a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1}
+
+
+def test_a_read_at_a_past_revision_is_checked_against_the_replay_there() -> None:
+    assert check(_with_past_read(3, [A2])).valid is True
+    assert check(_with_past_read(2, [A1], after_compaction=False)).valid is True
+    r = check(_with_past_read(3, [A1]))
+    assert kinds(r) == {"kv:read-state"}, [a.to_json() for a in r.anomalies]
+    assert r.anomalies[0].detail["revision"] == 3
+    # a past read that comes last is not the final read (it would be compared with the final state)
+    assert check(_with_past_read(3, [A2], last=True)).valid is True
+
+
+def test_an_answered_read_below_a_completed_compaction_is_a_compacted_read() -> None:
+    r = check(_with_past_read(2, [A1]))
+    assert kinds(r) == {"kv:compacted-read"}, [a.to_json() for a in r.anomalies]
+    assert r.anomalies[0].detail == {"revision": 2, "compacted": 3}
+    # failing with compacted is the right answer
+    h = _with_past_read(2, [A1])
+    done = find(h, 7, lambda d: d["type"] == "ok")
+    done.update(type="fail", value=None, error="compacted")
+    for k in ("revision", "kvs"):
+        done.pop(k)
+    assert check(h).valid is True
+
+
+def test_a_past_read_is_not_a_linearizable_read_of_the_current_value() -> None:
+    # a at revision 2 (value 1) read after a = 2 completed: fine at a past revision
+    h = _with_past_read(2, [A1], after_compaction=False)
+    opts = CheckOptions(model="cas-register", extra={"kv_ops": True, "compare_failed": True})
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is True
+    for d in h:  # read as a read of the current value, it is stale
+        d.pop("read_revision", None)
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is False
