@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -34,7 +34,7 @@ from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
 
 if TYPE_CHECKING:
-    from kvcheck.workloads.execution import Execution, Progress
+    from kvcheck.workloads.execution import Execution, Progress, StopOnSigint
     from kvcheck.workloads.runner import Target
 
 C = TypeVar("C", bound="ProcessCluster")
@@ -181,7 +181,8 @@ def execute_real(cls: type[ProcessCluster], config: RunConfig, progress: Progres
         created: list[ProcessCluster] = []
         recorder: Recorder | None = None
         info: dict[str, Any] = {}
-        with sigint.watch(trio.CancelScope()):  # Ctrl-C while the cluster starts
+        with sigint.watch(trio.CancelScope()), _interrupted_start(sigint, lambda: recorder is None):
+            # Ctrl-C while the cluster starts
             async with cls.running(config, path, startup_timeout, created.append) as cluster:
                 await cluster.prepare()
                 recorder = Recorder(trio.current_time)
@@ -209,6 +210,20 @@ def execute_real(cls: type[ProcessCluster], config: RunConfig, progress: Progres
         if len(leaves) == 1 and isinstance(leaves[0], Exception):
             raise leaves[0] from group
         raise
+
+
+@contextlib.contextmanager
+def _interrupted_start(sigint: StopOnSigint, starting: Callable[[], bool]) -> Iterator[None]:
+    """A terminal's Ctrl-C reaches the whole process group, members included: a member it
+    killed while the cluster was starting may be seen ("cannot start: ... killed by signal
+    2") before the cancel the signal handler scheduled arrives. When Ctrl-C was pressed
+    before the workload began, that failure is the interrupt, not a cluster that cannot
+    start; any other failure is raised."""
+    try:
+        yield
+    except Exception:
+        if not (sigint.interrupted and starting()):
+            raise
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -193,3 +193,22 @@ def test_ctrl_c_while_checking_keeps_the_history_with_an_unknown_verdict(tmp_pat
     assert not (latest / "etcd-data").exists()
     monkeypatch.undo()
     assert run_module.recheck_run_dir(latest) == 0  # `kvcheck check` decides it afterwards
+
+
+def test_a_member_killed_by_the_same_ctrl_c_during_start_up_is_the_interrupt_not_a_failure() -> None:
+    """The terminal's SIGINT reaches the members too; the start-up loop may see one of them
+    dead ("cannot start: ... killed by signal 2") before the scheduled cancel lands. CI saw
+    exit 70 instead of 130 once in [local-starting]."""
+    from kvcheck.workloads.execution import StopOnSigint
+    from kvcheck.workloads.realcluster import _interrupted_start
+
+    sigint = StopOnSigint()
+    # no Ctrl-C: a member that died is a failure to start
+    with pytest.raises(RuntimeError), _interrupted_start(sigint, lambda: True):
+        raise RuntimeError("the local cluster cannot start: member node3 was killed by signal 2")
+    sigint.interrupted = True
+    with _interrupted_start(sigint, lambda: True):  # Ctrl-C pressed while starting: the interrupt
+        raise RuntimeError("the local cluster cannot start: member node3 was killed by signal 2")
+    # once the workload began, failures are failures
+    with pytest.raises(RuntimeError), _interrupted_start(sigint, lambda: False):
+        raise RuntimeError("a proxy could not listen")
