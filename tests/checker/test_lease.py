@@ -4,6 +4,7 @@ records them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kvcheck.checker.api import CheckOptions
@@ -14,13 +15,36 @@ from kvcheck.checker.watch import WatchChecker
 S = 1_000_000_000
 
 
-def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
-            final_read_at: float = 9.0, final_has_key: bool = False, revoke: bool = False,
-            clock_fault: bool = False, revoke_timed_out: int | None = None) -> list[Op]:
+def recorder() -> tuple[list[dict[str, Any]], Callable[..., None]]:
+    """A history being written and the function that appends one op to it at ``t``
+    seconds: ``op(t, process, type, f, value=None, **extra)``."""
     h: list[dict[str, Any]] = []
 
     def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
         h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
+
+    return h, op
+
+
+def numbered(h: list[dict[str, Any]]) -> list[Op]:
+    return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+
+
+def lease_7_renewed_at_1_1(op: Callable[..., None]) -> None:
+    """Lease 7 (TTL 2) granted in term 2, its key l/a put at revision 2, renewed by a
+    keepalive answered at 1.1 s in term 2."""
+    op(0.1, 0, "invoke", "lease-grant", 2)
+    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
+    op(0.3, 0, "invoke", "put", 1, key="l/a", lease=7)
+    op(0.4, 0, "ok", "put", 1, key="l/a", lease=7, revision=2)
+    op(1.0, 0, "invoke", "lease-keepalive", 7)
+    op(1.1, 0, "ok", "lease-keepalive", 2, term=2)
+
+
+def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
+            final_read_at: float = 9.0, final_has_key: bool = False, revoke: bool = False,
+            clock_fault: bool = False, revoke_timed_out: int | None = None) -> list[Op]:
+    h, op = recorder()
 
     watch = {"key": "l/", "range_end": "l0", "start_revision": 0}
     op(0.0, 100, "invoke", "watch", watch)
@@ -57,7 +81,7 @@ def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
     op(final_read_at, 1, "invoke", "range", None)
     op(final_read_at + 0.01, 1, "ok", "range", {"l/a": 1} if final_has_key else {}, revision=3,
        kvs=kv if final_has_key else [], term=2)
-    return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+    return numbered(h)
 
 
 OPTS = CheckOptions(extra={"lease_bound": 1.0, "lease_bound_parts": {"leader_stall": 0.5, "check": 0.5,
@@ -120,10 +144,7 @@ def renewals(*, term_after: int = 2, in_flight: bool = False, clock_fault: bool 
              late_at: float = 3.5, renewed: bool = True) -> list[Op]:
     """A lease (TTL 2) granted and renewed in term 2; a keepalive invoked at ``late_at``
     answers TTL 2 in ``term_after``."""
-    h: list[dict[str, Any]] = []
-
-    def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(0.1, 0, "invoke", "lease-grant", 2)
     op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
@@ -140,7 +161,7 @@ def renewals(*, term_after: int = 2, in_flight: bool = False, clock_fault: bool 
         op(2.5, "nemesis", "info", "stop-clock", {})
     op(late_at, 0, "invoke", "lease-keepalive", 7)
     op(late_at + 0.1, 0, "ok", "lease-keepalive", 2, term=term_after)
-    return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+    return numbered(h)
 
 
 def test_a_keepalive_that_revives_a_lapsed_lease_in_the_same_term_is_caught() -> None:
@@ -172,23 +193,15 @@ def test_a_timed_out_keepalive_may_have_renewed_the_lease_for_late_expiry() -> N
     """Clean lease swarm seed 293 (a false alarm before): the lessor's keepalive at the expiry's
     edge timed out; the leader may have renewed the lease with it, so the key may live TTL +
     the bound after the client gave up, not after the last keepalive answered."""
-    h: list[dict[str, Any]] = []
+    h, op = recorder()
 
-    def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
-
-    op(0.1, 0, "invoke", "lease-grant", 2)
-    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
-    op(0.3, 0, "invoke", "put", 1, key="l/a", lease=7)
-    op(0.4, 0, "ok", "put", 1, key="l/a", lease=7, revision=2)
-    op(1.0, 0, "invoke", "lease-keepalive", 7)
-    op(1.1, 0, "ok", "lease-keepalive", 2, term=2)
+    lease_7_renewed_at_1_1(op)
     op(3.1, 0, "invoke", "lease-keepalive", 7)
     op(4.1, 0, "info", "lease-keepalive", 7, error="timeout")
     kv = [{"key": "l/a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 7}]
     op(6.5, 1, "invoke", "range", None)  # 5.4 s after the last ok keepalive: TTL 2 + bound 1 passed
     op(6.51, 1, "ok", "range", {"l/a": 1}, revision=2, kvs=kv, term=2)
-    ops = [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+    ops = numbered(h)
     assert "lease:late-expiry" not in kinds(ops)  # 2.4 s after the timed-out one ended
     late = [Op.from_dict({**o.to_dict(), "time": o.time + int(2 * S)}, position=o.position)
             if o.f == "range" else o for o in ops]
@@ -199,17 +212,9 @@ def election_chain(*, read_at: float, read_term: int | None = 4, later_term_at: 
     """Lease 7 (TTL 2) renewed last at 1.1 in term 2; then new leaders: another lease's
     keepalives are answered in term 3 at 3.0 and in term 4 at 5.0; a read invoked at
     ``read_at`` in ``read_term`` still shows lease 7's key."""
-    h: list[dict[str, Any]] = []
+    h, op = recorder()
 
-    def op(t: float, process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"time": int(t * S), "process": process, "type": typ, "f": f, "value": value, **extra})
-
-    op(0.1, 0, "invoke", "lease-grant", 2)
-    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
-    op(0.3, 0, "invoke", "put", 1, key="l/a", lease=7)
-    op(0.4, 0, "ok", "put", 1, key="l/a", lease=7, revision=2)
-    op(1.0, 0, "invoke", "lease-keepalive", 7)
-    op(1.1, 0, "ok", "lease-keepalive", 2, term=2)
+    lease_7_renewed_at_1_1(op)
     op(0.5, 5, "invoke", "lease-grant", 3)
     op(0.6, 5, "ok", "lease-grant", 3, lease=8, revision=3, term=2)
     for t, term in ((2.9, 3), (4.9, 4)) + (((later_term_at - 0.1, 5),) if later_term_at is not None else ()):
@@ -220,7 +225,7 @@ def election_chain(*, read_at: float, read_term: int | None = 4, later_term_at: 
     op(read_at, 1, "invoke", "range", None)
     op(read_at + 0.01, 1, "ok", "range", {"l/a": 1}, revision=3, kvs=kv,
        **({"term": read_term} if read_term is not None else {}))
-    return [Op.from_dict({"index": i, **d}, position=i) for i, d in enumerate(h)]
+    return numbered(h)
 
 
 def test_each_new_leader_restarts_the_lease_so_an_election_chain_postpones_expiry() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,20 @@ EVENTS = {
 }
 
 
-def base() -> list[dict[str, Any]]:
-    """Dicts (history.jsonl lines without index/time) of a valid history."""
+def recorder() -> tuple[list[dict[str, Any]], Callable[..., None]]:
+    """A history being written (history.jsonl lines without index/time) and the function
+    that appends one op to it: ``op(process, type, f, value=None, **extra)``."""
     h: list[dict[str, Any]] = []
 
     def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
         h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+
+    return h, op
+
+
+def base() -> list[dict[str, Any]]:
+    """Dicts (history.jsonl lines without index/time) of a valid history."""
+    h, op = recorder()
 
     # stream 100: the whole space from now, with prev_kv
     op(100, "invoke", "watch", {"key": "a", "range_end": "\u0000", "start_revision": 0, "prev_kv": True})
@@ -346,10 +355,7 @@ def _resumed_after_a_delete(delete_known: bool) -> list[dict[str, Any]]:
     put at 4 (it skipped the delete); else revision 3 is made by one of two timed-out writes
     that delete a (a delete, and a txn deleting a and b: which one is unknown) and the watch
     starts with that delete."""
-    h: list[dict[str, Any]] = []
-
-    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(0, "invoke", "put", 1, key="a")
     op(0, "ok", "put", 1, key="a", revision=2)
@@ -391,10 +397,7 @@ def _unseen_revisions_with_a_revoke_among_the_candidates(b_version: int = 1) -> 
     """a=1 @2, b=1 @3; two timed-out puts of a (2 and 4) and a timed-out revoke of lease 1
     (no keys); nobody sees revisions 4 and 5; a=3 @6. The store applied both puts, so a is at
     version 4 at 6, which the final read and a read at 6 show."""
-    h: list[dict[str, Any]] = []
-
-    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(0, "invoke", "lease-grant", 3)
     op(0, "ok", "lease-grant", 3, lease=1, revision=1)
@@ -442,10 +445,7 @@ def _expiry_beside_a_timed_out_revoke(s1_in_final_read: bool = False) -> list[di
     """Leases 1 and 2; s1 on lease 1 @2, s2 on lease 2 @3; a revoke of lease 2 times out; a
     watch without prev_kv sees s1 deleted at 4 (lease 1 expired); the final read at 4 shows
     s2 (the revoke did nothing) and, with ``s1_in_final_read``, s1 too (a contradiction)."""
-    h: list[dict[str, Any]] = []
-
-    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(100, "invoke", "watch", {"key": "s", "range_end": "t", "start_revision": 2, "prev_kv": False})
     op(100, "ok", "watch", resp(1, [], created=True))
@@ -491,10 +491,7 @@ def _two_timed_out_txns_delete_a_and_b(orders: list[list[str]]) -> list[dict[str
     """a=1 @2, b=1 @3; timed-out txns deleting a and b, one per entry of ``orders`` (in that
     order); revision 4, which no ok write made, deletes b then a, as a watch of everything
     shows; the final range reads nothing at 4."""
-    h: list[dict[str, Any]] = []
-
-    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(100, "invoke", "watch", {"key": "a", "range_end": "\u0000", "start_revision": 0, "prev_kv": True})
     op(100, "ok", "watch", resp(1, [], created=True))
@@ -532,10 +529,7 @@ def _resumed_at_a_txn_after_an_unsure_write(txn: list[str], shown: list[str]) ->
     """a=1 @2, b=1 @3; revision 4, which nobody saw, is a timed-out put a=7 (so a's state is
     a guess from there); a timed-out txn deleting ``txn``'s keys in that order makes revision 5;
     a deletes-only watch from 5 shows the deletes of ``shown`` there."""
-    h: list[dict[str, Any]] = []
-
-    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(0, "invoke", "put", 1, key="a")
     op(0, "ok", "put", 1, key="a", revision=2)
@@ -591,10 +585,7 @@ def _optimistic_updates(*, failed_compare_at: int = 3, update_succeeded: bool = 
     update is recorded as failed at header 2 although p's mod_revision there was 2. With
     ``timed_out_put`` a put of p that nothing shows (the final read lists no key) is given
     revision 4 as a guess, and the failed txn answered at 4."""
-    h: list[dict[str, Any]] = []
-
-    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(0, "invoke", "txn", [["put", "p", 1]])
     op(0, "ok", "txn", [["put", "p", 1]], revision=2, compare=[["mod_revision", "p", 0]], succeeded=True)
@@ -674,10 +665,7 @@ def test_a_compare_at_an_uncertain_revision_is_not_judged() -> None:
 def _cas_history(failed_old: int) -> list[dict[str, Any]]:
     """a=1 @2; cas a 1 -> 2 succeeds @3; a cas a ``failed_old`` -> 3 fails at header 3 (right
     unless ``failed_old`` is 2, a's value there)."""
-    h: list[dict[str, Any]] = []
-
-    def op(process: Any, typ: str, f: str, value: Any = None, **extra: Any) -> None:
-        h.append({"process": process, "type": typ, "f": f, "value": value, **extra})
+    h, op = recorder()
 
     op(0, "invoke", "put", 1, key="a")
     op(0, "ok", "put", 1, key="a", revision=2)
