@@ -653,12 +653,6 @@ class _Run:
         past revision (``read_revision`` R, recorded on its invocation and completion) shows
         them as the replay has them at R, and must have failed (compacted) if R is below a
         compaction that had completed before it began (``kv:compacted-read``)."""
-        hist: dict[str, list[int]] = {}
-        at: dict[str, list[Change]] = {}
-        for rev in sorted(self.changes):
-            for c in self.changes[rev]:
-                hist.setdefault(c.key, []).append(rev)
-                at.setdefault(c.key, []).append(c)
         done_max = 0
         done_op: Op | None = None
         began: dict[Any, tuple[int, Op | None]] = {}
@@ -709,12 +703,10 @@ class _Run:
                 got = {str(op.key): kv} if isinstance(kv, dict) else {}
             else:
                 got = {str(kv.get("key")): kv for kv in op.extra.get("kvs") or () if isinstance(kv, dict)}
-                keys = sorted(set(got) | set(hist))
+                keys = sorted(set(got) | set(self._changes_by_key()[0]))
             for key in keys:
-                revs = hist.get(key, [])
-                i = bisect.bisect_right(revs, rev) - 1
-                want = at[key][i] if i >= 0 else None
-                if want is not None and not want.certain:
+                sure, want = self._state_at(key, rev)
+                if not sure:
                     continue
                 if want is None or want.type == "delete":
                     want_t = None
@@ -736,16 +728,21 @@ class _Run:
         and whether the replay is certain of the key there (the rules of ``kv:read-state``)."""
         if rev > self.final_revision or rev in self.uncertain_revisions:
             return False, None
+        key_revs, key_changes = self._changes_by_key()
+        i = bisect.bisect_right(key_revs.get(key, []), rev) - 1
+        want = key_changes[key][i] if i >= 0 else None
+        return (want is None or want.certain), want
+
+    def _changes_by_key(self) -> tuple[dict[str, list[int]], dict[str, list[Change]]]:
+        """Per key, the revisions of the replay's changes of it and those changes, in order
+        (built once)."""
         if not self._indexed:
             self._indexed = True
             for r in sorted(self.changes):
                 for c in self.changes[r]:
                     self._key_revs.setdefault(c.key, []).append(r)
                     self._key_changes.setdefault(c.key, []).append(c)
-        revs = self._key_revs.get(key, [])
-        i = bisect.bisect_right(revs, rev) - 1
-        want = self._key_changes[key][i] if i >= 0 else None
-        return (want is None or want.certain), want
+        return self._key_revs, self._key_changes
 
     def _check_compares(self) -> None:
         """Txn compares against the write order (``kv:compare-state``). A txn (or cas) answered with
