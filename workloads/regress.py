@@ -34,6 +34,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import html
+import itertools
 import json
 import multiprocessing
 import os
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from kvcheck.workloads.exposure import exposure_for
+from kvcheck.workloads.runcost import CostModel, expected_cost
 
 # The clean matrix's fault mixes: none, two halves that together hold every kind, and all;
 # and "swarm" (each seed draws its own kinds and run shape) when the harness has swarm runs.
@@ -130,6 +132,10 @@ class SeedResult:
     fired: int | None = None  # how often the run's switches changed behaviour (results.json bugs.fired)
     cpu_seconds: float = 0.0  # the worker's CPU time for this run (wall time depends on the machine's load)
     worker: str = ""  # which worker process ran it (host:pid)
+    # when the worker began and ended the task (Unix time, the worker's clock): with
+    # ``worker`` they show how busy each worker was (``utilisation``)
+    started: float = 0.0
+    ended: float = 0.0
 
     def key(self) -> tuple[str, int, Any, str]:
         """What must be equal whichever executor ran the seed."""
@@ -146,6 +152,7 @@ def run_seed(task: SeedTask) -> SeedResult:
     from kvcheck.workloads.run import run_once
 
     with _SIM_LOCK:
+        started = time.time()
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             config = RunConfig(**task.settings)
@@ -156,7 +163,8 @@ def run_seed(task: SeedTask) -> SeedResult:
             outcome = run_once(config, Path(task.store), progress=False)
         except Exception as exc:  # reported as an error row, never as a verdict
             return SeedResult(task.row, task.seed, "unknown", [], "", 0, round(time.perf_counter() - t0, 3),
-                              "", [], 0, None, error=f"{type(exc).__name__}: {exc}")
+                              "", [], 0, None, error=f"{type(exc).__name__}: {exc}",
+                              worker=f"{socket.gethostname()}:{os.getpid()}", started=started, ended=time.time())
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     history = outcome.run_dir / "history.jsonl"
     digest = hashlib.sha256(history.read_bytes()).hexdigest()
@@ -174,7 +182,8 @@ def run_seed(task: SeedTask) -> SeedResult:
                       (results.get("run", {}).get("phases") or {}).get("healthy"),
                       fired=sum(fired.get(b, 0) for b in task.settings.get("bugs", []))
                       if isinstance(fired, dict) else None,
-                      cpu_seconds=round(cpu, 3), worker=f"{socket.gethostname()}:{os.getpid()}")
+                      cpu_seconds=round(cpu, 3), worker=f"{socket.gethostname()}:{os.getpid()}",
+                      started=started, ended=time.time())
 
 
 def checkers_verdict(results: dict[str, Any]) -> Any:
@@ -320,9 +329,13 @@ def _bounded(settings: dict[str, Any], budget: Budget) -> dict[str, Any]:
 
 class Scheduler:
     """Hands out tasks round-robin over the clean matrix and the switches, and takes results.
-    A switch gets its next seed only while it is not caught and within its budget."""
+    A switch gets its next seed only while it is not caught and within its budget (its
+    seeds in order). The clean matrix's runs go longest-expected-first (``runcost``: the
+    estimate from each run's parameters, scaled per workload by what its finished runs
+    cost), so no long run is left for the end while the other workers idle;
+    ``longest_first=False`` hands them out in ``clean_queue``'s order (seed by seed)."""
 
-    def __init__(self, plan: Plan, store: Path) -> None:
+    def __init__(self, plan: Plan, store: Path, *, longest_first: bool = True) -> None:
         self.plan = plan
         self.store = str(store)
         b = plan.budget
@@ -337,6 +350,12 @@ class Scheduler:
         self.rows = {row.bug: row for row in plan.bugs}
         self.in_flight: dict[str, int] = {}
         self._turn = 0
+        self.longest_first = longest_first
+        self.costs = CostModel()
+        # (row, seed) -> (workload, estimate) of every task known (clean) or handed out (bugs)
+        self.estimates: dict[tuple[str, int], tuple[str, float]] = {
+            (t.row, t.seed): (t.settings["workload"], expected_cost(t.settings, t.swarm))
+            for t in self.clean_queue} if longest_first else {}
 
     def total(self) -> int:
         """Tasks still to expect (for the progress bar): done + in flight + still allowed."""
@@ -367,20 +386,36 @@ class Scheduler:
         return None
 
     def _next_clean(self) -> SeedTask | None:
-        return self.clean_queue.pop(0) if self.clean_queue else None
+        if not self.clean_queue:
+            return None
+        if not self.longest_first:
+            return self.clean_queue.pop(0)
+
+        def cost(i: int) -> tuple[float, int]:
+            task = self.clean_queue[i]
+            workload, estimate = self.estimates[(task.row, task.seed)]
+            return self.costs.cost(workload, estimate), -i  # ties: clean_queue's order
+
+        return self.clean_queue.pop(max(range(len(self.clean_queue)), key=cost))
 
     def _next_bug(self, row: BugRow) -> SeedTask | None:
         if not self._may_submit(row):
             return None
         seed = self.plan.seed_base + row.submitted
         row.submitted += 1
-        return SeedTask(row.bug, seed, _bounded(_settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
+        task = SeedTask(row.bug, seed, _bounded(_settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
                                                           row.settings), self.plan.budget),
                         self.store, swarm=row.swarm,
                         prune_valid=self.plan.prune_valid)
+        if self.longest_first:  # what it costs teaches the model about its workload
+            self.estimates[(task.row, task.seed)] = (row.workload, expected_cost(task.settings, task.swarm))
+        return task
 
     def take(self, result: SeedResult) -> None:
         self.in_flight[result.row] -= 1
+        known = self.estimates.get((result.row, result.seed))
+        if known is not None and result.error is None:
+            self.costs.learn(known[0], known[1], result.cpu_seconds)
         if result.row in self.cells:
             self.cells[result.row].results.append(result)
             return
@@ -464,6 +499,12 @@ class LocalPool(cf.Executor):
         parent.recv()  # "ready": imported, so run_timeout bounds the run, not the start-up
         return proc, parent
 
+    def _stop(self, proc: Any) -> None:
+        if proc is not None:
+            proc.kill()
+            proc.join()
+            self.procs.discard(proc)
+
     def _slot(self) -> None:
         proc, conn = None, None
         try:
@@ -483,10 +524,14 @@ class LocalPool(cf.Executor):
                     why = f"killed after {self.run_timeout:g} s wall (the run did not finish)"
                 except (EOFError, OSError) as exc:
                     why = f"worker process died: {exc!r}"
-                if proc is not None:
-                    proc.kill()
-                    proc.join()
-                    self.procs.discard(proc)
+                except Exception as exc:
+                    # the suite's own error (e.g. a worker that cannot start): raised where the
+                    # result is awaited, instead of a dead slot leaving it waiting forever
+                    self._stop(proc)
+                    proc, conn = None, None
+                    fut.set_exception(exc)
+                    continue
+                self._stop(proc)
                 proc, conn = None, None
                 wall = round(time.perf_counter() - t0, 3)
                 fut.set_result(SeedResult(task.row, task.seed, "unknown", [], "", 0, wall, "", [], 0, None,
@@ -594,6 +639,51 @@ def execute(sched: Scheduler, executor: cf.Executor, slots: int,
 
 
 # ---------------------------------------------------------------------------------------
+# Where the suite's time went
+
+
+def utilisation(results: Sequence[SeedResult], start: float, end: float, slots: int) -> dict[str, Any]:
+    """How busy ``slots`` workers were between ``start`` and ``end`` (Unix times) running
+    ``results``: a worker is busy from a task's ``started`` to its ``ended``. The idle
+    worker-seconds (``slots`` x wall - busy) are split into ``startup`` (before a worker's
+    first task: process start, imports), ``between`` (between two tasks of one worker: the
+    hand-over through the parent, per-task overhead) and ``tail`` (after a worker's last
+    task while others still ran: the schedule's imbalance); slots that never ran a task
+    are idle from start to end (``unused``). Wall time is the machine's to give on a shared
+    host, so each worker's CPU seconds are given too."""
+    by_worker: dict[str, list[SeedResult]] = {}
+    for r in results:
+        if r.worker and r.ended >= r.started > 0:
+            by_worker.setdefault(r.worker, []).append(r)
+    wall = max(end - start, 0.0)
+    workers = []
+    startup = between = tail = busy = 0.0
+    for name, rs in sorted(by_worker.items()):
+        rs.sort(key=lambda r: r.started)
+        w_busy = sum(r.ended - r.started for r in rs)
+        w_startup = max(rs[0].started - start, 0.0)
+        w_between = sum(max(b.started - a.ended, 0.0) for a, b in itertools.pairwise(rs))
+        w_tail = max(end - rs[-1].ended, 0.0)
+        workers.append({"worker": name, "runs": len(rs), "busy_seconds": round(w_busy, 3),
+                        "cpu_seconds": round(sum(r.cpu_seconds for r in rs), 3),
+                        "startup_seconds": round(w_startup, 3), "between_seconds": round(w_between, 3),
+                        "tail_seconds": round(w_tail, 3)})
+        busy += w_busy
+        startup += w_startup
+        between += w_between
+        tail += w_tail
+    unused = max(slots - len(by_worker), 0) * wall
+    handovers = sum(max(len(rs) - 1, 0) for rs in by_worker.values())
+    return {"wall_seconds": round(wall, 3), "slots": slots, "busy_seconds": round(busy, 3),
+            "idle_seconds": round(max(slots * wall - busy, 0.0), 3),
+            "startup_seconds": round(startup, 3), "between_seconds": round(between, 3),
+            "tail_seconds": round(tail, 3), "unused_seconds": round(unused, 3),
+            "overhead_per_task": round(between / handovers, 4) if handovers else None,
+            "runs_cpu_seconds": round(sum(r.cpu_seconds for r in results), 3),
+            "workers": workers}
+
+
+# ---------------------------------------------------------------------------------------
 # The outcome
 
 
@@ -616,7 +706,8 @@ def _median(xs: list[float]) -> float | None:
     return round(statistics.median(xs), 3) if xs else None
 
 
-def summarize_plan(plan: Plan, out_dir: Path, *, executor: str, jobs: int, wall: float, quick: bool) -> dict[str, Any]:
+def summarize_plan(plan: Plan, out_dir: Path, *, executor: str, jobs: int, wall: float, quick: bool,
+                   timing: dict[str, Any] | None = None) -> dict[str, Any]:
     """regress.json's document."""
     def rel(run_dir: str) -> str | None:
         if not run_dir:
@@ -679,7 +770,8 @@ def summarize_plan(plan: Plan, out_dir: Path, *, executor: str, jobs: int, wall:
             "ok": clean_ok and bugs_ok,
             "clean": {"ok": clean_ok, "fault_mixes": list(dict.fromkeys(c.faults for c in plan.clean)),
                       "runs": sum(c["runs"] for c in cells), "cells": cells},
-            "bugs": {"ok": bugs_ok, "caught": sum(r["caught"] for r in rows), "switches": len(rows), "rows": rows}}
+            "bugs": {"ok": bugs_ok, "caught": sum(r["caught"] for r in rows), "switches": len(rows), "rows": rows},
+            **({"timing": timing} if timing is not None else {})}
 
 
 def _report_of(run_dir: str | None) -> str | None:
@@ -823,15 +915,17 @@ class RegressOutcome:
 
 
 def run_regress(plan: Plan, store: Path, *, jobs: int | None = None, dask_scheduler: str | None = None,
-                progress: bool = True, quick: bool = False, own_groups: bool = True) -> RegressOutcome:
+                progress: bool = True, quick: bool = False, own_groups: bool = True,
+                longest_first: bool = True) -> RegressOutcome:
     """Run the plan's seeds on local processes or a Dask cluster; write regress.json/html.
     ``own_groups=False`` leaves the local workers in the suite's session (see
-    ``own_scheduling_group``; the benchmark measures both)."""
+    ``own_scheduling_group``), ``longest_first=False`` hands the clean runs out seed by seed
+    (see ``Scheduler``; the benchmark measures both)."""
     out_dir = regress_dir(store.resolve())  # absolute: workers may run elsewhere
     runs = out_dir / "runs"
     runs.mkdir()
-    sched = Scheduler(plan, runs)
-    t0 = time.perf_counter()
+    sched = Scheduler(plan, runs, longest_first=longest_first)
+    t0, start, usage0 = time.perf_counter(), time.time(), _rusage()
     dask: DaskExecutor | None = None
     if dask_scheduler is not None:
         dask = DaskExecutor(dask_scheduler)
@@ -853,6 +947,7 @@ def run_regress(plan: Plan, store: Path, *, jobs: int | None = None, dask_schedu
                 bar.set_postfix_str(f"clean not valid {bad}, caught {caught}/{len(plan.bugs)}")
 
         execute(sched, executor, slots, on_result)
+        done = time.time()
     finally:
         if bar is not None:
             bar.close()
@@ -861,10 +956,26 @@ def run_regress(plan: Plan, store: Path, *, jobs: int | None = None, dask_schedu
         else:
             executor.shutdown(wait=True, cancel_futures=True)
     sched.finish()
-    doc = summarize_plan(plan, out_dir, executor=label, jobs=slots, wall=time.perf_counter() - t0, quick=quick)
+    wall, usage1 = time.perf_counter() - t0, _rusage()
+    results = [r for c in plan.clean for r in c.results] + [r for row in plan.bugs for r in row.results.values()]
+    timing = utilisation(results, start, done, slots)
+    timing["teardown_seconds"] = round(max(wall - (done - start), 0.0), 3)
+    # the suite's own CPU (scheduling, bookkeeping, progress bar: it competes with the workers
+    # for the same cores) and, for local workers, their whole CPU (start-up and imports too)
+    timing["parent_cpu_seconds"] = round(usage1[0] - usage0[0], 3)
+    timing["workers_cpu_seconds"] = round(usage1[1] - usage0[1], 3) if dask is None else None
+    doc = summarize_plan(plan, out_dir, executor=label, jobs=slots, wall=wall, quick=quick, timing=timing)
     (out_dir / "regress.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     (out_dir / "regress.html").write_text(render_html(doc))
     return RegressOutcome(out_dir, doc, plan)
+
+
+def _rusage() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process and of its waited-for children."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def _bar(sched: Scheduler, enabled: bool) -> Any:
