@@ -327,39 +327,61 @@ def _bounded(settings: dict[str, Any], budget: Budget) -> dict[str, Any]:
     return out
 
 
+def _task_cost(task: SeedTask) -> float:
+    return expected_cost(task.settings, task.swarm)
+
+
 class Scheduler:
     """Hands out tasks round-robin over the clean matrix and the switches, and takes results.
     A switch gets its next seed only while it is not caught and within its budget (its
-    seeds in order). The clean matrix's runs go longest-expected-first (``runcost``: the
-    estimate from each run's parameters, scaled per workload by what its finished runs
-    cost), so no long run is left for the end while the other workers idle;
-    ``longest_first=False`` hands them out in ``clean_queue``'s order (seed by seed)."""
+    seeds in order). The clean matrix's runs go longest-expected-first (``estimate``, by
+    default ``runcost.expected_cost``: from each run's parameters; scaled per workload by
+    what its finished runs cost), so no long run is left for the end while the other
+    workers idle; ``longest_first=False`` hands them out in the plan's order (seed by seed:
+    ``clean_queue``)."""
 
-    def __init__(self, plan: Plan, store: Path, *, longest_first: bool = True) -> None:
+    def __init__(self, plan: Plan, store: Path, *, longest_first: bool = True,
+                 estimate: Callable[[SeedTask], float] = _task_cost) -> None:
         self.plan = plan
         self.store = str(store)
         b = plan.budget
-        self.clean_queue: list[SeedTask] = [
+        tasks = [
             SeedTask(cell.row, plan.seed_base + s,
                      _bounded(_settings(cell.workload, "all" if cell.faults == SWARM else cell.faults,
                                         plan.seed_base + s, b.clean_time_limit, [], {}), b),
                      self.store, swarm=cell.faults == SWARM, prune_valid=plan.prune_valid)
             for s in range(max((b.seeds_for(c.faults) for c in plan.clean), default=0))
             for cell in plan.clean if s < b.seeds_for(cell.faults)]
+        self._clean: dict[int, SeedTask] = dict(enumerate(tasks))  # not handed out yet, by plan position
         self.cells = {cell.row: cell for cell in plan.clean}
         self.rows = {row.bug: row for row in plan.bugs}
         self.in_flight: dict[str, int] = {}
         self._turn = 0
         self.longest_first = longest_first
+        self.estimate = estimate
         self.costs = CostModel()
         # (row, seed) -> (workload, estimate) of every task known (clean) or handed out (bugs)
-        self.estimates: dict[tuple[str, int], tuple[str, float]] = {
-            (t.row, t.seed): (t.settings["workload"], expected_cost(t.settings, t.swarm))
-            for t in self.clean_queue} if longest_first else {}
+        self.estimates: dict[tuple[str, int], tuple[str, float]] = {}
+        # per workload, its clean runs' (estimate, -plan position), ascending: the last is the
+        # dearest (the first in the plan among equals). One scale per workload keeps each
+        # list's order, so picking the next run compares only each workload's dearest.
+        self._ranked: dict[str, list[tuple[float, int]]] = {}
+        if longest_first:
+            for i, t in enumerate(tasks):
+                workload, cost = t.settings["workload"], estimate(t)
+                self.estimates[(t.row, t.seed)] = (workload, cost)
+                self._ranked.setdefault(workload, []).append((cost, -i))
+            for ranked in self._ranked.values():
+                ranked.sort()
+
+    @property
+    def clean_queue(self) -> list[SeedTask]:
+        """The clean runs not handed out yet, in the plan's order (seed by seed)."""
+        return list(self._clean.values())
 
     def total(self) -> int:
         """Tasks still to expect (for the progress bar): done + in flight + still allowed."""
-        n = sum(len(c.results) for c in self.plan.clean) + len(self.clean_queue) + sum(
+        n = sum(len(c.results) for c in self.plan.clean) + len(self._clean) + sum(
             self.in_flight.get(c.row, 0) for c in self.plan.clean)
         for row in self.plan.bugs:
             n += len(row.results) + self.in_flight.get(row.bug, 0)
@@ -386,17 +408,14 @@ class Scheduler:
         return None
 
     def _next_clean(self) -> SeedTask | None:
-        if not self.clean_queue:
+        if not self._clean:
             return None
         if not self.longest_first:
-            return self.clean_queue.pop(0)
-
-        def cost(i: int) -> tuple[float, int]:
-            task = self.clean_queue[i]
-            workload, estimate = self.estimates[(task.row, task.seed)]
-            return self.costs.cost(workload, estimate), -i  # ties: clean_queue's order
-
-        return self.clean_queue.pop(max(range(len(self.clean_queue)), key=cost))
+            return self._clean.pop(next(iter(self._clean)))
+        _, _, workload = max((self.costs.cost(w, ranked[-1][0]), ranked[-1][1], w)
+                             for w, ranked in self._ranked.items() if ranked)
+        _, position = self._ranked[workload].pop()
+        return self._clean.pop(-position)
 
     def _next_bug(self, row: BugRow) -> SeedTask | None:
         if not self._may_submit(row):
@@ -408,7 +427,7 @@ class Scheduler:
                         self.store, swarm=row.swarm,
                         prune_valid=self.plan.prune_valid)
         if self.longest_first:  # what it costs teaches the model about its workload
-            self.estimates[(task.row, task.seed)] = (row.workload, expected_cost(task.settings, task.swarm))
+            self.estimates[(task.row, task.seed)] = (row.workload, self.estimate(task))
         return task
 
     def take(self, result: SeedResult) -> None:

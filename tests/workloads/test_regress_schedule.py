@@ -5,7 +5,6 @@ changes any seed's result. No wall-clock asserts: schedules are simulated with g
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import itertools
 from pathlib import Path
@@ -138,29 +137,31 @@ def simulate(sched: Scheduler, cost: dict[tuple[str, int], float], workers: int)
 
 
 def test_longest_first_leaves_no_long_run_for_the_end() -> None:
-    """Runs that truly cost what their parameters say, the last seed of each cell 8x the
-    others (the way swarm seeds' shapes vary): handed out seed by seed, the three long runs
-    come last and one worker runs two of them while the other idles; longest first, the
-    short runs fill in beside them."""
+    """Runs that cost what they are expected to, the last seed of each cell 8x the others
+    (the way swarm seeds' shapes vary): handed out seed by seed, the three long runs come
+    last and one worker runs two of them while the other idles; longest first, the short
+    runs fill in beside them."""
     plan = make_plan(Budget(clean_seeds=3, bug_seeds=1, bug_wall=None, clean_time_limit=5.0), [],
                      workloads=["register", "kv", "watch"], fault_mixes=["none"])
-    tasks = Scheduler(plan, Path("/nonexistent")).clean_queue
-    for t in tasks:
-        if t.seed == 2:  # a higher rate over a longer run
-            t.settings.update(rate=200.0, time_limit=10.0)
-    cost = {(t.row, t.seed): expected_cost(t.settings, t.swarm) for t in tasks}
-    assert min(c for (_, seed), c in cost.items() if seed == 2) > 6 * max(c for (_, seed), c in cost.items() if seed < 2)
-    outcome = {}
-    for longest_first in (False, True):
-        sched = Scheduler(plan, Path("/nonexistent"), longest_first=longest_first)
-        sched.clean_queue = [dataclasses.replace(t) for t in tasks]
-        if longest_first:
-            sched.estimates = {(t.row, t.seed): (t.settings["workload"], cost[(t.row, t.seed)]) for t in tasks}
-        outcome[longest_first] = simulate(sched, cost, 2)
+
+    def cost(task: SeedTask) -> float:
+        return 8.0 if task.seed == 2 else 1.0
+
+    costs = {(t.row, t.seed): cost(t) for t in Scheduler(plan, Path("/nonexistent")).clean_queue}
+    outcome = {lf: simulate(Scheduler(plan, Path("/nonexistent"), longest_first=lf, estimate=cost), costs, 2)
+               for lf in (False, True)}
     (plan_makespan, plan_tail), (lpt_makespan, lpt_tail) = outcome[False], outcome[True]
+    assert (plan_makespan, plan_tail) == (19.0, 8.0)
     assert lpt_makespan < plan_makespan and lpt_tail < plan_tail
-    lower_bound = max(sum(cost.values()) / 2, max(cost.values()))
+    lower_bound = max(sum(costs.values()) / 2, max(costs.values()))
     assert lpt_makespan <= 4 / 3 * lower_bound  # Graham's bound for longest-first
+
+
+def test_the_default_estimate_is_the_runs_expected_cost() -> None:
+    plan = make_plan(QUICK, [], workloads=["kv"], fault_mixes=["none", SWARM])
+    sched = Scheduler(plan, Path("/nonexistent"))
+    assert {k: c for k, (_, c) in sched.estimates.items()} == {
+        (t.row, t.seed): expected_cost(t.settings, t.swarm) for t in sched.clean_queue}
 
 
 def test_utilisation_splits_idle_worker_time_into_start_up_hand_overs_and_tail() -> None:
