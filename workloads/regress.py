@@ -360,7 +360,8 @@ class Scheduler:
         self.longest_first = longest_first
         self.estimate = estimate
         self.costs = CostModel()
-        # (row, seed) -> (workload, estimate) of every task known (clean) or handed out (bugs)
+        # (row, seed) -> (workload, estimate) of each clean run (a switch's runs teach nothing
+        # about clean ones: a bug may make a run spin until its wall budget)
         self.estimates: dict[tuple[str, int], tuple[str, float]] = {}
         # per workload, its clean runs' (estimate, -plan position), ascending: the last is the
         # dearest (the first in the plan among equals). One scale per workload keeps each
@@ -422,13 +423,10 @@ class Scheduler:
             return None
         seed = self.plan.seed_base + row.submitted
         row.submitted += 1
-        task = SeedTask(row.bug, seed, _bounded(_settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
+        return SeedTask(row.bug, seed, _bounded(_settings(row.workload, row.faults, seed, row.time_limit, [row.bug],
                                                           row.settings), self.plan.budget),
                         self.store, swarm=row.swarm,
                         prune_valid=self.plan.prune_valid)
-        if self.longest_first:  # what it costs teaches the model about its workload
-            self.estimates[(task.row, task.seed)] = (row.workload, self.estimate(task))
-        return task
 
     def take(self, result: SeedResult) -> None:
         self.in_flight[result.row] -= 1

@@ -206,3 +206,24 @@ def test_the_order_changes_no_seeds_result_and_regress_json_says_where_the_time_
     assert timing["busy_seconds"] + timing["idle_seconds"] == pytest.approx(2 * timing["wall_seconds"], abs=0.01)
     assert timing["workers_cpu_seconds"] >= timing["runs_cpu_seconds"] > 0
     assert timing["parent_cpu_seconds"] >= 0
+
+
+def test_a_switchs_runs_do_not_reorder_the_clean_matrix() -> None:
+    """A bug may make a run spin until its wall budget: what a switch's runs cost says
+    nothing about the clean runs of their workload (register, here)."""
+    plan = make_plan(Budget(clean_seeds=2, bug_seeds=3, bug_wall=None, clean_time_limit=5.0), ["local_reads"],
+                     workloads=["register", "kv"], fault_mixes=["none"])
+    assert plan.bugs[0].workload == "register"
+    sched = Scheduler(plan, Path("/nonexistent"))
+    first = [sched.next_task() for _ in range(3)]
+    assert [(t.row, t.seed) for t in first if t is not None] == [
+        ("clean register / none", 0), ("local_reads", 0), ("clean kv / none", 0)]
+    register, bug, kv = first
+    assert register is not None and bug is not None and kv is not None
+    estimate = sched.estimates[(kv.row, kv.seed)][1]
+    sched.take(result(register, estimate))
+    sched.take(result(kv, 2 * estimate))  # kv's runs cost twice register's
+    sched.take(result(bug, 1000 * estimate))
+    assert set(sched.costs.ratios) == {"register", "kv"} and len(sched.costs.ratios["register"]) == 1
+    assert [(t.row, t.seed) for t in handed_out(sched) if t.row != "local_reads"] == [
+        ("clean kv / none", 1), ("clean register / none", 1)]
