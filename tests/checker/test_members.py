@@ -112,7 +112,7 @@ def test_a_member_that_answers_none_of_its_reads_for_the_recovery_bound_is_unava
     [a] = result.anomalies
     assert a.kind == "member-unavailable" and "n4" in a.explanation and a.detail["reads"] == 6
     # one answered (even the last): available; the divergence checks ignore these reads
-    late = tries[:-1] + [(35.0, 35.6, "ok")]
+    late = [*tries[:-1], (35.0, 35.6, "ok")]
     assert get_checker("members").check(asked(4, late), options).valid is True
     # asked for less than the bound (the run ended, or an old history): nothing to say
     assert get_checker("members").check(asked(4, tries[:3]), options).valid is True
