@@ -19,6 +19,13 @@ Among the member reads that report the same ``applied`` index it checks that
 - every member reports one HashKV (``hash_kv`` at ``hash_revision``: etcd's hash of every
   stored key version, so writes since overwritten still count).
 Reads at different applied indexes are not compared (a member may legitimately be behind).
+
+And it checks that every member answers (``member-unavailable``): a member that was down or
+still behind at the member reads is asked with linearizable reads (``linearizable: true``)
+for the run's recovery bound (``options.extra["availability_bound"]``, as the availability
+checker's); when none of a member's reads was answered ok and those reads span at least
+that bound, the member stayed unavailable to its clients long after every fault was healed
+(it crashed on its own, or never caught up: Raft promises both recover).
 Whether the values agree with the rest of the history is the linearizability checker's
 question: these reads are plain ``read`` ops to it, taken after every write ended and once
 the member caught up with every known commit index.
@@ -34,6 +41,8 @@ from kvcheck.checker.api import Anomaly, CheckerBase, CheckOptions, CheckResult
 from kvcheck.checker.history import HistoryError, Op, pair_calls
 
 MEMBER_READ_FIELD = "member_read"
+LINEARIZABLE_FIELD = "linearizable"  # (workloads.memberreads) a read of a member that was behind
+DEFAULT_BOUND = 10.0  # as the availability checker's
 
 
 def _show(v: Any) -> str:
@@ -58,10 +67,17 @@ class MembersChecker(CheckerBase):
         revisions: dict[int, dict[Any, tuple[int, int]]] = {}  # applied -> member -> (revision, op id)
         hashes: dict[int, dict[Any, tuple[tuple[int, int], int]]] = {}  # applied -> member -> ((rev, hash), op id)
         reads = not_compared = 0
+        asked: dict[Any, list[tuple[Op, Op | None]]] = {}  # member -> its linearizable reads
+        answered: set[Any] = set()  # members with a read answered ok
         for call in pair_calls(ops):
             if not call.invoke.extra.get(MEMBER_READ_FIELD):
                 continue
             done = call.completion
+            who = done.node if done is not None and done.node is not None else call.invoke.node
+            if call.invoke.extra.get(LINEARIZABLE_FIELD):
+                asked.setdefault(who, []).append((call.invoke, done))
+            if done is not None and done.type == "ok":
+                answered.add(who)
             if done is None or done.type != "ok":
                 continue
             member = done.node if done.node is not None else call.invoke.node
@@ -126,10 +142,35 @@ class MembersChecker(CheckerBase):
                     [op_id for _, op_id in hashes[applied].values()],
                     {"applied": applied,
                      "hash_kv": {str(m): list(rh) for m, (rh, _) in sorted(hashes[applied].items(), key=lambda kv: str(kv[0]))}}))
+        anomalies.extend(_unavailable(asked, answered, float(options.extra.get("availability_bound", DEFAULT_BOUND))))
         detail = {"member_reads": reads, "not_compared": not_compared,
                   "applied_indexes": {str(a): sorted({m for ans in keys.values() for m in ans}, key=str)
                                       for a, keys in sorted(groups.items())}}
         return CheckResult(self.name, not anomalies, anomalies, time.perf_counter() - t0, None, detail)
+
+
+def _unavailable(asked: dict[Any, list[tuple[Op, Op | None]]], answered: set[Any],
+                 bound: float) -> list[Anomaly]:
+    """``member-unavailable`` for each member asked with linearizable reads for at least
+    ``bound`` seconds (first invocation to last completion) that answered none of its reads."""
+    out: list[Anomaly] = []
+    for member, calls in sorted(asked.items(), key=lambda kv: str(kv[0])):
+        if member in answered:
+            continue
+        times = [op.time for inv, done in calls for op in (inv, done) if op is not None and op.time is not None]
+        if not times or (max(times) - min(times)) / 1e9 < bound - 1e-6:
+            continue
+        errors = sorted({str(done.error) if done is not None and done.error else "no completion"
+                         for _, done in calls})
+        out.append(Anomaly(
+            "member-unavailable",
+            f"member n{member} answered none of its {len(calls)} reads over "
+            f"{(max(times) - min(times)) / 1e9:.3g}s after every fault was healed and the "
+            f"cluster's recovery bound ({bound:g}s) had passed ({', '.join(errors)}): it stayed "
+            "unavailable to its clients (crashed on its own, or never caught up)",
+            [op.id for inv, done in calls for op in (inv, done) if op is not None],
+            {"member": member, "reads": len(calls), "errors": errors}))
+    return out
 
 
 def _hashable(v: Any) -> Any:

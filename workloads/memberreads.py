@@ -20,8 +20,16 @@ same guard, ``hash_kv`` / ``hash_revision``: the member's HashKV (etcd's mainten
 a hash of every stored key version) at its current revision, which differs between members
 that applied different writes even when every key's latest value happens to agree.
 
-A member that is down, removed or still catching up after ``timeout`` seconds is not read,
-and the run's info says why (``member_reads``); a member is never read early. Because no
+A member that is down, removed or still catching up after ``timeout`` seconds is not read
+so, and the run's info says why (``member_reads``); a member is never read early. A current
+member that is down or still behind is instead asked, for ``retry_for`` seconds (the run's
+recovery bound; 0: not asked), with linearizable reads pinned to it, as a client connected
+to that member keeps asking (``unanswered_reads``): each attempt is recorded (f ``read``,
+``member_read: true``, ``linearizable: true``, no ``applied``), until one is answered. Raft
+promises that every member that is up and can talk to a majority catches up, so once every
+fault is healed a member that answers none of them for that long (it crashed on its own, or
+rejects every append the leader sends) is unavailable to its clients:
+``kvcheck.checker.members`` reports it (``member-unavailable``). Because no
 write runs in this phase and each member has caught up with every commit index known before
 it is read, these reads are also valid linearizable reads: the linearizability checker
 checks them with the rest of the history, and ``kvcheck.checker.members`` compares members
@@ -41,6 +49,7 @@ from kvcheck.workloads.recorder import Recorder
 # that times out (info, which retires its process) never blocks the next one).
 MEMBER_READ_PROCESS_BASE = 200_000
 MEMBER_READ_FIELD = "member_read"
+LINEARIZABLE_FIELD = "linearizable"  # a member read that waited for the member to catch up
 
 
 @runtime_checkable
@@ -69,7 +78,7 @@ class MemberReadTarget(Protocol):
 
 
 async def read_every_member(target: Any, workload: Any, recorder: Recorder, *, timeout: float,
-                            client_timeout: float) -> dict[str, Any]:
+                            client_timeout: float, retry_for: float = 0.0) -> dict[str, Any]:
     """Read every key of ``workload`` from every member of ``target``; returns
     ``{"members": {member: "read" | why not}, "reads": n}`` for the run's info."""
     specs = workload.member_read_specs() if hasattr(workload, "member_read_specs") else None
@@ -83,6 +92,10 @@ async def read_every_member(target: Any, workload: Any, recorder: Recorder, *, t
         why = await _wait_caught_up(target, member, timeout)
         if why is not None:
             out[str(member)] = why
+            if retry_for > 0 and hasattr(target, "member_linearizable_client"):
+                got = await unanswered_reads(target, workload, recorder, member, specs,
+                                             retry_for=retry_for, client_timeout=client_timeout)
+                out[str(member)] += f"; linearizable reads: {got}"
             continue
         for n, spec in enumerate(specs):
             process = MEMBER_READ_PROCESS_BASE + member * 1000 + n
@@ -90,6 +103,46 @@ async def read_every_member(target: Any, workload: Any, recorder: Recorder, *, t
             reads += 1
         out[str(member)] = "read"
     return {"members": out, "reads": reads}
+
+
+async def unanswered_reads(target: Any, workload: Any, recorder: Recorder, member: int,
+                           specs: list[Any], *, retry_for: float, client_timeout: float) -> str:
+    """Linearizable reads of the first key, pinned to ``member`` (down or behind), one after
+    another for ``retry_for`` seconds or until one is answered ok; returns what came of them.
+    Process ids continue after the member's ordinary reads (``len(specs)`` on)."""
+    spec = specs[0]
+    mark = {MEMBER_READ_FIELD: True, LINEARIZABLE_FIELD: True}
+    deadline = trio.current_time() + retry_for
+    n = 0
+    while True:
+        process = MEMBER_READ_PROCESS_BASE + member * 1000 + len(specs) + n
+        n += 1
+        inv = recorder.invoke(process, spec.f, spec.value, key=spec.key, node=member, extra=mark)
+        client = target.member_linearizable_client(process, member)
+        outcome, value = "info", spec.value
+        error: str | None = "timeout"
+        try:
+            with trio.fail_after(client_timeout):
+                outcome, value = await workload.invoke(client, spec)
+                error = None
+        except trio.TooSlowError:
+            pass
+        except Indeterminate as exc:
+            error = exc.error
+        except DefiniteFailure as exc:
+            outcome, error = "fail", exc.error
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.close()
+        if error is None:
+            recorder.complete(inv, outcome, value, node=member, extra=mark)
+        else:
+            recorder.complete(inv, outcome, value, error=error, node=member, extra=mark)
+        if outcome == "ok":
+            return f"answered on attempt {n}"
+        if trio.current_time() >= deadline:
+            return f"none of {n} answered in {retry_for:g}s"
+        await trio.sleep(min(0.5, max(0.0, deadline - trio.current_time())))
 
 
 async def _wait_caught_up(target: Any, member: int, timeout: float) -> str | None:

@@ -108,6 +108,8 @@ class RunnerOptions:
     final_read_time: float = 10.0
     stop_grace: float = 5.0
     member_reads: bool = False
+    # seconds a member that is down or behind at the member reads is still asked (memberreads)
+    member_read_retry: float = 0.0
 
 
 @dataclass
@@ -196,7 +198,7 @@ class Runner:
             self._phase("members")
             self.member_reads = await read_every_member(
                 self.target, self.workload, self.recorder, timeout=opts.final_read_time,
-                client_timeout=opts.client_timeout)
+                client_timeout=opts.client_timeout, retry_for=opts.member_read_retry)
         self.times.end = trio.current_time() - origin
         return self.times
 
@@ -371,7 +373,8 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
                             recovery_timeout=config.recovery_timeout,
                             recovery_quiet=config.recovery_quiet,
                             final_read_time=config.final_read_time,
-                            member_reads=config.member_reads)
+                            member_reads=config.member_reads,
+                            member_read_retry=config.recovery_bound())
     runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
                     on_phase=on_phase, background_rng=substream(config.seed, "background"))
     times = await runner.run()

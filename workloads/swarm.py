@@ -12,7 +12,8 @@ when none are named) and the parameters that shape a run:
   substream of its own), bursts of faults aimed at single elections
   (``nemesis.make_burst_schedule``: a deposed leader's held appends, a vote lost in a crash);
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
-  (entries per append message, appends in flight);
+  (entries per append message, appends in flight); in a quarter of the seeds a snapshot
+  storm (a snapshot every 5 to 20 entries, 1 to 10 entries of log kept after it);
 - the simulated network's latency, jitter, baseline loss and duplication;
 - rare-path perturbation probabilities (``sim.perturb``; slow disks in a fifth of the seeds);
 - cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
@@ -45,6 +46,26 @@ def _slow_disk(seed: int) -> float:
     workload with ``--swarm`` and slow_disk 0.5 forced: README, "Clean sweeps".)"""
     rng = substream(seed, "swarm-slow-disk")
     return round(rng.uniform(0.2, 0.6), 4) if rng.random() < 0.2 else 0.0
+
+
+# Snapshot storms: etcd's --snapshot-count (and the catch-up entries kept after a snapshot)
+# set low, as operators do to bound a member's memory and restart time.
+STORM_COUNTS: tuple[int, ...] = (5, 10, 20)
+
+
+def _snapshot_storm(seed: int) -> dict[str, int]:
+    """Node settings of a snapshot storm, in a quarter of the seeds (else nothing): a snapshot
+    every 5 to 20 applied entries, keeping 1, 2 or half that many entries of log after it.
+    Members then snapshot and compact in the middle of elections (a follower applying the
+    old leader's tail after it learned the new term snapshots at an entry older than its
+    term), every restart loads a snapshot, and a member a few entries behind needs one sent.
+    Drawn from a substream of its own, so every other draw of a seed is what it was before
+    storms were drawn."""
+    rng = substream(seed, "swarm-snapshot-storm")
+    if rng.random() >= 0.25:
+        return {}
+    count = rng.choice(STORM_COUNTS)
+    return {"snapshot_count": count, "snapshot_catchup_entries": rng.choice((1, 2, count // 2))}
 
 
 def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset()) -> RunConfig:
@@ -106,6 +127,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                  # follower must still catch up faster than 200 writes/s arrive
                  "max_inflight_msgs": rng.choice((256, 256, 64, 16))})
     put("node", flow)
+    storm = _snapshot_storm(config.seed)
+    if storm:
+        put("node", {**config.node, **storm})
     # Bursts of faults aimed at single elections (nemesis.make_burst_schedule) instead of the
     # random process, in half the seeds: drawn from a substream of their own, so every other
     # draw of a seed is what it was before bursts existed.

@@ -86,3 +86,36 @@ def test_histories_without_member_reads_are_valid_and_other_reads_ignored() -> N
     ops = [Op("invoke", "read", None, 0, key="k0", index=0), Op("ok", "read", 3, 0, key="k0", node=2, index=1)]
     result = run_checkers(["linearizable", "members"], ops, CheckOptions(model="cas-register"))
     assert result["members"].valid is True and result["members"].detail["member_reads"] == 0
+
+
+def asked(member: int, outcomes: list[tuple[float, float, str]], start: int = 0) -> list[Op]:
+    """Linearizable member reads of ``member``: (invoked at s, completed at s, ok|fail|info)."""
+    ops: list[Op] = []
+    for n, (t0, t1, kind) in enumerate(outcomes):
+        extra = {"member_read": True, "linearizable": True}
+        process = 200_000 + member * 1000 + 10 + n
+        ops.append(Op("invoke", "read", None, process, time=int(t0 * 1e9), key="k0", node=member, extra=dict(extra)))
+        ops.append(Op(kind, "read", 3 if kind == "ok" else None, process, time=int(t1 * 1e9), key="k0",
+                      node=member, error=None if kind == "ok" else "timeout", extra=dict(extra)))
+    for i, op in enumerate(ops):
+        op.index = op.position = start + i
+    return ops
+
+
+def test_a_member_that_answers_none_of_its_reads_for_the_recovery_bound_is_unavailable() -> None:
+    """workloads.memberreads asks a member that is down or behind with linearizable reads for
+    the run's recovery bound; none answered over at least that bound: member-unavailable."""
+    options = CheckOptions(extra={"availability_bound": 5.0})
+    tries = [(30.0 + i, 30.5 + i, "info") for i in range(6)]  # 30.0 .. 35.5: 5.5 s
+    result = get_checker("members").check(asked(4, tries), options)
+    assert result.valid is False
+    [a] = result.anomalies
+    assert a.kind == "member-unavailable" and "n4" in a.explanation and a.detail["reads"] == 6
+    # one answered (even the last): available; the divergence checks ignore these reads
+    late = [*tries[:-1], (35.0, 35.6, "ok")]
+    assert get_checker("members").check(asked(4, late), options).valid is True
+    # asked for less than the bound (the run ended, or an old history): nothing to say
+    assert get_checker("members").check(asked(4, tries[:3]), options).valid is True
+    # a member whose ordinary (caught-up) read was ok is not unavailable either
+    ok = member_reads([(4, "k0", 3, 40, {})])
+    assert get_checker("members").check(ok + asked(4, tries, start=len(ok)), options).valid is True

@@ -81,3 +81,31 @@ def test_vote_not_durable_is_caught_by_the_member_reads(tmp_path: Path) -> None:
     assert kinds == {"divergent-members"}
     clean = run_once(exposure_config(None, 13, "vote_not_durable"), tmp_path, progress=False)
     assert clean.results["valid"] is True
+
+
+def test_a_member_down_at_the_member_reads_is_asked_for_the_recovery_bound_and_reported(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """A member that stops on its own after the final heal (as one that crashed on a bug)
+    answers none of the linearizable reads it is asked for the run's recovery bound: the
+    history shows it (member-unavailable), not only the run's internal liveness check."""
+    from kvcheck.workloads.sim.cluster import SimCluster
+
+    healthy = SimCluster.wait_healthy
+
+    async def then_one_dies(self: SimCluster, timeout: float) -> bool:
+        ok = await healthy(self, timeout)
+        await self.kill(2)  # no restart follows: nothing the nemesis did
+        return ok
+
+    monkeypatch.setattr(SimCluster, "wait_healthy", then_one_dies)
+    cfg = RunConfig(workload="register", faults=[], seed=3, time_limit=3.0)
+    out = run_once(cfg, tmp_path, progress=False)
+    asked = [x for x in member_read_lines(out.run_dir) if x["node"] == 2]
+    assert asked and all(x.get("linearizable") and x["type"] != "ok" for x in asked)
+    # completions: the first came one client timeout after its invocation
+    assert (asked[-1]["time"] - asked[0]["time"]) / 1e9 >= cfg.recovery_bound() - cfg.client_timeout
+    members = out.results["checkers"]["members"]
+    assert members["valid"] is False
+    assert [a["kind"] for a in members["anomalies"]] == ["member-unavailable"]
+    assert "n2" in members["anomalies"][0]["explanation"]
+    assert out.results["run"]["member_reads"]["members"]["2"].startswith("not read: not running")

@@ -240,3 +240,32 @@ def test_swarm_retries_of_one_request_id_catch_no_session_dedup(tmp_path: Path) 
     clean = run_once(draw_swarm(RunConfig(workload="register", seed=1, time_limit=10.0)), tmp_path / "clean",
                      progress=False)
     assert clean.results["valid"] is True
+
+
+def test_swarm_draws_snapshot_storms_in_some_seeds_from_their_own_substream() -> None:
+    """A quarter of the seeds snapshot every 5 to 20 applied entries (keeping 1, 2 or half
+    that many entries of log); the storm comes from a substream of its own, so every other
+    draw of a seed is what it was without it; a pinned node section is kept."""
+    from kvcheck.workloads import swarm
+
+    cfgs = [draw_swarm(RunConfig(workload="kv", seed=s)) for s in range(200)]
+    storms = [c for c in cfgs if c.node["snapshot_count"] in swarm.STORM_COUNTS]
+    assert 30 <= len(storms) <= 75
+    for c in storms:
+        count, kept = c.node["snapshot_count"], c.node["snapshot_catchup_entries"]
+        assert kept in (1, 2, count // 2)
+        assert c.swarm is not None and c.swarm["drawn"]["node"]["snapshot_count"] == count
+    storm_seed = storms[0].seed
+    quiet = swarm._snapshot_storm
+    try:
+        swarm._snapshot_storm = lambda seed: {}  # type: ignore[assignment]
+        without = draw_swarm(RunConfig(workload="kv", seed=storm_seed))
+    finally:
+        swarm._snapshot_storm = quiet  # type: ignore[assignment]
+    with_storm = draw_swarm(RunConfig(workload="kv", seed=storm_seed))
+    a, b = with_storm.to_json(), without.to_json()
+    assert {k for k in a if a[k] != b[k]} == {"node", "swarm"}
+    assert {k for k in a["node"] if a["node"][k] != b["node"][k]} <= {"snapshot_count", "snapshot_catchup_entries"}
+    pinned = RunConfig(workload="kv", seed=storm_seed)
+    given = dict(pinned.node)
+    assert draw_swarm(pinned, {"node"}).node == given

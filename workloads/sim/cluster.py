@@ -712,6 +712,12 @@ class SimCluster:
         return KVRegisterClient(SimClient(self, process + 1, self.config.client_timeout, pin=member),
                                 serializable=True)
 
+    def member_linearizable_client(self, process: int, member: int) -> KVRegisterClient:
+        """A register client whose reads are linearizable and sent to ``member`` only (it
+        answers once it applied up to the leader's read index: a member that cannot catch up
+        never answers)."""
+        return KVRegisterClient(SimClient(self, process + 1, self.config.client_timeout, pin=member))
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for i, slot in sorted(self.slots.items()):
