@@ -28,7 +28,12 @@ Kinds and their parameters:
   move the cut to the next leader the moment it shows itself and release the previous
   victim (``Nemesis._roll``): elections in quick succession, each new leader cut off right
   after it appended (the Raft paper's Figure 8 sequence) or right after it committed (its
-  commit cannot spread).
+  commit cannot spread). Half of the swarm ``isolate-leader`` cuts move (``move:
+  new-leader``, ``advances``; ``Nemesis._move_cut``): once the leader elected behind the
+  cut has committed a few times, the cut moves in one step to put that leader and a few
+  others in a minority, the first victim back on the majority side with the proposals its
+  clients kept sending it while it was cut off (a flapping link, a rack that comes back as
+  another goes, Jepsen's partitions that change shape without a heal between them).
 - kill / pause: ``target`` ``one`` | ``minority`` | ``leader`` (kill -9 + restart;
   SIGSTOP + SIGCONT); swarm schedules add the state-driven targets of ``STATE_TARGETS``:
   ``new-leader`` (wait for the next election and hit the member that just won it),
@@ -174,6 +179,8 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
                               "seed": rng.randrange(1 << 30), "hold": rng.random() < 0.5}
         if p1["shape"] != "rolling-leader":
             p1.update(leader_ack_of(p1["seed"]))
+        if p1["shape"] == "isolate-leader":
+            p1.update(move_of(p1["seed"]))
         return p1
     if kind == "partition":
         return {"shape": rng.choice(PARTITION_SHAPES), "seed": rng.randrange(1 << 30)}
@@ -274,6 +281,28 @@ def leader_ack_of(seed: int) -> dict[str, Any]:
     return {"at": "leader-ack", "shape": r.choice(("isolate-leader", "leader-outbound"))}
 
 
+def move_of(seed: int, share: float = 0.5) -> dict[str, Any]:
+    """A swarm ``isolate-leader`` partition's move, or nothing: in ``share`` of them (half;
+    a third of the deposed-leader bursts, ``BURST_MOVE_SHARE``) the cut moves (``move:
+    new-leader``, see ``Nemesis._move_cut``) once the leader elected behind it has told its
+    followers of a higher commit index ``advances`` (2 to 4) times. Drawn from the fault's
+    seed alone, so every other draw of a schedule stays as it was."""
+    r = random.Random(f"{seed}:move")
+    if r.random() >= share:
+        return {}
+    return {"move": "new-leader", "advances": 2 + r.randrange(3)}
+
+
+# The share of the burst schedule's deposed-leader cuts that move: the others heal as the new
+# leader speaks, which is how stale_term_append is exposed (its deposed leader's held appends
+# land just after the election; with half of them moved, 0 of its 20 quick seeds caught it).
+BURST_MOVE_SHARE = 1 / 3
+
+# A moved cut must outlast the elections after the move (election timeouts of up to 2 s,
+# randomized up to twice that, pre-votes first): it lasts at least this long in all.
+MOVE_MIN_SECONDS = 8.0
+
+
 def make_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
                   rng: random.Random, *, slot: float = 6.0) -> list[Fault]:
     """Faults one after another, covering ``time_limit`` seconds in slots of about ``slot``
@@ -319,6 +348,8 @@ def make_swarm_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
             params = _params(kind, nodes, rng, swarm=True)
             if params.get("shape") == "rolling-leader":  # its rounds each wait for an election
                 stop = min(t + max(3 * (stop - t), 10.0), time_limit - 0.1)
+            elif params.get("move"):  # an election, a commit, the move, then an election again
+                stop = min(t + max(2 * (stop - t), MOVE_MIN_SECONDS), time_limit - 0.1)
             faults.append(Fault(kind, _round(t), _round(max(stop, t)), params))
         t += rng.expovariate(1.0 / gap)
     return faults
@@ -359,9 +390,14 @@ def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
         shape = rng.choice(shapes)
         burst: list[Fault] = []
         if shape == "deposed-leader":
-            burst.append(Fault("partition", _round(t), _round(min(end, t + rng.uniform(2.0, 8.0))),
-                               {"shape": "isolate-leader", "seed": rng.randrange(1 << 30), "hold": True,
-                                "heal": "new-leader"}))
+            stop, seed = t + rng.uniform(2.0, 8.0), rng.randrange(1 << 30)
+            params: dict[str, Any] = {"shape": "isolate-leader", "seed": seed, "hold": True, "heal": "new-leader"}
+            move = move_of(seed, BURST_MOVE_SHARE)
+            if move:  # the cut moves to the new leader's side instead of healing as it speaks
+                del params["heal"]
+                params.update(move)
+                stop = max(stop, t + MOVE_MIN_SECONDS + (stop - t) / 2)
+            burst.append(Fault("partition", _round(t), _round(min(end, stop)), params))
         else:
             used: set[str] = set()
             crash = _burst_kind(("disk", "kill"), kinds, used)
@@ -631,6 +667,10 @@ class Nemesis:
             with trio.move_on_at(time_origin + fault.stop):
                 await self._roll(fault, resolved, time_origin)
         t: Any = self.target
+        if fault.kind == "partition" and fault.params.get("move") == "new-leader" and resolved.get("groups"):
+            # the cut moves to the member that leads next, once it has committed
+            with trio.move_on_at(time_origin + fault.stop):
+                await self._move_cut(fault, resolved, time_origin)
         if fault.params.get("heal") == "new-leader" and hasattr(t, "next_append_or_heartbeat_above_members"):
             # heal the moment a member leads a newer term (at the latest at ``stop``)
             with trio.move_on_at(time_origin + fault.stop):
@@ -702,6 +742,46 @@ class Nemesis:
             victim = found
             rounds.append({"at": _round(trio.current_time() - time_origin), "trigger": step,
                            "node": found, "blocked": blocked})
+
+    async def _move_cut(self, fault: Fault, value: dict[str, Any], time_origin: float) -> None:
+        """A partition that moves (an ``isolate-leader`` cut with ``move: new-leader``):
+        wait until another member leads and has told its followers of a higher commit index
+        ``advances`` times, then, in one step, reconnect the member isolated so far (its
+        held messages delivered) and cut that new leader off with a few others: a minority
+        of (n - 1) // 2 members, the rest (the first victim among them) a bare majority.
+        The first victim comes back with whatever it appended while cut off (a deposed
+        leader keeps the proposals its clients sent it: a longer log of an older term) and
+        meets members whose logs end in the new leader's newer, committed entries; without
+        that leader, the next election on the majority side must not go to it (the Raft
+        paper's election restriction: last term first, then length), and none of the others
+        can win without its vote. A target that cannot see commits polls for a different
+        leader. The move goes into the stop op's value (``rounds``, trigger ``moved``)."""
+        t: Any = self.target
+        victim = value["groups"][0][0]
+        advances = int(fault.params.get("advances", 1))
+        found: int | None = None
+        while found is None:
+            if hasattr(t, "next_commit_leader"):
+                found = await t.next_commit_leader(5.0, advances)
+            else:
+                await trio.sleep(0.05)
+                found = await t.leader()
+            if found == victim or found not in t.node_ids:
+                found = None
+        assert found is not None
+        rng = random.Random(f"{fault.params.get('seed', 0)}:move:{fault.start}")
+        rest = [n for n in sorted(t.node_ids) if n not in (found, victim)]
+        rng.shuffle(rest)
+        minority = [found, *rest[: (len(t.node_ids) - 1) // 2 - 1]]
+        blocked = cut([sorted(minority), sorted(n for n in t.node_ids if n not in minority)])
+        await t.heal_links()
+        if value.get("hold") and hasattr(t, "hold_links"):
+            await t.hold_links(blocked)
+        else:
+            await t.block_links(blocked)
+        self._rounds.setdefault(id(fault), []).append(
+            {"at": _round(trio.current_time() - time_origin), "trigger": "moved", "node": found,
+             "blocked": blocked})
 
     async def resolve(self, target: str, rng: random.Random, leader: int | None,
                       wait: float) -> list[int]:

@@ -7,7 +7,9 @@ Phases of a run (times are seconds since the workload began, the history's time 
 2. heal: every fault still active is stopped (nemesis ops recorded);
 3. recover: wait until the target reports a healthy cluster (bounded by ``recovery_timeout``)
    and then ``recovery_quiet`` seconds more;
-4. final reads: each key is read again with fresh processes;
+4. final reads: each key is read again with fresh processes; while none got an answer they
+   are repeated until the run's recovery bound after the heal has passed (``_recovery_reads``),
+   so a store that never answers again shows it in the history;
 5. member reads (``member_reads``): each key read from every member on its own, once that
    member has caught up (``workloads.memberreads``).
 
@@ -110,6 +112,9 @@ class RunnerOptions:
     member_reads: bool = False
     # seconds a member that is down or behind at the member reads is still asked (memberreads)
     member_read_retry: float = 0.0
+    # Seconds after the final heal within which the store must answer (RunConfig.recovery_bound);
+    # None: the final reads are one pass, whatever they got (see Runner._recovery_reads).
+    recovery_bound: float | None = None
 
 
 @dataclass
@@ -181,6 +186,7 @@ class Runner:
             self.nemesis.bind(nursery)
             await self.nemesis.heal_all()
         self.times.healed = trio.current_time() - origin
+        healed_at = self.recorder.now()
         self._phase("recover")
         self.times.healthy = await self.target.wait_healthy(opts.recovery_timeout)
         await trio.sleep(opts.recovery_quiet)
@@ -190,8 +196,10 @@ class Runner:
             with trio.move_on_after(opts.stop_grace):
                 await background_done.wait()
         self._phase("final")
+        final_from = len(self.recorder.ops)
         final = gen.time_limit(opts.final_read_time, self.workload.final_generator(opts.concurrency))
         await self._run_clients(final, trio.current_time())
+        await self._recovery_reads(final_from, healed_at)
         if opts.member_reads:
             from kvcheck.workloads.memberreads import read_every_member
 
@@ -201,6 +209,40 @@ class Runner:
                 client_timeout=opts.client_timeout, retry_for=opts.member_read_retry)
         self.times.end = trio.current_time() - origin
         return self.times
+
+    async def _recovery_reads(self, since: int, healed_at: float) -> None:
+        """Repeat the final reads (fresh processes, a pause between passes) while none of
+        them got an answer, until ``recovery_bound`` seconds after the final heal have passed
+        and ``MIN_OPS`` of one kind (f) were invoked after that (final reads that come that
+        late anyway, the lease workload's, are not repeated): Raft promises progress once a
+        majority is up and connected, so a store that still answers nothing then is stuck
+        (e.g. a leader whose entries its followers can never accept), and the history shows
+        it (checker.availability judges the window after the final heal). A single pass of
+        final reads, each bounded by the client timeout, ends long before the bound, and a
+        stuck store looked like a slow one. A store that answers costs no extra op.
+        ``since``: the index of the first op of the final phase; ``healed_at``: recorder
+        seconds of the final heal."""
+        from kvcheck.checker.availability import MIN_OPS
+        from kvcheck.workloads import generator as gen
+
+        opts = self.options
+        if opts.recovery_bound is None:
+            return
+        judged_from = healed_at + opts.recovery_bound
+        give_up = judged_from + opts.recovery_bound  # a hard stop, whatever happens
+        while self.recorder.now() < give_up:
+            ops = [op for op in self.recorder.ops[since:] if not op.is_nemesis]
+            if not ops or any(op.type == "ok" for op in ops):
+                return  # no final reads (the lock workloads), or the store answered
+            late: dict[Any, int] = {}  # f -> final ops invoked once the bound had passed
+            for op in ops:
+                if op.type == "invoke":
+                    late[op.f] = late.get(op.f, 0) + int(op.time is not None and op.time / 1e9 >= judged_from)
+            if max(late.values(), default=MIN_OPS) >= MIN_OPS:
+                return  # enough for the availability checker to judge one kind of final op
+            await trio.sleep(min(1.0, opts.client_timeout))
+            again = gen.time_limit(opts.final_read_time, self.workload.final_generator(opts.concurrency))
+            await self._run_clients(again, trio.current_time())
 
     def _phase(self, name: str) -> None:
         if self.on_phase:
@@ -374,7 +416,8 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
                             recovery_quiet=config.recovery_quiet,
                             final_read_time=config.final_read_time,
                             member_reads=config.member_reads,
-                            member_read_retry=config.recovery_bound())
+                            member_read_retry=config.recovery_bound(),
+                            recovery_bound=config.recovery_bound())
     runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
                     on_phase=on_phase, background_rng=substream(config.seed, "background"))
     times = await runner.run()

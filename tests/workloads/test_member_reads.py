@@ -12,7 +12,12 @@ from typing import Any
 
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.exposure import EXPOSURE
-from kvcheck.workloads.nemesis import make_burst_schedule
+from kvcheck.workloads.nemesis import (
+    BURST_MOVE_SHARE,
+    MOVE_MIN_SECONDS,
+    make_burst_schedule,
+    move_of,
+)
 from kvcheck.workloads.run import run_once
 from kvcheck.workloads.swarm import draw_swarm
 
@@ -32,7 +37,14 @@ def test_burst_schedules_aim_at_elections_and_never_overlap_partitions() -> None
     assert [f.params["target"] for f in lost[:3]] == ["leader", "voted", "new-leader"]
     assert lost[0].params["heal"] == "new-leader" and lost[1].params["wait"] == 8.0
     deposed = make_burst_schedule(["partition"], [1, 2, 3], 30.0, random.Random(1), gap=3.0)
-    assert all(f.params["hold"] and f.params["heal"] == "new-leader" for f in deposed)
+    # each deposed leader's cut heals as the new leader speaks, or (half, by the fault's own
+    # seed: nemesis.move_of, a third) moves to the new leader's side and lasts long enough for that
+    assert all(f.params["hold"] for f in deposed)
+    assert all((f.params.get("heal") == "new-leader") != (f.params.get("move") == "new-leader") for f in deposed)
+    assert all(("move" in f.params) == bool(move_of(f.params["seed"], BURST_MOVE_SHARE)) for f in deposed)
+    moved = [f for b in range(5) for f in make_burst_schedule(["partition"], [1, 2, 3], 30.0, random.Random(b), gap=3.0)
+             if "move" in f.params]
+    assert moved and all(f.stop - f.start >= MOVE_MIN_SECONDS or f.stop >= 29.9 for f in moved)
     assert make_burst_schedule(["pause", "clock"], [1, 2, 3], 30.0, random.Random(1), gap=3.0) == []
 
 

@@ -93,3 +93,63 @@ def test_kv_workload_ops_carry_keys(fake_target: Any) -> None:
     rec, _ = run_fake(fake_target, 5, workload="kv")
     keys = {op.key for op in rec.ops if not op.is_nemesis}
     assert len(keys) == 8 and None not in keys
+
+
+def _run_wedged(fake_target: Any, seed: int, bound: float | None) -> tuple[Recorder, Runner]:
+    """A fake store that stops answering for good once the final heal is done (every call
+    ends indeterminate), as a cluster whose leader's entries its followers can never accept."""
+
+    async def main() -> tuple[Recorder, Runner]:
+        target = fake_target(substream(seed, "fake"), nodes=3)
+        rec = Recorder(trio.current_time)
+        nem = Nemesis(target, rec, [], substream(seed, "nemesis"))
+
+        def phase(name: str) -> None:
+            if name == "final":
+                target.down = True
+
+        runner = Runner(target, make_workload("kv", keys=2), rec, nem,
+                        RunnerOptions(concurrency=3, time_limit=2.0, rate=100, client_timeout=0.5,
+                                      recovery_quiet=0.2, recovery_bound=bound),
+                        substream(seed, "generator"), on_phase=phase)
+        await runner.run()
+        return rec, runner
+
+    with deterministic_trio(seed):
+        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_final_reads_repeat_until_the_recovery_bound_when_nothing_answers(fake_target: Any) -> None:
+    from kvcheck.checker.api import CheckOptions
+    from kvcheck.checker.availability import MIN_OPS, AvailabilityChecker
+
+    rec, runner = _run_wedged(fake_target, 3, bound=5.0)
+    healed = runner.times.healed * 1e9
+    final = [op for op in rec.ops if op.time is not None and op.time >= healed and op.f == "read"]
+    assert final and all(op.type in ("invoke", "info") for op in final)
+    late = [op for op in final if op.type == "invoke" and op.time is not None and op.time >= healed + 5e9]
+    assert len(late) >= MIN_OPS  # invoked once the bound had passed: the checker can judge them
+    assert runner.times.end < runner.times.healed + 2 * 5.0 + 2.0  # and it stops soon after
+    result = AvailabilityChecker().check(rec.ops, CheckOptions(extra={"availability_bound": 5.0}))
+    assert not result.valid and {a.kind for a in result.anomalies} == {"unavailable"}
+    # Without a bound (as before): one pass of final reads, ended well inside any bound.
+    rec1, runner1 = _run_wedged(fake_target, 3, bound=None)
+    assert runner1.times.end < runner1.times.healed + 2.0
+    assert AvailabilityChecker().check(rec1.ops, CheckOptions(extra={"availability_bound": 5.0})).valid
+
+
+def test_final_reads_that_answer_are_one_pass_with_a_bound(fake_target: Any) -> None:
+    async def main() -> tuple[Recorder, Runner]:
+        target = fake_target(substream(1, "fake"), nodes=5)
+        rec = Recorder(trio.current_time)
+        runner = Runner(target, make_workload("register"), rec, Nemesis(target, rec, [], substream(1, "nemesis")),
+                        RunnerOptions(concurrency=4, time_limit=2.0, rate=200, client_timeout=0.5,
+                                      recovery_quiet=0.2, recovery_bound=5.0),
+                        substream(1, "generator"))
+        await runner.run()
+        return rec, runner
+
+    with deterministic_trio(1):
+        rec, runner = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    final = [op for op in rec.ops if op.time is not None and op.time >= runner.times.recovered * 1e9]
+    assert sum(1 for op in final if op.type == "ok") == 4 and len(final) == 8  # one read per thread
