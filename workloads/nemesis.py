@@ -445,10 +445,12 @@ def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], t
     Each episode: a ``leader-minority`` partition (the leader with followers up to a
     minority on one side), and, when ``kinds`` has ``pause``, the leader paused a moment
     later for 2.5-4 election timeouts (plus up to a second), then resumed while the cut
-    holds for 2-3 more election timeouts (plus up to 1.5 s). Faults of the schedule of the
-    kinds an episode uses that overlap it are dropped (one set of cut links at a time, and
-    the paused leader stays the one the cut isolates). Drawn from ``rng`` alone (the
-    caller's own substream), so every other draw of the schedule stays as it was."""
+    holds for 2-3 more election timeouts (plus up to 1.5 s). An episode goes where no fault
+    of the schedule of its kinds is active (one set of cut links at a time, and the paused
+    leader stays the one the cut isolates): the first such stretch from its drawn start, or
+    none when the run has no room left. Every fault of ``schedule`` is kept, and the episodes
+    are drawn from ``rng`` alone (the caller's own substream), so the schedule's own faults
+    (bursts tuned to other interleavings) stay exactly as they were."""
     if "partition" not in kinds or time_limit <= 0:
         return list(schedule)
     out = list(schedule)
@@ -456,18 +458,28 @@ def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], t
     t = rng.uniform(0.5, max(0.5, time_limit / 3))
     for _ in range(1 + (rng.random() < 0.5)):
         paused = rng.uniform(2.5, 4.0) * election_timeout + rng.uniform(0.0, 1.0) if "pause" in used else 0.0
-        end = t + paused + rng.uniform(2.0, 3.0) * election_timeout + rng.uniform(0.0, 1.5)
-        if end > time_limit - 0.1:
+        length = paused + rng.uniform(2.0, 3.0) * election_timeout + rng.uniform(0.0, 1.5)
+        part_seed, pause_seed = rng.randrange(1 << 30), rng.randrange(1 << 30)
+        t = _free_from(out, used, t, length)  # the first time no fault of its kinds is active
+        if t + length > time_limit - 0.1:
             break
-        episode = [Fault("partition", _round(t), _round(end), {"shape": "leader-minority",
-                                                                "seed": rng.randrange(1 << 30)})]
+        out.append(Fault("partition", _round(t), _round(t + length), {"shape": "leader-minority", "seed": part_seed}))
         if paused:
-            episode.append(Fault("pause", _round(t + 0.001), _round(t + paused),
-                                 {"target": "leader", "seed": rng.randrange(1 << 30)}))
-        out = [f for f in out if f.kind not in used or f.stop <= t or f.start >= end]
-        out.extend(episode)
-        t = end + rng.uniform(1.0, 4.0)
+            out.append(Fault("pause", _round(t + 0.001), _round(t + paused), {"target": "leader", "seed": pause_seed}))
+        t = t + length + rng.uniform(1.0, 4.0)
     return sorted(out, key=lambda f: (f.start, f.stop))
+
+
+def _free_from(schedule: Sequence[Fault], kinds: Sequence[str], t: float, length: float) -> float:
+    """The earliest time from ``t`` at which ``length`` seconds pass without a fault of
+    ``kinds`` in ``schedule`` active (with 0.2 s to spare after one)."""
+    for f in sorted((f for f in schedule if f.kind in kinds), key=lambda f: (f.start, f.stop)):
+        if f.stop + 0.2 <= t:
+            continue
+        if f.start >= t + length + 0.2:
+            break
+        t = max(t, f.stop + 0.2)
+    return t
 
 
 def overlapping(schedule: Sequence[Fault]) -> bool:
