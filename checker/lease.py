@@ -32,6 +32,10 @@ when not found, ``lease-revoke``; README "Lease histories"):
   election timeouts), and printed (without it this check is skipped, and the summary says so);
 - ``lease:keepalive-after-expiry`` / ``lease:keepalive-after-revoke``: a keepalive invoked
   after the lease's expiry was seen, or after its revoke completed, answered a TTL > 0;
+- ``lease:keepalive-early-expiry``: a keepalive answered TTL 0 (expired or unknown) before TTL
+  had passed since the invocation of a renewal or grant that completed before it was invoked
+  (the keepalive form of early expiry: a member answering from a lessor that is not the
+  cluster's, e.g. a deposed leader; skipped across clock faults);
 - ``lease:renewed-after-expiry``: a keepalive answered TTL > 0 though it was invoked more than
   TTL after the last renewal completed and the same raft term (one leadership, one lessor
   clock) answered both, with no other keepalive in flight and no clock fault in between;
@@ -152,6 +156,32 @@ class LeaseChecker(CheckerBase):
             if seen is not None and seen.position < c.invoke.position:
                 add("lease:keepalive-after-expiry", f"keepalive of lease {lease} answered TTL {done.value} "
                     f"after a watch saw it expire (op {seen.id})", [c.id, seen.id], lease=lease)
+
+        # a keepalive answered TTL 0 (etcd: ErrLeaseNotFound, the lease expired or unknown) too
+        # soon: a renewal or the grant that completed before it was invoked took effect no
+        # earlier than its own invocation, and from then the lease lives at least TTL on every
+        # leader's clock (a new leader restarts the clocks later still); a leader applies
+        # everything committed before it answers a keepalive, so it knows an acknowledged
+        # grant. An answer computed before that TTL ran out (no later than the completion) is
+        # a member that answered from a lessor that is not the cluster's (a deposed leader, a
+        # leader that has not applied the grant yet). Not judged across clock faults.
+        for c in keepalives:
+            done = c.completion
+            assert done is not None
+            lease = c.invoke.value
+            if not (isinstance(done.value, int) and done.value <= 0) or lease not in ttl:
+                continue
+            k_inv, k_done = (c.invoke.time or 0) / NS, (done.time or 0) / NS
+            prior = [r[0] for r in renewals.get(lease, []) if r[1] < k_inv]
+            if not prior:
+                continue
+            r_inv = max(prior)
+            if k_done < r_inv + ttl[lease] and not any(a < k_done and b > r_inv for a, b in clock):
+                add("lease:keepalive-early-expiry",
+                    f"keepalive of lease {lease} (TTL {ttl[lease]} s) answered TTL {done.value} (expired or "
+                    f"unknown) at {k_done:.3f} s, only {k_done - r_inv:.3f} s after a renewal that completed "
+                    f"before it was invoked (invoked at {r_inv:.3f} s)", [c.id], lease=lease,
+                    term=done.extra.get("term"))
 
         # a keepalive that renewed a lease its leader's clock must have let lapse: the same
         # term (one leadership, one lessor clock: a new leader restarts every lease's clock)

@@ -31,6 +31,7 @@ from kvcheck.workloads.nemesis import (
     CLIENT_FAULT_KINDS,
     SIM_ONLY_KINDS,
     Fault,
+    add_stale_leader_episodes,
     make_burst_schedule,
     make_schedule,
     make_swarm_schedule,
@@ -292,6 +293,11 @@ class RunConfig:
                     duration=tuple(shape["duration"]), max_overlap=shape["max_overlap"])
             else:
                 self.schedule = make_schedule(self.faults, self.node_ids, self.time_limit, rng)
+            if shape and shape.get("stale_leader"):
+                node = self.node_config(1, "n1")
+                self.schedule = add_stale_leader_episodes(
+                    self.schedule, self.faults, self.time_limit, substream(self.seed, "stale-leader"),
+                    election_timeout=node.election_tick * node.tick_interval)
         return self
 
     def to_json(self) -> dict[str, Any]:

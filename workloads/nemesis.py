@@ -459,6 +459,65 @@ def _burst_fault(kind: str, target: str, start: float, duration: float, end: flo
     return Fault(kind, _round(start), _round(max(start, min(end, start + duration))), params)
 
 
+def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], time_limit: float,
+                              rng: random.Random, *, election_timeout: float) -> list[Fault]:
+    """``schedule`` with one or two stale-leader episodes laid over it (a swarm seed's
+    ``schedule.stale_leader``): a deposed leader that still serves its clients while the rest
+    of the cluster has moved on.
+
+    Why: a leader cut off from the majority keeps believing it leads until check-quorum
+    deposes it, one to two election timeouts later, while the majority elects a new leader
+    after its own randomized timeout and acknowledges writes. A store whose leader serves a
+    read, or answers a lease keepalive, without confirming its leadership with a quorum
+    shows stale state in that window only. On its own the window is short and opens while
+    every client is still stuck on requests to the cut-off side, so the new leader's first
+    acknowledged write rarely comes before the old leader steps down (measured: it came
+    0.03-1.1 s after in all 14 deposed leaders of 31 register partition runs). A process
+    pause of the leader (a GC or VM pause, SIGSTOP) at the moment its side of the network is
+    cut lets the majority elect and serve writes meanwhile; when it resumes, its tick count
+    has not moved, so it leads for up to two more election timeouts, with the clients that
+    reach its side of the split reading from it.
+
+    Each episode: a ``leader-minority`` partition (the leader with followers up to a
+    minority on one side), and, when ``kinds`` has ``pause``, the leader paused a moment
+    later for 2.5-4 election timeouts (plus up to a second), then resumed while the cut
+    holds for 2-3 more election timeouts (plus up to 1.5 s). An episode goes where no fault
+    of the schedule of its kinds is active (one set of cut links at a time, and the paused
+    leader stays the one the cut isolates): the first such stretch from its drawn start, or
+    none when the run has no room left. Every fault of ``schedule`` is kept, and the episodes
+    are drawn from ``rng`` alone (the caller's own substream), so the schedule's own faults
+    (bursts tuned to other interleavings) stay exactly as they were."""
+    if "partition" not in kinds or time_limit <= 0:
+        return list(schedule)
+    out = list(schedule)
+    used = ("partition", "pause") if "pause" in kinds else ("partition",)
+    t = rng.uniform(0.5, max(0.5, time_limit / 3))
+    for _ in range(1 + (rng.random() < 0.5)):
+        paused = rng.uniform(2.5, 4.0) * election_timeout + rng.uniform(0.0, 1.0) if "pause" in used else 0.0
+        length = paused + rng.uniform(2.0, 3.0) * election_timeout + rng.uniform(0.0, 1.5)
+        part_seed, pause_seed = rng.randrange(1 << 30), rng.randrange(1 << 30)
+        t = _free_from(out, used, t, length)  # the first time no fault of its kinds is active
+        if t + length > time_limit - 0.1:
+            break
+        out.append(Fault("partition", _round(t), _round(t + length), {"shape": "leader-minority", "seed": part_seed}))
+        if paused:
+            out.append(Fault("pause", _round(t + 0.001), _round(t + paused), {"target": "leader", "seed": pause_seed}))
+        t = t + length + rng.uniform(1.0, 4.0)
+    return sorted(out, key=lambda f: (f.start, f.stop))
+
+
+def _free_from(schedule: Sequence[Fault], kinds: Sequence[str], t: float, length: float) -> float:
+    """The earliest time from ``t`` at which ``length`` seconds pass without a fault of
+    ``kinds`` in ``schedule`` active (with 0.2 s to spare after one)."""
+    for f in sorted((f for f in schedule if f.kind in kinds), key=lambda f: (f.start, f.stop)):
+        if f.stop + 0.2 <= t:
+            continue
+        if f.start >= t + length + 0.2:
+            break
+        t = max(t, f.stop + 0.2)
+    return t
+
+
 def overlapping(schedule: Sequence[Fault]) -> bool:
     """Whether any two faults of the schedule are active at once."""
     end = -math.inf
@@ -520,6 +579,16 @@ def partition_links(shape: str, nodes: Sequence[int], rng: random.Random,
         half = len(rest) // 2
         side_a, side_b = sorted(rest[:half]), sorted(rest[half:])
         return cut([side_a, side_b]), {"groups": [side_a, side_b], "bridge": bridge}
+    if shape == "leader-minority":
+        # The leader on the small side of a split, with as many followers as a minority can
+        # hold (a rack or zone holding the leader losing the rest): the majority elects and
+        # serves writes while the old leader, until check-quorum deposes it, still has
+        # followers that acknowledge its heartbeats (with 3 members it is alone).
+        victim = leader if leader is not None else shuffled[0]
+        others = [n for n in shuffled if n != victim]
+        side = sorted([victim, *others[: (len(ns) - 1) // 2 - 1]])
+        groups = [side, [n for n in ns if n not in side]]
+        return cut(groups), {"groups": groups, "leader": victim}
     if shape == "leader-outbound":  # what the leader sends is lost; it still hears the others
         victim = leader if leader is not None else shuffled[0]
         return sorted([victim, o] for o in ns if o != victim), {"node": victim, "direction": "outbound"}

@@ -11,6 +11,9 @@ when none are named) and the parameters that shape a run:
   and a member that just acknowledged an append), or, in half the seeds (drawn from a
   substream of its own), bursts of faults aimed at single elections
   (``nemesis.make_burst_schedule``: a deposed leader's held appends, a vote lost in a crash);
+  in half the seeds with partitions, stale-leader episodes where either leaves room
+  (``nemesis.add_stale_leader_episodes``: the leader cut off with a minority and paused while
+  the majority elects and serves writes, then resumed still believing it leads);
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
   (entries per append message, appends in flight); in a quarter of the seeds a snapshot
   storm (a snapshot every 5 to 20 entries, 1 to 10 entries of log kept after it);
@@ -32,6 +35,9 @@ from typing import Any
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, parse_faults
+
+# Share of swarm seeds (with partitions among their kinds) that get stale-leader episodes.
+STALE_LEADER_SHARE = 1 / 2
 
 
 def _maybe(rng: random.Random, lo: float, hi: float, p_on: float = 0.5) -> float:
@@ -135,6 +141,11 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
     # draw of a seed is what it was before bursts existed.
     if substream(config.seed, "swarm-burst").random() < 0.5:
         schedule["burst"] = True
+    # Stale-leader episodes (nemesis.add_stale_leader_episodes: the leader cut off on a
+    # minority side, paused meanwhile, resumed while the majority serves) laid over the
+    # schedule in half the seeds with partitions (where it finds room); their own substream.
+    if "partition" in kinds and substream(config.seed, "swarm-stale-leader").random() < STALE_LEADER_SHARE:
+        schedule["stale_leader"] = True
     config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
     config.schedule = []
     return config

@@ -259,3 +259,41 @@ def test_a_read_without_a_term_cannot_bound_the_elections_and_is_not_judged() ->
     r = LeaseChecker().check(election_chain(read_at=12.0, read_term=None), OPTS)
     assert r.valid is True and r.detail["reads_without_term"] == 1
     assert "without a raft term" in LeaseChecker().summary_lines(r.to_json(), str)[1]
+
+
+def early_answer(*, answered_at: float = 1.6, ttl_answer: int = 0, clock_fault: bool = False,
+                 concurrent: bool = False) -> list[Op]:
+    """Lease 7 (TTL 2) granted and renewed at 1.0-1.1 s; then a keepalive answered
+    ``ttl_answer`` at ``answered_at`` (invoked 0.1 s before; ``concurrent``: invoked before the
+    renewal completed)."""
+    h, op = recorder()
+    lease_7_renewed_at_1_1(op)
+    if clock_fault:
+        op(1.2, "nemesis", "invoke", "start-clock", {})
+        op(1.2, "nemesis", "info", "start-clock", {})
+        op(1.3, "nemesis", "invoke", "stop-clock", {})
+        op(1.3, "nemesis", "info", "stop-clock", {})
+    op(1.05 if concurrent else answered_at - 0.1, 1, "invoke", "lease-keepalive", 7)
+    op(answered_at, 1, "ok", "lease-keepalive", ttl_answer, term=2)
+    return numbered(h)
+
+
+def test_a_keepalive_answered_expired_before_ttl_since_a_completed_renewal_is_caught() -> None:
+    """A keepalive renewed lease 7 (TTL 2) at 1.0-1.1 s; another, invoked at 1.5 s, answered 0
+    (expired or unknown) at 1.6 s: the lease lives until 3.0 s at the earliest, so the answer
+    came from a lessor that is not the cluster's (a deposed leader, a leader that had not
+    applied the grant)."""
+    r = LeaseChecker().check(early_answer(), OPTS)
+    found = [a for a in r.anomalies if a.kind == "lease:keepalive-early-expiry"]
+    assert r.valid is False and len(found) == 1, [a.to_json() for a in r.anomalies]
+    assert found[0].ops == [early_answer()[-2].id] and "0.600 s after" in found[0].explanation
+
+
+def test_a_keepalive_answered_expired_after_ttl_concurrent_or_across_a_clock_fault_is_not_judged() -> None:
+    assert "lease:keepalive-early-expiry" not in kinds(early_answer(answered_at=3.05))  # TTL has run out
+    assert "lease:keepalive-early-expiry" not in kinds(early_answer(ttl_answer=2))  # renewed, not expired
+    assert "lease:keepalive-early-expiry" not in kinds(early_answer(clock_fault=True))
+    # invoked before the renewal completed: only the grant (invoked at 0.1 s) precedes it... and
+    # TTL from the grant runs until 2.1 s, so an answer at 1.6 s is still early
+    assert "lease:keepalive-early-expiry" in kinds(early_answer(concurrent=True))
+    assert "lease:keepalive-early-expiry" not in kinds(early_answer(concurrent=True, answered_at=2.2))

@@ -1,0 +1,129 @@
+"""Stale-leader episodes (nemesis.add_stale_leader_episodes, swarm ``schedule.stale_leader``):
+the leader cut off on a minority side (partition shape ``leader-minority``), paused while the
+majority elects and serves writes, and resumed while the cut holds, still believing it leads.
+
+These tests pin the shape (the leader plus followers up to a minority), the episode layout
+(what it adds, what it drops, that it leaves the rest of the schedule alone), the swarm draw,
+and that in a clean simulated run the resumed member does lead again next to a newer leader
+(the deposed-leader window the episode exists for) while the history stays valid."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.nemesis import Fault, add_stale_leader_episodes, partition_links
+from kvcheck.workloads.run import run_once
+
+
+@pytest.mark.parametrize("n", [3, 5, 7])
+def test_leader_minority_puts_the_leader_with_followers_up_to_a_minority(n: int) -> None:
+    nodes = list(range(1, n + 1))
+    for seed in range(10):
+        blocked, desc = partition_links("leader-minority", nodes, random.Random(seed), 2)
+        side, rest = desc["groups"]
+        assert desc["leader"] == 2 and 2 in side
+        assert len(side) == (n - 1) // 2 and len(rest) == n - len(side)  # a minority, the largest one
+        assert sorted(side + rest) == nodes
+        # every link between the sides is cut both ways, and no other
+        assert sorted(blocked) == sorted([[a, b] for a in side for b in rest] + [[b, a] for a in side for b in rest])
+
+
+def _episodes(schedule: list[Fault], kinds: list[str], seed: int = 3, limit: float = 30.0,
+              et: float = 1.0) -> list[Fault]:
+    return add_stale_leader_episodes(schedule, kinds, limit, random.Random(seed), election_timeout=et)
+
+
+def test_an_episode_cuts_the_leader_side_and_pauses_the_leader_inside_the_cut() -> None:
+    for seed in range(20):
+        out = _episodes([], ["partition", "pause"], seed)
+        cuts = [f for f in out if f.kind == "partition"]
+        pauses = [f for f in out if f.kind == "pause"]
+        assert 1 <= len(cuts) <= 2 and len(pauses) == len(cuts)
+        for c, p in zip(cuts, pauses, strict=True):
+            assert c.params["shape"] == "leader-minority" and p.params["target"] == "leader"
+            # the pause begins right after the cut and ends while it holds: the leader resumes
+            # on the cut-off side, with 2-3 election timeouts of the cut still to come
+            assert c.start < p.start < c.start + 0.01
+            assert p.stop - p.start >= 2.5 and c.stop - p.stop >= 2.0
+            assert c.stop <= 30.0 - 0.1
+
+
+def test_an_episode_keeps_every_fault_and_goes_where_none_of_its_kinds_is_active() -> None:
+    kill = Fault("kill", 0.0, 29.0, {"target": "one", "seed": 1})
+    early = Fault("pause", 0.0, 0.2, {"target": "one", "seed": 2})
+    busy = Fault("partition", 0.1, 12.0, {"shape": "halves", "seed": 3})
+    for seed in range(20):
+        out = _episodes([kill, early, busy], ["partition", "pause", "kill"], seed)
+        assert [f for f in out if f in (kill, early, busy)] == [early, kill, busy]  # all kept
+        added = [f for f in out if f.params.get("shape") == "leader-minority" or f.params.get("target") == "leader"]
+        assert added and all(f.start >= busy.stop + 0.2 for f in added)  # after the busy stretch
+        # no two faults of one kind at once
+        for kind in ("partition", "pause"):
+            fs = sorted((f for f in out if f.kind == kind), key=lambda f: f.start)
+            assert all(a.stop <= b.start for a, b in itertools.pairwise(fs))
+    # a schedule busy to the end leaves no room: nothing is added
+    whole = Fault("partition", 0.1, 29.5, {"shape": "halves", "seed": 3})
+    assert _episodes([whole], ["partition", "pause"]) == [whole]
+
+
+def test_without_pause_the_episode_is_the_cut_alone_and_without_partition_nothing() -> None:
+    out = _episodes([], ["partition", "kill"])
+    assert out and {f.kind for f in out} == {"partition"}
+    sched = [Fault("pause", 1.0, 2.0, {"target": "one", "seed": 2})]
+    assert _episodes(sched, ["pause", "kill"]) == sched
+    assert _episodes([], ["partition", "pause"], limit=2.0) == []  # no room for an episode
+
+
+def test_half_the_swarm_seeds_with_partitions_draw_episodes_into_their_schedule() -> None:
+    from kvcheck.workloads.swarm import draw_swarm
+
+    drawn = 0
+    with_partition = 0
+    for seed in range(60):
+        cfg = draw_swarm(RunConfig(workload="register", seed=seed, faults=[]))
+        flag = cfg.swarm is not None and cfg.swarm["schedule"].get("stale_leader")
+        if "partition" in cfg.faults:
+            with_partition += 1
+        else:
+            assert not flag
+        cfg.with_schedule()
+        minority = [f for f in cfg.schedule if f.params.get("shape") == "leader-minority"]
+        assert flag or not minority  # only the flag adds the shape (a short run may have no room)
+        drawn += bool(flag)
+    assert 0.3 * with_partition < drawn < 0.7 * with_partition
+
+
+def test_the_resumed_leader_leads_again_beside_a_newer_leader_and_the_clean_store_stays_valid(
+        tmp_path: Path) -> None:
+    """The episode's point: after the pause, the member resumes as leader of its old term while
+    another member leads a newer one (a deposed leader, until check-quorum); the clean store
+    confirms every read with a quorum, so the history stays valid."""
+    cut = Fault("partition", 2.0, 9.0, {"shape": "leader-minority", "seed": 5})
+    pause = Fault("pause", 2.001, 5.0, {"target": "leader", "seed": 6})
+    cfg = RunConfig(workload="register", faults=["partition", "pause"], time_limit=10.0, seed=3,
+                    wall_budget=60.0, schedule=[cut, pause])
+    out = run_once(cfg, tmp_path, progress=False)
+    assert out.results["valid"] is True, out.results
+    ops = out.execution.ops
+    start = next(op for op in ops if op.is_nemesis and op.f == "start-partition" and op.type == "info")
+    paused = next(op for op in ops if op.is_nemesis and op.f == "start-pause" and op.type == "info")
+    old = start.value["leader"]
+    assert paused.value["nodes"] == [old] and old in start.value["groups"][0]
+    assert len(start.value["groups"][0]) == 2  # 5 members: the leader and one follower
+
+    def events(member: int) -> list[tuple[float, str]]:
+        text = (out.run_dir / f"node{member}.log").read_text().splitlines()
+        return [(float(line.split()[0]), line) for line in text if not line.startswith("#")]
+
+    resumed = next(t for t, line in events(old) if "resumed" in line)
+    stepped_down = next(t for t, line in events(old) if t > resumed and "became follower" in line)
+    newer = [t for m in range(1, cfg.nodes + 1) if m != old for t, line in events(m)
+             if re.search(r"became leader", line) and 2.0 < t < resumed]
+    assert newer, "the majority elected no leader while the old one was paused"
+    assert stepped_down - resumed > 0.1  # it led again after the resume, beside the newer leader
