@@ -254,16 +254,30 @@ def test_fifo_restart_gives_new_connections() -> None:
 
 
 def test_fifo_held_messages_come_before_what_is_sent_after_the_heal() -> None:
-    """A partition with ``hold`` keeps the connection: at the heal its held messages are
-    delivered in order, before what is sent after the heal."""
+    """A partition with ``hold`` keeps the connection: its held messages are delivered in
+    order, before what is sent after the heal, once TCP's retransmission timer fires (first
+    held at 0, timeouts 0.2, 0.4, 0.8 s: retransmissions at 0.2, 0.6, 1.4 s; healed at 0.7 s,
+    the link resumes at 1.4 s) while another link carries on at once."""
     async def body(net: SimNetwork, sched: SimScheduler) -> None:
         net.block([[1, 2]], hold=True)
         for i in range(50):
             net.send(1, 2, i)
-        await trio.sleep(0.5)
+        await trio.sleep(0.7)
         net.heal()
         for i in range(50, 60):
             net.send(1, 2, i)
+        net.send(3, 2, "other")
 
-    got = [m for _, _, m in _deliveries(body, jitter=0.01)]
-    assert got == list(range(60))
+    got = _deliveries(body, jitter=0.01)
+    assert [m for _, src, m in got if src == 1] == list(range(60))
+    assert min(t for t, src, _ in got if src == 1) >= 1.4
+    assert next(t for t, src, _ in got if src == 3) < 0.8
+
+
+def test_tcp_resume_is_the_first_retransmission_after_the_heal() -> None:
+    from kvcheck.workloads.sim.network import tcp_resume
+
+    assert tcp_resume(0.0, 0.0) == 0.0
+    assert abs(tcp_resume(0.0, 0.1) - 0.2) < 1e-9
+    assert abs(tcp_resume(1.0, 3.0) - 4.0) < 1e-9  # retransmissions at 1.2, 1.6, 2.4, 4.0
+    assert tcp_resume(0.0, 1000.0) >= 1000.0

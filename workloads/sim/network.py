@@ -24,8 +24,11 @@ its previous process, whose sockets are gone: lost. A cut link (``block``) drops
 sent on it and what arrives on it while it is cut (the local target's peer proxy drops whole
 frames of a blocked link the same way, and a connection reset by a cut loses its unsent
 bytes: Raft retransmits); with ``hold`` the connection survives the partition, as TCP's
-retransmissions do under a firewall that drops packets, so what it held is delivered at the
-heal, in order, before what is sent after the heal. What still reorders on purpose: a
+retransmissions do under a firewall that drops packets: what it held is delivered in
+order, before what is sent after the heal, once the connection's retransmission timer next
+fires (``RTO_MIN``, doubling after each unanswered retransmission from the first message
+the cut held: after a 2 s cut, 1 s after the heal), as Linux TCP resumes a stalled
+connection; other links carry on meanwhile. What still reorders on purpose: a
 duplicate (the network's ``duplicate``, the packet fault's) is a stale retransmit with its
 own latency, and a perturbation's extra ``delay`` (perturb.py's batch_reorder, long_delay,
 batch_duplicate: a reconnect window, a message stuck in an old connection) takes that copy
@@ -98,6 +101,7 @@ class SimNetwork:
         self.halted = False  # the run was stopped early: every message is dropped from now on
         self.holding = False  # blocked links keep their messages until the heal (block(hold=True))
         self.held: list[tuple[int, int, Any]] = []
+        self.held_since: dict[tuple[int, int], float] = {}  # fifo: when each link first held one
 
     # -- topology ---------------------------------------------------------------------
 
@@ -125,6 +129,11 @@ class SimNetwork:
         self.blocked.clear()
         self.holding = False
         held, self.held = self.held, []
+        if self.fifo:  # each held connection resumes when its retransmission timer next fires
+            now = self.scheduler.current_time()
+            for link, since in self.held_since.items():
+                self.link_tail[link] = max(self.link_tail.get(link, 0.0), self.quantize(tcp_resume(since, now)))
+        self.held_since.clear()
         # in the order they were sent, each with a fresh latency (with fifo: each link's held
         # messages first, in order, then whatever it carries after the heal)
         for src, dst, payload in held:
@@ -175,6 +184,7 @@ class SimNetwork:
         if (src, dst) in self.blocked:
             if self.holding and len(self.held) < self.HOLD_LIMIT:
                 self.held.append((src, dst, payload))
+                self.held_since.setdefault((src, dst), self.scheduler.current_time())
                 return True
             self.stats.dropped_blocked += 1
             return False
@@ -224,6 +234,7 @@ class SimNetwork:
         elif (src, dst) in self.blocked:  # partitioned while in flight
             if self.holding and len(self.held) < self.HOLD_LIMIT:
                 self.held.append((src, dst, payload))
+                self.held_since.setdefault((src, dst), self.scheduler.current_time())
                 return
             self.stats.dropped_blocked += 1
         else:
@@ -235,6 +246,21 @@ class SimNetwork:
     def pending(self) -> int:
         """Messages sent and not yet delivered or dropped."""
         return self.in_flight
+
+
+RTO_MIN = 0.2  # Linux TCP's minimum retransmission timeout, seconds
+RTO_MAX = 120.0  # and its largest
+
+
+def tcp_resume(since: float, healed: float) -> float:
+    """When a TCP connection whose first unacknowledged data was sent at ``since`` delivers
+    it again, the link having been cut until ``healed``: at the first retransmission at or
+    after the heal, the timeout starting at ``RTO_MIN`` and doubling after each one."""
+    t, rto = since, RTO_MIN
+    while t < healed:
+        t += rto
+        rto = min(rto * 2, RTO_MAX)
+    return t
 
 
 def _either(p: float, q: float) -> float:
