@@ -321,8 +321,8 @@ class RunConfig:
         kwargs.setdefault("swarm", None)
         kwargs.setdefault("wall_budget", None)
         net = kwargs.get("network")
-        if isinstance(net, dict):  # network.fifo added later within version 2: absent = reordering links
-            kwargs["network"] = {"fifo": False, **net}
+        if isinstance(net, dict) and "fifo" not in net:  # added later within version 2: absent = reordering links
+            kwargs["network"] = {**net, "fifo": False}
         node = kwargs.get("node")
         if isinstance(node, dict):  # node fields added later within version 2: absent = default
             kwargs["node"] = {**node, **{k: v for k, v in NODE_ADDED.items() if k not in node}}
