@@ -47,8 +47,9 @@ CONFIG_VERSION = 2
 # delivery times rounded up to ``grid``; a client request and its reply each take
 # ``client_latency`` [low, high]; ``loss`` and ``duplicate`` are baseline probabilities that
 # the packet fault adds to; ``fifo``: each directed link delivers in the order it was sent
-# (one TCP connection per peer, as the store's transport has), else every message's latency
-# is drawn on its own and a link reorders (a config.json without it ran that way).
+# (one TCP connection per peer, as the store's transport has; ``kvcheck run --ordered-links``),
+# else every message's latency is drawn on its own and a link reorders (the default for now,
+# and what a config.json without it ran on): see sim/network.py for why the default waits.
 NETWORK_DEFAULTS: dict[str, Any] = {
     "base_latency": [0.0002, 0.0008],
     "jitter": 0.0002,
@@ -56,7 +57,7 @@ NETWORK_DEFAULTS: dict[str, Any] = {
     "client_latency": [0.0002, 0.001],
     "loss": 0.0,
     "duplicate": 0.0,
-    "fifo": True,
+    "fifo": False,
 }
 
 # The etcd target (workloads/etcd): its timing flags as etcd 3.4 names them (pre-vote off is

@@ -78,16 +78,10 @@ EXPOSURE: dict[str, Exposure] = {
     # may commit them from its heartbeats, and the final per-member reads see the members
     # disagree. Under the bug some runs livelock in a reject/probe storm: a 10 s wall budget
     # ends those (what they recorded is still checked) so the row's budget goes to other seeds.
-    # Since links deliver in order and a held link resumes at its next TCP retransmission
-    # (sim/network.py), the held appends land 0-1.6 s after the heal, mostly after the new
-    # leader's entries are committed: seeds 0-79 fire it (6339 times) but none is caught
-    # (heal-time delivery: first at 42; the old reordering links: at 6).
     "stale_term_append": Exposure("kv", "partition", 15.0, {"wall_budget": 8.0}, swarm=True),
     # Erased acknowledged entries become lost writes once a member missing them wins an
     # election (kill targets leaders); kv splits the info ops of a stalled cluster over its keys,
     # where one register's search took 37 s (seeds 0-11: caught at 0, 1, 11; register: 11 only).
-    # It needs a link to deliver an older MsgApp after a newer one: since links deliver in order
-    # only the perturbations and duplicates do that (first caught at seed 24; 12 before).
     "eager_truncation": Exposure("kv", "partition,packet,kill", swarm=True),
     # A follower needs a stale tail: a deposed leader that still reaches one follower
     # (5 members: a minority of two) and a partition that heals under a newer leader,
@@ -103,7 +97,7 @@ EXPOSURE: dict[str, Exposure] = {
     # re-route quickly).
     "read_index_before_commit": Exposure("register", "partition", settings={
         "network": {"base_latency": [0.001, 0.004], "jitter": 0.001, "grid": 0.001,
-                    "client_latency": [0.0002, 0.001], "loss": 0.05, "duplicate": 0.0, "fifo": True},
+                    "client_latency": [0.0002, 0.001], "loss": 0.05, "duplicate": 0.0, "fifo": False},
         "perturb": {"long_delay": 0.0, "batch_reorder": 0.0, "batch_duplicate": 0.0, "slow_fsync": 0.0,
                     "stall": 0.0, "kill_tears": 0.0, "slow_disk": 0.6},
         "client_attempt_timeout": 0.1, "wall_budget": 10.0}, swarm=True),

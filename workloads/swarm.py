@@ -13,8 +13,8 @@ when none are named) and the parameters that shape a run:
   (``nemesis.make_burst_schedule``: a deposed leader's held appends, a vote lost in a crash);
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
   (entries per append message, appends in flight);
-- the simulated network's latency, jitter, baseline loss and duplication (its links always
-  deliver in order, ``network.fifo``, as the store's transport does);
+- the simulated network's latency, jitter, baseline loss and duplication (a link's messages
+  may reorder unless ``--ordered-links``: ``network.fifo``, never drawn);
 - rare-path perturbation probabilities (``sim.perturb``; slow disks in a fifth of the seeds);
 - cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
   same request id) and, for kv, the number of keys.
@@ -85,10 +85,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                  "snapshot_catchup_entries": max(1, snapshot // rng.choice((2, 5, 10)))})
     put("node", node)
     scale = rng.choice((1.0, 1.0, 5.0, 20.0))
-    # network.fifo is never drawn: the store's transport never reorders a link, and links
-    # that do (fifo false) with one-entry appends starve a healthy cluster (each reordered
-    # MsgApp sends the follower back to probe): seeds 135/138 of kubernetes flagged a clean
-    # store unavailable. Reordering stays with the perturbations and duplicates.
+    # network.fifo is never drawn (it stays as config.network has it: --ordered-links). On
+    # reordering links one-entry appends can starve a healthy cluster (each reordered MsgApp
+    # sends the follower back to probe: kubernetes seeds 135, 138); see sim/network.py.
     net = dict(config.network)
     net.update({"base_latency": [round(0.0002 * scale, 6), round(0.0008 * scale, 6)],
                 "jitter": round(0.0002 * scale * rng.uniform(0.5, 5.0), 6),

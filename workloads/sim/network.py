@@ -10,7 +10,8 @@ task per message, and a deterministic order for equal times. Delivery times are 
 to a time grid (``grid``, 1 ms by default), so messages due in the same millisecond wake
 their receivers once: the simulation's cost is dominated by trio scheduler passes.
 
-Order on a link (``fifo``, config.json's ``network.fifo``, true by default). The store's
+Order on a link (``fifo``, config.json's ``network.fifo``; ``kvcheck run --ordered-links``;
+false by default for now). The store's
 real transport (reference/server.py) sends a member's messages to each peer over one TCP
 connection fed by a FIFO queue, so a link never reorders what it carries. With ``fifo`` each
 directed link is such a connection: a message is delivered at the later of its drawn time
@@ -37,7 +38,12 @@ acknowledgement sent once a slow fsync ends): it joins the link's order when it 
 and is never sent if its sender's process died first. ``fifo=False`` is the network of
 earlier versions (every message's latency drawn independently, so a link reorders whenever
 the jitter exceeds the spacing of its messages, as UDP would): a config.json without
-``network.fifo`` ran on it, and replays on it.
+``network.fifo`` ran on it, and replays on it. Why it is still the default: on ordered
+links two bug switches lose their exposure in ``regress --quick`` (stale_term_append: its
+held old-term appends land after the new leader's entries commit, seeds 0-79 not caught;
+eager_truncation: first caught at seed 24, not 12), while reordering links make a clean
+cluster with one-entry appends and 12.8 ms jitter starve (kubernetes swarm seeds 135, 138
+flagged unavailable). Making ordered links the default needs those exposures back first.
 
 A link is blocked as a directed pair (src, dst); ``block``/``heal`` implement every partition
 shape. A message to a node that is down at delivery time is lost; a paused node's messages
