@@ -74,13 +74,17 @@ def _internal_errors() -> Iterator[None]:
               help="Each seed draws its own fault kinds (from --faults, or all), fault rate, "
                    "durations and overlaps, timeouts, network, perturbations, clients and keys; "
                    "options given explicitly are kept.")
+@click.option("--ordered-links", is_flag=True, default=False,
+              help="Simulation: each link delivers in the order it sent, as the store's one TCP "
+                   "connection per peer does (network.fifo); by default a link's messages may "
+                   "reorder when jitter exceeds their spacing.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def run_command(ctx: click.Context, workload: str, faults: str, target: str, nodes: int, concurrency: int,
                 time_limit: float, rate: float | None, seed: int | None, test_count: int,
                 check_timeout: float, client_timeout: float, keys: int, bugs: tuple[str, ...],
                 store: Path, etcd_endpoints: str, etcd_pre_vote: bool, wall_budget: float,
-                fail_on_findings: bool, swarm: bool, progress: bool) -> int:
+                fail_on_findings: bool, swarm: bool, ordered_links: bool, progress: bool) -> int:
     """Run a workload against a cluster under faults, check the history, write a report.
 
     Writes STORE/<workload>/<timestamp>/ (config.json, history.jsonl, results.json,
@@ -105,6 +109,8 @@ def run_command(ctx: click.Context, workload: str, faults: str, target: str, nod
                            seed=seed + i,
                            check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
                            bugs=list(bugs), wall_budget=wall_budget or None)
+        if ordered_links:
+            config.network["fifo"] = True
         if target == "etcd":
             config.etcd.update(endpoints=endpoints, pre_vote=etcd_pre_vote)
             if nodes != 5 and endpoints:

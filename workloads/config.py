@@ -47,7 +47,10 @@ CONFIG_VERSION = 2
 # drawn once from ``base_latency`` [low, high], plus exponential jitter of mean ``jitter``;
 # delivery times rounded up to ``grid``; a client request and its reply each take
 # ``client_latency`` [low, high]; ``loss`` and ``duplicate`` are baseline probabilities that
-# the packet fault adds to.
+# the packet fault adds to; ``fifo``: each directed link delivers in the order it was sent
+# (one TCP connection per peer, as the store's transport has; ``kvcheck run --ordered-links``),
+# else every message's latency is drawn on its own and a link reorders (the default for now,
+# and what a config.json without it ran on): see sim/network.py for why the default waits.
 NETWORK_DEFAULTS: dict[str, Any] = {
     "base_latency": [0.0002, 0.0008],
     "jitter": 0.0002,
@@ -55,6 +58,7 @@ NETWORK_DEFAULTS: dict[str, Any] = {
     "client_latency": [0.0002, 0.001],
     "loss": 0.0,
     "duplicate": 0.0,
+    "fifo": False,
 }
 
 # The etcd target (workloads/etcd): its timing flags as etcd 3.4 names them (pre-vote off is
@@ -83,7 +87,7 @@ NODE_ADDED: dict[str, Any] = {"max_size_per_msg": 1 << 20, "max_inflight_msgs": 
 # from today's defaults.
 V1_PARAMETERS: dict[str, Any] = {
     "network": {"base_latency": [0.0002, 0.0008], "jitter": 0.0002, "grid": 0.001,
-                "client_latency": [0.0002, 0.001], "loss": 0.0, "duplicate": 0.0},
+                "client_latency": [0.0002, 0.001], "loss": 0.0, "duplicate": 0.0, "fifo": False},
     "node": {"tick_interval": 0.1, "election_tick": 10, "heartbeat_tick": 1, "pre_vote": True,
              "check_quorum": True, "request_timeout": 5.0, "snapshot_count": 10_000,
              "snapshot_catchup_entries": 5_000, "quota_bytes": 2 * 1024**3,
@@ -244,6 +248,8 @@ class RunConfig:
             v = net[name]
             if not (_is_number(v) and 0 <= v <= 1):
                 raise ConfigError(f"network.{name}: expected a probability in [0, 1], got {v!r}")
+        if not isinstance(net["fifo"], bool):
+            raise ConfigError(f"network.fifo: expected true or false, got {net['fifo']!r}")
 
     def _validate_node(self) -> None:
         node = self.node
@@ -321,6 +327,9 @@ class RunConfig:
         kwargs.setdefault("client_attempt_timeout", None)
         kwargs.setdefault("swarm", None)
         kwargs.setdefault("wall_budget", None)
+        net = kwargs.get("network")
+        if isinstance(net, dict) and "fifo" not in net:  # added later within version 2: absent = reordering links
+            kwargs["network"] = {**net, "fifo": False}
         node = kwargs.get("node")
         if isinstance(node, dict):  # node fields added later within version 2: absent = default
             kwargs["node"] = {**node, **{k: v for k, v in NODE_ADDED.items() if k not in node}}

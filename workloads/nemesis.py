@@ -23,7 +23,8 @@ Kinds and their parameters:
 - partition: shape ``halves`` | ``isolate-one`` | ``isolate-leader`` | ``majorities-ring`` |
   ``bridge`` | ``one-way``, resolved to a list of blocked directed links ``[src, dst]``;
   with ``hold`` (swarm, simulation only) a blocked link buffers its messages and delivers
-  them all when the partition heals instead of dropping them. Swarm schedules add
+  them all after the partition heals (at the link's next TCP retransmission:
+  sim/network.py) instead of dropping them. Swarm schedules add
   ``rolling-leader``: isolate the leader, then, round after round until the fault stops,
   move the cut to the next leader the moment it shows itself and release the previous
   victim (``Nemesis._roll``): elections in quick succession, each new leader cut off right

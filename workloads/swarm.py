@@ -17,7 +17,8 @@ when none are named) and the parameters that shape a run:
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
   (entries per append message, appends in flight); in a quarter of the seeds a snapshot
   storm (a snapshot every 5 to 20 entries, 1 to 10 entries of log kept after it);
-- the simulated network's latency, jitter, baseline loss and duplication;
+- the simulated network's latency, jitter, baseline loss and duplication (a link's messages
+  may reorder unless ``--ordered-links``: ``network.fifo``, never drawn);
 - rare-path perturbation probabilities (``sim.perturb``; slow disks in a fifth of the seeds);
 - cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
   same request id) and, for kv, the number of keys.
@@ -111,6 +112,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                  "snapshot_catchup_entries": max(1, snapshot // rng.choice((2, 5, 10)))})
     put("node", node)
     scale = rng.choice((1.0, 1.0, 5.0, 20.0))
+    # network.fifo is never drawn (it stays as config.network has it: --ordered-links). On
+    # reordering links one-entry appends can starve a healthy cluster (each reordered MsgApp
+    # sends the follower back to probe: kubernetes seeds 135, 138); see sim/network.py.
     net = dict(config.network)
     net.update({"base_latency": [round(0.0002 * scale, 6), round(0.0008 * scale, 6)],
                 "jitter": round(0.0002 * scale * rng.uniform(0.5, 5.0), 6),

@@ -68,3 +68,23 @@ def test_test_count_runs_consecutive_seeds_and_exits_with_the_worst(tmp_path: Pa
     verdicts = [json.loads((r / "results.json").read_text())["valid"] for r in runs]
     assert p.returncode == (1 if False in verdicts else 0)
     assert "2 runs:" in p.stdout
+
+
+def test_ordered_links_is_recorded_and_replayed(tmp_path: Path) -> None:
+    """`--ordered-links` runs the simulation on in-order links (network.fifo in config.json),
+    a replay of that directory runs on them again (same history), and without the flag links
+    reorder."""
+    import json
+    p = kvcheck("run", "--workload", "register", "--faults", "partition", "--time-limit", "3",
+                "--seed", "4", "--ordered-links", "--swarm", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    run = (tmp_path / "store" / "latest").resolve()
+    assert json.loads((run / "config.json").read_text())["network"]["fifo"] is True
+    r = kvcheck("replay", str(run), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    replayed = (tmp_path / "store" / "latest").resolve()
+    assert replayed != run
+    assert (replayed / "history.jsonl").read_bytes() == (run / "history.jsonl").read_bytes()
+    p = kvcheck("run", "--workload", "register", "--time-limit", "2", "--seed", "4", cwd=tmp_path)
+    latest = (tmp_path / "store" / "latest").resolve()
+    assert json.loads((latest / "config.json").read_text())["network"]["fifo"] is False

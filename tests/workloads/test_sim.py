@@ -185,6 +185,7 @@ def test_config_json_parameters_are_validated_and_version_1_is_pinned() -> None:
         (lambda c: c["network"].pop("jitter"), r"network: missing parameter\(s\) jitter"),
         (lambda c: c["network"].update(base_latency=[0.5, 0.1]), "network.base_latency"),
         (lambda c: c["network"].update(loss=2), r"network.loss: expected a probability"),
+        (lambda c: c["network"].update(fifo=1), r"network.fifo: expected true or false"),
         (lambda c: c["node"].update(election_tick="10"), "node.election_tick: expected int"),
         (lambda c: c["node"].update(heartbeat_tick=10), "heartbeat_tick .* must be below election_tick"),
         (lambda c: c["node"].update(colour=1), r"node: unknown parameter\(s\) colour"),
@@ -199,6 +200,10 @@ def test_config_json_parameters_are_validated_and_version_1_is_pinned() -> None:
     v1 = RunConfig.from_json(old)
     assert v1.network == V1_PARAMETERS["network"] and v1.node == V1_PARAMETERS["node"]
     assert v1.version == 2
+    assert good["network"]["fifo"] is False  # config.json says how links order, by default reordering
+    before_fifo = json.loads(json.dumps(good))
+    del before_fifo["network"]["fifo"]  # written before network.fifo existed: reordering links
+    assert RunConfig.from_json(before_fifo).network["fifo"] is False
 
 
 def test_disk_fault_log_says_what_was_torn(tmp_path: Path) -> None:

@@ -172,3 +172,112 @@ def test_recovery_counts_only_members_of_the_leaders_configuration() -> None:
     assert not behind, "a paused member behind the leader's commit is not recovered"
     assert healthy, "the removed member is not waited for"
     assert len(ids) == 5, "the harness still lists the removed member (it was not told)"
+
+
+def _deliveries(main_body, *, fifo: bool = True, jitter: float = 0.005):  # type: ignore[no-untyped-def]
+    """Run ``main_body(net, sched)`` on a network whose receivers 2 and 3 record (time, src,
+    payload); the records."""
+    got: list[tuple[float, int, object]] = []
+
+    async def main() -> None:
+        sched = SimScheduler.current()
+        net = SimNetwork(random.Random(7), sched, jitter=jitter, fifo=fifo)
+        for node in (1, 2, 3):
+            net.attach(node, lambda src, m: got.append((trio.current_time(), src, m)))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(sched.run)
+            await main_body(net, sched)
+            await trio.sleep(1.0)
+            nursery.cancel_scope.cancel()
+
+    run(main)
+    return got
+
+
+def test_fifo_links_deliver_in_send_order_and_old_networks_reorder() -> None:
+    """Jitter far above the messages' spacing: each link of a fifo network still delivers in
+    the order it was sent (one TCP connection per peer, as the store's transport has), while
+    the network of earlier versions (fifo=False) reorders them; the same seed gives the same
+    deliveries."""
+    async def body(net: SimNetwork, sched: SimScheduler) -> None:
+        for i in range(200):
+            net.send(1, 2, i)
+            net.send(3, 2, 1000 + i)
+            await trio.sleep(0.0005)
+
+    fifo = _deliveries(body)
+    for src in (1, 3):
+        seq = [m for _, s, m in fifo if s == src]
+        assert len(seq) == 200 and seq == sorted(seq)  # type: ignore[type-var]
+    assert fifo == _deliveries(body)  # deterministic
+    old = [m for _, s, m in _deliveries(body, fifo=False) if s == 1]
+    assert sorted(old) == list(range(200)) and old != sorted(old)  # type: ignore[type-var]
+
+
+def test_fifo_perturbed_copies_and_duplicates_leave_the_link_order() -> None:
+    """A perturbation's extra delay (a reconnect window, a stale copy) and a duplicate (a
+    stale retransmit) still reorder on a fifo link; the in-order stream is not held up by
+    them."""
+    async def body(net: SimNetwork, sched: SimScheduler) -> None:
+        net.send(1, 2, "late", delay=0.2)
+        for i in range(5):
+            net.send(1, 2, i)
+        net.set_packet_faults(0.0, 0.0, 1.0)
+        net.send(1, 3, "dup")
+        net.set_packet_faults(0.0, 0.0, 0.0)
+        for i in range(20):
+            net.send(1, 3, f"x{i}")
+
+    got = _deliveries(body)
+    to2 = [m for _, _, m in got if m == "late" or (isinstance(m, int) and m < 5)]
+    assert to2[-1] == "late" and to2[:5] == [0, 1, 2, 3, 4]
+    assert max(t for t, _, m in got if m == 4) < 0.1  # not queued behind the delayed copy
+    assert [m for _, _, m in got].count("dup") == 2
+
+
+def test_fifo_restart_gives_new_connections() -> None:
+    """A member's restart (``attach`` again) gives its links new connections: what was sent to
+    its previous process is lost; its new process's first messages may overtake its previous
+    process's last ones still in flight (the receiver reads two connections)."""
+    async def body(net: SimNetwork, sched: SimScheduler) -> None:
+        net.link_latency[(1, 2)] = 0.001
+        net.set_packet_faults(0.0, 0.3, 0.0)  # slow old messages (the packet-delay fault)
+        net.send(1, 2, "old")
+        net.send(2, 1, "to-old-process")
+        net.set_packet_faults(0.0, 0.0, 0.0)
+        net.detach(1)  # killed
+        net.attach(1, lambda src, m: None)  # restarted: its new connections
+        net.send(1, 2, "new")
+
+    got = _deliveries(body, jitter=0.0001)
+    assert [m for _, _, m in got] == ["new", "old"]
+
+
+def test_fifo_held_messages_come_before_what_is_sent_after_the_heal() -> None:
+    """A partition with ``hold`` keeps the connection: its held messages are delivered in
+    order, before what is sent after the heal, once TCP's retransmission timer fires (first
+    held at 0, timeouts 0.2, 0.4, 0.8 s: retransmissions at 0.2, 0.6, 1.4 s; healed at 0.7 s,
+    the link resumes at 1.4 s) while another link carries on at once."""
+    async def body(net: SimNetwork, sched: SimScheduler) -> None:
+        net.block([[1, 2]], hold=True)
+        for i in range(50):
+            net.send(1, 2, i)
+        await trio.sleep(0.7)
+        net.heal()
+        for i in range(50, 60):
+            net.send(1, 2, i)
+        net.send(3, 2, "other")
+
+    got = _deliveries(body, jitter=0.01)
+    assert [m for _, src, m in got if src == 1] == list(range(60))
+    assert min(t for t, src, _ in got if src == 1) >= 1.4
+    assert next(t for t, src, _ in got if src == 3) < 0.8
+
+
+def test_tcp_resume_is_the_first_retransmission_after_the_heal() -> None:
+    from kvcheck.workloads.sim.network import tcp_resume
+
+    assert tcp_resume(0.0, 0.0) == 0.0
+    assert abs(tcp_resume(0.0, 0.1) - 0.2) < 1e-9
+    assert abs(tcp_resume(1.0, 3.0) - 4.0) < 1e-9  # retransmissions at 1.2, 1.6, 2.4, 4.0
+    assert tcp_resume(0.0, 1000.0) >= 1000.0

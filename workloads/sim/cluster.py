@@ -123,6 +123,10 @@ class SimTransport:
         for m, delays in zip(messages, self.perturber.batch_delays(len(messages)), strict=True):
             if m.type is raft.MessageType.APP_RESP and not m.reject:  # sent once durable (slow_disk)
                 slow = self.perturber.ack_delay(self.id)
+                if slow and self.net.fifo:  # it leaves then, and joins its link's order then
+                    for d in delays:
+                        self.net.send_later(slow, self.id, m.to, m, d)
+                    continue
                 delays = [d + slow for d in delays] if slow else delays
             sent = False
             for d in delays:
@@ -145,7 +149,7 @@ class SimCluster:
         net = config.network  # every parameter from the config (config.json), none from defaults
         self.net = SimNetwork(substream(self.seed, "network"), sched, base_latency=tuple(net["base_latency"]),
                               jitter=net["jitter"], grid=net["grid"], loss=net["loss"],
-                              duplicate=net["duplicate"])
+                              duplicate=net["duplicate"], fifo=net["fifo"])
         self.client_latency: tuple[float, float] = tuple(net["client_latency"])
         self.slots: dict[int, Slot] = {}
         self.findings: list[tuple[float, int, str]] = []  # (seconds on the history's clock, member, text)
