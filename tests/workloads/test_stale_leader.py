@@ -138,3 +138,18 @@ def test_the_resumed_leader_leads_again_beside_a_newer_leader_and_the_clean_stor
              if re.search(r"became leader", line) and 2.0 < t < resumed]
     assert newer, "the majority elected no leader while the old one was paused"
     assert stepped_down - resumed > 0.1  # it led again after the resume, beside the newer leader
+
+
+def test_an_episode_never_displaces_a_fault_aimed_at_a_cluster_state() -> None:
+    """A rolling-leader partition or a cut at a leader's ack reaches interleavings no plain
+    draw does (figure8_commit's catches come from rolling-leader rounds): an episode goes
+    around it even without ``keep``, while a plain overlapping partition gives way."""
+    rolling = Fault("partition", 0.1, 10.0, {"shape": "rolling-leader", "seed": 3})
+    plain = Fault("partition", 12.0, 14.0, {"shape": "halves", "seed": 4})
+    for seed in range(20):
+        out = _episodes([rolling, plain], ["partition", "pause"], seed)
+        assert rolling in out
+        added = [f for f in out if f.params.get("shape") == "leader-minority"]
+        assert added and all(f.start >= rolling.stop + 0.2 for f in added)
+        if any(f.start < plain.stop and f.stop > plain.start for f in added):
+            assert plain not in out
