@@ -461,7 +461,8 @@ def _burst_fault(kind: str, target: str, start: float, duration: float, end: flo
 
 
 def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], time_limit: float,
-                              rng: random.Random, *, election_timeout: float) -> list[Fault]:
+                              rng: random.Random, *, election_timeout: float,
+                              keep: bool = False) -> list[Fault]:
     """``schedule`` with one or two stale-leader episodes laid over it (a swarm seed's
     ``schedule.stale_leader``): a deposed leader that still serves its clients while the rest
     of the cluster has moved on.
@@ -482,12 +483,14 @@ def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], t
     Each episode: a ``leader-minority`` partition (the leader with followers up to a
     minority on one side), and, when ``kinds`` has ``pause``, the leader paused a moment
     later for 2.5-4 election timeouts (plus up to a second), then resumed while the cut
-    holds for 2-3 more election timeouts (plus up to 1.5 s). An episode goes where no fault
-    of the schedule of its kinds is active (one set of cut links at a time, and the paused
-    leader stays the one the cut isolates): the first such stretch from its drawn start, or
-    none when the run has no room left. Every fault of ``schedule`` is kept, and the episodes
-    are drawn from ``rng`` alone (the caller's own substream), so the schedule's own faults
-    (bursts tuned to other interleavings) stay exactly as they were."""
+    holds for 2-3 more election timeouts (plus up to 1.5 s). One set of cut links at a time,
+    and the paused leader stays the one the cut isolates: an episode goes where no fault of
+    its kinds that is ``aimed`` at a state of the cluster (rolling-leader rounds, a cut at a
+    leader's ack, a heal at the next leader, a state target), or with ``keep`` (a burst
+    schedule) no fault of its kinds at all, is active: the first such stretch from its drawn
+    start, none without room. Plain random faults of its kinds that overlap it give way (any
+    other draw would do as well). Drawn from ``rng`` alone (the caller's own substream), so
+    every other draw of the schedule stays as it was."""
     if "partition" not in kinds or time_limit <= 0:
         return list(schedule)
     out = list(schedule)
@@ -497,14 +500,25 @@ def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], t
         paused = rng.uniform(2.5, 4.0) * election_timeout + rng.uniform(0.0, 1.0) if "pause" in used else 0.0
         length = paused + rng.uniform(2.0, 3.0) * election_timeout + rng.uniform(0.0, 1.5)
         part_seed, pause_seed = rng.randrange(1 << 30), rng.randrange(1 << 30)
-        t = _free_from(out, used, t, length)  # the first time no fault of its kinds is active
+        # the first time no kept fault of its kinds is active; the others it overlaps give way
+        t = _free_from([f for f in out if keep or aimed(f)], used, t, length)
         if t + length > time_limit - 0.1:
             break
+        out = [f for f in out if f.kind not in used or f.stop <= t or f.start >= t + length]
         out.append(Fault("partition", _round(t), _round(t + length), {"shape": "leader-minority", "seed": part_seed}))
         if paused:
             out.append(Fault("pause", _round(t + 0.001), _round(t + paused), {"target": "leader", "seed": pause_seed}))
         t = t + length + rng.uniform(1.0, 4.0)
     return sorted(out, key=lambda f: (f.start, f.stop))
+
+
+def aimed(fault: Fault) -> bool:
+    """Whether a fault is aimed at a state of the cluster (an election, an ack, a member's
+    role) rather than a plain random draw: such faults reach interleavings no other draw
+    does, so stale-leader episodes never displace them."""
+    p = fault.params
+    return (p.get("shape") == "rolling-leader" or "at" in p or "heal" in p
+            or p.get("target") in (*STATE_TARGETS, "voted"))
 
 
 def _free_from(schedule: Sequence[Fault], kinds: Sequence[str], t: float, length: float) -> float:

@@ -11,7 +11,7 @@ when none are named) and the parameters that shape a run:
   and a member that just acknowledged an append), or, in half the seeds (drawn from a
   substream of its own), bursts of faults aimed at single elections
   (``nemesis.make_burst_schedule``: a deposed leader's held appends, a vote lost in a crash);
-  in half the seeds with partitions, stale-leader episodes where either leaves room
+  in 3/4 of the seeds with partitions (1/2 of those with bursts), stale-leader episodes
   (``nemesis.add_stale_leader_episodes``: the leader cut off with a minority and paused while
   the majority elects and serves writes, then resumed still believing it leads);
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
@@ -37,8 +37,10 @@ from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, parse_faults
 
-# Share of swarm seeds (with partitions among their kinds) that get stale-leader episodes.
-STALE_LEADER_SHARE = 1 / 2
+# Share of swarm seeds (with partitions among their kinds) that get stale-leader episodes:
+# (random-process schedules, whose overlapping partitions and pauses they replace; burst
+# schedules, where they only fill stretches the bursts leave free).
+STALE_LEADER_SHARE = (0.75, 0.5)
 
 
 def _maybe(rng: random.Random, lo: float, hi: float, p_on: float = 0.5) -> float:
@@ -147,8 +149,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
         schedule["burst"] = True
     # Stale-leader episodes (nemesis.add_stale_leader_episodes: the leader cut off on a
     # minority side, paused meanwhile, resumed while the majority serves) laid over the
-    # schedule in half the seeds with partitions (where it finds room); their own substream.
-    if "partition" in kinds and substream(config.seed, "swarm-stale-leader").random() < STALE_LEADER_SHARE:
+    # schedule in 3/4 of the seeds with partitions (1/2 with bursts); their own substream.
+    share = STALE_LEADER_SHARE[bool(schedule.get("burst"))]
+    if "partition" in kinds and substream(config.seed, "swarm-stale-leader").random() < share:
         schedule["stale_leader"] = True
     config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
     config.schedule = []
