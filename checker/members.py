@@ -38,11 +38,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from kvcheck.checker.api import Anomaly, CheckerBase, CheckOptions, CheckResult
+from kvcheck.checker.availability import DEFAULT_BOUND, MEMBER_READ_FIELD
 from kvcheck.checker.history import HistoryError, Op, pair_calls
 
-MEMBER_READ_FIELD = "member_read"
 LINEARIZABLE_FIELD = "linearizable"  # (workloads.memberreads) a read of a member that was behind
-DEFAULT_BOUND = 10.0  # as the availability checker's
 
 
 def _show(v: Any) -> str:
@@ -80,7 +79,7 @@ class MembersChecker(CheckerBase):
                 answered.add(who)
             if done is None or done.type != "ok":
                 continue
-            member = done.node if done.node is not None else call.invoke.node
+            member = who
             if member is None:
                 raise HistoryError(f"member read {call.id} names no member (node field)", done)
             if call.f != "read":

@@ -42,14 +42,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
+from kvcheck.checker.members import LINEARIZABLE_FIELD, MEMBER_READ_FIELD
 from kvcheck.workloads.client import DefiniteFailure, Indeterminate
 from kvcheck.workloads.recorder import Recorder
 
 # Process ids of member reads: base + member * 1000 + n (a new process per read, so a read
 # that times out (info, which retires its process) never blocks the next one).
 MEMBER_READ_PROCESS_BASE = 200_000
-MEMBER_READ_FIELD = "member_read"
-LINEARIZABLE_FIELD = "linearizable"  # a member read that waited for the member to catch up
 
 
 @runtime_checkable
@@ -119,18 +118,8 @@ async def unanswered_reads(target: Any, workload: Any, recorder: Recorder, membe
         n += 1
         inv = recorder.invoke(process, spec.f, spec.value, key=spec.key, node=member, extra=mark)
         client = target.member_linearizable_client(process, member)
-        outcome, value = "info", spec.value
-        error: str | None = "timeout"
         try:
-            with trio.fail_after(client_timeout):
-                outcome, value = await workload.invoke(client, spec)
-                error = None
-        except trio.TooSlowError:
-            pass
-        except Indeterminate as exc:
-            error = exc.error
-        except DefiniteFailure as exc:
-            outcome, error = "fail", exc.error
+            outcome, value, error = await _invoke(workload, client, spec, client_timeout)
         finally:
             with trio.CancelScope(shield=True):
                 await client.close()
@@ -143,6 +132,21 @@ async def unanswered_reads(target: Any, workload: Any, recorder: Recorder, membe
         if trio.current_time() >= deadline:
             return f"none of {n} answered in {retry_for:g}s"
         await trio.sleep(min(0.5, max(0.0, deadline - trio.current_time())))
+
+
+async def _invoke(workload: Any, client: Any, spec: Any, client_timeout: float) -> tuple[str, Any, str | None]:
+    """(outcome, value, error) of one read: the workload's answer (error None), or info with
+    ``timeout`` / the indeterminate error, or fail with the definite one."""
+    try:
+        with trio.fail_after(client_timeout):
+            outcome, value = await workload.invoke(client, spec)
+    except trio.TooSlowError:
+        return "info", spec.value, "timeout"
+    except Indeterminate as exc:
+        return "info", spec.value, exc.error
+    except DefiniteFailure as exc:
+        return "fail", spec.value, exc.error
+    return outcome, value, None
 
 
 async def _wait_caught_up(target: Any, member: int, timeout: float) -> str | None:
@@ -171,17 +175,9 @@ async def _read_one(target: Any, workload: Any, recorder: Recorder, member: int,
     client = target.member_client(process, member)
     try:
         before = await target.member_applied(member)
-        try:
-            with trio.fail_after(client_timeout):
-                answer = await workload.invoke(client, spec)
-        except trio.TooSlowError:
-            recorder.complete(inv, "info", spec.value, error="timeout", node=member, extra=mark)
-            return
-        except Indeterminate as exc:
-            recorder.complete(inv, "info", spec.value, error=exc.error, node=member, extra=mark)
-            return
-        except DefiniteFailure as exc:
-            recorder.complete(inv, "fail", spec.value, error=exc.error, node=member, extra=mark)
+        outcome, value, error = await _invoke(workload, client, spec, client_timeout)
+        if error is not None:
+            recorder.complete(inv, outcome, value, error=error, node=member, extra=mark)
             return
         hashed = await target.member_hash(member)
         after = await target.member_applied(member)
@@ -193,7 +189,7 @@ async def _read_one(target: Any, workload: Any, recorder: Recorder, member: int,
         revision = getattr(client, "revision", None)
         if revision:
             extra["revision"] = revision
-        recorder.complete(inv, answer[0], answer[1], node=member, extra=extra)
+        recorder.complete(inv, outcome, value, node=member, extra=extra)
     finally:
         with trio.CancelScope(shield=True):
             await client.close()

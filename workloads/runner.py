@@ -110,10 +110,9 @@ class RunnerOptions:
     final_read_time: float = 10.0
     stop_grace: float = 5.0
     member_reads: bool = False
-    # seconds a member that is down or behind at the member reads is still asked (memberreads)
-    member_read_retry: float = 0.0
     # Seconds after the final heal within which the store must answer (RunConfig.recovery_bound);
-    # None: the final reads are one pass, whatever they got (see Runner._recovery_reads).
+    # None: the final reads are one pass, whatever they got (see Runner._recovery_reads), and
+    # a member down or behind at the member reads is not asked again (memberreads).
     recovery_bound: float | None = None
 
 
@@ -206,7 +205,7 @@ class Runner:
             self._phase("members")
             self.member_reads = await read_every_member(
                 self.target, self.workload, self.recorder, timeout=opts.final_read_time,
-                client_timeout=opts.client_timeout, retry_for=opts.member_read_retry)
+                client_timeout=opts.client_timeout, retry_for=opts.recovery_bound or 0.0)
         self.times.end = trio.current_time() - origin
         return self.times
 
@@ -416,7 +415,6 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
                             recovery_quiet=config.recovery_quiet,
                             final_read_time=config.final_read_time,
                             member_reads=config.member_reads,
-                            member_read_retry=config.recovery_bound(),
                             recovery_bound=config.recovery_bound())
     runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
                     on_phase=on_phase, background_rng=substream(config.seed, "background"))
