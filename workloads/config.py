@@ -81,13 +81,15 @@ def node_defaults() -> dict[str, Any]:
 
 # NodeConfig fields added within config version 2; a config.json without them ran with these.
 NODE_ADDED: dict[str, Any] = {"max_size_per_msg": 1 << 20, "max_inflight_msgs": 256}
+# and network fields (a config.json without ``fifo`` ran on reordering links)
+NETWORK_ADDED: dict[str, Any] = {"fifo": False}
 
 
 # What a version-1 config.json (no network/node sections) ran with: pinned here, not taken
 # from today's defaults.
 V1_PARAMETERS: dict[str, Any] = {
     "network": {"base_latency": [0.0002, 0.0008], "jitter": 0.0002, "grid": 0.001,
-                "client_latency": [0.0002, 0.001], "loss": 0.0, "duplicate": 0.0, "fifo": False},
+                "client_latency": [0.0002, 0.001], "loss": 0.0, "duplicate": 0.0, **NETWORK_ADDED},
     "node": {"tick_interval": 0.1, "election_tick": 10, "heartbeat_tick": 1, "pre_vote": True,
              "check_quorum": True, "request_timeout": 5.0, "snapshot_count": 10_000,
              "snapshot_catchup_entries": 5_000, "quota_bytes": 2 * 1024**3,
@@ -328,8 +330,8 @@ class RunConfig:
         kwargs.setdefault("swarm", None)
         kwargs.setdefault("wall_budget", None)
         net = kwargs.get("network")
-        if isinstance(net, dict) and "fifo" not in net:  # added later within version 2: absent = reordering links
-            kwargs["network"] = {**net, "fifo": False}
+        if isinstance(net, dict):  # network fields added later within version 2: absent = as they ran
+            kwargs["network"] = {**net, **{k: v for k, v in NETWORK_ADDED.items() if k not in net}}
         node = kwargs.get("node")
         if isinstance(node, dict):  # node fields added later within version 2: absent = default
             kwargs["node"] = {**node, **{k: v for k, v in NODE_ADDED.items() if k not in node}}

@@ -600,8 +600,7 @@ def partition_links(shape: str, nodes: Sequence[int], rng: random.Random,
         # serves writes while the old leader, until check-quorum deposes it, still has
         # followers that acknowledge its heartbeats (with 3 members it is alone).
         victim = leader if leader is not None else shuffled[0]
-        others = [n for n in shuffled if n != victim]
-        side = sorted([victim, *others[: (len(ns) - 1) // 2 - 1]])
+        side = minority_side(victim, [n for n in shuffled if n != victim], len(ns))
         groups = [side, [n for n in ns if n not in side]]
         return cut(groups), {"groups": groups, "leader": victim}
     if shape == "leader-outbound":  # what the leader sends is lost; it still hears the others
@@ -617,6 +616,12 @@ def partition_links(shape: str, nodes: Sequence[int], rng: random.Random,
             blocked = [[o, victim] for o in others]
         return sorted(blocked), {"node": victim, "direction": direction}
     raise ValueError(f"unknown partition shape {shape!r}")
+
+
+def minority_side(member: int, others: Sequence[int], n: int) -> list[int]:
+    """``member`` and the first of ``others`` up to a minority of ``n`` members, sorted
+    (with 3 members: ``member`` alone)."""
+    return sorted([member, *others[: (n - 1) // 2 - 1]])
 
 
 def pick_nodes(target: str, nodes: Sequence[int], rng: random.Random, leader: int | None) -> list[int]:
@@ -856,13 +861,10 @@ class Nemesis:
         rng = random.Random(f"{fault.params.get('seed', 0)}:move:{fault.start}")
         rest = [n for n in sorted(t.node_ids) if n not in (found, victim)]
         rng.shuffle(rest)
-        minority = [found, *rest[: (len(t.node_ids) - 1) // 2 - 1]]
-        blocked = cut([sorted(minority), sorted(n for n in t.node_ids if n not in minority)])
+        minority = minority_side(found, rest, len(t.node_ids))
+        blocked = cut([minority, sorted(n for n in t.node_ids if n not in minority)])
         await t.heal_links()
-        if value.get("hold") and hasattr(t, "hold_links"):
-            await t.hold_links(blocked)
-        else:
-            await t.block_links(blocked)
+        await self._cut_links(blocked, bool(value.get("hold")))
         self._rounds.setdefault(id(fault), []).append(
             {"at": _round(trio.current_time() - time_origin), "trigger": "moved", "node": found,
              "blocked": blocked})
@@ -982,13 +984,18 @@ class Nemesis:
             self.on_fault(f"start-{kind}")
         return value
 
+    async def _cut_links(self, blocked: list[list[int]], hold: bool) -> None:
+        """Cut ``blocked``; with ``hold`` (and a target that can) the links keep what they
+        carry until the heal instead of dropping it."""
+        if hold and hasattr(self.target, "hold_links"):
+            await self.target.hold_links(blocked)
+        else:
+            await self.target.block_links(blocked)
+
     async def _apply_start(self, kind: str, value: dict[str, Any]) -> dict[str, Any]:
         t = self.target
         if kind == "partition":
-            if value.get("hold") and hasattr(t, "hold_links"):
-                await t.hold_links(value["blocked"])
-            else:
-                await t.block_links(value["blocked"])
+            await self._cut_links(value["blocked"], bool(value.get("hold")))
         elif kind == "kill":
             for n in value["nodes"]:
                 await t.kill(n)
