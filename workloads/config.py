@@ -294,7 +294,8 @@ class RunConfig:
             shape = (self.swarm or {}).get("schedule")
             if shape and shape.get("burst"):
                 self.schedule = make_burst_schedule(self.faults, self.node_ids, self.time_limit, rng,
-                                                    gap=shape["gap"])
+                                                    gap=shape["gap"],
+                                                    quick=substream(self.seed, "swarm-quick-restart"))
             elif shape:
                 self.schedule = make_swarm_schedule(
                     self.faults, self.node_ids, self.time_limit, rng, gap=shape["gap"],

@@ -68,8 +68,9 @@ Kinds and their parameters:
   control of the store's processes, so every target (and an existing etcd cluster) has it;
   ``all`` does not include it.
 
-Burst schedules (``make_burst_schedule``, half the swarm seeds) also use the target
-``voted`` (the member that grants a vote in the next election, at that instant) and these
+Burst schedules (``make_burst_schedule``, half the swarm seeds) also use the targets
+``voted`` (the member that grants a vote in the next election, at that instant) and
+``revoted`` (the member that grants a vote in a term it already held: ``VOTE_TARGETS``) and these
 fault parameters: ``wait`` (how long a state target waits for its event), ``lag`` (hit that
 long after the event), ``hold_for`` (the fault lasts that long from when it hit, at most
 until ``stop``), ``heal: new-leader`` with ``heal_lag`` (stop that long after a member first
@@ -111,6 +112,11 @@ STATE_TARGETS: tuple[str, ...] = ("new-leader", "most-behind", "acked")
 # power, Jepsen's lost-unfsynced-writes nemesis): the state target's member plus others up to
 # a majority, or every member. Drawn from the fault's own seed (see ``power_of``).
 POWER_TARGETS: tuple[str, ...] = ("majority", "all")
+# Targets of burst schedules aimed at a vote: ``voted`` (the member that grants a vote in the
+# next election, at that instant) and ``revoted`` (the member that grants a vote in a term it
+# already held before it was asked: it had refused another candidate of that term, or learned
+# the term from a reply, so the vote is the only change its durable state gets).
+VOTE_TARGETS: tuple[str, ...] = ("voted", "revoted")
 
 
 def parse_faults(spec: str | Sequence[str] | None) -> list[str]:
@@ -360,8 +366,18 @@ def make_swarm_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
 BURSTS: tuple[str, ...] = ("deposed-leader", "lost-vote")
 
 
+# The share of lost-vote bursts whose voter comes back at once (``make_burst_schedule``'s
+# ``quick`` draws), and how soon: a kill -9 under a supervisor that restarts the process in
+# milliseconds, or a power blip, while the election it voted in is still going on.
+QUICK_RESTART_SHARE = 0.5
+QUICK_RESTART_SECONDS = (0.002, 0.05)
+# ... and of those, the share whose voter is ``revoted`` (see VOTE_TARGETS) instead of ``voted``.
+REVOTED_SHARE = 0.5
+
+
 def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
-                        rng: random.Random, *, gap: float) -> list[Fault]:
+                        rng: random.Random, *, gap: float,
+                        quick: random.Random | None = None) -> list[Fault]:
     """Faults in bursts, each aimed at one election, in the rare interleavings Raft bugs need
     (the run's ``swarm.schedule.burst``; bursts are ``gap`` seconds apart on average):
 
@@ -373,7 +389,14 @@ def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
       election, a member is crashed the moment it grants a vote in that election (disk, or
       kill; target ``voted``) and restarts soon from what its disk kept of the vote, and the
       winner is cut off or killed as soon as (or shortly after) it wins: elections in quick
-      succession, among members that may have missed or forgotten the last one.
+      succession, among members that may have missed or forgotten the last one. With
+      ``quick`` (a substream of its own, so ``rng``'s draws stay as they were), in
+      ``QUICK_RESTART_SHARE`` of these bursts the voter restarts at once (2-50 ms): it is
+      back while the candidates of that same term are still asking (a split vote, a request
+      that was slow on the way), and answers them from what its disk kept of its vote; half
+      of those crash the member that votes in a term it already held (target ``revoted``:
+      a split vote's second request, after it refused a stale candidate or learned the term
+      from a reply) instead of the first voter.
 
     Only the kinds in ``kinds`` are used (in the order of preference written above); a shape
     that needs a kind the run lacks is not drawn. Partitions never overlap; kills, pauses and
@@ -410,8 +433,12 @@ def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
             # is cut off (or killed) as soon as it wins, for longer.
             burst.append(_burst_fault(first, "leader", t, 12.0, end, rng,
                                       heal=("new-leader", rng.uniform(0.6, 3.0))))
-            burst.append(_burst_fault(crash, "voted", t + 0.001, 12.0, end, rng,
-                                      wait=8.0, hold_for=rng.uniform(0.3, 3.0)))
+            hold_for, voter = rng.uniform(0.3, 3.0), "voted"
+            if quick is not None and quick.random() < QUICK_RESTART_SHARE:
+                hold_for = quick.uniform(*QUICK_RESTART_SECONDS)
+                voter = "revoted" if quick.random() < REVOTED_SHARE else "voted"
+            burst.append(_burst_fault(crash, voter, t + 0.001, 12.0, end, rng,
+                                      wait=8.0, hold_for=hold_for))
             third = _burst_kind(("partition", "kill", "pause"), kinds, used)
             if third is not None:
                 burst.append(_burst_fault(third, "new-leader", t + 0.002, 14.0, end, rng,
@@ -518,7 +545,7 @@ def aimed(fault: Fault) -> bool:
     does, so stale-leader episodes never displace them."""
     p = fault.params
     return (p.get("shape") == "rolling-leader" or "at" in p or "heal" in p
-            or p.get("target") in (*STATE_TARGETS, "voted"))
+            or p.get("target") in (*STATE_TARGETS, *VOTE_TARGETS))
 
 
 def _free_from(schedule: Sequence[Fault], kinds: Sequence[str], t: float, length: float) -> float:
@@ -883,7 +910,9 @@ class Nemesis:
             found = await t.next_acker(wait)
         elif target == "voted" and hasattr(t, "next_voter"):
             found = await t.next_voter(wait)
-        if target in STATE_TARGETS or target == "voted":
+        elif target == "revoted" and hasattr(t, "next_second_voter"):
+            found = await t.next_second_voter(wait)
+        if target in STATE_TARGETS or target in VOTE_TARGETS:
             if found is not None and found in self.target.node_ids:
                 return [found]
             target = "leader" if target == "new-leader" else "one"

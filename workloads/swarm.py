@@ -19,6 +19,8 @@ when none are named) and the parameters that shape a run:
   storm (a snapshot every 5 to 20 entries, 1 to 10 entries of log kept after it);
 - the simulated network's latency, jitter, baseline loss and duplication (a link's messages
   may reorder unless ``--ordered-links``: ``network.fifo``, never drawn);
+- elections in quick succession (``_elections``, their own substream): pre-vote off in a
+  third of the seeds (etcd before 3.5), election timeouts of 3 to 5 ticks in a quarter;
 - rare-path perturbation probabilities (``sim.perturb``; slow disks in a fifth of the seeds);
 - cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
   same request id) and, for kv, the number of keys.
@@ -75,6 +77,33 @@ def _snapshot_storm(seed: int) -> dict[str, int]:
         return {}
     count = rng.choice(STORM_COUNTS)
     return {"snapshot_count": count, "snapshot_catchup_entries": rng.choice((1, 2, count // 2))}
+
+
+# Elections in quick succession (``_elections``): the share of seeds whose members run without
+# pre-vote (etcd before 3.5 defaulted to --pre-vote=false), and the share whose election
+# timeouts are short (a few ticks: members that lose the leader at the same instant time out
+# in the same tick, so candidates collide in one term).
+PRE_VOTE_OFF_SHARE = 1 / 3
+SHORT_ELECTION_SHARE = 1 / 4
+SHORT_ELECTION_TICKS: tuple[int, ...] = (3, 4, 5)
+
+
+def _elections(seed: int) -> dict[str, Any]:
+    """Node settings that make elections collide, from a substream of their own (every other
+    draw of a seed is what it was before): in a third of the seeds ``pre_vote`` off, so a
+    member that times out bumps its term and asks for votes at once (no pre-vote round that a
+    member hearing from a leader refuses: candidates of one term collide, a rejoining member
+    forces an election); ``check_quorum`` stays on, as etcd always runs it. In a quarter of
+    the seeds an election timeout of 3 to 5 ticks (heartbeat every tick): the randomized
+    timeouts of the members span a few ticks only, so split votes (several candidates in one
+    term, each member voting for whichever asked first) are common."""
+    rng = substream(seed, "swarm-elections")
+    out: dict[str, Any] = {}
+    if rng.random() < PRE_VOTE_OFF_SHARE:
+        out["pre_vote"] = False
+    if rng.random() < SHORT_ELECTION_SHARE:
+        out.update(election_tick=rng.choice(SHORT_ELECTION_TICKS), heartbeat_tick=1)
+    return out
 
 
 def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset()) -> RunConfig:
@@ -142,6 +171,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
     storm = _snapshot_storm(config.seed)
     if storm:
         put("node", {**config.node, **storm})
+    elections = _elections(config.seed)
+    if elections:
+        put("node", {**config.node, **elections})
     # Bursts of faults aimed at single elections (nemesis.make_burst_schedule) instead of the
     # random process, in half the seeds: drawn from a substream of their own, so every other
     # draw of a seed is what it was before bursts existed.

@@ -363,6 +363,34 @@ class SimCluster:
             lambda src, dst, msg: msg.type is raft.MessageType.VOTE_RESP and not msg.reject and msg.term > start,
             timeout, any_link=True)
 
+    async def next_second_voter(self, timeout: float) -> int | None:
+        """Wait until a member grants a vote in a term it already held before that request
+        reached it (it had refused a candidate of that term, or learned the term from a reply
+        or a message it ignored: several candidates in one term, its vote going to a later
+        one) and return it at that instant (None after ``timeout``). Each member's durable
+        term is sampled whenever it sends or is sent a message; a grant counts when an earlier
+        sample already showed its term, and it is not a repeated grant to the same candidate
+        seen while watching. Such a vote is the one a store must persist although the term
+        did not change."""
+        held: dict[int, set[int]] = {}  # member -> terms it was seen holding
+        granted: set[tuple[int, int, int]] = set()  # (member, term, candidate) seen granted
+
+        def sample(node: int) -> None:
+            slot = self.slots.get(node)
+            if slot is not None and slot.node is not None and slot.state in ("up", "paused"):
+                held.setdefault(node, set()).add(slot.node.term)
+
+        def match(src: int, dst: int, msg: raft.Message) -> bool:
+            second = False
+            if msg.type is raft.MessageType.VOTE_RESP and not msg.reject:
+                second = msg.term in held.get(src, ()) and (src, msg.term, dst) not in granted
+                granted.add((src, msg.term, dst))
+            sample(src)
+            sample(dst)
+            return second
+
+        return await self._next_sender(match, timeout, any_link=True)
+
     async def next_append_or_heartbeat_above_members(self, timeout: float) -> int | None:
         """Wait until a member sends an append or heartbeat in a newer term than any running
         member has now (a new leader's first words, on any link, cut or not) and return it at

@@ -1,0 +1,132 @@
+"""Elections in quick succession: the swarm's election draw (pre-vote off, short election
+timeouts: swarm._elections) and lost-vote bursts whose voter restarts at once
+(nemesis.make_burst_schedule's ``quick`` draws). Each comes from a substream of its own, so
+every other draw of a seed stays what it was."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from kvcheck.workloads import swarm
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.nemesis import (
+    QUICK_RESTART_SECONDS,
+    VOTE_TARGETS,
+    aimed,
+    make_burst_schedule,
+)
+
+
+def _drawn(seed: int, workload: str = "register") -> RunConfig:
+    return swarm.draw_swarm(RunConfig(workload=workload, seed=seed, faults=[]))
+
+
+def test_election_draw_leaves_every_other_draw_of_a_seed_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_draw = [_drawn(s).to_json() for s in range(60)]
+    monkeypatch.setattr(swarm, "_elections", lambda seed: {})
+    without = [_drawn(s).to_json() for s in range(60)]
+    for a, b in zip(with_draw, without, strict=True):
+        na, nb = a["node"], b["node"]
+        for name in ("pre_vote", "election_tick", "heartbeat_tick"):
+            na.pop(name), nb.pop(name)
+        a["swarm"]["drawn"].pop("node"), b["swarm"]["drawn"].pop("node")
+        assert a == b
+
+
+def test_a_third_of_the_seeds_run_without_pre_vote_and_a_quarter_with_short_timeouts() -> None:
+    drawn = [_drawn(s) for s in range(400)]
+    off = sum(not c.node["pre_vote"] for c in drawn)
+    short = [c for s, c in enumerate(drawn) if "election_tick" in swarm._elections(s)]
+    assert 0.25 < off / 400 < 0.42
+    assert 0.18 < len(short) / 400 < 0.32
+    for c in drawn:
+        assert c.node["check_quorum"] is True  # etcd always runs check-quorum
+        assert c.node["heartbeat_tick"] < c.node["election_tick"]
+    for c in short:
+        assert c.node["heartbeat_tick"] == 1 and c.node["election_tick"] in swarm.SHORT_ELECTION_TICKS
+        RunConfig.from_json(c.to_json())  # a valid config (heartbeat below the election timeout)
+
+
+def _fields(faults: list[Any]) -> list[tuple[Any, ...]]:
+    return [(f.kind, f.start, f.stop, {k: v for k, v in f.params.items() if k not in ("hold_for", "target")})
+            for f in faults]
+
+
+def test_quick_restart_draws_change_only_the_voters_downtime() -> None:
+    kinds = ["disk", "kill", "pause", "partition"]
+    quick_seen = revoted = 0
+    for seed in range(40):
+        plain = make_burst_schedule(kinds, [1, 2, 3, 4, 5], 30.0, random.Random(seed), gap=3.0)
+        quick = make_burst_schedule(kinds, [1, 2, 3, 4, 5], 30.0, random.Random(seed), gap=3.0,
+                                    quick=random.Random(f"q{seed}"))
+        assert _fields(plain) == _fields(quick)
+        for p, q in zip(plain, quick, strict=True):
+            if p.params.get("hold_for") != q.params.get("hold_for"):
+                assert p.params["target"] == "voted" and q.params["target"] in VOTE_TARGETS
+                assert QUICK_RESTART_SECONDS[0] <= q.params["hold_for"] <= QUICK_RESTART_SECONDS[1]
+                quick_seen += 1
+                revoted += q.params["target"] == "revoted"
+            else:
+                assert p.params.get("target") == q.params.get("target")
+                if q.params.get("target") == "voted":
+                    assert q.params["hold_for"] >= 0.3
+    assert quick_seen > 10 and 0 < revoted < quick_seen
+
+
+def test_burst_seeds_draw_quick_restarts_into_their_schedule() -> None:
+    voted = [f for s in range(40) for f in _drawn(s, "kv").with_schedule().schedule
+             if f.params.get("target") in VOTE_TARGETS]
+    assert voted and all(aimed(f) for f in voted)
+    assert any(f.params["target"] == "revoted" for f in voted)
+    assert any(f.params["hold_for"] <= QUICK_RESTART_SECONDS[1] for f in voted)
+    assert any(f.params["hold_for"] >= 0.3 for f in voted)
+
+
+def test_revoted_is_a_vote_in_a_term_the_member_already_held() -> None:
+    """The sim's ``next_second_voter``: a grant in a term the member was seen holding before
+    counts (it refused a stale candidate of term 3 first); a grant that moves the member to
+    the new term, and a repeated grant to the same candidate, do not."""
+    from types import SimpleNamespace
+
+    import trio
+
+    from kvcheck.reference import raft
+    from kvcheck.workloads.sim.cluster import SimCluster
+
+    MT = raft.MessageType
+    nodes = {i: SimpleNamespace(term=2) for i in (1, 2, 3)}
+    cluster: Any = SimCluster.__new__(SimCluster)
+    cluster.slots = {i: SimpleNamespace(node=n, state="up") for i, n in nodes.items()}
+    cluster.net = SimpleNamespace(observers=[], blocked=set())
+
+    def send(src: int, dst: int, mtype: raft.MessageType, term: int, reject: bool = False) -> None:
+        for observe in list(cluster.net.observers):
+            observe(src, dst, raft.Message(mtype, dst, src, term, reject=reject))
+
+    async def main() -> list[int | None]:
+        found: list[int | None] = []
+
+        async def watch() -> None:
+            found.append(await cluster.next_second_voter(5.0))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(watch)
+            await trio.sleep(0.01)
+            # node 2 moves to term 3 by voting for node 1 (one step): not a second vote
+            send(1, 2, MT.VOTE, 3)
+            nodes[2].term = 3
+            send(2, 1, MT.VOTE_RESP, 3)
+            send(1, 2, MT.VOTE, 3)  # a duplicate request, granted again to the same candidate
+            send(2, 1, MT.VOTE_RESP, 3)
+            assert not found
+            # node 3 refuses stale candidate 1 at term 3 (learning the term), then votes for 2
+            nodes[3].term = 3
+            send(3, 1, MT.VOTE_RESP, 3, reject=True)
+            send(2, 3, MT.VOTE, 3)
+            send(3, 2, MT.VOTE_RESP, 3)
+        return found
+
+    assert trio.run(main) == [3]
