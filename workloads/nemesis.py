@@ -373,6 +373,11 @@ QUICK_RESTART_SHARE = 0.5
 QUICK_RESTART_SECONDS = (0.002, 0.05)
 # ... and of those, the share whose voter is ``revoted`` (see VOTE_TARGETS) instead of ``voted``.
 REVOTED_SHARE = 0.5
+# The share of lost-vote bursts (with a partition as their third fault) whose partition,
+# instead of cutting off the winner, holds the first candidate's links from the instant it
+# asks for votes, for this long (a slow link or a stalled network stack at election time).
+SLOW_CANDIDATE_SHARE = 0.5
+SLOW_CANDIDATE_SECONDS = (0.05, 0.6)
 
 
 def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: float,
@@ -396,7 +401,11 @@ def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
       that was slow on the way), and answers them from what its disk kept of its vote; half
       of those crash the member that votes in a term it already held (target ``revoted``:
       a split vote's second request, after it refused a stale candidate or learned the term
-      from a reply) instead of the first voter.
+      from a reply) instead of the first voter. And in ``SLOW_CANDIDATE_SHARE`` of the
+      lost-vote bursts whose third fault is a partition, that partition instead isolates the
+      first member to ask for votes, at that instant (``at: candidate``), holding its links
+      for 50-600 ms: the others campaign in the same term meanwhile, and its requests arrive
+      late, after votes were given (several candidates in one term, a long-delayed request).
 
     Only the kinds in ``kinds`` are used (in the order of preference written above); a shape
     that needs a kind the run lacks is not drawn. Partitions never overlap; kills, pauses and
@@ -444,6 +453,12 @@ def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
                 burst.append(_burst_fault(third, "new-leader", t + 0.002, 14.0, end, rng,
                                           wait=8.0, hold_for=rng.uniform(4.0, 10.0),
                                           lag=rng.choice((0.0, rng.uniform(0.01, 0.5)))))
+            if (quick is not None and third == "partition" and quick.random() < SLOW_CANDIDATE_SHARE):
+                # instead of cutting off the winner: hold the first candidate's requests
+                burst[-1] = Fault("partition", burst[-1].start, burst[-1].stop, {
+                    "shape": "isolate-leader", "at": "candidate", "hold": True,
+                    "seed": quick.randrange(1 << 30), "wait": 8.0,
+                    "hold_for": _round(quick.uniform(*SLOW_CANDIDATE_SECONDS))})
         faults.extend(f for f in burst if f.start < end)
         t = max(f.stop for f in burst) + rng.expovariate(1.0 / gap)
     return faults
@@ -950,20 +965,24 @@ class Nemesis:
             # The first round: the current leader, cut off (its in-flight appends dropped).
             blocked, desc = partition_links("isolate-leader", t.node_ids, rng, leader)
             value = {"shape": p["shape"], **desc, "blocked": blocked}
-        elif kind == "partition" and p.get("at") == "leader-ack" and hasattr(t, "cut_at_leader_ack"):
-            # Cut at the instant the leader gets an append ack (the target does it then); the
-            # links are those of the shape around that leader.
+        elif kind == "partition" and (
+                (p.get("at") == "leader-ack" and hasattr(t, "cut_at_leader_ack"))
+                or (p.get("at") == "candidate" and hasattr(t, "cut_at_candidate"))):
+            # Cut at the instant the leader gets an append ack, or a member first asks for votes
+            # in a new election (the target does it then); the links are those of the shape
+            # around that member.
             cut: list[tuple[list[list[int]], dict[str, Any]]] = []
 
             def links_for(lead: int) -> list[list[int]]:
                 cut.append(partition_links(p["shape"], t.node_ids, random.Random(rng.random()), lead))
                 return cut[-1][0]
 
-            if await t.cut_at_leader_ack(wait, links_for, bool(p.get("hold"))) is None:
+            at: Any = getattr(t, "cut_at_leader_ack" if p["at"] == "leader-ack" else "cut_at_candidate")
+            if await at(wait, links_for, bool(p.get("hold"))) is None:
                 leader = await t.leader()
                 links_for(leader if leader is not None else t.node_ids[0])
             blocked, desc = cut[-1]
-            value = {"shape": p["shape"], "at": "leader-ack", **desc, "blocked": blocked}
+            value = {"shape": p["shape"], "at": p["at"], **desc, "blocked": blocked}
             if p.get("hold"):
                 value["hold"] = True
         elif kind == "partition":

@@ -14,6 +14,7 @@ from kvcheck.workloads import swarm
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.nemesis import (
     QUICK_RESTART_SECONDS,
+    SLOW_CANDIDATE_SECONDS,
     VOTE_TARGETS,
     aimed,
     make_burst_schedule,
@@ -57,13 +58,22 @@ def _fields(faults: list[Any]) -> list[tuple[Any, ...]]:
 
 def test_quick_restart_draws_change_only_the_voters_downtime() -> None:
     kinds = ["disk", "kill", "pause", "partition"]
-    quick_seen = revoted = 0
+    quick_seen = revoted = slow_seen = 0
     for seed in range(40):
         plain = make_burst_schedule(kinds, [1, 2, 3, 4, 5], 30.0, random.Random(seed), gap=3.0)
         quick = make_burst_schedule(kinds, [1, 2, 3, 4, 5], 30.0, random.Random(seed), gap=3.0,
                                     quick=random.Random(f"q{seed}"))
-        assert _fields(plain) == _fields(quick)
-        for p, q in zip(plain, quick, strict=True):
+        slow = [q for q in quick if q.params.get("at") == "candidate"]
+        slow_seen += len(slow)
+        for q in slow:
+            assert q.kind == "partition" and q.params["hold"] and q.params["wait"] == 8.0
+            assert SLOW_CANDIDATE_SECONDS[0] <= q.params["hold_for"] <= SLOW_CANDIDATE_SECONDS[1]
+        # a slow candidate's cut replaces the burst's cut of the winner, at the same times
+        plain_kept = [p for p, q in zip(plain, quick, strict=True) if q.params.get("at") != "candidate"]
+        assert [(p.kind, p.start, p.stop) for p in plain] == [(q.kind, q.start, q.stop) for q in quick]
+        quick = [q for q in quick if q.params.get("at") != "candidate"]
+        assert _fields(plain_kept) == _fields(quick)
+        for p, q in zip(plain_kept, quick, strict=True):
             if p.params.get("hold_for") != q.params.get("hold_for"):
                 assert p.params["target"] == "voted" and q.params["target"] in VOTE_TARGETS
                 assert QUICK_RESTART_SECONDS[0] <= q.params["hold_for"] <= QUICK_RESTART_SECONDS[1]
@@ -73,7 +83,7 @@ def test_quick_restart_draws_change_only_the_voters_downtime() -> None:
                 assert p.params.get("target") == q.params.get("target")
                 if q.params.get("target") == "voted":
                     assert q.params["hold_for"] >= 0.3
-    assert quick_seen > 10 and 0 < revoted < quick_seen
+    assert quick_seen > 10 and 0 < revoted < quick_seen and slow_seen > 3
 
 
 def test_burst_seeds_draw_quick_restarts_into_their_schedule() -> None:
@@ -130,3 +140,44 @@ def test_revoted_is_a_vote_in_a_term_the_member_already_held() -> None:
         return found
 
     assert trio.run(main) == [3]
+
+
+def test_a_candidates_links_are_cut_before_its_first_vote_request_leaves() -> None:
+    """The sim's ``cut_at_candidate``: pre-votes and requests of the current term pass; the
+    first MsgVote of a newer term is the instant of the cut, so that very request is held."""
+    from types import SimpleNamespace
+
+    import trio
+
+    from kvcheck.reference import raft
+    from kvcheck.workloads.sim.cluster import SimCluster
+
+    MT = raft.MessageType
+    cluster: Any = SimCluster.__new__(SimCluster)
+    cluster.slots = {i: SimpleNamespace(node=SimpleNamespace(term=2), state="up") for i in (1, 2, 3)}
+    blocked: list[tuple[list[list[int]], bool]] = []
+    cluster.net = SimpleNamespace(observers=[], block=lambda links, hold: blocked.append((links, hold)))
+
+    def send(src: int, dst: int, mtype: raft.MessageType, term: int) -> None:
+        for observe in list(cluster.net.observers):
+            observe(src, dst, raft.Message(mtype, dst, src, term))
+
+    async def main() -> int | None:
+        found: list[int | None] = []
+
+        async def watch() -> None:
+            found.append(await cluster.cut_at_candidate(5.0, lambda c: [[c, 1], [c, 2]], True))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(watch)
+            await trio.sleep(0.01)
+            send(3, 1, MT.PRE_VOTE, 3)
+            send(2, 1, MT.VOTE, 2)
+            assert not blocked
+            send(3, 1, MT.VOTE, 3)
+            assert blocked == [([[3, 1], [3, 2]], True)]  # at once, before the request leaves
+            send(2, 1, MT.VOTE, 3)
+        assert len(blocked) == 1
+        return found[0]
+
+    assert trio.run(main) == 3

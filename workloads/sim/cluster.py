@@ -440,6 +440,33 @@ class SimCluster:
             self.net.arrivals.remove(watch)
         return hit[0] if hit else None
 
+    async def cut_at_candidate(self, timeout: float, links_for: Callable[[int], list[list[int]]],
+                               hold: bool) -> int | None:
+        """Wait until a member asks for votes (MsgVote, not a pre-vote) in a term newer than
+        every running member's now and, at that instant, before that request leaves, cut the
+        links ``links_for(candidate)`` names (keeping their messages with ``hold``): the other
+        members hear nothing of its election, time out in their turn and campaign in the same
+        term, and its requests arrive when the cut heals, late, at members that voted meanwhile.
+        The candidate, or None after ``timeout`` (nothing cut)."""
+        start = self._running_term()
+        hit: list[int] = []
+        event = trio.Event()
+
+        def watch(src: int, dst: int, msg: Any) -> None:
+            if not hit and isinstance(msg, raft.Message) and msg.type is raft.MessageType.VOTE \
+                    and msg.term > start:
+                hit.append(src)
+                self.net.block(links_for(src), hold=hold)
+                event.set()
+
+        self.net.observers.append(watch)
+        try:
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            self.net.observers.remove(watch)
+        return hit[0] if hit else None
+
     async def next_uncut_append_above_leaders(self, timeout: float) -> int | None:
         """Wait until a member sends an append (MsgApp, on a link that is not cut) in a term
         newer than every current leader's, and return it at that instant: a leader that
