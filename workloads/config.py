@@ -31,6 +31,7 @@ from kvcheck.workloads.nemesis import (
     CLIENT_FAULT_KINDS,
     SIM_ONLY_KINDS,
     Fault,
+    add_lost_vote_episodes,
     add_stale_leader_episodes,
     make_burst_schedule,
     make_schedule,
@@ -302,6 +303,9 @@ class RunConfig:
                     duration=tuple(shape["duration"]), max_overlap=shape["max_overlap"])
             else:
                 self.schedule = make_schedule(self.faults, self.node_ids, self.time_limit, rng)
+            if shape and shape.get("lost_vote"):
+                self.schedule = add_lost_vote_episodes(self.schedule, self.faults, self.time_limit,
+                                                       substream(self.seed, "lost-vote"))
             if shape and shape.get("stale_leader"):
                 node = self.node_config(1, "n1")
                 self.schedule = add_stale_leader_episodes(

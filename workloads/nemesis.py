@@ -372,7 +372,7 @@ BURSTS: tuple[str, ...] = ("deposed-leader", "lost-vote")
 QUICK_RESTART_SHARE = 0.5
 QUICK_RESTART_SECONDS = (0.002, 0.05)
 # ... and of those, the share whose voter is ``revoted`` (see VOTE_TARGETS) instead of ``voted``.
-REVOTED_SHARE = 0.5
+REVOTED_SHARE = 0.25
 # The share of lost-vote bursts (with a partition as their third fault) whose partition,
 # instead of cutting off the winner, holds the first candidate's links from the instant it
 # asks for votes, for this long (a slow link or a stalled network stack at election time).
@@ -398,8 +398,8 @@ def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
       ``quick`` (a substream of its own, so ``rng``'s draws stay as they were), in
       ``QUICK_RESTART_SHARE`` of these bursts the voter restarts at once (2-50 ms): it is
       back while the candidates of that same term are still asking (a split vote, a request
-      that was slow on the way), and answers them from what its disk kept of its vote; half
-      of those crash the member that votes in a term it already held (target ``revoted``:
+      that was slow on the way), and answers them from what its disk kept of its vote; a
+      quarter of those (``REVOTED_SHARE``) crash the member that votes in a term it already held (target ``revoted``:
       a split vote's second request, after it refused a stale candidate or learned the term
       from a reply) instead of the first voter. And in ``SLOW_CANDIDATE_SHARE`` of the
       lost-vote bursts whose third fault is a partition, that partition instead isolates the
@@ -432,36 +432,82 @@ def make_burst_schedule(kinds: Sequence[str], nodes: Sequence[int], time_limit: 
                 stop = max(stop, t + MOVE_MIN_SECONDS + (stop - t) / 2)
             burst.append(Fault("partition", _round(t), _round(min(end, stop)), params))
         else:
-            used: set[str] = set()
-            crash = _burst_kind(("disk", "kill"), kinds, used)
-            first = _burst_kind(("kill", "pause", "partition"), kinds, used)
-            if crash is None or first is None:
+            lost = _lost_vote_burst(kinds, t, end, rng, quick)
+            if lost is None:
                 break
-            # The leader is down for a while; the member that grants the next vote crashes at
-            # once and restarts soon after from what its disk kept; whoever wins that election
-            # is cut off (or killed) as soon as it wins, for longer.
-            burst.append(_burst_fault(first, "leader", t, 12.0, end, rng,
-                                      heal=("new-leader", rng.uniform(0.6, 3.0))))
-            hold_for, voter = rng.uniform(0.3, 3.0), "voted"
-            if quick is not None and quick.random() < QUICK_RESTART_SHARE:
-                hold_for = quick.uniform(*QUICK_RESTART_SECONDS)
-                voter = "revoted" if quick.random() < REVOTED_SHARE else "voted"
-            burst.append(_burst_fault(crash, voter, t + 0.001, 12.0, end, rng,
-                                      wait=8.0, hold_for=hold_for))
-            third = _burst_kind(("partition", "kill", "pause"), kinds, used)
-            if third is not None:
-                burst.append(_burst_fault(third, "new-leader", t + 0.002, 14.0, end, rng,
-                                          wait=8.0, hold_for=rng.uniform(4.0, 10.0),
-                                          lag=rng.choice((0.0, rng.uniform(0.01, 0.5)))))
-            if (quick is not None and third == "partition" and quick.random() < SLOW_CANDIDATE_SHARE):
-                # instead of cutting off the winner: hold the first candidate's requests
-                burst[-1] = Fault("partition", burst[-1].start, burst[-1].stop, {
-                    "shape": "isolate-leader", "at": "candidate", "hold": True,
-                    "seed": quick.randrange(1 << 30), "wait": 8.0,
-                    "hold_for": _round(quick.uniform(*SLOW_CANDIDATE_SECONDS))})
+            burst = lost
         faults.extend(f for f in burst if f.start < end)
         t = max(f.stop for f in burst) + rng.expovariate(1.0 / gap)
     return faults
+
+
+def _lost_vote_burst(kinds: Sequence[str], t: float, end: float, rng: random.Random,
+                     quick: random.Random | None) -> list[Fault] | None:
+    """The faults of one ``lost-vote`` burst from ``t`` (see ``make_burst_schedule``), None
+    when ``kinds`` has no kind to crash the voter or to take the leader down."""
+    used: set[str] = set()
+    crash = _burst_kind(("disk", "kill"), kinds, used)
+    first = _burst_kind(("kill", "pause", "partition"), kinds, used)
+    if crash is None or first is None:
+        return None
+    # The leader is down for a while; the member that grants the next vote crashes at
+    # once and restarts soon after from what its disk kept; whoever wins that election
+    # is cut off (or killed) as soon as it wins, for longer.
+    burst = [_burst_fault(first, "leader", t, 12.0, end, rng, heal=("new-leader", rng.uniform(0.6, 3.0)))]
+    hold_for, voter = rng.uniform(0.3, 3.0), "voted"
+    if quick is not None and quick.random() < QUICK_RESTART_SHARE:
+        hold_for = quick.uniform(*QUICK_RESTART_SECONDS)
+        voter = "revoted" if quick.random() < REVOTED_SHARE else "voted"
+    burst.append(_burst_fault(crash, voter, t + 0.001, 12.0, end, rng, wait=8.0, hold_for=hold_for))
+    third = _burst_kind(("partition", "kill", "pause"), kinds, used)
+    if third is not None:
+        burst.append(_burst_fault(third, "new-leader", t + 0.002, 14.0, end, rng,
+                                  wait=8.0, hold_for=rng.uniform(4.0, 10.0),
+                                  lag=rng.choice((0.0, rng.uniform(0.01, 0.5)))))
+    if quick is not None and third == "partition" and quick.random() < SLOW_CANDIDATE_SHARE:
+        # instead of cutting off the winner: hold the first candidate's requests
+        burst[-1] = Fault("partition", burst[-1].start, burst[-1].stop, {
+            "shape": "isolate-leader", "at": "candidate", "hold": True,
+            "seed": quick.randrange(1 << 30), "wait": 8.0,
+            "hold_for": _round(quick.uniform(*SLOW_CANDIDATE_SECONDS))})
+    return burst
+
+
+# The share of random-process swarm seeds (no bursts) that get lost-vote episodes laid over
+# their schedule (``add_lost_vote_episodes``, their own substream).
+LOST_VOTE_EPISODE_SHARE = 0.5
+# The longest a lost-vote burst's faults last (the winner's cut: 14 s from the start).
+LOST_VOTE_SPAN = 14.0
+
+
+def add_lost_vote_episodes(schedule: Sequence[Fault], kinds: Sequence[str], time_limit: float,
+                           rng: random.Random) -> list[Fault]:
+    """``schedule`` (a random-process swarm schedule) with one or two lost-vote episodes laid
+    over it: the faults of a ``lost-vote`` burst (the leader down, the member that votes next
+    crashed at that instant, quickly restarted in half of them, the winner cut off), each at
+    its drawn start, the second 1-4 s after the first ends. A member crashing right after
+    it voted is a power loss or kill -9 at election time; the random process alone lands a
+    crash there by chance only. Faults of the schedule of the kinds an episode uses that overlap
+    it give way (one set of cut links at a time, one fault per member). Drawn from ``rng`` alone
+    (the caller's own substream), so every other draw of the schedule stays as it was; nothing
+    when ``kinds`` lacks a kind to crash the voter (disk, kill) or to take the leader down
+    (kill, pause, partition)."""
+    out = list(schedule)
+    t = rng.uniform(0.5, max(0.5, time_limit / 2))
+    for _ in range(1 + (rng.random() < 0.5)):
+        probe = _lost_vote_burst(kinds, 0.0, LOST_VOTE_SPAN, random.Random(0), None)
+        if probe is None:
+            break
+        used = sorted({f.kind for f in probe})
+        if t + 1.0 > time_limit - 0.1:
+            break
+        burst = _lost_vote_burst(kinds, t, time_limit - 0.1, rng, rng)
+        assert burst is not None
+        span = max(f.stop for f in burst)
+        out = [f for f in out if f.kind not in used or f.stop <= t or f.start >= span]
+        out.extend(burst)
+        t = span + rng.uniform(1.0, 4.0)
+    return sorted(out, key=lambda f: (f.start, f.stop))
 
 
 def _burst_kind(options: Sequence[str], kinds: Sequence[str], used: set[str]) -> str | None:

@@ -11,6 +11,8 @@ when none are named) and the parameters that shape a run:
   and a member that just acknowledged an append), or, in half the seeds (drawn from a
   substream of its own), bursts of faults aimed at single elections
   (``nemesis.make_burst_schedule``: a deposed leader's held appends, a vote lost in a crash);
+  in half the seeds without bursts (their own substream), lost-vote episodes laid over the
+  random process (``nemesis.add_lost_vote_episodes``: the bursts' lost-vote faults);
   in 3/4 of the seeds with partitions (1/2 of those with bursts), stale-leader episodes
   (``nemesis.add_stale_leader_episodes``: the leader cut off with a minority and paused while
   the majority elects and serves writes, then resumed still believing it leads);
@@ -37,7 +39,7 @@ from typing import Any
 
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import substream
-from kvcheck.workloads.nemesis import SIM_ONLY_KINDS, parse_faults
+from kvcheck.workloads.nemesis import LOST_VOTE_EPISODE_SHARE, SIM_ONLY_KINDS, parse_faults
 
 # Share of swarm seeds (with partitions among their kinds) that get stale-leader episodes:
 # (random-process schedules, whose overlapping partitions and pauses they replace; burst
@@ -179,6 +181,11 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
     # draw of a seed is what it was before bursts existed.
     if substream(config.seed, "swarm-burst").random() < 0.5:
         schedule["burst"] = True
+    # Lost-vote episodes (nemesis.add_lost_vote_episodes: the leader down, the member that
+    # votes next crashed at that instant, the winner cut off) laid over the random-process
+    # schedule in half of the seeds without bursts; their own substream.
+    if not schedule.get("burst") and substream(config.seed, "swarm-lost-vote").random() < LOST_VOTE_EPISODE_SHARE:
+        schedule["lost_vote"] = True
     # Stale-leader episodes (nemesis.add_stale_leader_episodes: the leader cut off on a
     # minority side, paused meanwhile, resumed while the majority serves) laid over the
     # schedule in 3/4 of the seeds with partitions (1/2 with bursts); their own substream.

@@ -181,3 +181,49 @@ def test_a_candidates_links_are_cut_before_its_first_vote_request_leaves() -> No
         return found[0]
 
     assert trio.run(main) == 3
+
+
+def test_lost_vote_episodes_lay_a_lost_vote_burst_over_the_random_process() -> None:
+    from kvcheck.workloads.nemesis import add_lost_vote_episodes, aimed, make_swarm_schedule
+
+    kinds = ["partition", "kill", "pause", "disk", "clock"]
+    seen = 0
+    for seed in range(20):
+        base = make_swarm_schedule(kinds, [1, 2, 3, 4, 5], 30.0, random.Random(seed), gap=2.0,
+                                   duration=(0.5, 4.0), max_overlap=3)
+        out = add_lost_vote_episodes(base, kinds, 30.0, random.Random(f"e{seed}"))
+        assert out == add_lost_vote_episodes(base, kinds, 30.0, random.Random(f"e{seed}"))
+        added = [f for f in out if f not in base]
+        voters = [f for f in added if f.params.get("target") in VOTE_TARGETS]
+        assert added and len(voters) in (1, 2)
+        seen += len(voters)
+        for v in voters:
+            assert v.kind in ("disk", "kill") and v.params["wait"] == 8.0
+        # only faults of the episode's kinds give way, and none overlaps it
+        kept = [f for f in base if f in out]
+        assert all(f in kept for f in base if f.kind == "clock")
+        spans = [(min(f.start for f in added if abs(f.start - v.start) < 0.01),
+                  max(f.stop for f in added if abs(f.start - v.start) < 0.01)) for v in voters]
+        for f in kept:
+            if f.kind in {a.kind for a in added}:
+                assert all(f.stop <= lo or f.start >= hi for lo, hi in spans)
+        assert all(aimed(f) for f in added)
+        assert all(0 <= f.start <= f.stop <= 29.9 for f in out)
+    assert seen >= 20
+    assert add_lost_vote_episodes([], ["partition", "clock"], 30.0, random.Random(1)) == []
+
+
+def test_half_the_random_process_seeds_draw_lost_vote_episodes() -> None:
+    drawn = [_drawn(s, "kv") for s in range(200)]
+    plain = [c for c in drawn if not c.swarm["schedule"].get("burst")]
+    lost = [c for c in plain if c.swarm["schedule"].get("lost_vote")]
+    assert not any(c.swarm["schedule"].get("lost_vote") for c in drawn if c.swarm["schedule"].get("burst"))
+    assert 0.35 < len(lost) / len(plain) < 0.65
+    with_voter = [c for c in lost if any(f.params.get("target") in VOTE_TARGETS for f in c.with_schedule().schedule)]
+    assert with_voter
+    # a config written before the draw existed replays without episodes
+    for c in lost[:5]:
+        d = c.to_json()
+        d["schedule"] = []
+        del d["swarm"]["schedule"]["lost_vote"]
+        assert not any(f.params.get("target") in VOTE_TARGETS for f in RunConfig.from_json(d).with_schedule().schedule)
