@@ -12,8 +12,10 @@ it touches (its delete micro-ops write null); read k -> read; a range -> one rea
 of the history (null where the range saw no value); cas stays cas — keeping the original op
 ids, so anomalies name the ops of the file. Every projected call gets a process of its own
 per (process, key), because one txn or range is several concurrent register calls. Ops of
-other kinds (watch streams, compactions) and reads at a past revision (``read_revision`` on
-the invocation; the watch checker judges those) are left out.
+other kinds (watch streams, compactions), reads at a past revision (``read_revision`` on
+the invocation) and ranges over part of the key space (whose invocation value is the request:
+key, range_end, limit, revision; a key it does not show may lie outside it or past its limit)
+are left out: the watch checker judges those against the write order.
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ def register_view(ops: Sequence[Op]) -> list[Op]:
         if op.type == "invoke":
             if op.f not in PROJECTED or isinstance(op.extra.get("read_revision"), int):
                 continue  # (a read at a past revision does not read the register's current value)
+            if op.f == "range" and isinstance(op.value, dict):
+                continue  # a range of part of the key space (the request is its value): see below
             open_f[op.process] = op.f
         elif open_f.get(op.process) != op.f:
             continue  # the completion of an op left out

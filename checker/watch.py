@@ -400,7 +400,8 @@ class _Run:
                         observed_at.setdefault(rev, {}).setdefault(str(kv.get("key")),
                                                                   ("put", kv.get("value"), op.id, op.position))
                 if (op.f == "range" and isinstance(op.extra.get("revision"), int)
-                        and not isinstance(op.extra.get("read_revision"), int)):
+                        and not isinstance(op.extra.get("read_revision"), int)
+                        and not isinstance(op.extra.get("range"), dict)):
                     self.final_op = op  # the last ok range read (of the current state) is the final read
             elif op.f == "compact" and op.type in ("ok", "info") and isinstance(op.value, int):
                 self.compactions.add(op.value)
@@ -701,6 +702,8 @@ class _Run:
                 keys = [str(op.key)]
                 kv = op.extra.get("kv")
                 got = {str(op.key): kv} if isinstance(kv, dict) else {}
+            elif isinstance(op.extra.get("range"), dict):
+                keys, got = self._check_range(op, rev, op.extra["range"])
             else:
                 got = {str(kv.get("key")): kv for kv in op.extra.get("kvs") or () if isinstance(kv, dict)}
                 keys = sorted(set(got) | set(self._changes_by_key()[0]))
@@ -722,6 +725,62 @@ class _Run:
                              f"{list(got_t) if got_t else None}, the write order has "
                              f"{list(want_t) if want_t else None} (value, create, mod, version) there",
                              [op.id] + ([want.op] if want is not None else []), revision=rev, key=key)
+
+    def _check_range(self, op: Op, rev: int, request: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """A range over part of the key space (``range`` in the completion: key, range_end,
+        limit) at revision ``rev``, by etcd's RangeRequest/RangeResponse: the keys returned lie
+        in ``[key, range_end)`` (empty range_end: key alone; ``\\0``: every key >= key), in
+        ascending key order, at most ``limit`` of them (``kv:range-bounds``); ``count`` is the
+        number of keys in the range, unaffected by the limit, and ``more`` says whether the
+        range holds keys past those returned (``kv:range-count``, judged where the replay is
+        certain of every key of the range there). Returns the keys whose state the response
+        shows (every key of the range, or with ``more`` those up to the last returned: the
+        first ``limit`` keys of a range are exactly the ones below that) and the kvs by key,
+        for ``kv:read-state``."""
+        start, end = str(request.get("key")), str(request.get("range_end") or "")
+        raw_limit = request.get("limit")
+        limit = raw_limit if isinstance(raw_limit, int) else 0
+
+        def inside(key: str) -> bool:
+            if not end:
+                return key == start
+            if end == "\0":
+                return key >= start
+            return start <= key < end
+
+        kvs = [kv for kv in op.extra.get("kvs") or () if isinstance(kv, dict)]
+        returned = [str(kv.get("key")) for kv in kvs]
+        got = {str(kv.get("key")): kv for kv in kvs}
+        wrong = [k for k in returned if not inside(k)]
+        why = ""
+        if wrong:
+            why = f"returned {wrong}, outside [{start!r}, {end!r})"
+        elif returned != sorted(set(returned)):
+            why = f"returned {returned}, not in ascending key order (or a key twice)"
+        elif limit > 0 and len(returned) > limit:
+            why = f"returned {len(returned)} keys, more than its limit {limit}"
+        if why:
+            self.add("kv:range-bounds", f"op {op.id} (range [{start!r}, {end!r}) limit {limit}) {why}",
+                     [op.id], revision=rev, key=start)
+            return [], {}
+        in_range = sorted({k for k in self._changes_by_key()[0] if inside(k)} | set(returned))
+        more, count = op.extra.get("more"), op.extra.get("count")
+        if more is True and limit > 0:
+            shown = [k for k in in_range if returned and k <= returned[-1]]
+        else:
+            shown = in_range
+        states = [self._state_at(k, rev) for k in in_range]
+        if rev <= self.final_revision and all(sure for sure, _ in states) and all(
+                w is None or w.type in ("put", "delete") for _, w in states):
+            present = [k for k, (_, w) in zip(in_range, states, strict=True) if w is not None and w.type == "put"]
+            want_more = limit > 0 and len(present) > limit
+            if (isinstance(count, int) and count != len(present)) or (isinstance(more, bool) and more != want_more):
+                ops = [op.id, *[w.op for _, w in states if w is not None][:5]]
+                self.add("kv:range-count", f"op {op.id} (range [{start!r}, {end!r}) limit {limit}) at revision "
+                         f"{rev} answered count {count}, more {more}; the write order has {len(present)} "
+                         f"key(s) there ({present}), so count {len(present)}, more {want_more}",
+                         ops, revision=rev, key=start, count=count, more=more, present=present)
+        return shown, got
 
     def _state_at(self, key: str, rev: int) -> tuple[bool, Change | None]:
         """The replay's last change of ``key`` at or before ``rev`` (None: never written),

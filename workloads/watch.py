@@ -132,6 +132,30 @@ class WatchWorkload:
     def _read(self, ctx: Context) -> OpSpec:
         return OpSpec("read", None, ctx.rng.choice(self.keys))
 
+    def _range(self, ctx: Context) -> OpSpec:
+        """A range read of part of the key space, as clients page and list: ``[key, range_end)``
+        with range_end another key of the space (so the bound itself is a key that may exist),
+        the prefix's end or ``\\0`` (every key from ``key`` on); a ``limit`` half the time;
+        at a past revision a third of the time (the last compaction, the one after it, or any
+        revision seen since: the boundary where compaction must keep what a read there shows).
+        The value is the request; the checker reads the same fields from the completion."""
+        rng = ctx.rng
+        keys = sorted(self.keys)
+        i = rng.randrange(len(keys))
+        shape = rng.random()
+        if shape < 0.5 and i + 1 < len(keys):
+            end = keys[rng.randrange(i + 1, len(keys))]
+        elif shape < 0.75:
+            end = "\0"
+        else:
+            end = self.prefix_end
+        limit = rng.randint(1, len(keys)) if rng.random() < 0.5 else 0
+        revision = 0
+        if rng.random() < 1 / 3 and self.max_revision > 1:
+            floor = max(1, self.compacted)
+            revision = min(self.max_revision, rng.choice((floor, floor + 1, rng.randint(floor, self.max_revision))))
+        return OpSpec("range", {"key": keys[i], "range_end": end, "limit": limit, "revision": revision})
+
     def check_options(self) -> dict[str, Any]:
         return {"model": "cas-register", "extra": {"compare_failed": True, "kv_ops": True}}
 
@@ -140,7 +164,7 @@ class WatchWorkload:
 
     def generator(self) -> Generator:
         return gen.mix([gen.fn(self._put), gen.fn(self._delete), gen.fn(self._txn), gen.fn(self._cas),
-                        gen.fn(self._read)], [0.3, 0.12, 0.15, 0.1, 0.33])
+                        gen.fn(self._read), gen.fn(self._range)], [0.3, 0.12, 0.15, 0.1, 0.23, 0.1])
 
     def final_generator(self, threads: int) -> Generator:
         specs = [OpSpec("read", None, k) for k in self.keys] + [OpSpec("range", None, None)]
@@ -195,6 +219,16 @@ class WatchWorkload:
             if kv is not None:
                 extra["kv"] = kv_json(kv)
             return "ok", decode_value(kv.value) if kv is not None else None, extra
+        if f == "range" and isinstance(spec.value, dict):  # part of the key space (_range)
+            q = spec.value
+            r = await client.get(q["key"].encode(), range_end=q["range_end"].encode(), limit=q["limit"],
+                                 revision=q["revision"])
+            kvs = [kv_json(kv) for kv in r.kvs]
+            part: dict[str, Any] = {"revision": saw(r.header), "kvs": kvs, "count": r.count, "more": r.more,
+                                    "range": {k: q[k] for k in ("key", "range_end", "limit")}}
+            if q["revision"]:
+                part["read_revision"] = q["revision"]
+            return "ok", {kv["key"]: kv["value"] for kv in kvs}, part
         if f == "range":
             r = await client.get(self.prefix.encode(), range_end=self.prefix_end.encode())
             kvs = [kv_json(kv) for kv in r.kvs]

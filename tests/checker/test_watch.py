@@ -739,3 +739,63 @@ def test_a_past_read_is_not_a_linearizable_read_of_the_current_value() -> None:
     for d in h:  # read as a read of the current value, it is stale
         d.pop("read_revision", None)
     assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is False
+
+
+A4 = {"key": "a", "value": 4, "create_revision": 5, "mod_revision": 5, "version": 1}
+B3 = {"key": "b", "value": 3, "create_revision": 5, "mod_revision": 5, "version": 1}
+
+
+def _with_partial_range(key: str, end: str, limit: int, kvs: list[dict[str, Any]], count: int, more: bool,
+                        read_revision: int = 0) -> list[dict[str, Any]]:
+    """base() plus, last, a range of part of the space (the watch workload's ``_range``: the
+    request is the invocation's value and the completion's ``range``) answering ``kvs``,
+    ``count`` and ``more`` at revision 5 (or at the past ``read_revision``)."""
+    h = base()
+    request = {"key": key, "range_end": end, "limit": limit, "revision": read_revision}
+    done: dict[str, Any] = {"process": 8, "type": "ok", "f": "range", "value": {kv["key"]: kv["value"] for kv in kvs},
+                            "revision": 5, "kvs": kvs, "count": count, "more": more,
+                            "range": {"key": key, "range_end": end, "limit": limit}}
+    if read_revision:
+        done["read_revision"] = read_revision
+    h += [{"process": 8, "type": "invoke", "f": "range", "value": request}, done]
+    return h
+
+
+def test_a_range_of_part_of_the_space_with_a_limit_is_valid_when_it_shows_the_first_keys() -> None:
+    assert check(_with_partial_range("a", "b", 0, [A4], 1, False)).valid is True
+    assert check(_with_partial_range("a", "\u0000", 1, [A4], 2, True)).valid is True  # b lies past the limit
+    assert check(_with_partial_range("a", "\u0000", 2, [A4, B3], 2, False)).valid is True
+    assert check(_with_partial_range("b", "c", 0, [B3], 1, False)).valid is True
+    assert check(_with_partial_range("a", "b", 1, [A2], 1, False, read_revision=3)).valid is True
+    assert check(_with_partial_range("c", "\u0000", 0, [], 0, False)).valid is True
+    # the last ok range is a partial one: the final read stays the whole-space range before it
+    assert check(_with_partial_range("b", "c", 0, [B3], 1, False)).detail["final_read"] != len(base()) + 1
+
+
+def test_a_range_that_shows_a_key_outside_its_bounds_or_past_its_limit_is_range_bounds() -> None:
+    r = check(_with_partial_range("a", "b", 0, [A4, B3], 2, False))  # b is its range_end: excluded
+    assert kinds(r) == {"kv:range-bounds"}, [a.to_json() for a in r.anomalies]
+    r = check(_with_partial_range("a", "\u0000", 1, [A4, B3], 2, False))
+    assert kinds(r) == {"kv:range-bounds"}, [a.to_json() for a in r.anomalies]
+    r = check(_with_partial_range("a", "\u0000", 0, [B3, A4], 2, False))  # not in key order
+    assert kinds(r) == {"kv:range-bounds"}, [a.to_json() for a in r.anomalies]
+
+
+def test_a_range_whose_count_or_more_disagrees_with_the_write_order_is_range_count() -> None:
+    r = check(_with_partial_range("a", "\u0000", 1, [A4], 1, True))  # count is unaffected by the limit
+    assert kinds(r) == {"kv:range-count"}, [a.to_json() for a in r.anomalies]
+    assert r.anomalies[0].detail["present"] == ["a", "b"]
+    r = check(_with_partial_range("a", "\u0000", 2, [A4, B3], 2, True))  # no key past the two returned
+    assert kinds(r) == {"kv:range-count"}, [a.to_json() for a in r.anomalies]
+    # b is past the limit: more (and without more, the response claims b absent)
+    r = check(_with_partial_range("a", "\u0000", 1, [A4], 2, False))
+    assert kinds(r) == {"kv:range-count", "kv:read-state"}, [a.to_json() for a in r.anomalies]
+    # skipping the first key of the range: a shown absent where it is present
+    r = check(_with_partial_range("a", "\u0000", 1, [B3], 2, True))
+    assert kinds(r) == {"kv:read-state"}, [a.to_json() for a in r.anomalies]
+
+
+def test_a_partial_range_is_not_a_read_of_every_key_for_the_linearizable_checker() -> None:
+    h = _with_partial_range("a", "\u0000", 1, [A4], 2, True)
+    opts = CheckOptions(model="cas-register", extra={"kv_ops": True, "compare_failed": True})
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is True
