@@ -66,6 +66,19 @@ def response_json(resp: kvr.WatchResponse) -> dict[str, Any]:
     return out
 
 
+_RESULTS = {"=": kvr.CompareResult.EQUAL, "!=": kvr.CompareResult.NOT_EQUAL, ">": kvr.CompareResult.GREATER,
+            "<": kvr.CompareResult.LESS}
+_TARGETS = {"version": kvr.CompareTarget.VERSION, "create_revision": kvr.CompareTarget.CREATE,
+            "mod_revision": kvr.CompareTarget.MOD, "value": kvr.CompareTarget.VALUE}
+
+
+def guard_compare(guard: list[Any]) -> kvr.Compare:
+    """The store's Compare for a history compare ``[target, key, operand, result]``."""
+    target, key, operand, result = guard
+    field = {"value": encode_value(operand)} if target == "value" else {target: operand}
+    return kvr.Compare(result=_RESULTS[result], target=_TARGETS[target], key=key.encode(), **field)
+
+
 class KVHandle:
     """A worker's store client, closed the way the runner closes clients. ``node_of_member``:
     the target's node number of each member id a response header names (etcd's member ids are
@@ -100,6 +113,7 @@ class WatchWorkload:
         self.compacted = 0
         self._next_value = 0
         self._written: dict[str, list[int]] = {}
+        self._guards: dict[int, list[list[Any]]] = {}  # id(txn spec) -> its compares (_guard)
         self.stream_duration = (2.0, 8.0)
         self.stall_after = 4.0
         self.compact_every = (3.0, 6.0)
@@ -121,7 +135,27 @@ class WatchWorkload:
     def _txn(self, ctx: Context) -> OpSpec:
         keys = ctx.rng.sample(self.keys, min(len(self.keys), ctx.rng.choice((2, 2, 3))))
         ops = [["delete", k, None] if ctx.rng.random() < 0.25 else ["put", k, self._fresh(k)] for k in keys]
-        return OpSpec("txn", ops)
+        spec = OpSpec("txn", ops)
+        if ctx.rng.random() < 0.5:
+            self._guards[id(spec)] = [self._guard(ctx) for _ in range(ctx.rng.choice((1, 1, 2)))]
+        return spec
+
+    def _guard(self, ctx: Context) -> list[Any]:
+        """One txn compare ``[target, key, operand, result]``: a key's version, create or mod
+        revision against a number near what it may hold (``=``, ``!=``, ``>`` or ``<``), or its
+        value against one written to it recently (``=`` or ``!=``: etcd compares values as
+        bytes, so their order is not the numbers'). Some hold, some do not."""
+        rng = ctx.rng
+        key = rng.choice(self.keys)
+        target = rng.choice(("version", "create_revision", "mod_revision", "value"))
+        if target == "value":
+            recent = self._written.get(key, [])[-3:]
+            return ["value", key, rng.choice(recent) if recent else 0, rng.choice(("=", "!="))]
+        if target == "version":
+            operand = rng.randint(0, 4)
+        else:
+            operand = rng.choice((0, rng.randint(max(1, self.max_revision - 15), self.max_revision + 1)))
+        return [target, key, operand, rng.choice(("=", "!=", ">", "<"))]
 
     def _cas(self, ctx: Context) -> OpSpec:
         key = ctx.rng.choice(self.keys)
@@ -202,10 +236,16 @@ class WatchWorkload:
             success: list[kvr.RequestOp] = [
                 kvr.PutRequest(key=k.encode(), value=encode_value(v)) if op == "put"
                 else kvr.DeleteRangeRequest(key=k.encode()) for op, k, v in spec.value]
-            t = await client.txn([], success)
+            guards = self._guards.pop(id(spec), None)
+            t = await client.txn([guard_compare(g) for g in guards or ()], success)
+            if guards is not None and not t.succeeded:  # the compares failed: nothing was written
+                return "fail", spec.value, {"revision": saw(t.header), "succeeded": False, "compare": guards}
             done = [[op, k, v if op == "put" else int(getattr(r, "deleted", 0))]
                     for (op, k, v), r in zip(spec.value, t.responses, strict=True)]
-            return "ok", done, {"revision": saw(t.header)}
+            extra: dict[str, Any] = {"revision": saw(t.header)}
+            if guards is not None:
+                extra.update(succeeded=True, compare=guards)
+            return "ok", done, extra
         if f == "cas":
             old, new = spec.value
             c = await client.cas(key.encode(), encode_value(old), encode_value(new))

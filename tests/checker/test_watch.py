@@ -799,3 +799,51 @@ def test_a_partial_range_is_not_a_read_of_every_key_for_the_linearizable_checker
     h = _with_partial_range("a", "\u0000", 1, [A4], 2, True)
     opts = CheckOptions(model="cas-register", extra={"kv_ops": True, "compare_failed": True})
     assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is True
+
+
+def _guarded_txn(compare: list[list[Any]], succeeded: bool) -> list[dict[str, Any]]:
+    """a=1 @2, a=2 @3 (a: create 2, mod 3, version 2; b never written), then a txn guarded by
+    ``compare`` that puts b=9: at revision 4 if it ``succeeded``, else failed at header 3."""
+    h, op = recorder()
+    op(0, "invoke", "put", 1, key="a")
+    op(0, "ok", "put", 1, key="a", revision=2)
+    op(0, "invoke", "put", 2, key="a")
+    op(0, "ok", "put", 2, key="a", revision=3)
+    op(1, "invoke", "txn", [["put", "b", 9]])
+    if succeeded:
+        op(1, "ok", "txn", [["put", "b", 9]], revision=4, succeeded=True, compare=compare)
+        kvs = [{"key": "a", "value": 2, "create_revision": 2, "mod_revision": 3, "version": 2},
+               {"key": "b", "value": 9, "create_revision": 4, "mod_revision": 4, "version": 1}]
+    else:
+        op(1, "fail", "txn", [["put", "b", 9]], revision=3, succeeded=False, compare=compare)
+        kvs = [{"key": "a", "value": 2, "create_revision": 2, "mod_revision": 3, "version": 2}]
+    op(3, "invoke", "range", None)
+    op(3, "ok", "range", {kv["key"]: kv["value"] for kv in kvs}, revision=4 if succeeded else 3, kvs=kvs)
+    return h
+
+
+@pytest.mark.parametrize("compare, holds", [
+    ([["version", "a", 1, ">"]], True),
+    ([["version", "a", 2, ">"]], False),
+    ([["version", "a", 3, "<"]], True),
+    ([["mod_revision", "a", 3, "!="]], False),
+    ([["create_revision", "a", 2, "="], ["mod_revision", "a", 4, "<"]], True),
+    ([["version", "b", 0, "="]], True),  # a missing key compares with zeros
+    ([["create_revision", "b", 1, "<"]], True),
+    ([["mod_revision", "b", 0, ">"]], False),
+    ([["value", "a", 1, "!="]], True),
+    ([["value", "b", 1, "!="]], False),  # a value compare on a missing key fails, whatever the result
+    ([["value", "a", 2, "="], ["version", "b", 0, "!="]], False),
+])
+def test_a_guarded_txn_outcome_follows_its_compares_on_the_replayed_state(compare: list[list[Any]],
+                                                                          holds: bool) -> None:
+    r = check(_guarded_txn(compare, holds))
+    assert r.valid is True and r.detail["compares_checked"] == 1, [a.to_json() for a in r.anomalies]
+    r = check(_guarded_txn(compare, not holds))
+    assert kinds(r) == {"kv:compare-state"}, [a.to_json() for a in r.anomalies]
+
+
+def test_a_value_compare_by_order_is_not_judged() -> None:
+    # etcd orders values as bytes: the history's numbers do not tell the outcome
+    r = check(_guarded_txn([["value", "a", 10, "<"]], False))
+    assert r.valid is True and r.detail["compares_checked"] == 0, [a.to_json() for a in r.anomalies]
