@@ -75,8 +75,12 @@ _TARGETS = {"version": kvr.CompareTarget.VERSION, "create_revision": kvr.Compare
 def guard_compare(guard: list[Any]) -> kvr.Compare:
     """The store's Compare for a history compare ``[target, key, operand, result]``."""
     target, key, operand, result = guard
-    field = {"value": encode_value(operand)} if target == "value" else {target: operand}
-    return kvr.Compare(result=_RESULTS[result], target=_TARGETS[target], key=key.encode(), **field)
+    c = kvr.Compare(result=_RESULTS[result], target=_TARGETS[target], key=key.encode())
+    if target == "value":
+        c.value = encode_value(operand)
+    else:
+        setattr(c, target, int(operand))
+    return c
 
 
 class KVHandle:
@@ -242,10 +246,10 @@ class WatchWorkload:
                 return "fail", spec.value, {"revision": saw(t.header), "succeeded": False, "compare": guards}
             done = [[op, k, v if op == "put" else int(getattr(r, "deleted", 0))]
                     for (op, k, v), r in zip(spec.value, t.responses, strict=True)]
-            extra: dict[str, Any] = {"revision": saw(t.header)}
+            txn_extra: dict[str, Any] = {"revision": saw(t.header)}
             if guards is not None:
-                extra.update(succeeded=True, compare=guards)
-            return "ok", done, extra
+                txn_extra.update(succeeded=True, compare=guards)
+            return "ok", done, txn_extra
         if f == "cas":
             old, new = spec.value
             c = await client.cas(key.encode(), encode_value(old), encode_value(new))
