@@ -40,7 +40,7 @@ from typing import Any
 from kvcheck.checker.api import UNKNOWN, Anomaly, CheckerBase, CheckOptions, CheckResult, op_links
 from kvcheck.checker.history import Call, Op, pair_calls
 
-WRITE_FS = ("put", "delete", "txn", "cas", "lease-revoke")
+WRITE_FS = ("put", "delete", "delete-range", "txn", "cas", "lease-revoke")
 READ_FS = ("read", "range")
 _COMPARE_RESULTS: dict[str, Callable[[Any, Any], bool]] = {
     "=": lambda a, b: bool(a == b), "!=": lambda a, b: bool(a != b),
@@ -123,6 +123,12 @@ def _effects(op: Op, ok: bool) -> list[Effect]:
         if deleted == 0:
             return []
         return [Effect("delete", str(op.key), None, maybe=deleted is None)]
+    if f == "delete-range" and isinstance(v, dict):
+        # ok: the keys its response says it deleted (prev_kvs); info: any key of the range
+        deleted_keys = op.extra.get("deleted_keys") if ok else None
+        if isinstance(deleted_keys, list):
+            return [Effect("delete", str(k), None) for k in deleted_keys]
+        return [Effect("delete", str(k), None, maybe=True) for k in v.get("keys") or ()]
     if f == "txn" and isinstance(v, list):
         out = []
         for m in v:
@@ -565,6 +571,7 @@ class _Run:
         self._replay()
         self._check_reads()
         self._check_compares()
+        self._check_delete_ranges()
 
     def _replay(self) -> None:
         state: dict[str, tuple[Any, int, int, int]] = {}  # key -> (value, create, mod, version)
@@ -881,6 +888,49 @@ class _Run:
                          key=str(compares[0][1]), expected=expected, succeeded=succeeded, replayed=shown_state)
             else:
                 self.counts["kv:compare-state"] = self.counts.get("kv:compare-state", 0) + 1
+
+    def _check_delete_ranges(self) -> None:
+        """A delete of a range (``delete-range``: its value the request, ``{key, range_end,
+        keys}``; an ok completion records ``deleted`` and ``deleted_keys``, the keys of its
+        prev_kvs) deletes every key of ``[key, range_end)`` present just before it and nothing
+        else: at revision R - 1 when it deleted something (R its header revision), else at its
+        header revision, the keys the replay has present in the range must be exactly those it
+        names, and ``deleted`` their number (``kv:delete-range``; judged where the replay is
+        certain of every key of the range there). A key it names that was absent is also the
+        replay's ``watch:replay``."""
+        shown = 0
+        for op in self.ops:
+            if op.is_nemesis or op.f != "delete-range" or op.type != "ok" or not isinstance(op.value, dict):
+                continue
+            header, names, count = op.extra.get("revision"), op.extra.get("deleted_keys"), op.extra.get("deleted")
+            if not isinstance(header, int) or not isinstance(names, list):
+                continue
+            start, end = str(op.value.get("key")), str(op.value.get("range_end") or "")
+
+            def inside(key: str, start: str = start, end: str = end) -> bool:
+                if not end:
+                    return key == start
+                return key >= start and (end == "\0" or key < end)
+
+            at = header - 1 if names else header
+            universe = sorted({k for k in self._changes_by_key()[0] if inside(k)}
+                              | {str(k) for k in op.value.get("keys") or () if inside(str(k))}
+                              | {str(k) for k in names if inside(str(k))})
+            states = [self._state_at(k, at) for k in universe]
+            if not all(sure and (w is None or w.type in ("put", "delete")) for sure, w in states):
+                continue
+            present = [k for k, (_, w) in zip(universe, states, strict=True) if w is not None and w.type == "put"]
+            named = sorted(str(k) for k in names)
+            if named == present and (not isinstance(count, int) or count == len(names)):
+                continue
+            if shown < 20:
+                shown += 1
+                outside = [k for k in named if not inside(k)]
+                self.add("kv:delete-range", f"op {op.id} (delete [{start!r}, {end!r})) at revision {header} "
+                         f"deleted {named} (count {count})" + (f", {outside} outside its range" if outside else "")
+                         + f"; the write order has {present} in the range at revision {at}",
+                         [op.id, *[w.op for _, w in states if w is not None][:5]], revision=at, key=start,
+                         deleted=named, present=present)
 
     def check_streams(self) -> None:
         created_linearizable = bool(self.options.extra.get("created_linearizable"))

@@ -136,6 +136,23 @@ class WatchWorkload:
     def _delete(self, ctx: Context) -> OpSpec:
         return OpSpec("delete", None, ctx.rng.choice(self.keys))
 
+    def _delete_range(self, ctx: Context) -> OpSpec:
+        """A delete of part of the key space, ``[key, range_end)`` with range_end another key
+        (which must survive), ``\\0`` or the prefix's end, with prev_kv (the response names the
+        keys it deleted). The value is the request plus ``keys``: the workload's keys inside
+        the range (every key it may delete)."""
+        keys = sorted(self.keys)
+        i = ctx.rng.randrange(len(keys))
+        shape = ctx.rng.random()
+        if shape < 0.6 and i + 1 < len(keys):
+            end = keys[ctx.rng.randrange(i + 1, len(keys))]
+        elif shape < 0.8:
+            end = "\0"
+        else:
+            end = self.prefix_end
+        inside = [k for k in keys if k >= keys[i] and (end == "\0" or k < end)]
+        return OpSpec("delete-range", {"key": keys[i], "range_end": end, "keys": inside})
+
     def _txn(self, ctx: Context) -> OpSpec:
         keys = ctx.rng.sample(self.keys, min(len(self.keys), ctx.rng.choice((2, 2, 3))))
         ops = [["delete", k, None] if ctx.rng.random() < 0.25 else ["put", k, self._fresh(k)] for k in keys]
@@ -202,7 +219,8 @@ class WatchWorkload:
 
     def generator(self) -> Generator:
         return gen.mix([gen.fn(self._put), gen.fn(self._delete), gen.fn(self._txn), gen.fn(self._cas),
-                        gen.fn(self._read), gen.fn(self._range)], [0.3, 0.12, 0.15, 0.1, 0.23, 0.1])
+                        gen.fn(self._read), gen.fn(self._range), gen.fn(self._delete_range)],
+                       [0.3, 0.09, 0.15, 0.1, 0.23, 0.1, 0.03])
 
     def final_generator(self, threads: int) -> Generator:
         specs = [OpSpec("read", None, k) for k in self.keys] + [OpSpec("range", None, None)]
@@ -236,6 +254,11 @@ class WatchWorkload:
         if f == "delete":
             d = await client.delete(key.encode())
             return "ok", None, {"revision": saw(d.header), "deleted": d.deleted}
+        if f == "delete-range":
+            q = spec.value
+            d = await client.delete(q["key"].encode(), range_end=q["range_end"].encode(), prev_kv=True)
+            return "ok", q, {"revision": saw(d.header), "deleted": d.deleted,
+                             "deleted_keys": [kv.key.decode("utf-8", "replace") for kv in d.prev_kvs]}
         if f == "txn":
             success: list[kvr.RequestOp] = [
                 kvr.PutRequest(key=k.encode(), value=encode_value(v)) if op == "put"

@@ -847,3 +847,37 @@ def test_a_value_compare_by_order_is_not_judged() -> None:
     # etcd orders values as bytes: the history's numbers do not tell the outcome
     r = check(_guarded_txn([["value", "a", 10, "<"]], False))
     assert r.valid is True and r.detail["compares_checked"] == 0, [a.to_json() for a in r.anomalies]
+
+
+def _with_delete_range(key: str, end: str, names: list[str], keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """base() plus, last, a delete of ``[key, end)`` (the watch workload's ``delete-range``)
+    whose response names ``names`` as deleted, at revision 6 (at header 5 if none)."""
+    h = base()
+    request = {"key": key, "range_end": end, "keys": keys if keys is not None else ["a", "b"]}
+    h += [{"process": 8, "type": "invoke", "f": "delete-range", "value": request},
+          {"process": 8, "type": "ok", "f": "delete-range", "value": request, "revision": 6 if names else 5,
+           "deleted": len(names), "deleted_keys": names}]
+    return h
+
+
+def test_a_delete_of_a_range_deletes_exactly_the_keys_present_in_it() -> None:
+    assert check(_with_delete_range("a", "\u0000", ["a", "b"])).valid is True
+    assert check(_with_delete_range("a", "b", ["a"], keys=["a"])).valid is True
+    assert check(_with_delete_range("c", "\u0000", [], keys=[])).valid is True
+    opts = CheckOptions(model="cas-register", extra={"kv_ops": True, "compare_failed": True})
+    h = _with_delete_range("a", "\u0000", ["a", "b"])
+    h += [{"process": 9, "type": "invoke", "f": "read", "value": None, "key": "b"},
+          {"process": 9, "type": "ok", "f": "read", "value": None, "key": "b", "revision": 6}]
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is True
+    assert check(h).valid is True
+    h[-1]["value"] = 3  # b read after the delete of its range completed
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is False
+
+
+def test_a_delete_of_a_range_that_misses_a_key_or_takes_its_end_is_delete_range() -> None:
+    r = check(_with_delete_range("a", "\u0000", ["a"]))  # b was in the range, and present
+    assert "kv:delete-range" in kinds(r), [a.to_json() for a in r.anomalies]
+    r = check(_with_delete_range("a", "b", ["a", "b"], keys=["a"]))  # b is its range_end: kept
+    assert "kv:delete-range" in kinds(r), [a.to_json() for a in r.anomalies]
+    r = check(_with_delete_range("a", "\u0000", []))  # deleted nothing while a and b were there
+    assert kinds(r) == {"kv:delete-range"}, [a.to_json() for a in r.anomalies]
