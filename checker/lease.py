@@ -45,6 +45,7 @@ when not found, ``lease-revoke``; README "Lease histories"):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -184,6 +185,7 @@ class LeaseChecker(CheckerBase):
                     term=done.extra.get("term"))
 
         self._check_time_to_live(calls, ttl, revoked, add)
+        self._check_remaining(calls, ttl, renewals, clock, add)
 
         # a keepalive that renewed a lease its leader's clock must have let lapse: the same
         # term (one leadership, one lessor clock: a new leader restarts every lease's clock)
@@ -309,6 +311,41 @@ class LeaseChecker(CheckerBase):
                   "reads_without_term": reads_without_term}
         return CheckResult(self.name, not anomalies, anomalies,
                            time.perf_counter() - t0, None, detail)
+
+    @staticmethod
+    def _check_remaining(calls: Sequence[Call], ttl: dict[int, int], renewals: dict[int, list[tuple[float, float]]],
+                         clock: list[tuple[float, float]], add: Callable[..., None]) -> None:
+        """LeaseTimeToLive's remaining TTL is no less than what the last renewal left: a grant or
+        keepalive (TTL > 0) that completed before the call was invoked renewed the lease no
+        earlier than its own invocation r, so on every leader's clock it lives until r + TTL
+        or later (a new leader restarts the clock later still), and the answer, computed no
+        later than the call's completion d, is at least floor(r + TTL - d) whole seconds
+        (etcd truncates); -1 (gone) is too little unless a revoke of the lease was invoked
+        before (``lease:timetolive-remaining``). Not judged across clock faults."""
+        revokes: dict[int, list[int]] = {}  # lease -> invoke positions of its revokes (any outcome)
+        for c in calls:
+            if c.f == "lease-revoke" and isinstance(c.invoke.value, int):
+                revokes.setdefault(c.invoke.value, []).append(c.invoke.position)
+        for c in calls:
+            done = c.completion
+            lease = c.invoke.value
+            if (c.f != "lease-timetolive" or done is None or done.type != "ok" or not isinstance(lease, int)
+                    or not isinstance(done.value, int) or lease not in ttl):
+                continue
+            t_inv, t_done = (c.invoke.time or 0) / NS, (done.time or 0) / NS
+            prior = [r[0] for r in renewals.get(lease, []) if r[1] < t_inv]
+            if not prior or any(p < done.position for p in revokes.get(lease, [])):
+                continue
+            r_inv = max(prior)
+            least = math.floor(r_inv + ttl[lease] - t_done + 1e-9)
+            if least <= 0 or done.value >= least:
+                continue  # (with nothing left, expired (0) or gone (-1) are both right)
+            if any(a < t_done and b > r_inv for a, b in clock):
+                continue
+            add("lease:timetolive-remaining", f"TimeToLive of lease {lease} (TTL {ttl[lease]} s) answered "
+                f"{done.value} at {t_done:.3f} s, but a renewal invoked at {r_inv:.3f} s (completed before the "
+                f"call was invoked) keeps it alive at least {max(least, 0)} s more", [done.id], lease=lease,
+                term=done.extra.get("term"))
 
     @staticmethod
     def _check_time_to_live(calls: Sequence[Call], ttl: dict[int, int], revoked: dict[int, Op],

@@ -323,7 +323,7 @@ def _time_to_live(*, ttl: int = 2, granted: int = 2, keys: list[str] | None = No
 
 def test_time_to_live_of_a_live_lease_names_its_ttl_and_keys_and_of_a_revoked_one_minus_one() -> None:
     assert kinds(_time_to_live()) == set()
-    assert kinds(_time_to_live(ttl=0)) == set()  # expired, its revoke not applied yet: still there
+    assert kinds(_time_to_live(ttl=1)) == set()  # floor(0.1 + 2 - 0.8): at least 1 s left
     assert kinds(_time_to_live(ttl=-1, keys=[], after_revoke=True)) == set()
     assert kinds(_time_to_live(ttl=1, before_put_done=True, keys=[])) == set()  # the put may come later
     assert kinds(_time_to_live(ttl=1, before_put_done=True, keys=["l/a"])) == set()  # or first
@@ -334,3 +334,6 @@ def test_time_to_live_that_contradicts_the_writes_is_reported() -> None:
     assert kinds(_time_to_live(granted=5)) == {"lease:timetolive-granted"}
     assert kinds(_time_to_live(keys=[])) == {"lease:timetolive-keys"}  # l/a's put completed before
     assert kinds(_time_to_live(keys=["l/a", "l/b"])) == {"lease:timetolive-keys"}  # l/b never put on it
+    # the grant invoked at 0.1 s (TTL 2) keeps it alive until 2.1 s at least: at 0.8 s, 1 s is left
+    assert kinds(_time_to_live(ttl=0)) == {"lease:timetolive-remaining"}
+    assert kinds(_time_to_live(ttl=-1, keys=[])) == {"lease:timetolive-remaining"}
