@@ -200,6 +200,76 @@ MUTANTS: list[Mutant] = [
         "    async def lease_keepalive(self, lease_id: int) -> kvr.LeaseKeepAliveResponse:\n"
         "        self._leader_side()",
         "a new leader answers keepalives before applying what is committed (a revoked lease renewed)"),
+    # --- a second set (mut3), written before any of it was measured ---------------------------
+    # KV
+    Mutant(
+        "range_more_off_by_one", "kv", "reference/kv/machine.py",
+        "        elif req.limit and len(kvs) > req.limit:",
+        "        elif req.limit and len(kvs) >= req.limit:",
+        "a range with a limit reports more=true when exactly limit keys match (>= for >)"),
+    Mutant(
+        "range_end_inclusive", "kv", "reference/kv/mvcc.py",
+        "        hi = bisect_left(keys, range_end, lo)",
+        "        hi = bisect_right(keys, range_end, lo)",
+        "a range scan includes the key equal to range_end (ranges and delete-ranges take [key, end])"),
+    Mutant(
+        "recreate_continues_version", "kv", "reference/kv/mvcc.py",
+        "            prev = hist[-1]\n            if not prev.version:\n                prev = None",
+        "            prev = next((kv for kv in reversed(hist) if kv.version), None)",
+        "a put after a delete takes the last live version as previous (version and create_revision continue)"),
+    Mutant(
+        "compact_drops_floor_version", "kv", "reference/kv/mvcc.py",
+        "            elif i > 0 and hist[i - 1].version:",
+        "            elif i > 0 and hist[i - 1].version and i == len(hist):",
+        "compaction keeps the live version before the floor only for keys not written since (reads at the floor lose it)"),
+    # storage
+    Mutant(
+        "wal_replay_overwrite_keeps_tail", "storage", "reference/storage/raftlog.py",
+        "            del self.entries[index - first :]\n",
+        "            if index <= self.last_index:\n"
+        "                self.entries[index - first] = entry  # (mutant) overwrite in place, keep the tail\n"
+        "                return\n",
+        "a WAL entry that overwrites an earlier index replaces that entry only (the stale tail after it survives)"),
+    Mutant(
+        "snapshot_rename_not_synced", "storage", "reference/storage/snapshot.py",
+        "        self.fs.rename(tmp, final)\n        self.fs.sync_dir(self.directory)\n",
+        "        self.fs.rename(tmp, final)\n",
+        "a snapshot file is renamed into place without syncing the directory (a crash may lose the file)"),
+    # Raft
+    Mutant(
+        "commit_counts_learners", "raft", "reference/raft/raft.py",
+        "        matches = sorted((self.prs[nid].match for nid in self.voters), reverse=True)",
+        "        matches = sorted((pr.match for pr in self.prs.values()), reverse=True)",
+        "the commit index is computed over every progress, learners included (a learner's ack counts)"),
+    Mutant(
+        "leader_conf_change_before_noop", "raft", "reference/raft/raft.py",
+        "        self.log.append([Entry(self.term, self.log.last_index() + 1)])\n"
+        "        self.pending_conf_index = self.log.last_index()\n",
+        "        self.log.append([Entry(self.term, self.log.last_index() + 1)])\n",
+        "a new leader may propose a conf change before its first entry (and an older term's change) is applied"),
+    # watch and lease
+    Mutant(
+        "prev_kv_missing_on_delete", "watch", "reference/kv/watch.py",
+        "                prev = None\n                if w.prev_kv:\n",
+        "                prev = None\n                if w.prev_kv and kv.version:\n",
+        "a live watch with prev_kv attaches the previous value to PUT events only (DELETE events lack it)"),
+    Mutant(
+        "snapshot_loses_lease_keys", "lease", "reference/kv/machine.py",
+        "            for key in store.keys_in(b\"\\0\", b\"\\0\"):\n                kv = store.get(key)\n"
+        "                if kv is not None and kv.lease:\n                    leases[kv.lease].keys[key] = None\n",
+        "",
+        "restoring from a snapshot rebuilds leases without their attached keys (a later revoke deletes nothing)"),
+    # node
+    Mutant(
+        "snapshot_fails_proposals_definitely", "node", "reference/node.py",
+        "                waiter.fail(WireError(ErrorCode.TIMEOUT, \"member restored from a snapshot; outcome unknown\"))",
+        "                waiter.fail(self.not_leader(\"member restored from a snapshot\"))",
+        "proposals covered by an installed snapshot are failed as definite not-leader errors (they may have applied)"),
+    Mutant(
+        "apply_error_resolved_as_response", "node", "reference/node.py",
+        "                    if isinstance(outcome, WireError):\n                        waiter.fail(outcome)",
+        "                    if isinstance(outcome, kvr.KVError):\n                        waiter.fail(outcome)",
+        "a proposal whose apply failed is answered as a success (the type check looks for KVError, not WireError)"),
 ]
 
 

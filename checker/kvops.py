@@ -7,13 +7,16 @@ key (restrict the linearization order), so checking each key's projection is sou
 invalid key is a real anomaly.
 
 How: ``register_view`` rewrites each call as the register calls it makes on each key —
-put k v -> write v; delete k -> write null (the key is absent); a txn -> one write per key
+put k v -> write v; delete k -> write null (the key is absent); a delete of a range -> write
+null to each key of the range (its value names them: ``keys``); a txn -> one write per key
 it touches (its delete micro-ops write null); read k -> read; a range -> one read per key
 of the history (null where the range saw no value); cas stays cas — keeping the original op
 ids, so anomalies name the ops of the file. Every projected call gets a process of its own
 per (process, key), because one txn or range is several concurrent register calls. Ops of
-other kinds (watch streams, compactions) and reads at a past revision (``read_revision`` on
-the invocation; the watch checker judges those) are left out.
+other kinds (watch streams, compactions), reads at a past revision (``read_revision`` on
+the invocation) and ranges over part of the key space (whose invocation value is the request:
+key, range_end, limit, revision; a key it does not show may lie outside it or past its limit)
+are left out: the watch checker judges those against the write order.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ from typing import Any
 
 from kvcheck.checker.history import Op
 
-PROJECTED = ("put", "delete", "txn", "cas", "read", "range")
+PROJECTED = ("put", "delete", "delete-range", "txn", "cas", "read", "range")
 
 
 def is_kv_history(ops: Sequence[Op]) -> bool:
     """Whether the history has key-value ops (put, delete, txn, range) that the register
     models do not know: then it is checked through ``register_view``."""
-    return any(op.f in ("put", "delete", "txn", "range") for op in ops if not op.is_nemesis)
+    return any(op.f in ("put", "delete", "delete-range", "txn", "range") for op in ops if not op.is_nemesis)
 
 
 def _keys(ops: Sequence[Op]) -> list[str]:
@@ -46,6 +49,9 @@ def _keys(ops: Sequence[Op]) -> list[str]:
         elif op.f == "range" and op.type == "ok" and isinstance(op.value, dict):
             for k in op.value:
                 keys.setdefault(str(k), None)
+        elif op.f == "delete-range" and isinstance(op.value, dict):
+            for k in op.value.get("keys") or ():
+                keys.setdefault(str(k), None)
     return sorted(keys)
 
 
@@ -56,6 +62,9 @@ def _micro(op: Op, key_list: list[str]) -> list[tuple[str, str, Any]]:
         return [("write", str(op.key), op.value)]
     if f == "delete":
         return [("write", str(op.key), None)]
+    if f == "delete-range":  # every key of the range is absent after it (an absent one stays so)
+        keys = op.value.get("keys") if isinstance(op.value, dict) else None
+        return [("write", str(k), None) for k in keys or ()]
     if f == "cas":
         return [("cas", str(op.key), op.value)]
     if f == "read":
@@ -85,6 +94,8 @@ def register_view(ops: Sequence[Op]) -> list[Op]:
         if op.type == "invoke":
             if op.f not in PROJECTED or isinstance(op.extra.get("read_revision"), int):
                 continue  # (a read at a past revision does not read the register's current value)
+            if op.f == "range" and isinstance(op.value, dict):
+                continue  # a range of part of the key space (the request is its value): see below
             open_f[op.process] = op.f
         elif open_f.get(op.process) != op.f:
             continue  # the completion of an op left out

@@ -45,12 +45,13 @@ when not found, ``lease-revoke``; README "Lease histories"):
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kvcheck.checker.api import UNKNOWN, Anomaly, CheckerBase, CheckOptions, CheckResult
-from kvcheck.checker.history import Op, pair_calls
+from kvcheck.checker.history import Call, Op, pair_calls
 from kvcheck.checker.watch import _OutOfTime, _Run
 
 NS = 1e9
@@ -183,6 +184,9 @@ class LeaseChecker(CheckerBase):
                     f"before it was invoked (invoked at {r_inv:.3f} s)", [c.id], lease=lease,
                     term=done.extra.get("term"))
 
+        self._check_time_to_live(calls, ttl, revoked, add)
+        self._check_remaining(calls, ttl, renewals, clock, add)
+
         # a keepalive that renewed a lease its leader's clock must have let lapse: the same
         # term (one leadership, one lessor clock: a new leader restarts every lease's clock)
         # answered the previous renewal, a keepalive, which the leader's lessor renewed before
@@ -307,6 +311,112 @@ class LeaseChecker(CheckerBase):
                   "reads_without_term": reads_without_term}
         return CheckResult(self.name, not anomalies, anomalies,
                            time.perf_counter() - t0, None, detail)
+
+    @staticmethod
+    def _check_remaining(calls: Sequence[Call], ttl: dict[int, int], renewals: dict[int, list[tuple[float, float]]],
+                         clock: list[tuple[float, float]], add: Callable[..., None]) -> None:
+        """LeaseTimeToLive's remaining TTL is no less than what the last renewal left: a grant or
+        keepalive (TTL > 0) that completed before the call was invoked renewed the lease no
+        earlier than its own invocation r, so on every leader's clock it lives until r + TTL
+        or later (a new leader restarts the clock later still), and the answer, computed no
+        later than the call's completion d, is at least floor(r + TTL - d) whole seconds
+        (etcd truncates); -1 (gone) is too little unless a revoke of the lease was invoked
+        before (``lease:timetolive-remaining``). Not judged across clock faults."""
+        revokes: dict[int, list[int]] = {}  # lease -> invoke positions of its revokes (any outcome)
+        for c in calls:
+            if c.f == "lease-revoke" and isinstance(c.invoke.value, int):
+                revokes.setdefault(c.invoke.value, []).append(c.invoke.position)
+        for c in calls:
+            done = c.completion
+            lease = c.invoke.value
+            if (c.f != "lease-timetolive" or done is None or done.type != "ok" or not isinstance(lease, int)
+                    or not isinstance(done.value, int) or lease not in ttl):
+                continue
+            t_inv, t_done = (c.invoke.time or 0) / NS, (done.time or 0) / NS
+            prior = [r[0] for r in renewals.get(lease, []) if r[1] < t_inv]
+            if not prior or any(p < done.position for p in revokes.get(lease, [])):
+                continue
+            r_inv = max(prior)
+            least = math.floor(r_inv + ttl[lease] - t_done + 1e-9)
+            if least <= 0 or done.value >= least:
+                continue  # (with nothing left, expired (0) or gone (-1) are both right)
+            if any(a < t_done and b > r_inv for a, b in clock):
+                continue
+            add("lease:timetolive-remaining", f"TimeToLive of lease {lease} (TTL {ttl[lease]} s) answered "
+                f"{done.value} at {t_done:.3f} s, but a renewal invoked at {r_inv:.3f} s (completed before the "
+                f"call was invoked) keeps it alive at least {max(least, 0)} s more", [done.id], lease=lease,
+                term=done.extra.get("term"))
+
+    @staticmethod
+    def _check_time_to_live(calls: Sequence[Call], ttl: dict[int, int], revoked: dict[int, Op],
+                            add: Callable[..., None]) -> None:
+        """LeaseTimeToLive answers (``lease-timetolive``: value the lease id; an ok completion's
+        value the remaining TTL, ``granted_ttl`` and ``keys``, the attached keys), by etcd's
+        API: a lease whose revoke completed before the call was invoked is gone (TTL -1:
+        ``lease:timetolive-after-revoke``); a live lease (TTL >= 0) reports the TTL it was
+        granted (``lease:timetolive-granted``) and its attached keys: every key whose put with
+        this lease completed before the call was invoked, and only keys a put with this lease
+        was invoked for before the call completed (``lease:timetolive-keys``; a key some other
+        write may have changed since is not judged: a put without this lease, a delete, a txn)."""
+        puts: dict[tuple[int, str], list[Call]] = {}  # (lease, key) -> puts of key with lease
+        others: dict[str, list[Call]] = {}  # key -> other writes of it (put without that lease, delete)
+        blanket: list[Call] = []  # writes whose keys the history does not name one by one
+        for c in calls:
+            if c.f in ("txn", "delete-range", "cas") and (c.completion is None or c.completion.type != "fail"):
+                blanket.append(c)
+            if c.f not in ("put", "delete") or c.invoke.key is None:
+                continue
+            lease = c.invoke.extra.get("lease")
+            if c.f == "put" and isinstance(lease, int) and lease:
+                puts.setdefault((lease, str(c.invoke.key)), []).append(c)
+            if c.completion is None or c.completion.type != "fail":
+                others.setdefault(str(c.invoke.key), []).append(c)
+        for c in calls:
+            done = c.completion
+            if c.f != "lease-timetolive" or done is None or done.type != "ok" or not isinstance(c.invoke.value, int):
+                continue
+            lease, remaining = c.invoke.value, done.value
+            if not isinstance(remaining, int):
+                continue
+            rv = revoked.get(lease)
+            if rv is not None and rv.position < c.invoke.position:
+                if remaining != -1:
+                    add("lease:timetolive-after-revoke", f"TimeToLive of lease {lease} (op {done.id}) answered TTL "
+                        f"{remaining} after its revoke (op {rv.id}) completed: the lease is gone (TTL -1)",
+                        [done.id, rv.id], lease=lease)
+                continue
+            if remaining < 0:
+                continue
+            granted = done.extra.get("granted_ttl")
+            if lease in ttl and isinstance(granted, int) and granted != ttl[lease]:
+                add("lease:timetolive-granted", f"TimeToLive of lease {lease} (op {done.id}) answered granted TTL "
+                    f"{granted}; the grant answered {ttl[lease]}", [done.id], lease=lease)
+            listed = done.extra.get("keys")
+            if not isinstance(listed, list):
+                continue
+            start, end = c.invoke.position, done.position
+            if any(b.invoke.position < end for b in blanket):
+                continue
+            shown = {str(k) for k in listed}
+            keys = {k for (ls, k) in puts if ls == lease} | shown
+            for key in sorted(keys):
+                mine = puts.get((lease, key), [])
+                attached = [p for p in mine if p.completion is not None and p.completion.type == "ok"
+                            and p.completion.position < start]
+                invoked = [p for p in mine if p.invoke.position < end]
+                if key in shown and not invoked:
+                    why = "no put of it with this lease was invoked before the call completed"
+                elif key not in shown and attached:
+                    first = min(p.invoke.position for p in attached)
+                    if any(o.invoke.position > first and o.invoke.position < end and o not in mine
+                           for o in others.get(key, [])):
+                        continue  # another write of the key since may have detached it
+                    why = f"its put with this lease (op {attached[-1].id}) completed before the call was invoked"
+                else:
+                    continue
+                add("lease:timetolive-keys", f"TimeToLive of lease {lease} (op {done.id}) lists keys "
+                    f"{sorted(shown)}: {'it lists' if key in shown else 'it misses'} {key}, but {why}",
+                    [done.id], lease=lease, key=key)
 
     def summary_lines(self, result: Mapping[str, Any], op_text: Callable[[Any], str]) -> list[str]:
         parts = result.get("bound_parts") or {}

@@ -14,7 +14,9 @@ either keep it alive for a while and revoke it (``lease-revoke``), or stop the k
 and let it expire (then one more keepalive after the lease must have expired must answer
 TTL 0), or keep it alive for a while and then let it go (``MODES``, drawn at random; in
 every run some lessor keeps its first lease alive: ``LeaseWorkload.first_mode``). Keepalives (``lease-keepalive``,
-value = lease id, ok value = the TTL answered, 0: not found) run every TTL/3. The workers
+value = lease id, ok value = the TTL answered, 0: not found) run every TTL/3, some followed
+by a LeaseTimeToLive with keys (``lease-timetolive``: ok value = the remaining TTL, -1 once the
+lease is gone; ``granted_ttl``, ``keys``), as is half the revokes. The workers
 read keys and put keys no lease holds (``l/w<i>``: revisions around every expiry);
 watchers (as in the watch workload) watch the prefix ``l/``; after recovery the
 final phase waits until every lease left behind must have expired (TTL + the bound) and
@@ -233,8 +235,12 @@ class _Lessor:
                     if not await self.sleep(ttl / 3):
                         return
                     await self.keepalive(lease)
+                    if rng.random() < 0.3:
+                        await self.time_to_live(lease)
             if mode == "revoke":
-                await self.call("lease-revoke", lease, functools.partial(self._revoke, lease))
+                typ, _ = await self.call("lease-revoke", lease, functools.partial(self._revoke, lease))
+                if typ == "ok" and rng.random() < 0.5:
+                    await self.time_to_live(lease)  # gone: TTL -1
             else:  # let it expire, then ask once more: TTL 0
                 edge = self.rng.random()
                 if edge < 0.5:
@@ -272,6 +278,18 @@ class _Lessor:
 
     async def keepalive(self, lease: int) -> None:
         await self.call("lease-keepalive", lease, functools.partial(self._keepalive, lease))
+
+    async def _time_to_live(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
+        r = await self.client.lease_time_to_live(lease, keys=True)
+        return "ok", r.ttl, {"granted_ttl": r.granted_ttl, "keys": [k.decode("utf-8", "replace") for k in r.keys],
+                             "term": r.header.raft_term}
+
+    async def time_to_live(self, lease: int) -> None:
+        """LeaseTimeToLive with keys (``lease-timetolive``: the remaining TTL, -1 once the lease
+        is gone, the granted TTL and the attached keys; the lease checker judges them), where the
+        target's client offers it."""
+        if callable(getattr(self.client, "lease_time_to_live", None)):
+            await self.call("lease-timetolive", lease, functools.partial(self._time_to_live, lease))
 
 
 def make_lease(keys: int) -> LeaseWorkload:

@@ -66,6 +66,23 @@ def response_json(resp: kvr.WatchResponse) -> dict[str, Any]:
     return out
 
 
+_RESULTS = {"=": kvr.CompareResult.EQUAL, "!=": kvr.CompareResult.NOT_EQUAL, ">": kvr.CompareResult.GREATER,
+            "<": kvr.CompareResult.LESS}
+_TARGETS = {"version": kvr.CompareTarget.VERSION, "create_revision": kvr.CompareTarget.CREATE,
+            "mod_revision": kvr.CompareTarget.MOD, "value": kvr.CompareTarget.VALUE}
+
+
+def guard_compare(guard: list[Any]) -> kvr.Compare:
+    """The store's Compare for a history compare ``[target, key, operand, result]``."""
+    target, key, operand, result = guard
+    c = kvr.Compare(result=_RESULTS[result], target=_TARGETS[target], key=key.encode())
+    if target == "value":
+        c.value = encode_value(operand)
+    else:
+        setattr(c, target, int(operand))
+    return c
+
+
 class KVHandle:
     """A worker's store client, closed the way the runner closes clients. ``node_of_member``:
     the target's node number of each member id a response header names (etcd's member ids are
@@ -100,6 +117,7 @@ class WatchWorkload:
         self.compacted = 0
         self._next_value = 0
         self._written: dict[str, list[int]] = {}
+        self._guards: dict[int, list[list[Any]]] = {}  # id(txn spec) -> its compares (_guard)
         self.stream_duration = (2.0, 8.0)
         self.stall_after = 4.0
         self.compact_every = (3.0, 6.0)
@@ -118,10 +136,47 @@ class WatchWorkload:
     def _delete(self, ctx: Context) -> OpSpec:
         return OpSpec("delete", None, ctx.rng.choice(self.keys))
 
+    def _delete_range(self, ctx: Context) -> OpSpec:
+        """A delete of part of the key space, ``[key, range_end)`` with range_end another key
+        (which must survive), ``\\0`` or the prefix's end, with prev_kv (the response names the
+        keys it deleted). The value is the request plus ``keys``: the workload's keys inside
+        the range (every key it may delete)."""
+        keys = sorted(self.keys)
+        i = ctx.rng.randrange(len(keys))
+        shape = ctx.rng.random()
+        if shape < 0.6 and i + 1 < len(keys):
+            end = keys[ctx.rng.randrange(i + 1, len(keys))]
+        elif shape < 0.8:
+            end = "\0"
+        else:
+            end = self.prefix_end
+        inside = [k for k in keys if k >= keys[i] and (end == "\0" or k < end)]
+        return OpSpec("delete-range", {"key": keys[i], "range_end": end, "keys": inside})
+
     def _txn(self, ctx: Context) -> OpSpec:
         keys = ctx.rng.sample(self.keys, min(len(self.keys), ctx.rng.choice((2, 2, 3))))
         ops = [["delete", k, None] if ctx.rng.random() < 0.25 else ["put", k, self._fresh(k)] for k in keys]
-        return OpSpec("txn", ops)
+        spec = OpSpec("txn", ops)
+        if ctx.rng.random() < 0.5:
+            self._guards[id(spec)] = [self._guard(ctx) for _ in range(ctx.rng.choice((1, 1, 2)))]
+        return spec
+
+    def _guard(self, ctx: Context) -> list[Any]:
+        """One txn compare ``[target, key, operand, result]``: a key's version, create or mod
+        revision against a number near what it may hold (``=``, ``!=``, ``>`` or ``<``), or its
+        value against one written to it recently (``=`` or ``!=``: etcd compares values as
+        bytes, so their order is not the numbers'). Some hold, some do not."""
+        rng = ctx.rng
+        key = rng.choice(self.keys)
+        target = rng.choice(("version", "create_revision", "mod_revision", "value"))
+        if target == "value":
+            recent = self._written.get(key, [])[-3:]
+            return ["value", key, rng.choice(recent) if recent else 0, rng.choice(("=", "!="))]
+        if target == "version":
+            operand = rng.randint(0, 4)
+        else:
+            operand = rng.choice((0, rng.randint(max(1, self.max_revision - 15), self.max_revision + 1)))
+        return [target, key, operand, rng.choice(("=", "!=", ">", "<"))]
 
     def _cas(self, ctx: Context) -> OpSpec:
         key = ctx.rng.choice(self.keys)
@@ -132,6 +187,30 @@ class WatchWorkload:
     def _read(self, ctx: Context) -> OpSpec:
         return OpSpec("read", None, ctx.rng.choice(self.keys))
 
+    def _range(self, ctx: Context) -> OpSpec:
+        """A range read of part of the key space, as clients page and list: ``[key, range_end)``
+        with range_end another key of the space (so the bound itself is a key that may exist),
+        the prefix's end or ``\\0`` (every key from ``key`` on); a ``limit`` half the time;
+        at a past revision a third of the time (the last compaction, the one after it, or any
+        revision seen since: the boundary where compaction must keep what a read there shows).
+        The value is the request; the checker reads the same fields from the completion."""
+        rng = ctx.rng
+        keys = sorted(self.keys)
+        i = rng.randrange(len(keys))
+        shape = rng.random()
+        if shape < 0.5 and i + 1 < len(keys):
+            end = keys[rng.randrange(i + 1, len(keys))]
+        elif shape < 0.75:
+            end = "\0"
+        else:
+            end = self.prefix_end
+        limit = rng.randint(1, len(keys)) if rng.random() < 0.5 else 0
+        revision = 0
+        if rng.random() < 1 / 3 and self.max_revision > 1:
+            floor = max(1, self.compacted)
+            revision = min(self.max_revision, rng.choice((floor, floor + 1, rng.randint(floor, self.max_revision))))
+        return OpSpec("range", {"key": keys[i], "range_end": end, "limit": limit, "revision": revision})
+
     def check_options(self) -> dict[str, Any]:
         return {"model": "cas-register", "extra": {"compare_failed": True, "kv_ops": True}}
 
@@ -140,7 +219,8 @@ class WatchWorkload:
 
     def generator(self) -> Generator:
         return gen.mix([gen.fn(self._put), gen.fn(self._delete), gen.fn(self._txn), gen.fn(self._cas),
-                        gen.fn(self._read)], [0.3, 0.12, 0.15, 0.1, 0.33])
+                        gen.fn(self._read), gen.fn(self._range), gen.fn(self._delete_range)],
+                       [0.3, 0.09, 0.15, 0.1, 0.23, 0.1, 0.03])
 
     def final_generator(self, threads: int) -> Generator:
         specs = [OpSpec("read", None, k) for k in self.keys] + [OpSpec("range", None, None)]
@@ -174,14 +254,25 @@ class WatchWorkload:
         if f == "delete":
             d = await client.delete(key.encode())
             return "ok", None, {"revision": saw(d.header), "deleted": d.deleted}
+        if f == "delete-range":
+            q = spec.value
+            d = await client.delete(q["key"].encode(), range_end=q["range_end"].encode(), prev_kv=True)
+            return "ok", q, {"revision": saw(d.header), "deleted": d.deleted,
+                             "deleted_keys": [kv.key.decode("utf-8", "replace") for kv in d.prev_kvs]}
         if f == "txn":
             success: list[kvr.RequestOp] = [
                 kvr.PutRequest(key=k.encode(), value=encode_value(v)) if op == "put"
                 else kvr.DeleteRangeRequest(key=k.encode()) for op, k, v in spec.value]
-            t = await client.txn([], success)
+            guards = self._guards.pop(id(spec), None)
+            t = await client.txn([guard_compare(g) for g in guards or ()], success)
+            if guards is not None and not t.succeeded:  # the compares failed: nothing was written
+                return "fail", spec.value, {"revision": saw(t.header), "succeeded": False, "compare": guards}
             done = [[op, k, v if op == "put" else int(getattr(r, "deleted", 0))]
                     for (op, k, v), r in zip(spec.value, t.responses, strict=True)]
-            return "ok", done, {"revision": saw(t.header)}
+            txn_extra: dict[str, Any] = {"revision": saw(t.header)}
+            if guards is not None:
+                txn_extra.update(succeeded=True, compare=guards)
+            return "ok", done, txn_extra
         if f == "cas":
             old, new = spec.value
             c = await client.cas(key.encode(), encode_value(old), encode_value(new))
@@ -195,6 +286,16 @@ class WatchWorkload:
             if kv is not None:
                 extra["kv"] = kv_json(kv)
             return "ok", decode_value(kv.value) if kv is not None else None, extra
+        if f == "range" and isinstance(spec.value, dict):  # part of the key space (_range)
+            q = spec.value
+            r = await client.get(q["key"].encode(), range_end=q["range_end"].encode(), limit=q["limit"],
+                                 revision=q["revision"])
+            kvs = [kv_json(kv) for kv in r.kvs]
+            part: dict[str, Any] = {"revision": saw(r.header), "kvs": kvs, "count": r.count, "more": r.more,
+                                    "range": {k: q[k] for k in ("key", "range_end", "limit")}}
+            if q["revision"]:
+                part["read_revision"] = q["revision"]
+            return "ok", {kv["key"]: kv["value"] for kv in kvs}, part
         if f == "range":
             r = await client.get(self.prefix.encode(), range_end=self.prefix_end.encode())
             kvs = [kv_json(kv) for kv in r.kvs]

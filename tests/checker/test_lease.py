@@ -297,3 +297,43 @@ def test_a_keepalive_answered_expired_after_ttl_concurrent_or_across_a_clock_fau
     # TTL from the grant runs until 2.1 s, so an answer at 1.6 s is still early
     assert "lease:keepalive-early-expiry" in kinds(early_answer(concurrent=True))
     assert "lease:keepalive-early-expiry" not in kinds(early_answer(concurrent=True, answered_at=2.2))
+
+
+def _time_to_live(*, ttl: int = 2, granted: int = 2, keys: list[str] | None = None, after_revoke: bool = False,
+                  before_put_done: bool = False) -> list[Op]:
+    """Lease 7 (TTL 2) with l/a put on it, then a LeaseTimeToLive (keys) answering ``ttl``,
+    ``granted`` and ``keys``: while the lease lives, after its revoke completed, or while its
+    put is still in flight."""
+    h, op = recorder()
+    op(0.1, 0, "invoke", "lease-grant", 2)
+    op(0.2, 0, "ok", "lease-grant", 2, lease=7, revision=1, term=2)
+    op(0.3, 0, "invoke", "put", 1, key="l/a", lease=7)
+    if before_put_done:
+        op(0.35, 1, "invoke", "lease-timetolive", 7)
+        op(0.36, 1, "ok", "lease-timetolive", ttl, granted_ttl=granted, keys=keys if keys is not None else [], term=2)
+    op(0.4, 0, "ok", "put", 1, key="l/a", lease=7, revision=2)
+    if after_revoke:
+        op(0.5, 0, "invoke", "lease-revoke", 7)
+        op(0.6, 0, "ok", "lease-revoke", 7, revision=3)
+    if not before_put_done:
+        op(0.7, 0, "invoke", "lease-timetolive", 7)
+        op(0.8, 0, "ok", "lease-timetolive", ttl, granted_ttl=granted, keys=["l/a"] if keys is None else keys, term=2)
+    return numbered(h)
+
+
+def test_time_to_live_of_a_live_lease_names_its_ttl_and_keys_and_of_a_revoked_one_minus_one() -> None:
+    assert kinds(_time_to_live()) == set()
+    assert kinds(_time_to_live(ttl=1)) == set()  # floor(0.1 + 2 - 0.8): at least 1 s left
+    assert kinds(_time_to_live(ttl=-1, keys=[], after_revoke=True)) == set()
+    assert kinds(_time_to_live(ttl=1, before_put_done=True, keys=[])) == set()  # the put may come later
+    assert kinds(_time_to_live(ttl=1, before_put_done=True, keys=["l/a"])) == set()  # or first
+
+
+def test_time_to_live_that_contradicts_the_writes_is_reported() -> None:
+    assert kinds(_time_to_live(ttl=1, after_revoke=True)) == {"lease:timetolive-after-revoke"}
+    assert kinds(_time_to_live(granted=5)) == {"lease:timetolive-granted"}
+    assert kinds(_time_to_live(keys=[])) == {"lease:timetolive-keys"}  # l/a's put completed before
+    assert kinds(_time_to_live(keys=["l/a", "l/b"])) == {"lease:timetolive-keys"}  # l/b never put on it
+    # the grant invoked at 0.1 s (TTL 2) keeps it alive until 2.1 s at least: at 0.8 s, 1 s is left
+    assert kinds(_time_to_live(ttl=0)) == {"lease:timetolive-remaining"}
+    assert kinds(_time_to_live(ttl=-1, keys=[])) == {"lease:timetolive-remaining"}

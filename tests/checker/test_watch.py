@@ -739,3 +739,145 @@ def test_a_past_read_is_not_a_linearizable_read_of_the_current_value() -> None:
     for d in h:  # read as a read of the current value, it is stale
         d.pop("read_revision", None)
     assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is False
+
+
+A4 = {"key": "a", "value": 4, "create_revision": 5, "mod_revision": 5, "version": 1}
+B3 = {"key": "b", "value": 3, "create_revision": 5, "mod_revision": 5, "version": 1}
+
+
+def _with_partial_range(key: str, end: str, limit: int, kvs: list[dict[str, Any]], count: int, more: bool,
+                        read_revision: int = 0) -> list[dict[str, Any]]:
+    """base() plus, last, a range of part of the space (the watch workload's ``_range``: the
+    request is the invocation's value and the completion's ``range``) answering ``kvs``,
+    ``count`` and ``more`` at revision 5 (or at the past ``read_revision``)."""
+    h = base()
+    request = {"key": key, "range_end": end, "limit": limit, "revision": read_revision}
+    done: dict[str, Any] = {"process": 8, "type": "ok", "f": "range", "value": {kv["key"]: kv["value"] for kv in kvs},
+                            "revision": 5, "kvs": kvs, "count": count, "more": more,
+                            "range": {"key": key, "range_end": end, "limit": limit}}
+    if read_revision:
+        done["read_revision"] = read_revision
+    h += [{"process": 8, "type": "invoke", "f": "range", "value": request}, done]
+    return h
+
+
+def test_a_range_of_part_of_the_space_with_a_limit_is_valid_when_it_shows_the_first_keys() -> None:
+    assert check(_with_partial_range("a", "b", 0, [A4], 1, False)).valid is True
+    assert check(_with_partial_range("a", "\u0000", 1, [A4], 2, True)).valid is True  # b lies past the limit
+    assert check(_with_partial_range("a", "\u0000", 2, [A4, B3], 2, False)).valid is True
+    assert check(_with_partial_range("b", "c", 0, [B3], 1, False)).valid is True
+    assert check(_with_partial_range("a", "b", 1, [A2], 1, False, read_revision=3)).valid is True
+    assert check(_with_partial_range("c", "\u0000", 0, [], 0, False)).valid is True
+    # the last ok range is a partial one: the final read stays the whole-space range before it
+    assert check(_with_partial_range("b", "c", 0, [B3], 1, False)).detail["final_read"] != len(base()) + 1
+
+
+def test_a_range_that_shows_a_key_outside_its_bounds_or_past_its_limit_is_range_bounds() -> None:
+    r = check(_with_partial_range("a", "b", 0, [A4, B3], 2, False))  # b is its range_end: excluded
+    assert kinds(r) == {"kv:range-bounds"}, [a.to_json() for a in r.anomalies]
+    r = check(_with_partial_range("a", "\u0000", 1, [A4, B3], 2, False))
+    assert kinds(r) == {"kv:range-bounds"}, [a.to_json() for a in r.anomalies]
+    r = check(_with_partial_range("a", "\u0000", 0, [B3, A4], 2, False))  # not in key order
+    assert kinds(r) == {"kv:range-bounds"}, [a.to_json() for a in r.anomalies]
+
+
+def test_a_range_whose_count_or_more_disagrees_with_the_write_order_is_range_count() -> None:
+    r = check(_with_partial_range("a", "\u0000", 1, [A4], 1, True))  # count is unaffected by the limit
+    assert kinds(r) == {"kv:range-count"}, [a.to_json() for a in r.anomalies]
+    assert r.anomalies[0].detail["present"] == ["a", "b"]
+    r = check(_with_partial_range("a", "\u0000", 2, [A4, B3], 2, True))  # no key past the two returned
+    assert kinds(r) == {"kv:range-count"}, [a.to_json() for a in r.anomalies]
+    # b is past the limit: more (and without more, the response claims b absent)
+    r = check(_with_partial_range("a", "\u0000", 1, [A4], 2, False))
+    assert kinds(r) == {"kv:range-count", "kv:read-state"}, [a.to_json() for a in r.anomalies]
+    # skipping the first key of the range: a shown absent where it is present
+    r = check(_with_partial_range("a", "\u0000", 1, [B3], 2, True))
+    assert kinds(r) == {"kv:read-state"}, [a.to_json() for a in r.anomalies]
+
+
+def test_a_partial_range_is_not_a_read_of_every_key_for_the_linearizable_checker() -> None:
+    h = _with_partial_range("a", "\u0000", 1, [A4], 2, True)
+    opts = CheckOptions(model="cas-register", extra={"kv_ops": True, "compare_failed": True})
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is True
+
+
+def _guarded_txn(compare: list[list[Any]], succeeded: bool) -> list[dict[str, Any]]:
+    """a=1 @2, a=2 @3 (a: create 2, mod 3, version 2; b never written), then a txn guarded by
+    ``compare`` that puts b=9: at revision 4 if it ``succeeded``, else failed at header 3."""
+    h, op = recorder()
+    op(0, "invoke", "put", 1, key="a")
+    op(0, "ok", "put", 1, key="a", revision=2)
+    op(0, "invoke", "put", 2, key="a")
+    op(0, "ok", "put", 2, key="a", revision=3)
+    op(1, "invoke", "txn", [["put", "b", 9]])
+    if succeeded:
+        op(1, "ok", "txn", [["put", "b", 9]], revision=4, succeeded=True, compare=compare)
+        kvs = [{"key": "a", "value": 2, "create_revision": 2, "mod_revision": 3, "version": 2},
+               {"key": "b", "value": 9, "create_revision": 4, "mod_revision": 4, "version": 1}]
+    else:
+        op(1, "fail", "txn", [["put", "b", 9]], revision=3, succeeded=False, compare=compare)
+        kvs = [{"key": "a", "value": 2, "create_revision": 2, "mod_revision": 3, "version": 2}]
+    op(3, "invoke", "range", None)
+    op(3, "ok", "range", {kv["key"]: kv["value"] for kv in kvs}, revision=4 if succeeded else 3, kvs=kvs)
+    return h
+
+
+@pytest.mark.parametrize("compare, holds", [
+    ([["version", "a", 1, ">"]], True),
+    ([["version", "a", 2, ">"]], False),
+    ([["version", "a", 3, "<"]], True),
+    ([["mod_revision", "a", 3, "!="]], False),
+    ([["create_revision", "a", 2, "="], ["mod_revision", "a", 4, "<"]], True),
+    ([["version", "b", 0, "="]], True),  # a missing key compares with zeros
+    ([["create_revision", "b", 1, "<"]], True),
+    ([["mod_revision", "b", 0, ">"]], False),
+    ([["value", "a", 1, "!="]], True),
+    ([["value", "b", 1, "!="]], False),  # a value compare on a missing key fails, whatever the result
+    ([["value", "a", 2, "="], ["version", "b", 0, "!="]], False),
+])
+def test_a_guarded_txn_outcome_follows_its_compares_on_the_replayed_state(compare: list[list[Any]],
+                                                                          holds: bool) -> None:
+    r = check(_guarded_txn(compare, holds))
+    assert r.valid is True and r.detail["compares_checked"] == 1, [a.to_json() for a in r.anomalies]
+    r = check(_guarded_txn(compare, not holds))
+    assert kinds(r) == {"kv:compare-state"}, [a.to_json() for a in r.anomalies]
+
+
+def test_a_value_compare_by_order_is_not_judged() -> None:
+    # etcd orders values as bytes: the history's numbers do not tell the outcome
+    r = check(_guarded_txn([["value", "a", 10, "<"]], False))
+    assert r.valid is True and r.detail["compares_checked"] == 0, [a.to_json() for a in r.anomalies]
+
+
+def _with_delete_range(key: str, end: str, names: list[str], keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """base() plus, last, a delete of ``[key, end)`` (the watch workload's ``delete-range``)
+    whose response names ``names`` as deleted, at revision 6 (at header 5 if none)."""
+    h = base()
+    request = {"key": key, "range_end": end, "keys": keys if keys is not None else ["a", "b"]}
+    h += [{"process": 8, "type": "invoke", "f": "delete-range", "value": request},
+          {"process": 8, "type": "ok", "f": "delete-range", "value": request, "revision": 6 if names else 5,
+           "deleted": len(names), "deleted_keys": names}]
+    return h
+
+
+def test_a_delete_of_a_range_deletes_exactly_the_keys_present_in_it() -> None:
+    assert check(_with_delete_range("a", "\u0000", ["a", "b"])).valid is True
+    assert check(_with_delete_range("a", "b", ["a"], keys=["a"])).valid is True
+    assert check(_with_delete_range("c", "\u0000", [], keys=[])).valid is True
+    opts = CheckOptions(model="cas-register", extra={"kv_ops": True, "compare_failed": True})
+    h = _with_delete_range("a", "\u0000", ["a", "b"])
+    h += [{"process": 9, "type": "invoke", "f": "read", "value": None, "key": "b"},
+          {"process": 9, "type": "ok", "f": "read", "value": None, "key": "b", "revision": 6}]
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is True
+    assert check(h).valid is True
+    h[-1]["value"] = 3  # b read after the delete of its range completed
+    assert run_checkers(["linearizable"], to_ops(h), opts)["linearizable"].valid is False
+
+
+def test_a_delete_of_a_range_that_misses_a_key_or_takes_its_end_is_delete_range() -> None:
+    r = check(_with_delete_range("a", "\u0000", ["a"]))  # b was in the range, and present
+    assert "kv:delete-range" in kinds(r), [a.to_json() for a in r.anomalies]
+    r = check(_with_delete_range("a", "b", ["a", "b"], keys=["a"]))  # b is its range_end: kept
+    assert "kv:delete-range" in kinds(r), [a.to_json() for a in r.anomalies]
+    r = check(_with_delete_range("a", "\u0000", []))  # deleted nothing while a and b were there
+    assert kinds(r) == {"kv:delete-range"}, [a.to_json() for a in r.anomalies]

@@ -96,3 +96,16 @@ def test_a_history_with_30_percent_info_writes_is_decided_and_each_placement_exp
     assert len(placements) >= forgotten and all(p["how"] for p in placements)
     placed = [p for p in placements if p["revision"] is not None]
     assert len(placed) >= 0.6 * forgotten
+
+
+def test_a_history_compare_becomes_the_stores_compare() -> None:
+    from kvcheck.reference.kv import requests as kvr
+    from kvcheck.workloads.watch import guard_compare
+
+    c = guard_compare(["version", "w/k0", 2, ">"])
+    assert (c.target, c.result, c.key, c.version) == (kvr.CompareTarget.VERSION, kvr.CompareResult.GREATER,
+                                                      b"w/k0", 2)
+    c = guard_compare(["mod_revision", "w/k1", 7, "!="])
+    assert (c.target, c.result, c.mod_revision) == (kvr.CompareTarget.MOD, kvr.CompareResult.NOT_EQUAL, 7)
+    c = guard_compare(["value", "w/k1", 5, "="])
+    assert (c.target, c.result, c.value) == (kvr.CompareTarget.VALUE, kvr.CompareResult.EQUAL, b"5")

@@ -960,6 +960,12 @@ class SimClient(LogRequests):
 
         return await self.call(go, write=False)
 
+    async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> kvr.LeaseTimeToLiveResponse:
+        async def go(node: Node, remaining: float) -> kvr.LeaseTimeToLiveResponse:
+            return await node.lease_time_to_live(kvr.LeaseTimeToLiveRequest(id=lease_id, keys=keys))
+
+        return await self.call(go, write=False)
+
     async def compact(self, revision: int, physical: bool = False) -> kvr.CompactionResponse:
         resp: kvr.CompactionResponse = await self._write(
             kvr.CompactionRequest(revision=revision, physical=physical))
