@@ -153,3 +153,53 @@ def test_an_episode_never_displaces_a_fault_aimed_at_a_cluster_state() -> None:
         assert added and all(f.start >= rolling.stop + 0.2 for f in added)
         if any(f.start < plain.stop and f.stop > plain.start for f in added):
             assert plain not in out
+
+
+def test_with_stall_a_run_without_pause_faults_still_pauses_the_leader_inside_the_cut() -> None:
+    """``stall`` (the swarm pool has pause, the seed's kinds do not): each episode's leader
+    stalls as a drawn pause would, the stall drawn from the episode's partition seed alone, so
+    the episode's cut keeps the seed it has without ``stall``; an episode only grows where the
+    stall fits (else it is the cut alone, as without ``stall``)."""
+    stalled = 0
+    for seed in range(40):
+        plain = _episodes([], ["partition", "kill"], seed)
+        out = add_stale_leader_episodes([], ["partition", "kill"], 30.0, random.Random(seed),
+                                        election_timeout=1.0, stall=True)
+        cuts = [f for f in out if f.kind == "partition"]
+        pauses = [f for f in out if f.kind == "pause"]
+        assert [c.params["seed"] for c in cuts] == [f.params["seed"] for f in plain if f.kind == "partition"]
+        assert {f.kind for f in plain} == {"partition"}
+        for p in pauses:
+            c = next(c for c in cuts if c.start < p.start < c.start + 0.01)
+            assert p.params["target"] == "leader"
+            assert p.stop - p.start >= 2.5 and c.stop - p.stop >= 2.0 and c.stop <= 30.0 - 0.1
+        stalled += len(pauses) == len(cuts)
+    assert stalled >= 30
+    # no room for the stall: the cut alone, exactly as without stall
+    for seed in range(40):
+        short = add_stale_leader_episodes([], ["partition"], 7.0, random.Random(seed), election_timeout=1.0,
+                                          stall=True)
+        plain = add_stale_leader_episodes([], ["partition"], 7.0, random.Random(seed), election_timeout=1.0)
+        assert short == plain or all(f.stop <= 7.0 - 0.1 for f in short)
+
+
+def test_swarm_seeds_whose_pool_has_pause_stall_the_leader_in_every_episode() -> None:
+    from kvcheck.workloads.swarm import draw_swarm
+
+    seen = stalled = 0
+    for seed in range(80):
+        cfg = draw_swarm(RunConfig(workload="register", seed=seed, faults=[], time_limit=60.0))
+        if "pause" in cfg.faults:
+            continue
+        cfg.with_schedule()
+        cuts = [f for f in cfg.schedule if f.params.get("shape") == "leader-minority"]
+        for c in cuts:
+            seen += 1
+            stalled += any(f.kind == "pause" and f.params.get("target") == "leader"
+                           and c.start < f.start < c.start + 0.01 for f in cfg.schedule)
+    assert seen >= 3 and stalled >= 0.75 * seen  # all but those with no room for the stall
+    # a pool without pause (kvcheck run --swarm --faults partition,kill): never a pause
+    for seed in range(40):
+        cfg = draw_swarm(RunConfig(workload="register", seed=seed, faults=["partition", "kill"], time_limit=60.0))
+        cfg.with_schedule()
+        assert all(f.kind != "pause" for f in cfg.schedule)
