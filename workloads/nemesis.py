@@ -460,6 +460,14 @@ def _burst_fault(kind: str, target: str, start: float, duration: float, end: flo
     return Fault(kind, _round(start), _round(max(start, min(end, start + duration))), params)
 
 
+# Plain random faults that take members down (kill, power loss, a membership change) give way
+# to a stale-leader episode they overlap, as its own kinds do (not in a burst schedule, and
+# never a fault ``aimed`` at a cluster state): landing on the paused leader or on the majority
+# while it serves, they end the episode before its window opens (register swarm seeds 0-99:
+# 4 of the 6 uncaught paused episodes of 5 or 7 members had one, read_index_quorum_off_by_one).
+EPISODE_DOWN_KINDS: tuple[str, ...] = ("kill", "disk", "member")
+
+
 def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], time_limit: float,
                               rng: random.Random, *, election_timeout: float,
                               keep: bool = False, stall: bool = False) -> list[Fault]:
@@ -488,9 +496,10 @@ def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], t
     its kinds that is ``aimed`` at a state of the cluster (rolling-leader rounds, a cut at a
     leader's ack, a heal at the next leader, a state target), or with ``keep`` (a burst
     schedule) no fault of its kinds at all, is active: the first such stretch from its drawn
-    start, none without room. Plain random faults of its kinds that overlap it give way (any
-    other draw would do as well). Drawn from ``rng`` alone (the caller's own substream), so
-    every other draw of the schedule stays as it was.
+    start, none without room. Plain random faults of its kinds, and without ``keep`` of
+    ``EPISODE_DOWN_KINDS``, that overlap it give way (any other draw would do as well).
+    Drawn from ``rng`` alone (the caller's own substream), so every other draw of the
+    schedule stays as it was.
 
     ``stall`` (a swarm seed whose pool has ``pause`` but whose drawn kinds lack it): the
     leader still stalls in each episode, as if ``pause`` were drawn (``stall_of``: drawn from
@@ -518,7 +527,8 @@ def add_stale_leader_episodes(schedule: Sequence[Fault], kinds: Sequence[str], t
         t = _free_from(kept, used, t, length)
         if t + length > time_limit - 0.1:
             break
-        out = [f for f in out if f.kind not in used or f.stop <= t or f.start >= t + length]
+        out = [f for f in out if f.stop <= t or f.start >= t + length
+               or (f.kind not in used and not (f.kind in EPISODE_DOWN_KINDS and not keep and not aimed(f)))]
         out.append(Fault("partition", _round(t), _round(t + length), {"shape": "leader-minority", "seed": part_seed}))
         if paused:
             out.append(Fault("pause", _round(t + 0.001), _round(t + paused), {"target": "leader", "seed": pause_seed}))

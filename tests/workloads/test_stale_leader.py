@@ -73,10 +73,10 @@ def test_an_episode_keeps_every_fault_and_goes_where_none_of_its_kinds_is_active
 
 
 def test_without_keep_an_episode_replaces_the_overlapping_faults_of_its_kinds() -> None:
-    kill = Fault("kill", 0.0, 29.0, {"target": "one", "seed": 1})
+    clock = Fault("clock", 0.0, 29.0, {"mode": "skew", "node": 1, "rate": 0.7})
     whole = Fault("partition", 0.1, 29.5, {"shape": "halves", "seed": 3})
-    out = _episodes([kill, whole], ["partition", "pause", "kill"])
-    assert kill in out and whole not in out
+    out = _episodes([clock, whole], ["partition", "pause", "clock"])
+    assert clock in out and whole not in out
     assert {f.params.get("shape") for f in out if f.kind == "partition"} == {"leader-minority"}
     for kind in ("partition", "pause"):
         fs = sorted((f for f in out if f.kind == kind), key=lambda f: f.start)
@@ -203,3 +203,27 @@ def test_swarm_seeds_whose_pool_has_pause_stall_the_leader_in_every_episode() ->
         cfg = draw_swarm(RunConfig(workload="register", seed=seed, faults=["partition", "kill"], time_limit=60.0))
         cfg.with_schedule()
         assert all(f.kind != "pause" for f in cfg.schedule)
+
+
+def test_without_keep_plain_faults_that_take_members_down_give_way_to_an_episode() -> None:
+    """A plain kill, power loss or membership change overlapping an episode would end it
+    before its window (on the paused leader, or on the majority while it serves): it gives
+    way as the episode's own kinds do; one aimed at a cluster state stays, and so does every
+    fault of a burst schedule (``keep``) and any fault outside the episode."""
+    kill = Fault("kill", 0.0, 29.0, {"target": "one", "seed": 1})
+    disk = Fault("disk", 0.5, 28.0, {"target": "leader", "seed": 2, "torn": False})
+    member = Fault("member", 0.7, 28.5, {"target": "one", "seed": 4})
+    aimed_kill = Fault("kill", 0.2, 29.2, {"target": "new-leader", "seed": 5})
+    clock = Fault("clock", 0.0, 29.0, {"mode": "skew", "node": 1, "rate": 0.7})
+    late = Fault("kill", 29.5, 29.8, {"target": "one", "seed": 6})
+    kinds = ["partition", "pause", "kill", "disk", "member", "clock"]
+    for seed in range(20):
+        out = _episodes([kill, disk, member, aimed_kill, clock], kinds, seed)
+        assert any(f.params.get("shape") == "leader-minority" for f in out)
+        assert kill not in out and disk not in out and member not in out
+        assert aimed_kill in out and clock in out
+        alone = _episodes([late], kinds, seed)
+        cuts = [f for f in alone if f.params.get("shape") == "leader-minority"]
+        assert (late in alone) == (not any(c.start < late.stop and c.stop > late.start for c in cuts))
+        kept = _episodes([kill, disk, member], kinds, seed, keep=True)
+        assert kill in kept and disk in kept and member in kept
