@@ -75,3 +75,49 @@ def test_a_moved_cut_puts_the_old_leader_with_its_longer_older_log_among_newer_v
     assert any(c_term < v_term and c_index > v_index for c_index, c_term, v_index, v_term in asked)
     assert out.results["valid"] is True, out.results.get("checkers")
     assert out.results["internal"]["liveness"] is None
+
+
+def test_half_of_the_moved_cuts_let_the_victim_hear_the_others_first_by_their_own_seed() -> None:
+    moved = [move_of(seed) for seed in range(400)]
+    moved = [m for m in moved if m]
+    first = [m for m in moved if "inbound_first" in m]
+    assert 0.3 < len(first) / len(moved) < 0.7
+    assert all(m["inbound_first"] > 0.5 for m in first)  # longer than any swarm heartbeat interval
+    # the other draws of a move are what they were before inbound_first was drawn
+    for s in range(400):
+        r = random.Random(f"{s}:move")
+        expected = {"move": "new-leader", "advances": 2 + r.randrange(3)} if r.random() < 0.5 else {}
+        assert {k: v for k, v in move_of(s).items() if k != "inbound_first"} == expected
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_inbound_first_the_victim_races_for_votes_at_the_newer_term_with_its_longer_older_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """With ``inbound_first`` the deposed leader hears the new leader before the move (its log
+    unchanged: it cannot answer the appends), so after the move it can time out first and ask
+    for votes at a term above the voters' own with the log of an older term: a real contender,
+    which the election restriction (last term first) must refuse whatever its log's length
+    (whether it is longer depends on how many proposals its clients sent it while cut off).
+    The clean store refuses it and stays valid."""
+    asked: list[tuple[int, int, int, int, int, int]] = []
+    handle = raft_mod.Raft.handle_vote_request
+
+    def watch(self: raft_mod.Raft, m: Any) -> None:
+        asked.append((m.index, m.log_term, self.log.last_index(), self.log.last_term(), m.term, self.term))
+        handle(self, m)
+
+    monkeypatch.setattr(raft_mod.Raft, "handle_vote_request", watch)
+    cfg = RunConfig(workload="kv", nodes=5, seed=seed, time_limit=14.0, faults=["partition"],
+                    client_attempt_timeout=0.3)
+    cfg.schedule = [Fault("partition", 2.0, 12.0, {"shape": "isolate-leader", "seed": seed, "hold": False,
+                                                   "move": "new-leader", "advances": 2, "inbound_first": 0.6})]
+    out = run_once(cfg, tmp_path, progress=False)
+    value, rounds = _stop_rounds(out.run_dir)
+    victim = value["groups"][0][0]
+    assert [r["trigger"] for r in rounds] == ["inbound-first", "moved"]
+    assert rounds[0]["node"] == victim
+    assert {tuple(link) for link in rounds[0]["blocked"]} == {(victim, n) for n in range(1, 6) if n != victim}
+    assert rounds[1]["at"] - rounds[0]["at"] >= 0.6 - 1e-6
+    assert any(c_term < v_term and m_term > term for _, c_term, _, v_term, m_term, term in asked)
+    assert out.results["valid"] is True, out.results.get("checkers")
+    assert out.results["internal"]["liveness"] is None
