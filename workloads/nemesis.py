@@ -291,20 +291,7 @@ def move_of(seed: int, share: float = 0.5) -> dict[str, Any]:
     r = random.Random(f"{seed}:move")
     if r.random() >= share:
         return {}
-    out: dict[str, Any] = {"move": "new-leader", "advances": 2 + r.randrange(3)}
-    if random.Random(f"{seed}:move-inbound").random() < 0.5:
-        out["inbound_first"] = INBOUND_FIRST_SECONDS
-    return out
-
-
-# A moved cut's first victim hears the others this long before the move, its own messages still
-# cut (``inbound_first``, half the moved cuts): longer than a heartbeat interval (at most 0.5 s
-# in swarm runs), so it learns the newer leader's term from a heartbeat, while the appends it
-# cannot answer leave its log as it was. Without it the victim first learns that term when its
-# pre-vote at its old term is refused after the move, and then restarts its election timer
-# behind every other member of the majority side: it lost that race (kv swarm seed 26),
-# so the election restriction (last term before length) was never put to the test.
-INBOUND_FIRST_SECONDS = 0.6
+    return {"move": "new-leader", "advances": 2 + r.randrange(3)}
 
 
 # The share of the burst schedule's deposed-leader cuts that move: the others heal as the new
@@ -889,11 +876,7 @@ class Nemesis:
         that leader, the next election on the majority side must not go to it (the Raft
         paper's election restriction: last term first, then length), and none of the others
         can win without its vote. A target that cannot see commits polls for a different
-        leader. With ``inbound_first`` the victim first hears the others for that many seconds
-        while what it sends stays cut (a round with trigger ``inbound-first``): it meets the
-        majority side at the newer leader's term, its log unchanged, and races the others for
-        the next election on equal terms. The move goes into the stop op's value (``rounds``,
-        trigger ``moved``)."""
+        leader. The move goes into the stop op's value (``rounds``, trigger ``moved``)."""
         t: Any = self.target
         victim = value["groups"][0][0]
         advances = int(fault.params.get("advances", 1))
@@ -912,16 +895,6 @@ class Nemesis:
         rng.shuffle(rest)
         minority = minority_side(found, rest, len(t.node_ids))
         blocked = cut([minority, sorted(n for n in t.node_ids if n not in minority)])
-        inbound = float(fault.params.get("inbound_first", 0.0))
-        if inbound > 0:
-            # the victim's links come back one direction first (INBOUND_FIRST_SECONDS)
-            outbound = sorted([victim, o] for o in t.node_ids if o != victim)
-            await t.heal_links()
-            await self._cut_links(outbound, bool(value.get("hold")))
-            self._rounds.setdefault(id(fault), []).append(
-                {"at": _round(trio.current_time() - time_origin), "trigger": "inbound-first", "node": victim,
-                 "blocked": outbound})
-            await trio.sleep(inbound)
         await t.heal_links()
         await self._cut_links(blocked, bool(value.get("hold")))
         self._rounds.setdefault(id(fault), []).append(
