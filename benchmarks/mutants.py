@@ -4,6 +4,7 @@ switch), which is judged by the harness's GENERIC runs, not by per-switch exposu
 
     python benchmarks/mutants.py [--only NAME[,NAME]] [--seeds N] [-j N] [--full]
         [--swarm-seeds N] [--first-seed N] [--list] [--no-sanity] [--out FILE.json]
+        [--swarm-only] [--swarm-first N] [--workloads W[,W]]
 
 Each ``Mutant`` names a file of the store (under reference/), an exact original snippet that
 must occur exactly once in it (the script stops with an error otherwise, so a source edit that
@@ -23,6 +24,12 @@ invalid (``--full``: run the whole matrix). ``--swarm-seeds N`` adds N ``kvcheck
 --swarm`` seeds per workload (all fault kinds) after the matrix. Internal invariant findings
 of the store are reported beside each row and never count as a catch. The unmutated copy
 runs first (the sanity row: it must stay valid).
+
+Detection rate (not only a first catch): ``--swarm-only`` skips the matrix and runs only the
+``--swarm-seeds`` seeds (from ``--swarm-first``, default 1000 + ``--first-seed``; of the
+``--workloads`` named, default every workload), and with ``--full`` every one of them runs:
+each row then reports how many seeds caught the mutant (``rate``: invalid runs / runs, and
+``caught_seeds``: workload and seed of each), the figure to compare harness versions by.
 
 Prints a table: mutant, caught, by which workload / fault mix / seed and checker anomaly, runs,
 wall seconds, internal findings; and the totals.
@@ -351,9 +358,15 @@ def child_main(args: argparse.Namespace) -> int:
     tasks: list[tuple[str, str, SeedTask]] = [
         (t.settings["workload"], t.row.split(" / ", 1)[1], t) for t in sched.clean_queue]
     # --swarm-seeds: more swarm seeds per workload, after the matrix's own (seeds past its range)
+    if args.swarm_only:
+        tasks = []
+    swarm_workloads = [w for w in WORKLOADS if w not in RECIPE_UNSAFE_WORKLOADS]
+    if args.workloads:
+        swarm_workloads = [w for w in swarm_workloads if w in args.workloads.split(",")]
+    first_swarm = 1000 + args.first_seed if args.swarm_first is None else args.swarm_first
     for s in range(args.swarm_seeds):
-        for w in [w for w in WORKLOADS if w not in RECIPE_UNSAFE_WORKLOADS]:
-            seed = 1000 + args.first_seed + s
+        for w in swarm_workloads:
+            seed = first_swarm + s
             settings = dict(sched.clean_queue[0].settings) if sched.clean_queue else {}
             settings.update({"workload": w, "seed": seed})
             from kvcheck.workloads.nemesis import parse_faults
@@ -395,6 +408,7 @@ def child_main(args: argparse.Namespace) -> int:
            "errors": sum(r["error"] is not None for r in results),
            "unknown": sum(r["valid"] not in (True, False) for r in results),
            "invalid": sum(r["valid"] is False for r in results),
+           "caught_seeds": sorted((r["workload"], r["seed"]) for r in results if r["valid"] is False),
            "distinct_findings": sorted({f for r in results for f in r["distinct_findings"]})[:5],
            "results": results}
     Path(args.result).write_text(json.dumps(out, default=str))
@@ -418,6 +432,12 @@ def run_mutant(mutant: Mutant | None, args: argparse.Namespace, work: Path) -> d
            "--first-seed", str(args.first_seed), "-j", str(args.jobs), "--swarm-seeds", str(args.swarm_seeds)]
     if args.full:
         cmd.append("--full")
+    if args.swarm_only:
+        cmd.append("--swarm-only")
+    if args.swarm_first is not None:
+        cmd += ["--swarm-first", str(args.swarm_first)]
+    if args.workloads:
+        cmd += ["--workloads", args.workloads]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=base)
     if proc.returncode != 0 or not result.exists():
@@ -449,6 +469,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         if r["mutant"] == "(unmutated)":
             caught = "INVALID" if r["caught"] else "valid"
         extra = f" ({r['errors']} errors)" if r.get("errors") else ""
+        if r.get("caught_seeds") and r["runs"] > 1:
+            extra += f"; rate {r['invalid']}/{r['runs']}: " + " ".join(f"{w}:{s}" for w, s in r["caught_seeds"])
         lines.append(f"{r['mutant']:38} {area.get(r['mutant'], '-'):8} {caught:6} "
                      f"{str(r['runs']) + '/' + str(r['planned']):>9} {r['wall']:>6.0f}s {r['runs_with_findings']:>8}  "
                      f"{describe_catch(r['by'])}{extra}")
@@ -466,6 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--swarm-seeds", type=int, default=0, help="extra kvcheck run --swarm seeds per workload")
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--full", action="store_true", help="run the whole matrix even after a catch")
+    p.add_argument("--swarm-only", action="store_true",
+                   help="skip the matrix: only the --swarm-seeds seeds (with --full: a detection rate)")
+    p.add_argument("--swarm-first", type=int, default=None,
+                   help="first --swarm-seeds seed (default 1000 + --first-seed)")
+    p.add_argument("--workloads", default="", help="comma-separated workloads of the swarm seeds (default: all)")
     p.add_argument("--no-sanity", action="store_true", help="skip the unmutated row")
     p.add_argument("--list", action="store_true", help="list the mutants and check their snippets")
     p.add_argument("--out", type=Path, help="write the rows as JSON here")

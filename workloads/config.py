@@ -310,7 +310,8 @@ class RunConfig:
                 node = self.node_config(1, "n1")
                 self.schedule = add_stale_leader_episodes(
                     self.schedule, self.faults, self.time_limit, substream(self.seed, "stale-leader"),
-                    election_timeout=node.election_tick * node.tick_interval, keep=bool(shape.get("burst")))
+                    election_timeout=node.election_tick * node.tick_interval, keep=bool(shape.get("burst")),
+                    stall="pause" in (self.swarm or {}).get("pool", ()))
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -73,10 +73,10 @@ def test_an_episode_keeps_every_fault_and_goes_where_none_of_its_kinds_is_active
 
 
 def test_without_keep_an_episode_replaces_the_overlapping_faults_of_its_kinds() -> None:
-    kill = Fault("kill", 0.0, 29.0, {"target": "one", "seed": 1})
+    clock = Fault("clock", 0.0, 29.0, {"mode": "skew", "node": 1, "rate": 0.7})
     whole = Fault("partition", 0.1, 29.5, {"shape": "halves", "seed": 3})
-    out = _episodes([kill, whole], ["partition", "pause", "kill"])
-    assert kill in out and whole not in out
+    out = _episodes([clock, whole], ["partition", "pause", "clock"])
+    assert clock in out and whole not in out
     assert {f.params.get("shape") for f in out if f.kind == "partition"} == {"leader-minority"}
     for kind in ("partition", "pause"):
         fs = sorted((f for f in out if f.kind == kind), key=lambda f: f.start)
@@ -153,3 +153,77 @@ def test_an_episode_never_displaces_a_fault_aimed_at_a_cluster_state() -> None:
         assert added and all(f.start >= rolling.stop + 0.2 for f in added)
         if any(f.start < plain.stop and f.stop > plain.start for f in added):
             assert plain not in out
+
+
+def test_with_stall_a_run_without_pause_faults_still_pauses_the_leader_inside_the_cut() -> None:
+    """``stall`` (the swarm pool has pause, the seed's kinds do not): each episode's leader
+    stalls as a drawn pause would, the stall drawn from the episode's partition seed alone, so
+    the episode's cut keeps the seed it has without ``stall``; an episode only grows where the
+    stall fits (else it is the cut alone, as without ``stall``)."""
+    stalled = 0
+    for seed in range(40):
+        plain = _episodes([], ["partition", "kill"], seed)
+        out = add_stale_leader_episodes([], ["partition", "kill"], 30.0, random.Random(seed),
+                                        election_timeout=1.0, stall=True)
+        cuts = [f for f in out if f.kind == "partition"]
+        pauses = [f for f in out if f.kind == "pause"]
+        assert [c.params["seed"] for c in cuts] == [f.params["seed"] for f in plain if f.kind == "partition"]
+        assert {f.kind for f in plain} == {"partition"}
+        for p in pauses:
+            c = next(c for c in cuts if c.start < p.start < c.start + 0.01)
+            assert p.params["target"] == "leader"
+            assert p.stop - p.start >= 2.5 and c.stop - p.stop >= 2.0 and c.stop <= 30.0 - 0.1
+        stalled += len(pauses) == len(cuts)
+    assert stalled >= 30
+    # no room for the stall: the cut alone, exactly as without stall
+    for seed in range(40):
+        short = add_stale_leader_episodes([], ["partition"], 7.0, random.Random(seed), election_timeout=1.0,
+                                          stall=True)
+        plain = add_stale_leader_episodes([], ["partition"], 7.0, random.Random(seed), election_timeout=1.0)
+        assert short == plain or all(f.stop <= 7.0 - 0.1 for f in short)
+
+
+def test_swarm_seeds_whose_pool_has_pause_stall_the_leader_in_every_episode() -> None:
+    from kvcheck.workloads.swarm import draw_swarm
+
+    seen = stalled = 0
+    for seed in range(80):
+        cfg = draw_swarm(RunConfig(workload="register", seed=seed, faults=[], time_limit=60.0))
+        if "pause" in cfg.faults:
+            continue
+        cfg.with_schedule()
+        cuts = [f for f in cfg.schedule if f.params.get("shape") == "leader-minority"]
+        for c in cuts:
+            seen += 1
+            stalled += any(f.kind == "pause" and f.params.get("target") == "leader"
+                           and c.start < f.start < c.start + 0.01 for f in cfg.schedule)
+    assert seen >= 3 and stalled >= 0.75 * seen  # all but those with no room for the stall
+    # a pool without pause (kvcheck run --swarm --faults partition,kill): never a pause
+    for seed in range(40):
+        cfg = draw_swarm(RunConfig(workload="register", seed=seed, faults=["partition", "kill"], time_limit=60.0))
+        cfg.with_schedule()
+        assert all(f.kind != "pause" for f in cfg.schedule)
+
+
+def test_without_keep_plain_faults_that_take_members_down_give_way_to_an_episode() -> None:
+    """A plain kill, power loss or membership change overlapping an episode would end it
+    before its window (on the paused leader, or on the majority while it serves): it gives
+    way as the episode's own kinds do; one aimed at a cluster state stays, and so does every
+    fault of a burst schedule (``keep``) and any fault outside the episode."""
+    kill = Fault("kill", 0.0, 29.0, {"target": "one", "seed": 1})
+    disk = Fault("disk", 0.5, 28.0, {"target": "leader", "seed": 2, "torn": False})
+    member = Fault("member", 0.7, 28.5, {"target": "one", "seed": 4})
+    aimed_kill = Fault("kill", 0.2, 29.2, {"target": "new-leader", "seed": 5})
+    clock = Fault("clock", 0.0, 29.0, {"mode": "skew", "node": 1, "rate": 0.7})
+    late = Fault("kill", 29.5, 29.8, {"target": "one", "seed": 6})
+    kinds = ["partition", "pause", "kill", "disk", "member", "clock"]
+    for seed in range(20):
+        out = _episodes([kill, disk, member, aimed_kill, clock], kinds, seed)
+        assert any(f.params.get("shape") == "leader-minority" for f in out)
+        assert kill not in out and disk not in out and member not in out
+        assert aimed_kill in out and clock in out
+        alone = _episodes([late], kinds, seed)
+        cuts = [f for f in alone if f.params.get("shape") == "leader-minority"]
+        assert (late in alone) == (not any(c.start < late.stop and c.stop > late.start for c in cuts))
+        kept = _episodes([kill, disk, member], kinds, seed, keep=True)
+        assert kill in kept and disk in kept and member in kept
