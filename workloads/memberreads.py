@@ -21,7 +21,11 @@ a hash of every stored key version) at its current revision, which differs betwe
 that applied different writes even when every key's latest value happens to agree.
 
 A member that is down, removed or still catching up after ``timeout`` seconds is not read
-so, and the run's info says why (``member_reads``); a member is never read early. A current
+so, and the run's info says why (``member_reads``); a member is never read early. Removed
+means gone from the target's list or, where the target can tell (``removed_members``), from
+the configuration its leader applied: a removal the nemesis asked for and gave up waiting on
+may still commit later, and the removed member, sent nothing more by the leader, never
+catches up nor answers (etcd stops such a member; it owes its clients nothing). A current
 member that is down or still behind is instead asked, for ``retry_for`` seconds (the run's
 recovery bound; 0: not asked), with linearizable reads pinned to it, as a client connected
 to that member keeps asking (``unanswered_reads``): each attempt is recorded (f ``read``,
@@ -91,7 +95,7 @@ async def read_every_member(target: Any, workload: Any, recorder: Recorder, *, t
         why = await _wait_caught_up(target, member, timeout)
         if why is not None:
             out[str(member)] = why
-            if retry_for > 0 and hasattr(target, "member_linearizable_client"):
+            if why != NOT_A_MEMBER and retry_for > 0 and hasattr(target, "member_linearizable_client"):
                 got = await unanswered_reads(target, workload, recorder, member, specs,
                                              retry_for=retry_for, client_timeout=client_timeout)
                 out[str(member)] += f"; linearizable reads: {got}"
@@ -129,6 +133,8 @@ async def unanswered_reads(target: Any, workload: Any, recorder: Recorder, membe
             recorder.complete(inv, outcome, value, error=error, node=member, extra=mark)
         if outcome == "ok":
             return f"answered on attempt {n}"
+        if await _removed(target, member):
+            return f"none of {n} answered; then its removal applied (no longer a member)"
         if trio.current_time() >= deadline:
             return f"none of {n} answered in {retry_for:g}s"
         await trio.sleep(min(0.5, max(0.0, deadline - trio.current_time())))
@@ -149,6 +155,18 @@ async def _invoke(workload: Any, client: Any, spec: Any, client_timeout: float) 
     return outcome, value, None
 
 
+NOT_A_MEMBER = "not read: no longer a member"
+
+
+async def _removed(target: Any, member: int) -> bool:
+    """Whether ``member`` is no longer one: gone from the target's list, or removed by a conf
+    change the cluster's leader applied (``removed_members``, where the target offers it)."""
+    if member not in target.node_ids:
+        return True
+    removed = getattr(target, "removed_members", None)
+    return removed is not None and member in await removed()
+
+
 async def _wait_caught_up(target: Any, member: int, timeout: float) -> str | None:
     """None once ``member`` has applied the highest commit index any running member knows;
     else why it was not read (after at most ``timeout`` seconds)."""
@@ -156,8 +174,8 @@ async def _wait_caught_up(target: Any, member: int, timeout: float) -> str | Non
     top = 0
     with trio.move_on_after(timeout):
         while True:
-            if member not in target.node_ids:
-                return "not read: no longer a member"
+            if await _removed(target, member):
+                return NOT_A_MEMBER
             applied = await target.member_applied(member)
             top = await target.highest_commit()
             if applied is not None and applied >= top:

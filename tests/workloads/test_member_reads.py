@@ -121,3 +121,57 @@ def test_a_member_down_at_the_member_reads_is_asked_for_the_recovery_bound_and_r
     assert [a["kind"] for a in members["anomalies"]] == ["member-unavailable"]
     assert "n2" in members["anomalies"][0]["explanation"]
     assert out.results["run"]["member_reads"]["members"]["2"].startswith("not read: not running")
+
+
+def test_a_member_whose_removal_applied_unseen_is_not_asked_to_answer(tmp_path: Path, monkeypatch: Any) -> None:
+    """A removal the nemesis asked for and gave up on (its 5 s) may commit later: the leader
+    applies it and sends the member nothing more, so the member, still in the harness's list
+    and still running, never catches up nor answers. It is no longer a member (etcd would
+    stop it): not read, not asked, no member-unavailable (clean register swarm seed 7002:
+    n4's removal timed out at 19.46 s and applied at index 183 at 19.99 s; n4 stayed a
+    pre-candidate at commit 181 to the end). Here: paused while the leader applies its
+    removal, the harness not told, then writes it can no longer catch up with."""
+    from kvcheck.workloads.memberreads import NOT_A_MEMBER
+    from kvcheck.workloads.sim.cluster import SimClient, SimCluster
+
+    healthy = SimCluster.wait_healthy
+    victims: list[int] = []
+
+    async def then_one_is_removed(self: SimCluster, timeout: float) -> bool:
+        ok = await healthy(self, timeout)
+        if victims:
+            return ok
+        leader_id = await self.leader()
+        assert leader_id is not None
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        victim = next(i for i in self.node_ids if i != leader_id)
+        victims.append(victim)
+        await self.pause(victim)
+        await leader.member_remove(victim)  # the harness's list keeps it (its answer unseen)
+        c = SimClient(self, 99, timeout=2.0)
+        for i in range(3):
+            await c.put(b"unseen-removal", str(i).encode())
+        await self.resume(victim)
+        return ok and await healthy(self, timeout)
+
+    monkeypatch.setattr(SimCluster, "wait_healthy", then_one_is_removed)
+    cfg = RunConfig(workload="register", faults=[], seed=3, time_limit=3.0)
+    out = run_once(cfg, tmp_path, progress=False)
+    (victim,) = victims
+    assert out.results["run"]["nodes"][str(victim)]["state"] == "up"  # still running, still listed
+    assert out.results["run"]["member_reads"]["members"][str(victim)] == NOT_A_MEMBER
+    assert not [x for x in member_read_lines(out.run_dir) if x["node"] == victim]
+    assert out.results["checkers"]["members"]["valid"] is True, out.results["checkers"]["members"]
+
+
+def test_clean_register_swarm_seed_7002_is_valid(tmp_path: Path) -> None:
+    """The clean run of the report above (``kvcheck run --workload register --swarm --seed
+    7002 --time-limit 20``, reordering links as it ran): n4's removal commits after the
+    nemesis gave up on it; the run is valid and n4 is not read."""
+    cfg = RunConfig(workload="register", seed=7002, time_limit=20.0)
+    draw_swarm(cfg, frozenset())
+    cfg.network["fifo"] = False
+    out = run_once(cfg, tmp_path, progress=False)
+    assert out.results["valid"] is True, out.results["checkers"]["members"]["anomalies"]
+    assert out.results["run"]["member_reads"]["members"]["4"].startswith("not read: no longer a member")

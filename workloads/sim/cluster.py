@@ -741,6 +741,18 @@ class SimCluster:
                 return False
         return True
 
+    async def removed_members(self) -> set[int]:
+        """The members the harness still lists whose removal the current leader has applied
+        (as ``etcdctl member list`` would no longer show them): a removal whose answer the
+        harness never saw (``remove_member`` / ``shrink_member`` give up after 5 s) may commit
+        later. Empty when no member leads."""
+        leader_id = await self.leader()
+        if leader_id is None:
+            return set()
+        leader = self.slots[leader_id].node
+        assert leader is not None
+        return {i for i in self.node_ids if i in leader.removed_ids}
+
     def client(self, process: int) -> KVRegisterClient:
         return KVRegisterClient(self.kv_client(process))
 
