@@ -279,6 +279,14 @@ class RunConfig:
         election = self.node["election_tick"] * self.node["tick_interval"]
         return min(self.recovery_timeout, max(5.0, 10 * election + self.client_timeout))
 
+    def leader_change_bound(self) -> float:
+        """Seconds one leader change may leave every client request unanswered: the
+        followers' randomized election timeout, at most two election timeouts (etcd raft),
+        plus one client timeout for the requests sent to the lost leader
+        (checker.availability's ``availability_span``)."""
+        election = self.node["election_tick"] * self.node["tick_interval"]
+        return 2 * election + self.client_timeout
+
     def node_config(self, node_id: int, name: str) -> NodeConfig:
         """The NodeConfig of one member of this run."""
         return dataclasses.replace(NodeConfig(id=node_id, name=name), **self.node)

@@ -105,8 +105,10 @@ def check_ops(ops: list[Op], config: RunConfig, info: dict[str, Any]) -> dict[st
     workload = make_workload(config.workload, keys=config.keys, config=config)
     settings = workload.check_options()
     # Every run's history is also checked for availability: once no fault has been active
-    # for the run's recovery bound, the store must answer (checker.availability).
-    settings["extra"] = {"availability_bound": config.recovery_bound(), **settings.get("extra", {})}
+    # for the run's recovery bound, the store must answer (checker.availability), for longer
+    # than one leader change may keep it from answering.
+    settings["extra"] = {"availability_bound": config.recovery_bound(),
+                         "availability_span": config.leader_change_bound(), **settings.get("extra", {})}
     options = CheckOptions(timeout=config.check_timeout, all_keys=True, **settings)
     checkers = tuple(dict.fromkeys((*workload.checkers, "availability")))
     results = results_json(run_checkers(checkers, ops, options))
