@@ -49,7 +49,7 @@ def _mod_is(key: str, revision: int) -> kvr.Compare:
 
 class KubernetesWorkload(WatchWorkload):
     name = "kubernetes"
-    checkers: tuple[str, ...] = ("linearizable", "watch", "informer")
+    checkers: tuple[str, ...] = ("linearizable", "watch", "informer", "members")
     prefix = PREFIX
     prefix_end = PREFIX_END
 

@@ -92,7 +92,7 @@ class _Delayed:
 
 class LeaseWorkload(WatchWorkload):
     name = "lease"
-    checkers: tuple[str, ...] = ("watch", "lease")
+    checkers: tuple[str, ...] = ("watch", "lease", "members")
     prefix = "l/"
     prefix_end = "l0"
 

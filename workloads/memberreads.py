@@ -11,7 +11,9 @@ How: once the final phase is over (no client writes are running any more), for e
 member in turn the runner waits until that member has applied at least the highest commit
 index any running member knows (``MemberReadTarget.highest_commit``; the member "caught up"),
 then reads each key the workload touched (``member_read_specs``) with a serializable read
-served by that member alone (``MemberReadTarget.member_client``). Each read is recorded like
+served by that member alone (``MemberReadTarget.member_client``, or the workload's own
+``member_client``: the watch-family workloads read through their store client and record
+each key's ``kv`` and header ``revision``, as their workers' reads do). Each read is recorded like
 any other op, f ``read``, with the member in its ``node`` field and ``member_read: true``;
 its completion also carries ``applied`` (the member's applied index, asked before and after
 the read and recorded only when both answers agree, so the read is known to reflect exactly
@@ -121,14 +123,14 @@ async def unanswered_reads(target: Any, workload: Any, recorder: Recorder, membe
         process = MEMBER_READ_PROCESS_BASE + member * 1000 + len(specs) + n
         n += 1
         inv = recorder.invoke(process, spec.f, spec.value, key=spec.key, node=member, extra=mark)
-        client = target.member_linearizable_client(process, member)
+        client = _client(target, workload, process, member, linearizable=True)
         try:
-            outcome, value, error = await _invoke(workload, client, spec, client_timeout)
+            outcome, value, error, more = await _invoke(workload, client, spec, client_timeout)
         finally:
             with trio.CancelScope(shield=True):
                 await client.close()
         if error is None:
-            recorder.complete(inv, outcome, value, node=member, extra=mark)
+            recorder.complete(inv, outcome, value, node=member, extra={**more, **mark})
         else:
             recorder.complete(inv, outcome, value, error=error, node=member, extra=mark)
         if outcome == "ok":
@@ -140,19 +142,34 @@ async def unanswered_reads(target: Any, workload: Any, recorder: Recorder, membe
         await trio.sleep(min(0.5, max(0.0, deadline - trio.current_time())))
 
 
-async def _invoke(workload: Any, client: Any, spec: Any, client_timeout: float) -> tuple[str, Any, str | None]:
-    """(outcome, value, error) of one read: the workload's answer (error None), or info with
-    ``timeout`` / the indeterminate error, or fail with the definite one."""
+def _client(target: Any, workload: Any, process: int, member: int, *, linearizable: bool = False) -> Any:
+    """The client of one member read: the workload's own (``member_client``: the watch-family
+    workloads read through their store client, recording each key's ``kv`` and revision),
+    else the target's register client pinned to ``member``."""
+    if hasattr(workload, "member_client"):
+        return workload.member_client(target, process, member, linearizable=linearizable)
+    if linearizable:
+        return target.member_linearizable_client(process, member)
+    return target.member_client(process, member)
+
+
+async def _invoke(workload: Any, client: Any, spec: Any,
+                  client_timeout: float) -> tuple[str, Any, str | None, dict[str, Any]]:
+    """(outcome, value, error, extra) of one read: the workload's answer (error None; extra:
+    the completion fields a workload's ``invoke`` adds, e.g. the watch workloads' ``kv`` and
+    ``revision``), or info with ``timeout`` / the indeterminate error, or fail with the
+    definite one."""
     try:
         with trio.fail_after(client_timeout):
-            outcome, value = await workload.invoke(client, spec)
+            result = await workload.invoke(client, spec)
     except trio.TooSlowError:
-        return "info", spec.value, "timeout"
+        return "info", spec.value, "timeout", {}
     except Indeterminate as exc:
-        return "info", spec.value, exc.error
+        return "info", spec.value, exc.error, {}
     except DefiniteFailure as exc:
-        return "fail", spec.value, exc.error
-    return outcome, value, None
+        return "fail", spec.value, exc.error, {}
+    more = dict(result[2]) if len(result) > 2 and result[2] else {}
+    return result[0], result[1], None, more
 
 
 NOT_A_MEMBER = "not read: no longer a member"
@@ -190,16 +207,16 @@ async def _read_one(target: Any, workload: Any, recorder: Recorder, member: int,
                     spec: Any, client_timeout: float) -> None:
     mark = {MEMBER_READ_FIELD: True}
     inv = recorder.invoke(process, spec.f, spec.value, key=spec.key, node=member, extra=mark)
-    client = target.member_client(process, member)
+    client = _client(target, workload, process, member)
     try:
         before = await target.member_applied(member)
-        outcome, value, error = await _invoke(workload, client, spec, client_timeout)
+        outcome, value, error, more = await _invoke(workload, client, spec, client_timeout)
         if error is not None:
             recorder.complete(inv, outcome, value, error=error, node=member, extra=mark)
             return
         hashed = await target.member_hash(member)
         after = await target.member_applied(member)
-        extra: dict[str, Any] = dict(mark)
+        extra: dict[str, Any] = {**more, **mark}
         if before is not None and before == after:
             extra["applied"] = before
             if hashed is not None:

@@ -101,11 +101,27 @@ class KVHandle:
         await self.kv.aclose()
 
 
+class SerializableKV:
+    """A store client whose reads (``get``) are serializable: answered from the serving
+    member's own state, not through the leader's ReadIndex (the final per-member reads,
+    kvcheck.workloads.memberreads). Every other call is the wrapped client's."""
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+
+    async def get(self, key: bytes, **kwargs: Any) -> Any:
+        return await self.kv.get(key, serializable=True, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
 class WatchWorkload:
     """See the module docstring. ``keys`` keys ``w/k0`` .. under the prefix ``w/``."""
 
     name = "watch"
-    checkers: tuple[str, ...] = ("linearizable", "watch")
+    # members: the final per-member reads agree (workloads.memberreads, checker.members)
+    checkers: tuple[str, ...] = ("linearizable", "watch", "members")
 
     prefix = PREFIX
     prefix_end = PREFIX_END
@@ -225,6 +241,20 @@ class WatchWorkload:
     def final_generator(self, threads: int) -> Generator:
         specs = [OpSpec("read", None, k) for k in self.keys] + [OpSpec("range", None, None)]
         return gen.once_each(specs)
+
+    def member_read_specs(self) -> list[OpSpec]:
+        """The final per-member reads (workloads.memberreads): every key the workload writes,
+        once, as the workers read it (f ``read``: the value, and ``kv`` and the header
+        ``revision`` in the completion), so the watch checker judges each as a read at the
+        member's revision (``kv:read-state``) and the members checker compares members."""
+        return [OpSpec("read", None, k) for k in self.keys]
+
+    def member_client(self, target: Any, process: int, member: int, *, linearizable: bool = False) -> KVHandle:
+        """The client of a per-member read: every request to ``member`` only, its reads
+        serializable (answered from the member's own state), or with ``linearizable`` through
+        the leader's ReadIndex (a member that was behind, asked as its clients would)."""
+        kv = target.member_kv_client(process, member)
+        return KVHandle(kv if linearizable else SerializableKV(kv), getattr(target, "node_of_member", None))
 
     def _saw(self, header: kvr.ResponseHeader) -> int:
         self.max_revision = max(self.max_revision, header.revision)

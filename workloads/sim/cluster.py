@@ -779,9 +779,13 @@ class SimCluster:
         resp = slot.node.hash_kv(0)
         return int(resp.header.revision), int(resp.hash)
 
+    def member_kv_client(self, process: int, member: int) -> SimClient:
+        """A store client whose every request goes to ``member`` only (the watch-family
+        workloads' per-member reads build on it; reads linearizable unless asked otherwise)."""
+        return SimClient(self, process + 1, self.config.client_timeout, pin=member)
+
     def member_client(self, process: int, member: int) -> KVRegisterClient:
-        return KVRegisterClient(SimClient(self, process + 1, self.config.client_timeout, pin=member),
-                                serializable=True)
+        return KVRegisterClient(self.member_kv_client(process, member), serializable=True)
 
     def member_linearizable_client(self, process: int, member: int) -> KVRegisterClient:
         """A register client whose reads are linearizable and sent to ``member`` only (it
