@@ -49,7 +49,7 @@ def test_reads_record_the_answering_members_term() -> None:
 
 def test_a_clean_run_under_every_fault_is_valid_and_exercises_leases() -> None:
     _, results = run(1, ALL_FAULTS, [])
-    assert {n: r.valid for n, r in results.items()} == {"watch": True, "lease": True}, \
+    assert {n: r.valid for n, r in results.items()} == {"watch": True, "lease": True, "members": True}, \
         [a.to_json() for r in results.values() for a in r.anomalies]
     d = results["lease"].detail
     assert d["leases"] >= 5 and d["keepalives"] >= 10 and d["expiries_seen"] >= 1 and d["revokes"] >= 1

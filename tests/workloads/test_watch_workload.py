@@ -27,7 +27,7 @@ def run(seed: int, faults: list[str], bugs: list[str], time_limit: float = 10.0)
 
 def test_a_clean_run_under_every_fault_is_valid_and_exercises_watches() -> None:
     ex, results = run(1, ALL_FAULTS, [])
-    assert {n: r.valid for n, r in results.items()} == {"linearizable": True, "watch": True}, \
+    assert {n: r.valid for n, r in results.items()} == {"linearizable": True, "watch": True, "members": True}, \
         [a.to_json() for r in results.values() for a in r.anomalies]
     w = results["watch"].detail
     assert w["streams"] >= 8 and w["events"] >= 300 and w["final_read"] is not None
