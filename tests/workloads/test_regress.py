@@ -226,11 +226,11 @@ def test_regress_runs_end_by_themselves_inside_the_run_timeout() -> None:
 def test_quick_swarm_cells_get_more_seeds(tmp_path: Path) -> None:
     from kvcheck.workloads.regress import SWARM, Scheduler
 
-    assert QUICK.seeds_for(SWARM) == 6 and QUICK.seeds_for("all") == 2
+    assert QUICK.seeds_for(SWARM) == 12 and QUICK.seeds_for("all") == 2
     plan = make_plan(QUICK, [], workloads=["register"], fault_mixes=["none", SWARM])
     tasks = Scheduler(plan, tmp_path).clean_queue
     assert [(t.row, t.seed, t.swarm) for t in tasks] == [
         ("clean register / none", 0, False), ("clean register / swarm", 0, True),
         ("clean register / none", 1, False), ("clean register / swarm", 1, True),
-        *((("clean register / swarm", s, True)) for s in range(2, 6))]
+        *((("clean register / swarm", s, True)) for s in range(2, 12))]
     assert Budget(1, 1, None, 5.0).seeds_for(SWARM) == 1  # without swarm_seeds: clean_seeds
