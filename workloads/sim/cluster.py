@@ -449,23 +449,14 @@ class SimCluster:
         term, and its requests arrive when the cut heals, late, at members that voted meanwhile.
         The candidate, or None after ``timeout`` (nothing cut)."""
         start = self._running_term()
-        hit: list[int] = []
-        event = trio.Event()
 
-        def watch(src: int, dst: int, msg: Any) -> None:
-            if not hit and isinstance(msg, raft.Message) and msg.type is raft.MessageType.VOTE \
-                    and msg.term > start:
-                hit.append(src)
-                self.net.block(links_for(src), hold=hold)
-                event.set()
+        def candidate(src: int, dst: int, msg: raft.Message) -> bool:
+            if msg.type is not raft.MessageType.VOTE or msg.term <= start:
+                return False
+            self.net.block(links_for(src), hold=hold)  # in the observer: before the request leaves
+            return True
 
-        self.net.observers.append(watch)
-        try:
-            with trio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            self.net.observers.remove(watch)
-        return hit[0] if hit else None
+        return await self._next_sender(candidate, timeout, any_link=True)
 
     async def next_uncut_append_above_leaders(self, timeout: float) -> int | None:
         """Wait until a member sends an append (MsgApp, on a link that is not cut) in a term
