@@ -724,13 +724,18 @@ class SimCluster:
             return False
         leader = self.slots[leader_id].node
         assert leader is not None
+        removed = self._removed_by(leader)
         for i in self.node_ids:
-            if i in leader.removed_ids:
+            if i in removed:
                 continue
             slot = self.slots[i]
             if slot.state != "up" or slot.node is None or slot.node.applied < leader.commit:
                 return False
         return True
+
+    def _removed_by(self, leader: Node) -> set[int]:
+        """The members the harness still lists whose removal ``leader`` has applied."""
+        return {i for i in self.node_ids if i in leader.removed_ids}
 
     async def removed_members(self) -> set[int]:
         """The members the harness still lists whose removal the current leader has applied
@@ -742,7 +747,7 @@ class SimCluster:
             return set()
         leader = self.slots[leader_id].node
         assert leader is not None
-        return {i for i in self.node_ids if i in leader.removed_ids}
+        return self._removed_by(leader)
 
     def client(self, process: int) -> KVRegisterClient:
         return KVRegisterClient(self.kv_client(process))
