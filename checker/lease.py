@@ -40,7 +40,10 @@ when not found, ``lease-revoke``; README "Lease histories"):
   TTL after the last renewal completed and the same raft term (one leadership, one lessor
   clock) answered both, with no other keepalive in flight and no clock fault in between;
 - ``lease:revoked-key-present``: a read invoked after a revoke completed shows a key still
-  attached to the revoked lease.
+  attached to the revoked lease;
+- ``lease:put-after-revoke`` / ``lease:put-after-expiry``: a put with lease L answered ok
+  though it was invoked after L's revoke completed, or after a watch saw L's expiry (etcd
+  refuses it when the put is applied: "etcdserver: requested lease not found").
 """
 
 from __future__ import annotations
@@ -185,6 +188,7 @@ class LeaseChecker(CheckerBase):
                     term=done.extra.get("term"))
 
         self._check_time_to_live(calls, ttl, revoked, add)
+        self._check_dead_lease_puts(calls, revoked, expired_seen, add)
         self._check_remaining(calls, ttl, renewals, clock, add)
 
         # a keepalive that renewed a lease its leader's clock must have let lapse: the same
@@ -311,6 +315,30 @@ class LeaseChecker(CheckerBase):
                   "reads_without_term": reads_without_term}
         return CheckResult(self.name, not anomalies, anomalies,
                            time.perf_counter() - t0, None, detail)
+
+    @staticmethod
+    def _check_dead_lease_puts(calls: Sequence[Call], revoked: dict[int, Op], expired_seen: dict[int, Op],
+                               add: Callable[..., None]) -> None:
+        """A put attached to a lease that is gone fails when it is applied (etcd's applyPut looks
+        the lease up and answers ``ErrLeaseNotFound``, "etcdserver: requested lease not found";
+        a txn's put likewise). A revoke that completed, or an expiry a watch has seen (its delete
+        revision is committed, so the expiry's entry is in the log), precede in the log any put
+        invoked after them, so such a put must not be answered ok (``lease:put-after-revoke``,
+        ``lease:put-after-expiry``). A lease that has expired on a leader's clock but whose
+        revoke has not been applied yet still exists (etcd keeps it in the lessor until the
+        revoke applies): only a revoke or an expiry seen counts."""
+        for c in calls:
+            done = c.completion
+            lease = c.invoke.extra.get("lease")
+            if c.f != "put" or done is None or done.type != "ok" or not isinstance(lease, int) or not lease:
+                continue
+            for kind, gone, what in (("lease:put-after-revoke", revoked.get(lease), "revoke"),
+                                     ("lease:put-after-expiry", expired_seen.get(lease), "expiry seen by a watch")):
+                if gone is not None and gone.position < c.invoke.position:
+                    add(kind, f"put of {c.invoke.key} with lease {lease} (op {done.id}) answered ok, but it was "
+                        f"invoked after the lease's {what} (op {gone.id}): the lease was not found when it applied",
+                        [c.id, gone.id], lease=lease, key=c.invoke.key)
+                    break
 
     @staticmethod
     def _check_remaining(calls: Sequence[Call], ttl: dict[int, int], renewals: dict[int, list[tuple[float, float]]],

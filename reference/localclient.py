@@ -36,7 +36,7 @@ R = TypeVar("R")
 
 class LogRequests:
     """The ``KVClient`` methods that are one request through the log (put, delete, txn, cas,
-    lease grant and revoke), for in-process clients that implement ``_write``: send the
+    lease grant and revoke, compaction), for in-process clients that implement ``_write``: send the
     request with one (client id, seq) across its retries and return its response."""
 
     async def _write(self, request: kvr.Message) -> Any:
@@ -72,6 +72,10 @@ class LogRequests:
 
     async def lease_revoke(self, lease_id: int) -> kvr.LeaseRevokeResponse:
         return await self._request(kvr.LeaseRevokeRequest(id=lease_id), kvr.LeaseRevokeResponse)
+
+    async def compact(self, revision: int, physical: bool = False) -> kvr.CompactionResponse:
+        return await self._request(kvr.CompactionRequest(revision=revision, physical=physical),
+                                   kvr.CompactionResponse)
 
 
 class LocalClient(LogRequests):

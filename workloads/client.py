@@ -8,6 +8,14 @@ as ``fail``) or ``Indeterminate`` (it may or may not have taken effect, e.g. a t
 the request was sent: recorded as ``info`` and the process is retired). Any other exception
 is a bug in the harness and ends the run.
 
+The workloads' background tasks (lessors, lockers, compactors, listers) call the store's
+``KVClient`` directly; ``call_outcome`` is their one rule for turning what such a call raised
+into a completion, the runner's rule: ``Failed`` is ``fail``, ``Indeterminate`` and a client
+timeout are ``info``, and an answer the client could not take as one (``BadResponse``: e.g. a
+write answered with an error object or another request's response) is ``info`` with a
+``bad-response`` error, an anomaly of the store the availability checker reports. It never
+ends the run: the store's answers are what the history records and the checkers judge.
+
 Values are ints (unique per write); keys are strings. The adapters encode them as bytes.
 """
 
@@ -15,6 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Protocol
+
+import trio
+
+from kvcheck.checker.availability import BAD_RESPONSE
+from kvcheck.reference.client import BadResponse, Failed
+from kvcheck.reference.client import Indeterminate as ClientIndeterminate
 
 
 def home_member(process: int, members: Sequence[int]) -> int:
@@ -38,6 +52,28 @@ class DefiniteFailure(ClientError):
 
 class Indeterminate(ClientError):
     """The operation may or may not have taken effect (timeout, connection lost)."""
+
+
+# what a store call may raise that the history records (anything else is a harness bug)
+CALL_ERRORS: tuple[type[Exception], ...] = (Failed, ClientIndeterminate, BadResponse, trio.TooSlowError)
+
+
+def call_outcome(exc: Exception, *, changes: bool = True) -> tuple[str, str]:
+    """(completion type, error) of a store call that raised ``exc`` (one of ``CALL_ERRORS``):
+    ``fail`` for a definite failure, ``info`` for an unknown outcome (an indeterminate error, a
+    client timeout, a bad response). ``changes=False``: the call changes nothing (a read), so
+    an indeterminate one or a timeout is a ``fail`` -- it did not happen."""
+    if isinstance(exc, Failed):
+        return "fail", exc.code.value
+    if isinstance(exc, BadResponse):  # as the runner records it, read or write
+        return "info", f"{BAD_RESPONSE}: {exc}"
+    if isinstance(exc, ClientIndeterminate):
+        error = exc.code.value
+    elif isinstance(exc, trio.TooSlowError):
+        error = "timeout"
+    else:
+        raise TypeError(f"not a store call's outcome: {exc!r}") from exc
+    return ("info" if changes else "fail"), error
 
 
 class RegisterClient(Protocol):

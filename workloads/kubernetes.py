@@ -29,11 +29,9 @@ from typing import Any
 
 import trio
 
-from kvcheck.reference.client import Failed
-from kvcheck.reference.client import Indeterminate as ClientIndeterminate
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.workloads import generator as gen
-from kvcheck.workloads.client import encode_value
+from kvcheck.workloads.client import CALL_ERRORS, call_outcome, encode_value
 from kvcheck.workloads.generator import Context, Generator, OpSpec
 from kvcheck.workloads.watch import KVHandle, WatchWorkload, kv_json
 
@@ -140,12 +138,11 @@ class KubernetesWorkload(WatchWorkload):
                 try:
                     with trio.fail_after(env.client_timeout):
                         r = await client.get(PREFIX.encode(), range_end=PREFIX_END.encode(), revision=past)
-                except Failed as exc:
-                    rec.complete(inv, "fail", None, error=exc.code.value, extra={"read_revision": past})
-                    continue
-                except (ClientIndeterminate, trio.TooSlowError) as exc:
-                    error = exc.code.value if isinstance(exc, ClientIndeterminate) else "timeout"
-                    rec.complete(inv, "info", None, error=error, extra={"read_revision": past})
+                except CALL_ERRORS as exc:
+                    typ, error = call_outcome(exc)
+                    rec.complete(inv, typ, None, error=error, extra={"read_revision": past})
+                    if typ == "fail":
+                        continue
                     await client.aclose()  # an unanswered call retires its process
                     process = env.new_process()
                     client = env.target.kv_client(process)
@@ -167,9 +164,9 @@ class KubernetesWorkload(WatchWorkload):
                 try:
                     with trio.fail_after(env.client_timeout):
                         r = await client.get(PREFIX.encode(), range_end=PREFIX_END.encode())
-                except (Failed, ClientIndeterminate, trio.TooSlowError) as exc:
-                    error = exc.code.value if isinstance(exc, Failed | ClientIndeterminate) else "timeout"
-                    rec.complete(inv, "fail", None, error=error, extra={"informer": n})
+                except CALL_ERRORS as exc:
+                    typ, error = call_outcome(exc, changes=False)
+                    rec.complete(inv, typ, None, error=error, extra={"informer": n})
                     with trio.move_on_after(0.3):
                         await env.stop.wait()
                     continue

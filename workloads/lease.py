@@ -16,7 +16,12 @@ TTL 0), or keep it alive for a while and then let it go (``MODES``, drawn at ran
 every run some lessor keeps its first lease alive: ``LeaseWorkload.first_mode``). Keepalives (``lease-keepalive``,
 value = lease id, ok value = the TTL answered, 0: not found) run every TTL/3, some followed
 by a LeaseTimeToLive with keys (``lease-timetolive``: ok value = the remaining TTL, -1 once the
-lease is gone; ``granted_ttl``, ``keys``), as is half the revokes. The workers
+lease is gone; ``granted_ttl``, ``keys``), as is half the revokes. After a revoke that
+completed, and after the last keepalive of an expired lease answered TTL 0, a lessor now and
+then puts one of its keys with the dead lease (``put`` with a ``lease`` field; drawn from a
+substream of its own, ``DEAD_PUT_SHARE``): the store must refuse it when it applies the put
+(etcd: "requested lease not found", a ``fail``), and a store that answers an apply-time error
+as a success, or attaches a key to a lease that is gone, shows in the history. The workers
 read keys and put keys no lease holds (``l/w<i>``: revisions around every expiry);
 watchers (as in the watch workload) watch the prefix ``l/``; after recovery the
 final phase waits until every lease left behind must have expired (TTL + the bound) and
@@ -42,17 +47,17 @@ from typing import Any
 
 import trio
 
-from kvcheck.reference.client import Failed
-from kvcheck.reference.client import Indeterminate as ClientIndeterminate
 from kvcheck.reference.kv.machine import KVStateMachine
 from kvcheck.reference.node import NodeConfig
 from kvcheck.workloads import generator as gen
-from kvcheck.workloads.client import decode_value, encode_value
+from kvcheck.workloads.client import CALL_ERRORS, call_outcome, decode_value, encode_value
+from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.generator import Context, Generator, OpSpec, Result, Wait
 from kvcheck.workloads.watch import KVHandle, WatchWorkload, kv_json
 
 TTLS = (2, 3)
 MODES = ("revoke", "expire", "keep-then-expire")  # what a lessor does with a lease (module text)
+DEAD_PUT_SHARE = 0.5  # of revoked / expired leases a lessor then puts a key with (module text)
 
 
 def lease_bound(node: NodeConfig | None = None, etcd: dict[str, Any] | None = None) -> dict[str, float]:
@@ -103,6 +108,7 @@ class LeaseWorkload(WatchWorkload):
         self.keys = [f"{self.prefix}s{i}{c}" for i in range(lessors) for c in "ab"] + self.plain_keys
         self.bound = lease_bound()
         self.first_modes: list[str] = []  # the modes of the lessors' first leases, in turn
+        self.seed = 0  # the run's seed (configure): the dead-lease puts' substreams
 
     def first_mode(self, drawn: str) -> str:
         """The mode of a lessor's first lease: the one drawn, except that the last lessor to
@@ -118,6 +124,7 @@ class LeaseWorkload(WatchWorkload):
     def configure(self, config: Any) -> None:
         """Take the bound from the run's settings (``RunConfig``: its node section, or its
         etcd section on the etcd target)."""
+        self.seed = int(getattr(config, "seed", 0) or 0)
         if getattr(config, "target", "sim") == "etcd":
             self.bound = lease_bound(etcd=config.etcd)
         else:
@@ -184,6 +191,8 @@ class _Lessor:
         self.keys = [k for k in workload.keys if k.startswith(f"{workload.prefix}s{slot}")]
         self.process = env.new_process()
         self.client = env.target.kv_client(self.process)
+        # its own substream, so every other draw of the lessor stays what it was
+        self.dead_rng = substream(workload.seed, "lease-dead-put", slot)
 
     async def call(self, f: str, value: Any, fn: Any, *, key: Any = None,
                    extra: dict[str, Any] | None = None) -> tuple[str, Any]:
@@ -192,12 +201,11 @@ class _Lessor:
         try:
             with trio.fail_after(self.env.client_timeout):
                 typ, out, more = await fn()
-        except Failed as exc:
-            rec.complete(inv, "fail", value, error=exc.code.value, extra=extra)
-            return "fail", None
-        except (ClientIndeterminate, trio.TooSlowError) as exc:
-            error = exc.code.value if isinstance(exc, ClientIndeterminate) else "timeout"
-            rec.complete(inv, "info", value, error=error, extra=extra)
+        except CALL_ERRORS as exc:
+            typ, error = call_outcome(exc)
+            rec.complete(inv, typ, value, error=error, extra=extra)
+            if typ == "fail":
+                return "fail", None
             await self.client.aclose()  # an info op retires the process
             self.process = self.env.new_process()
             self.client = self.env.target.kv_client(self.process)
@@ -241,6 +249,8 @@ class _Lessor:
                 typ, _ = await self.call("lease-revoke", lease, functools.partial(self._revoke, lease))
                 if typ == "ok" and rng.random() < 0.5:
                     await self.time_to_live(lease)  # gone: TTL -1
+                if typ == "ok":
+                    await self.dead_put(lease)
             else:  # let it expire, then ask once more: TTL 0
                 edge = self.rng.random()
                 if edge < 0.5:
@@ -257,7 +267,8 @@ class _Lessor:
                     await self.keepalive(lease)
                 if not await self.sleep(ttl + w.bound["bound"] + rng.uniform(0.1, 1.0)):
                     return
-                await self.keepalive(lease)
+                if await self.keepalive(lease) == ("ok", 0):
+                    await self.dead_put(lease)
 
     async def _grant(self, ttl: int) -> tuple[str, Any, dict[str, Any]]:
         g = await self.client.lease_grant(ttl)
@@ -276,8 +287,19 @@ class _Lessor:
         # the answering leader's term: within one term one lessor clock ran (lease checker)
         return "ok", k.ttl, {"term": k.header.raft_term}
 
-    async def keepalive(self, lease: int) -> None:
-        await self.call("lease-keepalive", lease, functools.partial(self._keepalive, lease))
+    async def keepalive(self, lease: int) -> tuple[str, Any]:
+        return await self.call("lease-keepalive", lease, functools.partial(self._keepalive, lease))
+
+    async def dead_put(self, lease: int) -> None:
+        """Now and then (``DEAD_PUT_SHARE``), put one of the lessor's keys with ``lease``, which
+        is gone (revoked, or expired: a keepalive answered TTL 0): etcd refuses it when it
+        applies it ("requested lease not found"); the lease checker judges an ok answer."""
+        if self.dead_rng.random() >= DEAD_PUT_SHARE:
+            return
+        key = self.dead_rng.choice(self.keys)
+        value = self.w._fresh(key)
+        await self.call("put", value, functools.partial(self._put, key, value, lease), key=key,
+                        extra={"lease": lease})
 
     async def _time_to_live(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
         r = await self.client.lease_time_to_live(lease, keys=True)

@@ -42,6 +42,7 @@ from kvcheck.reference.client import Failed
 from kvcheck.reference.client import Indeterminate as ClientIndeterminate
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.workloads import generator as gen
+from kvcheck.workloads.client import CALL_ERRORS, call_outcome
 from kvcheck.workloads.generator import Base, Context, Generator, OpSpec, Result, Wait
 from kvcheck.workloads.watch import KVHandle
 
@@ -134,14 +135,12 @@ class _Locker:
                     typ, out, more = await fn()
             else:
                 typ, out, more = await fn()
-        except Failed as exc:
+        except CALL_ERRORS as exc:
+            typ, error = call_outcome(exc)
             await self.gate.wait()
-            rec.complete(inv, "fail", value, error=exc.code.value, extra=extra)
-            return "fail", None, {}
-        except (ClientIndeterminate, trio.TooSlowError) as exc:
-            error = exc.code.value if isinstance(exc, ClientIndeterminate) else "timeout"
-            await self.gate.wait()
-            rec.complete(inv, "info", value, error=error, extra=extra)
+            rec.complete(inv, typ, value, error=error, extra=extra)
+            if typ == "fail":
+                return "fail", None, {}
             old = self.client
             self._retire()
             with trio.CancelScope(shield=True):
@@ -309,14 +308,12 @@ class _Locker:
                 try:
                     with trio.fail_after(min(self.env.client_timeout, ttl / 2)):
                         left = await client.lease_keepalive(lease)
-                except Failed as exc:
+                except CALL_ERRORS as exc:
+                    typ, error = call_outcome(exc)
                     await self.gate.wait()
-                    rec.complete(inv, "fail", lease, error=exc.code.value)
-                    continue
-                except (ClientIndeterminate, trio.TooSlowError) as exc:
-                    await self.gate.wait()
-                    rec.complete(inv, "info", lease, error="timeout" if isinstance(exc, trio.TooSlowError)
-                                 else exc.code.value)
+                    rec.complete(inv, typ, lease, error=error)
+                    if typ == "fail":
+                        continue
                     with trio.CancelScope(shield=True):
                         await client.aclose()
                     process = self.env.new_process()

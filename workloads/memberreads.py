@@ -49,7 +49,8 @@ from typing import Any, Protocol, runtime_checkable
 import trio
 
 from kvcheck.checker.members import LINEARIZABLE_FIELD, MEMBER_READ_FIELD
-from kvcheck.workloads.client import DefiniteFailure, Indeterminate
+from kvcheck.reference.client import BadResponse
+from kvcheck.workloads.client import DefiniteFailure, Indeterminate, call_outcome
 from kvcheck.workloads.recorder import Recorder
 
 # Process ids of member reads: base + member * 1000 + n (a new process per read, so a read
@@ -158,7 +159,7 @@ async def _invoke(workload: Any, client: Any, spec: Any,
     """(outcome, value, error, extra) of one read: the workload's answer (error None; extra:
     the completion fields a workload's ``invoke`` adds, e.g. the watch workloads' ``kv`` and
     ``revision``), or info with ``timeout`` / the indeterminate error, or fail with the
-    definite one."""
+    definite one, or info with a bad response (``call_outcome``)."""
     try:
         with trio.fail_after(client_timeout):
             result = await workload.invoke(client, spec)
@@ -168,6 +169,9 @@ async def _invoke(workload: Any, client: Any, spec: Any,
         return "info", spec.value, exc.error, {}
     except DefiniteFailure as exc:
         return "fail", spec.value, exc.error, {}
+    except BadResponse as exc:
+        typ, error = call_outcome(exc)
+        return typ, spec.value, error, {}
     more = dict(result[2]) if len(result) > 2 and result[2] else {}
     return result[0], result[1], None, more
 

@@ -30,7 +30,14 @@ from kvcheck.reference.client import Failed
 from kvcheck.reference.client import Indeterminate as ClientIndeterminate
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.workloads import generator as gen
-from kvcheck.workloads.client import DefiniteFailure, Indeterminate, decode_value, encode_value
+from kvcheck.workloads.client import (
+    CALL_ERRORS,
+    DefiniteFailure,
+    Indeterminate,
+    call_outcome,
+    decode_value,
+    encode_value,
+)
 from kvcheck.workloads.generator import Context, Generator, OpSpec
 
 PREFIX = "w/"
@@ -473,13 +480,11 @@ class WatchWorkload:
                 try:
                     with trio.fail_after(env.client_timeout):
                         resp = await client.compact(rev)
-                except Failed as exc:
-                    env.recorder.complete(inv, "fail", rev, error=exc.code.value)
-                    continue
-                except trio.TooSlowError:
-                    env.recorder.complete(inv, "info", rev, error="timeout")
-                except ClientIndeterminate as exc:
-                    env.recorder.complete(inv, "info", rev, error=exc.code.value)
+                except CALL_ERRORS as exc:
+                    typ, error = call_outcome(exc)
+                    env.recorder.complete(inv, typ, rev, error=error)
+                    if typ == "fail":
+                        continue
                 else:
                     self.compacted = max(self.compacted, rev)
                     env.recorder.complete(inv, "ok", rev, extra={"revision": self._saw(resp.header)})

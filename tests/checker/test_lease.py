@@ -43,7 +43,8 @@ def lease_7_renewed_at_1_1(op: Callable[..., None]) -> None:
 
 def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
             final_read_at: float = 9.0, final_has_key: bool = False, revoke: bool = False,
-            clock_fault: bool = False, revoke_timed_out: int | None = None) -> list[Op]:
+            clock_fault: bool = False, revoke_timed_out: int | None = None,
+            dead_put: tuple[float, str] | None = None) -> list[Op]:
     h, op = recorder()
 
     watch = {"key": "l/", "range_end": "l0", "start_revision": 0}
@@ -76,6 +77,11 @@ def history(*, keepalive_ttl_after_expiry: int = 0, expiry_seen_at: float = 3.5,
                                             "compact_revision": 0, "revision": 3, "events": [delete]})
     op(6.0, 0, "invoke", "lease-keepalive", 7)
     op(6.1, 0, "ok", "lease-keepalive", keepalive_ttl_after_expiry, term=2)
+    if dead_put is not None:  # (invoked at, answer): a put of l/b with lease 7 on another process
+        at, typ = dead_put
+        op(at, 3, "invoke", "put", 5, key="l/b", lease=7)
+        op(at + 0.05, 3, typ, "put", 5, key="l/b", lease=7,
+           **({"revision": 4} if typ == "ok" else {"error": "lease_not_found"}))
     op(8.0, 100, "ok", "watch", {"end": "closed"})
     kv = [{"key": "l/a", "value": 1, "create_revision": 2, "mod_revision": 2, "version": 1, "lease": 7}]
     op(final_read_at, 1, "invoke", "range", None)
@@ -337,3 +343,14 @@ def test_time_to_live_that_contradicts_the_writes_is_reported() -> None:
     # the grant invoked at 0.1 s (TTL 2) keeps it alive until 2.1 s at least: at 0.8 s, 1 s is left
     assert kinds(_time_to_live(ttl=0)) == {"lease:timetolive-remaining"}
     assert kinds(_time_to_live(ttl=-1, keys=[])) == {"lease:timetolive-remaining"}
+
+
+def test_a_put_with_a_revoked_or_expired_lease_must_fail_when_applied() -> None:
+    """etcd refuses a put attached to a lease that is gone when it applies it ("requested lease
+    not found"): after the revoke completed (1.6 s) or a watch saw the expiry (3.5 s), a put
+    with the lease answered ok is an anomaly; refused, it is not (nor is the put of l/a with
+    the lease at 0.3 s, invoked before either)."""
+    assert kinds(history(revoke=True, dead_put=(6.5, "fail"))) == set()
+    assert kinds(history(dead_put=(6.5, "fail"))) == set()
+    assert "lease:put-after-revoke" in kinds(history(revoke=True, dead_put=(6.5, "ok")))
+    assert "lease:put-after-expiry" in kinds(history(dead_put=(6.5, "ok")))

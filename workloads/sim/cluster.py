@@ -978,11 +978,6 @@ class SimClient(LogRequests):
 
         return await self.call(go, write=False)
 
-    async def compact(self, revision: int, physical: bool = False) -> kvr.CompactionResponse:
-        resp: kvr.CompactionResponse = await self._write(
-            kvr.CompactionRequest(revision=revision, physical=physical))
-        return resp
-
     @contextlib.asynccontextmanager
     async def watch(self, key: bytes, *, range_end: bytes = b"", start_revision: int = 0,
                     prev_kv: bool = False, progress_notify: bool = False,
