@@ -332,17 +332,29 @@ class _Run:
                 max_seen = max(max_seen, answered)
             self.writes.append(w)
         self.ok_write_done.sort()
+        empty_revokes: list[Write] = []
         for w in self.writes:
             if not w.ok:
                 continue
             assert w.revision is not None
             other = self.at.get(w.revision)
+            only_revoke = [x for x in (other, w) if x is not None and all(e.type == "revoke" for e in x.effects)]
+            if other is not None and len(only_revoke) == 1:
+                # a revoke of a lease that held no key deletes nothing and answers the current
+                # revision (etcd: no new revision), which the other write made (lease swarm
+                # seed 2, a lessor whose puts with the lease had all timed out unapplied): it
+                # made no revision. Had it deleted keys, their events at the other write's
+                # revision would be phantoms the replay does not explain (watch:reliable).
+                empty_revokes.append(only_revoke[0])
+                self.at[w.revision] = other if only_revoke[0] is w else w
+                continue
             if other is not None:
                 self.add("watch:duplicate-revision",
                          f"ops {other.id} and {w.id} both completed at revision {w.revision}",
                          [other.id, w.id], revision=w.revision)
                 continue
             self.at[w.revision] = w
+        self.writes = [w for w in self.writes if not any(w is r for r in empty_revokes)]
 
         # What events and reads show: the revisions of info writes' values, and what is seen
         # at revisions no ok write explains (only those are kept: a valid history with no
@@ -416,11 +428,13 @@ class _Run:
             elif op.f == "compact" and op.type in ("ok", "info") and isinstance(op.value, int):
                 self.compactions.add(op.value)
         self.events = events
-        self.max_compaction = max(self.compactions, default=0)
         if self.final_op is not None:
             self.final_revision = int(self.final_op.extra["revision"])
         else:
             self.final_revision = max_seen
+        # a compaction beyond every revision the store reached was refused (future revision),
+        # whatever its answer: it compacted nothing
+        self.max_compaction = max((c for c in self.compactions if c <= self.final_revision), default=0)
 
         # info writes: placed by the revision an event or a read shows one of their values
         unplaced: list[Write] = []
@@ -665,13 +679,32 @@ class _Run:
 
     # -- 2. each stream ------------------------------------------------------------------
 
+    def _check_compaction(self, op: Op, before: int, by: Op | None) -> None:
+        """A compaction answered ok at ``op.value``: ``before`` is the highest compaction (op
+        ``by``) that had completed when it began (see ``_check_reads``)."""
+        rev = op.value
+        answered = op.extra.get("revision")
+        if rev <= before:
+            self.add("kv:compaction-not-refused", f"compaction at revision {rev} (op {op.id}) was answered ok, but "
+                     f"compaction at revision {before} (op {by.id if by else '?'}) had completed before it began: "
+                     "it must fail with compacted", [op.id] + ([by.id] if by else []), revision=rev, compacted=before)
+        elif isinstance(answered, int) and 0 < answered < rev:
+            self.add("kv:compaction-future", f"compaction at revision {rev} (op {op.id}) was answered ok at header "
+                     f"revision {answered}: a revision beyond the store's must fail (future revision)", [op.id],
+                     revision=rev, answered=answered)
+
     def _check_reads(self) -> None:
         """Reads against the write order: an op that began after another completed at
         revision R answers at R or later (``kv:revision-order``), and a read at header
         revision H shows each key as the replay has it at H (``kv:read-state``); a read at a
         past revision (``read_revision`` R, recorded on its invocation and completion) shows
         them as the replay has them at R, and must have failed (compacted) if R is below a
-        compaction that had completed before it began (``kv:compacted-read``)."""
+        compaction that had completed before it began (``kv:compacted-read``). A compaction is
+        refused when it is applied (etcd's mvcc ``compact``) at a revision already compacted
+        (ErrCompacted): one answered ok at R though a compaction at R or later had completed
+        before it began is ``kv:compaction-not-refused``; and at a revision beyond the store's
+        (ErrFutureRev): one answered ok at R with a header revision below R is
+        ``kv:compaction-future``."""
         done_max = 0
         done_op: Op | None = None
         began: dict[Any, tuple[int, Op | None]] = {}
@@ -679,9 +712,13 @@ class _Run:
         compacted_when: dict[Any, tuple[int, Op | None]] = {}  # process -> that, when its op began
         shown = 0
         for op in self.ops:
-            if op.f == "compact" and not op.is_nemesis and op.type == "ok" and isinstance(op.value, int):
-                if op.value > compacted[0]:
-                    compacted = (op.value, op)
+            if op.f == "compact" and not op.is_nemesis and isinstance(op.value, int):
+                if op.type == "invoke":
+                    compacted_when[op.process] = compacted
+                elif op.type == "ok":
+                    self._check_compaction(op, *compacted_when.get(op.process, (0, None)))
+                    if op.value > compacted[0]:
+                        compacted = (op.value, op)
                 continue
             if op.is_nemesis or op.f not in (*WRITE_FS, *READ_FS, "lease-grant"):
                 continue

@@ -108,7 +108,6 @@ class LeaseWorkload(WatchWorkload):
         self.keys = [f"{self.prefix}s{i}{c}" for i in range(lessors) for c in "ab"] + self.plain_keys
         self.bound = lease_bound()
         self.first_modes: list[str] = []  # the modes of the lessors' first leases, in turn
-        self.seed = 0  # the run's seed (configure): the dead-lease puts' substreams
 
     def first_mode(self, drawn: str) -> str:
         """The mode of a lessor's first lease: the one drawn, except that the last lessor to
@@ -122,9 +121,9 @@ class LeaseWorkload(WatchWorkload):
         return self.first_modes[-1]
 
     def configure(self, config: Any) -> None:
-        """Take the bound from the run's settings (``RunConfig``: its node section, or its
+        """Take the seed (``WatchWorkload``) and the bound from the run's settings (``RunConfig``: its node section, or its
         etcd section on the etcd target)."""
-        self.seed = int(getattr(config, "seed", 0) or 0)
+        super().configure(config)
         if getattr(config, "target", "sim") == "etcd":
             self.bound = lease_bound(etcd=config.etcd)
         else:

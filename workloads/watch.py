@@ -10,7 +10,11 @@ How: worker threads (the runner's) put, delete, run multi-key txns, cas and read
 ``deleted``: how many keys it removed). Beside them (the workload's ``background``) a few
 watcher slots each open one watch stream after another — on one key, a range or the whole
 prefix; from "now" (0) or a past revision; some with prev_kv, progress_notify, a NOPUT or
-NODELETE filter, or progress requests — and a compactor compacts now and then. Each stream
+NODELETE filter, or progress requests — and a compactor compacts now and then; a quarter of
+its compactions (``REFUSED_COMPACTION_SHARE``, drawn from a substream of their own) ask for
+a revision the store must refuse when it applies the request: the last one compacted (etcd:
+"required revision has been compacted") or one far beyond the newest (etcd: "required
+revision is a future revision"); the watch checker judges ok answers. Each stream
 is its own process: an ``invoke`` line with the request, one ``ok`` line per response, a
 line per progress request, and an end line (``ok`` closed or canceled, ``info`` broken or
 stalled). A broken stream is re-opened as a NEW process from the last revision it saw + 1.
@@ -38,6 +42,7 @@ from kvcheck.workloads.client import (
     decode_value,
     encode_value,
 )
+from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.generator import Context, Generator, OpSpec
 
 PREFIX = "w/"
@@ -89,6 +94,9 @@ def guard_compare(guard: list[Any]) -> kvr.Compare:
         setattr(c, target, int(operand))
     return c
 
+
+REFUSED_COMPACTION_SHARE = 0.25  # of the compactor's rounds that ask for a refused revision
+FUTURE_GAP = 1000  # revisions past the newest seen: a compaction there must be refused
 
 class KVHandle:
     """A worker's store client, closed the way the runner closes clients. ``node_of_member``:
@@ -144,6 +152,11 @@ class WatchWorkload:
         self.stream_duration = (2.0, 8.0)
         self.stall_after = 4.0
         self.compact_every = (3.0, 6.0)
+        self.seed = 0  # the run's seed (configure): the substreams of the workload's own draws
+
+    def configure(self, config: Any) -> None:
+        """Take the run's seed from its settings (``RunConfig``)."""
+        self.seed = int(getattr(config, "seed", 0) or 0)
 
     # -- the workers' ops --------------------------------------------------------------------
 
@@ -465,6 +478,7 @@ class WatchWorkload:
 
     async def _compactor(self, env: Any) -> None:
         rng = env.rng
+        refused = substream(self.seed, "refused-compaction")  # its own: env.rng draws stay as they were
         process = env.new_process()
         client = env.target.kv_client(process)
         try:
@@ -474,7 +488,10 @@ class WatchWorkload:
                 if env.stop.is_set():
                     return
                 rev = self.max_revision - rng.randint(5, 40)
-                if rev <= max(1, self.compacted):
+                if refused.random() < REFUSED_COMPACTION_SHARE:  # must fail when applied
+                    past = self.compacted > 1 and refused.random() < 0.5
+                    rev = self.compacted if past else self.max_revision + FUTURE_GAP
+                elif rev <= max(1, self.compacted):
                     continue
                 inv = env.recorder.invoke(process, "compact", rev)
                 try:
@@ -486,7 +503,9 @@ class WatchWorkload:
                     if typ == "fail":
                         continue
                 else:
-                    self.compacted = max(self.compacted, rev)
+                    # (clamped: a store that answered a future compaction ok must not push the
+                    # workload's own draws, e.g. kubernetes' past lists, beyond the revisions seen)
+                    self.compacted = max(self.compacted, min(rev, self.max_revision))
                     env.recorder.complete(inv, "ok", rev, extra={"revision": self._saw(resp.header)})
                     continue
                 await client.aclose()  # an info compaction retires its process

@@ -354,3 +354,30 @@ def test_a_put_with_a_revoked_or_expired_lease_must_fail_when_applied() -> None:
     assert kinds(history(dead_put=(6.5, "fail"))) == set()
     assert "lease:put-after-revoke" in kinds(history(revoke=True, dead_put=(6.5, "ok")))
     assert "lease:put-after-expiry" in kinds(history(dead_put=(6.5, "ok")))
+
+
+def test_a_revoke_of_a_lease_without_keys_makes_no_revision() -> None:
+    """Lease 8's only put timed out unapplied; its revoke deleted nothing and answered the
+    current revision, 2, which the put of l/a made (clean lease swarm seed 2 with the refused
+    compactions: watch:duplicate-revision before). Valid; a second put at revision 2 is not."""
+    def ops(second_put: bool) -> list[Op]:
+        h, op = recorder()
+        op(0.1, 0, "invoke", "lease-grant", 2)
+        op(0.2, 0, "ok", "lease-grant", 2, lease=8, revision=1)
+        op(0.3, 0, "invoke", "put", 1, key="l/b", lease=8)
+        op(0.8, 0, "info", "put", 1, key="l/b", lease=8, error="timeout")
+        op(0.9, 1, "invoke", "put", 2, key="l/a")
+        op(1.0, 1, "ok", "put", 2, key="l/a", revision=2)
+        op(1.1, 2, "invoke", "lease-revoke", 8)
+        op(1.2, 2, "ok", "lease-revoke", 8, revision=2)
+        if second_put:
+            op(1.3, 1, "invoke", "put", 3, key="l/c")
+            op(1.4, 1, "ok", "put", 3, key="l/c", revision=2)
+        op(2.0, 1, "invoke", "range", None)
+        kvs = [{"key": "l/a", "value": 2, "create_revision": 2, "mod_revision": 2, "version": 1}]
+        op(2.1, 1, "ok", "range", {"l/a": 2}, revision=2, kvs=kvs, term=2)
+        return numbered(h)
+
+    r = WatchChecker().check(ops(False), OPTS)
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+    assert "watch:duplicate-revision" in {a.kind for a in WatchChecker().check(ops(True), OPTS).anomalies}

@@ -881,3 +881,26 @@ def test_a_delete_of_a_range_that_misses_a_key_or_takes_its_end_is_delete_range(
     assert "kv:delete-range" in kinds(r), [a.to_json() for a in r.anomalies]
     r = check(_with_delete_range("a", "\u0000", []))  # deleted nothing while a and b were there
     assert kinds(r) == {"kv:delete-range"}, [a.to_json() for a in r.anomalies]
+
+
+def _with_compaction(revision: int, typ: str, answered: int = 4) -> list[dict[str, Any]]:
+    """base() plus a compaction at ``revision`` begun after the one at 3 completed, answered
+    ``typ`` (ok at header revision ``answered``, or fail)."""
+    h = base()
+    done: dict[str, Any] = {"process": 8, "type": typ, "f": "compact", "value": revision}
+    done.update({"revision": answered} if typ == "ok" else {"error": "compacted"})
+    at = h.index(find(h, 9, lambda d: d["type"] == "ok")) + 1
+    h[at:at] = [{"process": 8, "type": "invoke", "f": "compact", "value": revision}, done]
+    return h
+
+
+def test_a_compaction_the_store_must_refuse_when_applied_is_judged() -> None:
+    """etcd refuses a compaction at a revision already compacted (ErrCompacted) or beyond the
+    store's (ErrFutureRev) when it applies it; refused, or at a revision in between, is right."""
+    assert check(_with_compaction(3, "fail")).valid is True
+    assert check(_with_compaction(4, "ok")).valid is True
+    r = check(_with_compaction(3, "ok"))
+    assert kinds(r) == {"kv:compaction-not-refused"}, [a.to_json() for a in r.anomalies]
+    assert r.anomalies[0].detail == {"revision": 3, "compacted": 3}
+    r = check(_with_compaction(1004, "ok", answered=4))
+    assert kinds(r) == {"kv:compaction-future"}, [a.to_json() for a in r.anomalies]
