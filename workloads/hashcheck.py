@@ -58,7 +58,6 @@ from kvcheck.checker.members import HASH_KV_F
 from kvcheck.workloads.recorder import Recorder
 
 HASH_CHECK_PROCESS = "hash-check"
-DEFAULT_INTERVAL = 1.0  # seconds between rounds for runs that do not draw it (--swarm does)
 MAX_SETTLE = 0.25  # seconds between taking the leader's revision and asking the members
 
 
@@ -132,7 +131,7 @@ class HashChecker:
                 return
             revision = target.hash_revision_now()
             if revision is None or revision < 1:  # HashKV(0) would mean each member's own revision
-                target.call_later(self.interval, pick)
+                target.call_later(self.interval - self.settle, pick)
                 return
             target.call_later(self.settle, lambda: ask(revision))
 
@@ -194,9 +193,8 @@ class HashChecker:
                     outcome, value, error = "ok", dict(got), None
         except HashKVError as exc:
             outcome, error = "fail", exc.error
-        finally:
-            with trio.CancelScope(shield=True):
-                self._complete(inv, member, outcome, value, error)
+        finally:  # also when cancelled: no op is left open
+            self._complete(inv, member, outcome, value, error)
 
     def _invoke(self, member: int, revision: int) -> Op:
         return self.recorder.invoke(HASH_CHECK_PROCESS, HASH_KV_F, {"revision": revision}, node=member)
