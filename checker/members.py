@@ -1,4 +1,5 @@
-"""Do members that applied the same log agree? The final per-member reads, checked.
+"""Do members that applied the same log agree? The final per-member reads and the periodic
+HashKV checks, checked.
 
 Raft's state machine safety: members that applied the same prefix of the log hold the same
 state. A bug that lets logs or state machines diverge (a deposed leader's entries accepted,
@@ -26,6 +27,17 @@ for the run's recovery bound (``options.extra["availability_bound"]``, as the av
 checker's); when none of a member's reads was answered ok and those reads span at least
 that bound, the member stayed unavailable to its clients long after every fault was healed
 (it crashed on its own, or never caught up: Raft promises both recover).
+And it checks the harness's periodic HashKV checks (``kvcheck.workloads.hashcheck``: f
+``hash_kv``, ``node`` the member, an ``ok`` completion's value ``{"revision",
+"compact_revision", "hash"}``; any process, the harness records them as ``"hash-check"``),
+as etcd's corruption check does (``hash-mismatch``): two answers for the same revision with
+the same compact revision must carry the same hash, from two members or from one member at
+two times. HashKV covers every stored key version up to the revision and the compact
+revision, nothing else (no leases), so members that applied the same log agree on it
+whatever they applied since; answers with different compact revisions are not compared
+(etcd skips them too), and error answers (the member had not applied the revision, or had
+compacted past it) never count.
+
 Whether the values agree with the rest of the history is the linearizability checker's
 question: these reads are plain ``read`` ops to it, taken after every write ended and once
 the member caught up with every known commit index.
@@ -42,6 +54,7 @@ from kvcheck.checker.availability import DEFAULT_BOUND, MEMBER_READ_FIELD
 from kvcheck.checker.history import HistoryError, Op, pair_calls
 
 LINEARIZABLE_FIELD = "linearizable"  # (workloads.memberreads) a read of a member that was behind
+HASH_KV_F = "hash_kv"  # (workloads.hashcheck) one member's answer to the periodic HashKV check
 
 
 def _show(v: Any) -> str:
@@ -54,10 +67,11 @@ def _members(ms: Sequence[Any]) -> str:
 
 class MembersChecker(CheckerBase):
     name = "members"
-    description = "final per-member reads: members that applied the same log index agree on every key"
+    description = ("final per-member reads and periodic HashKV checks: members that applied the same log "
+                   "agree on every key")
 
     def reads(self, op: Op) -> bool:
-        return bool(op.extra.get(MEMBER_READ_FIELD))
+        return bool(op.extra.get(MEMBER_READ_FIELD)) or op.f == HASH_KV_F
 
     def check(self, ops: Sequence[Op], options: CheckOptions) -> CheckResult:
         t0 = time.perf_counter()
@@ -142,10 +156,54 @@ class MembersChecker(CheckerBase):
                     {"applied": applied,
                      "hash_kv": {str(m): list(rh) for m, (rh, _) in sorted(hashes[applied].items(), key=lambda kv: str(kv[0]))}}))
         anomalies.extend(_unavailable(asked, answered, float(options.extra.get("availability_bound", DEFAULT_BOUND))))
-        detail = {"member_reads": reads, "not_compared": not_compared,
+        hash_anomalies, hash_answers = _hash_mismatches(ops)
+        anomalies.extend(hash_anomalies)
+        detail = {"member_reads": reads, "not_compared": not_compared, "hash_kv_answers": hash_answers,
                   "applied_indexes": {str(a): sorted({m for ans in keys.values() for m in ans}, key=str)
                                       for a, keys in sorted(groups.items())}}
         return CheckResult(self.name, not anomalies, anomalies, time.perf_counter() - t0, None, detail)
+
+
+def _hash_mismatches(ops: Sequence[Op]) -> tuple[list[Anomaly], int]:
+    """``hash-mismatch`` for each (revision, compact revision) whose ``ok`` HashKV answers
+    carry more than one hash; and the number of ``ok`` answers read."""
+    # (revision, compact revision) -> hash -> [(member, op)]
+    seen: dict[tuple[int, int], dict[int, list[tuple[Any, Op]]]] = {}
+    answers = 0
+    for op in ops:
+        if op.f != HASH_KV_F or op.type != "ok":
+            continue
+        v = op.value
+        if not isinstance(v, dict):
+            raise HistoryError(f"hash_kv op {op.id}: value must be an object with revision, "
+                               f"compact_revision and hash, not {v!r}", op)
+        got = []
+        for name in ("revision", "compact_revision", "hash"):
+            x = v.get(name)
+            if not isinstance(x, int) or isinstance(x, bool):
+                raise HistoryError(f"hash_kv op {op.id}: value field {name} must be an integer, not {x!r}", op)
+            got.append(x)
+        if op.node is None:
+            raise HistoryError(f"hash_kv op {op.id} names no member (node field)", op)
+        answers += 1
+        seen.setdefault((got[0], got[1]), {}).setdefault(got[2], []).append((op.node, op))
+    out: list[Anomaly] = []
+    for (rev, compact), by_hash in sorted(seen.items()):
+        if len(by_hash) < 2:
+            continue
+        groups = sorted(by_hash.items(), key=lambda kv: (-len(kv[1]), kv[1][0][1].id))
+        parts = "; ".join(
+            f"{_members(list({m for m, _ in who}))} HashKV {h} (op {', '.join(str(op.id) for _, op in who)})"
+            for h, who in groups)
+        out.append(Anomaly(
+            "hash-mismatch",
+            f"HashKV answers at revision {rev} with compact revision {compact} differ: {parts}. "
+            "Members that applied the same log hold the same key versions up to a revision "
+            "(etcd's corruption check raises the CORRUPT alarm on this)",
+            [op.id for _, who in groups for _, op in who],
+            {"revision": rev, "compact_revision": compact,
+             "hashes": {str(h): sorted({str(m) for m, _ in who}) for h, who in groups}}))
+    return out, answers
 
 
 def _unavailable(asked: dict[Any, list[tuple[Op, Op | None]]], answered: set[Any],

@@ -67,6 +67,9 @@ def _internal_errors() -> Iterator[None]:
 @click.option("--wall-budget", type=float, default=300.0, show_default=True,
               help="Wall-clock seconds a simulated run may take; then it stops and what it "
                    "recorded is checked (0: no limit).")
+@click.option("--hash-check-interval", type=float, default=1.0, show_default=True,
+              help="Seconds between the harness's HashKV checks of every member during the run "
+                   "(etcd's corruption check; --swarm draws it unless given); 0: none.")
 @click.option("--fail-on-findings/--no-fail-on-findings", default=True, show_default=True,
               help="Exit 1 when the store reports internal invariant findings or the cluster "
                    "does not recover, even if the history is valid.")
@@ -84,7 +87,7 @@ def run_command(ctx: click.Context, workload: str, faults: str, target: str, nod
                 time_limit: float, rate: float | None, seed: int | None, test_count: int,
                 check_timeout: float, client_timeout: float, keys: int, bugs: tuple[str, ...],
                 store: Path, etcd_endpoints: str, etcd_pre_vote: bool, wall_budget: float,
-                fail_on_findings: bool, swarm: bool, ordered_links: bool, progress: bool) -> int:
+                hash_check_interval: float, fail_on_findings: bool, swarm: bool, ordered_links: bool, progress: bool) -> int:
     """Run a workload against a cluster under faults, check the history, write a report.
 
     Writes STORE/<workload>/<timestamp>/ (config.json, history.jsonl, results.json,
@@ -100,7 +103,7 @@ def run_command(ctx: click.Context, workload: str, faults: str, target: str, nod
     endpoints = [e.strip() for e in etcd_endpoints.split(",") if e.strip()]
     if endpoints and target != "etcd":
         raise UsageError("--etcd-endpoints needs --target etcd")
-    pinned = {name for name in ("nodes", "concurrency", "rate", "client_timeout", "keys")
+    pinned = {name for name in ("nodes", "concurrency", "rate", "client_timeout", "keys", "hash_check_interval")
               if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
     codes: list[int] = []
     for i in range(test_count):
@@ -108,7 +111,8 @@ def run_command(ctx: click.Context, workload: str, faults: str, target: str, nod
                            concurrency=concurrency, time_limit=time_limit, rate=rate or None,
                            seed=seed + i,
                            check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
-                           bugs=list(bugs), wall_budget=wall_budget or None)
+                           bugs=list(bugs), wall_budget=wall_budget or None,
+                           hash_check_interval=hash_check_interval or None)
         if ordered_links:
             config.network["fifo"] = True
         if target == "etcd":

@@ -143,6 +143,10 @@ class RunConfig:
     # After the final reads, read every key from every member on its own once it has caught
     # up (workloads.memberreads); a config.json without this field ran without them.
     member_reads: bool = True
+    # Seconds between rounds of the harness's periodic HashKV check of every member
+    # (workloads.hashcheck, etcd's corruption check); None: no checks (a config.json without
+    # this field ran without them).
+    hash_check_interval: float | None = 1.0
     version: int = CONFIG_VERSION
     etcd: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(ETCD_DEFAULTS))
 
@@ -187,6 +191,10 @@ class RunConfig:
                 raise ConfigError(f"{name}: must be a positive number of seconds, not {v}")
         if self.wall_budget is not None and not self.wall_budget > 0:
             raise ConfigError(f"wall_budget: must be positive seconds or null, not {self.wall_budget}")
+        if self.hash_check_interval is not None and not (self.hash_check_interval > 0
+                                                         and math.isfinite(self.hash_check_interval)):
+            raise ConfigError(f"hash_check_interval: must be positive seconds or null, "
+                              f"not {self.hash_check_interval}")
         if self.client_attempt_timeout is not None and not self.client_attempt_timeout > 0:
             raise ConfigError(f"client_attempt_timeout: must be positive seconds or null, "
                               f"not {self.client_attempt_timeout}")
@@ -350,6 +358,7 @@ class RunConfig:
         if isinstance(node, dict):  # node fields added later within version 2: absent = default
             kwargs["node"] = {**node, **{k: v for k, v in NODE_ADDED.items() if k not in node}}
         kwargs.setdefault("member_reads", False)
+        kwargs.setdefault("hash_check_interval", None)
         if kwargs.get("version", CONFIG_VERSION) == 1:
             for name, value in V1_PARAMETERS.items():
                 kwargs.setdefault(name, copy.deepcopy(value))
@@ -366,7 +375,7 @@ class RunConfig:
         for name, typ in types.items():
             if name in kwargs and (not isinstance(kwargs[name], typ) or isinstance(kwargs[name], bool)):
                 raise ConfigError(f"{name}: expected {getattr(typ, '__name__', 'a number')}, got {kwargs[name]!r}")
-        for name in ("rate", "check_timeout", "client_attempt_timeout", "wall_budget"):
+        for name in ("rate", "check_timeout", "client_attempt_timeout", "wall_budget", "hash_check_interval"):
             v = kwargs.get(name)
             if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
                 raise ConfigError(f"{name}: expected a number or null, got {v!r}")

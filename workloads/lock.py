@@ -63,7 +63,8 @@ class _Idle(Base):
 class LockWorkload:
     """See the module docstring."""
 
-    checkers: tuple[str, ...] = ("lock",)
+    # members: the periodic HashKV checks of every member (workloads.hashcheck)
+    checkers: tuple[str, ...] = ("lock", "members")
 
     def __init__(self, fenced: bool, lockers: int = LOCKERS, ttl: int = TTL) -> None:
         self.fenced = fenced

@@ -13,6 +13,10 @@ Phases of a run (times are seconds since the workload began, the history's time 
 5. member reads (``member_reads``): each key read from every member on its own, once that
    member has caught up (``workloads.memberreads``).
 
+Through all phases, where the run asks for it (``hash_check_interval``) and the target can,
+a harness process asks every member for HashKV at the leader's revision every few seconds
+(``workloads.hashcheck``: etcd's periodic corruption check, recorded as ``hash_kv`` ops).
+
 A workload may also run long-lived tasks beside the worker threads (watch streams, lease
 keepalives, compactions): if it has ``async background(env: Background)``, that runs from
 the start of the main phase until recovery is over (``env.stop`` is then set and the task
@@ -43,6 +47,7 @@ from kvcheck.workloads.clientpause import ClientGates
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import substream
 from kvcheck.workloads.generator import Context, Generator, OpSpec, Wait
+from kvcheck.workloads.hashcheck import HashChecker, HashCheckTarget, TimerHashCheckTarget
 from kvcheck.workloads.nemesis import FaultTarget, Nemesis
 from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.workload import WorkloadLike, make_workload
@@ -114,6 +119,9 @@ class RunnerOptions:
     # None: the final reads are one pass, whatever they got (see Runner._recovery_reads), and
     # a member down or behind at the member reads is not asked again (memberreads).
     recovery_bound: float | None = None
+    # Seconds between rounds of the periodic HashKV check of every member (workloads.hashcheck);
+    # None: none.
+    hash_check_interval: float | None = None
 
 
 @dataclass
@@ -128,6 +136,7 @@ class Runner:
     on_phase: Callable[[str], None] | None = None
     background_rng: random.Random | None = None
     member_reads: dict[str, Any] = field(default_factory=dict)  # what the member reads did
+    hash_checks: dict[str, Any] = field(default_factory=dict)  # what the periodic HashKV checks did
     _changed: trio.Event = field(default_factory=trio.Event)
     _processes: dict[int, int] = field(default_factory=dict)  # thread -> current process
     _freed: set[int] = field(default_factory=set)  # threads whose op completed
@@ -137,6 +146,30 @@ class Runner:
         self._changed = trio.Event()
 
     async def run(self) -> PhaseTimes:
+        interval = self.options.hash_check_interval
+        if interval is None:
+            return await self._run_with_background()
+        checker = HashChecker(self.target, self.recorder, interval, self.options.client_timeout)
+        if isinstance(self.target, TimerHashCheckTarget):
+            checker.start_timers()
+            try:
+                return await self._run_with_background()
+            finally:
+                checker.stop.set()
+                self.hash_checks = checker.info()
+        if not isinstance(self.target, HashCheckTarget):
+            self.hash_checks = {"skipped": "the target cannot ask each member for HashKV"}
+            return await self._run_with_background()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(checker.run)
+            try:
+                times = await self._run_with_background()
+            finally:
+                checker.stop.set()  # the round under way ends; no op is left open
+        self.hash_checks = checker.info()
+        return times
+
+    async def _run_with_background(self) -> PhaseTimes:
         background = getattr(self.workload, "background", None)
         if background is None:
             return await self._run()
@@ -415,7 +448,8 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
                             recovery_quiet=config.recovery_quiet,
                             final_read_time=config.final_read_time,
                             member_reads=config.member_reads,
-                            recovery_bound=config.recovery_bound())
+                            recovery_bound=config.recovery_bound(),
+                            hash_check_interval=config.hash_check_interval)
     runner = Runner(target, workload, recorder, nemesis, options, substream(config.seed, "generator"),
                     on_phase=on_phase, background_rng=substream(config.seed, "background"))
     times = await runner.run()
@@ -423,4 +457,6 @@ async def drive(target: Target, config: RunConfig, recorder: Recorder,
             "faults_healed": dict(nemesis.healed)}
     if config.member_reads:
         info["member_reads"] = runner.member_reads
+    if config.hash_check_interval is not None:
+        info["hash_checks"] = runner.hash_checks
     return info

@@ -25,7 +25,9 @@ when none are named) and the parameters that shape a run:
   third of the seeds (etcd before 3.5), election timeouts of 3 to 5 ticks in a quarter;
 - rare-path perturbation probabilities (``sim.perturb``; slow disks in a fifth of the seeds);
 - cluster size, client concurrency, rate, client timeouts (with per-attempt retries of the
-  same request id) and, for kv, the number of keys.
+  same request id) and, for kv, the number of keys;
+- the interval of the harness's periodic HashKV check of every member (``workloads.hashcheck``;
+  its own substream).
 
 Options given explicitly on the command line are kept (``pinned``). Everything drawn is
 written into the config itself (config.json), plus a ``swarm`` record of the draw, so a
@@ -192,6 +194,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
     share = STALE_LEADER_SHARE[bool(schedule.get("burst"))]
     if "partition" in kinds and substream(config.seed, "swarm-stale-leader").random() < share:
         schedule["stale_leader"] = True
+    # The harness's periodic HashKV check (workloads.hashcheck): 0.5 to 3 s between rounds,
+    # from a substream of its own.
+    put("hash_check_interval", round(substream(config.seed, "swarm-hash-check").uniform(0.5, 3.0), 3))
     config.swarm = {"pool": pool, "schedule": schedule, "pinned": sorted(pinned), "drawn": drawn}
     config.schedule = []
     return config

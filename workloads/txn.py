@@ -77,7 +77,8 @@ class TxnWorkload:
     # same request id (the simulation's client; etcd's client retries the same way). The
     # store's session table must answer such a retry without applying it twice.
     attempt_timeout: float | None = 0.25
-    checkers: tuple[str, ...] = ("txn",)
+    # members: the periodic HashKV checks of every member (workloads.hashcheck)
+    checkers: tuple[str, ...] = ("txn", "members")
     name: str = ""
     _active: list[int] = field(default_factory=list)
     _next_key: int = 0

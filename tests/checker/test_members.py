@@ -119,3 +119,61 @@ def test_a_member_that_answers_none_of_its_reads_for_the_recovery_bound_is_unava
     # a member whose ordinary (caught-up) read was ok is not unavailable either
     ok = member_reads([(4, "k0", 3, 40, {})])
     assert get_checker("members").check(ok + asked(4, tries, start=len(ok)), options).valid is True
+
+
+def hash_checks(rows: list[tuple[int, int, str, dict[str, int] | None]]) -> list[Op]:
+    """The harness's periodic HashKV answers (workloads.hashcheck): (member, revision asked,
+    outcome, ok value or None) -> invoke/completion pairs of process "hash-check"."""
+    ops: list[Op] = []
+    for member, rev, outcome, value in rows:
+        ops.append(Op("invoke", "hash_kv", {"revision": rev}, "hash-check", node=member))
+        ops.append(Op(outcome, "hash_kv", value, "hash-check", node=member,
+                      error=None if outcome == "ok" else "future_rev"))
+    for i, op in enumerate(ops):
+        op.index = op.position = i
+    return ops
+
+
+def hkv(rev: int, compact: int, h: int) -> dict[str, int]:
+    return {"revision": rev, "compact_revision": compact, "hash": h}
+
+
+def test_hash_checks_that_agree_at_each_revision_and_compact_revision_are_valid() -> None:
+    ops = hash_checks([
+        (1, 50, "ok", hkv(50, 0, 7)), (2, 50, "ok", hkv(50, 0, 7)),
+        (3, 50, "fail", None),  # n3 had not applied revision 50: an error, never a hash
+        (1, 80, "ok", hkv(80, 60, 9)),
+        (2, 80, "ok", hkv(80, 70, 11)),  # another compact revision: not comparable (etcd skips it)
+        (3, 90, "ok", hkv(90, 70, 12)), (1, 90, "ok", hkv(90, 70, 12)),
+    ])
+    result = check(ops)
+    assert result.valid is True
+    assert result.detail["hash_kv_answers"] == 6
+    assert get_checker("members").reads(ops[0])
+
+
+def test_hash_checks_with_two_hashes_at_one_revision_and_compact_revision_are_a_mismatch() -> None:
+    ops = hash_checks([
+        (1, 50, "ok", hkv(50, 20, 7)), (2, 50, "ok", hkv(50, 20, 7)), (3, 50, "ok", hkv(50, 20, 8)),
+        (1, 60, "ok", hkv(60, 20, 5)), (1, 60, "ok", hkv(60, 20, 6)),  # one member, two answers
+    ])
+    result = check(ops)
+    assert result.valid is False
+    a, b = result.anomalies
+    assert a.kind == b.kind == "hash-mismatch"
+    assert "revision 50 with compact revision 20" in a.explanation
+    assert "n1, n2 HashKV 7 (op 1, 3)" in a.explanation and "n3 HashKV 8 (op 5)" in a.explanation
+    assert a.detail == {"revision": 50, "compact_revision": 20, "hashes": {"7": ["1", "2"], "8": ["3"]}}
+    assert sorted(a.ops) == [1, 3, 5]
+    assert b.detail["hashes"] == {"5": ["1"], "6": ["1"]}
+
+
+@pytest.mark.parametrize("value,match", [
+    (7, "value must be an object"),
+    ({"revision": 50, "hash": 7}, "compact_revision must be an integer"),
+    ({"revision": 50, "compact_revision": 0, "hash": "x"}, "hash must be an integer"),
+])
+def test_a_malformed_hash_check_answer_names_its_field(value: Any, match: str) -> None:
+    ops = hash_checks([(1, 50, "ok", value)])
+    with pytest.raises(HistoryError, match=match):
+        check(ops)

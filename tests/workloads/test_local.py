@@ -36,6 +36,10 @@ def test_local_target_every_supported_fault(tmp_path: Path) -> None:
         assert proxy["dropped_blocked"] > 0  # the proxy really cut the links
     assert (out.run_dir / "cluster-events.log").is_file()
     assert any(p.name.startswith("node") for p in out.run_dir.iterdir())
+    # the periodic HashKV checks (workloads.hashcheck) asked every member over its endpoint
+    assert run["hash_checks"]["rounds"] >= 5 and run["hash_checks"]["answers"]["ok"] >= 5
+    assert len({op.node for op in out.execution.ops if op.f == "hash_kv" and op.type == "ok"}) >= 5
+    assert out.results["checkers"]["members"]["hash_kv_answers"] == run["hash_checks"]["answers"]["ok"]
     # no server process of the run survives it
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert run["cluster_dir"] not in ps

@@ -90,7 +90,7 @@ def test_vote_not_durable_is_caught_by_the_member_reads(tmp_path: Path) -> None:
     bad = run_once(exposure_config("vote_not_durable", 13, "vote_not_durable"), tmp_path, progress=False)
     assert bad.results["bugs"]["fired"]["vote_not_durable"] > 0
     kinds = {a["kind"] for a in bad.results["checkers"]["members"]["anomalies"]}
-    assert kinds == {"divergent-members"}
+    assert "divergent-members" in kinds  # (and the periodic HashKV checks: hash-mismatch)
     clean = run_once(exposure_config(None, 13, "vote_not_durable"), tmp_path, progress=False)
     assert clean.results["valid"] is True
 

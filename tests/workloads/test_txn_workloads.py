@@ -74,7 +74,7 @@ def test_no_session_dedup_is_caught_as_duplicate_elements(tmp_path: Path) -> Non
 
 def test_workload_shapes() -> None:
     w = make_workload("append", keys=4)
-    assert w.checkers == ("txn",)
+    assert w.checkers == ("txn", "members")
     assert w.check_options() == {"consistency_model": "strict-serializable", "extra": {"txn_kind": "append"}}
     sr = make_workload("append-serializable-reads", keys=4)
     assert sr.name == "append-serializable-reads"

@@ -41,6 +41,6 @@ def test_lease_expiry_local_is_caught_by_the_member_reads(tmp_path: Path) -> Non
     bad = run_once(exposure_config("lease_expiry_local", 30, "lease_expiry_local"), tmp_path, progress=False)
     assert bad.results["bugs"]["fired"]["lease_expiry_local"] > 0
     kinds = {a["kind"] for a in bad.results["checkers"]["members"]["anomalies"]}
-    assert kinds == {"divergent-members"}
+    assert "divergent-members" in kinds  # (and the periodic HashKV checks: hash-mismatch)
     clean = run_once(exposure_config(None, 30, "lease_expiry_local"), tmp_path, progress=False)
     assert clean.results["valid"] is True

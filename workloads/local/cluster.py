@@ -43,6 +43,7 @@ from kvcheck.reference import cluster as rc
 from kvcheck.reference.client import Client, ClientConfig, ClientError
 from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.hashcheck import HashKVError
 from kvcheck.workloads.kvclient import KVRegisterClient
 from kvcheck.workloads.local.proxy import FaultProxy, open_listener
 from kvcheck.workloads.realcluster import ProcessCluster, execute_real
@@ -181,6 +182,27 @@ class LocalCluster(ProcessCluster):
             return None
         best = max((statuses[i]["term"], i) for i in statuses if statuses[i].get("role") == "leader")
         return best[1]
+
+    # -- the periodic hash check (workloads.hashcheck), through each member's endpoint ---
+
+    async def hash_revision(self) -> int | None:
+        statuses = await self._statuses()
+        leaders = [(s["term"], s["revision"]) for s in statuses.values() if s.get("role") == "leader"]
+        return int(max(leaders)[1]) if leaders else None
+
+    async def member_hash_kv(self, member: int, revision: int) -> dict[str, int] | None:
+        assert self._status_client is not None
+        self._note_exits()
+        node = self.nodes.get(member)
+        if node is None or rc.process_state(node.info) != "running":
+            return None
+        try:
+            body = await self._status_client.hash_kv(node.info.client, revision)
+        except ClientError as exc:
+            raise HashKVError(exc.code.value) from None
+        # the wire leaves out fields at their zero value, as protobuf does
+        return {"revision": int(body.get("hash_revision", 0)), "compact_revision": int(body.get("compact_revision", 0)),
+                "hash": int(body.get("hash", 0))}
 
     def _progress(self, status: dict[str, Any]) -> tuple[Any, int, int]:
         return status.get("leader"), status["commit"], status["applied"]

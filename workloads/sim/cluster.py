@@ -58,6 +58,7 @@ from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import deterministic_trio, substream
 from kvcheck.workloads.execution import group_findings
+from kvcheck.workloads.hashcheck import HashKVError
 from kvcheck.workloads.kvclient import KVRegisterClient
 from kvcheck.workloads.recorder import Recorder
 from kvcheck.workloads.runner import drive
@@ -774,6 +775,30 @@ class SimCluster:
             return None
         resp = slot.node.hash_kv(0)
         return int(resp.header.revision), int(resp.hash)
+
+    # -- the periodic hash check (workloads.hashcheck) -------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.scheduler.call_at(self.scheduler.current_time() + delay, callback)
+
+    def hash_revision_now(self) -> int | None:
+        best: tuple[int, int] | None = None  # (term, revision) of the newest leader
+        for i in self.node_ids:
+            slot = self.slots[i]
+            if slot.state == "up" and slot.node is not None and slot.node.running and slot.node.is_leader:
+                best = max(best or (-1, 0), (int(slot.node.term), int(slot.node.kv.revision)))
+        return None if best is None else best[1]
+
+    def member_hash_kv_now(self, member: int, revision: int) -> dict[str, int] | None:
+        slot = self._slot(member)
+        if slot is None or slot.state != "up" or slot.node is None or not slot.node.running:
+            return None
+        try:
+            resp = slot.node.hash_kv(revision)
+        except WireError as exc:
+            raise HashKVError(exc.code.value) from None
+        return {"revision": int(resp.hash_revision), "compact_revision": int(resp.compact_revision),
+                "hash": int(resp.hash)}
 
     def member_kv_client(self, process: int, member: int) -> SimClient:
         """A store client whose every request goes to ``member`` only (the watch-family
