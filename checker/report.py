@@ -44,6 +44,7 @@ from typing import Any
 
 from kvcheck.checker import dot as dotmod
 from kvcheck.checker.history import Op, pair_calls
+from kvcheck.checker.members import HASH_KV_F
 
 VALUE_CHARS = 80  # values on the timeline are cut to this many characters
 TABLE_VALUE_CHARS = 200
@@ -322,7 +323,7 @@ def _faults(ops: Sequence[Op], ids: Sequence[int], x_of: Any, x_max: int) -> tup
     groups: list[list[int]] = []
     waiting: dict[Any, list[int]] = {}  # f -> the event still expecting its completion
     for i, op in enumerate(ops):
-        if not op.is_nemesis:
+        if not op.is_nemesis or op.f == HASH_KV_F:  # the periodic hash checks: no fault
             continue
         try:
             f_key: Any = op.f

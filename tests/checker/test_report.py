@@ -149,6 +149,18 @@ def test_faults_of_several_kinds_open_bands_and_lone_events() -> None:
     assert "stop with no start" in events["stop-pause"]["value"]
 
 
+def test_periodic_hash_checks_are_not_drawn_as_fault_events() -> None:
+    ops = build([
+        ("hash-check", "invoke", "hash_kv", {"revision": 3}, 1),
+        ("hash-check", "ok", "hash_kv", {"revision": 3, "compact_revision": 0, "hash": 7}, 2),
+        ("nemesis", "info", "compact", 17, 3),
+        (0, "invoke", "read", None, 4), (0, "ok", "read", None, 5),
+    ])
+    tl = embedded(report.render_report(ops, valid_results(), title="t")[0])["timeline"]
+    assert tl["faults"] == []
+    assert [e["f"] for e in tl["nemesisEvents"]] == ["compact"]
+
+
 def test_project_nemesis_pairs_interleaved_with_dict_values() -> None:
     """workloads.nemesis records invoke/info pairs with object values; another nemesis op
     may come between an invocation and its completion."""

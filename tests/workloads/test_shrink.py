@@ -13,7 +13,7 @@ from typing import Any
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.regress import anomalies_of, checkers_verdict
 from kvcheck.workloads.run import replay_run_dir, run_once
-from kvcheck.workloads.shrink import shrink_run
+from kvcheck.workloads.shrink import count_ops, shrink_run
 
 
 def test_shrink_keeps_the_anomaly_with_fewer_faults_and_replays(tmp_path: Path) -> None:
@@ -80,3 +80,16 @@ def test_shrink_tries_other_seeds_when_removing_any_fault_loses_the_anomaly_on_t
     assert s.ddmin_faults(seeds=8) is True
     assert [f.kind for f in s.best.schedule] == ["kill"] and s.best.seed == 9
     assert s.steps == ["faults 3 -> 1 (seed 5 -> 9)"]
+
+
+def test_count_ops_counts_client_completions_only(tmp_path: Path) -> None:
+    lines = [
+        {"process": 0, "type": "invoke", "f": "read"}, {"process": 0, "type": "ok", "f": "read"},
+        {"process": "nemesis", "type": "info", "f": "start-kill"},
+        {"process": "hash-check", "type": "invoke", "f": "hash_kv"},
+        {"process": "hash-check", "type": "ok", "f": "hash_kv"},
+        {"process": 1, "type": "invoke", "f": "write"}, {"process": 1, "type": "info", "f": "write"},
+    ]
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(json.dumps(op) + "\n" for op in lines))
+    assert count_ops(history) == 2
