@@ -35,7 +35,8 @@ when not found, ``lease-revoke``; README "Lease histories"):
 - ``lease:keepalive-early-expiry``: a keepalive answered TTL 0 (expired or unknown) before TTL
   had passed since the invocation of a renewal or grant that completed before it was invoked
   (the keepalive form of early expiry: a member answering from a lessor that is not the
-  cluster's, e.g. a deposed leader; skipped across clock faults);
+  cluster's, e.g. a deposed leader; skipped across clock faults and once a revoke of the
+  lease was invoked before the answer);
 - ``lease:renewed-after-expiry``: a keepalive answered TTL > 0 though it was invoked more than
   TTL after the last renewal completed and the same raft term (one leadership, one lessor
   clock) answered both, with no other keepalive in flight and no clock fault in between;
@@ -58,6 +59,15 @@ from kvcheck.checker.history import Call, Op, pair_calls
 from kvcheck.checker.watch import _OutOfTime, _Run
 
 NS = 1e9
+
+
+def _revoke_invocations(calls: Sequence[Call]) -> dict[int, list[int]]:
+    """Lease -> the history positions of its revokes' invocations (any outcome)."""
+    revokes: dict[int, list[int]] = {}
+    for c in calls:
+        if c.f == "lease-revoke" and isinstance(c.invoke.value, int):
+            revokes.setdefault(c.invoke.value, []).append(c.invoke.position)
+    return revokes
 
 
 class LeaseChecker(CheckerBase):
@@ -168,12 +178,16 @@ class LeaseChecker(CheckerBase):
         # everything committed before it answers a keepalive, so it knows an acknowledged
         # grant. An answer computed before that TTL ran out (no later than the completion) is
         # a member that answered from a lessor that is not the cluster's (a deposed leader, a
-        # leader that has not applied the grant yet). Not judged across clock faults.
+        # leader that has not applied the grant yet). Not judged across clock faults, nor once
+        # a revoke of the lease was invoked before the answer (any outcome: it may have applied).
+        revoke_invoked = _revoke_invocations(calls)
         for c in keepalives:
             done = c.completion
             assert done is not None
             lease = c.invoke.value
             if not (isinstance(done.value, int) and done.value <= 0) or lease not in ttl:
+                continue
+            if any(p < done.position for p in revoke_invoked.get(lease, [])):
                 continue
             k_inv, k_done = (c.invoke.time or 0) / NS, (done.time or 0) / NS
             prior = [r[0] for r in renewals.get(lease, []) if r[1] < k_inv]
@@ -350,10 +364,7 @@ class LeaseChecker(CheckerBase):
         later than the call's completion d, is at least floor(r + TTL - d) whole seconds
         (etcd truncates); -1 (gone) is too little unless a revoke of the lease was invoked
         before (``lease:timetolive-remaining``). Not judged across clock faults."""
-        revokes: dict[int, list[int]] = {}  # lease -> invoke positions of its revokes (any outcome)
-        for c in calls:
-            if c.f == "lease-revoke" and isinstance(c.invoke.value, int):
-                revokes.setdefault(c.invoke.value, []).append(c.invoke.position)
+        revokes = _revoke_invocations(calls)
         for c in calls:
             done = c.completion
             lease = c.invoke.value

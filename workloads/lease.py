@@ -10,14 +10,25 @@ linearizable. The lease checker (kvcheck.checker.lease) and the watch checker ju
 How: a few lessors (background tasks, one process each) loop: grant a lease with a TTL of
 2 or 3 s (``lease-grant``, ok value = TTL, ``lease`` = its id, ``revision``), put the
 lessor's own keys ``l/s<slot><a|b>`` attached to it (``put`` with a ``lease`` field), then
-either keep it alive for a while and revoke it (``lease-revoke``), or stop the keepalives
+either keep it alive for a while and revoke it (``lease-revoke``; in half the revokes an
+admin's client, another process, revokes it: ``etcdctl lease revoke`` while the holder runs),
+or stop the keepalives
 and let it expire (then one more keepalive after the lease must have expired must answer
 TTL 0), or keep it alive for a while and then let it go (``MODES``, drawn at random; in
 every run some lessor keeps its first lease alive: ``LeaseWorkload.first_mode``). Keepalives (``lease-keepalive``,
 value = lease id, ok value = the TTL answered, 0: not found) run every TTL/3, some followed
 by a LeaseTimeToLive with keys (``lease-timetolive``: ok value = the remaining TTL, -1 once the
-lease is gone; ``granted_ttl``, ``keys``), as is half the revokes. After a revoke that
-completed, and after the last keepalive of an expired lease answered TTL 0, a lessor now and
+lease is gone; ``granted_ttl``, ``keys``), as is half the revokes. A revoke does not stop the
+holder's keepalive loop (etcd's clientv3 ``KeepAlive`` runs until an answer says TTL <= 0): after
+the revoke completed it sends keepalives on the loop's own phase (0 to TTL/3 s later, then every
+TTL/3) until one answers TTL 0, at most ``AFTER_REVOKE_KEEPALIVES`` times, so a leader that
+renews a lease whose revoke committed (a new leader answering before it applied what its
+predecessor committed, a deposed leader that still believes it leads) shows as a keepalive answered TTL > 0 after the revoke completed
+(``lease:keepalive-after-revoke``). In half the kept-alive leases a co-holder (another process,
+a second replica of the owner) runs its own keepalive loop for the lease on its own phase, until
+the lessor lets the lease go or an answer says TTL 0 (after a revoke too): keepalives of one lease
+from clients whose requests reach different members (a deposed leader among them). Those draws
+come from a substream of their own. After a revoke that completed, and after the last keepalive of an expired lease answered TTL 0, a lessor now and
 then puts one of its keys with the dead lease (``put`` with a ``lease`` field; drawn from a
 substream of its own, ``DEAD_PUT_SHARE``): the store must refuse it when it applies the put
 (etcd: "requested lease not found", a ``fail``), and a store that answers an apply-time error
@@ -58,6 +69,13 @@ from kvcheck.workloads.watch import KVHandle, WatchWorkload, kv_json
 TTLS = (2, 3)
 MODES = ("revoke", "expire", "keep-then-expire")  # what a lessor does with a lease (module text)
 DEAD_PUT_SHARE = 0.5  # of revoked / expired leases a lessor then puts a key with (module text)
+# The share of revokes an admin's client sends instead of the lease's holder, and how many
+# keepalives the holder's loop sends at most after a revoke completed (until one answers TTL 0).
+ADMIN_REVOKE_SHARE = 0.5
+AFTER_REVOKE_KEEPALIVES = 3
+# The share of kept-alive leases a co-holder (another process: a second replica of the lease's
+# owner) also keeps alive, on its own phase, until it lets the lease go or an answer says TTL 0.
+CO_HOLDER_SHARE = 0.5
 
 
 def lease_bound(node: NodeConfig | None = None, etcd: dict[str, Any] | None = None) -> dict[str, float]:
@@ -177,7 +195,16 @@ class LeaseWorkload(WatchWorkload):
             await lessor.run()
         finally:
             with trio.CancelScope(shield=True):
-                await lessor.client.aclose()
+                await lessor.aclose()
+
+
+class _CoHolder:
+    """A co-holder's loop for one lease (``_Lessor.co_hold``): ``stop`` (the lessor lets the
+    lease go), ``revoked`` (its revoke was sent) and ``done`` (the loop ended, or never ran)."""
+
+    def __init__(self, lease: int, ttl: int) -> None:
+        self.lease, self.ttl = lease, ttl
+        self.stop, self.revoked, self.done = trio.Event(), trio.Event(), trio.Event()
 
 
 class _Lessor:
@@ -192,22 +219,42 @@ class _Lessor:
         self.client = env.target.kv_client(self.process)
         # its own substream, so every other draw of the lessor stays what it was
         self.dead_rng = substream(workload.seed, "lease-dead-put", slot)
+        # the clients of the admin and of the co-holder (each its own process, opened at its
+        # first op), and the draws of who revokes, of co-holders and of the keepalives after a
+        # revoke (a substream of their own: the lessor's other draws stay as they were)
+        self.others: dict[str, tuple[int, Any]] = {}
+        self.after_rng = substream(workload.seed, "lease-after-revoke", slot)
+        self.co: _CoHolder | None = None  # the current lease's co-holder loop
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        for _, client in self.others.values():
+            await client.aclose()
 
     async def call(self, f: str, value: Any, fn: Any, *, key: Any = None,
-                   extra: dict[str, Any] | None = None) -> tuple[str, Any]:
+                   extra: dict[str, Any] | None = None, who: str = "holder") -> tuple[str, Any]:
+        """Record one op: ``fn(client)`` on the client of ``who``: the lessor (``holder``),
+        the ``admin`` or the ``co-holder``."""
         rec = self.env.recorder
-        inv = rec.invoke(self.process, f, value, key=key, extra=extra)
+        if who != "holder" and who not in self.others:
+            fresh = self.env.new_process()
+            self.others[who] = (fresh, self.env.target.kv_client(fresh))
+        process, client = self.others[who] if who != "holder" else (self.process, self.client)
+        inv = rec.invoke(process, f, value, key=key, extra=extra)
         try:
             with trio.fail_after(self.env.client_timeout):
-                typ, out, more = await fn()
+                typ, out, more = await fn(client)
         except CALL_ERRORS as exc:
             typ, error = call_outcome(exc)
             rec.complete(inv, typ, value, error=error, extra=extra)
             if typ == "fail":
                 return "fail", None
-            await self.client.aclose()  # an info op retires the process
-            self.process = self.env.new_process()
-            self.client = self.env.target.kv_client(self.process)
+            await client.aclose()  # an info op retires the process
+            fresh = self.env.new_process()
+            if who != "holder":
+                self.others[who] = (fresh, self.env.target.kv_client(fresh))
+            else:
+                self.process, self.client = fresh, self.env.target.kv_client(fresh)
             return "info", None
         rec.complete(inv, typ, out, extra={**(extra or {}), **more})
         return typ, out
@@ -219,6 +266,14 @@ class _Lessor:
         return not self.env.stop.is_set()
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._run(nursery)
+            finally:
+                if self.co is not None:
+                    self.co.stop.set()  # the run is ending: so is the co-holder's loop
+
+    async def _run(self, nursery: trio.Nursery) -> None:
         w, rng = self.w, self.rng
         first = True
         while not self.env.stop.is_set():
@@ -236,7 +291,11 @@ class _Lessor:
             if first:
                 first = False
                 mode = w.first_mode(mode)
-            if mode in ("revoke", "keep-then-expire"):
+            co = self.co = _CoHolder(lease, ttl)
+            if mode in ("revoke", "keep-then-expire") and self.after_rng.random() < CO_HOLDER_SHARE:
+                nursery.start_soon(self.co_hold, co)
+            else:
+                co.done.set()
                 until = trio.current_time() + rng.uniform(ttl, 3 * ttl)
                 while trio.current_time() < until:
                     if not await self.sleep(ttl / 3):
@@ -245,12 +304,19 @@ class _Lessor:
                     if rng.random() < 0.3:
                         await self.time_to_live(lease)
             if mode == "revoke":
-                typ, _ = await self.call("lease-revoke", lease, functools.partial(self._revoke, lease))
+                who = "admin" if self.after_rng.random() < ADMIN_REVOKE_SHARE else "holder"
+                typ, _ = await self.call("lease-revoke", lease, functools.partial(self._revoke, lease), who=who)
+                co.revoked.set()
                 if typ == "ok" and rng.random() < 0.5:
                     await self.time_to_live(lease)  # gone: TTL -1
                 if typ == "ok":
                     await self.dead_put(lease)
+                if not await self.keepalive_until_gone(lease, ttl):
+                    return
+                await co.done.wait()
             else:  # let it expire, then ask once more: TTL 0
+                co.stop.set()  # the co-holder lets it go too (after its keepalive in flight)
+                await co.done.wait()
                 edge = self.rng.random()
                 if edge < 0.5:
                     # a keepalive at the expiry's edge: the leader's clock for the lease started
@@ -269,20 +335,55 @@ class _Lessor:
                 if await self.keepalive(lease) == ("ok", 0):
                     await self.dead_put(lease)
 
-    async def _grant(self, ttl: int) -> tuple[str, Any, dict[str, Any]]:
-        g = await self.client.lease_grant(ttl)
+    async def co_hold(self, co: _CoHolder) -> None:
+        """A second holder's keepalive loop for the lessor's lease (another process keeping the
+        same lease alive, on its own phase, every TTL/3): until an answer says TTL <= 0, until
+        the lessor lets the lease go (``co.stop``), or, after the revoke (``co.revoked``), at most
+        ``AFTER_REVOKE_KEEPALIVES`` more."""
+        try:
+            wait, after = self.after_rng.uniform(0.0, co.ttl / 3), 0
+            while after < AFTER_REVOKE_KEEPALIVES:
+                with trio.move_on_after(wait):
+                    await co.stop.wait()
+                if co.stop.is_set() or self.env.stop.is_set():
+                    return
+                after += co.revoked.is_set()
+                typ, answer = await self.call("lease-keepalive", co.lease, functools.partial(self._keepalive, co.lease),
+                                              who="co-holder")
+                if typ == "ok" and isinstance(answer, int) and answer <= 0:
+                    return
+                wait = co.ttl / 3
+        finally:
+            co.done.set()
+
+    async def keepalive_until_gone(self, lease: int, ttl: int) -> bool:
+        """The holder's keepalive loop after a revoke (its own or the admin's): keepalives on
+        the loop's phase, 0 to TTL/3 s after the revoke, then every TTL/3, until one answers
+        TTL 0 (at most ``AFTER_REVOKE_KEEPALIVES``). False when the run asked to stop."""
+        wait = self.after_rng.uniform(0.0, ttl / 3)
+        for _ in range(AFTER_REVOKE_KEEPALIVES):
+            if not await self.sleep(wait):
+                return False
+            typ, answer = await self.call("lease-keepalive", lease, functools.partial(self._keepalive, lease))
+            if typ == "ok" and isinstance(answer, int) and answer <= 0:
+                break
+            wait = ttl / 3
+        return True
+
+    async def _grant(self, ttl: int, client: Any) -> tuple[str, Any, dict[str, Any]]:
+        g = await client.lease_grant(ttl)
         return "ok", g.ttl, {"lease": g.id, "revision": self.w._saw(g.header), "term": g.header.raft_term}
 
-    async def _put(self, key: str, value: int, lease: int) -> tuple[str, Any, dict[str, Any]]:
-        p = await self.client.put(key.encode(), encode_value(value), lease=lease)
+    async def _put(self, key: str, value: int, lease: int, client: Any) -> tuple[str, Any, dict[str, Any]]:
+        p = await client.put(key.encode(), encode_value(value), lease=lease)
         return "ok", value, {"revision": self.w._saw(p.header)}
 
-    async def _revoke(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
-        r = await self.client.lease_revoke(lease)
+    async def _revoke(self, lease: int, client: Any) -> tuple[str, Any, dict[str, Any]]:
+        r = await client.lease_revoke(lease)
         return "ok", lease, {"revision": self.w._saw(r.header)}
 
-    async def _keepalive(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
-        k = await self.client.lease_keepalive_response(lease)
+    async def _keepalive(self, lease: int, client: Any) -> tuple[str, Any, dict[str, Any]]:
+        k = await client.lease_keepalive_response(lease)
         # the answering leader's term: within one term one lessor clock ran (lease checker)
         return "ok", k.ttl, {"term": k.header.raft_term}
 
@@ -300,8 +401,8 @@ class _Lessor:
         await self.call("put", value, functools.partial(self._put, key, value, lease), key=key,
                         extra={"lease": lease})
 
-    async def _time_to_live(self, lease: int) -> tuple[str, Any, dict[str, Any]]:
-        r = await self.client.lease_time_to_live(lease, keys=True)
+    async def _time_to_live(self, lease: int, client: Any) -> tuple[str, Any, dict[str, Any]]:
+        r = await client.lease_time_to_live(lease, keys=True)
         return "ok", r.ttl, {"granted_ttl": r.granted_ttl, "keys": [k.decode("utf-8", "replace") for k in r.keys],
                              "term": r.header.raft_term}
 

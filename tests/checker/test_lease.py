@@ -268,12 +268,16 @@ def test_a_read_without_a_term_cannot_bound_the_elections_and_is_not_judged() ->
 
 
 def early_answer(*, answered_at: float = 1.6, ttl_answer: int = 0, clock_fault: bool = False,
-                 concurrent: bool = False) -> list[Op]:
+                 concurrent: bool = False, revoke: str | None = None) -> list[Op]:
     """Lease 7 (TTL 2) granted and renewed at 1.0-1.1 s; then a keepalive answered
     ``ttl_answer`` at ``answered_at`` (invoked 0.1 s before; ``concurrent``: invoked before the
-    renewal completed)."""
+    renewal completed). ``revoke``: another client (an admin) revoked lease 7 at 1.2-1.3 s
+    (``"ok"``) or its revoke invoked at 1.2 s timed out (``"info"``, at 1.9 s)."""
     h, op = recorder()
     lease_7_renewed_at_1_1(op)
+    if revoke is not None:
+        op(1.2, 9, "invoke", "lease-revoke", 7)
+        op(1.3 if revoke == "ok" else 1.9, 9, revoke, "lease-revoke", 7, revision=3)
     if clock_fault:
         op(1.2, "nemesis", "invoke", "start-clock", {})
         op(1.2, "nemesis", "info", "start-clock", {})
@@ -303,6 +307,19 @@ def test_a_keepalive_answered_expired_after_ttl_concurrent_or_across_a_clock_fau
     # TTL from the grant runs until 2.1 s, so an answer at 1.6 s is still early
     assert "lease:keepalive-early-expiry" in kinds(early_answer(concurrent=True))
     assert "lease:keepalive-early-expiry" not in kinds(early_answer(concurrent=True, answered_at=2.2))
+
+
+def test_a_keepalive_after_a_revoke_by_another_client_must_answer_ttl_0() -> None:
+    """The holder's keepalive loop runs on after an admin revoked its lease (etcd's clientv3
+    stops only at an answer of TTL <= 0): TTL 0 then is right, before TTL had run out since the
+    last renewal too, also after a revoke that timed out (it may have applied); TTL > 0 after
+    the revoke completed is a renewal of a revoked lease."""
+    for outcome in ("ok", "info"):
+        r = LeaseChecker().check(early_answer(revoke=outcome), OPTS)
+        assert r.valid is True, [a.to_json() for a in r.anomalies]
+    renewed = early_answer(revoke="ok", ttl_answer=2)
+    assert "lease:keepalive-after-revoke" in kinds(renewed)
+    assert "lease:keepalive-after-revoke" not in kinds(early_answer(revoke="info", ttl_answer=2))
 
 
 def _time_to_live(*, ttl: int = 2, granted: int = 2, keys: list[str] | None = None, after_revoke: bool = False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kvcheck.checker.api import CheckOptions, run_checkers
+from kvcheck.checker.history import pair_calls
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.lease import LeaseWorkload, lease_bound
 from kvcheck.workloads.run import Progress
@@ -59,11 +60,35 @@ def test_a_clean_run_under_every_fault_is_valid_and_exercises_leases() -> None:
     assert d["leases"] >= 5 and d["keepalives"] >= 10 and d["expiries_seen"] >= 1 and d["revokes"] >= 1
 
 
+def test_keepalive_loops_run_on_after_a_revoke_from_another_client() -> None:
+    """As etcd's clientv3 KeepAlive, a holder's keepalive loop ends only at an answer of TTL 0:
+    after a revoke (the holder's own or an admin's, another process) the holder, and a
+    co-holder (a second process keeping the same lease alive), keep sending keepalives for the
+    revoked lease, which a correct store answers TTL 0 (the lease checker flags TTL > 0:
+    ``lease:keepalive-after-revoke``). Seed 1 under every fault: 3 revokes, 2 of them the
+    admin's, 5 keepalives after them, 2 leases kept alive by two processes."""
+    ex, results = run(1, ALL_FAULTS, [])
+    assert all(r.valid for r in results.values())
+    granted_by = {op.extra["lease"]: op.process for op in ex.ops if op.f == "lease-grant" and op.type == "ok"}
+    revoked = {op.value: op for op in reversed(ex.ops) if op.f == "lease-revoke" and op.type == "ok"}
+    assert any(op.process != granted_by[lease] for lease, op in revoked.items())
+    after = [c.completion for c in pair_calls(ex.ops) if c.f == "lease-keepalive" and c.invoke.value in revoked
+             and c.invoke.position > revoked[c.invoke.value].position and c.completion is not None
+             and c.completion.type == "ok"]
+    assert after and all(op.value == 0 for op in after)
+    holders: dict[int, set[Any]] = {}
+    for op in ex.ops:
+        if op.f == "lease-keepalive" and op.type == "invoke":
+            holders.setdefault(op.value, set()).add(op.process)
+    assert any(len(p) > 1 for p in holders.values())
+
+
 def test_lease_expiry_local_is_caught() -> None:
-    # seed 16 under partition,kill: the leader's local deletes renumber the revisions around them
-    # (it was seed 3 until the lessors also asked LeaseTimeToLive, which moved every lease
-    # history; of seeds 1-8 only 3 caught it before, of 1-39 16 and 19 after)
-    _, results = run(16, ["partition", "kill"], ["lease_expiry_local"])
+    # seed 24 under partition,kill: the leader's local deletes renumber the revisions around them
+    # (earlier seeds 3, 16 and 9 moved as the lessors gained LeaseTimeToLive, keepalives after
+    # revokes with co-holders, and puts with dead leases; with all three the watch checker catches
+    # it at 3, 21 and 24 of seeds 1-24, and the periodic hash checks at more: test_hashcheck)
+    _, results = run(24, ["partition", "kill"], ["lease_expiry_local"])
     assert results["watch"].valid is False
     kinds = {a.kind for a in results["watch"].anomalies}
     assert "kv:read-state" in kinds
