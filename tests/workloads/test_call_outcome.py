@@ -55,7 +55,7 @@ def test_a_lessor_records_a_bad_response_as_info_and_goes_on_as_a_new_process() 
     lessor = _Lessor(LeaseWorkload(), env, 0)
     first = lessor.process
 
-    async def answered_with_an_error_object() -> Any:
+    async def answered_with_an_error_object(client: Any) -> Any:
         raise BadResponse("LeaseRevokeRequest answered with WireError, not LeaseRevokeResponse")
 
     assert trio.run(lessor.call, "lease-revoke", 7, answered_with_an_error_object) == ("info", None)

@@ -35,12 +35,13 @@ def test_a_clean_watch_family_run_reads_every_key_from_every_member(tmp_path: Pa
 
 
 def test_lease_expiry_local_is_caught_by_the_member_reads(tmp_path: Path) -> None:
-    # regress's lease_expiry_local exposure at seed 30: no watch event nor read showed the
-    # divergence; the member reads do (a deposed leader's HashKV differs from its followers'
-    # at the same applied index).
-    bad = run_once(exposure_config("lease_expiry_local", 30, "lease_expiry_local"), tmp_path, progress=False)
+    # regress's lease_expiry_local exposure at seed 9 (was 30 until the lease workload's dead-lease
+    # puts and keepalives after revokes moved its histories): no watch event nor read shows the
+    # divergence; the member reads do (a member's HashKV differs from the others' at the same
+    # applied index).
+    bad = run_once(exposure_config("lease_expiry_local", 9, "lease_expiry_local"), tmp_path, progress=False)
     assert bad.results["bugs"]["fired"]["lease_expiry_local"] > 0
     kinds = {a["kind"] for a in bad.results["checkers"]["members"]["anomalies"]}
     assert "divergent-members" in kinds  # (and the periodic HashKV checks: hash-mismatch)
-    clean = run_once(exposure_config(None, 30, "lease_expiry_local"), tmp_path, progress=False)
+    clean = run_once(exposure_config(None, 9, "lease_expiry_local"), tmp_path, progress=False)
     assert clean.results["valid"] is True
