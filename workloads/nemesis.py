@@ -61,6 +61,15 @@ Kinds and their parameters:
   it is elected, removed members running on for ``linger`` seconds; with ``split`` the network
   is cut along the old/new configuration boundary (``config_split``) the moment the first two
   changes applied on the leader. The stop op lists each change, its outcome and the split.
+  Half of the member faults (``learner_of``) add members as etcd recommends: ``member add
+  --learner``, then ``member promote`` retried until the learner is in sync; meanwhile the
+  learner may be cut off, crash, or be cut off together with the leader and a minority of
+  the voters (``LEARNER_TROUBLES``). A plain member fault with a learner on a target that can
+  grow the cluster adds the learner at the start and removes the target member at the stop
+  (the voters stay as many, an odd number, while the learner is one). Half of the churns
+  (``depose_of``) depose their leader the instant a follower acknowledged the first change
+  (cut off or killed, ``SimCluster.cut_at_conf_ack``) and send the next change to the new
+  leader the instant it is elected, with the old term's change still uncommitted.
 - client-pause: stall one client process of the harness (its operations and its lease
   keepalives) from start to stop; ``target`` ``holder`` (a client inside its critical
   section) or ``any``; the value records the client, its process and what it holds. Only
@@ -240,10 +249,54 @@ def churn_params(p: dict[str, Any]) -> dict[str, Any]:
     change and its outcome (the stop op)."""
     seed = int(p["seed"])
     if seed % 2 == 0:
-        return p
+        return {**p, **learner_of(seed)}
     return {**p, "mode": "churn", "changes": 2 + (seed >> 1) % 4, "high": 5 + (seed >> 3) % 3,
             "linger": round(0.1 * ((seed >> 5) % 20), 1),
-            "split": round(0.5 + 0.25 * ((seed >> 10) % 12), 2) if (seed >> 9) % 4 else 0.0}
+            "split": round(0.5 + 0.25 * ((seed >> 10) % 12), 2) if (seed >> 9) % 4 else 0.0,
+            **learner_of(seed), **depose_of(seed)}
+
+
+# What may happen to a member while it is a learner (``learner_of``): nothing but its catch-up,
+# its links cut (it cannot catch up: the promotion is refused until the cut heals), a crash and
+# restart, or a cut that leaves it on the leader's side, away from the other voters (a new
+# member placed in the leader's rack or zone, which then loses the rest).
+LEARNER_TROUBLES: tuple[str, ...] = ("none", "isolate", "crash", "with-leader")
+# How long the nemesis keeps asking to promote a learner (etcd refuses a learner that is not
+# in sync with the leader: ``member promote`` is retried, as an operator or operator script does).
+PROMOTE_TIMEOUT = 8.0
+
+
+def learner_of(seed: int) -> dict[str, Any]:
+    """A member fault's learner parameters, or nothing: half of the member adds go the way
+    etcd recommends, ``member add --learner``, then ``member promote`` once the learner has
+    caught up (retried while the leader answers "learner not in sync"). ``catch_up``: seconds
+    before the first promote; ``trouble`` (``LEARNER_TROUBLES``) and ``for`` (its seconds):
+    what happens to the learner meanwhile. A learner must not count toward commit or votes,
+    nor campaign, nor serve linearizable requests; with learners in the cluster for seconds,
+    a store that counts them shows it in the history (a write acknowledged on the leader's and
+    the learner's word alone is lost when the other voters elect). Drawn from the fault's
+    seed alone, so every other draw of a schedule stays as it was."""
+    r = random.Random(f"{seed}:learner")
+    if r.random() >= 0.5:
+        return {}
+    return {"learner": {"catch_up": round(r.uniform(0.0, 2.0), 2), "trouble": r.choice(LEARNER_TROUBLES),
+                        "for": round(r.uniform(0.5, 3.0), 2)}}
+
+
+def depose_of(seed: int) -> dict[str, Any]:
+    """A churn's deposed-leader sequence, or nothing (half of the churns): the churn's first
+    conf change is in flight (a follower has acknowledged it, the leader has not committed
+    it) when its leader is cut off (``how: isolate``, its messages held until the heal) or
+    killed (``kill``), at that instant; the churn's next change goes to the new leader the
+    instant it is elected (its first entry, and the old term's change, not yet committed:
+    a leader must not accept a conf change before its first entry of its term applied, the
+    single-server membership change bug Ongaro described on raft-dev in 2015; etcd's leader
+    sets its pending conf index to its last index on election). ``heal_after``: seconds until
+    the old leader is reconnected or restarted. Drawn from the fault's seed alone."""
+    r = random.Random(f"{seed}:depose")
+    if r.random() >= 0.5:
+        return {}
+    return {"depose": {"how": r.choice(("isolate", "kill")), "heal_after": round(r.uniform(1.0, 4.0), 2)}}
 
 
 def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = None) -> list[list[int]]:
@@ -847,6 +900,8 @@ class Nemesis:
         self._strobe_scope: trio.CancelScope | None = None
         # running churns: (changes done, finished, the split it made)
         self._churns: dict[int, tuple[list[dict[str, Any]], trio.Event | None, dict[str, Any]]] = {}
+        self._deposed: dict[int, dict[str, Any]] = {}  # running churns' deposed-leader sequences
+        self._own_cuts = 0  # cuts made by member faults (learner trouble, a deposed leader) now
         # Overlapping faults run in tasks of their own, but the history allows one open op per
         # process: their actions (invoke .. completion) take turns. (No lock otherwise, so a
         # schedule without overlaps runs exactly as it always has.)
@@ -1088,8 +1143,11 @@ class Nemesis:
         elif kind == "member" and p.get("mode") == "churn" and hasattr(t, "grow_member"):
             value = {"mode": "churn", "changes": p["changes"], "high": p["high"], "linger": p["linger"],
                      "split": p.get("split", 0.0), "members": list(t.node_ids)}
+            value.update({k: p[k] for k in ("learner", "depose") if k in p})
         elif kind == "member":
             value = {"node": (await self.resolve(p["target"], rng, leader, wait))[0]}
+            if "learner" in p and hasattr(t, "promote_member"):
+                value["learner"] = p["learner"]
         elif kind == "client-pause":
             # briefly: the time spent looking for a holder comes off the pause
             gate = await self.clients.pick(p["target"], rng, min(wait, 1.0))
@@ -1148,6 +1206,15 @@ class Nemesis:
                 await t.crash_disk(n, value["torn"])
         elif kind == "member" and value.get("mode") == "churn":
             self._start_churn(value)
+        elif kind == "member" and value.get("learner") and hasattr(t, "grow_member"):
+            # scale up first, the etcd way (a learner, promoted once in sync); the stop removes
+            # the target member: the voters stay as many as before (an odd number) meanwhile
+            grower: Any = t
+            value["added"] = added = await grower.grow_member(learner=True)
+            out = dict(value)
+            if added is not None:
+                out["learner"] = {**value["learner"], **await self._learner_phase(added, value["learner"])}
+            return out
         elif kind == "member":
             ok = await t.remove_member(value["node"])
             return {**value, "removed": ok}
@@ -1172,6 +1239,80 @@ class Nemesis:
 
     _nursery: trio.Nursery
 
+    def _partitioned(self) -> bool:
+        """Whether a partition fault, or a cut a member fault made (``_own_cuts``), holds the
+        network now: a member fault's cut is made and healed only when none is."""
+        return self._own_cuts > 0 or any(f.kind == "partition" for f, _ in self.active)
+
+    async def _learner_phase(self, member: int, lp: dict[str, Any], *, may_cut: bool = True) -> dict[str, Any]:
+        """``member`` was just added as a learner: let it catch up, with its ``trouble``
+        (``LEARNER_TROUBLES``; a cut only with ``may_cut`` and no partition fault active),
+        then promote it, retrying while the leader answers that it is not in sync (etcd's
+        ``member promote``) for at most ``PROMOTE_TIMEOUT`` seconds. What happened, for the
+        nemesis op's value."""
+        t: Any = self.target
+        trouble = str(lp.get("trouble", "none"))
+        out: dict[str, Any] = {"member": member, "trouble": trouble}
+        groups: list[list[int]] = []
+        if trouble in ("isolate", "with-leader") and (not may_cut or self._partitioned()):
+            out["trouble"] = trouble = "none"
+            out["note"] = "no cut: a partition, a split or another member fault holds the network"
+        if trouble == "isolate":
+            groups = [[member], [n for n in t.node_ids if n != member]]
+        elif trouble == "with-leader":
+            # the learner, the leader and as many other voters as a minority of the voters
+            # holds (with an odd number of voters: one short of a majority)
+            leader = await t.leader()
+            learners = set(t.learner_members()) if hasattr(t, "learner_members") else {member}
+            voters = [n for n in t.node_ids if n not in learners]
+            if leader is not None and leader in voters:
+                side = minority_side(leader, [n for n in voters if n != leader], len(voters))
+                groups = [sorted([*side, member]), [n for n in t.node_ids if n not in side and n != member]]
+        if groups and all(groups):
+            out["groups"] = groups
+            self._own_cuts += 1
+            await t.block_links(cut(groups))
+            await trio.sleep(float(lp["for"]))
+            self._own_cuts -= 1
+            if not self._partitioned():
+                await t.heal_links()
+        elif trouble == "crash":
+            await t.kill(member)
+            await trio.sleep(float(lp["for"]))
+            await t.restart(member)
+        else:
+            await trio.sleep(float(lp.get("catch_up", 0.0)))
+        out.update(await t.promote_member(member, PROMOTE_TIMEOUT))
+        return out
+
+    async def _depose(self, how: str) -> int | None:
+        """Depose the leader the instant a follower acknowledges its uncommitted conf change
+        (``depose_of``); the old leader, or None if that did not happen within 1 s."""
+        t: Any = self.target
+        if not hasattr(t, "cut_at_conf_ack"):
+            return None
+        if self._partitioned():
+            return None
+        isolate = how == "isolate"
+        self._own_cuts += 1
+        old: int | None = await t.cut_at_conf_ack(1.0, hold=isolate)
+        if old is not None and not isolate:
+            await t.kill(old)
+        if old is None or not isolate:
+            self._own_cuts -= 1
+            if not self._partitioned():
+                await t.heal_links()
+        return old
+
+    async def _undepose(self, old: int, how: str, after: float) -> None:
+        await trio.sleep(after)
+        if how == "kill":
+            await self.target.restart(old)
+            return
+        self._own_cuts -= 1
+        if not self._partitioned():
+            await self.target.heal_links()
+
     def _start_churn(self, value: dict[str, Any]) -> None:
         """Issue the churn's conf changes in the background (see ``churn_params``): each
         change is its own task, started ``gap`` after the previous one (or, after the
@@ -1182,6 +1323,8 @@ class Nemesis:
         finished = trio.Event()
         split: dict[str, Any] = {}
         self._churns[id(value)] = (done, finished, split)
+        deposed: dict[str, Any] = {}  # the deposed-leader sequence (depose_of), as it went
+        self._deposed[id(value)] = deposed
 
         before = list(t.node_ids)
         wave = min(2, int(value["changes"]))  # the split follows the first two changes
@@ -1191,7 +1334,7 @@ class Nemesis:
             know they committed yet), cut along the boundary between the configurations
             before and after them, unless a partition fault holds the network already."""
             groups = config_split(before, t.node_ids, await t.leader())
-            if not groups or any(f.kind == "partition" for f, _ in self.active):
+            if not groups or self._partitioned() or deposed:
                 return
             split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=value["split"])
             await t.block_links(cut(groups))
@@ -1199,9 +1342,17 @@ class Nemesis:
             if not any(f.kind == "partition" for f, _ in self.active):
                 await t.heal_links()
 
+        lp = value.get("learner")
+
         async def change(kind: str, node: int | None, n: trio.Nursery) -> None:
             at = round(self.recorder.now(), 3)
-            if kind == "add":
+            if kind == "add" and lp:
+                got = await t.grow_member(learner=True)
+                rec: dict[str, Any] = {"change": "add", "node": got, "ok": got is not None, "at": at}
+                if got is not None:
+                    rec["learner"] = {**lp, **await self._learner_phase(got, lp, may_cut=not value.get("split"))}
+                done.append(rec)
+            elif kind == "add":
                 got = await t.grow_member()
                 done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
             else:
@@ -1209,6 +1360,19 @@ class Nemesis:
                 done.append({"change": "remove", "node": node, "ok": ok, "at": at})
             if value.get("split") and len(done) == wave:
                 n.start_soon(cut_along_configs)
+
+        async def depose(n: trio.Nursery) -> bool:
+            """After the churn's first change: the deposed-leader sequence (``depose_of``);
+            True once a new leader was elected (the next change goes to it at once)."""
+            dp = value["depose"]
+            old = await self._depose(dp["how"])
+            deposed.update(how=dp["how"], leader=old, at=round(self.recorder.now(), 3))
+            if old is None:
+                return False
+            n.start_soon(self._undepose, old, dp["how"], float(dp["heal_after"]))
+            new = await t.leader_elected(5.0) if hasattr(t, "leader_elected") else await t.next_leader(5.0)
+            deposed["new_leader"] = new
+            return new is not None
 
         async def churn() -> None:
             removing: set[int] = set()  # members this burst is removing (never one twice)
@@ -1232,7 +1396,9 @@ class Nemesis:
                     if grow:
                         planned += 1
                         n.start_soon(change, "add", None, n)
-                        await trio.sleep(0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05))
+                        gap = 0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05)
+                        if not (i == 0 and value.get("depose") and await depose(n)):
+                            await trio.sleep(gap)
                         continue
                     planned -= 1
                     others = [i for i in t.node_ids if i != leader]
@@ -1247,7 +1413,9 @@ class Nemesis:
                     elif victim == leader and hasattr(t, "next_leader"):
                         await t.next_leader(5.0)
                     else:
-                        await trio.sleep(0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05))
+                        gap = 0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05)
+                        if not (i == 0 and value.get("depose") and await depose(n)):
+                            await trio.sleep(gap)
             finished.set()
 
         self._nursery.start_soon(churn)
@@ -1261,6 +1429,9 @@ class Nemesis:
         out: dict[str, Any] = {"changes_done": list(done), "members_now": list(self.target.node_ids)}
         if split:
             out["split"] = dict(split)
+        deposed = self._deposed.pop(id(value), {})
+        if deposed:
+            out["deposed"] = dict(deposed)
         return out
 
     def bind(self, nursery: trio.Nursery) -> None:
@@ -1304,6 +1475,14 @@ class Nemesis:
                 await t.restart(n)
         elif kind == "member" and value.get("mode") == "churn":
             outcome.update(await self._stop_churn(value))
+        elif kind == "member" and value.get("learner") and "added" in value:
+            if value["added"] is not None:  # back to as many members as before
+                outcome["removed"] = await t.remove_member(current_node(value["node"], t.node_ids))
+        elif kind == "member" and value.get("learner"):
+            adder: Any = t  # a target with promote_member adds learners (add_member's learner)
+            outcome["added"] = added = await adder.add_member(value["node"], learner=True)
+            if added is not None:
+                outcome["learner"] = {**value["learner"], **await self._learner_phase(added, value["learner"])}
         elif kind == "member":
             outcome["added"] = await t.add_member(value["node"])
         elif kind == "client-pause" and value.get("client") is not None:
