@@ -1285,17 +1285,18 @@ class Nemesis:
         out.update(await t.promote_member(member, PROMOTE_TIMEOUT))
         return out
 
+    async def _promote_in_churn(self, rec: dict[str, Any], member: int, lp: dict[str, Any], may_cut: bool) -> None:
+        rec["learner"] = {**lp, **await self._learner_phase(member, lp, may_cut=may_cut)}
+
     async def _depose(self, how: str) -> int | None:
         """Depose the leader the instant a follower acknowledges its uncommitted conf change
-        (``depose_of``); the old leader, or None if that did not happen within 1 s."""
+        (``depose_of``); the old leader, or None if that did not happen within 3 s."""
         t: Any = self.target
         if not hasattr(t, "cut_at_conf_ack"):
             return None
-        if self._partitioned():
-            return None
-        isolate = how == "isolate"
+        isolate = how == "isolate"  # (with another cut holding the network, whichever heals first heals both)
         self._own_cuts += 1
-        old: int | None = await t.cut_at_conf_ack(1.0, hold=isolate)
+        old: int | None = await t.cut_at_conf_ack(3.0, hold=isolate)
         if old is not None and not isolate:
             await t.kill(old)
         if old is None or not isolate:
@@ -1304,8 +1305,12 @@ class Nemesis:
                 await t.heal_links()
         return old
 
-    async def _undepose(self, old: int, how: str, after: float) -> None:
-        await trio.sleep(after)
+    async def _undepose(self, old: int, how: str, after: float, early: trio.Event) -> None:
+        """Reconnect or restart the deposed leader ``after`` seconds later, or when ``early``
+        is set (the churn's split begins: the old leader then joins the old configuration's
+        side), whichever comes first."""
+        with trio.move_on_after(after):
+            await early.wait()
         if how == "kill":
             await self.target.restart(old)
             return
@@ -1328,37 +1333,50 @@ class Nemesis:
 
         before = list(t.node_ids)
         wave = min(2, int(value["changes"]))  # the split follows the first two changes
+        split_begins = trio.Event()
 
         async def cut_along_configs() -> None:
             """The moment the first two changes applied on the leader (its followers may not
             know they committed yet), cut along the boundary between the configurations
             before and after them, unless a partition fault holds the network already."""
-            groups = config_split(before, t.node_ids, await t.leader())
-            if not groups or self._partitioned() or deposed:
+            now = t.node_ids
+            if deposed.get("new_leader") and hasattr(t, "configured_members"):
+                now = await t.configured_members()  # the new leader's configuration, as it applied it
+            groups = config_split(before, now, await t.leader())
+            if not groups or any(f.kind == "partition" for f, _ in self.active) or split:
                 return
             split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=value["split"])
             await t.block_links(cut(groups))
+            split_begins.set()
             await trio.sleep(value["split"])
             if not any(f.kind == "partition" for f, _ in self.active):
                 await t.heal_links()
 
-        lp = value.get("learner")
+        # learners in a churn, except in a deposed-leader one (whose changes must be voters':
+        # a learner's add changes no majority)
+        lp = None if value.get("depose") else value.get("learner")
 
-        async def change(kind: str, node: int | None, n: trio.Nursery) -> None:
+        async def change(kind: str, node: int | None, n: trio.Nursery, at_new_leader: bool = False) -> None:
             at = round(self.recorder.now(), 3)
             if kind == "add" and lp:
                 got = await t.grow_member(learner=True)
                 rec: dict[str, Any] = {"change": "add", "node": got, "ok": got is not None, "at": at}
-                if got is not None:
-                    rec["learner"] = {**lp, **await self._learner_phase(got, lp, may_cut=not value.get("split"))}
+                if got is not None:  # the promotion is a change of its own, after this one is done
+                    n.start_soon(self._promote_in_churn, rec, got, lp, not value.get("split"))
                 done.append(rec)
             elif kind == "add":
                 got = await t.grow_member()
                 done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
             else:
-                ok = await t.shrink_member(node, value["linger"])
+                # a replacement's removal at the new leader: its add (the old term's) is in flight
+                ok = await t.shrink_member(node, value["linger"], 2 if at_new_leader else 3)
                 done.append({"change": "remove", "node": node, "ok": ok, "at": at})
-            if value.get("split") and len(done) == wave:
+            # the split follows the first two changes, or the first change the new leader of a
+            # deposed-leader sequence applied (the old term's change may apply with it)
+            if at_new_leader and done[-1]["ok"] and hasattr(t, "start_listed"):
+                await t.start_listed()  # the old term's add, committed with it: start that member
+            if value.get("split") and ((len(done) == wave and not deposed.get("new_leader"))
+                                       or (at_new_leader and done[-1]["ok"])):
                 n.start_soon(cut_along_configs)
 
         async def depose(n: trio.Nursery) -> bool:
@@ -1369,10 +1387,19 @@ class Nemesis:
             deposed.update(how=dp["how"], leader=old, at=round(self.recorder.now(), 3))
             if old is None:
                 return False
-            n.start_soon(self._undepose, old, dp["how"], float(dp["heal_after"]))
+            n.start_soon(self._undepose, old, dp["how"], float(dp["heal_after"]), split_begins)
             new = await t.leader_elected(5.0) if hasattr(t, "leader_elected") else await t.next_leader(5.0)
             deposed["new_leader"] = new
+            if new is not None and hasattr(t, "start_listed"):
+                n.start_soon(start_listed)
             return new is not None
+
+        async def start_listed() -> None:
+            """The old leader's add never answered; once the new leader lists the member
+            (the old term's change committed), the operator starts it: watch for 2 s."""
+            for _ in range(20):
+                await trio.sleep(0.1)
+                await t.start_listed()
 
         async def churn() -> None:
             removing: set[int] = set()  # members this burst is removing (never one twice)
@@ -1385,8 +1412,16 @@ class Nemesis:
                     first_way: str | None = "grow"
                 else:
                     first_way = "shrink" if planned - wave >= 3 else None
+                dp = value.get("depose")
+                first_grew = False
                 for i in range(wave if value.get("split") else value["changes"]):
-                    if i < wave and first_way is not None:
+                    if dp and i < 2:
+                        # a deposed-leader churn replaces a member (add, then remove, or the
+                        # reverse at ``high``): the old term's change and the new leader's
+                        # differ, as etcd's member replacement does
+                        grow = planned < value["high"] if i == 0 else not first_grew
+                        first_grew = first_grew or (i == 0 and grow)
+                    elif i < wave and first_way is not None:
                         grow = first_way == "grow"
                     else:
                         grow = planned < value["high"] and (planned <= 3 or rng.random() < 0.5)
@@ -1395,7 +1430,7 @@ class Nemesis:
                     leader = await t.leader()
                     if grow:
                         planned += 1
-                        n.start_soon(change, "add", None, n)
+                        n.start_soon(change, "add", None, n, i == 1 and bool(deposed.get("new_leader")))
                         gap = 0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05)
                         if not (i == 0 and value.get("depose") and await depose(n)):
                             await trio.sleep(gap)
@@ -1403,11 +1438,13 @@ class Nemesis:
                     planned -= 1
                     others = [i for i in t.node_ids if i != leader]
                     others = [i for i in others if i not in removing] or others
-                    keep_leader = i < wave and first_way is not None
+                    if dp and i < 2:  # the replaced member is not the deposed leader (it comes back)
+                        others = [m for m in others if m != deposed.get("leader")] or others
+                    keep_leader = (i < wave and first_way is not None) or bool(dp and i < 2)
                     victim = leader if leader is not None and not keep_leader and rng.random() < 0.5 \
                         else rng.choice(others)
                     removing.add(victim)
-                    n.start_soon(change, "remove", victim, n)
+                    n.start_soon(change, "remove", victim, n, i == 1 and bool(deposed.get("new_leader")))
                     if victim == leader and hasattr(t, "leader_elected"):
                         await t.leader_elected(5.0)  # the next change goes to the new leader at once
                     elif victim == leader and hasattr(t, "next_leader"):

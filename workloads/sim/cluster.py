@@ -710,6 +710,13 @@ class SimCluster:
 
         return await self._next_sender(acks_conf, timeout, receiver=True, any_link=True)
 
+    async def start_listed(self) -> None:
+        """``_start_listed`` for the current leader (nothing when no member leads)."""
+        leader_id = await self.leader()
+        node = self.slots[leader_id].node if leader_id is not None else None
+        if node is not None:
+            await self._start_listed(node)
+
     async def _start_listed(self, leader: Node) -> None:
         """Start every member ``leader`` lists that the harness never started: an add whose
         answer it did not see (the request timed out when its leader was deposed) that a
@@ -719,6 +726,15 @@ class SimCluster:
                 slot = self._add_slot(Slot(nid, SimClock(self.scheduler), MemoryFileSystem(), join=True))
                 self._log(slot, "listed by the leader but never started: starting it")
                 await self._start_node(slot)
+
+    async def configured_members(self) -> list[int]:
+        """The voters and learners of the current leader's applied configuration (the
+        harness's list when no member leads)."""
+        leader_id = await self.leader()
+        node = self.slots[leader_id].node if leader_id is not None else None
+        if node is None:
+            return self.node_ids
+        return sorted({*node.conf_state.voters, *node.conf_state.learners})
 
     def learner_members(self) -> set[int]:
         """The members the current leader's configuration holds as learners (empty when no
@@ -752,13 +768,14 @@ class SimCluster:
             self.net.observers.remove(watch)
         return won[0] if won else None
 
-    async def shrink_member(self, node: int, linger: float) -> bool:
-        """Remove ``node`` through the current leader (down to 3 members); True once the leader
-        applied it. The member keeps running for ``linger`` seconds more before it is stopped (a
+    async def shrink_member(self, node: int, linger: float, floor: int = 3) -> bool:
+        """Remove ``node`` through the current leader (down to ``floor`` members: 3, or 2 for
+        the removal of a replacement whose add is in flight); True once the leader applied
+        it. The member keeps running for ``linger`` seconds more before it is stopped (a
         removed member that has not applied its removal yet still answers and campaigns
         meanwhile, as a real one would until an operator stops it)."""
         slot = self._slot(node)
-        if slot is None or len(self.node_ids) <= 3:
+        if slot is None or len(self.node_ids) <= floor:
             return False
         leader_id = await self.leader()
         if leader_id is None:
