@@ -1315,7 +1315,7 @@ class Nemesis:
             await self.target.restart(old)
             return
         self._own_cuts -= 1
-        if not self._partitioned():
+        if not early.is_set() and not self._partitioned():  # (the split replaced the cut)
             await self.target.heal_links()
 
     def _start_churn(self, value: dict[str, Any]) -> None:
@@ -1346,6 +1346,8 @@ class Nemesis:
             if not groups or any(f.kind == "partition" for f, _ in self.active) or split:
                 return
             split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=value["split"])
+            if deposed.get("new_leader") and deposed.get("how") == "isolate":
+                await t.heal_links()  # the split replaces the deposed leader's cut
             await t.block_links(cut(groups))
             split_begins.set()
             await trio.sleep(value["split"])
@@ -1364,6 +1366,9 @@ class Nemesis:
                 if got is not None:  # the promotion is a change of its own, after this one is done
                     n.start_soon(self._promote_in_churn, rec, got, lp, not value.get("split"))
                 done.append(rec)
+            elif kind == "add" and at_new_leader:  # a replacement's add (its removal in flight)
+                got = await t.grow_member(spare=1)
+                done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
             elif kind == "add":
                 got = await t.grow_member()
                 done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
@@ -1414,6 +1419,10 @@ class Nemesis:
                     first_way = "shrink" if planned - wave >= 3 else None
                 dp = value.get("depose")
                 first_grew = False
+                if dp:  # the replacement starts once a member leads (at most 3 s), as an operator's does
+                    with trio.move_on_after(3.0):
+                        while await t.leader() is None:
+                            await trio.sleep(0.05)
                 for i in range(wave if value.get("split") else value["changes"]):
                     if dp and i < 2:
                         # a deposed-leader churn replaces a member (add, then remove, or the

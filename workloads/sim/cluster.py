@@ -641,12 +641,13 @@ class SimCluster:
 
     MAX_MEMBERS = 7
 
-    async def grow_member(self, learner: bool = False) -> int | None:
+    async def grow_member(self, learner: bool = False, spare: int = 0) -> int | None:
         """Add a fresh member (a new id, empty disk) through the current leader, not in place
         of a removed one (a learner with ``learner``); its id, or None if the leader refused
         or was not found in time. A learner may be one more than ``MAX_MEMBERS`` (7 voters and
-        the learner that is to replace one of them)."""
-        if len(self.node_ids) >= self.MAX_MEMBERS + learner:
+        the learner that is to replace one of them), and ``spare`` more (a replacement whose
+        removal is in flight)."""
+        if len(self.node_ids) >= self.MAX_MEMBERS + learner + spare:
             return None
         member = await self._member_add("grown-by-n{leader}", learner, None, "member add (grow)")
         if member is None:
