@@ -23,6 +23,17 @@ client's own member (client id modulo the cluster size), as a Jepsen client is b
 node and etcd clients balance reads over members: followers serve linearizable reads through
 ReadIndex, so a wrong read path on any member shows up in the history.
 
+Membership: members are added through the leader as voters or, as etcd recommends, as
+learners (``grow_member(learner=True)``, ``promote_member`` retried while the leader answers
+that the learner is not in sync). A learner answers serializable reads only (the store
+refuses it a linearizable one with the leader as a hint, as etcd's ``rpc not supported for
+learner``), so a client's read sent to it goes on to the leader; ``learner_members`` tells the
+final member reads which members are learners. A member the leader's configuration lists that
+the harness never started (an add whose answer was lost with a deposed leader, committed by
+the next) is started when seen (``start_listed``), as an operator starts what ``member list``
+shows. ``cut_at_conf_ack`` deposes a leader the instant a follower acknowledges its pending
+conf change (nemesis ``depose_of``).
+
 ``SimCluster`` implements the runner's ``Target`` (and the nemesis's ``FaultTarget``);
 ``execute_sim`` runs one configured test under ``deterministic_trio`` and returns the history.
 """
@@ -820,7 +831,9 @@ class SimCluster:
         commit later, and the removed member, no longer sent appends, never catches up (clean
         register swarm seed 1004 with slow disks: a removal of n7 timed out during a split and
         applied 4 s later; n7 campaigned as a pre-candidate at commit 595 to the end while the
-        leader's six members agreed at 1051, reported as a liveness anomaly)."""
+        leader's six members agreed at 1051, reported as a liveness anomaly). Learners count:
+        the leader replicates to them as to any member. A member the configuration lists that
+        the harness never started is started first (``_start_listed``)."""
         leader_id = await self.leader()
         if leader_id is None:
             return False
