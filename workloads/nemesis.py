@@ -92,7 +92,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -212,7 +212,7 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
         if kind == "disk":
             p["torn"] = rng.random() < 0.5
             p.update(power_of(p["seed"]))
-        return churn_params(p) if kind == "member" else p
+        return churn_params(p, depose=True) if kind == "member" else p
     if kind == "clock":
         mode = rng.choice(("skew", "bump", "strobe"))
         p = {"mode": mode, "node": rng.choice(list(nodes))}
@@ -238,7 +238,7 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
-def churn_params(p: dict[str, Any]) -> dict[str, Any]:
+def churn_params(p: dict[str, Any], *, depose: bool = False) -> dict[str, Any]:
     """Half of the member faults (by their seed, so no other draw of a schedule moves) are
     membership churn, as Jepsen's etcd membership nemesis: ``changes`` conf changes issued
     in quick succession without waiting for one another, growing the cluster up to
@@ -246,14 +246,16 @@ def churn_params(p: dict[str, Any]) -> dict[str, Any]:
     could make majorities that do not intersect), a removal of the leader being followed by
     the next change at the new leader the moment it is elected (its first entry not yet
     applied). A store must refuse or serialize such changes; the history records each
-    change and its outcome (the stop op)."""
+    change and its outcome (the stop op). Learners (``learner_of``) in any schedule; the
+    deposed-leader sequence (``depose_of``, its stop waits seconds longer) in swarm ones
+    (``depose``)."""
     seed = int(p["seed"])
     if seed % 2 == 0:
         return {**p, **learner_of(seed)}
     return {**p, "mode": "churn", "changes": 2 + (seed >> 1) % 4, "high": 5 + (seed >> 3) % 3,
             "linger": round(0.1 * ((seed >> 5) % 20), 1),
             "split": round(0.5 + 0.25 * ((seed >> 10) % 12), 2) if (seed >> 9) % 4 else 0.0,
-            **learner_of(seed), **depose_of(seed)}
+            **learner_of(seed), **(depose_of(seed) if depose else {})}
 
 
 # What may happen to a member while it is a learner (``learner_of``): nothing but its catch-up,
@@ -902,6 +904,8 @@ class Nemesis:
         self._churns: dict[int, tuple[list[dict[str, Any]], trio.Event | None, dict[str, Any]]] = {}
         self._deposed: dict[int, dict[str, Any]] = {}  # running churns' deposed-leader sequences
         self._own_cuts = 0  # cuts made by member faults (learner trouble, a deposed leader) now
+        # member faults' learner phases running in the background: (result, finished)
+        self._learner_runs: dict[int, tuple[dict[str, Any], trio.Event]] = {}
         # Overlapping faults run in tasks of their own, but the history allows one open op per
         # process: their actions (invoke .. completion) take turns. (No lock otherwise, so a
         # schedule without overlaps runs exactly as it always has.)
@@ -1211,10 +1215,9 @@ class Nemesis:
             # the target member: the voters stay as many as before (an odd number) meanwhile
             grower: Any = t
             value["added"] = added = await grower.grow_member(learner=True)
-            out = dict(value)
-            if added is not None:
-                out["learner"] = {**value["learner"], **await self._learner_phase(added, value["learner"])}
-            return out
+            if added is not None:  # catch-up and promotion in the background: the stop records them
+                self._learner_runs[id(value)] = self._in_background(self._learner_phase(added, value["learner"]))
+            return dict(value)
         elif kind == "member":
             ok = await t.remove_member(value["node"])
             return {**value, "removed": ok}
@@ -1284,6 +1287,18 @@ class Nemesis:
             await trio.sleep(float(lp.get("catch_up", 0.0)))
         out.update(await t.promote_member(member, PROMOTE_TIMEOUT))
         return out
+
+    def _in_background(self, work: Awaitable[dict[str, Any]]) -> tuple[dict[str, Any], trio.Event]:
+        """Run ``work`` in the nemesis's nursery; (its result once done, set when done)."""
+        result: dict[str, Any] = {}
+        finished = trio.Event()
+
+        async def go() -> None:
+            result.update(await work)
+            finished.set()
+
+        self._nursery.start_soon(go)
+        return result, finished
 
     async def _promote_in_churn(self, rec: dict[str, Any], member: int, lp: dict[str, Any], may_cut: bool) -> None:
         rec["learner"] = {**lp, **await self._learner_phase(member, lp, may_cut=may_cut)}
@@ -1522,6 +1537,12 @@ class Nemesis:
         elif kind == "member" and value.get("mode") == "churn":
             outcome.update(await self._stop_churn(value))
         elif kind == "member" and value.get("learner") and "added" in value:
+            result, finished = self._learner_runs.pop(id(value), ({}, None))
+            if finished is not None:
+                with trio.move_on_after(PROMOTE_TIMEOUT + 6.0):
+                    await finished.wait()
+            if result:
+                outcome["learner"] = {**value["learner"], **result}
             if value["added"] is not None:  # back to as many members as before
                 outcome["removed"] = await t.remove_member(current_node(value["node"], t.node_ids))
         elif kind == "member" and value.get("learner"):

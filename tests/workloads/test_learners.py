@@ -40,7 +40,7 @@ def test_learner_and_depose_draws_leave_every_other_draw_where_it_was(monkeypatc
     assert 60 < sum(1 for d in drawn if d) < 140  # about half
     assert {d["learner"]["trouble"] for d in drawn if d} == set(LEARNER_TROUBLES)
     assert any(depose_of(s) for s in range(20)) and not all(depose_of(s) for s in range(20))
-    kinds = ["partition", "kill", "member"]
+    kinds = ["partition", "kill", "member"]  # (a plain schedule: learners, no depose)
     with_new = make_schedule(kinds, [1, 2, 3], 60.0, random.Random(7))
     monkeypatch.setattr(nemesis, "learner_of", lambda seed: {})
     monkeypatch.setattr(nemesis, "depose_of", lambda seed: {})
@@ -50,8 +50,9 @@ def test_learner_and_depose_draws_leave_every_other_draw_where_it_was(monkeypatc
         assert {k: v for k, v in new.params.items() if k not in ("learner", "depose")} == old.params
     # depose only in churns; learner in either
     for s in range(40):
-        p = churn_params({"target": "one", "seed": s})
+        p = churn_params({"target": "one", "seed": s}, depose=True)
         assert "depose" not in p or p["mode"] == "churn"
+        assert "depose" not in churn_params({"target": "one", "seed": s})  # swarm schedules only
 
 
 def test_a_learner_serves_serializable_reads_only_and_is_promoted_once_in_sync() -> None:
@@ -163,7 +164,7 @@ def test_register_swarm_seed_1000_adds_a_learner_cut_off_with_the_leader_and_sta
 
     draw_swarm(config, frozenset({"faults"}))  # as `kvcheck run --swarm --faults all`
     outcome = run_once(config, tmp_path, progress=False)
-    starts = [op["value"] for op in _member_ops(outcome.run_dir) if op["f"] == "start-member"]
-    learner = next(v["learner"] for v in starts if v.get("learner", {}).get("trouble") == "with-leader")
+    stops = [op["value"] for op in _member_ops(outcome.run_dir) if op["f"] == "stop-member"]
+    learner = next(v["learner"] for v in stops if v.get("learner", {}).get("trouble") == "with-leader")
     assert learner["promoted"] is True and len(learner["groups"][0]) == 4  # 3 voters and the learner
     assert outcome.results["valid"] is True
