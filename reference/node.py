@@ -954,8 +954,12 @@ class Node:
         await waiter.wait()
 
     async def range(self, req: kvr.RangeRequest, *, timeout: float | None = None) -> kvr.RangeResponse:
-        """A read: serializable ones from local state; linearizable ones after ReadIndex."""
+        """A read: serializable ones from local state; linearizable ones after ReadIndex.
+        A learner serves serializable reads only, as etcd's (``rpc not supported for
+        learner``): it refuses a linearizable one with the leader as a hint."""
         self._rawnode()
+        if not req.serializable and self.id in self.conf_state.learners:
+            raise self.not_leader("rpc not supported for learner")
         if not req.serializable:
             if self.bugs.fire("local_reads"):
                 pass  # BUG local_reads: serve a linearizable read from local state, no ReadIndex

@@ -27,7 +27,10 @@ so, and the run's info says why (``member_reads``); a member is never read early
 means gone from the target's list or, where the target can tell (``removed_members``), from
 the configuration its leader applied: a removal the nemesis asked for and gave up waiting on
 may still commit later, and the removed member, sent nothing more by the leader, never
-catches up nor answers (etcd stops such a member; it owes its clients nothing). A current
+catches up nor answers (etcd stops such a member; it owes its clients nothing). A learner
+(``learner_members``) answers serializable reads only, as etcd's: one still behind is given
+``retry_for`` more seconds to catch up and then read as any member, never asked linearizable
+reads it refuses by design. A current
 member that is down or still behind is instead asked, for ``retry_for`` seconds (the run's
 recovery bound; 0: not asked), with linearizable reads pinned to it, as a client connected
 to that member keeps asking (``unanswered_reads``): each attempt is recorded (f ``read``,
@@ -96,9 +99,15 @@ async def read_every_member(target: Any, workload: Any, recorder: Recorder, *, t
     reads = 0
     for member in list(target.node_ids):
         why = await _wait_caught_up(target, member, timeout)
+        if why is not None and why != NOT_A_MEMBER and retry_for > 0 and member in await _learners(target):
+            # A learner serves serializable reads only (etcd): wait for it to catch up instead
+            # of asking it linearizable reads it refuses by design.
+            again = await _wait_caught_up(target, member, retry_for)
+            why = None if again is None else f"{why}; a learner (serializable reads only): {again}"
         if why is not None:
             out[str(member)] = why
-            if why != NOT_A_MEMBER and retry_for > 0 and hasattr(target, "member_linearizable_client"):
+            if why != NOT_A_MEMBER and retry_for > 0 and hasattr(target, "member_linearizable_client") \
+                    and "a learner" not in why:
                 got = await unanswered_reads(target, workload, recorder, member, specs,
                                              retry_for=retry_for, client_timeout=client_timeout)
                 out[str(member)] += f"; linearizable reads: {got}"
@@ -177,6 +186,13 @@ async def _invoke(workload: Any, client: Any, spec: Any,
 
 
 NOT_A_MEMBER = "not read: no longer a member"
+
+
+async def _learners(target: Any) -> set[int]:
+    """The members the target's leader holds as learners (``learner_members``, where the
+    target offers it)."""
+    learners = getattr(target, "learner_members", None)
+    return set(learners()) if learners is not None else set()
 
 
 async def _removed(target: Any, member: int) -> bool:

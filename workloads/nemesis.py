@@ -61,6 +61,15 @@ Kinds and their parameters:
   it is elected, removed members running on for ``linger`` seconds; with ``split`` the network
   is cut along the old/new configuration boundary (``config_split``) the moment the first two
   changes applied on the leader. The stop op lists each change, its outcome and the split.
+  Half of the member faults (``learner_of``) add members as etcd recommends: ``member add
+  --learner``, then ``member promote`` retried until the learner is in sync; meanwhile the
+  learner may be cut off, crash, or be cut off together with the leader and a minority of
+  the voters (``LEARNER_TROUBLES``). A plain member fault with a learner on a target that can
+  grow the cluster adds the learner at the start and removes the target member at the stop
+  (the voters stay as many, an odd number, while the learner is one). Half of the churns
+  (``depose_of``) depose their leader the instant a follower acknowledged the first change
+  (cut off or killed, ``SimCluster.cut_at_conf_ack``) and send the next change to the new
+  leader the instant it is elected, with the old term's change still uncommitted.
 - client-pause: stall one client process of the harness (its operations and its lease
   keepalives) from start to stop; ``target`` ``holder`` (a client inside its critical
   section) or ``any``; the value records the client, its process and what it holds. Only
@@ -83,7 +92,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -203,7 +212,7 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
         if kind == "disk":
             p["torn"] = rng.random() < 0.5
             p.update(power_of(p["seed"]))
-        return churn_params(p) if kind == "member" else p
+        return churn_params(p, depose=True) if kind == "member" else p
     if kind == "clock":
         mode = rng.choice(("skew", "bump", "strobe"))
         p = {"mode": mode, "node": rng.choice(list(nodes))}
@@ -229,7 +238,7 @@ def _params(kind: str, nodes: Sequence[int], rng: random.Random, *, swarm: bool 
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
-def churn_params(p: dict[str, Any]) -> dict[str, Any]:
+def churn_params(p: dict[str, Any], *, depose: bool = False) -> dict[str, Any]:
     """Half of the member faults (by their seed, so no other draw of a schedule moves) are
     membership churn, as Jepsen's etcd membership nemesis: ``changes`` conf changes issued
     in quick succession without waiting for one another, growing the cluster up to
@@ -237,13 +246,59 @@ def churn_params(p: dict[str, Any]) -> dict[str, Any]:
     could make majorities that do not intersect), a removal of the leader being followed by
     the next change at the new leader the moment it is elected (its first entry not yet
     applied). A store must refuse or serialize such changes; the history records each
-    change and its outcome (the stop op)."""
+    change and its outcome (the stop op). Learners (``learner_of``) in any schedule; the
+    deposed-leader sequence (``depose_of``, its stop waits seconds longer) in swarm ones
+    (``depose``)."""
     seed = int(p["seed"])
     if seed % 2 == 0:
-        return p
+        return {**p, **learner_of(seed)}
     return {**p, "mode": "churn", "changes": 2 + (seed >> 1) % 4, "high": 5 + (seed >> 3) % 3,
             "linger": round(0.1 * ((seed >> 5) % 20), 1),
-            "split": round(0.5 + 0.25 * ((seed >> 10) % 12), 2) if (seed >> 9) % 4 else 0.0}
+            "split": round(0.5 + 0.25 * ((seed >> 10) % 12), 2) if (seed >> 9) % 4 else 0.0,
+            **learner_of(seed), **(depose_of(seed) if depose else {})}
+
+
+# What may happen to a member while it is a learner (``learner_of``): nothing but its catch-up,
+# its links cut (it cannot catch up: the promotion is refused until the cut heals), a crash and
+# restart, or a cut that leaves it on the leader's side, away from the other voters (a new
+# member placed in the leader's rack or zone, which then loses the rest).
+LEARNER_TROUBLES: tuple[str, ...] = ("none", "isolate", "crash", "with-leader")
+# How long the nemesis keeps asking to promote a learner (etcd refuses a learner that is not
+# in sync with the leader: ``member promote`` is retried, as an operator or operator script does).
+PROMOTE_TIMEOUT = 8.0
+
+
+def learner_of(seed: int) -> dict[str, Any]:
+    """A member fault's learner parameters, or nothing: half of the member adds go the way
+    etcd recommends, ``member add --learner``, then ``member promote`` once the learner has
+    caught up (retried while the leader answers "learner not in sync"). ``catch_up``: seconds
+    before the first promote; ``trouble`` (``LEARNER_TROUBLES``) and ``for`` (its seconds):
+    what happens to the learner meanwhile. A learner must not count toward commit or votes,
+    nor campaign, nor serve linearizable requests; with learners in the cluster for seconds,
+    a store that counts them shows it in the history (a write acknowledged on the leader's and
+    the learner's word alone is lost when the other voters elect). Drawn from the fault's
+    seed alone, so every other draw of a schedule stays as it was."""
+    r = random.Random(f"{seed}:learner")
+    if r.random() >= 0.5:
+        return {}
+    return {"learner": {"catch_up": round(r.uniform(0.0, 2.0), 2), "trouble": r.choice(LEARNER_TROUBLES),
+                        "for": round(r.uniform(0.5, 3.0), 2)}}
+
+
+def depose_of(seed: int) -> dict[str, Any]:
+    """A churn's deposed-leader sequence, or nothing (half of the churns): the churn's first
+    conf change is in flight (a follower has acknowledged it, the leader has not committed
+    it) when its leader is cut off (``how: isolate``, its messages held until the heal) or
+    killed (``kill``), at that instant; the churn's next change goes to the new leader the
+    instant it is elected (its first entry, and the old term's change, not yet committed:
+    a leader must not accept a conf change before its first entry of its term applied, the
+    single-server membership change bug Ongaro described on raft-dev in 2015; etcd's leader
+    sets its pending conf index to its last index on election). ``heal_after``: seconds until
+    the old leader is reconnected or restarted. Drawn from the fault's seed alone."""
+    r = random.Random(f"{seed}:depose")
+    if r.random() >= 0.5:
+        return {}
+    return {"depose": {"how": r.choice(("isolate", "kill")), "heal_after": round(r.uniform(1.0, 4.0), 2)}}
 
 
 def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = None) -> list[list[int]]:
@@ -847,6 +902,10 @@ class Nemesis:
         self._strobe_scope: trio.CancelScope | None = None
         # running churns: (changes done, finished, the split it made)
         self._churns: dict[int, tuple[list[dict[str, Any]], trio.Event | None, dict[str, Any]]] = {}
+        self._deposed: dict[int, dict[str, Any]] = {}  # running churns' deposed-leader sequences
+        self._own_cuts = 0  # cuts made by member faults (learner trouble, a deposed leader) now
+        # member faults' learner phases running in the background: (result, finished)
+        self._learner_runs: dict[int, tuple[dict[str, Any], trio.Event]] = {}
         # Overlapping faults run in tasks of their own, but the history allows one open op per
         # process: their actions (invoke .. completion) take turns. (No lock otherwise, so a
         # schedule without overlaps runs exactly as it always has.)
@@ -1088,8 +1147,11 @@ class Nemesis:
         elif kind == "member" and p.get("mode") == "churn" and hasattr(t, "grow_member"):
             value = {"mode": "churn", "changes": p["changes"], "high": p["high"], "linger": p["linger"],
                      "split": p.get("split", 0.0), "members": list(t.node_ids)}
+            value.update({k: p[k] for k in ("learner", "depose") if k in p})
         elif kind == "member":
             value = {"node": (await self.resolve(p["target"], rng, leader, wait))[0]}
+            if "learner" in p and hasattr(t, "promote_member"):
+                value["learner"] = p["learner"]
         elif kind == "client-pause":
             # briefly: the time spent looking for a holder comes off the pause
             gate = await self.clients.pick(p["target"], rng, min(wait, 1.0))
@@ -1148,6 +1210,14 @@ class Nemesis:
                 await t.crash_disk(n, value["torn"])
         elif kind == "member" and value.get("mode") == "churn":
             self._start_churn(value)
+        elif kind == "member" and value.get("learner") and hasattr(t, "grow_member"):
+            # scale up first, the etcd way (a learner, promoted once in sync); the stop removes
+            # the target member: the voters stay as many as before (an odd number) meanwhile
+            grower: Any = t
+            value["added"] = added = await grower.grow_member(learner=True)
+            if added is not None:  # catch-up and promotion in the background: the stop records them
+                self._learner_runs[id(value)] = self._in_background(self._learner_phase(added, value["learner"]))
+            return dict(value)
         elif kind == "member":
             ok = await t.remove_member(value["node"])
             return {**value, "removed": ok}
@@ -1172,6 +1242,97 @@ class Nemesis:
 
     _nursery: trio.Nursery
 
+    def _partitioned(self) -> bool:
+        """Whether a partition fault, or a cut a member fault made (``_own_cuts``), holds the
+        network now: a member fault's cut is made and healed only when none is."""
+        return self._own_cuts > 0 or any(f.kind == "partition" for f, _ in self.active)
+
+    async def _learner_phase(self, member: int, lp: dict[str, Any], *, may_cut: bool = True) -> dict[str, Any]:
+        """``member`` was just added as a learner: let it catch up, with its ``trouble``
+        (``LEARNER_TROUBLES``; a cut only with ``may_cut`` and no partition fault active),
+        then promote it, retrying while the leader answers that it is not in sync (etcd's
+        ``member promote``) for at most ``PROMOTE_TIMEOUT`` seconds. What happened, for the
+        nemesis op's value."""
+        t: Any = self.target
+        trouble = str(lp.get("trouble", "none"))
+        out: dict[str, Any] = {"member": member, "trouble": trouble}
+        groups: list[list[int]] = []
+        if trouble in ("isolate", "with-leader") and (not may_cut or self._partitioned()):
+            out["trouble"] = trouble = "none"
+            out["note"] = "no cut: a partition, a split or another member fault holds the network"
+        if trouble == "isolate":
+            groups = [[member], [n for n in t.node_ids if n != member]]
+        elif trouble == "with-leader":
+            # the learner, the leader and as many other voters as a minority of the voters
+            # holds (with an odd number of voters: one short of a majority)
+            leader = await t.leader()
+            learners = set(t.learner_members()) if hasattr(t, "learner_members") else {member}
+            voters = [n for n in t.node_ids if n not in learners]
+            if leader is not None and leader in voters:
+                side = minority_side(leader, [n for n in voters if n != leader], len(voters))
+                groups = [sorted([*side, member]), [n for n in t.node_ids if n not in side and n != member]]
+        if groups and all(groups):
+            out["groups"] = groups
+            self._own_cuts += 1
+            await t.block_links(cut(groups))
+            await trio.sleep(float(lp["for"]))
+            self._own_cuts -= 1
+            if not self._partitioned():
+                await t.heal_links()
+        elif trouble == "crash":
+            await t.kill(member)
+            await trio.sleep(float(lp["for"]))
+            await t.restart(member)
+        else:
+            await trio.sleep(float(lp.get("catch_up", 0.0)))
+        out.update(await t.promote_member(member, PROMOTE_TIMEOUT))
+        return out
+
+    def _in_background(self, work: Awaitable[dict[str, Any]]) -> tuple[dict[str, Any], trio.Event]:
+        """Run ``work`` in the nemesis's nursery; (its result once done, set when done)."""
+        result: dict[str, Any] = {}
+        finished = trio.Event()
+
+        async def go() -> None:
+            result.update(await work)
+            finished.set()
+
+        self._nursery.start_soon(go)
+        return result, finished
+
+    async def _promote_in_churn(self, rec: dict[str, Any], member: int, lp: dict[str, Any], may_cut: bool) -> None:
+        rec["learner"] = {**lp, **await self._learner_phase(member, lp, may_cut=may_cut)}
+
+    async def _depose(self, how: str) -> int | None:
+        """Depose the leader the instant a follower acknowledges its uncommitted conf change
+        (``depose_of``); the old leader, or None if that did not happen within 3 s."""
+        t: Any = self.target
+        if not hasattr(t, "cut_at_conf_ack"):
+            return None
+        isolate = how == "isolate"  # (with another cut holding the network, whichever heals first heals both)
+        self._own_cuts += 1
+        old: int | None = await t.cut_at_conf_ack(3.0, hold=isolate)
+        if old is not None and not isolate:
+            await t.kill(old)
+        if old is None or not isolate:
+            self._own_cuts -= 1
+            if not self._partitioned():
+                await t.heal_links()
+        return old
+
+    async def _undepose(self, old: int, how: str, after: float, early: trio.Event) -> None:
+        """Reconnect or restart the deposed leader ``after`` seconds later, or when ``early``
+        is set (the churn's split begins: the old leader then joins the old configuration's
+        side), whichever comes first."""
+        with trio.move_on_after(after):
+            await early.wait()
+        if how == "kill":
+            await self.target.restart(old)
+            return
+        self._own_cuts -= 1
+        if not early.is_set() and not self._partitioned():  # (the split replaced the cut)
+            await self.target.heal_links()
+
     def _start_churn(self, value: dict[str, Any]) -> None:
         """Issue the churn's conf changes in the background (see ``churn_params``): each
         change is its own task, started ``gap`` after the previous one (or, after the
@@ -1182,33 +1343,83 @@ class Nemesis:
         finished = trio.Event()
         split: dict[str, Any] = {}
         self._churns[id(value)] = (done, finished, split)
+        deposed: dict[str, Any] = {}  # the deposed-leader sequence (depose_of), as it went
+        self._deposed[id(value)] = deposed
 
         before = list(t.node_ids)
         wave = min(2, int(value["changes"]))  # the split follows the first two changes
+        split_begins = trio.Event()
 
         async def cut_along_configs() -> None:
             """The moment the first two changes applied on the leader (its followers may not
             know they committed yet), cut along the boundary between the configurations
             before and after them, unless a partition fault holds the network already."""
-            groups = config_split(before, t.node_ids, await t.leader())
-            if not groups or any(f.kind == "partition" for f, _ in self.active):
+            now = t.node_ids
+            if deposed.get("new_leader") and hasattr(t, "configured_members"):
+                now = await t.configured_members()  # the new leader's configuration, as it applied it
+            groups = config_split(before, now, await t.leader())
+            if not groups or any(f.kind == "partition" for f, _ in self.active) or split:
                 return
             split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=value["split"])
+            if deposed.get("new_leader") and deposed.get("how") == "isolate":
+                await t.heal_links()  # the split replaces the deposed leader's cut
             await t.block_links(cut(groups))
+            split_begins.set()
             await trio.sleep(value["split"])
             if not any(f.kind == "partition" for f, _ in self.active):
                 await t.heal_links()
 
-        async def change(kind: str, node: int | None, n: trio.Nursery) -> None:
+        # learners in a churn, except in a deposed-leader one (whose changes must be voters':
+        # a learner's add changes no majority)
+        lp = None if value.get("depose") else value.get("learner")
+
+        async def change(kind: str, node: int | None, n: trio.Nursery, at_new_leader: bool = False) -> None:
             at = round(self.recorder.now(), 3)
-            if kind == "add":
+            if kind == "add" and lp:
+                got = await t.grow_member(learner=True)
+                rec: dict[str, Any] = {"change": "add", "node": got, "ok": got is not None, "at": at}
+                if got is not None:  # the promotion is a change of its own, after this one is done
+                    n.start_soon(self._promote_in_churn, rec, got, lp, not value.get("split"))
+                done.append(rec)
+            elif kind == "add" and at_new_leader:  # a replacement's add (its removal in flight)
+                got = await t.grow_member(spare=1)
+                done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
+            elif kind == "add":
                 got = await t.grow_member()
                 done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
             else:
-                ok = await t.shrink_member(node, value["linger"])
+                # a replacement's removal at the new leader: its add (the old term's) is in flight
+                ok = await t.shrink_member(node, value["linger"], 2 if at_new_leader else 3)
                 done.append({"change": "remove", "node": node, "ok": ok, "at": at})
-            if value.get("split") and len(done) == wave:
+            # the split follows the first two changes, or the first change the new leader of a
+            # deposed-leader sequence applied (the old term's change may apply with it)
+            if at_new_leader and done[-1]["ok"] and hasattr(t, "start_listed"):
+                await t.start_listed()  # the old term's add, committed with it: start that member
+            if value.get("split") and ((len(done) == wave and not deposed.get("new_leader"))
+                                       or (at_new_leader and done[-1]["ok"])):
                 n.start_soon(cut_along_configs)
+
+        async def depose(n: trio.Nursery) -> bool:
+            """After the churn's first change: the deposed-leader sequence (``depose_of``);
+            True once a new leader was elected (the next change goes to it at once)."""
+            dp = value["depose"]
+            old = await self._depose(dp["how"])
+            deposed.update(how=dp["how"], leader=old, at=round(self.recorder.now(), 3))
+            if old is None:
+                return False
+            n.start_soon(self._undepose, old, dp["how"], float(dp["heal_after"]), split_begins)
+            new = await t.leader_elected(5.0) if hasattr(t, "leader_elected") else await t.next_leader(5.0)
+            deposed["new_leader"] = new
+            if new is not None and hasattr(t, "start_listed"):
+                n.start_soon(start_listed)
+            return new is not None
+
+        async def start_listed() -> None:
+            """The old leader's add never answered; once the new leader lists the member
+            (the old term's change committed), the operator starts it: watch for 2 s."""
+            for _ in range(20):
+                await trio.sleep(0.1)
+                await t.start_listed()
 
         async def churn() -> None:
             removing: set[int] = set()  # members this burst is removing (never one twice)
@@ -1221,8 +1432,20 @@ class Nemesis:
                     first_way: str | None = "grow"
                 else:
                     first_way = "shrink" if planned - wave >= 3 else None
+                dp = value.get("depose")
+                first_grew = False
+                if dp:  # the replacement starts once a member leads (at most 3 s), as an operator's does
+                    with trio.move_on_after(3.0):
+                        while await t.leader() is None:
+                            await trio.sleep(0.05)
                 for i in range(wave if value.get("split") else value["changes"]):
-                    if i < wave and first_way is not None:
+                    if dp and i < 2:
+                        # a deposed-leader churn replaces a member (add, then remove, or the
+                        # reverse at ``high``): the old term's change and the new leader's
+                        # differ, as etcd's member replacement does
+                        grow = planned < value["high"] if i == 0 else not first_grew
+                        first_grew = first_grew or (i == 0 and grow)
+                    elif i < wave and first_way is not None:
                         grow = first_way == "grow"
                     else:
                         grow = planned < value["high"] and (planned <= 3 or rng.random() < 0.5)
@@ -1231,23 +1454,29 @@ class Nemesis:
                     leader = await t.leader()
                     if grow:
                         planned += 1
-                        n.start_soon(change, "add", None, n)
-                        await trio.sleep(0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05))
+                        n.start_soon(change, "add", None, n, i == 1 and bool(deposed.get("new_leader")))
+                        gap = 0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05)
+                        if not (i == 0 and value.get("depose") and await depose(n)):
+                            await trio.sleep(gap)
                         continue
                     planned -= 1
                     others = [i for i in t.node_ids if i != leader]
                     others = [i for i in others if i not in removing] or others
-                    keep_leader = i < wave and first_way is not None
+                    if dp and i < 2:  # the replaced member is not the deposed leader (it comes back)
+                        others = [m for m in others if m != deposed.get("leader")] or others
+                    keep_leader = (i < wave and first_way is not None) or bool(dp and i < 2)
                     victim = leader if leader is not None and not keep_leader and rng.random() < 0.5 \
                         else rng.choice(others)
                     removing.add(victim)
-                    n.start_soon(change, "remove", victim, n)
+                    n.start_soon(change, "remove", victim, n, i == 1 and bool(deposed.get("new_leader")))
                     if victim == leader and hasattr(t, "leader_elected"):
                         await t.leader_elected(5.0)  # the next change goes to the new leader at once
                     elif victim == leader and hasattr(t, "next_leader"):
                         await t.next_leader(5.0)
                     else:
-                        await trio.sleep(0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05))
+                        gap = 0.0 if rng.random() < 0.7 else rng.uniform(0.0, 0.05)
+                        if not (i == 0 and value.get("depose") and await depose(n)):
+                            await trio.sleep(gap)
             finished.set()
 
         self._nursery.start_soon(churn)
@@ -1261,6 +1490,9 @@ class Nemesis:
         out: dict[str, Any] = {"changes_done": list(done), "members_now": list(self.target.node_ids)}
         if split:
             out["split"] = dict(split)
+        deposed = self._deposed.pop(id(value), {})
+        if deposed:
+            out["deposed"] = dict(deposed)
         return out
 
     def bind(self, nursery: trio.Nursery) -> None:
@@ -1304,6 +1536,20 @@ class Nemesis:
                 await t.restart(n)
         elif kind == "member" and value.get("mode") == "churn":
             outcome.update(await self._stop_churn(value))
+        elif kind == "member" and value.get("learner") and "added" in value:
+            result, finished = self._learner_runs.pop(id(value), ({}, None))
+            if finished is not None:
+                with trio.move_on_after(PROMOTE_TIMEOUT + 6.0):
+                    await finished.wait()
+            if result:
+                outcome["learner"] = {**value["learner"], **result}
+            if value["added"] is not None:  # back to as many members as before
+                outcome["removed"] = await t.remove_member(current_node(value["node"], t.node_ids))
+        elif kind == "member" and value.get("learner"):
+            adder: Any = t  # a target with promote_member adds learners (add_member's learner)
+            outcome["added"] = added = await adder.add_member(value["node"], learner=True)
+            if added is not None:
+                outcome["learner"] = {**value["learner"], **await self._learner_phase(added, value["learner"])}
         elif kind == "member":
             outcome["added"] = await t.add_member(value["node"])
         elif kind == "client-pause" and value.get("client") is not None:

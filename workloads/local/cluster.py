@@ -41,6 +41,7 @@ import trio
 
 from kvcheck.reference import cluster as rc
 from kvcheck.reference.client import Client, ClientConfig, ClientError
+from kvcheck.reference.wire import ErrorCode
 from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.hashcheck import HashKVError
@@ -359,12 +360,12 @@ class LocalCluster(ProcessCluster):
         self._log(f"removed {n.info.name}")
         return True
 
-    async def add_member(self, node: int) -> int | None:
+    async def add_member(self, node: int, learner: bool = False) -> int | None:
         name = f"node{max(self.nodes) + 1}"
         new, listener = await self._new_node(0, name, join=True)  # its id comes from member add
         client = self._client(timeout=5.0)
         try:
-            body = await client.member_add(name, new.info.peer, new.info.client)
+            body = await client.member_add(name, new.info.peer, new.info.client, learner=learner)
         except ClientError as exc:
             self._log(f"member add failed: {exc}")
             await listener.aclose()
@@ -379,6 +380,31 @@ class LocalCluster(ProcessCluster):
         self.info.save()
         self._launch(new)
         return member_id
+
+    async def promote_member(self, member: int, timeout: float) -> dict[str, Any]:
+        """``ctl member promote``, retried every 0.1 s while the leader refuses (learner not
+        in sync, no leader) for at most ``timeout`` seconds (as SimCluster.promote_member)."""
+        attempts = not_ready = 0
+        last = ""
+        with trio.move_on_after(timeout):
+            while True:
+                attempts += 1
+                client = self._client(timeout=2.0)
+                try:
+                    await client.member_promote(member)
+                    return {"promoted": True, "attempts": attempts, "not_ready": not_ready}
+                except ClientError as exc:
+                    last = exc.code.value
+                    if exc.code is ErrorCode.NOT_LEARNER:
+                        return {"promoted": True, "attempts": attempts, "not_ready": not_ready}
+                    if exc.code is ErrorCode.MEMBER_NOT_FOUND:
+                        break
+                    not_ready += exc.code is ErrorCode.LEARNER_NOT_READY
+                finally:
+                    await client.aclose()
+                await trio.sleep(0.1)
+        self._log(f"member promote of {member} gave up: {last or 'no answer'}")
+        return {"promoted": False, "attempts": attempts, "not_ready": not_ready, "error": last or "no answer"}
 
     async def final_info(self) -> dict[str, Any]:
         """Each member's process state and status, the bug switches' firing counts, the

@@ -23,6 +23,17 @@ client's own member (client id modulo the cluster size), as a Jepsen client is b
 node and etcd clients balance reads over members: followers serve linearizable reads through
 ReadIndex, so a wrong read path on any member shows up in the history.
 
+Membership: members are added through the leader as voters or, as etcd recommends, as
+learners (``grow_member(learner=True)``, ``promote_member`` retried while the leader answers
+that the learner is not in sync). A learner answers serializable reads only (the store
+refuses it a linearizable one with the leader as a hint, as etcd's ``rpc not supported for
+learner``), so a client's read sent to it goes on to the leader; ``learner_members`` tells the
+final member reads which members are learners. A member the leader's configuration lists that
+the harness never started (an add whose answer was lost with a deposed leader, committed by
+the next) is started when seen (``start_listed``), as an operator starts what ``member list``
+shows. ``cut_at_conf_ack`` deposes a leader the instant a follower acknowledges its pending
+conf change (nemesis ``depose_of``).
+
 ``SimCluster`` implements the runner's ``Target`` (and the nemesis's ``FaultTarget``);
 ``execute_sim`` runs one configured test under ``deterministic_trio`` and returns the history.
 """
@@ -601,51 +612,152 @@ class SimCluster:
         slot.state = "removed"
         return True
 
-    async def add_member(self, node: int) -> int | None:
-        """Add a fresh member (a new id, empty disk) in place of removed ``node``."""
+    async def add_member(self, node: int, learner: bool = False) -> int | None:
+        """Add a fresh member (a new id, empty disk) in place of removed ``node`` (as a
+        learner with ``learner``: promote it later, ``promote_member``)."""
         slot = self.slots.get(node)
         if slot is None or slot.state != "removed":
             return None
-        leader_id = await self.leader()
-        if leader_id is None:
-            return None
-        leader = self.slots[leader_id].node
-        assert leader is not None
-        try:
-            with trio.fail_after(5.0):
-                member = await leader.member_add(f"n{node}-replacement", "", "")
-        except (WireError, trio.TooSlowError) as exc:
-            self._log(slot, f"member add failed: {exc}")
+        member = await self._member_add(f"n{node}-replacement", learner, slot, "member add")
+        if member is None:
             return None
         new = self._add_slot(Slot(member.id, SimClock(self.scheduler), MemoryFileSystem(), join=True))
         await self._start_node(new)
         return member.id
 
+    async def _member_add(self, name: str, learner: bool, log_to: Slot | None, what: str) -> Member | None:
+        """``member add`` through the current leader (``{leader}`` in ``name`` becomes its id);
+        None if no member leads, the leader refuses, or 5 s pass. A learner's add is retried
+        every 0.1 s within those 5 s while no member leads or the leader refuses it for a conf
+        change not applied yet (an operator adding a learner retries, as etcd documents; plain
+        adds keep their single try)."""
+        deadline = trio.current_time() + 5.0
+        while True:
+            leader_id = await self.leader()
+            leader = self.slots[leader_id].node if leader_id is not None else None
+            try:
+                if leader is None:
+                    raise WireError(ErrorCode.UNAVAILABLE, "no leader")
+                with trio.fail_after(max(0.0, deadline - trio.current_time())):
+                    return await leader.member_add(name.format(leader=leader_id), "", "", learner=learner)
+            except (WireError, trio.TooSlowError) as exc:
+                retry = isinstance(exc, WireError) and exc.code is ErrorCode.UNAVAILABLE
+                if not (learner and retry and trio.current_time() + 0.1 < deadline):
+                    slot = log_to or (self.slots[leader_id] if leader_id is not None else None)
+                    if slot is not None:
+                        self._log(slot, f"{what} failed: {exc}")
+                    return None
+            await trio.sleep(0.1)
+
     # -- membership churn (nemesis.churn): several changes at once, as Jepsen's etcd test --
 
     MAX_MEMBERS = 7
 
-    async def grow_member(self) -> int | None:
+    async def grow_member(self, learner: bool = False, spare: int = 0) -> int | None:
         """Add a fresh member (a new id, empty disk) through the current leader, not in place
-        of a removed one; its id, or None if the leader refused or was not found in time."""
-        if len(self.node_ids) >= self.MAX_MEMBERS:
+        of a removed one (a learner with ``learner``); its id, or None if the leader refused
+        or was not found in time. A learner may be one more than ``MAX_MEMBERS`` (7 voters and
+        the learner that is to replace one of them), and ``spare`` more (a replacement whose
+        removal is in flight)."""
+        if len(self.node_ids) >= self.MAX_MEMBERS + learner + spare:
             return None
-        leader_id = await self.leader()
-        if leader_id is None:
-            return None
-        leader = self.slots[leader_id].node
-        assert leader is not None
-        try:
-            with trio.fail_after(5.0):
-                member = await leader.member_add(f"grown-by-n{leader_id}", "", "")
-        except (WireError, trio.TooSlowError) as exc:
-            self._log(self.slots[leader_id], f"member add (grow) failed: {exc}")
+        member = await self._member_add("grown-by-n{leader}", learner, None, "member add (grow)")
+        if member is None:
             return None
         if member.id in self.slots:  # already started (cannot happen: ids are never reused)
             return member.id
         new = self._add_slot(Slot(member.id, SimClock(self.scheduler), MemoryFileSystem(), join=True))
         await self._start_node(new)
         return member.id
+
+    async def promote_member(self, member: int, timeout: float) -> dict[str, Any]:
+        """Promote learner ``member`` to a voter through the current leader, as an operator
+        runs ``etcdctl member promote``: retried every 0.1 s while the leader refuses (the
+        learner is not in sync yet, no leader, another conf change pending) for at most
+        ``timeout`` seconds. ``promoted`` (True also when it is a voter already), the number
+        of ``attempts``, how many were refused as not in sync (``not_ready``), the last error."""
+        attempts = not_ready = 0
+        last = ""
+        with trio.move_on_after(timeout):
+            while True:
+                attempts += 1
+                leader_id = await self.leader()
+                leader = self.slots[leader_id].node if leader_id is not None else None
+                if leader is not None:
+                    try:
+                        with trio.fail_after(5.0):
+                            await leader.member_promote(member)
+                        return {"promoted": True, "attempts": attempts, "not_ready": not_ready}
+                    except WireError as exc:
+                        last = exc.code.value
+                        if exc.code is ErrorCode.NOT_LEARNER:  # a voter already (an earlier try applied)
+                            return {"promoted": True, "attempts": attempts, "not_ready": not_ready}
+                        if exc.code is ErrorCode.MEMBER_NOT_FOUND:
+                            break
+                        not_ready += exc.code is ErrorCode.LEARNER_NOT_READY
+                    except trio.TooSlowError:
+                        last = "timeout"
+                await trio.sleep(0.1)
+        self._log(self.slots[member] if member in self.slots else next(iter(self.slots.values())),
+                  f"member promote of {member} gave up: {last or 'no leader'}")
+        return {"promoted": False, "attempts": attempts, "not_ready": not_ready, "error": last or "no leader"}
+
+    async def cut_at_conf_ack(self, timeout: float, *, hold: bool) -> int | None:
+        """Wait until a follower acknowledges the leader's pending (uncommitted) conf change
+        entry and, at that instant, before the acknowledgement leaves, cut every link of that
+        leader (keeping their messages with ``hold``): the follower holds the change, the
+        leader never learns that it could commit it. The leader, or None after ``timeout``."""
+        def acks_conf(src: int, dst: int, msg: raft.Message) -> bool:
+            if msg.type is not raft.MessageType.APP_RESP or msg.reject:
+                return False
+            slot = self.slots.get(dst)
+            node = slot.node if slot is not None and slot.state == "up" else None
+            if node is None or not node.is_leader or node.raw is None or msg.term != node.term:
+                return False
+            pending = node.raw.raft.pending_conf_index
+            if not node.commit < pending <= msg.index:
+                return False
+            others = [i for i in self.node_ids if i != dst]
+            self.net.block([[dst, o] for o in others] + [[o, dst] for o in others], hold=hold)
+            return True
+
+        return await self._next_sender(acks_conf, timeout, receiver=True, any_link=True)
+
+    async def start_listed(self) -> None:
+        """``_start_listed`` for the current leader (nothing when no member leads)."""
+        leader_id = await self.leader()
+        node = self.slots[leader_id].node if leader_id is not None else None
+        if node is not None:
+            await self._start_listed(node)
+
+    async def _start_listed(self, leader: Node) -> None:
+        """Start every member ``leader`` lists that the harness never started: an add whose
+        answer it did not see (the request timed out when its leader was deposed) that a
+        later leader committed, as an operator starts the members ``member list`` shows."""
+        for nid in sorted(leader.members):
+            if nid not in self.slots and nid not in leader.removed_ids:
+                slot = self._add_slot(Slot(nid, SimClock(self.scheduler), MemoryFileSystem(), join=True))
+                self._log(slot, "listed by the leader but never started: starting it")
+                await self._start_node(slot)
+
+    async def configured_members(self) -> list[int]:
+        """The voters and learners of the current leader's applied configuration (the
+        harness's list when no member leads)."""
+        leader_id = await self.leader()
+        node = self.slots[leader_id].node if leader_id is not None else None
+        if node is None:
+            return self.node_ids
+        return sorted({*node.conf_state.voters, *node.conf_state.learners})
+
+    def learner_members(self) -> set[int]:
+        """The members the current leader's configuration holds as learners (empty when no
+        member leads)."""
+        best: Node | None = None
+        for s in self.slots.values():
+            if s.state == "up" and s.node is not None and s.node.is_leader and s.node.running \
+                    and (best is None or s.node.term > best.term):
+                best = s.node
+        return set(best.conf_state.learners) if best is not None else set()
 
     async def leader_elected(self, timeout: float) -> int | None:
         """Wait until a member leads a newer term than any leader now and return it at the
@@ -669,13 +781,14 @@ class SimCluster:
             self.net.observers.remove(watch)
         return won[0] if won else None
 
-    async def shrink_member(self, node: int, linger: float) -> bool:
-        """Remove ``node`` through the current leader (down to 3 members); True once the leader
-        applied it. The member keeps running for ``linger`` seconds more before it is stopped (a
+    async def shrink_member(self, node: int, linger: float, floor: int = 3) -> bool:
+        """Remove ``node`` through the current leader (down to ``floor`` members: 3, or 2 for
+        the removal of a replacement whose add is in flight); True once the leader applied
+        it. The member keeps running for ``linger`` seconds more before it is stopped (a
         removed member that has not applied its removal yet still answers and campaigns
         meanwhile, as a real one would until an operator stops it)."""
         slot = self._slot(node)
-        if slot is None or len(self.node_ids) <= 3:
+        if slot is None or len(self.node_ids) <= floor:
             return False
         leader_id = await self.leader()
         if leader_id is None:
@@ -719,12 +832,15 @@ class SimCluster:
         commit later, and the removed member, no longer sent appends, never catches up (clean
         register swarm seed 1004 with slow disks: a removal of n7 timed out during a split and
         applied 4 s later; n7 campaigned as a pre-candidate at commit 595 to the end while the
-        leader's six members agreed at 1051, reported as a liveness anomaly)."""
+        leader's six members agreed at 1051, reported as a liveness anomaly). Learners count:
+        the leader replicates to them as to any member. A member the configuration lists that
+        the harness never started is started first (``_start_listed``)."""
         leader_id = await self.leader()
         if leader_id is None:
             return False
         leader = self.slots[leader_id].node
         assert leader is not None
+        await self._start_listed(leader)
         removed = self._removed_by(leader)
         for i in self.node_ids:
             if i in removed:

@@ -1,0 +1,170 @@
+"""Learners and the deposed-leader membership sequence (workloads/nemesis.py ``learner_of``,
+``depose_of``; SimCluster ``promote_member``, ``cut_at_conf_ack``): the draws come from
+their own substreams, a learner answers serializable reads only (as etcd's), its promotion
+is refused until it is in sync and retried, and the deposed-leader cut leaves the conf change
+on a follower, uncommitted at the old leader."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from kvcheck.reference.client import Failed
+from kvcheck.reference.wire import ErrorCode
+from kvcheck.workloads import nemesis
+from kvcheck.workloads.config import RunConfig
+from kvcheck.workloads.determinism import deterministic_trio
+from kvcheck.workloads.nemesis import (
+    LEARNER_TROUBLES,
+    churn_params,
+    depose_of,
+    learner_of,
+    make_schedule,
+)
+from kvcheck.workloads.sim.cluster import SimClient, SimCluster
+from kvcheck.workloads.sim.scheduler import SimScheduler
+
+
+def run(fn: Any, seed: int = 1) -> Any:
+    with deterministic_trio(seed):
+        return trio.run(fn, clock=SimScheduler())
+
+
+def test_learner_and_depose_draws_leave_every_other_draw_where_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = [learner_of(s) for s in range(200)]
+    assert 60 < sum(1 for d in drawn if d) < 140  # about half
+    assert {d["learner"]["trouble"] for d in drawn if d} == set(LEARNER_TROUBLES)
+    assert any(depose_of(s) for s in range(20)) and not all(depose_of(s) for s in range(20))
+    kinds = ["partition", "kill", "member"]  # (a plain schedule: learners, no depose)
+    with_new = make_schedule(kinds, [1, 2, 3], 60.0, random.Random(7))
+    monkeypatch.setattr(nemesis, "learner_of", lambda seed: {})
+    monkeypatch.setattr(nemesis, "depose_of", lambda seed: {})
+    without = make_schedule(kinds, [1, 2, 3], 60.0, random.Random(7))
+    assert [(f.kind, f.start, f.stop) for f in with_new] == [(f.kind, f.start, f.stop) for f in without]
+    for new, old in zip(with_new, without, strict=True):
+        assert {k: v for k, v in new.params.items() if k not in ("learner", "depose")} == old.params
+    # depose only in churns; learner in either
+    for s in range(40):
+        p = churn_params({"target": "one", "seed": s}, depose=True)
+        assert "depose" not in p or p["mode"] == "churn"
+        assert "depose" not in churn_params({"target": "one", "seed": s})  # swarm schedules only
+
+
+def test_a_learner_serves_serializable_reads_only_and_is_promoted_once_in_sync() -> None:
+    async def main() -> dict[str, Any]:
+        cluster = SimCluster(RunConfig(nodes=3, seed=12000))
+        out: dict[str, Any] = {}
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            assert await cluster.wait_healthy(10.0)
+            writer = SimClient(cluster, 1, timeout=2.0)
+            await writer.put(b"k", b"v1")
+            learner = await cluster.grow_member(learner=True)
+            assert learner is not None
+            out["learners"] = cluster.learner_members()
+            assert await cluster.wait_healthy(5.0)  # a learner is replicated to like any member
+            pinned = SimClient(cluster, 2, timeout=0.5, pin=learner)
+            out["serializable"] = (await pinned.get(b"k", serializable=True)).kvs[0].value
+            try:
+                await pinned.get(b"k")
+                out["linearizable"] = "answered"
+            except Failed as exc:
+                out["linearizable"] = exc.code
+            out["promote"] = await cluster.promote_member(learner, 5.0)
+            out["learners_after"] = cluster.learner_members()
+            out["linearizable_after"] = (await SimClient(cluster, 3, timeout=2.0, pin=learner).get(b"k")).kvs[0].value
+            nursery.cancel_scope.cancel()
+        return out
+
+    out = run(main)
+    assert out["learners"] == {4}
+    assert out["serializable"] == b"v1"
+    assert out["linearizable"] is ErrorCode.NOT_LEADER  # "rpc not supported for learner"
+    assert out["promote"]["promoted"] is True
+    assert out["learners_after"] == set()
+    assert out["linearizable_after"] == b"v1"
+
+
+def test_promoting_a_cut_off_learner_is_refused_until_it_catches_up() -> None:
+    async def main() -> dict[str, Any]:
+        cluster = SimCluster(RunConfig(nodes=3, seed=12001))
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            assert await cluster.wait_healthy(10.0)
+            writer = SimClient(cluster, 1, timeout=2.0)
+            learner = await cluster.grow_member(learner=True)
+            assert learner is not None
+            others = [n for n in cluster.node_ids if n != learner]
+            await cluster.block_links(nemesis.cut([[learner], others]))
+            for i in range(30):
+                await writer.put(b"k", str(i).encode())
+
+            async def heal_later() -> None:
+                await trio.sleep(1.0)
+                await cluster.heal_links()
+
+            nursery.start_soon(heal_later)
+            got = await cluster.promote_member(learner, 5.0)
+            nursery.cancel_scope.cancel()
+        return got
+
+    got = run(main)
+    assert got["promoted"] is True
+    assert got["not_ready"] >= 1 and got["attempts"] > got["not_ready"]
+
+
+def test_the_deposed_leader_cut_leaves_its_conf_change_on_a_follower_uncommitted() -> None:
+    async def main() -> tuple[int | None, int, int, int, list[int]]:
+        cluster = SimCluster(RunConfig(nodes=3, seed=12002))
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            assert await cluster.wait_healthy(10.0)
+            leader_id = await cluster.leader()
+            assert leader_id is not None
+            old = cluster.slots[leader_id].node
+            assert old is not None and old.raw is not None
+            nursery.start_soon(cluster.grow_member)  # a voter's add: the conf change in flight
+            deposed = await cluster.cut_at_conf_ack(3.0, hold=True)
+            pending = old.raw.raft.pending_conf_index
+            commit = old.commit
+            # the followers' last log indexes: one holds the change
+            lasts = [cluster.slots[n].node.storage.last_index()  # type: ignore[union-attr]
+                     for n in cluster.node_ids if n != leader_id]
+            new = await cluster.leader_elected(5.0)
+            nursery.cancel_scope.cancel()
+        return deposed, leader_id, pending, commit, [*lasts, new or 0]
+
+    deposed, leader_id, pending, commit, rest = run(main)
+    lasts, new = rest[:-1], rest[-1]
+    assert deposed == leader_id
+    assert commit < pending  # the old leader never learned it could commit the change
+    assert max(lasts) >= pending  # a follower holds it
+    assert new not in (0, leader_id)
+
+
+def _member_ops(run_dir: Path) -> list[dict[str, Any]]:
+    ops = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    return [op for op in ops if op["process"] == "nemesis" and op["f"].endswith("-member") and op["type"] == "info"]
+
+
+def test_register_swarm_seed_1000_adds_a_learner_cut_off_with_the_leader_and_stays_valid(tmp_path: Path) -> None:
+    """Seed 1000 (7 members): a member fault adds a learner, cuts it off with the leader and
+    two other voters (a minority of the 7 voters; with the learner, as many members as a
+    majority of the voters), then promotes it once the cut healed; the history stays valid.
+    A store whose commit index counts the learner's acknowledgement loses writes here."""
+    from kvcheck.workloads.run import run_once
+
+    config = RunConfig(workload="register", seed=1000, faults=list(nemesis.FAULT_KINDS))
+    from kvcheck.workloads.swarm import draw_swarm
+
+    draw_swarm(config, frozenset({"faults"}))  # as `kvcheck run --swarm --faults all`
+    outcome = run_once(config, tmp_path, progress=False)
+    stops = [op["value"] for op in _member_ops(outcome.run_dir) if op["f"] == "stop-member"]
+    learner = next(v["learner"] for v in stops if v.get("learner", {}).get("trouble") == "with-leader")
+    assert learner["promoted"] is True and len(learner["groups"][0]) == 4  # 3 voters and the learner
+    assert outcome.results["valid"] is True
