@@ -62,13 +62,16 @@ class Effect:
     write): it changes the key only if the key is present. ``revoke`` (value: the lease id)
     deletes every key attached to the lease, in key order; ``expire`` deletes the keys of the
     lease ``key`` is attached to (a lease expiry a watch event showed); ``unseen`` is a
-    server-side delete nobody saw (every leased key becomes uncertain)."""
+    server-side delete nobody saw (every leased key becomes uncertain); its ``leased`` are the
+    (key, lease) pairs its candidate puts would attach (a later revoke or expiry of that lease
+    may then have deleted the key)."""
 
     type: str  # put | delete | revoke | expire | unseen
     key: str
     value: Any
     maybe: bool = False
     lease: int = 0  # a put's lease
+    leased: tuple[tuple[str, int], ...] = ()  # unseen: (key, lease) its candidate puts attach
 
 
 @dataclass(slots=True)
@@ -565,8 +568,9 @@ class _Run:
             # with a timed-out revoke among the candidates, had left those keys certain, and
             # the replay's versions fell short of the store's).
             keys = sorted({e.key for w in cands for e in w.effects if e.key})
+            leased = tuple(sorted({(e.key, e.lease) for w in cands for e in w.effects if e.type == "put" and e.lease}))
             self.at[rev] = Write(None, [Effect("unseen", "", keys, lease=int(self.leases or any(
-                e.type == "revoke" for w in cands for e in w.effects)))], True, rev,
+                e.type == "revoke" for w in cands for e in w.effects)), leased=leased)], True, rev,
                 "guessed: no event or read shows this revision; one of the info writes invoked "
                 f"before it completed made it ({len(cands)} candidates)")
             self.uncertain_revisions.add(rev)
@@ -590,6 +594,8 @@ class _Run:
     def _replay(self) -> None:
         state: dict[str, tuple[Any, int, int, int]] = {}  # key -> (value, create, mod, version)
         attached: dict[str, int] = {}  # key -> its lease
+        # key -> leases an unseen write may have attached it to (its state is uncertain since)
+        maybe_leases: dict[str, set[int]] = {}
         uncertain: set[str] = set()
         final = self.final_op
         read_rev = int(final.extra["revision"]) if final is not None else self.final_revision
@@ -609,8 +615,17 @@ class _Run:
                         self.deleted_leases[rev] = lease
                     keys = sorted(k for k, v in attached.items() if v == lease) if lease else [e.key]
                     effects.extend(Effect("delete", k, None, maybe=e.type == "revoke") for k in keys)
+                    # a key an unseen put may have attached to this lease may be deleted now too
+                    # (clean lease seed 12008: a timed-out put of l/s0a with lease 8 applied
+                    # unseen; lease 8's revoke deleted it, and a watch showed that DELETE)
+                    maybe_gone = sorted(k for k, ls in maybe_leases.items()
+                                        if lease and lease in ls and k in uncertain and k not in keys)
+                    out.extend(Change("unknown", k, None, 0, rev, 0, state.get(k), w.id, False)
+                               for k in maybe_gone)
                 elif e.type == "unseen":  # which of these keys it changed is unknown
                     unknown = sorted((set(attached) if e.lease else set()) | set(e.value or ()))
+                    for k, lease in e.leased:
+                        maybe_leases.setdefault(k, set()).add(lease)
                     uncertain.update(unknown)
                     out.extend(Change("unknown", k, None, 0, rev, 0, state.get(k), w.id, False)
                                for k in unknown)
@@ -620,6 +635,8 @@ class _Run:
                 prev = state.get(e.key)
                 if guessed:
                     uncertain.add(e.key)
+                else:
+                    maybe_leases.pop(e.key, None)  # attached (or not) for sure now
                 if e.type == "put":
                     if e.lease:
                         attached[e.key] = e.lease

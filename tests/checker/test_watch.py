@@ -441,6 +441,43 @@ def test_a_key_no_info_write_touched_stays_certain_beside_unseen_revisions() -> 
     assert {a.detail.get("key") for a in r.anomalies} == {"b"}
 
 
+def _revoke_after_an_unseen_leased_put(revoked: int) -> list[dict[str, Any]]:
+    """Leases 1 and 2; s2 on lease 2 @2; timed-out puts of s1 (lease 1) and of a (no lease):
+    nobody sees revisions 3 and 4; the revoke of lease ``revoked`` answers 5 and a watch from 5
+    sees s1 deleted there (the store applied the put of s1, and revoking lease 1 deleted it)."""
+    h, op = recorder()
+
+    op(0, "invoke", "lease-grant", 3)
+    op(0, "ok", "lease-grant", 3, lease=1, revision=1)
+    op(1, "invoke", "lease-grant", 3)
+    op(1, "ok", "lease-grant", 3, lease=2, revision=1)
+    op(1, "invoke", "put", 1, key="s2", lease=2)
+    op(1, "ok", "put", 1, key="s2", lease=2, revision=2)
+    op(2, "invoke", "put", 5, key="s1", lease=1)
+    op(3, "invoke", "put", 7, key="a")
+    op(2, "info", "put", 5, key="s1", lease=1, error="timeout")
+    op(3, "info", "put", 7, key="a", error="timeout")
+    op(4, "invoke", "lease-revoke", revoked)
+    op(4, "ok", "lease-revoke", revoked, revision=5)
+    op(100, "invoke", "watch", {"key": "s", "range_end": "t", "start_revision": 5, "prev_kv": False})
+    op(100, "ok", "watch", resp(5, [ev("delete", "s1", None, 0, 5, 0)], created=True))
+    op(100, "ok", "watch", {"end": "closed"})
+    return h
+
+
+def test_a_revoke_may_delete_a_key_an_unseen_timed_out_put_attached_to_its_lease() -> None:
+    """Clean lease seed 12008 (a false alarm before): a timed-out put of l/s0a with lease 8
+    applied where nobody saw it; lease 8's revoke deleted the key and a watch showed the DELETE,
+    which the replay (that never attached the key) called watch:delete-revision."""
+    r = check(_revoke_after_an_unseen_leased_put(revoked=1))
+    assert r.valid is True, [a.to_json() for a in r.anomalies]
+
+
+def test_a_revoke_of_another_lease_does_not_explain_that_delete() -> None:
+    r = check(_revoke_after_an_unseen_leased_put(revoked=2))
+    assert r.valid is False, [a.to_json() for a in r.anomalies]
+
+
 def _expiry_beside_a_timed_out_revoke(s1_in_final_read: bool = False) -> list[dict[str, Any]]:
     """Leases 1 and 2; s1 on lease 1 @2, s2 on lease 2 @3; a revoke of lease 2 times out; a
     watch without prev_kv sees s1 deleted at 4 (lease 1 expired); the final read at 4 shows
