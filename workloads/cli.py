@@ -77,10 +77,11 @@ def _internal_errors() -> Iterator[None]:
               help="Each seed draws its own fault kinds (from --faults, or all), fault rate, "
                    "durations and overlaps, timeouts, network, perturbations, clients and keys; "
                    "options given explicitly are kept.")
-@click.option("--ordered-links", is_flag=True, default=False,
+@click.option("--ordered-links/--unordered-links", default=True, show_default=True,
               help="Simulation: each link delivers in the order it sent, as the store's one TCP "
-                   "connection per peer does (network.fifo); by default a link's messages may "
-                   "reorder when jitter exceeds their spacing.")
+                   "connection per peer does (network.fifo), or (--unordered-links, the network "
+                   "of earlier versions) a link's messages reorder when jitter exceeds their "
+                   "spacing.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def run_command(ctx: click.Context, workload: str, faults: str, target: str, nodes: int, concurrency: int,
@@ -113,8 +114,7 @@ def run_command(ctx: click.Context, workload: str, faults: str, target: str, nod
                            check_timeout=check_timeout, client_timeout=client_timeout, keys=keys,
                            bugs=list(bugs), wall_budget=wall_budget or None,
                            hash_check_interval=hash_check_interval or None)
-        if ordered_links:
-            config.network["fifo"] = True
+        config.network["fifo"] = ordered_links
         if target == "etcd":
             config.etcd.update(endpoints=endpoints, pre_vote=etcd_pre_vote)
             if nodes != 5 and endpoints:

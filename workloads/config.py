@@ -49,9 +49,13 @@ CONFIG_VERSION = 2
 # delivery times rounded up to ``grid``; a client request and its reply each take
 # ``client_latency`` [low, high]; ``loss`` and ``duplicate`` are baseline probabilities that
 # the packet fault adds to; ``fifo``: each directed link delivers in the order it was sent
-# (one TCP connection per peer, as the store's transport has; ``kvcheck run --ordered-links``),
-# else every message's latency is drawn on its own and a link reorders (the default for now,
-# and what a config.json without it ran on): see sim/network.py for why the default waits.
+# (one TCP connection per peer, as the store's transport has: the default), else every
+# message's latency is drawn on its own and a link reorders (``kvcheck run
+# --unordered-links``, and what a config.json without the field ran on): see sim/network.py;
+# ``stall``: with ``fifo``, the share of held cuts (a partition's ``hold``) that are a stalled
+# path, which queues what it carries and releases it in order at the heal, the others dropping
+# it as a firewall does, so TCP delivers it at its next retransmission (a config.json without
+# the field: none stalled).
 NETWORK_DEFAULTS: dict[str, Any] = {
     "base_latency": [0.0002, 0.0008],
     "jitter": 0.0002,
@@ -59,7 +63,8 @@ NETWORK_DEFAULTS: dict[str, Any] = {
     "client_latency": [0.0002, 0.001],
     "loss": 0.0,
     "duplicate": 0.0,
-    "fifo": False,
+    "fifo": True,
+    "stall": 0.5,
 }
 
 # The etcd target (workloads/etcd): its timing flags as etcd 3.4 names them (pre-vote off is
@@ -82,8 +87,9 @@ def node_defaults() -> dict[str, Any]:
 
 # NodeConfig fields added within config version 2; a config.json without them ran with these.
 NODE_ADDED: dict[str, Any] = {"max_size_per_msg": 1 << 20, "max_inflight_msgs": 256}
-# and network fields (a config.json without ``fifo`` ran on reordering links)
-NETWORK_ADDED: dict[str, Any] = {"fifo": False}
+# and network fields (a config.json without ``fifo`` ran on reordering links, one without
+# ``stall`` had every held cut of in-order links resume at TCP's retransmission)
+NETWORK_ADDED: dict[str, Any] = {"fifo": False, "stall": 0.0}
 
 
 # What a version-1 config.json (no network/node sections) ran with: pinned here, not taken
@@ -255,7 +261,7 @@ class RunConfig:
             v = net[name]
             if not (_is_number(v) and v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"network.{name}: expected seconds >= 0, got {v!r}")
-        for name in ("loss", "duplicate"):
+        for name in ("loss", "duplicate", "stall"):
             v = net[name]
             if not (_is_number(v) and 0 <= v <= 1):
                 raise ConfigError(f"network.{name}: expected a probability in [0, 1], got {v!r}")

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvcheck.workloads.config import node_defaults
+from kvcheck.workloads.config import NETWORK_DEFAULTS, node_defaults
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ EXPOSURE: dict[str, Exposure] = {
     # re-route quickly).
     "read_index_before_commit": Exposure("register", "partition", settings={
         "network": {"base_latency": [0.001, 0.004], "jitter": 0.001, "grid": 0.001,
-                    "client_latency": [0.0002, 0.001], "loss": 0.05, "duplicate": 0.0, "fifo": False},
+                    "client_latency": [0.0002, 0.001], "loss": 0.05, "duplicate": 0.0, "fifo": True,
+                    "stall": NETWORK_DEFAULTS["stall"]},
         "perturb": {"long_delay": 0.0, "batch_reorder": 0.0, "batch_duplicate": 0.0, "slow_fsync": 0.0,
                     "stall": 0.0, "kill_tears": 0.0, "slow_disk": 0.6},
         "client_attempt_timeout": 0.1, "wall_budget": 10.0}, swarm=True),

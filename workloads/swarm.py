@@ -19,8 +19,8 @@ when none are named) and the parameters that shape a run:
 - the nodes' election and heartbeat ticks, snapshot frequency and replication flow control
   (entries per append message, appends in flight); in a quarter of the seeds a snapshot
   storm (a snapshot every 5 to 20 entries, 1 to 10 entries of log kept after it);
-- the simulated network's latency, jitter, baseline loss and duplication (a link's messages
-  may reorder unless ``--ordered-links``: ``network.fifo``, never drawn);
+- the simulated network's latency, jitter, baseline loss and duplication (each link in order
+  unless ``--unordered-links``: ``network.fifo``, never drawn, nor ``network.stall``);
 - elections in quick succession (``_elections``, their own substream): pre-vote off in a
   third of the seeds (etcd before 3.5), election timeouts of 3 to 5 ticks in a quarter;
 - rare-path perturbation probabilities (``sim.perturb``; slow disks in a fifth of the seeds);
@@ -147,9 +147,9 @@ def draw_swarm(config: RunConfig, pinned: set[str] | frozenset[str] = frozenset(
                  "snapshot_catchup_entries": max(1, snapshot // rng.choice((2, 5, 10)))})
     put("node", node)
     scale = rng.choice((1.0, 1.0, 5.0, 20.0))
-    # network.fifo is never drawn (it stays as config.network has it: --ordered-links). On
-    # reordering links one-entry appends can starve a healthy cluster (each reordered MsgApp
-    # sends the follower back to probe: kubernetes seeds 135, 138); see sim/network.py.
+    # network.fifo and network.stall are never drawn (they stay as config.network has them:
+    # ordered links unless --unordered-links; each held cut draws its kind in the run). On reordering links one-entry appends can starve a healthy cluster
+    # (each reordered MsgApp sends the follower back to probe: kubernetes seeds 135, 138).
     net = dict(config.network)
     net.update({"base_latency": [round(0.0002 * scale, 6), round(0.0008 * scale, 6)],
                 "jitter": round(0.0002 * scale * rng.uniform(0.5, 5.0), 6),

@@ -70,21 +70,26 @@ def test_test_count_runs_consecutive_seeds_and_exits_with_the_worst(tmp_path: Pa
     assert "2 runs:" in p.stdout
 
 
-def test_ordered_links_is_recorded_and_replayed(tmp_path: Path) -> None:
-    """`--ordered-links` runs the simulation on in-order links (network.fifo in config.json),
-    a replay of that directory runs on them again (same history), and without the flag links
-    reorder."""
+def _run_and_replay(tmp_path: Path, fifo: bool, *args: str) -> None:
+    """``kvcheck run`` with ``args`` records ``network.fifo`` as ``fifo``, and a replay of its
+    directory runs on the same links again (same config, same history)."""
     import json
-    p = kvcheck("run", "--workload", "register", "--faults", "partition", "--time-limit", "3",
-                "--seed", "4", "--ordered-links", "--swarm", cwd=tmp_path)
+    p = kvcheck("run", "--workload", "register", "--seed", "4", *args, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     run = (tmp_path / "store" / "latest").resolve()
-    assert json.loads((run / "config.json").read_text())["network"]["fifo"] is True
+    assert json.loads((run / "config.json").read_text())["network"]["fifo"] is fifo
     r = kvcheck("replay", str(run), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     replayed = (tmp_path / "store" / "latest").resolve()
     assert replayed != run
+    assert json.loads((replayed / "config.json").read_text())["network"]["fifo"] is fifo
     assert (replayed / "history.jsonl").read_bytes() == (run / "history.jsonl").read_bytes()
-    p = kvcheck("run", "--workload", "register", "--time-limit", "2", "--seed", "4", cwd=tmp_path)
-    latest = (tmp_path / "store" / "latest").resolve()
-    assert json.loads((latest / "config.json").read_text())["network"]["fifo"] is False
+
+
+def test_ordered_links_is_recorded_and_replayed(tmp_path: Path) -> None:
+    """`--ordered-links` (the default) runs the simulation on in-order links (network.fifo in
+    config.json), a replay of that directory runs on them again (same history), and with
+    `--unordered-links` links reorder, in the replay too."""
+    _run_and_replay(tmp_path, True, "--faults", "partition", "--time-limit", "3", "--ordered-links", "--swarm")
+    _run_and_replay(tmp_path, True, "--time-limit", "2")
+    _run_and_replay(tmp_path, False, "--time-limit", "2", "--unordered-links")

@@ -43,15 +43,13 @@ def test_swarm_seed_with_one_entry_appends_and_jitter_stays_available(tmp_path: 
     message's latency was drawn on its own: links reordered appends, every reordered one was
     rejected and sent the follower back to probe, and 622 of 766 txns timed out. The store's
     transport keeps a link in order (one TCP connection per peer); so does the simulation
-    with ordered links (network.fifo, ``kvcheck run --ordered-links``), and the run is valid.
-    The same draw on reordering links (still the default: see sim/network.py) times out
-    most txns."""
+    with ordered links (network.fifo, the default), and the run is valid. The same draw on
+    reordering links (``kvcheck run --unordered-links``) times out most txns."""
     from kvcheck.workloads.run import run_once
     from kvcheck.workloads.swarm import draw_swarm
 
     cfg = draw_swarm(RunConfig(workload="kubernetes", seed=135))
-    assert cfg.network["fifo"] is False and cfg.node["max_size_per_msg"] == 128 and not cfg.schedule
-    cfg.network["fifo"] = True
+    assert cfg.network["fifo"] is True and cfg.node["max_size_per_msg"] == 128 and not cfg.schedule
 
     def txn_outcomes(out: Any) -> dict[str, int]:
         counts = {"ok": 0, "fail": 0, "info": 0}

@@ -45,7 +45,7 @@ def _stop_rounds(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     raise AssertionError("no stop-partition op")
 
 
-@pytest.mark.parametrize("seed", [1, 3])
+@pytest.mark.parametrize("seed", [1, 4])  # 4 since links deliver in order (3 before)
 def test_a_moved_cut_puts_the_old_leader_with_its_longer_older_log_among_newer_voters(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     asked: list[tuple[int, int, int, int]] = []  # (candidate last index, last term, voter's ...)

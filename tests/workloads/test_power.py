@@ -212,16 +212,14 @@ def test_swarm_seed_with_snapshots_and_packet_loss_recovers(tmp_path: Path) -> N
 
 
 def test_swarm_seed_with_a_member_added_after_a_snapshot_catches_up(tmp_path: Path) -> None:
-    """Pinned: clean kv swarm seed 13 (snapshots every 200 entries, a member replaced at
-    19.4 s). The leader's latest snapshot predated the new member, which refused it (it is not
+    """Found with clean kv swarm seed 13 (snapshots every 200 entries, a member replaced at
+    19.4 s): the leader's latest snapshot predated the new member, which refused it (it is not
     in that snapshot's configuration) while the log before it was compacted: the member stayed
-    at commit 0 for good. Members now snapshot right after applying an addition.
-    (Seed 13 now also draws fault bursts; without them it runs the schedule pinned here.)"""
-    cfg = draw_swarm(RunConfig(workload="kv", seed=13))
-    # The replication flow control drawn since (last, after every draw above) as it was then.
-    cfg.node.update(max_size_per_msg=1 << 20, max_inflight_msgs=256)
-    assert cfg.swarm is not None
-    cfg.swarm["schedule"].pop("burst", None)
+    at commit 0 for good. Members now snapshot right after applying an addition. Pinned to
+    seed 35 since links deliver in order (seed 13 no longer adds a member; on the first
+    in-order network, with that fix reverted, seed 35's three added members stayed at commit
+    0; not checked again since held cuts may stall): the added members catch up."""
+    cfg = draw_swarm(RunConfig(workload="kv", seed=35))
     out = run_once(cfg, tmp_path, progress=False)
     assert out.results["internal"]["liveness"] is None, out.results["internal"]
     assert out.results["valid"] is True
@@ -230,14 +228,16 @@ def test_swarm_seed_with_a_member_added_after_a_snapshot_catches_up(tmp_path: Pa
 
 
 def test_swarm_retries_of_one_request_id_catch_no_session_dedup(tmp_path: Path) -> None:
-    """Swarm seed 1 cuts client attempts short, so writes are retried under the same request
+    """Swarm seed 19 cuts client attempts short, so writes are retried under the same request
     id during faults: without the session table's dedup a retried write applies twice and
-    the history shows it; the clean store's history of the same run is valid."""
-    cfg = draw_swarm(RunConfig(workload="register", seed=1, time_limit=10.0, bugs=["no_session_dedup"]))
+    the history shows it; the clean store's history of the same run is valid. (Seed 1 on
+    reordering links; on in-order links, with half of the held cuts stalled paths, seeds
+    0-18 fire the switch without a client seeing the double write, or never fire it.)"""
+    cfg = draw_swarm(RunConfig(workload="register", seed=19, time_limit=10.0, bugs=["no_session_dedup"]))
     out = run_once(cfg, tmp_path / "bug", progress=False)
     assert out.results["bugs"]["fired"]["no_session_dedup"] > 0
     assert out.results["checkers_valid"] is False
-    clean = run_once(draw_swarm(RunConfig(workload="register", seed=1, time_limit=10.0)), tmp_path / "clean",
+    clean = run_once(draw_swarm(RunConfig(workload="register", seed=19, time_limit=10.0)), tmp_path / "clean",
                      progress=False)
     assert clean.results["valid"] is True
 

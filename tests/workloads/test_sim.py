@@ -200,10 +200,14 @@ def test_config_json_parameters_are_validated_and_version_1_is_pinned() -> None:
     v1 = RunConfig.from_json(old)
     assert v1.network == V1_PARAMETERS["network"] and v1.node == V1_PARAMETERS["node"]
     assert v1.version == 2
-    assert good["network"]["fifo"] is False  # config.json says how links order, by default reordering
+    assert good["network"]["fifo"] is True  # config.json says how links order, by default in order
     before_fifo = json.loads(json.dumps(good))
     del before_fifo["network"]["fifo"]  # written before network.fifo existed: reordering links
     assert RunConfig.from_json(before_fifo).network["fifo"] is False
+    assert good["network"]["stall"] == 0.5  # half of the held cuts are stalled paths
+    before_stall = json.loads(json.dumps(good))
+    del before_stall["network"]["stall"]  # written before network.stall: every held cut drops
+    assert RunConfig.from_json(before_stall).network["stall"] == 0.0
 
 
 def test_disk_fault_log_says_what_was_torn(tmp_path: Path) -> None:

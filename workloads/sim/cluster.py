@@ -161,7 +161,8 @@ class SimCluster:
         net = config.network  # every parameter from the config (config.json), none from defaults
         self.net = SimNetwork(substream(self.seed, "network"), sched, base_latency=tuple(net["base_latency"]),
                               jitter=net["jitter"], grid=net["grid"], loss=net["loss"],
-                              duplicate=net["duplicate"], fifo=net["fifo"])
+                              duplicate=net["duplicate"], fifo=net["fifo"], stall=net["stall"],
+                              stall_rng=substream(self.seed, "network-stall"))
         self.client_latency: tuple[float, float] = tuple(net["client_latency"])
         self.slots: dict[int, Slot] = {}
         self.findings: list[tuple[float, int, str]] = []  # (seconds on the history's clock, member, text)

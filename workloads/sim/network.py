@@ -10,8 +10,8 @@ task per message, and a deterministic order for equal times. Delivery times are 
 to a time grid (``grid``, 1 ms by default), so messages due in the same millisecond wake
 their receivers once: the simulation's cost is dominated by trio scheduler passes.
 
-Order on a link (``fifo``, config.json's ``network.fifo``; ``kvcheck run --ordered-links``;
-false by default for now). The store's
+Order on a link (``fifo``, config.json's ``network.fifo``; true by default, ``kvcheck run
+--unordered-links`` turns it off). The store's
 real transport (reference/server.py) sends a member's messages to each peer over one TCP
 connection fed by a FIFO queue, so a link never reorders what it carries. With ``fifo`` each
 directed link is such a connection: a message is delivered at the later of its drawn time
@@ -24,11 +24,16 @@ the two connections in two tasks); and what was sent towards it before the resta
 its previous process, whose sockets are gone: lost. A cut link (``block``) drops what is
 sent on it and what arrives on it while it is cut (the local target's peer proxy drops whole
 frames of a blocked link the same way, and a connection reset by a cut loses its unsent
-bytes: Raft retransmits); with ``hold`` the connection survives the partition, as TCP's
-retransmissions do under a firewall that drops packets: what it held is delivered in
-order, before what is sent after the heal, once the connection's retransmission timer next
-fires (``RTO_MIN``, doubling after each unanswered retransmission from the first message
-the cut held: after a 2 s cut, 1 s after the heal), as Linux TCP resumes a stalled
+bytes: Raft retransmits); with ``hold`` the connection survives the partition, and what
+it held is delivered in order, before what is sent after the heal, at one of two times. A
+held cut is either a stalled path (``stall``, config.json's ``network.stall``: that share of
+held cuts, each drawn from its own substream when the cut starts), whose switch or virtual
+switch queues the frames and forwards them when it recovers: they leave at the heal, with a
+fresh latency; or a path that drops them, as a firewall does, and TCP's retransmissions
+bring them: once the connection's retransmission timer next fires (``RTO_MIN``, doubling
+after each unanswered retransmission from the first message the cut held: a cut shorter
+than the first timeout resumes at it, right after the heal; after a 2 s cut, 1 s after the
+heal), as Linux TCP resumes a stalled
 connection; other links carry on meanwhile. What still reorders on purpose: a
 duplicate (the network's ``duplicate``, the packet fault's) is a stale retransmit with its
 own latency, and a perturbation's extra ``delay`` (perturb.py's batch_reorder, long_delay,
@@ -38,12 +43,16 @@ acknowledgement sent once a slow fsync ends): it joins the link's order when it 
 and is never sent if its sender's process died first. ``fifo=False`` is the network of
 earlier versions (every message's latency drawn independently, so a link reorders whenever
 the jitter exceeds the spacing of its messages, as UDP would): a config.json without
-``network.fifo`` ran on it, and replays on it. Why it is still the default: on ordered
-links two bug switches lose their exposure in ``regress --quick`` (stale_term_append: its
-held old-term appends land after the new leader's entries commit, seeds 0-79 not caught;
-eager_truncation: first caught at seed 24, not 12), while reordering links make a clean
-cluster with one-entry appends and 12.8 ms jitter starve (kubernetes swarm seeds 135, 138
-flagged unavailable). Making ordered links the default needs those exposures back first.
+``network.fifo`` ran on it, and replays on it. It is no longer the default because it is
+not the store's transport, and on it a clean cluster with one-entry appends and 12.8 ms
+jitter starves (each reordered MsgApp sends its follower back to probe: kubernetes swarm
+seeds 135, 138 flagged unavailable): a false alarm of the harness's model. Both kinds of
+cut happen (a congested or stalled switch, a firewall rule), and they differ for Raft: a
+deposed leader's old-term appends that a dropping path held resume at a TCP retransmission,
+seconds after a cut of seconds, when they are all below the follower's commit index; a
+path that queued them lands them as the new leader begins (with every held cut dropping,
+``regress --quick`` caught stale_term_append in none of seeds 0-19; with half stalled, at
+seed 14).
 
 A link is blocked as a directed pair (src, dst); ``block``/``heal`` implement every partition
 shape. A message to a node that is down at delivery time is lost; a paused node's messages
@@ -77,9 +86,15 @@ class SimNetwork:
 
     def __init__(self, rng: random.Random, scheduler: SimScheduler, *, base_latency: tuple[float, float] = (0.0002, 0.0008),
                  jitter: float = 0.0002, grid: float = 0.001, loss: float = 0.0,
-                 duplicate: float = 0.0, fifo: bool = True) -> None:
+                 duplicate: float = 0.0, fifo: bool = True, stall: float = 0.0,
+                 stall_rng: random.Random | None = None) -> None:
         self.rng = rng
         self.fifo = fifo
+        # fifo: the share of held cuts that are stalled paths (released at the heal), each
+        # drawn from ``stall_rng`` (a substream of its own: the latencies' draws stay put)
+        self.stall = stall
+        self.stall_rng = stall_rng or random.Random(0)
+        self.stalled = False  # the current held cut is a stalled path
         # fifo: each directed link's last scheduled in-order delivery (its connection's tail)
         self.link_tail: dict[tuple[int, int], float] = {}
         # fifo: each node's process incarnation (bumped by ``attach``); a message is for the
@@ -129,17 +144,20 @@ class SimNetwork:
         for link in links:
             src, dst = link
             self.blocked.add((int(src), int(dst)))
+        if hold and not self.holding and self.fifo and self.stall > 0:
+            self.stalled = self.stall_rng.random() < self.stall
         self.holding = self.holding or hold
 
     def heal(self) -> None:
         self.blocked.clear()
         self.holding = False
         held, self.held = self.held, []
-        if self.fifo:  # each held connection resumes when its retransmission timer next fires
-            now = self.scheduler.current_time()
+        if self.fifo and not self.stalled:  # each held connection resumes when its TCP
+            now = self.scheduler.current_time()  # retransmission timer next fires
             for link, since in self.held_since.items():
                 self.link_tail[link] = max(self.link_tail.get(link, 0.0), self.quantize(tcp_resume(since, now)))
         self.held_since.clear()
+        self.stalled = False
         # in the order they were sent, each with a fresh latency (with fifo: each link's held
         # messages first, in order, then whatever it carries after the heal)
         for src, dst, payload in held:
