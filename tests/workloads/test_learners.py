@@ -163,6 +163,11 @@ def test_register_swarm_seed_1000_adds_a_learner_cut_off_with_the_leader_and_sta
     from kvcheck.workloads.swarm import draw_swarm
 
     draw_swarm(config, frozenset({"faults"}))  # as `kvcheck run --swarm --faults all`
+    # on the reordering links of --unordered-links (the seed was found before links delivered
+    # in order; on in-order links this seed's add is still uncommitted when the cut starts, so
+    # the new leader answers the promote member_not_found, and none of seeds 1001-1024 draws
+    # the with-leader trouble)
+    config.network["fifo"] = False
     outcome = run_once(config, tmp_path, progress=False)
     stops = [op["value"] for op in _member_ops(outcome.run_dir) if op["f"] == "stop-member"]
     learner = next(v["learner"] for v in stops if v.get("learner", {}).get("trouble") == "with-leader")
