@@ -180,8 +180,9 @@ def _hash_mismatches(ops: Sequence[Op]) -> tuple[list[Anomaly], int]:
         got = []
         for name in ("revision", "compact_revision", "hash"):
             x = v.get(name)
-            if not isinstance(x, int) or isinstance(x, bool):
-                raise HistoryError(f"hash_kv op {op.id}: value field {name} must be an integer, not {x!r}", op)
+            if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+                raise HistoryError(f"hash_kv op {op.id}: value field {name} must be a non-negative "
+                                   f"integer, not {x!r}", op)
             got.append(x)
         if op.node is None:
             raise HistoryError(f"hash_kv op {op.id} names no member (node field)", op)

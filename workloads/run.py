@@ -394,6 +394,7 @@ def recheck_run_dir(path: Path | str) -> int:
     """Re-check a run directory with the model its config names; rewrites results.json and
     report.html there. Returns the exit code (0 valid, 1 invalid, 2 unknown)."""
     from kvcheck.checker.formats import read_history
+    from kvcheck.checker.history import HistoryError
 
     run_dir = Path(path)
     config = read_config(run_dir)
@@ -409,7 +410,10 @@ def recheck_run_dir(path: Path | str) -> int:
         except (json.JSONDecodeError, AttributeError):
             old = {}
     info = {k: v for k, v in old.items() if k != "summary"}
-    results = check_and_report(run_dir, ops, config, info)
+    try:
+        results = check_and_report(run_dir, ops, config, info)
+    except HistoryError as exc:  # well-formed lines that do not make a history (exit 65)
+        raise MalformedInput(str(hist), exc.op.line if exc.op is not None else None, str(exc)) from None
     return int(verdict_code(results["valid"]))
 
 

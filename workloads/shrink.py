@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kvcheck.checker.formats import read_history
 from kvcheck.exitcodes import ExitCode, KvcheckError, UsageError
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.nemesis import Fault
@@ -73,14 +74,10 @@ def size_of(config: RunConfig, results: dict[str, Any], ops: int) -> Size:
 
 
 def count_ops(history: Path) -> int:
-    n = 0
-    with history.open() as fh:
-        for line in fh:
-            if line.strip():
-                op = json.loads(line)
-                # client ops only: the nemesis and the harness's hash checks are strings
-                n += op.get("type") != "invoke" and isinstance(op.get("process"), int)
-    return n
+    """The client ops a run completed (ok, fail or info): the nemesis's and the harness's own
+    processes (hash checks) are left out by ``Op.is_nemesis``, the checkers' rule."""
+    ops, _ = read_history(history)
+    return sum(op.type != "invoke" and not op.is_nemesis for op in ops)
 
 
 @dataclass
@@ -260,14 +257,9 @@ def anomaly_end_seconds(run_dir: Path, results: dict[str, Any], anomaly: tuple[s
             break
     if not ids:
         return None
-    end = None
-    with (run_dir / "history.jsonl").open() as fh:
-        for line in fh:
-            if line.strip():
-                op = json.loads(line)
-                if op.get("index") in ids and isinstance(op.get("time"), int):
-                    end = max(end or 0, op["time"])
-    return None if end is None else end / 1e9
+    ops, _ = read_history(run_dir / "history.jsonl")
+    times = [op.time for op in ops if op.index in ids and op.time is not None]
+    return max(times) / 1e9 if times else None
 
 
 def shrink_run(path: Path | str, *, max_runs: int = 150, max_seconds: float = 600.0, seed_tries: int = 8,

@@ -170,8 +170,9 @@ def test_hash_checks_with_two_hashes_at_one_revision_and_compact_revision_are_a_
 
 @pytest.mark.parametrize("value,match", [
     (7, "value must be an object"),
-    ({"revision": 50, "hash": 7}, "compact_revision must be an integer"),
-    ({"revision": 50, "compact_revision": 0, "hash": "x"}, "hash must be an integer"),
+    ({"revision": 50, "hash": 7}, "compact_revision must be a non-negative integer"),
+    ({"revision": 50, "compact_revision": 0, "hash": "x"}, "hash must be a non-negative integer"),
+    ({"revision": -1, "compact_revision": 0, "hash": 7}, "revision must be a non-negative integer"),
 ])
 def test_a_malformed_hash_check_answer_names_its_field(value: Any, match: str) -> None:
     ops = hash_checks([(1, 50, "ok", value)])

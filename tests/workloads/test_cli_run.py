@@ -3,6 +3,7 @@ that names the option, a missing run directory exits 66."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ def test_bad_options_exit_64(tmp_path: Path) -> None:
                       (["--nodes", "2"], "--nodes: a cluster has 3 to 7 nodes"),
                       (["--test-count", "0"], "--test-count must be at least 1"),
                       (["--bug", "nope"], "unknown bug switch"),
-                      (["--workload", "queue"], "Invalid value for '--workload'")):
+                      (["--workload", "queue"], "Invalid value for '--workload'"),
+                      (["--hash-check-interval", "-1"], "--hash-check-interval: must be positive")):
         p = kvcheck("run", *args, cwd=tmp_path)
         assert p.returncode == 64, (args, p.stderr)
         assert msg in p.stderr, (args, p.stderr)
@@ -40,6 +42,26 @@ def test_replay_of_missing_or_bad_run_dir(tmp_path: Path) -> None:
     (tmp_path / "run" / "config.json").write_text("{")
     p = kvcheck("replay", str(tmp_path / "run"), cwd=tmp_path)
     assert p.returncode == 65 and "not JSON" in p.stderr
+
+
+def test_recheck_of_a_run_with_a_malformed_hash_check_exits_65(tmp_path: Path) -> None:
+    """A run directory whose history has a hash_kv answer the members checker cannot read is
+    malformed input (exit 65, file:line and the field named), and nothing is rewritten."""
+    p = kvcheck("run", "--workload", "register", "--time-limit", "3", "--no-progress", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    run_dir = (tmp_path / "store" / "latest").resolve()
+    lines = (run_dir / "history.jsonl").read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if '"f":"hash_kv"' in ln and '"type":"ok"' in ln)
+    op = json.loads(lines[at])
+    for bad, says in (({**op, "value": "junk"}, "value must be an object"),
+                      ({**op, "value": {**op["value"], "hash": None}}, "value field hash must be"),
+                      ({**op, "value": {**op["value"], "revision": -5}}, "value field revision must be")):
+        (run_dir / "results.json").unlink(missing_ok=True)
+        (run_dir / "history.jsonl").write_text("\n".join([*lines[:at], json.dumps(bad), *lines[at + 1:]]) + "\n")
+        p = kvcheck("check", str(run_dir), cwd=tmp_path)
+        assert p.returncode == 65, p.stdout + p.stderr
+        assert f"history.jsonl:{at + 1}: hash_kv op" in p.stderr and says in p.stderr, p.stderr
+        assert not (run_dir / "results.json").exists()
 
 
 def test_readme_quick_start_run_command(tmp_path: Path) -> None:
