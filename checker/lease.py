@@ -13,7 +13,9 @@ keys attached to its lease), then, from the history's lease ops
 (``lease-grant``, ``put`` with a ``lease`` field, ``lease-keepalive`` answering the TTL, 0
 when not found, ``lease-revoke``; README "Lease histories"):
 - ``lease:early-expiry``: an expiry seen (its first watch event) before TTL had passed since
-  the invocation of the last successful keepalive or grant (skipped across clock faults);
+  the invocation of the last successful keepalive or grant (skipped across clock faults; not
+  across partitions: a keepalive answered TTL > 0 by a leader cut off with a minority promises
+  as much as any other, and the majority's leader expiring the lease early breaks it);
 - ``lease:late-expiry``: a read shows a key still attached to its lease later than TTL +
   the bound after the lease's clock last restarted as far as the history can tell: the last
   successful keepalive or grant (or the end of a timed-out keepalive, which may have renewed
@@ -37,6 +39,16 @@ when not found, ``lease-revoke``; README "Lease histories"):
   (the keepalive form of early expiry: a member answering from a lessor that is not the
   cluster's, e.g. a deposed leader; skipped across clock faults and once a revoke of the
   lease was invoked before the answer);
+- ``lease:deposed-leader``: a keepalive or LeaseTimeToLive answered in raft term T though it
+  was invoked after another one completed answered in a term T' > T. Both are answered by the
+  leader itself once a ReadIndex round confirmed its leadership (etcd's ``LeaseRenew``
+  ``ensureLeadership``): an answer in T' means a majority voted in T' before it completed, and
+  a member never goes back to an older term, so no majority can confirm the leader of T after
+  that. Such an answer comes from a deposed leader that has not noticed yet (cut off with a
+  minority, paused), whose lessor is not the cluster's: its renewals keep the lease alive on
+  its own clock only, while the real leader expires it. Skipped when
+  ``options.extra["keepalive_term"]`` is ``"member"`` (a real etcd fills the header on the
+  member that took the stream, before a follower forwards the renewal to its leader);
 - ``lease:renewed-after-expiry``: a keepalive answered TTL > 0 though it was invoked more than
   TTL after the last renewal completed and the same raft term (one leadership, one lessor
   clock) answered both, with no other keepalive in flight and no clock fault in between;
@@ -51,6 +63,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -155,7 +168,9 @@ class LeaseChecker(CheckerBase):
             if t_seen < t_k + ttl[lease] and not any(a < t_seen and b > t_k - ttl[lease] for a, b in clock):
                 add("lease:early-expiry", f"lease {lease} (TTL {ttl[lease]} s) expired at revision {w.revision}, "
                     f"seen at {t_seen:.3f} s, only {t_seen - t_k:.3f} s after its last successful keepalive "
-                    f"was invoked", [seen.id], lease=lease, revision=w.revision)
+                    f"was invoked (an answer of TTL > 0 promises TTL from its invocation on every leader's clock; "
+                    f"a renewal that did not hold came from a lessor that is not the cluster's, e.g. a deposed "
+                    f"leader's)", [seen.id], lease=lease, revision=w.revision)
         for c in keepalives:
             done = c.completion
             assert done is not None
@@ -201,6 +216,8 @@ class LeaseChecker(CheckerBase):
                     f"before it was invoked (invoked at {r_inv:.3f} s)", [c.id], lease=lease,
                     term=done.extra.get("term"))
 
+        if options.extra.get("keepalive_term", "leader") == "leader":
+            self._check_deposed_leader(calls, add)
         self._check_time_to_live(calls, ttl, revoked, add)
         self._check_dead_lease_puts(calls, revoked, expired_seen, add)
         self._check_remaining(calls, ttl, renewals, clock, add)
@@ -329,6 +346,39 @@ class LeaseChecker(CheckerBase):
                   "reads_without_term": reads_without_term}
         return CheckResult(self.name, not anomalies, anomalies,
                            time.perf_counter() - t0, None, detail)
+
+    @staticmethod
+    def _check_deposed_leader(calls: Sequence[Call], add: Callable[..., None]) -> None:
+        """``lease:deposed-leader`` (module docstring): the leader-side answers (keepalives and
+        LeaseTimeToLive, ok, with a ``term``) in history order of completion; an answer whose
+        term is below the highest term among those that completed before it was invoked."""
+        answers = [c for c in calls if c.f in ("lease-keepalive", "lease-timetolive") and c.completion is not None
+                   and c.completion.type == "ok" and isinstance(c.completion.extra.get("term"), int)]
+        done_order = sorted(answers, key=lambda c: c.completion.position if c.completion else 0)
+        positions = [c.completion.position for c in done_order if c.completion is not None]
+        highest: list[tuple[int, Call]] = []  # the highest term (and its answer) among the first i completions
+        for c in done_order:
+            assert c.completion is not None
+            term = int(c.completion.extra["term"])
+            highest.append((term, c) if not highest or term > highest[-1][0] else highest[-1])
+        for c in answers:
+            done = c.completion
+            assert done is not None
+            i = bisect_left(positions, c.invoke.position)
+            if i == 0:
+                continue
+            newer, witness = highest[i - 1]
+            term = int(done.extra["term"])
+            if newer <= term:
+                continue
+            what = "keepalive" if c.f == "lease-keepalive" else "TimeToLive"
+            w_done = witness.completion
+            assert w_done is not None
+            add("lease:deposed-leader", f"{what} of lease {c.invoke.value} (op {done.id}) answered "
+                f"{done.value} in term {term}, but it was invoked after op {w_done.id} was answered in "
+                f"term {newer}: a leader of term {newer} was elected by then, so no majority could "
+                f"confirm the leader of term {term} (a deposed leader answered from its own lessor)",
+                [c.id, witness.id], lease=c.invoke.value, term=term, newer_term=newer)
 
     @staticmethod
     def _check_dead_lease_puts(calls: Sequence[Call], revoked: dict[int, Op], expired_seen: dict[int, Op],

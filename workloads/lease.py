@@ -28,7 +28,14 @@ predecessor committed, a deposed leader that still believes it leads) shows as a
 a second replica of the owner) runs its own keepalive loop for the lease on its own phase, until
 the lessor lets the lease go or an answer says TTL 0 (after a revoke too): keepalives of one lease
 from clients whose requests reach different members (a deposed leader among them). Those draws
-come from a substream of their own. After a revoke that completed, and after the last keepalive of an expired lease answered TTL 0, a lessor now and
+come from a substream of their own. Half the holders (lessors and co-holders, drawn from a
+substream of their own: ``STICKY_SHARE``) keep their keepalives on one stream, as etcd's
+clientv3 ``LeaseKeepAlive`` does: on the member that answered them last (the leader they
+reached), until that member fails one; the others send each keepalive to their own member
+first. A partition that cuts the leader off keeps the sticky holders on it until it stops
+answering (it steps down, or its leadership check fails), so a deposed leader that still
+renews shows as an answer in an older term than one already seen (``lease:deposed-leader``)
+or as the real leader expiring a lease early (``lease:early-expiry``). After a revoke that completed, and after the last keepalive of an expired lease answered TTL 0, a lessor now and
 then puts one of its keys with the dead lease (``put`` with a ``lease`` field; drawn from a
 substream of its own, ``DEAD_PUT_SHARE``): the store must refuse it when it applies the put
 (etcd: "requested lease not found", a ``fail``), and a store that answers an apply-time error
@@ -76,6 +83,10 @@ AFTER_REVOKE_KEEPALIVES = 3
 # The share of kept-alive leases a co-holder (another process: a second replica of the lease's
 # owner) also keeps alive, on its own phase, until it lets the lease go or an answer says TTL 0.
 CO_HOLDER_SHARE = 0.5
+# The share of holders (a lessor, a co-holder) whose keepalives run on one stream, as etcd's
+# clientv3 LeaseKeepAlive does: on the member that answered them last, until it fails one
+# (``SimClient.sticky_keepalives``), instead of going to the holder's own member first.
+STICKY_SHARE = 0.5
 
 
 def lease_bound(node: NodeConfig | None = None, etcd: dict[str, Any] | None = None) -> dict[str, float]:
@@ -126,6 +137,7 @@ class LeaseWorkload(WatchWorkload):
         self.keys = [f"{self.prefix}s{i}{c}" for i in range(lessors) for c in "ab"] + self.plain_keys
         self.bound = lease_bound()
         self.first_modes: list[str] = []  # the modes of the lessors' first leases, in turn
+        self.keepalive_term = "leader"  # (configure)
 
     def first_mode(self, drawn: str) -> str:
         """The mode of a lessor's first lease: the one drawn, except that the last lessor to
@@ -142,13 +154,17 @@ class LeaseWorkload(WatchWorkload):
         """Take the seed (``WatchWorkload``) and the bound from the run's settings (``RunConfig``: its node section, or its
         etcd section on the etcd target)."""
         super().configure(config)
+        # whose raft term a keepalive's answer header carries: the leader's here (a follower
+        # redirects), the member's that took the stream on a real etcd (it forwards the renewal)
+        self.keepalive_term = "member" if getattr(config, "target", "sim") == "etcd" else "leader"
         if getattr(config, "target", "sim") == "etcd":
             self.bound = lease_bound(etcd=config.etcd)
         else:
             self.bound = lease_bound(config.node_config(1, "n1"))
 
     def check_options(self) -> dict[str, Any]:
-        return {"extra": {"lease_bound": self.bound["bound"], "lease_bound_parts": self.bound}}
+        return {"extra": {"lease_bound": self.bound["bound"], "lease_bound_parts": self.bound,
+                          "keepalive_term": self.keepalive_term}}
 
     def generator(self) -> Generator:
         # reads of every key, and puts of keys no lease holds (revisions around the expiries)
@@ -215,8 +231,12 @@ class _Lessor:
         self.env = env
         self.rng: random.Random = env.rng
         self.keys = [k for k in workload.keys if k.startswith(f"{workload.prefix}s{slot}")]
+        # which of the lessor's holders keep their keepalives on one stream (a substream of
+        # its own: the lessor's other draws stay as they were)
+        sticky_rng = substream(workload.seed, "lease-sticky", slot)
+        self.sticky = {who: sticky_rng.random() < STICKY_SHARE for who in ("holder", "co-holder")}
         self.process = env.new_process()
-        self.client = env.target.kv_client(self.process)
+        self.client = self.open_client("holder", self.process)
         # its own substream, so every other draw of the lessor stays what it was
         self.dead_rng = substream(workload.seed, "lease-dead-put", slot)
         # the clients of the admin and of the co-holder (each its own process, opened at its
@@ -225,6 +245,18 @@ class _Lessor:
         self.others: dict[str, tuple[int, Any]] = {}
         self.after_rng = substream(workload.seed, "lease-after-revoke", slot)
         self.co: _CoHolder | None = None  # the current lease's co-holder loop
+
+    def open_client(self, who: str, process: int, retired: Any = None) -> Any:
+        """The client of ``who`` for ``process``: a sticky holder's keeps its keepalives on one
+        stream where the target's client offers it (the simulation's), and goes on with the
+        stream of the client it replaces (``retired``: a new process after an op without an
+        answer is the harness's bookkeeping; etcd's clientv3 keeps the stream)."""
+        client = self.env.target.kv_client(process)
+        if self.sticky.get(who) and hasattr(client, "sticky_keepalives"):
+            client.sticky_keepalives = True
+            if retired is not None and hasattr(client, "adopt_stream"):
+                client.adopt_stream(retired)
+        return client
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -238,7 +270,7 @@ class _Lessor:
         rec = self.env.recorder
         if who != "holder" and who not in self.others:
             fresh = self.env.new_process()
-            self.others[who] = (fresh, self.env.target.kv_client(fresh))
+            self.others[who] = (fresh, self.open_client(who, fresh))
         process, client = self.others[who] if who != "holder" else (self.process, self.client)
         inv = rec.invoke(process, f, value, key=key, extra=extra)
         try:
@@ -252,9 +284,9 @@ class _Lessor:
             await client.aclose()  # an info op retires the process
             fresh = self.env.new_process()
             if who != "holder":
-                self.others[who] = (fresh, self.env.target.kv_client(fresh))
+                self.others[who] = (fresh, self.open_client(who, fresh, client))
             else:
-                self.process, self.client = fresh, self.env.target.kv_client(fresh)
+                self.process, self.client = fresh, self.open_client(who, fresh, client)
             return "info", None
         rec.complete(inv, typ, out, extra={**(extra or {}), **more})
         return typ, out

@@ -398,3 +398,60 @@ def test_a_revoke_of_a_lease_without_keys_makes_no_revision() -> None:
     r = WatchChecker().check(ops(False), OPTS)
     assert r.valid is True, [a.to_json() for a in r.anomalies]
     assert "watch:duplicate-revision" in {a.kind for a in WatchChecker().check(ops(True), OPTS).anomalies}
+
+
+def cut_off_leader(*, renewal: str = "deposed", newer_done_at: float = 2.5, opts: CheckOptions = OPTS) -> set[str]:
+    """The leader of term 2 cut off with a minority at 1.5 s while a watch on the majority side
+    looks on; the majority elects a leader of term 3, which answers a keepalive of another
+    lease (8) at ``newer_done_at``. The holder of lease 7 (TTL 2), renewed at 1.0-1.1 s in term
+    2, keeps its keepalive stream on its member: a keepalive invoked at 2.6 s answered by
+    ``renewal``: ``"deposed"`` (TTL 2 in term 2: the old leader, from its own lessor),
+    ``"new"`` (TTL 2 in term 3) or ``"timeout"`` (no answer). The new leader expires lease 7
+    (its clock restarted at its election, about 2.3 s): a watch sees l/a deleted at 4.3 s."""
+    h, op = recorder()
+    watch = {"key": "l/", "range_end": "l0", "start_revision": 0}
+    op(0.0, 100, "invoke", "watch", watch)
+    op(0.01, 100, "ok", "watch", {"watch_id": 1, "created": True, "canceled": False, "compact_revision": 0,
+                                  "revision": 1, "events": []})
+    lease_7_renewed_at_1_1(op)
+    op(0.45, 100, "ok", "watch", {"watch_id": 1, "created": False, "canceled": False, "compact_revision": 0,
+                                  "revision": 2, "events": [{"type": "put", "key": "l/a", "value": 1,
+                                                             "create_revision": 2, "mod_revision": 2,
+                                                             "version": 1}]})
+    op(1.5, "nemesis", "invoke", "start-partition", {})
+    op(1.5, "nemesis", "info", "start-partition", {})
+    op(newer_done_at - 0.1, 5, "invoke", "lease-keepalive", 8)
+    op(newer_done_at, 5, "ok", "lease-keepalive", 3, term=3)
+    op(2.6, 0, "invoke", "lease-keepalive", 7)
+    if renewal == "timeout":
+        op(3.6, 0, "info", "lease-keepalive", 7, error="timeout")
+    else:
+        op(2.7, 0, "ok", "lease-keepalive", 2, term=2 if renewal == "deposed" else 3)
+    delete = {"type": "delete", "key": "l/a", "value": None, "create_revision": 0, "mod_revision": 3, "version": 0}
+    op(4.3, 100, "ok", "watch", {"watch_id": 1, "created": False, "canceled": False,
+                                 "compact_revision": 0, "revision": 3, "events": [delete]})
+    op(6.0, "nemesis", "invoke", "stop-partition", {})
+    op(6.0, "nemesis", "info", "stop-partition", {})
+    op(8.0, 100, "ok", "watch", {"end": "closed"})
+    h.sort(key=lambda d: d["time"])  # history order is real-time order
+    return {a.kind for a in LeaseChecker().check(numbered(h), opts).anomalies}
+
+
+def test_a_keepalive_answered_by_a_deposed_leader_is_caught_with_the_early_expiry_it_hides() -> None:
+    """The cut-off leader of term 2 renews lease 7 at 2.6-2.7 s, after a keepalive was answered
+    in term 3: no majority can confirm the leader of term 2 any more (lease:deposed-leader). Its
+    answer (TTL 2) promises the lease until 4.6 s at least, yet the real leader's expiry
+    deleted l/a at 4.3 s: lease:early-expiry, partition or not."""
+    found = cut_off_leader()
+    assert {"lease:deposed-leader", "lease:early-expiry"} <= found, found
+
+
+def test_answers_of_the_new_leader_or_concurrent_with_the_newer_term_are_valid() -> None:
+    assert cut_off_leader(renewal="timeout") == set()  # last renewal 1.0 s: gone by 3.0 s, seen 4.3 s
+    # renewed by the new leader at 2.6 s (term 3): the expiry at 4.3 s is early, not a deposed answer
+    assert cut_off_leader(renewal="new") == {"lease:early-expiry"}
+    # the term-3 answer completed after the keepalive was invoked: term 2 may still have led then
+    assert "lease:deposed-leader" not in cut_off_leader(newer_done_at=2.65)
+    # a real etcd fills the header's term on the member that took the stream: not judged
+    member = CheckOptions(extra={**OPTS.extra, "keepalive_term": "member"})
+    assert "lease:deposed-leader" not in cut_off_leader(opts=member)

@@ -4,10 +4,12 @@ nodes (the KVClient interface beyond what the register workload uses)."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import trio
 
 from kvcheck.reference.kv import requests as kvr
+from kvcheck.workloads.client import home_member
 from kvcheck.workloads.config import RunConfig
 from kvcheck.workloads.determinism import deterministic_trio
 from kvcheck.workloads.sim.clock import SimClock
@@ -308,3 +310,49 @@ def test_tcp_resume_is_the_first_retransmission_after_the_heal() -> None:
     assert abs(tcp_resume(0.0, 0.1) - 0.2) < 1e-9
     assert abs(tcp_resume(1.0, 3.0) - 4.0) < 1e-9  # retransmissions at 1.2, 1.6, 2.4, 4.0
     assert tcp_resume(0.0, 1000.0) >= 1000.0
+
+
+def test_sticky_keepalives_stay_on_their_streams_member_until_it_fails() -> None:
+    """``sticky_keepalives`` (etcd clientv3's one LeaseKeepAlive stream, the lease workload's
+    sticky holders): keepalives go to the member that answered the last one, not to the
+    client's own member first, a read elsewhere does not move them, a paused member holds them
+    (no per-attempt cut) and answers once it resumes, and a successor client that adopts the
+    stream (``adopt_stream``) goes on there; a member that refuses the connection moves it."""
+
+    async def main() -> dict[str, Any]:
+        cluster = SimCluster(RunConfig(nodes=3, seed=4))
+        out: dict[str, Any] = {}
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            assert await cluster.wait_healthy(10.0)
+            leader = await cluster.leader()
+            assert leader is not None
+            cid = next(i for i in range(1, 10) if home_member(i - 1, cluster.node_ids) != leader)
+            sticky = SimClient(cluster, cid, timeout=3.0, attempt_timeout=0.2)
+            sticky.sticky_keepalives = True
+            grant = await sticky.lease_grant(10)
+            out["first"] = (await sticky.lease_keepalive_response(grant.id)).header.member_id
+            out["read"] = (await sticky.get(b"x")).header.member_id  # on the client's own member
+            await cluster.pause(leader)  # shorter than an election timeout: it still leads after
+
+            async def resume_later() -> None:
+                await trio.sleep(0.6)
+                await cluster.resume(leader)
+
+            nursery.start_soon(resume_later)
+            t = trio.current_time()
+            out["held"] = (await sticky.lease_keepalive_response(grant.id)).header.member_id
+            out["waited"] = trio.current_time() - t
+            successor = SimClient(cluster, cid + 10, timeout=3.0, attempt_timeout=0.2)
+            successor.sticky_keepalives = True
+            successor.adopt_stream(sticky)
+            out["adopted"] = (await successor.lease_keepalive_response(grant.id)).header.member_id
+            await cluster.kill(leader)
+            out["moved"] = (await successor.lease_keepalive_response(grant.id)).header.member_id
+            nursery.cancel_scope.cancel()
+        return out
+
+    out = run(main)
+    assert out["read"] != out["first"]
+    assert out["held"] == out["adopted"] == out["first"] and out["waited"] >= 0.5, out
+    assert out["moved"] != out["first"], out

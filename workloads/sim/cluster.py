@@ -976,6 +976,15 @@ class SimClient(LogRequests):
     retries; a workload sets it (the txn workloads do, so retries of an applied write happen)."""
 
     attempt_timeout: float | None = None
+    # Keepalives on one stream (etcd clientv3's LeaseKeepAlive: one long-lived stream on one
+    # member until it errors, then another): sent to the member that answered the last
+    # keepalive instead of the client's own member first (other requests do not move it), and
+    # moved only when that member fails them (unavailable, a not-leader answer, down); a slow
+    # answer is waited for up to the whole client timeout, not cut
+    # after the per-attempt timeout (a paused member holds the stream's keepalives until it
+    # resumes). A follower's redirect stands for its forwarding, so a stream opened while a
+    # member led stays on it when it is cut off or paused (the lease workload).
+    sticky_keepalives = False
 
     def __init__(self, cluster: SimCluster, client_id: int, timeout: float, *,
                  attempt_timeout: float | None = None, pin: int | None = None) -> None:
@@ -991,7 +1000,13 @@ class SimClient(LogRequests):
             self.attempt_timeout = attempt_timeout
         self._seq = itertools.count(1)
         self._preferred: int | None = None
+        self._stream: int | None = None  # the member of the keepalive stream (sticky_keepalives)
         self._rotation = itertools.count(client_id)
+
+    def adopt_stream(self, other: SimClient) -> None:
+        """Go on with ``other``'s keepalive stream: the member it last reached (the harness
+        retires a process after an op without an answer; the holder's stream is the same)."""
+        self._stream = other._stream
 
     def _pick(self, tried: set[int], *, read: bool = False) -> int:
         if self.pin is not None:
@@ -1020,16 +1035,27 @@ class SimClient(LogRequests):
         """The pause before retrying elsewhere: longer with each attempt, at most 0.3 s."""
         await self.cluster.scheduler.sleep(min(0.05 * attempt, 0.3))
 
-    async def call(self, fn: Callable[[Node, float], Awaitable[T]], *, write: bool) -> T:
-        """Send one request until a definite answer or the timeout (see reference.client)."""
+    async def call(self, fn: Callable[[Node, float], Awaitable[T]], *, write: bool, sticky: bool = False) -> T:
+        """Send one request until a definite answer or the timeout (see reference.client);
+        ``sticky``: a read on the client's keepalive stream: to the stream's member first (the
+        one that answered the last such call), not to the client's own member, and no
+        per-attempt cut (``sticky_keepalives``)."""
         deadline = trio.current_time() + self.timeout
+        # a stream does not move on a slow answer: only an error, or the whole timeout, ends it
+        cut = self._cut_attempts and not sticky
         maybe_applied = False
         last: WireError | None = None
         tried: set[int] = set()
         attempt = 0
         while trio.current_time() < deadline:
+            if sticky and self._stream in tried:
+                self._stream = None  # the stream's member failed it: the next one opens elsewhere
             attempt += 1
-            target = self._pick(tried, read=not write)
+            if sticky and self.pin is None and self._stream is not None and self._stream not in tried \
+                    and self._stream in self.cluster.node_ids:
+                target = self._stream
+            else:
+                target = self._pick(tried, read=not write and not sticky)
             await self._hop()
             slot = self.cluster.slots.get(target)
             if slot is None or slot.state in ("down", "removed") or slot.node is None:
@@ -1040,7 +1066,7 @@ class SimClient(LogRequests):
                 continue
             node = slot.node
             remaining = deadline - trio.current_time()
-            if self._cut_attempts and self.attempt_timeout is not None:
+            if cut and self.attempt_timeout is not None:
                 remaining = min(remaining, self.attempt_timeout)
             try:
                 with trio.fail_after(max(remaining, 0.0)):
@@ -1048,7 +1074,7 @@ class SimClient(LogRequests):
                     result = await fn(node, remaining)
             except trio.TooSlowError:
                 maybe_applied = True
-                if not self._cut_attempts:
+                if not cut:
                     break
                 tried.add(target)  # retry elsewhere, same request id
                 if self._preferred == target:
@@ -1078,6 +1104,8 @@ class SimClient(LogRequests):
                 continue
             await self._hop()
             self._preferred = target
+            if sticky:
+                self._stream = target
             return result
         if write and maybe_applied:
             raise Indeterminate(ErrorCode.TIMEOUT, "no definite reply within the timeout", cause=last)
@@ -1112,7 +1140,7 @@ class SimClient(LogRequests):
         async def go(node: Node, remaining: float) -> kvr.LeaseKeepAliveResponse:
             return await node.lease_keepalive(lease_id)
 
-        return await self.call(go, write=False)
+        return await self.call(go, write=False, sticky=self.sticky_keepalives)
 
     async def lease_time_to_live(self, lease_id: int, keys: bool = False) -> kvr.LeaseTimeToLiveResponse:
         async def go(node: Node, remaining: float) -> kvr.LeaseTimeToLiveResponse:
