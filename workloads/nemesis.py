@@ -294,11 +294,17 @@ def depose_of(seed: int) -> dict[str, Any]:
     a leader must not accept a conf change before its first entry of its term applied, the
     single-server membership change bug Ongaro described on raft-dev in 2015; etcd's leader
     sets its pending conf index to its last index on election). ``heal_after``: seconds until
-    the old leader is reconnected or restarted. Drawn from the fault's seed alone."""
+    the old leader is reconnected or restarted. ``linger``: seconds the member the sequence
+    removes keeps running after the leader applied its removal (it replaces the churn's own
+    ``linger``, which may be 0): an etcd member runs on until it applies its own removal (or a
+    peer answers it that it was removed) and the operator stops it later, so meanwhile it
+    answers clients and may vote or lead with the configuration it knows. Drawn from the
+    fault's seed alone (the linger after the earlier draws, so none of them moves)."""
     r = random.Random(f"{seed}:depose")
     if r.random() >= 0.5:
         return {}
-    return {"depose": {"how": r.choice(("isolate", "kill")), "heal_after": round(r.uniform(1.0, 4.0), 2)}}
+    how, heal_after = r.choice(("isolate", "kill")), round(r.uniform(1.0, 4.0), 2)
+    return {"depose": {"how": how, "heal_after": heal_after, "linger": round(r.uniform(0.5, 4.0), 2)}}
 
 
 def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = None) -> list[list[int]]:
@@ -1389,7 +1395,9 @@ class Nemesis:
                 done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
             else:
                 # a replacement's removal at the new leader: its add (the old term's) is in flight
-                ok = await t.shrink_member(node, value["linger"], 2 if at_new_leader else 3)
+                dp = value.get("depose")
+                linger = float(dp.get("linger", value["linger"])) if dp else value["linger"]
+                ok = await t.shrink_member(node, linger, 2 if at_new_leader else 3)
                 done.append({"change": "remove", "node": node, "ok": ok, "at": at})
             # the split follows the first two changes, or the first change the new leader of a
             # deposed-leader sequence applied (the old term's change may apply with it)

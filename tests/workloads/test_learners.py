@@ -173,3 +173,55 @@ def test_register_swarm_seed_1000_adds_a_learner_cut_off_with_the_leader_and_sta
     learner = next(v["learner"] for v in stops if v.get("learner", {}).get("trouble") == "with-leader")
     assert learner["promoted"] is True and len(learner["groups"][0]) == 4  # 3 voters and the learner
     assert outcome.results["valid"] is True
+
+
+def test_a_deposed_leader_churn_draws_a_linger_after_its_earlier_draws() -> None:
+    for s in range(200):
+        got = depose_of(s)
+        r = random.Random(f"{s}:depose")
+        if r.random() >= 0.5:
+            assert got == {}
+            continue
+        dp = got["depose"]  # how and heal_after are where they were before the linger
+        assert (dp["how"], dp["heal_after"]) == (r.choice(("isolate", "kill")), round(r.uniform(1.0, 4.0), 2))
+        assert 0.5 <= dp["linger"] <= 4.0
+
+
+def _swarm_1019(tmp_path: Path, bugs: list[str]) -> tuple[dict[str, Any], Path, bool]:
+    """Register swarm seed 1019 as regress --quick's swarm seeds run it: the deposed-leader
+    churn's stop op, the run directory, the verdict."""
+    from kvcheck.workloads.run import run_once
+    from kvcheck.workloads.swarm import draw_swarm
+
+    quick = {"time_limit": 20.0, "wall_budget": 30.0, "check_timeout": 20.0}
+    config = RunConfig(workload="register", seed=1019, faults=list(nemesis.FAULT_KINDS), bugs=bugs, **quick)
+    draw_swarm(config, frozenset(quick))
+    outcome = run_once(config, tmp_path, progress=False)
+    stop = next(op["value"] for op in _member_ops(outcome.run_dir) if op["f"] == "stop-member"
+                and op["value"].get("deposed"))
+    return stop, outcome.run_dir, outcome.results["valid"] is True
+
+
+def test_register_swarm_seed_1019_removed_member_lingers_across_the_split(tmp_path: Path) -> None:
+    """Seed 1019 (3 members, the churn's own linger 0): the old leader n2 is killed while its
+    add of n4 is in flight; the new leader n3 is asked at once to remove n1. The clean store
+    refuses (its first entry is not applied yet) and stays valid. With unsafe_conf_change it
+    accepts: two changes in flight, the split cuts {n1, n2} (a majority of the old
+    configuration) from {n3, n4} (of the new), and the removed n1 runs on for the deposed
+    sequence's linger, answering clients, as an etcd member does until it learns of its
+    removal: the two sides commit different writes. (Before the linger n1 stopped the instant
+    its removal applied, and this history stayed valid.)"""
+    stop, _, valid = _swarm_1019(tmp_path / "clean", [])
+    assert stop["linger"] == 0.0 and stop["depose"]["linger"] > 1.0
+    assert stop["deposed"]["new_leader"] == 3
+    assert [c["ok"] for c in stop["changes_done"] if c["change"] == "remove"] == [False]
+    assert valid
+    stop, run_dir, valid = _swarm_1019(tmp_path / "unsafe", ["unsafe_conf_change"])
+    removal = next(c for c in stop["changes_done"] if c["change"] == "remove")
+    assert removal["ok"] and removal["node"] == 1
+    assert sorted(map(sorted, stop["split"]["groups"])) == [[1, 2], [3, 4]]
+    # n1 ran on through the split (stopped 2.95 s after its removal applied, not at once)
+    stopped = [line for line in (run_dir / "node1.log").read_text().splitlines() if "removed from the cluster" in line]
+    assert len(stopped) == 1 and "(2.95s ago)" in stopped[0]
+    assert float(stopped[0].split()[0]) > stop["split"]["at"] + 1.0
+    assert not valid
