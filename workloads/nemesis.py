@@ -298,13 +298,19 @@ def depose_of(seed: int) -> dict[str, Any]:
     removes keeps running after the leader applied its removal (it replaces the churn's own
     ``linger``, which may be 0): an etcd member runs on until it applies its own removal (or a
     peer answers it that it was removed) and the operator stops it later, so meanwhile it
-    answers clients and may vote or lead with the configuration it knows. Drawn from the
-    fault's seed alone (the linger after the earlier draws, so none of them moves)."""
+    answers clients and may vote or lead with the configuration it knows. ``hand_off`` (half
+    of them): the old leader first hands leadership to the follower that acknowledged the
+    change, if that follower has its whole log, as an etcd leader stopped gracefully (or
+    asked to ``move-leader`` before maintenance) transfers leadership to an up-to-date voter
+    (``SimCluster.cut_at_conf_ack``); otherwise any member may win the election, and in 5 or
+    7 members it is rarely the one follower that holds the change. Drawn from the fault's
+    seed alone (linger and hand_off after the earlier draws, so none of them moves)."""
     r = random.Random(f"{seed}:depose")
     if r.random() >= 0.5:
         return {}
     how, heal_after = r.choice(("isolate", "kill")), round(r.uniform(1.0, 4.0), 2)
-    return {"depose": {"how": how, "heal_after": heal_after, "linger": round(r.uniform(0.5, 4.0), 2)}}
+    linger = round(r.uniform(0.5, 4.0), 2)
+    return {"depose": {"how": how, "heal_after": heal_after, "linger": linger, "hand_off": r.random() < 0.5}}
 
 
 def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = None) -> list[list[int]]:
@@ -1309,15 +1315,16 @@ class Nemesis:
     async def _promote_in_churn(self, rec: dict[str, Any], member: int, lp: dict[str, Any], may_cut: bool) -> None:
         rec["learner"] = {**lp, **await self._learner_phase(member, lp, may_cut=may_cut)}
 
-    async def _depose(self, how: str) -> int | None:
+    async def _depose(self, how: str, hand_off: bool = False) -> int | None:
         """Depose the leader the instant a follower acknowledges its uncommitted conf change
-        (``depose_of``); the old leader, or None if that did not happen within 3 s."""
+        (``depose_of``), after handing leadership to that follower with ``hand_off``; the old
+        leader, or None if that did not happen within 3 s."""
         t: Any = self.target
         if not hasattr(t, "cut_at_conf_ack"):
             return None
         isolate = how == "isolate"  # (with another cut holding the network, whichever heals first heals both)
         self._own_cuts += 1
-        old: int | None = await t.cut_at_conf_ack(3.0, hold=isolate)
+        old: int | None = await t.cut_at_conf_ack(3.0, hold=isolate, hand_off=hand_off)
         if old is not None and not isolate:
             await t.kill(old)
         if old is None or not isolate:
@@ -1411,8 +1418,10 @@ class Nemesis:
             """After the churn's first change: the deposed-leader sequence (``depose_of``);
             True once a new leader was elected (the next change goes to it at once)."""
             dp = value["depose"]
-            old = await self._depose(dp["how"])
+            old = await self._depose(dp["how"], bool(dp.get("hand_off")))
             deposed.update(how=dp["how"], leader=old, at=round(self.recorder.now(), 3))
+            if dp.get("hand_off"):
+                deposed["handed_to"] = getattr(t, "handed_to", None)
             if old is None:
                 return False
             n.start_soon(self._undepose, old, dp["how"], float(dp["heal_after"]), split_begins)

@@ -225,3 +225,34 @@ def test_register_swarm_seed_1019_removed_member_lingers_across_the_split(tmp_pa
     assert len(stopped) == 1 and "(2.95s ago)" in stopped[0]
     assert float(stopped[0].split()[0]) > stop["split"]["at"] + 1.0
     assert not valid
+
+
+def test_a_hand_off_at_the_conf_ack_makes_the_follower_that_holds_the_change_the_new_leader() -> None:
+    """5 members: the first follower to acknowledge the leader's add holds the change, which
+    is not committed yet (one acknowledgement of four); the old leader hands off to it before
+    its cut (as etcd's leader does when stopped gracefully), so it wins the next election with
+    the change in its log, uncommitted."""
+
+    async def main() -> tuple[int | None, int | None, int | None, int, int]:
+        cluster = SimCluster(RunConfig(nodes=5, seed=12003))
+        async with trio.open_nursery() as nursery:
+            await cluster.start(nursery)
+            assert await cluster.wait_healthy(10.0)
+            leader_id = await cluster.leader()
+            assert leader_id is not None
+            old = cluster.slots[leader_id].node
+            assert old is not None and old.raw is not None
+            nursery.start_soon(cluster.grow_member)
+            deposed = await cluster.cut_at_conf_ack(3.0, hold=True, hand_off=True)
+            pending = old.raw.raft.pending_conf_index
+            heir = cluster.handed_to
+            new = await cluster.leader_elected(5.0)
+            node = cluster.slots[new].node if new is not None else None
+            assert node is not None
+            applied = node.applied
+            nursery.cancel_scope.cancel()
+        return deposed == leader_id, heir, new, pending, applied
+
+    same, heir, new, pending, applied = run(main)
+    assert same and heir is not None and new == heir
+    assert applied < pending  # the new leader holds the old term's change, not applied

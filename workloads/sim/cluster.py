@@ -703,11 +703,20 @@ class SimCluster:
                   f"member promote of {member} gave up: {last or 'no leader'}")
         return {"promoted": False, "attempts": attempts, "not_ready": not_ready, "error": last or "no leader"}
 
-    async def cut_at_conf_ack(self, timeout: float, *, hold: bool) -> int | None:
+    async def cut_at_conf_ack(self, timeout: float, *, hold: bool, hand_off: bool = False) -> int | None:
         """Wait until a follower acknowledges the leader's pending (uncommitted) conf change
         entry and, at that instant, before the acknowledgement leaves, cut every link of that
         leader (keeping their messages with ``hold``): the follower holds the change, the
-        leader never learns that it could commit it. The leader, or None after ``timeout``."""
+        leader never learns that it could commit it. The leader, or None after ``timeout``.
+
+        With ``hand_off``, when that follower's acknowledgement covers the leader's whole log,
+        the leader hands leadership to it first, as etcd's leader does when it is stopped
+        gracefully (``TransferLeadership`` to an up-to-date voter) or on ``etcdctl
+        move-leader``: its MsgTimeoutNow is the last message that leaves before the cut (one
+        link latency later the follower campaigns at once, with the change in its log).
+        ``handed_to`` records that follower (None when no hand-off happened)."""
+        self.handed_to: int | None = None
+
         def acks_conf(src: int, dst: int, msg: raft.Message) -> bool:
             if msg.type is not raft.MessageType.APP_RESP or msg.reject:
                 return False
@@ -720,6 +729,14 @@ class SimCluster:
                 return False
             others = [i for i in self.node_ids if i != dst]
             self.net.block([[dst, o] for o in others] + [[o, dst] for o in others], hold=hold)
+            heir = self.slots[src].node if src in self.slots else None
+            if hand_off and heir is not None and msg.index == node.raw.raft.log.last_index():
+                self.handed_to = src
+                timeout_now = raft.Message(raft.MessageType.TIMEOUT_NOW, src, dst, node.term)
+                # (the link's base latency, drawing nothing from the network's stream)
+                lat = self.net.link_latency.get((dst, src), self.net.base_latency[0])
+                when = self.net.quantize(self.scheduler.current_time() + lat)
+                self.scheduler.call_at(when, functools.partial(heir.receive, timeout_now))
             return True
 
         return await self._next_sender(acks_conf, timeout, receiver=True, any_link=True)
