@@ -62,7 +62,7 @@ from kvcheck.reference.client import Failed, Indeterminate
 from kvcheck.reference.disk import StorageDisk
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.localclient import LogRequests
-from kvcheck.reference.node import Member, Node
+from kvcheck.reference.node import REMOVED_GRACE, Member, Node
 from kvcheck.reference.storage import DataDir, MemoryFileSystem
 from kvcheck.reference.wire import ErrorCode, WireError
 from kvcheck.workloads.client import home_member
@@ -804,7 +804,9 @@ class SimCluster:
         the removal of a replacement whose add is in flight); True once the leader applied
         it. The member keeps running for ``linger`` seconds more before it is stopped (a
         removed member that has not applied its removal yet still answers and campaigns
-        meanwhile, as a real one would until an operator stops it)."""
+        meanwhile, as a real one would until an operator stops it); one that applies its own
+        removal stops ``REMOVED_GRACE`` later, as the server does (etcd stops a member that
+        applied its own removal)."""
         slot = self._slot(node)
         if slot is None or len(self.node_ids) <= floor:
             return False
@@ -824,9 +826,15 @@ class SimCluster:
             return True
 
         async def stop_later() -> None:
-            await self.scheduler.sleep(linger)
+            node = slot.node
+            why = f"removed from the cluster ({linger:g}s ago)"
+            with trio.move_on_after(linger):
+                if node is not None:  # as the server: it applied its own removal, 1 s later it stops
+                    await node.removed.wait()
+                    await trio.sleep(REMOVED_GRACE)
+                    why = f"applied its own removal {REMOVED_GRACE:g}s ago; stopping"
             if slot.state in ("up", "paused"):
-                await self._stop(slot, f"removed from the cluster ({linger:g}s ago)")
+                await self._stop(slot, why)
             slot.state = "removed"
 
         assert self._nursery is not None
