@@ -303,14 +303,20 @@ def depose_of(seed: int) -> dict[str, Any]:
     change, if that follower has its whole log, as an etcd leader stopped gracefully (or
     asked to ``move-leader`` before maintenance) transfers leadership to an up-to-date voter
     (``SimCluster.cut_at_conf_ack``); otherwise any member may win the election, and in 5 or
-    7 members it is rarely the one follower that holds the change. Drawn from the fault's
-    seed alone (linger and hand_off after the earlier draws, so none of them moves)."""
+    7 members it is rarely the one follower that holds the change. ``split``: seconds of the
+    cut along the old/new configuration boundary (``config_split``) once the new leader
+    applied its change, when the churn drew none of its own (``churn_params`` draws 0 for a
+    quarter): with two changes in flight, each side may hold a majority of the configuration
+    it knows, the split that makes such a store lose writes. Drawn from the fault's seed
+    alone (linger, hand_off and split after the earlier draws, so none of them moves)."""
     r = random.Random(f"{seed}:depose")
     if r.random() >= 0.5:
         return {}
     how, heal_after = r.choice(("isolate", "kill")), round(r.uniform(1.0, 4.0), 2)
     linger = round(r.uniform(0.5, 4.0), 2)
-    return {"depose": {"how": how, "heal_after": heal_after, "linger": linger, "hand_off": r.random() < 0.5}}
+    hand_off = r.random() < 0.5
+    return {"depose": {"how": how, "heal_after": heal_after, "linger": linger, "hand_off": hand_off,
+                       "split": round(r.uniform(0.5, 3.5), 2)}}
 
 
 def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = None) -> list[list[int]]:
@@ -1361,6 +1367,8 @@ class Nemesis:
 
         before = list(t.node_ids)
         wave = min(2, int(value["changes"]))  # the split follows the first two changes
+        # the split's seconds: the churn's own, or a deposed-leader sequence's (depose_of)
+        split_for = float(value["split"] or (value.get("depose") or {}).get("split", 0.0))
         split_begins = trio.Event()
 
         async def cut_along_configs() -> None:
@@ -1373,12 +1381,12 @@ class Nemesis:
             groups = config_split(before, now, await t.leader())
             if not groups or any(f.kind == "partition" for f, _ in self.active) or split:
                 return
-            split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=value["split"])
+            split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=split_for)
             if deposed.get("new_leader") and deposed.get("how") == "isolate":
                 await t.heal_links()  # the split replaces the deposed leader's cut
             await t.block_links(cut(groups))
             split_begins.set()
-            await trio.sleep(value["split"])
+            await trio.sleep(split_for)
             if not any(f.kind == "partition" for f, _ in self.active):
                 await t.heal_links()
 
@@ -1392,7 +1400,7 @@ class Nemesis:
                 got = await t.grow_member(learner=True)
                 rec: dict[str, Any] = {"change": "add", "node": got, "ok": got is not None, "at": at}
                 if got is not None:  # the promotion is a change of its own, after this one is done
-                    n.start_soon(self._promote_in_churn, rec, got, lp, not value.get("split"))
+                    n.start_soon(self._promote_in_churn, rec, got, lp, not split_for)
                 done.append(rec)
             elif kind == "add" and at_new_leader:  # a replacement's add (its removal in flight)
                 got = await t.grow_member(spare=1)
@@ -1410,7 +1418,7 @@ class Nemesis:
             # deposed-leader sequence applied (the old term's change may apply with it)
             if at_new_leader and done[-1]["ok"] and hasattr(t, "start_listed"):
                 await t.start_listed()  # the old term's add, committed with it: start that member
-            if value.get("split") and ((len(done) == wave and not deposed.get("new_leader"))
+            if split_for and ((len(done) == wave and not deposed.get("new_leader"))
                                        or (at_new_leader and done[-1]["ok"])):
                 n.start_soon(cut_along_configs)
 
@@ -1455,7 +1463,7 @@ class Nemesis:
                     with trio.move_on_after(3.0):
                         while await t.leader() is None:
                             await trio.sleep(0.05)
-                for i in range(wave if value.get("split") else value["changes"]):
+                for i in range(wave if split_for else value["changes"]):
                     if dp and i < 2:
                         # a deposed-leader churn replaces a member (add, then remove, or the
                         # reverse at ``high``): the old term's change and the new leader's

@@ -184,7 +184,7 @@ def test_a_deposed_leader_churn_draws_a_linger_after_its_earlier_draws() -> None
             continue
         dp = got["depose"]  # how and heal_after are where they were before the linger
         assert (dp["how"], dp["heal_after"]) == (r.choice(("isolate", "kill")), round(r.uniform(1.0, 4.0), 2))
-        assert 0.5 <= dp["linger"] <= 4.0
+        assert 0.5 <= dp["linger"] <= 4.0 and 0.5 <= dp["split"] <= 3.5 and isinstance(dp["hand_off"], bool)
 
 
 def _swarm_1019(tmp_path: Path, bugs: list[str]) -> tuple[dict[str, Any], Path, bool]:
