@@ -68,8 +68,11 @@ Kinds and their parameters:
   grow the cluster adds the learner at the start and removes the target member at the stop
   (the voters stay as many, an odd number, while the learner is one). Half of the churns
   (``depose_of``) depose their leader the instant a follower acknowledged the first change
-  (cut off or killed, ``SimCluster.cut_at_conf_ack``) and send the next change to the new
-  leader the instant it is elected, with the old term's change still uncommitted.
+  (cut off or killed, ``SimCluster.cut_at_conf_ack``; half of them first hand leadership to
+  that follower, as etcd's leader does on a graceful stop) and send the next change to the new
+  leader the instant it is elected, with the old term's change still uncommitted; the member
+  it removes lingers (``depose.linger``, until it applies its own removal) and the split
+  along the configurations is the sequence's own when the churn drew none.
 - client-pause: stall one client process of the harness (its operations and its lease
   keepalives) from start to stop; ``target`` ``holder`` (a client inside its critical
   section) or ``any``; the value records the client, its process and what it holds. Only

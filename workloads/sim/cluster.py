@@ -32,7 +32,9 @@ final member reads which members are learners. A member the leader's configurati
 the harness never started (an add whose answer was lost with a deposed leader, committed by
 the next) is started when seen (``start_listed``), as an operator starts what ``member list``
 shows. ``cut_at_conf_ack`` deposes a leader the instant a follower acknowledges its pending
-conf change (nemesis ``depose_of``).
+conf change (nemesis ``depose_of``), optionally handing leadership to that follower first. A
+removed member runs on for the nemesis's linger, or until 1 s after it applies its own
+removal (``REMOVED_GRACE``, as the server stops).
 
 ``SimCluster`` implements the runner's ``Target`` (and the nemesis's ``FaultTarget``);
 ``execute_sim`` runs one configured test under ``deterministic_trio`` and returns the history.
