@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from kvcheck.reference.client import Failed
+from kvcheck.reference.node import Node
 from kvcheck.reference.wire import ErrorCode
 from kvcheck.workloads import nemesis
 from kvcheck.workloads.config import RunConfig
@@ -118,17 +119,25 @@ def test_promoting_a_cut_off_learner_is_refused_until_it_catches_up() -> None:
     assert got["not_ready"] >= 1 and got["attempts"] > got["not_ready"]
 
 
+async def _leader_with_an_add_in_flight(cluster: SimCluster, nursery: trio.Nursery) -> tuple[int, Node]:
+    """Start ``cluster``; once healthy, its leader (id, node) with a voter's add (a conf
+    change) just proposed to it, in flight."""
+    await cluster.start(nursery)
+    assert await cluster.wait_healthy(10.0)
+    leader_id = await cluster.leader()
+    assert leader_id is not None
+    old = cluster.slots[leader_id].node
+    assert old is not None and old.raw is not None
+    nursery.start_soon(cluster.grow_member)
+    return leader_id, old
+
+
 def test_the_deposed_leader_cut_leaves_its_conf_change_on_a_follower_uncommitted() -> None:
     async def main() -> tuple[int | None, int, int, int, list[int]]:
         cluster = SimCluster(RunConfig(nodes=3, seed=12002))
         async with trio.open_nursery() as nursery:
-            await cluster.start(nursery)
-            assert await cluster.wait_healthy(10.0)
-            leader_id = await cluster.leader()
-            assert leader_id is not None
-            old = cluster.slots[leader_id].node
-            assert old is not None and old.raw is not None
-            nursery.start_soon(cluster.grow_member)  # a voter's add: the conf change in flight
+            leader_id, old = await _leader_with_an_add_in_flight(cluster, nursery)
+            assert old.raw is not None
             deposed = await cluster.cut_at_conf_ack(3.0, hold=True)
             pending = old.raw.raft.pending_conf_index
             commit = old.commit
@@ -236,13 +245,8 @@ def test_a_hand_off_at_the_conf_ack_makes_the_follower_that_holds_the_change_the
     async def main() -> tuple[int | None, int | None, int | None, int, int]:
         cluster = SimCluster(RunConfig(nodes=5, seed=12003))
         async with trio.open_nursery() as nursery:
-            await cluster.start(nursery)
-            assert await cluster.wait_healthy(10.0)
-            leader_id = await cluster.leader()
-            assert leader_id is not None
-            old = cluster.slots[leader_id].node
-            assert old is not None and old.raw is not None
-            nursery.start_soon(cluster.grow_member)
+            leader_id, old = await _leader_with_an_add_in_flight(cluster, nursery)
+            assert old.raw is not None
             deposed = await cluster.cut_at_conf_ack(3.0, hold=True, hand_off=True)
             pending = old.raw.raft.pending_conf_index
             heir = cluster.handed_to
