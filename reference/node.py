@@ -53,6 +53,11 @@ from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.wire import ErrorCode, WireError
 
 log = logging.getLogger("kvcheck.node")
+
+# A member that applied its own removal stops this many seconds later (the server; the
+# simulation's members too): the leader meanwhile sees the removal's commit acknowledged.
+REMOVED_GRACE = 1.0
+
 R = TypeVar("R")
 
 # --------------------------------------------------------------------------------------------
@@ -349,7 +354,7 @@ class Node:
         self.snapshot_index = 0
         self.running = False
         self.ready_event = trio.Event()  # set once the node has loaded and is serving
-        self.removed = trio.Event()  # set when this member applies its own removal
+        self.removed = trio.Event()  # set when this member applies its own removal (it stops REMOVED_GRACE later)
         self._wake = trio.Event()
         self._leader_waiters: list[tuple[int, _Waiter]] = []
         self._counter = itertools.count(1)

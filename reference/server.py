@@ -60,7 +60,7 @@ import trio
 from kvcheck.reference import raft
 from kvcheck.reference.bugs import NO_BUGS, BugCounter, Bugs
 from kvcheck.reference.kv import requests as kvr
-from kvcheck.reference.node import Member, Node, NodeConfig, TrioClock
+from kvcheck.reference.node import REMOVED_GRACE, Member, Node, NodeConfig, TrioClock
 from kvcheck.reference.tls import TLSFiles, client_context, server_context
 from kvcheck.reference.wire import (
     BadFrame,
@@ -607,7 +607,7 @@ async def serve(options: ServerOptions, *, task_status: trio.TaskStatus[Node] = 
         task_status.started(node)
         await node.removed.wait()
         log.info("member %d was removed from the cluster; stopping", node.id)
-        await trio.sleep(1.0)  # let the leader see the removal's commit acknowledged
+        await trio.sleep(REMOVED_GRACE)  # let the leader see the removal's commit acknowledged
         nursery.cancel_scope.cancel()
 
 

@@ -68,8 +68,11 @@ Kinds and their parameters:
   grow the cluster adds the learner at the start and removes the target member at the stop
   (the voters stay as many, an odd number, while the learner is one). Half of the churns
   (``depose_of``) depose their leader the instant a follower acknowledged the first change
-  (cut off or killed, ``SimCluster.cut_at_conf_ack``) and send the next change to the new
-  leader the instant it is elected, with the old term's change still uncommitted.
+  (cut off or killed, ``SimCluster.cut_at_conf_ack``; half of them first hand leadership to
+  that follower, as etcd's leader does on a graceful stop) and send the next change to the new
+  leader the instant it is elected, with the old term's change still uncommitted; the member
+  it removes lingers (``depose.linger``, until it applies its own removal) and the split
+  along the configurations is the sequence's own when the churn drew none.
 - client-pause: stall one client process of the harness (its operations and its lease
   keepalives) from start to stop; ``target`` ``holder`` (a client inside its critical
   section) or ``any``; the value records the client, its process and what it holds. Only
@@ -294,11 +297,29 @@ def depose_of(seed: int) -> dict[str, Any]:
     a leader must not accept a conf change before its first entry of its term applied, the
     single-server membership change bug Ongaro described on raft-dev in 2015; etcd's leader
     sets its pending conf index to its last index on election). ``heal_after``: seconds until
-    the old leader is reconnected or restarted. Drawn from the fault's seed alone."""
+    the old leader is reconnected or restarted. ``linger``: seconds the member the sequence
+    removes keeps running after the leader applied its removal (it replaces the churn's own
+    ``linger``, which may be 0): an etcd member runs on until it applies its own removal (or a
+    peer answers it that it was removed) and the operator stops it later, so meanwhile it
+    answers clients and may vote or lead with the configuration it knows. ``hand_off`` (half
+    of them): the old leader first hands leadership to the follower that acknowledged the
+    change, if that follower has its whole log, as an etcd leader stopped gracefully (or
+    asked to ``move-leader`` before maintenance) transfers leadership to an up-to-date voter
+    (``SimCluster.cut_at_conf_ack``); otherwise any member may win the election, and in 5 or
+    7 members it is rarely the one follower that holds the change. ``split``: seconds of the
+    cut along the old/new configuration boundary (``config_split``) once the new leader
+    applied its change, when the churn drew none of its own (``churn_params`` draws 0 for a
+    quarter): with two changes in flight, each side may hold a majority of the configuration
+    it knows, the split that makes such a store lose writes. Drawn from the fault's seed
+    alone (linger, hand_off and split after the earlier draws, so none of them moves)."""
     r = random.Random(f"{seed}:depose")
     if r.random() >= 0.5:
         return {}
-    return {"depose": {"how": r.choice(("isolate", "kill")), "heal_after": round(r.uniform(1.0, 4.0), 2)}}
+    how, heal_after = r.choice(("isolate", "kill")), round(r.uniform(1.0, 4.0), 2)
+    linger = round(r.uniform(0.5, 4.0), 2)
+    hand_off = r.random() < 0.5
+    return {"depose": {"how": how, "heal_after": heal_after, "linger": linger, "hand_off": hand_off,
+                       "split": round(r.uniform(0.5, 3.5), 2)}}
 
 
 def config_split(old: Sequence[int], new: Sequence[int], leader: int | None = None) -> list[list[int]]:
@@ -1303,15 +1324,16 @@ class Nemesis:
     async def _promote_in_churn(self, rec: dict[str, Any], member: int, lp: dict[str, Any], may_cut: bool) -> None:
         rec["learner"] = {**lp, **await self._learner_phase(member, lp, may_cut=may_cut)}
 
-    async def _depose(self, how: str) -> int | None:
+    async def _depose(self, how: str, hand_off: bool = False) -> int | None:
         """Depose the leader the instant a follower acknowledges its uncommitted conf change
-        (``depose_of``); the old leader, or None if that did not happen within 3 s."""
+        (``depose_of``), after handing leadership to that follower with ``hand_off``; the old
+        leader, or None if that did not happen within 3 s."""
         t: Any = self.target
         if not hasattr(t, "cut_at_conf_ack"):
             return None
         isolate = how == "isolate"  # (with another cut holding the network, whichever heals first heals both)
         self._own_cuts += 1
-        old: int | None = await t.cut_at_conf_ack(3.0, hold=isolate)
+        old: int | None = await t.cut_at_conf_ack(3.0, hold=isolate, hand_off=hand_off)
         if old is not None and not isolate:
             await t.kill(old)
         if old is None or not isolate:
@@ -1348,6 +1370,8 @@ class Nemesis:
 
         before = list(t.node_ids)
         wave = min(2, int(value["changes"]))  # the split follows the first two changes
+        # the split's seconds: the churn's own, or a deposed-leader sequence's (depose_of)
+        split_for = float(value["split"] or (value.get("depose") or {}).get("split", 0.0))
         split_begins = trio.Event()
 
         async def cut_along_configs() -> None:
@@ -1360,12 +1384,12 @@ class Nemesis:
             groups = config_split(before, now, await t.leader())
             if not groups or any(f.kind == "partition" for f, _ in self.active) or split:
                 return
-            split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=value["split"])
+            split.update(groups=groups, at=round(self.recorder.now(), 3), seconds=split_for)
             if deposed.get("new_leader") and deposed.get("how") == "isolate":
                 await t.heal_links()  # the split replaces the deposed leader's cut
             await t.block_links(cut(groups))
             split_begins.set()
-            await trio.sleep(value["split"])
+            await trio.sleep(split_for)
             if not any(f.kind == "partition" for f, _ in self.active):
                 await t.heal_links()
 
@@ -1379,7 +1403,7 @@ class Nemesis:
                 got = await t.grow_member(learner=True)
                 rec: dict[str, Any] = {"change": "add", "node": got, "ok": got is not None, "at": at}
                 if got is not None:  # the promotion is a change of its own, after this one is done
-                    n.start_soon(self._promote_in_churn, rec, got, lp, not value.get("split"))
+                    n.start_soon(self._promote_in_churn, rec, got, lp, not split_for)
                 done.append(rec)
             elif kind == "add" and at_new_leader:  # a replacement's add (its removal in flight)
                 got = await t.grow_member(spare=1)
@@ -1389,13 +1413,15 @@ class Nemesis:
                 done.append({"change": "add", "node": got, "ok": got is not None, "at": at})
             else:
                 # a replacement's removal at the new leader: its add (the old term's) is in flight
-                ok = await t.shrink_member(node, value["linger"], 2 if at_new_leader else 3)
+                dp = value.get("depose")
+                linger = float(dp.get("linger", value["linger"])) if dp else value["linger"]
+                ok = await t.shrink_member(node, linger, 2 if at_new_leader else 3)
                 done.append({"change": "remove", "node": node, "ok": ok, "at": at})
             # the split follows the first two changes, or the first change the new leader of a
             # deposed-leader sequence applied (the old term's change may apply with it)
             if at_new_leader and done[-1]["ok"] and hasattr(t, "start_listed"):
                 await t.start_listed()  # the old term's add, committed with it: start that member
-            if value.get("split") and ((len(done) == wave and not deposed.get("new_leader"))
+            if split_for and ((len(done) == wave and not deposed.get("new_leader"))
                                        or (at_new_leader and done[-1]["ok"])):
                 n.start_soon(cut_along_configs)
 
@@ -1403,8 +1429,10 @@ class Nemesis:
             """After the churn's first change: the deposed-leader sequence (``depose_of``);
             True once a new leader was elected (the next change goes to it at once)."""
             dp = value["depose"]
-            old = await self._depose(dp["how"])
+            old = await self._depose(dp["how"], bool(dp.get("hand_off")))
             deposed.update(how=dp["how"], leader=old, at=round(self.recorder.now(), 3))
+            if dp.get("hand_off"):
+                deposed["handed_to"] = getattr(t, "handed_to", None)
             if old is None:
                 return False
             n.start_soon(self._undepose, old, dp["how"], float(dp["heal_after"]), split_begins)
@@ -1438,7 +1466,7 @@ class Nemesis:
                     with trio.move_on_after(3.0):
                         while await t.leader() is None:
                             await trio.sleep(0.05)
-                for i in range(wave if value.get("split") else value["changes"]):
+                for i in range(wave if split_for else value["changes"]):
                     if dp and i < 2:
                         # a deposed-leader churn replaces a member (add, then remove, or the
                         # reverse at ``high``): the old term's change and the new leader's

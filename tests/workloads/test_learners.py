@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from kvcheck.reference.client import Failed
+from kvcheck.reference.node import Node
 from kvcheck.reference.wire import ErrorCode
 from kvcheck.workloads import nemesis
 from kvcheck.workloads.config import RunConfig
@@ -118,17 +119,25 @@ def test_promoting_a_cut_off_learner_is_refused_until_it_catches_up() -> None:
     assert got["not_ready"] >= 1 and got["attempts"] > got["not_ready"]
 
 
+async def _leader_with_an_add_in_flight(cluster: SimCluster, nursery: trio.Nursery) -> tuple[int, Node]:
+    """Start ``cluster``; once healthy, its leader (id, node) with a voter's add (a conf
+    change) just proposed to it, in flight."""
+    await cluster.start(nursery)
+    assert await cluster.wait_healthy(10.0)
+    leader_id = await cluster.leader()
+    assert leader_id is not None
+    old = cluster.slots[leader_id].node
+    assert old is not None and old.raw is not None
+    nursery.start_soon(cluster.grow_member)
+    return leader_id, old
+
+
 def test_the_deposed_leader_cut_leaves_its_conf_change_on_a_follower_uncommitted() -> None:
     async def main() -> tuple[int | None, int, int, int, list[int]]:
         cluster = SimCluster(RunConfig(nodes=3, seed=12002))
         async with trio.open_nursery() as nursery:
-            await cluster.start(nursery)
-            assert await cluster.wait_healthy(10.0)
-            leader_id = await cluster.leader()
-            assert leader_id is not None
-            old = cluster.slots[leader_id].node
-            assert old is not None and old.raw is not None
-            nursery.start_soon(cluster.grow_member)  # a voter's add: the conf change in flight
+            leader_id, old = await _leader_with_an_add_in_flight(cluster, nursery)
+            assert old.raw is not None
             deposed = await cluster.cut_at_conf_ack(3.0, hold=True)
             pending = old.raw.raft.pending_conf_index
             commit = old.commit
@@ -173,3 +182,81 @@ def test_register_swarm_seed_1000_adds_a_learner_cut_off_with_the_leader_and_sta
     learner = next(v["learner"] for v in stops if v.get("learner", {}).get("trouble") == "with-leader")
     assert learner["promoted"] is True and len(learner["groups"][0]) == 4  # 3 voters and the learner
     assert outcome.results["valid"] is True
+
+
+def test_a_deposed_leader_churn_draws_a_linger_after_its_earlier_draws() -> None:
+    for s in range(200):
+        got = depose_of(s)
+        r = random.Random(f"{s}:depose")
+        if r.random() >= 0.5:
+            assert got == {}
+            continue
+        dp = got["depose"]  # how and heal_after are where they were before the linger
+        assert (dp["how"], dp["heal_after"]) == (r.choice(("isolate", "kill")), round(r.uniform(1.0, 4.0), 2))
+        assert 0.5 <= dp["linger"] <= 4.0 and 0.5 <= dp["split"] <= 3.5 and isinstance(dp["hand_off"], bool)
+
+
+def _swarm_1019(tmp_path: Path, bugs: list[str]) -> tuple[dict[str, Any], Path, bool]:
+    """Register swarm seed 1019 as regress --quick's swarm seeds run it: the deposed-leader
+    churn's stop op, the run directory, the verdict."""
+    from kvcheck.workloads.run import run_once
+    from kvcheck.workloads.swarm import draw_swarm
+
+    quick = {"time_limit": 20.0, "wall_budget": 30.0, "check_timeout": 20.0}
+    config = RunConfig(workload="register", seed=1019, faults=list(nemesis.FAULT_KINDS), bugs=bugs, **quick)
+    draw_swarm(config, frozenset(quick))
+    outcome = run_once(config, tmp_path, progress=False)
+    stop = next(op["value"] for op in _member_ops(outcome.run_dir) if op["f"] == "stop-member"
+                and op["value"].get("deposed"))
+    return stop, outcome.run_dir, outcome.results["valid"] is True
+
+
+def test_register_swarm_seed_1019_removed_member_lingers_across_the_split(tmp_path: Path) -> None:
+    """Seed 1019 (3 members, the churn's own linger 0): the old leader n2 is killed while its
+    add of n4 is in flight; the new leader n3 is asked at once to remove n1. The clean store
+    refuses (its first entry is not applied yet) and stays valid. With unsafe_conf_change it
+    accepts: two changes in flight, the split cuts {n1, n2} (a majority of the old
+    configuration) from {n3, n4} (of the new), and the removed n1 runs on (the deposed
+    sequence's linger, 2.95 s) until it applies its own removal, as an etcd member does: the
+    two sides commit different writes. (Before the linger n1 stopped the instant
+    its removal applied, and this history stayed valid.)"""
+    stop, _, valid = _swarm_1019(tmp_path / "clean", [])
+    assert stop["linger"] == 0.0 and stop["depose"]["linger"] > 1.0
+    assert stop["deposed"]["new_leader"] == 3
+    assert [c["ok"] for c in stop["changes_done"] if c["change"] == "remove"] == [False]
+    assert valid
+    stop, run_dir, valid = _swarm_1019(tmp_path / "unsafe", ["unsafe_conf_change"])
+    removal = next(c for c in stop["changes_done"] if c["change"] == "remove")
+    assert removal["ok"] and removal["node"] == 1
+    assert sorted(map(sorted, stop["split"]["groups"])) == [[1, 2], [3, 4]]
+    # n1 ran on through the split: it stopped 1 s after it applied its own removal (on the
+    # old configuration's side, with the old term's entries), not when the new leader did
+    stopped = [line for line in (run_dir / "node1.log").read_text().splitlines() if "own removal" in line]
+    assert len(stopped) == 1 and float(stopped[0].split()[0]) > stop["split"]["at"] + 1.0
+    assert not valid
+
+
+def test_a_hand_off_at_the_conf_ack_makes_the_follower_that_holds_the_change_the_new_leader() -> None:
+    """5 members: the first follower to acknowledge the leader's add holds the change, which
+    is not committed yet (one acknowledgement of four); the old leader hands off to it before
+    its cut (as etcd's leader does when stopped gracefully), so it wins the next election with
+    the change in its log, uncommitted."""
+
+    async def main() -> tuple[int | None, int | None, int | None, int, int]:
+        cluster = SimCluster(RunConfig(nodes=5, seed=12003))
+        async with trio.open_nursery() as nursery:
+            leader_id, old = await _leader_with_an_add_in_flight(cluster, nursery)
+            assert old.raw is not None
+            deposed = await cluster.cut_at_conf_ack(3.0, hold=True, hand_off=True)
+            pending = old.raw.raft.pending_conf_index
+            heir = cluster.handed_to
+            new = await cluster.leader_elected(5.0)
+            node = cluster.slots[new].node if new is not None else None
+            assert node is not None
+            applied = node.applied
+            nursery.cancel_scope.cancel()
+        return deposed == leader_id, heir, new, pending, applied
+
+    same, heir, new, pending, applied = run(main)
+    assert same and heir is not None and new == heir
+    assert applied < pending  # the new leader holds the old term's change, not applied

@@ -32,7 +32,9 @@ final member reads which members are learners. A member the leader's configurati
 the harness never started (an add whose answer was lost with a deposed leader, committed by
 the next) is started when seen (``start_listed``), as an operator starts what ``member list``
 shows. ``cut_at_conf_ack`` deposes a leader the instant a follower acknowledges its pending
-conf change (nemesis ``depose_of``).
+conf change (nemesis ``depose_of``), optionally handing leadership to that follower first. A
+removed member runs on for the nemesis's linger, or until 1 s after it applies its own
+removal (``REMOVED_GRACE``, as the server stops).
 
 ``SimCluster`` implements the runner's ``Target`` (and the nemesis's ``FaultTarget``);
 ``execute_sim`` runs one configured test under ``deterministic_trio`` and returns the history.
@@ -62,7 +64,7 @@ from kvcheck.reference.client import Failed, Indeterminate
 from kvcheck.reference.disk import StorageDisk
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.localclient import LogRequests
-from kvcheck.reference.node import Member, Node
+from kvcheck.reference.node import REMOVED_GRACE, Member, Node
 from kvcheck.reference.storage import DataDir, MemoryFileSystem
 from kvcheck.reference.wire import ErrorCode, WireError
 from kvcheck.workloads.client import home_member
@@ -703,11 +705,20 @@ class SimCluster:
                   f"member promote of {member} gave up: {last or 'no leader'}")
         return {"promoted": False, "attempts": attempts, "not_ready": not_ready, "error": last or "no leader"}
 
-    async def cut_at_conf_ack(self, timeout: float, *, hold: bool) -> int | None:
+    async def cut_at_conf_ack(self, timeout: float, *, hold: bool, hand_off: bool = False) -> int | None:
         """Wait until a follower acknowledges the leader's pending (uncommitted) conf change
         entry and, at that instant, before the acknowledgement leaves, cut every link of that
         leader (keeping their messages with ``hold``): the follower holds the change, the
-        leader never learns that it could commit it. The leader, or None after ``timeout``."""
+        leader never learns that it could commit it. The leader, or None after ``timeout``.
+
+        With ``hand_off``, when that follower's acknowledgement covers the leader's whole log,
+        the leader hands leadership to it first, as etcd's leader does when it is stopped
+        gracefully (``TransferLeadership`` to an up-to-date voter) or on ``etcdctl
+        move-leader``: its MsgTimeoutNow is the last message that leaves before the cut (one
+        link latency later the follower campaigns at once, with the change in its log).
+        ``handed_to`` records that follower (None when no hand-off happened)."""
+        self.handed_to: int | None = None
+
         def acks_conf(src: int, dst: int, msg: raft.Message) -> bool:
             if msg.type is not raft.MessageType.APP_RESP or msg.reject:
                 return False
@@ -720,6 +731,14 @@ class SimCluster:
                 return False
             others = [i for i in self.node_ids if i != dst]
             self.net.block([[dst, o] for o in others] + [[o, dst] for o in others], hold=hold)
+            heir = self.slots[src].node if src in self.slots else None
+            if hand_off and heir is not None and msg.index == node.raw.raft.log.last_index():
+                self.handed_to = src
+                timeout_now = raft.Message(raft.MessageType.TIMEOUT_NOW, src, dst, node.term)
+                # (the link's base latency, drawing nothing from the network's stream)
+                lat = self.net.link_latency.get((dst, src), self.net.base_latency[0])
+                when = self.net.quantize(self.scheduler.current_time() + lat)
+                self.scheduler.call_at(when, functools.partial(heir.receive, timeout_now))
             return True
 
         return await self._next_sender(acks_conf, timeout, receiver=True, any_link=True)
@@ -787,7 +806,9 @@ class SimCluster:
         the removal of a replacement whose add is in flight); True once the leader applied
         it. The member keeps running for ``linger`` seconds more before it is stopped (a
         removed member that has not applied its removal yet still answers and campaigns
-        meanwhile, as a real one would until an operator stops it)."""
+        meanwhile, as a real one would until an operator stops it); one that applies its own
+        removal stops ``REMOVED_GRACE`` later, as the server does (etcd stops a member that
+        applied its own removal)."""
         slot = self._slot(node)
         if slot is None or len(self.node_ids) <= floor:
             return False
@@ -807,9 +828,15 @@ class SimCluster:
             return True
 
         async def stop_later() -> None:
-            await self.scheduler.sleep(linger)
+            node = slot.node
+            why = f"removed from the cluster ({linger:g}s ago)"
+            with trio.move_on_after(linger):
+                if node is not None:  # as the server: it applied its own removal, 1 s later it stops
+                    await node.removed.wait()
+                    await trio.sleep(REMOVED_GRACE)
+                    why = f"applied its own removal {REMOVED_GRACE:g}s ago; stopping"
             if slot.state in ("up", "paused"):
-                await self._stop(slot, f"removed from the cluster ({linger:g}s ago)")
+                await self._stop(slot, why)
             slot.state = "removed"
 
         assert self._nursery is not None
