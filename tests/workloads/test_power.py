@@ -8,6 +8,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,3 +270,37 @@ def test_swarm_draws_snapshot_storms_in_some_seeds_from_their_own_substream() ->
     pinned = RunConfig(workload="kv", seed=storm_seed)
     given = dict(pinned.node)
     assert draw_swarm(pinned, {"node"}).node == given
+
+
+def test_a_store_that_never_yields_is_stopped_by_the_watchdog_and_reported(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store loop that never yields holds the one thread every simulated member shares, so
+    the wall budget (checked when the simulation is idle) never fires: the watchdog stops the
+    run its grace later, names the member and where it was, and what was recorded is checked."""
+    from kvcheck.reference.node import Node
+    from kvcheck.workloads.sim.cluster import stuck_grace
+
+    original = Node.propose
+    proposals: list[int] = []
+
+    async def propose(self: Node, *args: Any, **kwargs: Any) -> Any:
+        proposals.append(self.id)
+        if len(proposals) == 30:
+            while True:  # the bug: a loop that never yields
+                pass
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Node, "propose", propose)
+    cfg = RunConfig(workload="register", faults=[], time_limit=30.0, seed=3, wall_budget=0.5)
+    out = run_once(cfg, tmp_path, progress=False)
+    run = out.results["run"]
+    assert stuck_grace(0.5) == 5.0
+    assert run["stuck"]["member"] == proposals[-1]
+    assert run["stopped"].startswith(f"watchdog: member n{proposals[-1]} never yielded: 5.5s of wall time")
+    assert run["stuck"]["where"].startswith("reference/") and " in " in run["stuck"]["where"]
+    assert any(f"node {proposals[-1]} stuck: never yielded" in f["finding"] for f in run["findings"])
+    assert out.code == 1 and out.results["checkers_valid"] is True  # from inside the store
+    ops = out.execution.ops
+    assert sum(op.type == "ok" for op in ops) > 0 and run["simulated_seconds"] < 30
+    latest = (tmp_path / "latest").resolve()
+    assert latest == out.run_dir.resolve() and (latest / "results.json").is_file()

@@ -46,10 +46,12 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import gc
 import itertools
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -65,6 +67,7 @@ from kvcheck.reference.disk import StorageDisk
 from kvcheck.reference.kv import requests as kvr
 from kvcheck.reference.localclient import LogRequests
 from kvcheck.reference.node import REMOVED_GRACE, Member, Node
+from kvcheck.reference.raft.raft import Raft as RaftCore
 from kvcheck.reference.storage import DataDir, MemoryFileSystem
 from kvcheck.reference.wire import ErrorCode, WireError
 from kvcheck.workloads.client import home_member
@@ -1239,6 +1242,134 @@ def traffic_note(cluster: SimCluster) -> str:
             f" second; undelivered: {top or 'none'})")
 
 
+# A simulated run whose wall budget is spent normally stops once the simulation is idle (see
+# ``execute_sim``'s ``on_idle``). Code that never yields -- a store looping in its own
+# Python, holding the one thread every member shares -- never lets it be idle, and the run
+# would hang past any budget. The watchdog (SIGALRM, main thread only) fires this long after
+# the budget: its handler raises ``StoreStuck`` in whatever code is running, names where it
+# was (the innermost store frame, and its member), and the run ends with what it recorded.
+def stuck_grace(budget: float) -> float:
+    return min(30.0, max(5.0, budget / 2))
+
+
+class StoreStuck(BaseException):
+    """Raised by the watchdog's signal handler in the code that held the thread (a
+    BaseException, as KeyboardInterrupt is: the store's own ``except Exception`` must not
+    swallow it)."""
+
+    def __init__(self, seconds: float, where: str, member: int | None) -> None:
+        who = f"member n{member}" if member is not None else "the simulation"
+        super().__init__(f"{who} never yielded: {seconds:g}s of wall time after the run began "
+                         f"(its wall budget and a grace), it was still running {where}")
+        self.seconds = seconds
+        self.where = where
+        self.member = member
+
+
+def _stuck_at(frame: Any) -> tuple[str, int | None]:
+    """The innermost frame in the store's code (``reference/``) or else the innermost one,
+    as ``file:line in function``, and the id of the first member (a ``Node`` or a Raft core
+    as some frame's ``self``) on the way out."""
+    innermost = frame
+    store_frame = None
+    member = None
+    f = frame
+    while f is not None:
+        path = f.f_code.co_filename.replace("\\", "/")
+        if store_frame is None and "/reference/" in path:
+            store_frame = f
+        owner = f.f_locals.get("self")
+        if member is None and isinstance(owner, (Node, RaftCore)):
+            member = owner.id
+        f = f.f_back
+    at = store_frame or innermost
+    if at is None:
+        return "an unknown place", member
+    path = at.f_code.co_filename.replace("\\", "/")
+    short = path.split("/kvcheck/", 1)[-1] if "/kvcheck/" in path else path
+    return f"{short}:{at.f_lineno} in {at.f_code.co_name}", member
+
+
+class StuckWatchdog:
+    """``with StuckWatchdog(seconds):`` -- after ``seconds`` of wall time, raise ``StoreStuck``
+    in the main thread wherever it is (a SIGALRM interval timer; the old handler and timer
+    come back on exit)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._old: Any = None
+        self._old_timer = (0.0, 0.0)
+        self._entered = 0.0
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        where, member = _stuck_at(frame)
+        raise StoreStuck(self.seconds, where, member)
+
+    def __enter__(self) -> StuckWatchdog:
+        self._old = signal.signal(signal.SIGALRM, self._fire)
+        self._old_timer = signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        self._entered = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._old)
+        delay, interval = self._old_timer
+        if delay > 0:  # someone else's alarm (e.g. a test timeout): what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, delay - (time.monotonic() - self._entered)), interval)
+
+
+def find_exception(exc: BaseException, kind: type[BaseException]) -> Any:
+    """``exc`` or the first ``kind`` inside it (exception groups, causes, contexts)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kind):
+            return e
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return None
+
+
+def discard_abandoned_run() -> None:
+    """The abandoned ``trio.run``'s tasks are coroutines that never finished: collect them now,
+    their finalizers' complaints (no async context any more) silenced, instead of a screenful
+    of tracebacks at some later collection."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def stuck_execution(cluster: SimCluster, recorders: list[Recorder], stuck: StoreStuck,
+                    records: list[tuple[float | None, str]]) -> Execution:
+    """What a run the watchdog ended recorded: its history so far (open operations stay
+    open: their outcome is unknown), why it stopped, and the stuck member as an internal
+    finding (a store that loops is itself reported)."""
+    from kvcheck.workloads.execution import Execution
+
+    ops = recorders[0].ops if recorders else []
+    t = ops[-1].time / 1e9 if ops and ops[-1].time is not None else 0.0
+    member = stuck.member if stuck.member is not None else 0
+    node = f"node {stuck.member}" if stuck.member is not None else "the store"
+    cluster.findings.append((t, member, f"{node} stuck: never yielded, in {stuck.where}"))
+    info: dict[str, Any] = {"stopped": f"watchdog: {stuck}", "stuck": {"member": stuck.member, "where": stuck.where},
+                            "findings": group_findings(cluster.findings), "bugs": cluster.bugs_fired(),
+                            "simulated_seconds": round(t, 3)}
+    with contextlib.suppress(Exception):
+        info["nodes"] = cluster.status()
+    cluster_log = "".join(f"{'-' if at is None else f'{at - cluster.origin:.4f}':>10} {text}\n"
+                          for at, text in records)
+    return Execution(ops, info, {**cluster.logs(), "cluster.log": LOG_HEADER + cluster_log})
+
+
 def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     """Run ``config`` in the simulation: one deterministic ``trio.run`` in virtual time."""
     from kvcheck.workloads.execution import Execution
@@ -1273,6 +1404,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     wall_deadline = time.monotonic() + budget if budget else math.inf
     stop: list[str] = []  # why the run was stopped early (set once)
     interrupted: list[bool] = []
+    recorders: list[Recorder] = []  # the run's recorder, for a run the watchdog ends (below)
 
     async def main() -> Execution:
         cluster = SimCluster(config)
@@ -1297,6 +1429,7 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
             # Let the cluster elect a leader before the workload's time 0.
             await cluster.wait_healthy(config.startup_timeout)
             recorder = Recorder(trio.current_time)
+            recorders.append(recorder)
             cluster.origin = trio.current_time()
             rec = recorder
             rec.on_event(lambda op: progress.event(op, rec.now()))
@@ -1327,15 +1460,26 @@ def execute_sim(config: RunConfig, progress: Progress) -> Execution:
     logger.propagate = False  # the store's records go to the run's logs, not the terminal
     main_thread = threading.current_thread() is threading.main_thread()
     old_sigint = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    watchdog = StuckWatchdog(budget + stuck_grace(budget)) if main_thread and budget else None
     try:
-        with deterministic_trio(config.seed):
+        with deterministic_trio(config.seed), watchdog or contextlib.nullcontext():
             execution = trio.run(main, clock=SimScheduler())
+    except BaseException as exc:
+        stuck = find_exception(exc, StoreStuck)
+        if stuck is None or not clusters:
+            raise
+        execution = stuck_execution(clusters[0], recorders, stuck, records)
+        stuck.__traceback__ = stuck.__context__ = stuck.__cause__ = None  # frames of the dead run
+        del stuck
+        clusters.clear()  # the dead run's cluster holds its tasks
     finally:
         if main_thread:
             signal.signal(signal.SIGINT, old_sigint)
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+    if "stuck" in execution.info:
+        discard_abandoned_run()
     if interrupted:
         execution.info.setdefault("stopped", "interrupted (Ctrl-C)")
         execution.info["interrupted"] = True
