@@ -138,7 +138,7 @@ def check_file(hf: HistoryFile, checkers: list[str], options: CheckOptions, fmt:
         try:
             results = run_checkers(checkers, ops, options)
         except HistoryError as exc:
-            raise MalformedInput(name, exc.op.line if exc.op is not None else None, str(exc)) from None
+            raise MalformedInput(name, exc.line, str(exc)) from None
     except MalformedInput as exc:
         return FileResult(hf, {"file": name, "format": fmt, "valid": None, "error": str(exc)},
                           error=str(exc))
@@ -165,9 +165,8 @@ def _split_keys(ops: list[Op], name: str) -> list[Op]:
     try:
         return split_independent_keys(ops)
     except HistoryError as exc:
-        line = exc.op.line if exc.op is not None else None
         raise MalformedInput(
-            name, line, f"{exc} (the model is keyed: ops need a key field or [key value] values)"
+            name, exc.line, f"{exc} (the model is keyed: ops need a key field or [key value] values)"
         ) from None
 
 

@@ -147,6 +147,11 @@ class HistoryError(ValueError):
         super().__init__(message)
         self.op = op
 
+    @property
+    def line(self) -> int | None:
+        """The file line of the offending event, for a ``MalformedInput`` (None if unknown)."""
+        return self.op.line if self.op is not None else None
+
 
 def pair_calls(ops: Sequence[Op], *, include_nemesis: bool = False) -> list[Call]:
     """Pair each invocation with its process's next completion, in history order.

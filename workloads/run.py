@@ -413,7 +413,7 @@ def recheck_run_dir(path: Path | str) -> int:
     try:
         results = check_and_report(run_dir, ops, config, info)
     except HistoryError as exc:  # well-formed lines that do not make a history (exit 65)
-        raise MalformedInput(str(hist), exc.op.line if exc.op is not None else None, str(exc)) from None
+        raise MalformedInput(str(hist), exc.line, str(exc)) from None
     return int(verdict_code(results["valid"]))
 
 
